@@ -1,0 +1,20 @@
+//! Compiles `rpool/v1/*.proto` with a vendored `protoc`, so a fresh machine
+//! needs no system package. `PROTOC` in the environment takes precedence.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = match std::env::var_os("PROTOC") {
+        Some(path) => PathBuf::from(path),
+        None => protoc_bin_vendored::protoc_bin_path()?,
+    };
+    let protos = ["rpool/v1/agent.proto", "rpool/v1/admin.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    tonic_prost_build::configure().compile_with_config(config, &protos, &["."])?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The contract between rpool's binaries.
+//!
+//! - [`v1`]: messages and gRPC services generated from `rpool/v1/*.proto`
+//!   (`AgentService`: one bidirectional stream per agent; `AdminService`: what
+//!   `rpoolctl` calls). The `.proto` files document every field and unit.
+//! - [`units`]: parsing and printing of sizes (`64GiB`) and durations (`10m`)
+//!   the way users type them, shared by configs and the CLI.
+
+pub mod units;
+
+/// Generated code for package `rpool.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("rpool.v1");
+}
+
+/// Version of this build, reported by every binary and in `Hello`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
