@@ -116,9 +116,7 @@ pub fn format_size(bytes: u64) -> String {
 /// Parses `500ms`, `30s`, `1m`, `10m`, `2h`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, ParseError> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let bad = || {
         ParseError(format!(
@@ -187,7 +185,16 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_rejected_with_the_accepted_forms() {
-        for text in ["", "GiB", "-1GiB", "1.2.3GiB", "5 gigs", "1.GiB", "0.1B", "99999999999PiB"] {
+        for text in [
+            "",
+            "GiB",
+            "-1GiB",
+            "1.2.3GiB",
+            "5 gigs",
+            "1.GiB",
+            "0.1B",
+            "99999999999PiB",
+        ] {
             let err = parse_size(text).expect_err(text);
             assert!(err.to_string().contains(text.trim()), "{err}");
         }

@@ -1,1 +1,479 @@
-//! placeholder
+//! Test harness: starts the real rpool binaries on loopback and talks to them
+//! the way an admin and an agent would.
+//!
+//! - [`binaries`] builds `rpool-controller`, `rpool-agent` and `rpoolctl`
+//!   once per test process (a no-op when they are current) and returns their
+//!   directory, so `cargo nextest run` alone always tests fresh binaries.
+//! - [`Controller`] and [`Agent`] are child processes with their own config
+//!   files and state directories under a per-test temporary directory; they
+//!   are killed when dropped, so a failing test leaks no process.
+//! - [`ctl`] runs `rpoolctl` with an isolated `HOME`.
+//! - [`eventually`] polls a condition with a bound instead of sleeping.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
+use rpool_proto::v1::{Host, ListHostsRequest, StatusRequest, StatusResponse};
+use tonic::transport::Channel;
+
+/// Directory holding the freshly built binaries (`target/<profile>`).
+pub fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The test executable lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary is under target/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(other) => other.to_string(),
+            None => "dev".to_string(),
+        };
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace)
+            .args(["build", "--quiet", "--bins", "--profile", &profile])
+            .args(["-p", "rpool-controller", "-p", "rpool-agent", "-p", "rpoolctl"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("running cargo build for the rpool binaries");
+        assert!(status.success(), "cargo build of the rpool binaries failed");
+        profile_dir
+    })
+}
+
+/// Path of one built binary.
+pub fn bin(name: &str) -> PathBuf {
+    binaries().join(name)
+}
+
+/// A loopback port that was free a moment ago. The kernel hands out
+/// ephemeral ports in a random order, so a collision before the child binds
+/// it is unlikely; the harness reports the port in every error to make one
+/// recognisable.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `limit`
+/// with the last observation, so a timeout says what was seen.
+pub async fn eventually<T, O, F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (Option<T>, O)>,
+    O: Debug,
+{
+    let start = Instant::now();
+    loop {
+        let (found, observed) = check().await;
+        if let Some(value) = found {
+            return Ok(value);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}; last seen: {observed:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Liveness settings written into controller.toml.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub heartbeat_interval_ms: u32,
+    pub suspect_after_ms: u32,
+    pub down_after_ms: u32,
+}
+
+impl Liveness {
+    /// Short intervals so failure tests finish quickly.
+    pub const FAST: Liveness = Liveness {
+        heartbeat_interval_ms: 200,
+        suspect_after_ms: 1_000,
+        down_after_ms: 2_000,
+    };
+}
+
+fn spawn_logged(mut command: Command, log: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .env("RPOOL_LOG", "info,rpool_controller=debug,rpool_agent=debug")
+        .spawn()
+        .with_context(|| format!("spawning {:?}", command.get_program()))
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: plain kill(2) on a pid we own.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+/// Sends SIGTERM and waits (bounded) for the exit status.
+fn terminate(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+    signal(child, libc::SIGTERM);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let status = child.wait()?;
+            bail!(
+                "process {} ignored SIGTERM for {limit:?} (killed: {status})",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One `rpool-controller` process with its own data directory.
+pub struct Controller {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Controller {
+    /// Writes `dir/controller.toml` and starts the controller; returns once
+    /// it answers `Status`.
+    pub async fn start(dir: &Path, liveness: Liveness) -> Result<Controller> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let config = dir.join("controller.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n[liveness]\n\
+                 heartbeat_interval_ms = {hb}\nsuspect_after_ms = {sa}\ndown_after_ms = {da}\n",
+                data = dir.join("data").display(),
+                hb = liveness.heartbeat_interval_ms,
+                sa = liveness.suspect_after_ms,
+                da = liveness.down_after_ms,
+            ),
+        )?;
+        let mut controller = Controller {
+            dir: dir.to_path_buf(),
+            port,
+            config,
+            child: None,
+        };
+        controller.restart().await?;
+        Ok(controller)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the process on the same port and data dir.
+    pub async fn restart(&mut self) -> Result<()> {
+        assert!(self.child.is_none(), "controller already running");
+        let mut command = Command::new(bin("rpool-controller"));
+        command.arg("--config").arg(&self.config);
+        self.child = Some(spawn_logged(command, &self.dir.join("log"))?);
+        let addr = self.addr();
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("controller exited early with {status}; log:\n{}", self.log());
+            }
+            if let Ok(mut client) = admin_client(&addr).await {
+                if client.status(StatusRequest {}).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "controller on {addr} not answering after 20s; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("controller not running")?;
+        terminate(&mut child, Duration::from_secs(10))
+    }
+
+    pub async fn admin(&self) -> Result<AdminServiceClient<Channel>> {
+        admin_client(&self.addr()).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse> {
+        Ok(self.admin().await?.status(StatusRequest {}).await?.into_inner())
+    }
+
+    pub async fn hosts(&self) -> Result<Vec<Host>> {
+        let request = ListHostsRequest {
+            state: String::new(),
+            zone: String::new(),
+        };
+        Ok(self.admin().await?.list_hosts(request).await?.into_inner().hosts)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn admin_client(addr: &str) -> Result<AdminServiceClient<Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(AdminServiceClient::new(channel))
+}
+
+/// A simulated machine: what the agent's hardware file says.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub hostname: String,
+    pub zone: String,
+    pub logical_cores: u32,
+    pub physical_cores: u32,
+    pub memory: String,
+    pub cpu_percent: f64,
+    pub memory_used: String,
+}
+
+impl Profile {
+    pub fn new(hostname: &str, zone: &str, logical_cores: u32, memory: &str) -> Profile {
+        Profile {
+            hostname: hostname.to_string(),
+            zone: zone.to_string(),
+            logical_cores,
+            physical_cores: logical_cores.div_ceil(2),
+            memory: memory.to_string(),
+            cpu_percent: 10.0,
+            memory_used: "1GiB".to_string(),
+        }
+    }
+
+    fn to_toml(&self) -> String {
+        format!(
+            "hostname = \"{}\"\nzone = \"{}\"\nlogical_cores = {}\nphysical_cores = {}\n\
+             memory = \"{}\"\ncpu_percent = {:.1}\nmemory_used = \"{}\"\nload_average = 0.5\n",
+            self.hostname,
+            self.zone,
+            self.logical_cores,
+            self.physical_cores,
+            self.memory,
+            self.cpu_percent,
+            self.memory_used
+        )
+    }
+}
+
+/// One `rpool-agent` process in simulated-hardware mode.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub profile: Profile,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Writes `dir/agent.toml` and `dir/hardware.toml` and starts the agent
+    /// against `controllers`. Does not wait for registration.
+    pub fn start(dir: &Path, controllers: &[String], profile: Profile) -> Result<Agent> {
+        std::fs::create_dir_all(dir)?;
+        let list = controllers
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(
+            dir.join("agent.toml"),
+            format!(
+                "controllers = [{list}]\nstate_dir = \"{state}\"\n\n[labels]\nrack = \"r1\"\n\n\
+                 [reconnect]\ninitial_backoff_ms = 50\nmax_backoff_ms = 500\n\n\
+                 [simulate]\nfile = \"{hw}\"\n",
+                state = dir.join("state").display(),
+                hw = dir.join("hardware.toml").display(),
+            ),
+        )?;
+        let mut agent = Agent {
+            dir: dir.to_path_buf(),
+            profile,
+            child: None,
+        };
+        agent.write_hardware()?;
+        agent.restart()?;
+        Ok(agent)
+    }
+
+    pub fn write_hardware(&self) -> Result<()> {
+        // Write then rename, so the agent never reads a half-written file.
+        let tmp = self.dir.join("hardware.toml.tmp");
+        std::fs::write(&tmp, self.profile.to_toml())?;
+        std::fs::rename(&tmp, self.dir.join("hardware.toml"))?;
+        Ok(())
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        assert!(self.child.is_none(), "agent already running");
+        let mut command = Command::new(bin("rpool-agent"));
+        command.arg("--config").arg(self.dir.join("agent.toml"));
+        self.child = Some(spawn_logged(command, &self.dir.join("log"))?);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("agent not running")?;
+        terminate(&mut child, Duration::from_secs(10))
+    }
+
+    /// Stops the process without ending it (SIGSTOP): its TCP connection
+    /// stays open but it sends nothing, like a hung host.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// The host id the agent persisted in its state dir.
+    pub fn host_id(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("state").join("host_id"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+        self.kill();
+    }
+}
+
+/// Runs `rpoolctl ARGS` with `HOME` (and so `~/.config/rpool/ctl.toml`)
+/// under `home`.
+pub fn ctl(home: &Path, args: &[&str]) -> Output {
+    ctl_env(home, args, &[])
+}
+
+pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(bin("rpoolctl"));
+    command
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("RPOOL_CONTROLLER")
+        .env_remove("RPOOL_CTL_CONFIG")
+        .env_remove("RPOOL_SANDBOX_DIR")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running rpoolctl")
+}
+
+/// Parses stdout of a successful command as JSON, or fails with its output.
+pub fn json_of(output: &Output) -> Result<serde_json::Value> {
+    if !output.status.success() {
+        bail!(
+            "command failed with {}:\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("stdout is not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The host whose hostname is `hostname`, if listed.
+pub fn by_hostname<'a>(hosts: &'a [Host], hostname: &str) -> Option<&'a Host> {
+    hosts
+        .iter()
+        .find(|h| h.facts.as_ref().is_some_and(|f| f.hostname == hostname))
+}
+
+/// Starts `profiles.len()` agents under `root/agents/` against `controller`
+/// and waits (bounded) until all are ready.
+pub async fn start_agents(
+    root: &Path,
+    controller: &Controller,
+    profiles: Vec<Profile>,
+) -> Result<Vec<Agent>> {
+    let mut agents = Vec::new();
+    for profile in profiles {
+        let dir = root.join("agents").join(&profile.hostname);
+        agents.push(Agent::start(&dir, &[controller.addr()], profile)?);
+    }
+    let want: Vec<String> = agents.iter().map(|a| a.profile.hostname.clone()).collect();
+    eventually(Duration::from_secs(20), "all agents ready", || async {
+        let hosts = controller.hosts().await.unwrap_or_default();
+        let ready = want.iter().all(|name| {
+            by_hostname(&hosts, name).is_some_and(|h| h.state == rpool_proto::v1::HostState::Ready as i32)
+        });
+        let seen: Vec<(String, i32)> = hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.facts.as_ref().map(|f| f.hostname.clone()).unwrap_or_default(),
+                    h.state,
+                )
+            })
+            .collect();
+        (ready.then_some(()), seen)
+    })
+    .await?;
+    Ok(agents)
+}

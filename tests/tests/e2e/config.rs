@@ -1,0 +1,155 @@
+//! Config files: the shipped examples are valid, and a bad file stops the
+//! daemon with exit code 64 and a message naming the file and the field.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use rpool_tests::bin;
+
+fn packaging(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(path)
+}
+
+fn run(binary: &str, args: &[&str]) -> Output {
+    Command::new(bin(binary)).args(args).output().expect("spawn")
+}
+
+fn assert_usage_error(output: &Output, must_name: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "want exit 64; stderr:\n{stderr}");
+    for needle in must_name {
+        assert!(
+            stderr.contains(needle),
+            "stderr does not name {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let controller = packaging("etc/rpool/controller.toml");
+    let out = run(
+        "rpool-controller",
+        &["--check-config", "--config", controller.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = packaging("etc/rpool/agent.toml");
+    let out = run(
+        "rpool-agent",
+        &["--check-config", "--config", agent.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The simulated-hardware example, through an agent config that uses it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "controllers = [\"127.0.0.1:7443\"]\nstate_dir = \"{}\"\n[simulate]\nfile = \"{}\"\n",
+            dir.path().join("state").display(),
+            packaging("etc/rpool/simulated-host.toml").display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        "rpool-agent",
+        &["--check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn controller_with_an_out_of_range_setting_exits_64_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("controller.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[liveness]\ndown_after_ms = 100\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = run("rpool-controller", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &["controller.toml", "liveness.down_after_ms", "100"]);
+    assert!(
+        !dir.path().join("data").exists(),
+        "a rejected config created the data dir"
+    );
+}
+
+#[test]
+fn controller_config_with_an_unknown_key_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("controller.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nlisten_adress = \"oops\"\n").unwrap();
+    let out = run("rpool-controller", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &["controller.toml", "listen_adress"]);
+}
+
+#[test]
+fn agent_with_a_bad_zone_or_missing_controllers_exits_64_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        "controllers = [\"127.0.0.1:7443\"]\nzone = \"Not A Label\"\n",
+    )
+    .unwrap();
+    let out = run("rpool-agent", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &["agent.toml", "zone"]);
+
+    std::fs::write(&cfg, "controllers = []\n").unwrap();
+    let out = run("rpool-agent", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &["agent.toml", "controllers"]);
+}
+
+#[test]
+fn agent_with_a_bad_simulated_hardware_file_exits_64_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hw = dir.path().join("hardware.toml");
+    std::fs::write(&hw, "logical_cores = 1000000000\nmemory = \"64GiB\"\n").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "controllers = [\"127.0.0.1:7443\"]\nstate_dir = \"{}\"\n[simulate]\nfile = \"{}\"\n",
+            dir.path().join("state").display(),
+            hw.display()
+        ),
+    )
+    .unwrap();
+    let out = run("rpool-agent", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &["hardware.toml", "logical_cores"]);
+}
+
+#[test]
+fn explicitly_named_config_that_does_not_exist_exits_64() {
+    let out = run(
+        "rpool-controller",
+        &["--config", "/nonexistent/rpool/controller.toml"],
+    );
+    assert_usage_error(&out, &["/nonexistent/rpool/controller.toml"]);
+    let out = run("rpool-agent", &["--config", "/nonexistent/rpool/agent.toml"]);
+    assert_usage_error(&out, &["/nonexistent/rpool/agent.toml"]);
+}
+
+#[test]
+fn every_binary_has_version_and_help() {
+    for binary in ["rpool-controller", "rpool-agent", "rpoolctl"] {
+        let out = run(binary, &["--version"]);
+        assert!(out.status.success(), "{binary} --version");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(rpool_proto::VERSION),
+            "{binary} --version"
+        );
+        let out = run(binary, &["--help"]);
+        assert!(out.status.success(), "{binary} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--config"),
+            "{binary} --help lacks --config"
+        );
+    }
+}
