@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(path) => PathBuf::from(path),
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
-    let protos = ["rpool/v1/agent.proto", "rpool/v1/admin.proto"];
+    let protos = [
+        "rpool/v1/agent.proto",
+        "rpool/v1/admin.proto",
+        "rpool/v1/raft.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -1,1 +1,186 @@
-fn main() {}
+//! `rpool-controller`: parses flags, installs tracing, loads and validates
+//! the config, binds the listener and calls [`rpool_controller::run`] until
+//! SIGTERM or SIGINT.
+//!
+//! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use rpool_controller::Config;
+use rpool_controller::config::{DEFAULT_CONFIG_PATH, MAX_ID};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 64;
+
+const EXAMPLES: &str = "\
+Examples:
+  rpool-controller
+      Use /etc/rpool/controller.toml if it exists, else the defaults.
+  rpool-controller --config ./controller.toml --listen 127.0.0.1:7443
+  rpool-controller --data-dir /tmp/rpool --id 2 --log-format json
+  RPOOL_LOG=rpool_controller=debug rpool-controller
+
+Flags override values from the config file.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// rpool controller: host registry, liveness and the agent and admin gRPC APIs.
+#[derive(Debug, Parser)]
+#[command(version = rpool_proto::VERSION, after_help = EXAMPLES)]
+struct Cli {
+    /// Config file (TOML). A missing default file means "all defaults"; a
+    /// missing file given here is an error.
+    #[arg(long, value_name = "PATH", env = "RPOOL_CONTROLLER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `listen`), e.g. 127.0.0.1:7443.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory (overrides `data_dir`); sled lives in DIR/state.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Controller id, 1..=2^63 (overrides `id`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_ID))]
+    id: Option<u64>,
+    /// Log format on stderr. The filter comes from RPOOL_LOG (default "info").
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Validate the config, print "config ok" and exit: 0 if valid, 64 if
+    /// not. Touches nothing (no data dir, no port).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// An error and the exit code it maps to.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_USAGE,
+        error: error.into(),
+    }
+}
+
+fn unexpected(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: EXIT_ERROR,
+        error: error.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.log_format);
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Loads the file (if any), applies flag overrides, validates.
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let (path, explicit) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let file = path.display().to_string();
+    let mut config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(e) if e.is_not_found() && !explicit => Config::default(),
+        Err(e) => return Err(usage(e)),
+    };
+    if let Some(id) = cli.id {
+        config.id = id;
+    }
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config.validate_in(&file).map_err(usage)?;
+    Ok(config)
+}
+
+fn real_main(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(&cli)?;
+    if cli.check_config {
+        let path = cli
+            .config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        println!("config ok: {}", path.display());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(unexpected)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))
+            .map_err(unexpected)?;
+        let local = listener
+            .local_addr()
+            .context("reading the bound address")
+            .map_err(unexpected)?;
+        let shutdown = shutdown_signal().map_err(unexpected)?;
+        info!("listening on {local}");
+        rpool_controller::run(config, listener, shutdown)
+            .await
+            .map_err(unexpected)
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT. Handlers are installed before
+/// returning, so a signal right after start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "signal received"),
+            _ = int.recv() => info!(signal = "SIGINT", "signal received"),
+        }
+    })
+}

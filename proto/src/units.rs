@@ -79,7 +79,7 @@ pub fn parse_size(text: &str) -> Result<u64, ParseError> {
         let frac_num: u128 = frac.parse().map_err(|_| bad())?;
         let denom = 10u128.pow(frac.len() as u32);
         let scaled = frac_num * multiplier as u128;
-        if scaled % denom != 0 {
+        if !scaled.is_multiple_of(denom) {
             return Err(ParseError(format!(
                 "size {text:?} is not a whole number of bytes"
             )));
@@ -103,7 +103,7 @@ pub fn format_size(bytes: u64) -> String {
     for (name, size) in UNITS {
         if bytes >= size {
             let tenths = (bytes as u128 * 10 + size as u128 / 2) / size as u128;
-            return if tenths % 10 == 0 {
+            return if tenths.is_multiple_of(10) {
                 format!("{}{name}", tenths / 10)
             } else {
                 format!("{}.{}{name}", tenths / 10, tenths % 10)
@@ -144,7 +144,7 @@ pub fn format_duration(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         let tenths = ms / 100;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{}s", tenths / 10)
         } else {
             format!("{}.{}s", tenths / 10, tenths % 10)

@@ -206,10 +206,10 @@ impl Controller {
             if let Some(status) = child.try_wait()? {
                 bail!("controller exited early with {status}; log:\n{}", self.log());
             }
-            if let Ok(mut client) = admin_client(&addr).await {
-                if client.status(StatusRequest {}).await.is_ok() {
-                    return Ok(());
-                }
+            if let Ok(mut client) = admin_client(&addr).await
+                && client.status(StatusRequest {}).await.is_ok()
+            {
+                return Ok(());
             }
             if start.elapsed() > Duration::from_secs(20) {
                 bail!(

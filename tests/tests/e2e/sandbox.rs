@@ -20,6 +20,15 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
     let port = free_port().to_string();
     let bin_dir = binaries().to_str().unwrap().to_string();
     let dir_s = dir.to_str().unwrap();
+    // The sandbox detaches its processes (setsid), so they outlive a panic
+    // here unless `down` runs: make sure it does.
+    struct Down<'a>(&'a std::path::Path, &'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = ctl(self.0, &["sandbox", "down", "--dir", self.1]);
+        }
+    }
+    let _down = Down(home.path(), dir_s);
     let up = ctl(
         home.path(),
         &[
@@ -71,15 +80,14 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
         home.path(),
         &["sandbox", "status", "--dir", dir_s, "-o", "json"],
     ))?;
-    let mut pids = vec![status["controller_pid"].as_i64().expect("controller_pid")];
-    pids.extend(
-        status["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["pid"].as_i64().unwrap()),
-    );
-    assert_eq!(pids.len(), 5, "{status:#}");
+    assert_eq!(status["running"], true, "{status:#}");
+    let processes = status["processes"].as_array().expect("processes").clone();
+    let pids: Vec<i64> = processes
+        .iter()
+        .map(|p| p["pid"].as_i64().expect("pid"))
+        .collect();
+    assert_eq!(pids.len(), 5, "one controller and four agents: {status:#}");
+    assert!(processes.iter().all(|p| p["alive"] == true), "{status:#}");
     assert!(pids.iter().all(|p| alive(*p)), "{status:#}");
 
     // A second `up` refuses rather than starting a second fleet.

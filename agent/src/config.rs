@@ -1,0 +1,601 @@
+//! `agent.toml`: what the agent reads at start, how flags override it, and
+//! the checks every value must pass before the agent starts.
+//!
+//! Errors name where the bad value came from (the file, or the flag that
+//! overrode it), the dotted field path, and what would have been accepted:
+//! `/etc/rpool/agent.toml: reconnect.max_backoff_ms: 5 is out of range (accepted 200..=300000)`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where `main` looks when `--config` and `RPOOL_AGENT_CONFIG` are unset.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpool/agent.toml";
+
+/// Most controllers an agent is configured with (a 7-node control plane).
+pub const MAX_CONTROLLERS: usize = 7;
+/// Most admin labels a host may carry (the controller's limit).
+pub const MAX_LABELS: usize = 64;
+/// Accepted range of `reconnect.initial_backoff_ms`.
+pub const INITIAL_BACKOFF_MS_RANGE: (u64, u64) = (10, 60_000);
+/// Upper bound of `reconnect.max_backoff_ms`.
+pub const MAX_BACKOFF_MS_LIMIT: u64 = 300_000;
+
+/// Why a configuration could not be loaded. The text is meant for the admin
+/// as is; `main` exits 64 on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// The config file, or the flag the value came from.
+        origin: String,
+        /// Dotted path, e.g. `reconnect.max_backoff_ms` or `controllers[2]`.
+        field: String,
+        /// `{value} is out of range (accepted {range})` or `{problem} (accepted {what})`.
+        message: String,
+    },
+}
+
+/// A bad value found by [`Config::validate`]: which field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn out_of_range(field: impl Into<String>, value: impl std::fmt::Display, range: &str) -> Self {
+        FieldError {
+            field: field.into(),
+            message: format!("{value} is out of range (accepted {range})"),
+        }
+    }
+
+    fn invalid(field: impl Into<String>, problem: impl std::fmt::Display, what: &str) -> Self {
+        FieldError {
+            field: field.into(),
+            message: format!("{problem} (accepted {what})"),
+        }
+    }
+}
+
+/// The whole agent configuration (`agent.toml`). Every key is optional in
+/// the file except `controllers`, which may instead come from `--controller`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Controller addresses (`host:port`), tried in order, rotating on failure.
+    pub controllers: Vec<String>,
+    /// Holds the `host_id` file; created with mode 0700.
+    pub state_dir: PathBuf,
+    /// Failure domain reported to the controller (DNS-1123 label).
+    pub zone: String,
+    /// Admin labels reported with the host's facts.
+    pub labels: BTreeMap<String, String>,
+    pub health: HealthConfig,
+    pub reconnect: ReconnectConfig,
+    /// Present: simulated-hardware mode (inventory and utilization from a file).
+    pub simulate: Option<SimulateConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            controllers: Vec::new(),
+            state_dir: PathBuf::from("/var/lib/rpool/agent"),
+            zone: "default".to_owned(),
+            labels: BTreeMap::new(),
+            health: HealthConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            simulate: None,
+        }
+    }
+}
+
+/// `[health]`: thresholds and paths of the local health checks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Size string (`1GiB`); `disk_free` fails below it on the state_dir filesystem.
+    pub min_free_disk: String,
+    pub kubeadm_path: PathBuf,
+    pub kubelet_path: PathBuf,
+    pub container_runtime_socket: PathBuf,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            min_free_disk: "1GiB".to_owned(),
+            kubeadm_path: PathBuf::from("/usr/bin/kubeadm"),
+            kubelet_path: PathBuf::from("/usr/bin/kubelet"),
+            container_runtime_socket: PathBuf::from("/run/containerd/containerd.sock"),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// `min_free_disk` in bytes. Only meaningful after [`Config::validate`].
+    pub fn min_free_disk_bytes(&self) -> u64 {
+        rpool_proto::units::parse_size(&self.min_free_disk).unwrap_or(0)
+    }
+}
+
+/// `[reconnect]`: backoff between connection attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial_backoff_ms: 200,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+/// `[simulate]`: where the simulated-hardware file is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulateConfig {
+    pub file: PathBuf,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> Self {
+        SimulateConfig {
+            file: PathBuf::from("/etc/rpool/simulated-host.toml"),
+        }
+    }
+}
+
+/// Values given on the command line; each replaces the config file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub controllers: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+    pub zone: Option<String>,
+    pub simulate: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        if !self.controllers.is_empty() {
+            config.controllers = self.controllers.clone();
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = dir.clone();
+        }
+        if let Some(zone) = &self.zone {
+            config.zone = zone.clone();
+        }
+        if let Some(file) = &self.simulate {
+            config.simulate = Some(SimulateConfig { file: file.clone() });
+        }
+    }
+
+    /// The flag a field's value came from, when a flag set it.
+    fn origin_of(&self, field: &str) -> Option<&'static str> {
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        match top {
+            "controllers" if !self.controllers.is_empty() => Some("--controller"),
+            "state_dir" if self.state_dir.is_some() => Some("--state-dir"),
+            "zone" if self.zone.is_some() => Some("--zone"),
+            "simulate" if self.simulate.is_some() => Some("--simulate"),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Parses `agent.toml` text. `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads the config file (a missing file is fine unless `explicit`),
+    /// applies the flag overrides, and validates the result.
+    pub fn load(path: &Path, explicit: bool, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml(&text, &file)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Config::default(),
+            Err(source) => return Err(ConfigError::Read { file, source }),
+        };
+        overrides.apply(&mut config);
+        config.validate().map_err(|e| ConfigError::Invalid {
+            origin: overrides
+                .origin_of(&e.field)
+                .map(str::to_owned)
+                .unwrap_or_else(|| file.clone()),
+            field: e.field,
+            message: e.message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks every value; the first bad one is returned.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.controllers.is_empty() {
+            return Err(FieldError::invalid(
+                "controllers",
+                "missing",
+                "1..=7 \"host:port\" entries, in the config file or with --controller",
+            ));
+        }
+        if self.controllers.len() > MAX_CONTROLLERS {
+            return Err(FieldError::out_of_range(
+                "controllers",
+                format!("{} entries", self.controllers.len()),
+                "1..=7 entries",
+            ));
+        }
+        for (i, addr) in self.controllers.iter().enumerate() {
+            if let Err(problem) = check_host_port(addr) {
+                return Err(FieldError::invalid(
+                    format!("controllers[{i}]"),
+                    format!("{addr:?} {problem}"),
+                    "\"host:port\", e.g. \"10.0.0.1:7443\" or \"[::1]:7443\"",
+                ));
+            }
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(FieldError::invalid("state_dir", "empty path", "a directory path"));
+        }
+        if let Err(problem) = check_dns_label(&self.zone) {
+            return Err(FieldError::invalid(
+                "zone",
+                format!("{:?} {problem}", self.zone),
+                "a DNS-1123 label: 1..=63 of [a-z0-9-], starting and ending with [a-z0-9]",
+            ));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(FieldError::out_of_range(
+                "labels",
+                format!("{} labels", self.labels.len()),
+                "at most 64 labels",
+            ));
+        }
+        for (key, value) in &self.labels {
+            let key_ok = (1..=63).contains(&key.len())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+            if !key_ok {
+                return Err(FieldError::invalid(
+                    format!("labels.{key:?}"),
+                    "invalid label key",
+                    "keys of 1..=63 characters [A-Za-z0-9._/-]",
+                ));
+            }
+            if value.chars().count() > 253 {
+                return Err(FieldError::out_of_range(
+                    format!("labels.{key}"),
+                    format!("a value of {} characters", value.chars().count()),
+                    "values of at most 253 characters",
+                ));
+            }
+        }
+        if let Err(e) = rpool_proto::units::parse_size(&self.health.min_free_disk) {
+            return Err(FieldError::invalid(
+                "health.min_free_disk",
+                e,
+                "a size such as \"1GiB\" or \"512MiB\"",
+            ));
+        }
+        for (field, path) in [
+            ("health.kubeadm_path", &self.health.kubeadm_path),
+            ("health.kubelet_path", &self.health.kubelet_path),
+            (
+                "health.container_runtime_socket",
+                &self.health.container_runtime_socket,
+            ),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(FieldError::invalid(field, "empty path", "a file path"));
+            }
+        }
+        let r = &self.reconnect;
+        let (lo, hi) = INITIAL_BACKOFF_MS_RANGE;
+        if !(lo..=hi).contains(&r.initial_backoff_ms) {
+            return Err(FieldError::out_of_range(
+                "reconnect.initial_backoff_ms",
+                r.initial_backoff_ms,
+                &format!("{lo}..={hi}"),
+            ));
+        }
+        if !(r.initial_backoff_ms..=MAX_BACKOFF_MS_LIMIT).contains(&r.max_backoff_ms) {
+            return Err(FieldError::out_of_range(
+                "reconnect.max_backoff_ms",
+                r.max_backoff_ms,
+                &format!(
+                    "{}..={MAX_BACKOFF_MS_LIMIT}, at least reconnect.initial_backoff_ms",
+                    r.initial_backoff_ms
+                ),
+            ));
+        }
+        if let Some(sim) = &self.simulate
+            && sim.file.as_os_str().is_empty()
+        {
+            return Err(FieldError::invalid("simulate.file", "empty path", "a file path"));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` with a non-empty host (IPv6 in brackets) and a port 1..=65535.
+fn check_host_port(addr: &str) -> Result<(), &'static str> {
+    let (host, port) = addr.rsplit_once(':').ok_or("has no port")?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("has an invalid port"),
+        Ok(_) => {}
+    }
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or("has an unclosed '['")?;
+        inner
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "has an invalid IPv6 address")?;
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err("needs brackets around an IPv6 address");
+    }
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        return Err("has an invalid host name");
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label: 1..=63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub(crate) fn check_dns_label(text: &str) -> Result<(), &'static str> {
+    if text.is_empty() || text.len() > 63 {
+        return Err("must be 1..=63 characters");
+    }
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("has characters other than [a-z0-9-]");
+    }
+    if text.starts_with('-') || text.ends_with('-') {
+        return Err("starts or ends with '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            controllers: vec!["127.0.0.1:7443".to_owned()],
+            ..Config::default()
+        }
+    }
+
+    fn field_error(config: &Config) -> FieldError {
+        config.validate().expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn the_documented_example_parses_to_the_defaults() {
+        let text = r#"
+controllers = ["127.0.0.1:7443"]
+state_dir = "/var/lib/rpool/agent"
+zone = "default"
+[labels]
+[health]
+min_free_disk = "1GiB"
+kubeadm_path = "/usr/bin/kubeadm"
+kubelet_path = "/usr/bin/kubelet"
+container_runtime_socket = "/run/containerd/containerd.sock"
+[reconnect]
+initial_backoff_ms = 200
+max_backoff_ms = 10000
+"#;
+        let config = Config::from_toml(text, "agent.toml").unwrap();
+        assert_eq!(config, valid());
+        config.validate().unwrap();
+        assert_eq!(config.health.min_free_disk_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn a_simulate_table_without_file_uses_the_default_path() {
+        let config = Config::from_toml("[simulate]\n", "a.toml").unwrap();
+        assert_eq!(
+            config.simulate.unwrap().file,
+            PathBuf::from("/etc/rpool/simulated-host.toml")
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_the_file_name() {
+        let err = Config::from_toml("zome = \"a\"\n", "/x/agent.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("/x/agent.toml: "), "{text}");
+        assert!(text.contains("zome"), "{text}");
+    }
+
+    #[test]
+    fn missing_controllers_are_rejected_and_the_flag_is_suggested() {
+        let err = field_error(&Config::default());
+        assert_eq!(err.field, "controllers");
+        assert!(err.message.contains("--controller"), "{}", err.message);
+    }
+
+    #[test]
+    fn more_than_seven_controllers_are_rejected() {
+        let mut config = valid();
+        config.controllers = (0..8).map(|i| format!("10.0.0.{i}:7443")).collect();
+        let err = field_error(&config);
+        assert_eq!(err.field, "controllers");
+        assert_eq!(err.message, "8 entries is out of range (accepted 1..=7 entries)");
+    }
+
+    #[test]
+    fn controller_addresses_must_be_host_and_port() {
+        for bad in [
+            "localhost",
+            "host:0",
+            "host:99999",
+            ":7443",
+            "::1:7443",
+            "[::1:7443",
+            "a b:1",
+        ] {
+            let mut config = valid();
+            config.controllers = vec!["10.0.0.1:7443".to_owned(), bad.to_owned()];
+            let err = field_error(&config);
+            assert_eq!(err.field, "controllers[1]", "{bad}");
+            assert!(err.message.contains("accepted \"host:port\""), "{}", err.message);
+        }
+        let mut config = valid();
+        config.controllers = vec!["[::1]:7443".into(), "ctl-1.example:7443".into()];
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn zone_must_be_a_dns_label() {
+        for bad in ["", "Zone", "-a", "a-", "a_b", &"a".repeat(64)] {
+            let mut config = valid();
+            config.zone = bad.to_owned();
+            assert_eq!(field_error(&config).field, "zone", "{bad:?}");
+        }
+        let mut config = valid();
+        config.zone = "rack-12".into();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn labels_are_limited_in_number_key_and_value() {
+        let mut config = valid();
+        config.labels = (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert_eq!(field_error(&config).field, "labels");
+
+        let mut config = valid();
+        config.labels.insert("bad key".into(), "v".into());
+        assert_eq!(field_error(&config).field, "labels.\"bad key\"");
+
+        let mut config = valid();
+        config.labels.insert("rack".into(), "x".repeat(254));
+        let err = field_error(&config);
+        assert_eq!(err.field, "labels.rack");
+        assert!(err.message.contains("at most 253"), "{}", err.message);
+    }
+
+    #[test]
+    fn min_free_disk_must_be_a_size() {
+        let mut config = valid();
+        config.health.min_free_disk = "1G".into();
+        let err = field_error(&config);
+        assert_eq!(err.field, "health.min_free_disk");
+        assert!(err.message.contains("(accepted a size"), "{}", err.message);
+    }
+
+    #[test]
+    fn initial_backoff_must_be_within_10_to_60000_ms() {
+        for bad in [0, 9, 60_001] {
+            let mut config = valid();
+            config.reconnect.initial_backoff_ms = bad;
+            config.reconnect.max_backoff_ms = 300_000;
+            let err = field_error(&config);
+            assert_eq!(err.field, "reconnect.initial_backoff_ms");
+            assert_eq!(
+                err.message,
+                format!("{bad} is out of range (accepted 10..=60000)")
+            );
+        }
+    }
+
+    #[test]
+    fn max_backoff_must_be_at_least_initial_and_at_most_300000_ms() {
+        for bad in [199, 300_001] {
+            let mut config = valid();
+            config.reconnect.max_backoff_ms = bad;
+            let err = field_error(&config);
+            assert_eq!(err.field, "reconnect.max_backoff_ms");
+            assert!(
+                err.message
+                    .starts_with(&format!("{bad} is out of range (accepted 200..=300000"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_default_config_file_means_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = Overrides {
+            controllers: vec!["127.0.0.1:1".into()],
+            ..Overrides::default()
+        };
+        let config = Config::load(&dir.path().join("none.toml"), false, &overrides).unwrap();
+        assert_eq!(config.zone, "default");
+    }
+
+    #[test]
+    fn a_missing_explicit_config_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("none.toml");
+        let err = Config::load(&path, true, &Overrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with(&path.display().to_string()));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_are_named_when_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "controllers = [\"10.0.0.1:7443\"]\nzone = \"a\"\n").unwrap();
+        let overrides = Overrides {
+            zone: Some("b".into()),
+            simulate: Some("/tmp/hw.toml".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&path, true, &overrides).unwrap();
+        assert_eq!(config.zone, "b");
+        assert_eq!(config.simulate.unwrap().file, PathBuf::from("/tmp/hw.toml"));
+
+        let overrides = Overrides {
+            zone: Some("B!".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&path, true, &overrides).unwrap_err();
+        assert!(err.to_string().starts_with("--zone: zone: \"B!\""), "{err}");
+
+        std::fs::write(
+            &path,
+            "controllers = [\"10.0.0.1:7443\"]\n[reconnect]\ninitial_backoff_ms = 1\n",
+        )
+        .unwrap();
+        let err = Config::load(&path, true, &Overrides::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: reconnect.initial_backoff_ms: 1 is out of range (accepted 10..=60000)",
+                path.display()
+            )
+        );
+    }
+}

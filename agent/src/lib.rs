@@ -1,0 +1,75 @@
+//! rpool host agent: tells the controllers who this host is, what it has,
+//! how healthy and how busy it is.
+//!
+//! One agent runs on every server. It holds no cluster-wide state and (in
+//! this version) spawns no processes.
+//!
+//! Modules:
+//! - [`config`]: `agent.toml`, flag overrides, validation.
+//! - [`identity`]: the persistent host id, hostname, addresses.
+//! - [`inventory`]: cores and memory from sysinfo, capped by cgroup v2 limits.
+//! - [`utilization`]: CPU share, memory used, load averages.
+//! - [`health`]: local checks (disk, kubeadm, kubelet, runtime socket, clock).
+//! - [`simulate`]: the simulated-hardware file, reloaded when it changes.
+//! - [`report`]: assembles facts and heartbeats from the above.
+//! - [`backoff`]: jittered exponential reconnect delays.
+//! - [`session`]: the gRPC session with a controller.
+//!
+//! Main loop ([`run`]):
+//! 1. Load (or create once) the host id in `state_dir`.
+//! 2. Open the sources: sysinfo (CPU + RAM only) or the simulated file,
+//!    network interfaces, cgroup limits, health checks.
+//! 3. Connect to the next controller in `controllers`; send `Hello` with the
+//!    facts and a first heartbeat; wait up to 10s for `Welcome`.
+//! 4. Every `Welcome.heartbeat_interval_ms`: sample, send a `Heartbeat`
+//!    (facts only when they changed).
+//! 5. On any error or end of stream: wait a jittered, growing backoff, rotate
+//!    to the next controller, go to 3.
+//! 6. On shutdown: close the stream's sending half and return.
+
+pub mod backoff;
+pub mod config;
+pub mod health;
+pub mod identity;
+pub mod inventory;
+pub mod report;
+pub mod session;
+pub mod simulate;
+pub mod utilization;
+
+use std::future::Future;
+
+pub use config::Config;
+
+/// Runs the agent until `shutdown` resolves; then closes the session and
+/// returns `Ok(())`. Errors are start-up problems only (state dir, host id,
+/// simulated-hardware file, system information); after start-up every
+/// failure is retried.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // The reporter first: a bad simulated-hardware file is a config error
+    // and must be reported before anything is written to the state dir.
+    let mut reporter = report::Reporter::new(&config)?;
+    let host_id = identity::load_or_create_host_id(&config.state_dir)?;
+    tracing::info!(
+        host_id = %host_id,
+        version = rpool_proto::VERSION,
+        simulated = config.simulate.is_some(),
+        controllers = ?config.controllers,
+        "agent starting"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sessions = session::run_sessions(&config, &host_id, &mut reporter, stop_rx);
+    tokio::pin!(sessions);
+    let shutdown = shutdown;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut sessions => {}
+        () = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            sessions.await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,573 @@
+//! `AgentService.Session`: one bidirectional stream per agent.
+//!
+//! Protocol (see `rpool/v1/agent.proto`):
+//!
+//! 1. The first message must be a `Hello` (within [`HELLO_TIMEOUT`]); it is
+//!    validated as a whole before anything is recorded.
+//! 2. The session claims its host id; an older session for the same host is
+//!    closed with `ABORTED` "replaced by a newer session".
+//! 3. The Hello counts as a heartbeat. Then the host is reconciled through the
+//!    log: unknown -> `RegisterHost`; facts or version changed ->
+//!    `UpdateHost`; suspect or down -> `SetHostState ready` ("agent
+//!    reconnected").
+//! 4. The controller answers with a `Welcome` (its id, liveness settings).
+//! 5. Each `Heartbeat` is validated (strictly increasing `seq`, memory used
+//!    within the host's memory, ...), recorded in [`Liveness`](crate::liveness::Liveness), and
+//!    reconciled: new facts -> `UpdateHost`; suspect or down ->
+//!    `SetHostState ready` ("heartbeat resumed"). Plain heartbeats never touch
+//!    the log.
+//!
+//! Any invalid message ends the stream with `INVALID_ARGUMENT` naming the
+//! field; nothing from that message is applied. When the stream ends the
+//! host is marked disconnected; its liveness clock keeps running.
+//!
+//! Internal errors map to `tonic::Status` in one place,
+//! `propose_status`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rpool_proto::v1::agent_message::Msg;
+use rpool_proto::v1::agent_service_server::AgentService;
+use rpool_proto::v1::{self, AgentMessage, ControllerMessage};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Shared;
+use crate::command::{Command, HostFacts, HostRecord, HostState};
+use crate::liveness::unix_ms_now;
+use crate::node::ProposeError;
+use crate::state::StateMachine;
+use crate::validate::{self, Invalid};
+
+/// How long a new stream may take to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued toward one agent (only the Welcome and a final status).
+pub const OUTBOUND_CAPACITY: usize = 4;
+/// Agent sessions served at once by this controller.
+pub const MAX_SESSIONS: usize = 20_000;
+
+/// The service. Cheap to share; holds the session table.
+pub struct AgentSvc {
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    permits: Arc<Semaphore>,
+}
+
+impl AgentSvc {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        AgentSvc {
+            shared,
+            sessions: Arc::new(Sessions::default()),
+            permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+}
+
+/// Which session currently speaks for each host.
+#[derive(Default)]
+struct Sessions {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<String, Slot>>,
+}
+
+struct Slot {
+    session: u64,
+    replaced: oneshot::Sender<()>,
+}
+
+impl Sessions {
+    /// Makes `session` the one for `host_id`, closing the previous one.
+    fn claim(&self, host_id: &str, session: u64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let previous = self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            host_id.to_owned(),
+            Slot {
+                session,
+                replaced: tx,
+            },
+        );
+        if let Some(old) = previous {
+            info!(
+                host_id,
+                old_session = old.session,
+                session,
+                "replacing an older session"
+            );
+            let _ = old.replaced.send(());
+        }
+        rx
+    }
+
+    /// Forgets `session` unless a newer one has taken the host over.
+    fn release(&self, host_id: &str, session: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.get(host_id).is_some_and(|s| s.session == session) {
+            live.remove(host_id);
+        }
+    }
+}
+
+/// The single mapping from proposal failures to gRPC statuses.
+pub(crate) fn propose_status(e: ProposeError) -> Status {
+    match e {
+        // Lost a race with another writer twice in a row: the agent retries.
+        ProposeError::Rejected(e) => Status::aborted(format!("state changed concurrently: {e}")),
+        ProposeError::Stopped => Status::unavailable("the controller is shutting down"),
+        ProposeError::Storage(e) => Status::unavailable(format!("the controller cannot persist state: {e}")),
+    }
+}
+
+/// Commands that bring a host's record in line with a Hello. Pure.
+pub(crate) fn hello_commands(
+    record: Option<&HostRecord>,
+    host_id: &str,
+    agent_version: &str,
+    facts: &HostFacts,
+    now_unix_ms: u64,
+) -> Vec<Command> {
+    let Some(record) = record else {
+        return vec![Command::RegisterHost {
+            host_id: host_id.to_owned(),
+            agent_version: agent_version.to_owned(),
+            facts: facts.clone(),
+            at_unix_ms: now_unix_ms,
+        }];
+    };
+    let mut out = Vec::new();
+    if record.facts != *facts || record.agent_version != agent_version {
+        out.push(Command::UpdateHost {
+            host_id: host_id.to_owned(),
+            agent_version: agent_version.to_owned(),
+            facts: facts.clone(),
+            at_unix_ms: now_unix_ms,
+        });
+    }
+    if matches!(record.state, HostState::Suspect | HostState::Down) {
+        out.push(Command::SetHostState {
+            host_id: host_id.to_owned(),
+            state: HostState::Ready,
+            reason: "agent reconnected".to_owned(),
+            at_unix_ms: now_unix_ms,
+        });
+    }
+    out
+}
+
+/// Commands that follow from a valid heartbeat. Pure.
+pub(crate) fn heartbeat_commands(
+    record: Option<&HostRecord>,
+    host_id: &str,
+    facts: Option<&HostFacts>,
+    now_unix_ms: u64,
+) -> Vec<Command> {
+    // The record exists once the Hello was reconciled; if it vanished there
+    // is nothing to reconcile against.
+    let Some(record) = record else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(facts) = facts
+        && record.facts != *facts
+    {
+        out.push(Command::UpdateHost {
+            host_id: host_id.to_owned(),
+            agent_version: record.agent_version.clone(),
+            facts: facts.clone(),
+            at_unix_ms: now_unix_ms,
+        });
+    }
+    if matches!(record.state, HostState::Suspect | HostState::Down) {
+        out.push(Command::SetHostState {
+            host_id: host_id.to_owned(),
+            state: HostState::Ready,
+            reason: "heartbeat resumed".to_owned(),
+            at_unix_ms: now_unix_ms,
+        });
+    }
+    out
+}
+
+/// Proposes what `compute` asks for on the current state. If another writer
+/// got in between (a rejection), recomputes once from the fresh state.
+async fn reconcile(shared: &Shared, compute: impl Fn(&StateMachine) -> Vec<Command>) -> Result<(), Status> {
+    for attempt in 0..2 {
+        let commands = shared.node.read(&compute);
+        let mut raced = false;
+        for command in commands {
+            match shared.node.propose(command).await {
+                Ok(_) => {}
+                Err(ProposeError::Rejected(e)) if attempt == 0 => {
+                    debug!(error = %e, "proposal raced with another writer; recomputing");
+                    raced = true;
+                    break;
+                }
+                Err(e) => return Err(propose_status(e)),
+            }
+        }
+        if !raced {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// How a session ended without a status of our own to report.
+#[derive(Debug)]
+enum End {
+    /// The agent closed its side of the stream.
+    ClosedByAgent,
+    /// The agent stopped reading (its receiver is gone).
+    AgentGone,
+    /// The transport failed.
+    Transport(Status),
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentSvc {
+    type SessionStream = ReceiverStream<Result<ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this controller already serves {MAX_SESSIONS} agent sessions"
+            ))
+        })?;
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let session = self.sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = info_span!("session", session, peer = ?peer, host_id = tracing::field::Empty);
+        let shared = self.shared.clone();
+        let sessions = self.sessions.clone();
+        tokio::spawn(
+            async move {
+                run_session(shared, sessions, session, peer, inbound, tx).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn run_session(
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    session: u64,
+    peer: Option<SocketAddr>,
+    inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+) {
+    let mut claimed: Option<String> = None;
+    let result = session_body(&shared, &sessions, session, inbound, &tx, &mut claimed).await;
+    match result {
+        Ok(End::ClosedByAgent) => info!("agent session ended: closed by the agent"),
+        Ok(End::AgentGone) => info!("agent session ended: the agent stopped reading"),
+        Ok(End::Transport(status)) => info!(
+            code = ?status.code(),
+            error = status.message(),
+            "agent session ended: transport error"
+        ),
+        Err(status) => {
+            match status.code() {
+                tonic::Code::InvalidArgument => {
+                    warn!(
+                        error = status.message(),
+                        "rejected invalid agent message; closing session"
+                    )
+                }
+                tonic::Code::Aborted | tonic::Code::Unavailable => {
+                    info!(reason = status.message(), "closing agent session")
+                }
+                _ => warn!(code = ?status.code(), error = status.message(), "agent session failed"),
+            }
+            // Best effort: the agent may already be gone.
+            let _ = tx.send(Err(status)).await;
+        }
+    }
+    if let Some(host_id) = claimed {
+        sessions.release(&host_id, session);
+        shared
+            .liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .disconnect(&host_id, session);
+    }
+    debug!(?peer, "session task finished");
+}
+
+async fn session_body(
+    shared: &Shared,
+    sessions: &Sessions,
+    session: u64,
+    mut inbound: Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Result<ControllerMessage, Status>>,
+    claimed: &mut Option<String>,
+) -> Result<End, Status> {
+    let mut shutdown = shared.shutdown.clone();
+
+    // 1. Hello, first and bounded in time.
+    let first = tokio::select! {
+        r = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => r,
+        _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
+    };
+    let hello = match first {
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "no hello within {}s of opening the session",
+                HELLO_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(status)) => return Ok(End::Transport(status)),
+        Ok(Ok(None)) => return Ok(End::ClosedByAgent),
+        Ok(Ok(Some(AgentMessage {
+            msg: Some(Msg::Hello(h)),
+        }))) => h,
+        Ok(Ok(Some(AgentMessage {
+            msg: Some(Msg::Heartbeat(_)),
+        }))) => {
+            return Err(Invalid::new(
+                "heartbeat",
+                "received before hello (accepted a Hello as the first message)",
+            )
+            .into());
+        }
+        Ok(Ok(Some(AgentMessage { msg: None }))) => {
+            return Err(Invalid::new("msg", "empty message (accepted hello or heartbeat)").into());
+        }
+    };
+    validate::hello(&hello)?;
+    let host_id = hello.host_id.clone();
+    tracing::Span::current().record("host_id", host_id.as_str());
+
+    // 2. Claim the host; 3. record liveness and reconcile.
+    let mut replaced = sessions.claim(&host_id, session);
+    *claimed = Some(host_id.clone());
+    {
+        let mut live = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        live.connect(&host_id, session, now);
+        if let Some(hb) = &hello.first_heartbeat {
+            live.record_heartbeat(&host_id, session, hb, now, unix_ms_now());
+        }
+    }
+    let facts = hello.facts.as_ref().map(HostFacts::from).unwrap_or_default();
+    let now_ms = unix_ms_now();
+    reconcile(shared, |sm| {
+        hello_commands(sm.host(&host_id), &host_id, &hello.agent_version, &facts, now_ms)
+    })
+    .await?;
+
+    // 4. Welcome.
+    let (heartbeat_interval_ms, suspect_after_ms, down_after_ms) = shared.config.liveness.wire_ms();
+    let welcome = ControllerMessage {
+        msg: Some(v1::controller_message::Msg::Welcome(v1::Welcome {
+            controller_id: shared.config.id.to_string(),
+            heartbeat_interval_ms,
+            suspect_after_ms,
+            down_after_ms,
+        })),
+    };
+    if tx.send(Ok(welcome)).await.is_err() {
+        return Ok(End::AgentGone);
+    }
+    info!(
+        hostname = facts.hostname.as_str(),
+        zone = facts.zone.as_str(),
+        agent_version = hello.agent_version.as_str(),
+        "agent session started"
+    );
+
+    // 5. Heartbeats.
+    let mut last_seq = 0u64;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = &mut replaced => return Err(Status::aborted("replaced by a newer session")),
+            _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
+            _ = tx.closed() => return Ok(End::AgentGone),
+            m = inbound.message() => m,
+        };
+        let message = match message {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(End::ClosedByAgent),
+            Err(status) => return Ok(End::Transport(status)),
+        };
+        let hb = match message.msg {
+            Some(Msg::Heartbeat(hb)) => hb,
+            Some(Msg::Hello(_)) => {
+                return Err(Invalid::new(
+                    "hello",
+                    "sent twice (accepted exactly one Hello, as the first message)",
+                )
+                .into());
+            }
+            None => {
+                return Err(Invalid::new("msg", "empty message (accepted hello or heartbeat)").into());
+            }
+        };
+        let stored_memory = shared
+            .node
+            .read(|sm| sm.host(&host_id).map(|r| r.facts.inventory.memory_total_bytes));
+        validate::heartbeat("heartbeat", &hb, Some(last_seq), stored_memory)?;
+        last_seq = hb.seq;
+        shared
+            .liveness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_heartbeat(&host_id, session, &hb, Instant::now(), unix_ms_now());
+        debug!(seq = hb.seq, "heartbeat");
+        let new_facts = hb.facts.as_ref().map(HostFacts::from);
+        let now_ms = unix_ms_now();
+        reconcile(shared, |sm| {
+            heartbeat_commands(sm.host(&host_id), &host_id, new_facts.as_ref(), now_ms)
+        })
+        .await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::tests::facts;
+
+    fn record(state: HostState) -> HostRecord {
+        HostRecord {
+            host_id: "h".to_owned(),
+            state,
+            state_reason: String::new(),
+            state_since_unix_ms: 0,
+            registered_at_unix_ms: 0,
+            agent_version: "0.1.0".to_owned(),
+            facts: facts("h", 8),
+        }
+    }
+
+    fn kinds(cmds: &[Command]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| match c {
+                Command::SetHostState { state, reason, .. } => format!("set {state} ({reason})"),
+                other => other.kind().to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn a_hello_is_reconciled_as_the_table_says() {
+        let same = facts("h", 8);
+        let other = facts("h", 16);
+        let cases: Vec<(&str, Option<HostRecord>, &str, &HostFacts, Vec<&str>)> = vec![
+            (
+                "unknown host registers",
+                None,
+                "0.1.0",
+                &same,
+                vec!["register_host"],
+            ),
+            (
+                "known, unchanged, ready: nothing",
+                Some(record(HostState::Ready)),
+                "0.1.0",
+                &same,
+                vec![],
+            ),
+            (
+                "new facts update",
+                Some(record(HostState::Ready)),
+                "0.1.0",
+                &other,
+                vec!["update_host"],
+            ),
+            (
+                "new version updates",
+                Some(record(HostState::Ready)),
+                "0.2.0",
+                &same,
+                vec!["update_host"],
+            ),
+            (
+                "suspect comes back",
+                Some(record(HostState::Suspect)),
+                "0.1.0",
+                &same,
+                vec!["set ready (agent reconnected)"],
+            ),
+            (
+                "down comes back with new facts",
+                Some(record(HostState::Down)),
+                "0.1.0",
+                &other,
+                vec!["update_host", "set ready (agent reconnected)"],
+            ),
+            (
+                "cordoned stays cordoned",
+                Some(record(HostState::Cordoned)),
+                "0.1.0",
+                &same,
+                vec![],
+            ),
+        ];
+        for (name, rec, version, f, want) in cases {
+            let got = hello_commands(rec.as_ref(), "h", version, f, 7);
+            assert_eq!(kinds(&got), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_is_reconciled_as_the_table_says() {
+        let same = facts("h", 8);
+        let other = facts("h", 16);
+        let cases: Vec<(&str, HostState, Option<&HostFacts>, Vec<&str>)> = vec![
+            ("plain heartbeat: nothing", HostState::Ready, None, vec![]),
+            ("same facts: nothing", HostState::Ready, Some(&same), vec![]),
+            (
+                "new facts update",
+                HostState::Ready,
+                Some(&other),
+                vec!["update_host"],
+            ),
+            (
+                "suspect resumes",
+                HostState::Suspect,
+                None,
+                vec!["set ready (heartbeat resumed)"],
+            ),
+            (
+                "down resumes",
+                HostState::Down,
+                None,
+                vec!["set ready (heartbeat resumed)"],
+            ),
+            ("joining is left alone", HostState::Joining, None, vec![]),
+        ];
+        for (name, state, f, want) in cases {
+            let got = heartbeat_commands(Some(&record(state)), "h", f, 7);
+            assert_eq!(kinds(&got), want, "{name}");
+        }
+        assert!(heartbeat_commands(None, "h", Some(&other), 7).is_empty());
+    }
+
+    #[test]
+    fn a_newer_session_closes_the_older_one() {
+        let sessions = Sessions::default();
+        let mut first = sessions.claim("h", 1);
+        let mut second = sessions.claim("h", 2);
+        assert!(first.try_recv().is_ok());
+        // The old session's cleanup must not evict the new one.
+        sessions.release("h", 1);
+        assert!(second.try_recv().is_err());
+        assert_eq!(sessions.live.lock().unwrap()["h"].session, 2);
+        sessions.release("h", 2);
+        assert!(sessions.live.lock().unwrap().is_empty());
+    }
+}

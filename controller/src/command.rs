@@ -1,0 +1,361 @@
+//! State-machine commands and the records they change.
+//!
+//! These are the controller's own serde types, independent of the wire
+//! contract: they are what gets persisted (and, next issue, replicated in the
+//! Raft log), so their JSON shape is a storage format. Conversions to and
+//! from the `rpool_proto::v1` types live here too.
+//!
+//! Every command carries its own timestamp (`at_unix_ms`, taken by the
+//! proposer): applying a command never reads a clock, so every replica that
+//! applies the same log reaches the same state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rpool_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle state of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Heartbeating and usable.
+    Ready,
+    /// Silent for `suspect_after_ms`.
+    Suspect,
+    /// Silent for `down_after_ms`.
+    Down,
+    /// Admin maintenance: never placed.
+    Cordoned,
+    /// Being added to a pool.
+    Joining,
+    /// Being removed from a pool.
+    Leaving,
+}
+
+impl HostState {
+    /// Every state, in declaration order.
+    pub const ALL: [HostState; 6] = [
+        HostState::Ready,
+        HostState::Suspect,
+        HostState::Down,
+        HostState::Cordoned,
+        HostState::Joining,
+        HostState::Leaving,
+    ];
+
+    /// The lowercase name used in configs, the admin API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Ready => "ready",
+            HostState::Suspect => "suspect",
+            HostState::Down => "down",
+            HostState::Cordoned => "cordoned",
+            HostState::Joining => "joining",
+            HostState::Leaving => "leaving",
+        }
+    }
+
+    /// The names accepted by [`FromStr`], joined by `|`.
+    pub fn accepted() -> String {
+        HostState::ALL.map(HostState::as_str).join("|")
+    }
+
+    /// The wire enum.
+    pub fn to_proto(self) -> v1::HostState {
+        match self {
+            HostState::Ready => v1::HostState::Ready,
+            HostState::Suspect => v1::HostState::Suspect,
+            HostState::Down => v1::HostState::Down,
+            HostState::Cordoned => v1::HostState::Cordoned,
+            HostState::Joining => v1::HostState::Joining,
+            HostState::Leaving => v1::HostState::Leaving,
+        }
+    }
+}
+
+impl fmt::Display for HostState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state name that is not one of [`HostState::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown host state {0:?} (accepted {accepted})", accepted = HostState::accepted())]
+pub struct UnknownState(pub String);
+
+impl FromStr for HostState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HostState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// Cores and memory of a host (see `rpool.v1.Inventory`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Logical CPUs, already capped by a cgroup quota.
+    pub logical_cores: u32,
+    /// Physical cores.
+    pub physical_cores: u32,
+    /// Total memory usable by workloads.
+    pub memory_total_bytes: u64,
+    /// Memory available at report time.
+    pub memory_available_bytes: u64,
+    /// cgroup cpu.max quota in millicores, 0 when none.
+    pub cpu_quota_millicores: u32,
+    /// True when memory was capped by a cgroup memory.max.
+    pub memory_capped_by_cgroup: bool,
+}
+
+/// Slow-changing description of a host (see `rpool.v1.HostFacts`). Labels
+/// are a `BTreeMap` so that serialization and comparison are deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Host name.
+    pub hostname: String,
+    /// IP addresses, loopback last.
+    pub addresses: Vec<String>,
+    /// Failure domain.
+    pub zone: String,
+    /// Admin labels.
+    pub labels: BTreeMap<String, String>,
+    /// Cores and memory.
+    pub inventory: Inventory,
+    /// True for simulated hardware (sandbox, tests).
+    pub simulated: bool,
+}
+
+/// What the controller knows durably about a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Stable host id (lowercase UUID).
+    pub host_id: String,
+    /// Current state.
+    pub state: HostState,
+    /// Why the host is in that state.
+    pub state_reason: String,
+    /// When the state was entered (controller clock, Unix ms).
+    pub state_since_unix_ms: u64,
+    /// When the host first registered (controller clock, Unix ms).
+    pub registered_at_unix_ms: u64,
+    /// Version of the host's agent.
+    pub agent_version: String,
+    /// Last reported facts.
+    pub facts: HostFacts,
+}
+
+impl HostRecord {
+    /// The wire form, without live observations (`connected = false`,
+    /// no utilization): the admin service merges those in.
+    pub fn to_proto(&self) -> v1::Host {
+        v1::Host {
+            host_id: self.host_id.clone(),
+            state: self.state.to_proto() as i32,
+            state_reason: self.state_reason.clone(),
+            state_since_unix_ms: self.state_since_unix_ms,
+            registered_at_unix_ms: self.registered_at_unix_ms,
+            agent_version: self.agent_version.clone(),
+            facts: Some(v1::HostFacts::from(&self.facts)),
+            ..v1::Host::default()
+        }
+    }
+}
+
+/// A change to the replicated state. Applied by
+/// [`StateMachine::apply`](crate::state::StateMachine::apply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// A host the controller has never seen; it starts `ready`.
+    RegisterHost {
+        /// Host id.
+        host_id: String,
+        /// Agent version.
+        agent_version: String,
+        /// Facts from the Hello.
+        facts: HostFacts,
+        /// Proposer's clock (Unix ms).
+        at_unix_ms: u64,
+    },
+    /// New facts or agent version for a known host; the state is untouched.
+    UpdateHost {
+        /// Host id.
+        host_id: String,
+        /// Agent version.
+        agent_version: String,
+        /// New facts.
+        facts: HostFacts,
+        /// Proposer's clock (Unix ms).
+        at_unix_ms: u64,
+    },
+    /// Moves a known host to another state.
+    SetHostState {
+        /// Host id.
+        host_id: String,
+        /// New state.
+        state: HostState,
+        /// Human-readable cause, e.g. "no heartbeat for 5.0s".
+        reason: String,
+        /// Proposer's clock (Unix ms).
+        at_unix_ms: u64,
+    },
+}
+
+impl Command {
+    /// The host the command is about.
+    pub fn host_id(&self) -> &str {
+        match self {
+            Command::RegisterHost { host_id, .. }
+            | Command::UpdateHost { host_id, .. }
+            | Command::SetHostState { host_id, .. } => host_id,
+        }
+    }
+
+    /// The command's name as in its serialized `type` tag, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::RegisterHost { .. } => "register_host",
+            Command::UpdateHost { .. } => "update_host",
+            Command::SetHostState { .. } => "set_host_state",
+        }
+    }
+}
+
+impl From<&v1::Inventory> for Inventory {
+    fn from(p: &v1::Inventory) -> Self {
+        Inventory {
+            logical_cores: p.logical_cores,
+            physical_cores: p.physical_cores,
+            memory_total_bytes: p.memory_total_bytes,
+            memory_available_bytes: p.memory_available_bytes,
+            cpu_quota_millicores: p.cpu_quota_millicores,
+            memory_capped_by_cgroup: p.memory_capped_by_cgroup,
+        }
+    }
+}
+
+impl From<&Inventory> for v1::Inventory {
+    fn from(i: &Inventory) -> Self {
+        v1::Inventory {
+            logical_cores: i.logical_cores,
+            physical_cores: i.physical_cores,
+            memory_total_bytes: i.memory_total_bytes,
+            memory_available_bytes: i.memory_available_bytes,
+            cpu_quota_millicores: i.cpu_quota_millicores,
+            memory_capped_by_cgroup: i.memory_capped_by_cgroup,
+        }
+    }
+}
+
+/// A missing `inventory` becomes all zeros; validation rejects that before a
+/// conversion matters.
+impl From<&v1::HostFacts> for HostFacts {
+    fn from(p: &v1::HostFacts) -> Self {
+        HostFacts {
+            hostname: p.hostname.clone(),
+            addresses: p.addresses.clone(),
+            zone: p.zone.clone(),
+            labels: p.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inventory: p.inventory.as_ref().map(Inventory::from).unwrap_or_default(),
+            simulated: p.simulated,
+        }
+    }
+}
+
+impl From<&HostFacts> for v1::HostFacts {
+    fn from(f: &HostFacts) -> Self {
+        v1::HostFacts {
+            hostname: f.hostname.clone(),
+            addresses: f.addresses.clone(),
+            zone: f.zone.clone(),
+            labels: f.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inventory: Some(v1::Inventory::from(&f.inventory)),
+            simulated: f.simulated,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn facts(hostname: &str, cores: u32) -> HostFacts {
+        HostFacts {
+            hostname: hostname.to_owned(),
+            addresses: vec!["10.0.0.1".to_owned(), "127.0.0.1".to_owned()],
+            zone: "a".to_owned(),
+            labels: BTreeMap::from([("rack".to_owned(), "r1".to_owned())]),
+            inventory: Inventory {
+                logical_cores: cores,
+                physical_cores: cores / 2,
+                memory_total_bytes: 64 << 30,
+                memory_available_bytes: 32 << 30,
+                cpu_quota_millicores: 0,
+                memory_capped_by_cgroup: false,
+            },
+            simulated: true,
+        }
+    }
+
+    #[test]
+    fn state_names_round_trip_and_unknown_names_list_the_accepted_ones() {
+        for state in HostState::ALL {
+            assert_eq!(state.as_str().parse::<HostState>(), Ok(state));
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{}\"", state.as_str())
+            );
+        }
+        let err = "gone".parse::<HostState>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown host state \"gone\" (accepted ready|suspect|down|cordoned|joining|leaving)"
+        );
+    }
+
+    #[test]
+    fn commands_serialize_with_a_snake_case_type_tag() {
+        let cmd = Command::SetHostState {
+            host_id: "h".to_owned(),
+            state: HostState::Down,
+            reason: "no heartbeat for 5.0s".to_owned(),
+            at_unix_ms: 42,
+        };
+        let json = serde_json::to_value(&cmd).unwrap();
+        assert_eq!(json["type"], "set_host_state");
+        assert_eq!(json["state"], "down");
+        let back: Command = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn facts_survive_a_trip_through_the_wire_types() {
+        let ours = facts("h1", 16);
+        let wire = v1::HostFacts::from(&ours);
+        assert_eq!(HostFacts::from(&wire), ours);
+    }
+
+    #[test]
+    fn a_record_converts_to_a_disconnected_wire_host() {
+        let record = HostRecord {
+            host_id: "h".to_owned(),
+            state: HostState::Suspect,
+            state_reason: "r".to_owned(),
+            state_since_unix_ms: 5,
+            registered_at_unix_ms: 1,
+            agent_version: "0.1.0".to_owned(),
+            facts: facts("h1", 8),
+        };
+        let host = record.to_proto();
+        assert_eq!(host.state, v1::HostState::Suspect as i32);
+        assert!(!host.connected);
+        assert_eq!(host.facts.unwrap().hostname, "h1");
+    }
+}

@@ -1,0 +1,355 @@
+//! `controller.toml`: the controller's configuration file, its defaults and
+//! its validation.
+//!
+//! Every key is optional; a missing file at the default path means "all
+//! defaults". [`Config::validate`] checks every rule and names the offending
+//! field by its dotted path together with the accepted range, so the message
+//! can be shown to an operator as is:
+//!
+//! ```text
+//! /etc/rpool/controller.toml: liveness.down_after_ms: 100 is out of range (accepted 3001..=3600000)
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the controller looks for its configuration when `--config` is not
+/// given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpool/controller.toml";
+
+/// Largest accepted controller id (ids are Raft node ids later; 0 is reserved
+/// by raft-rs for "no node").
+pub const MAX_ID: u64 = 1 << 63;
+
+/// The whole `controller.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Controller id, `1..=2^63`. Becomes the Raft node id.
+    pub id: u64,
+    /// Socket address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Directory for persistent state; sled lives in `{data_dir}/state`.
+    pub data_dir: PathBuf,
+    /// Heartbeat and failure-detection timings.
+    pub liveness: LivenessConfig,
+}
+
+/// `[liveness]`: how often agents heartbeat and when silence turns a host
+/// suspect, then down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessConfig {
+    /// Interval agents are told to heartbeat at, `100..=60000` ms.
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which a ready host becomes suspect,
+    /// `2*heartbeat_interval_ms..=600000` ms.
+    pub suspect_after_ms: u64,
+    /// Silence after which a ready or suspect host becomes down,
+    /// `suspect_after_ms+1..=3600000` ms.
+    pub down_after_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: 1,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            data_dir: PathBuf::from("/var/lib/rpool/controller"),
+            liveness: LivenessConfig::default(),
+        }
+    }
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            heartbeat_interval_ms: 1_000,
+            suspect_after_ms: 3_000,
+            down_after_ms: 5_000,
+        }
+    }
+}
+
+impl LivenessConfig {
+    /// Heartbeat interval as a [`Duration`].
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Suspect threshold as a [`Duration`].
+    pub fn suspect_after(&self) -> Duration {
+        Duration::from_millis(self.suspect_after_ms)
+    }
+
+    /// Down threshold as a [`Duration`].
+    pub fn down_after(&self) -> Duration {
+        Duration::from_millis(self.down_after_ms)
+    }
+
+    /// The three settings as the `u32` the wire contract carries. Validation
+    /// bounds them far below `u32::MAX`; saturation only guards unvalidated
+    /// values.
+    pub fn wire_ms(&self) -> (u32, u32, u32) {
+        let narrow = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        (
+            narrow(self.heartbeat_interval_ms),
+            narrow(self.suspect_after_ms),
+            narrow(self.down_after_ms),
+        )
+    }
+}
+
+/// A field of the configuration that breaks a rule. Displays as
+/// `{field}: {problem}`; [`ConfigError::Invalid`] adds the file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the field, e.g. `liveness.down_after_ms`.
+    pub field: &'static str,
+    /// What is wrong and what is accepted.
+    pub problem: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (including "not found").
+    #[error("{file}: cannot read the file")]
+    Read {
+        /// Path as given.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{file}: {message}")]
+    Parse {
+        /// Path as given.
+        file: String,
+        /// The TOML error, with line and column.
+        message: String,
+    },
+    /// The file parsed but a value breaks a rule.
+    #[error("{file}: {error}")]
+    Invalid {
+        /// Path as given.
+        file: String,
+        /// The field and the rule.
+        error: FieldError,
+    },
+}
+
+impl ConfigError {
+    /// True when the file simply does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+fn out_of_range(field: &'static str, value: impl fmt::Display, accepted: String) -> FieldError {
+    FieldError {
+        field,
+        problem: format!("{value} is out of range (accepted {accepted})"),
+    }
+}
+
+impl Config {
+    /// Parses TOML text. `file` names the source in error messages. Does not
+    /// validate: call [`Config::validate`] after applying flag overrides.
+    pub fn from_toml(file: &str, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            // toml's Display spans several lines (snippet and caret); keep it
+            // but drop the trailing newline so `{file}: {error}` reads well.
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads and parses `path` (not validated).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_toml(&file, &text)
+    }
+
+    /// Checks every rule; the error names the first field that breaks one.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !(1..=MAX_ID).contains(&self.id) {
+            return Err(out_of_range("id", self.id, format!("1..={MAX_ID}")));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(FieldError {
+                field: "data_dir",
+                problem: "empty path (accepted a directory path)".to_owned(),
+            });
+        }
+        let l = &self.liveness;
+        if !(100..=60_000).contains(&l.heartbeat_interval_ms) {
+            return Err(out_of_range(
+                "liveness.heartbeat_interval_ms",
+                l.heartbeat_interval_ms,
+                "100..=60000".to_owned(),
+            ));
+        }
+        let min_suspect = 2 * l.heartbeat_interval_ms;
+        if !(min_suspect..=600_000).contains(&l.suspect_after_ms) {
+            return Err(out_of_range(
+                "liveness.suspect_after_ms",
+                l.suspect_after_ms,
+                format!("{min_suspect}..=600000, at least 2*heartbeat_interval_ms"),
+            ));
+        }
+        let min_down = l.suspect_after_ms + 1;
+        if !(min_down..=3_600_000).contains(&l.down_after_ms) {
+            return Err(out_of_range(
+                "liveness.down_after_ms",
+                l.down_after_ms,
+                format!("{min_down}..=3600000, more than suspect_after_ms"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Config::validate`] with the file name attached, as reported to users.
+    pub fn validate_in(&self, file: &str) -> Result<(), ConfigError> {
+        self.validate().map_err(|error| ConfigError::Invalid {
+            file: file.to_owned(),
+            error,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let config = Config::from_toml("c.toml", "").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.id, 1);
+        assert_eq!(config.listen.to_string(), "0.0.0.0:7443");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/rpool/controller"));
+        assert_eq!(config.liveness.heartbeat_interval_ms, 1_000);
+        assert_eq!(config.liveness.suspect_after_ms, 3_000);
+        assert_eq!(config.liveness.down_after_ms, 5_000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_packaged_example_config_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/etc/rpool/controller.toml");
+        let config = Config::load(&path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn a_full_file_parses_every_key() {
+        let text = r#"
+            id = 7
+            listen = "127.0.0.1:9000"
+            data_dir = "/tmp/x"
+            [liveness]
+            heartbeat_interval_ms = 500
+            suspect_after_ms = 1000
+            down_after_ms = 2000
+        "#;
+        let config = Config::from_toml("c.toml", text).unwrap();
+        assert_eq!(config.id, 7);
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.liveness.wire_ms(), (500, 1000, 2000));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn an_unknown_key_is_a_parse_error_naming_the_file_and_key() {
+        let err = Config::from_toml("c.toml", "[liveness]\nheartbeat_ms = 5\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("c.toml: "), "{text}");
+        assert!(text.contains("heartbeat_ms"), "{text}");
+    }
+
+    #[test]
+    fn a_mistyped_value_is_a_parse_error() {
+        let err = Config::from_toml("c.toml", "listen = \"nowhere\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_as_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::load(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(err.is_not_found());
+        assert!(err.to_string().contains("absent.toml"));
+    }
+
+    /// One case per rule: (toml, expected message after the file name).
+    #[test]
+    fn every_rule_names_the_field_and_the_accepted_range() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "id = 0",
+                "id: 0 is out of range (accepted 1..=9223372036854775808)",
+            ),
+            (
+                "data_dir = \"\"",
+                "data_dir: empty path (accepted a directory path)",
+            ),
+            (
+                "[liveness]\nheartbeat_interval_ms = 99",
+                "liveness.heartbeat_interval_ms: 99 is out of range (accepted 100..=60000)",
+            ),
+            (
+                "[liveness]\nheartbeat_interval_ms = 60001\nsuspect_after_ms = 200000\ndown_after_ms = 300000",
+                "liveness.heartbeat_interval_ms: 60001 is out of range (accepted 100..=60000)",
+            ),
+            (
+                "[liveness]\nsuspect_after_ms = 1999",
+                "liveness.suspect_after_ms: 1999 is out of range (accepted 2000..=600000, at least 2*heartbeat_interval_ms)",
+            ),
+            (
+                "[liveness]\nsuspect_after_ms = 600001\ndown_after_ms = 700000",
+                "liveness.suspect_after_ms: 600001 is out of range (accepted 2000..=600000, at least 2*heartbeat_interval_ms)",
+            ),
+            (
+                "[liveness]\ndown_after_ms = 3000",
+                "liveness.down_after_ms: 3000 is out of range (accepted 3001..=3600000, more than suspect_after_ms)",
+            ),
+            (
+                "[liveness]\ndown_after_ms = 3600001",
+                "liveness.down_after_ms: 3600001 is out of range (accepted 3001..=3600000, more than suspect_after_ms)",
+            ),
+        ];
+        for (text, want) in cases {
+            let config = Config::from_toml("c.toml", text).unwrap();
+            let err = config.validate_in("c.toml").unwrap_err();
+            assert_eq!(err.to_string(), format!("c.toml: {want}"), "case {text:?}");
+        }
+    }
+
+    #[test]
+    fn boundary_values_are_accepted() {
+        let text = "id = 9223372036854775807\n[liveness]\nheartbeat_interval_ms = 100\nsuspect_after_ms = 200\ndown_after_ms = 201";
+        Config::from_toml("c.toml", text).unwrap().validate().unwrap();
+        let text =
+            "[liveness]\nheartbeat_interval_ms = 60000\nsuspect_after_ms = 600000\ndown_after_ms = 3600000";
+        Config::from_toml("c.toml", text).unwrap().validate().unwrap();
+    }
+}

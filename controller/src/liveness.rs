@@ -1,0 +1,435 @@
+//! Host liveness: heartbeats in memory, state transitions through the log.
+//!
+//! Heartbeats are *not* replicated: [`Liveness`] keeps, per host, the
+//! monotonic time of the last heartbeat and the latest observations
+//! (utilization, health, clock skew, whether a session is connected here).
+//! Only the resulting state changes go through
+//! [`NodeHandle::propose`](crate::node::NodeHandle::propose).
+//!
+//! The decision is a pure function, [`Liveness::transitions`], of (state
+//! machine, observations, now): silent longer than `suspect_after_ms`, a
+//! ready host becomes suspect; silent longer than `down_after_ms`, a ready
+//! or suspect host becomes down. Other states (cordoned, joining, leaving,
+//! down) are left alone. A host known from the store but not heard from since
+//! this controller started is measured from the controller's start, so a
+//! restart gives every host a full grace period instead of marking live hosts
+//! down.
+//!
+//! [`run_ticker`] evaluates it every [`TICK`] and proposes the transitions
+//! one by one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rpool_proto::v1;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::command::{Command, HostState};
+use crate::config::LivenessConfig;
+use crate::node::{NodeHandle, ProposeError};
+use crate::state::StateMachine;
+
+/// How often the ticker looks for silent hosts.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What this controller last observed from one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// When the last Hello or Heartbeat arrived (monotonic).
+    pub last_heartbeat: Instant,
+    /// Utilization from the last heartbeat that carried one.
+    pub utilization: Option<v1::Utilization>,
+    /// Health checks from the last heartbeat.
+    pub health: Vec<v1::HealthCheck>,
+    /// Agent clock minus controller clock at the last heartbeat (ms).
+    pub clock_skew_ms: i64,
+    /// Id of the session currently connected for this host, if any.
+    pub session: Option<u64>,
+}
+
+/// A state change the liveness rules call for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// Host id.
+    pub host_id: String,
+    /// Current state.
+    pub from: HostState,
+    /// State to move to.
+    pub to: HostState,
+    /// Why, e.g. "no heartbeat for 5.0s".
+    pub reason: String,
+}
+
+impl Transition {
+    /// The command that makes the transition, stamped with the proposer's
+    /// wall clock.
+    pub fn into_command(self, at_unix_ms: u64) -> Command {
+        Command::SetHostState {
+            host_id: self.host_id,
+            state: self.to,
+            reason: self.reason,
+            at_unix_ms,
+        }
+    }
+}
+
+/// In-memory liveness table. Shared as `Arc<Mutex<Liveness>>`; every method
+/// is short and synchronous.
+#[derive(Debug)]
+pub struct Liveness {
+    started: Instant,
+    config: LivenessConfig,
+    hosts: HashMap<String, Observation>,
+}
+
+impl Liveness {
+    /// An empty table; `started` is the controller's start (grace origin).
+    pub fn new(config: LivenessConfig, started: Instant) -> Self {
+        Liveness {
+            started,
+            config,
+            hosts: HashMap::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &LivenessConfig {
+        &self.config
+    }
+
+    /// When this controller started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// A session for `host_id` was accepted (its Hello counts as a
+    /// heartbeat). Replaces any previous session's claim.
+    pub fn connect(&mut self, host_id: &str, session: u64, now: Instant) {
+        let obs = self.entry(host_id, now);
+        obs.last_heartbeat = now;
+        obs.session = Some(session);
+    }
+
+    /// Records a heartbeat. `now_unix_ms` is the controller's wall clock,
+    /// used only for the skew.
+    pub fn record_heartbeat(
+        &mut self,
+        host_id: &str,
+        session: u64,
+        heartbeat: &v1::Heartbeat,
+        now: Instant,
+        now_unix_ms: u64,
+    ) {
+        let obs = self.entry(host_id, now);
+        obs.last_heartbeat = now;
+        obs.session = Some(session);
+        if heartbeat.utilization.is_some() {
+            obs.utilization = heartbeat.utilization;
+        }
+        obs.health = heartbeat.health.clone();
+        obs.clock_skew_ms = skew_ms(heartbeat.sent_at_unix_ms, now_unix_ms);
+    }
+
+    /// The session ended. Ignored if a newer session has taken over. The
+    /// heartbeat clock keeps running.
+    pub fn disconnect(&mut self, host_id: &str, session: u64) {
+        if let Some(obs) = self.hosts.get_mut(host_id)
+            && obs.session == Some(session)
+        {
+            obs.session = None;
+        }
+    }
+
+    /// Latest observation of a host, if any since start.
+    pub fn observation(&self, host_id: &str) -> Option<&Observation> {
+        self.hosts.get(host_id)
+    }
+
+    /// Number of hosts with a connected session.
+    pub fn connected_count(&self) -> usize {
+        self.hosts.values().filter(|o| o.session.is_some()).count()
+    }
+
+    /// The transitions due at `now`. Pure: reads only `self`, `hosts` and
+    /// `now`. Ordered by host id.
+    pub fn transitions(&self, hosts: &StateMachine, now: Instant) -> Vec<Transition> {
+        let suspect_after = self.config.suspect_after();
+        let down_after = self.config.down_after();
+        let mut out = Vec::new();
+        for (host_id, record) in hosts.hosts() {
+            if !matches!(record.state, HostState::Ready | HostState::Suspect) {
+                continue;
+            }
+            let last = self.hosts.get(host_id).map_or(self.started, |o| o.last_heartbeat);
+            let silent = now.saturating_duration_since(last);
+            let to = if silent > down_after {
+                HostState::Down
+            } else if silent > suspect_after && record.state == HostState::Ready {
+                HostState::Suspect
+            } else {
+                continue;
+            };
+            out.push(Transition {
+                host_id: host_id.clone(),
+                from: record.state,
+                to,
+                reason: format!("no heartbeat for {}", seconds_tenths(silent)),
+            });
+        }
+        out
+    }
+
+    fn entry(&mut self, host_id: &str, now: Instant) -> &mut Observation {
+        self.hosts
+            .entry(host_id.to_owned())
+            .or_insert_with(|| Observation {
+                last_heartbeat: now,
+                utilization: None,
+                health: Vec::new(),
+                clock_skew_ms: 0,
+                session: None,
+            })
+    }
+}
+
+/// `3.0s`, `5.2s`, `3600.0s`: seconds with one decimal, truncated.
+fn seconds_tenths(d: Duration) -> String {
+    let ms = d.as_millis();
+    format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+}
+
+fn skew_ms(agent_unix_ms: u64, controller_unix_ms: u64) -> i64 {
+    let diff = i128::from(agent_unix_ms) - i128::from(controller_unix_ms);
+    diff.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Controller wall clock in Unix ms (0 if the clock is before 1970).
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Every [`TICK`], proposes the transitions due. Stops when `stop` turns true
+/// or the node stops.
+pub async fn run_ticker(node: NodeHandle, liveness: Arc<Mutex<Liveness>>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+        let due = {
+            let live = liveness.lock().unwrap_or_else(|e| e.into_inner());
+            node.read(|sm| live.transitions(sm, Instant::now()))
+        };
+        for transition in due {
+            let host_id = transition.host_id.clone();
+            let to = transition.to;
+            match node.propose(transition.into_command(unix_ms_now())).await {
+                Ok(_) => {}
+                Err(ProposeError::Stopped) => return,
+                // Raced with a session (e.g. host came back): next tick re-evaluates.
+                Err(ProposeError::Rejected(e)) => {
+                    warn!(host_id, to = to.as_str(), error = %e, "liveness transition rejected")
+                }
+                Err(e @ ProposeError::Storage(_)) => {
+                    warn!(host_id, to = to.as_str(), error = %e, "liveness transition failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Logs the grace period granted at start-up, once.
+pub fn log_grace(liveness: &Liveness, known_hosts: usize) {
+    if known_hosts > 0 {
+        info!(
+            known_hosts,
+            down_after_ms = liveness.config.down_after_ms,
+            "hosts from the store get a full grace period from controller start"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::tests::facts;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn machine(hosts: &[(&str, HostState)]) -> StateMachine {
+        let mut sm = StateMachine::new();
+        for (id, state) in hosts {
+            let i = sm.applied_index() + 1;
+            sm.apply(
+                i,
+                &Command::RegisterHost {
+                    host_id: (*id).to_owned(),
+                    agent_version: "0.1.0".to_owned(),
+                    facts: facts(id, 8),
+                    at_unix_ms: 0,
+                },
+            )
+            .unwrap();
+            let i = sm.applied_index() + 1;
+            sm.apply(
+                i,
+                &Command::SetHostState {
+                    host_id: (*id).to_owned(),
+                    state: *state,
+                    reason: String::new(),
+                    at_unix_ms: 0,
+                },
+            )
+            .unwrap();
+        }
+        sm
+    }
+
+    fn liveness(t0: Instant) -> Liveness {
+        Liveness::new(LivenessConfig::default(), t0)
+    }
+
+    /// (name, state, last heartbeat offset from t0 or None, now offset,
+    /// expected target state and reason).
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn silence_turns_hosts_suspect_then_down() {
+        use HostState::*;
+        let cases: &[(&str, HostState, Option<u64>, u64, Option<(HostState, &str)>)] = &[
+            ("ready, recent heartbeat", Ready, Some(0), 1_000, None),
+            ("ready, exactly suspect_after", Ready, Some(0), 3_000, None),
+            (
+                "ready, past suspect_after",
+                Ready,
+                Some(0),
+                3_050,
+                Some((Suspect, "no heartbeat for 3.0s")),
+            ),
+            ("suspect, still under down_after", Suspect, Some(0), 4_900, None),
+            (
+                "suspect, past down_after",
+                Suspect,
+                Some(0),
+                5_001,
+                Some((Down, "no heartbeat for 5.0s")),
+            ),
+            (
+                "ready, past down_after goes straight down",
+                Ready,
+                Some(0),
+                6_000,
+                Some((Down, "no heartbeat for 6.0s")),
+            ),
+            ("down stays down", Down, Some(0), 60_000, None),
+            ("cordoned is left alone", Cordoned, Some(0), 60_000, None),
+            ("joining is left alone", Joining, Some(0), 60_000, None),
+            ("leaving is left alone", Leaving, Some(0), 60_000, None),
+            (
+                "never heard, inside grace",
+                Ready,
+                None,
+                4_999,
+                Some((Suspect, "no heartbeat for 4.9s")),
+            ),
+            (
+                "never heard, grace over",
+                Ready,
+                None,
+                5_001,
+                Some((Down, "no heartbeat for 5.0s")),
+            ),
+            ("heartbeat later than start", Ready, Some(10_000), 12_000, None),
+        ];
+        let t0 = Instant::now();
+        for (name, state, last, now, want) in cases {
+            let sm = machine(&[("h1", *state)]);
+            let mut live = liveness(t0);
+            if let Some(last) = last {
+                live.connect("h1", 1, t0 + ms(*last));
+            }
+            let got = live.transitions(&sm, t0 + ms(*now));
+            let want: Vec<Transition> = want
+                .iter()
+                .map(|(to, reason)| Transition {
+                    host_id: "h1".to_owned(),
+                    from: *state,
+                    to: *to,
+                    reason: (*reason).to_owned(),
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_restarted_controller_gives_known_hosts_a_full_grace_period() {
+        let t0 = Instant::now();
+        let sm = machine(&[("a", HostState::Ready), ("b", HostState::Suspect)]);
+        let live = liveness(t0);
+        // Well within down_after of the start: nothing is marked down, even
+        // though the hosts were last heard long before the restart.
+        assert!(live.transitions(&sm, t0 + ms(2_999)).is_empty());
+        let after = live.transitions(&sm, t0 + ms(5_001));
+        assert_eq!(after.len(), 2);
+        assert!(after.iter().all(|t| t.to == HostState::Down));
+    }
+
+    #[test]
+    fn a_disconnected_host_keeps_its_clock_running() {
+        let t0 = Instant::now();
+        let sm = machine(&[("h1", HostState::Ready)]);
+        let mut live = liveness(t0);
+        live.connect("h1", 7, t0);
+        live.disconnect("h1", 7);
+        assert_eq!(live.connected_count(), 0);
+        let got = live.transitions(&sm, t0 + ms(3_500));
+        assert_eq!(got[0].to, HostState::Suspect);
+    }
+
+    #[test]
+    fn an_old_session_ending_does_not_disconnect_its_replacement() {
+        let t0 = Instant::now();
+        let mut live = liveness(t0);
+        live.connect("h1", 1, t0);
+        live.connect("h1", 2, t0 + ms(10));
+        live.disconnect("h1", 1);
+        assert_eq!(live.connected_count(), 1);
+        assert_eq!(live.observation("h1").unwrap().session, Some(2));
+    }
+
+    #[test]
+    fn heartbeats_record_utilization_health_and_skew() {
+        let t0 = Instant::now();
+        let mut live = liveness(t0);
+        let hb = v1::Heartbeat {
+            seq: 1,
+            sent_at_unix_ms: 1_000_250,
+            utilization: Some(v1::Utilization {
+                cpu_percent: 12.5,
+                ..Default::default()
+            }),
+            health: vec![v1::HealthCheck {
+                name: "disk_free".to_owned(),
+                status: v1::HealthStatus::Ok as i32,
+                message: String::new(),
+            }],
+            facts: None,
+        };
+        live.record_heartbeat("h1", 3, &hb, t0 + ms(5), 1_000_000);
+        let obs = live.observation("h1").unwrap();
+        assert_eq!(obs.clock_skew_ms, 250);
+        assert_eq!(obs.utilization.unwrap().cpu_percent, 12.5);
+        assert_eq!(obs.health.len(), 1);
+        assert_eq!(obs.last_heartbeat, t0 + ms(5));
+        assert_eq!(skew_ms(0, u64::MAX), i64::MIN);
+    }
+}

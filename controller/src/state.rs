@@ -1,0 +1,448 @@
+//! The replicated state machine: every host record and the index of the last
+//! applied command.
+//!
+//! Applying is split in two so that nothing becomes visible before it is
+//! durable:
+//!
+//! 1. [`StateMachine::plan`] checks a command against the current state and
+//!    computes the [`Change`] it makes. It is pure: no clock, no I/O, no
+//!    mutation. A command that does not fit (wrong index, unknown host, a
+//!    second registration with other facts) is rejected here and changes
+//!    nothing.
+//! 2. The caller persists the change (see [`crate::store`]) and then
+//!    [`StateMachine::commit`]s it, which cannot fail.
+//!
+//! [`StateMachine::apply`] does both steps in memory, for tests and for
+//! replaying.
+//!
+//! Idempotence: re-registering a host with identical facts, updating with
+//! identical facts, or setting the state a host already has are accepted as
+//! no-ops ([`ApplyOutcome::Unchanged`]); they still consume their index.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Command, HostRecord, HostState};
+
+/// All hosts and the applied index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateMachine {
+    hosts: BTreeMap<String, HostRecord>,
+    applied_index: u64,
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// A new host record was created (state ready).
+    Registered,
+    /// Facts or agent version of a host changed.
+    Updated,
+    /// A host moved from one state to another.
+    StateChanged {
+        /// Previous state.
+        from: HostState,
+        /// New state.
+        to: HostState,
+    },
+    /// The command was valid but the state already matched it.
+    Unchanged,
+}
+
+/// Why a command was rejected. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// Commands must be applied in index order without gaps.
+    #[error("command index {got} does not follow applied index {applied}")]
+    OutOfOrder {
+        /// Index of the last applied command.
+        applied: u64,
+        /// Index of the rejected command.
+        got: u64,
+    },
+    /// The command names a host that is not registered.
+    #[error("no host with id {0}")]
+    UnknownHost(String),
+    /// RegisterHost for a host that exists with other facts or version.
+    #[error("host {0} is already registered")]
+    AlreadyRegistered(String),
+}
+
+/// The effect of one planned command: the record to write (if any) and the
+/// new applied index. Produced by [`StateMachine::plan`], consumed by
+/// [`StateMachine::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Index the command was applied at.
+    pub index: u64,
+    /// The host record after the command, `None` when unchanged.
+    pub record: Option<HostRecord>,
+    /// What happened.
+    pub outcome: ApplyOutcome,
+}
+
+impl StateMachine {
+    /// An empty state machine (no hosts, applied index 0).
+    pub fn new() -> Self {
+        StateMachine::default()
+    }
+
+    /// Rebuilds a state machine from persisted parts.
+    pub fn from_parts(hosts: BTreeMap<String, HostRecord>, applied_index: u64) -> Self {
+        StateMachine { hosts, applied_index }
+    }
+
+    /// Index of the last applied command (0 before the first).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// All hosts, ordered by id.
+    pub fn hosts(&self) -> &BTreeMap<String, HostRecord> {
+        &self.hosts
+    }
+
+    /// One host by exact id.
+    pub fn host(&self, host_id: &str) -> Option<&HostRecord> {
+        self.hosts.get(host_id)
+    }
+
+    /// Hosts whose id starts with `prefix`, in id order.
+    pub fn hosts_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a HostRecord> + 'a {
+        self.hosts
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(id, _)| id.starts_with(prefix))
+            .map(|(_, record)| record)
+    }
+
+    /// Computes what `cmd` at `index` would change, without changing
+    /// anything. Deterministic: the result depends only on `self`, `index`
+    /// and `cmd`.
+    pub fn plan(&self, index: u64, cmd: &Command) -> Result<Change, ApplyError> {
+        if index != self.applied_index + 1 {
+            return Err(ApplyError::OutOfOrder {
+                applied: self.applied_index,
+                got: index,
+            });
+        }
+        let unchanged = || Change {
+            index,
+            record: None,
+            outcome: ApplyOutcome::Unchanged,
+        };
+        match cmd {
+            Command::RegisterHost {
+                host_id,
+                agent_version,
+                facts,
+                at_unix_ms,
+            } => match self.hosts.get(host_id) {
+                Some(existing) if existing.facts == *facts && existing.agent_version == *agent_version => {
+                    Ok(unchanged())
+                }
+                Some(_) => Err(ApplyError::AlreadyRegistered(host_id.clone())),
+                None => Ok(Change {
+                    index,
+                    record: Some(HostRecord {
+                        host_id: host_id.clone(),
+                        state: HostState::Ready,
+                        state_reason: "registered".to_owned(),
+                        state_since_unix_ms: *at_unix_ms,
+                        registered_at_unix_ms: *at_unix_ms,
+                        agent_version: agent_version.clone(),
+                        facts: facts.clone(),
+                    }),
+                    outcome: ApplyOutcome::Registered,
+                }),
+            },
+            Command::UpdateHost {
+                host_id,
+                agent_version,
+                facts,
+                at_unix_ms: _,
+            } => {
+                let existing = self
+                    .hosts
+                    .get(host_id)
+                    .ok_or_else(|| ApplyError::UnknownHost(host_id.clone()))?;
+                if existing.facts == *facts && existing.agent_version == *agent_version {
+                    return Ok(unchanged());
+                }
+                Ok(Change {
+                    index,
+                    record: Some(HostRecord {
+                        agent_version: agent_version.clone(),
+                        facts: facts.clone(),
+                        ..existing.clone()
+                    }),
+                    outcome: ApplyOutcome::Updated,
+                })
+            }
+            Command::SetHostState {
+                host_id,
+                state,
+                reason,
+                at_unix_ms,
+            } => {
+                let existing = self
+                    .hosts
+                    .get(host_id)
+                    .ok_or_else(|| ApplyError::UnknownHost(host_id.clone()))?;
+                if existing.state == *state {
+                    return Ok(unchanged());
+                }
+                Ok(Change {
+                    index,
+                    record: Some(HostRecord {
+                        state: *state,
+                        state_reason: reason.clone(),
+                        state_since_unix_ms: *at_unix_ms,
+                        ..existing.clone()
+                    }),
+                    outcome: ApplyOutcome::StateChanged {
+                        from: existing.state,
+                        to: *state,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Makes a planned change visible. The change must come from
+    /// [`StateMachine::plan`] on this very state (the single writer plans
+    /// and commits one command at a time); a stale change is ignored.
+    pub fn commit(&mut self, change: Change) -> ApplyOutcome {
+        if change.index != self.applied_index + 1 {
+            // Unreachable with a single writer; refusing keeps the state
+            // consistent rather than panicking in a server.
+            tracing::error!(
+                index = change.index,
+                applied_index = self.applied_index,
+                "ignoring a stale state-machine change"
+            );
+            return ApplyOutcome::Unchanged;
+        }
+        if let Some(record) = change.record {
+            self.hosts.insert(record.host_id.clone(), record);
+        }
+        self.applied_index = change.index;
+        change.outcome
+    }
+
+    /// Plans and commits `cmd` at `index` in memory.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<ApplyOutcome, ApplyError> {
+        let change = self.plan(index, cmd)?;
+        Ok(self.commit(change))
+    }
+
+    /// Number of hosts in each state (every state present, zeros included).
+    pub fn count_by_state(&self) -> BTreeMap<HostState, u32> {
+        let mut counts: BTreeMap<HostState, u32> = HostState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for record in self.hosts.values() {
+            *counts.entry(record.state).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::tests::facts;
+
+    fn register(id: &str, at: u64) -> Command {
+        Command::RegisterHost {
+            host_id: id.to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            facts: facts(id, 8),
+            at_unix_ms: at,
+        }
+    }
+
+    fn update(id: &str, cores: u32, at: u64) -> Command {
+        Command::UpdateHost {
+            host_id: id.to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            facts: facts(id, cores),
+            at_unix_ms: at,
+        }
+    }
+
+    fn set(id: &str, state: HostState, at: u64) -> Command {
+        Command::SetHostState {
+            host_id: id.to_owned(),
+            state,
+            reason: format!("to {state}"),
+            at_unix_ms: at,
+        }
+    }
+
+    /// Each case: commands applied first, then the command under test and
+    /// the expected result.
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn commands_apply_as_the_table_says() {
+        use ApplyOutcome::*;
+        use HostState::*;
+        let cases: Vec<(&str, Vec<Command>, Command, Result<ApplyOutcome, ApplyError>)> = vec![
+            ("register a new host", vec![], register("h1", 10), Ok(Registered)),
+            (
+                "register the same host again identically",
+                vec![register("h1", 10)],
+                register("h1", 20),
+                Ok(Unchanged),
+            ),
+            (
+                "register a known host with other facts",
+                vec![register("h1", 10), update("h1", 16, 11)],
+                register("h1", 20),
+                Err(ApplyError::AlreadyRegistered("h1".to_owned())),
+            ),
+            (
+                "update facts",
+                vec![register("h1", 10)],
+                update("h1", 16, 20),
+                Ok(Updated),
+            ),
+            (
+                "update with identical facts",
+                vec![register("h1", 10)],
+                update("h1", 8, 20),
+                Ok(Unchanged),
+            ),
+            (
+                "update an unknown host",
+                vec![],
+                update("h9", 8, 20),
+                Err(ApplyError::UnknownHost("h9".to_owned())),
+            ),
+            (
+                "ready to suspect",
+                vec![register("h1", 10)],
+                set("h1", Suspect, 20),
+                Ok(StateChanged {
+                    from: Ready,
+                    to: Suspect,
+                }),
+            ),
+            (
+                "suspect to down",
+                vec![register("h1", 10), set("h1", Suspect, 20)],
+                set("h1", Down, 30),
+                Ok(StateChanged {
+                    from: Suspect,
+                    to: Down,
+                }),
+            ),
+            (
+                "down back to ready",
+                vec![register("h1", 10), set("h1", Down, 20)],
+                set("h1", Ready, 30),
+                Ok(StateChanged {
+                    from: Down,
+                    to: Ready,
+                }),
+            ),
+            (
+                "set the state a host already has",
+                vec![register("h1", 10)],
+                set("h1", Ready, 20),
+                Ok(Unchanged),
+            ),
+            (
+                "set the state of an unknown host",
+                vec![register("h1", 10)],
+                set("h2", Down, 20),
+                Err(ApplyError::UnknownHost("h2".to_owned())),
+            ),
+        ];
+        for (name, setup, cmd, want) in cases {
+            let mut sm = StateMachine::new();
+            for (i, c) in setup.iter().enumerate() {
+                sm.apply(i as u64 + 1, c)
+                    .unwrap_or_else(|e| panic!("{name}: setup: {e}"));
+            }
+            let before = sm.clone();
+            let index = sm.applied_index() + 1;
+            let got = sm.apply(index, &cmd);
+            assert_eq!(got, want, "{name}");
+            match got {
+                Ok(_) => assert_eq!(sm.applied_index(), index, "{name}: index advances"),
+                Err(_) => assert_eq!(sm, before, "{name}: a rejected command changes nothing"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_out_of_order_index_is_rejected_and_changes_nothing() {
+        let mut sm = StateMachine::new();
+        sm.apply(1, &register("h1", 10)).unwrap();
+        let before = sm.clone();
+        for index in [1, 3, 0] {
+            assert_eq!(
+                sm.apply(index, &register("h2", 20)),
+                Err(ApplyError::OutOfOrder {
+                    applied: 1,
+                    got: index
+                })
+            );
+        }
+        assert_eq!(sm, before);
+    }
+
+    #[test]
+    fn state_changes_record_reason_and_time_from_the_command_only() {
+        let mut sm = StateMachine::new();
+        sm.apply(1, &register("h1", 10)).unwrap();
+        let h = sm.host("h1").unwrap();
+        assert_eq!(
+            (h.state, h.state_since_unix_ms, h.registered_at_unix_ms),
+            (HostState::Ready, 10, 10)
+        );
+        sm.apply(2, &set("h1", HostState::Down, 99)).unwrap();
+        let h = sm.host("h1").unwrap();
+        assert_eq!(h.state, HostState::Down);
+        assert_eq!(h.state_reason, "to down");
+        assert_eq!(h.state_since_unix_ms, 99);
+        assert_eq!(h.registered_at_unix_ms, 10);
+        // An update keeps the state and its timestamp.
+        sm.apply(3, &update("h1", 32, 200)).unwrap();
+        let h = sm.host("h1").unwrap();
+        assert_eq!((h.state, h.state_since_unix_ms), (HostState::Down, 99));
+        assert_eq!(h.facts.inventory.logical_cores, 32);
+    }
+
+    #[test]
+    fn the_same_log_gives_the_same_state_on_every_replica() {
+        let log = [
+            register("a", 1),
+            register("b", 2),
+            set("a", HostState::Suspect, 3),
+            update("b", 64, 4),
+            set("a", HostState::Ready, 5),
+        ];
+        let run = || {
+            let mut sm = StateMachine::new();
+            for (i, c) in log.iter().enumerate() {
+                sm.apply(i as u64 + 1, c).unwrap();
+            }
+            sm
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn prefixes_and_counts_see_every_host() {
+        let mut sm = StateMachine::new();
+        sm.apply(1, &register("abc1", 1)).unwrap();
+        sm.apply(2, &register("abc2", 1)).unwrap();
+        sm.apply(3, &register("abd1", 1)).unwrap();
+        sm.apply(4, &set("abd1", HostState::Down, 2)).unwrap();
+        let ids: Vec<_> = sm.hosts_with_prefix("abc").map(|h| h.host_id.as_str()).collect();
+        assert_eq!(ids, ["abc1", "abc2"]);
+        let counts = sm.count_by_state();
+        assert_eq!(counts[&HostState::Ready], 2);
+        assert_eq!(counts[&HostState::Down], 1);
+        assert_eq!(counts[&HostState::Cordoned], 0);
+        assert_eq!(counts.len(), HostState::ALL.len());
+    }
+}

@@ -1,0 +1,249 @@
+//! Durable state in sled.
+//!
+//! Layout: one sled database at `{data_dir}/state`, one tree (the default
+//! one), two kinds of keys:
+//!
+//! | key                  | value                       |
+//! |----------------------|-----------------------------|
+//! | `host/{host_id}`     | JSON [`HostRecord`]         |
+//! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
+//!
+//! Every applied command writes its changed record *and* the applied index in
+//! one [`sled::Batch`] (atomic), then waits for `flush_async` before the
+//! proposer acknowledges it. After a crash the store therefore holds exactly
+//! the acknowledged prefix of commands, and the applied index matches the
+//! records (so a Raft log replay next issue starts at the right entry).
+//!
+//! sled holds a file lock on the directory: every handle must be dropped
+//! before the same path is opened again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::command::HostRecord;
+use crate::state::{Change, StateMachine};
+
+const HOST_PREFIX: &str = "host/";
+const APPLIED_INDEX_KEY: &str = "meta/applied_index";
+/// How long [`Store::open`] waits for another opener's file lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Storage failures. Any of them means the controller cannot make progress
+/// safely.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled could not open the database (permissions, lock held by another
+    /// process, corrupt files).
+    #[error("opening the state store at {path}")]
+    Open {
+        /// Database directory.
+        path: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A read, write or flush failed.
+    #[error("state store I/O failed")]
+    Io(#[from] sled::Error),
+    /// A stored value could not be decoded.
+    #[error("state store key {key:?} holds an invalid value: {problem}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A record could not be encoded (should not happen).
+    #[error("encoding host record {host_id}")]
+    Encode {
+        /// Host id.
+        host_id: String,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Handle on the sled database. Cheap to clone (sled handles are `Arc`s).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) `{data_dir}/state`.
+    ///
+    /// sled's file lock is released by a background thread shortly after the
+    /// last handle of a previous opener is dropped (a restart in the same
+    /// process, or a process that is still exiting), so a held lock is
+    /// retried for up to [`LOCK_WAIT`] before it is reported.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("state");
+        let started = std::time::Instant::now();
+        loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => return Ok(Store { db, path }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => return Err(StoreError::Open { path, source }),
+            }
+        }
+    }
+
+    /// Directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rebuilds the state machine from what is stored.
+    pub fn load(&self) -> Result<StateMachine, StoreError> {
+        let mut hosts = BTreeMap::new();
+        for item in self.db.scan_prefix(HOST_PREFIX) {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let record: HostRecord = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                key: key.clone(),
+                problem: e.to_string(),
+            })?;
+            if key[HOST_PREFIX.len()..] != record.host_id {
+                return Err(StoreError::Corrupt {
+                    problem: format!("record is for host {}", record.host_id),
+                    key,
+                });
+            }
+            hosts.insert(record.host_id.clone(), record);
+        }
+        let applied_index = match self.db.get(APPLIED_INDEX_KEY)? {
+            None => 0,
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: APPLIED_INDEX_KEY.to_owned(),
+                    problem: format!("expected 8 bytes, found {}", bytes.len()),
+                })?;
+                u64::from_be_bytes(bytes)
+            }
+        };
+        Ok(StateMachine::from_parts(hosts, applied_index))
+    }
+
+    /// Writes `change` (its record, if any, and its index) in one atomic
+    /// batch and waits until it is on disk.
+    pub async fn persist(&self, change: &Change) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        if let Some(record) = &change.record {
+            let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
+                host_id: record.host_id.clone(),
+                source,
+            })?;
+            batch.insert(format!("{HOST_PREFIX}{}", record.host_id).as_bytes(), value);
+        }
+        batch.insert(APPLIED_INDEX_KEY, &change.index.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::tests::facts;
+    use crate::command::{Command, HostState};
+
+    async fn apply_and_persist(store: &Store, sm: &mut StateMachine, cmd: Command) {
+        let change = sm.plan(sm.applied_index() + 1, &cmd).unwrap();
+        store.persist(&change).await.unwrap();
+        sm.commit(change);
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_holds_every_persisted_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::new();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.load().unwrap(), StateMachine::new());
+            apply_and_persist(
+                &store,
+                &mut sm,
+                Command::RegisterHost {
+                    host_id: "h1".to_owned(),
+                    agent_version: "0.1.0".to_owned(),
+                    facts: facts("h1", 8),
+                    at_unix_ms: 10,
+                },
+            )
+            .await;
+            apply_and_persist(
+                &store,
+                &mut sm,
+                Command::SetHostState {
+                    host_id: "h1".to_owned(),
+                    state: HostState::Down,
+                    reason: "no heartbeat for 5.0s".to_owned(),
+                    at_unix_ms: 20,
+                },
+            )
+            .await;
+            // A no-op still advances the persisted index.
+            apply_and_persist(
+                &store,
+                &mut sm,
+                Command::SetHostState {
+                    host_id: "h1".to_owned(),
+                    state: HostState::Down,
+                    reason: "again".to_owned(),
+                    at_unix_ms: 30,
+                },
+            )
+            .await;
+            // `store` (the only sled handle) is dropped here, releasing the lock.
+        }
+        let reopened = Store::open(dir.path()).unwrap();
+        let loaded = reopened.load().unwrap();
+        assert_eq!(loaded, sm);
+        assert_eq!(loaded.applied_index(), 3);
+        assert_eq!(loaded.host("h1").unwrap().state, HostState::Down);
+        assert_eq!(reopened.path(), dir.path().join("state"));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_reported_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.db.insert("host/h1", b"not json".to_vec()).unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(err.to_string().contains("host/h1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_applied_index_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.db.insert(APPLIED_INDEX_KEY, &[1u8, 2][..]).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(err.to_string().contains("expected 8 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_store_fails_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("state"), "{err}");
+    }
+}

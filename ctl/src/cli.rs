@@ -1,0 +1,102 @@
+//! The clap tree: global flags here, subcommands in [`crate::commands`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use crate::commands::Command;
+
+const EXAMPLES: &str = "\
+Examples:
+  rpoolctl sandbox up                    # a local controller + 6 simulated hosts
+  rpoolctl host list                     # every host, as a table
+  rpoolctl host list --state down -o json
+  rpoolctl host show 3f2a                # one host, by id or unique prefix
+  rpoolctl status --controller 10.0.0.1:7443,10.0.0.2:7443
+
+Environment:
+  RPOOL_CONTROLLER   controller addresses (like --controller)
+  RPOOL_CTL_CONFIG   path of ctl.toml (like --config)
+
+Exit codes:
+  0 ok, 1 unexpected error, 3 not found, 64 usage or config error,
+  65 rejected by the controller, 69 controller unavailable, 75 timed out,
+  77 permission denied";
+
+/// rpoolctl: the rpool admin CLI.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rpoolctl",
+    version = rpool_proto::VERSION,
+    about = "The rpool admin CLI: inspect hosts and the controller, run a local sandbox",
+    after_help = EXAMPLES,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Controller address(es) to try in order [env: RPOOL_CONTROLLER] [default: from ctl.toml, else 127.0.0.1:7443]
+    #[arg(long, global = true, value_name = "ADDR[,ADDR...]")]
+    pub controller: Option<String>,
+
+    /// Path of ctl.toml [env: RPOOL_CTL_CONFIG] [default: $XDG_CONFIG_HOME/rpool/ctl.toml, else ~/.config/rpool/ctl.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Timeout per controller request, e.g. 500ms, 10s, 1m [default: 10s; for `sandbox up`: wait for agents, 30s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub timeout: Option<Duration>,
+}
+
+/// clap value parser for durations (`10s`, `500ms`, `2m`).
+pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    let d = rpool_proto::units::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than 0".to_string());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_clap_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_are_accepted_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "rpoolctl",
+            "host",
+            "list",
+            "--controller",
+            "a:1",
+            "--timeout",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.controller.as_deref(), Some("a:1"));
+        assert_eq!(cli.global.timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_bad_timeout_is_a_parse_error() {
+        let err = Cli::try_parse_from(["rpoolctl", "status", "--timeout", "10"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+}

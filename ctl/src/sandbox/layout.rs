@@ -1,0 +1,169 @@
+//! Paths under the sandbox dir, and `sandbox.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::Failure;
+use crate::settings::Env;
+
+/// The sandbox directory: `--dir` > `RPOOL_SANDBOX_DIR` >
+/// `$XDG_STATE_HOME/rpool/sandbox` > `$HOME/.local/state/rpool/sandbox`.
+/// Made absolute so recorded paths match process command lines.
+pub fn resolve_dir(flag: Option<&Path>, env: &Env) -> Result<PathBuf, Failure> {
+    let dir = if let Some(dir) = flag {
+        dir.to_path_buf()
+    } else if let Some(dir) = &env.sandbox_dir {
+        PathBuf::from(dir)
+    } else if let Some(state) = &env.xdg_state_home {
+        Path::new(state).join("rpool/sandbox")
+    } else if let Some(home) = &env.home {
+        Path::new(home).join(".local/state/rpool/sandbox")
+    } else {
+        return Err(Failure::usage(
+            "cannot locate the sandbox dir: neither XDG_STATE_HOME nor HOME is set (pass --dir or set RPOOL_SANDBOX_DIR)",
+        ));
+    };
+    std::path::absolute(&dir).map_err(|e| Failure::usage(format!("--dir: {}: {e}", dir.display())))
+}
+
+/// Where everything lives under one sandbox dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("sandbox.json")
+    }
+    pub fn controller_dir(&self) -> PathBuf {
+        self.dir.join("controller")
+    }
+    pub fn controller_config(&self) -> PathBuf {
+        self.controller_dir().join("controller.toml")
+    }
+    pub fn controller_data(&self) -> PathBuf {
+        self.controller_dir().join("data")
+    }
+    pub fn controller_log(&self) -> PathBuf {
+        self.controller_dir().join("log")
+    }
+    pub fn agents_dir(&self) -> PathBuf {
+        self.dir.join("agents")
+    }
+    pub fn agent_dir(&self, name: &str) -> PathBuf {
+        self.agents_dir().join(name)
+    }
+}
+
+/// Files inside one agent's directory.
+pub fn agent_config(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("agent.toml")
+}
+pub fn agent_hardware(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("hardware.toml")
+}
+pub fn agent_state(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("state")
+}
+pub fn log_file(process_dir: &Path) -> PathBuf {
+    process_dir.join("log")
+}
+
+/// `sandbox.json`: what `sandbox up` started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub port: u16,
+    pub controller_pid: u32,
+    pub agents: Vec<AgentRecord>,
+    pub started_at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    pub pid: u32,
+    pub dir: PathBuf,
+}
+
+impl Record {
+    /// Reads the record; `Ok(None)` when there is none.
+    pub fn load(path: &Path) -> anyhow::Result<Option<Record>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e} (not a sandbox record; delete it if no sandbox processes are running)",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        std::fs::write(&tmp, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_dir_follows_flag_env_xdg_home() {
+        let mut env = Env {
+            sandbox_dir: Some("/env/sb".into()),
+            xdg_state_home: Some("/xdg".into()),
+            home: Some("/home/u".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            resolve_dir(Some(Path::new("/flag")), &env).unwrap(),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(resolve_dir(None, &env).unwrap(), PathBuf::from("/env/sb"));
+        env.sandbox_dir = None;
+        assert_eq!(
+            resolve_dir(None, &env).unwrap(),
+            PathBuf::from("/xdg/rpool/sandbox")
+        );
+        env.xdg_state_home = None;
+        assert_eq!(
+            resolve_dir(None, &env).unwrap(),
+            PathBuf::from("/home/u/.local/state/rpool/sandbox")
+        );
+        assert!(resolve_dir(Some(Path::new("rel")), &env).unwrap().is_absolute());
+    }
+
+    #[test]
+    fn the_record_round_trips_with_the_documented_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sandbox.json");
+        assert_eq!(Record::load(&path).unwrap(), None);
+        let record = Record {
+            port: 7440,
+            controller_pid: 10,
+            agents: vec![AgentRecord {
+                name: "agent-1".into(),
+                pid: 11,
+                dir: "/sb/agents/agent-1".into(),
+            }],
+            started_at_unix_ms: 5,
+        };
+        record.save(&path).unwrap();
+        assert_eq!(Record::load(&path).unwrap(), Some(record));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["agents"][0]["name"], "agent-1");
+        assert_eq!(v["controller_pid"], 10);
+    }
+}

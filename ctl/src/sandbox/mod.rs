@@ -1,0 +1,54 @@
+//! The local sandbox: one controller and N simulated agents on loopback,
+//! run as detached processes under one directory.
+//!
+//! - [`profile`]: the simulated hosts and the config files written for them
+//!   (pure: unit-tested without touching disk).
+//! - [`layout`]: where everything lives under the sandbox dir, and
+//!   `sandbox.json`, the record of what was started.
+//! - [`process`]: finding the binaries, spawning detached processes, checking
+//!   a pid is still ours, and stopping with bounded waits.
+//!
+//! Layout of `{dir}`:
+//! ```text
+//! sandbox.json                       port, pids, start time
+//! controller/controller.toml, log, data/
+//! agents/agent-N/agent.toml, hardware.toml, log, state/
+//! ```
+
+pub mod layout;
+pub mod process;
+pub mod profile;
+
+/// First line of a `ctl.toml` that `sandbox up` wrote and `sandbox down` may remove.
+pub const MANAGED_HEADER: &str = "# managed by rpoolctl sandbox";
+
+/// Whether the file at `path` was written by `sandbox up`.
+pub fn is_managed_config(text: &str) -> bool {
+    text.lines().next() == Some(MANAGED_HEADER)
+}
+
+/// The `ctl.toml` written by `sandbox up`.
+pub fn managed_config(port: u16) -> String {
+    format!(
+        "{MANAGED_HEADER}\n\
+         # Written by `rpoolctl sandbox up`, removed by `rpoolctl sandbox down`.\n\
+         # Delete the first line to keep this file as your own.\n\
+         controllers = [\"127.0.0.1:{port}\"]\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_managed_config_is_recognised_by_its_first_line_and_parses() {
+        let text = managed_config(7440);
+        assert!(is_managed_config(&text));
+        assert!(!is_managed_config(
+            "controllers = []\n# managed by rpoolctl sandbox\n"
+        ));
+        let cfg = crate::settings::CtlConfig::parse(std::path::Path::new("ctl.toml"), &text).unwrap();
+        assert_eq!(cfg.controllers.unwrap(), ["127.0.0.1:7440"]);
+    }
+}

@@ -1,0 +1,249 @@
+//! Sandbox processes: finding binaries, spawning detached, checking a pid is
+//! still ours, stopping with bounded waits. Linux only (`/proc`).
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Binary names.
+pub const CONTROLLER_BIN: &str = "rpool-controller";
+pub const AGENT_BIN: &str = "rpool-agent";
+
+/// How often stop/wait loops poll.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Finds `name` in `bin_dir` when given (only there), else next to the running
+/// rpoolctl, else on `PATH`.
+pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(dir) = bin_dir {
+        let path = dir.join(name);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(format!("{name} not found in --bin-dir {}", dir.display()))
+        };
+    }
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    if let Some(dir) = &own_dir {
+        let path = dir.join(name);
+        if is_executable(&path) {
+            return Ok(path);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let path = dir.join(name);
+            if is_executable(&path) {
+                return Ok(path);
+            }
+        }
+    }
+    Err(format!(
+        "{name} not found next to rpoolctl ({}) or on PATH; build it (`cargo build -p {name}`) or pass --bin-dir",
+        own_dir.map_or("?".to_string(), |d| d.display().to_string())
+    ))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Starts `binary args...` in its own session (setsid, so a Ctrl-C in the
+/// terminal does not reach it), stdin from /dev/null, stdout and stderr
+/// appended to `log`, working dir `cwd`, `NO_COLOR=1`.
+pub fn spawn_detached(binary: &Path, args: &[&OsStr], cwd: &Path, log: &Path) -> std::io::Result<Child> {
+    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .current_dir(cwd)
+        // Plain log files: ask tracing-subscriber for no ANSI colours.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Whether a `/proc/PID/cmdline` (NUL-separated) is `binary` run with an
+/// argument mentioning `needle` (e.g. its config path).
+pub fn cmdline_matches(cmdline: &[u8], binary: &str, needle: &str) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let Some(argv0) = args.next() else {
+        return false;
+    };
+    let argv0 = String::from_utf8_lossy(argv0);
+    let name_ok = Path::new(argv0.as_ref()).file_name().is_some_and(|n| n == binary);
+    name_ok && args.any(|a| String::from_utf8_lossy(a).contains(needle))
+}
+
+/// Whether `/proc/PID/stat` says the process is a zombie (exited, not reaped).
+pub fn stat_is_zombie(stat: &str) -> bool {
+    // Format: "pid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "Z" || s == "X")
+}
+
+/// A process the sandbox started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    /// `controller`, `agent-3`.
+    pub name: String,
+    pub pid: u32,
+    pub binary: &'static str,
+    /// A string its command line must contain (its config path).
+    pub needle: String,
+}
+
+impl Proc {
+    /// Still running and still the process we started (not a reused pid).
+    pub fn is_alive(&self) -> bool {
+        if self.pid == 0 || self.pid > i32::MAX as u32 {
+            return false;
+        }
+        let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", self.pid)) else {
+            return false;
+        };
+        if !cmdline_matches(&cmdline, self.binary, &self.needle) {
+            return false;
+        }
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|s| !stat_is_zombie(&s))
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: plain syscall; the pid was just checked to be ours.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, sig);
+        }
+    }
+}
+
+/// What `stop` did to each process.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// Exited after SIGTERM.
+    pub stopped: Vec<Proc>,
+    /// Needed SIGKILL.
+    pub killed: Vec<Proc>,
+    /// Already gone (or the pid now belongs to something else): left alone.
+    pub not_running: Vec<Proc>,
+    /// Still alive even after SIGKILL (should not happen).
+    pub survivors: Vec<Proc>,
+}
+
+/// SIGTERM to each process that is still ours, wait up to `grace` (polling),
+/// SIGKILL the rest, wait up to one more second.
+pub fn stop(procs: &[Proc], grace: Duration) -> StopReport {
+    let mut report = StopReport::default();
+    let mut pending = Vec::new();
+    for p in procs {
+        if p.is_alive() {
+            p.signal(libc::SIGTERM);
+            pending.push(p.clone());
+        } else {
+            report.not_running.push(p.clone());
+        }
+    }
+    let pending = wait_gone(pending, grace);
+    report.stopped = procs
+        .iter()
+        .filter(|p| !report.not_running.contains(p) && !pending.contains(p))
+        .cloned()
+        .collect();
+    for p in &pending {
+        if p.is_alive() {
+            p.signal(libc::SIGKILL);
+        }
+    }
+    let survivors = wait_gone(pending.clone(), Duration::from_secs(1));
+    report.killed = pending.into_iter().filter(|p| !survivors.contains(p)).collect();
+    report.survivors = survivors;
+    report
+}
+
+/// Polls until every process is gone or `limit` passes; returns the ones left.
+fn wait_gone(mut procs: Vec<Proc>, limit: Duration) -> Vec<Proc> {
+    let deadline = Instant::now() + limit;
+    loop {
+        procs.retain(Proc::is_alive);
+        if procs.is_empty() || Instant::now() >= deadline {
+            return procs;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The last `lines` lines of a log file (empty if unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cmdline_matches_only_our_binary_with_our_config() {
+        let ours = b"/w/target/debug/rpool-agent\0--config\0/sb/agents/agent-1/agent.toml\0";
+        assert!(cmdline_matches(ours, AGENT_BIN, "/sb/agents/agent-1"));
+        assert!(!cmdline_matches(ours, AGENT_BIN, "/sb/agents/agent-2"));
+        assert!(!cmdline_matches(ours, CONTROLLER_BIN, "/sb/agents/agent-1"));
+        assert!(!cmdline_matches(
+            b"bash\0-c\0/sb/agents/agent-1\0",
+            AGENT_BIN,
+            "/sb/agents/agent-1"
+        ));
+        assert!(!cmdline_matches(b"", AGENT_BIN, "x"));
+    }
+
+    #[test]
+    fn zombies_are_recognised_from_proc_stat() {
+        assert!(stat_is_zombie("123 (rpool-agent) Z 1 123 123 0"));
+        assert!(!stat_is_zombie("123 (rpool agent) S 1 123 123 0"));
+        assert!(!stat_is_zombie("123 (we) ird) R 1"));
+    }
+
+    #[test]
+    fn stop_leaves_processes_that_are_not_ours_alone() {
+        // Our own pid runs the test binary, not rpool-agent: never signalled.
+        let me = Proc {
+            name: "agent-1".into(),
+            pid: std::process::id(),
+            binary: AGENT_BIN,
+            needle: "agent.toml".into(),
+        };
+        let report = stop(std::slice::from_ref(&me), Duration::from_millis(10));
+        assert_eq!(report.not_running, vec![me]);
+        assert!(report.stopped.is_empty() && report.killed.is_empty());
+    }
+
+    #[test]
+    fn tail_returns_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "1\n2\n3\n4\n").unwrap();
+        assert_eq!(tail(&path, 2), "3\n4");
+        assert_eq!(tail(&dir.path().join("missing"), 2), "");
+    }
+}

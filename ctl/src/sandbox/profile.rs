@@ -1,0 +1,314 @@
+//! Simulated hosts for the sandbox and the config files written for them.
+//!
+//! Hosts cycle through six profiles (cores / memory / zone):
+//! 8c/32GiB a, 16c/64GiB b, 32c/128GiB c, 16c/64GiB a, 64c/256GiB b,
+//! 8c/16GiB c; physical cores are half the logical ones. Hostnames are
+//! `sim-{zone}-{n}`, `n` counting from 1 within each zone.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One row of the profile cycle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Profile {
+    logical_cores: u32,
+    memory_gib: u64,
+    zone: &'static str,
+    cpu_percent: f64,
+    memory_used_gib: u64,
+}
+
+const PROFILES: [Profile; 6] = [
+    Profile {
+        logical_cores: 8,
+        memory_gib: 32,
+        zone: "a",
+        cpu_percent: 12.5,
+        memory_used_gib: 6,
+    },
+    Profile {
+        logical_cores: 16,
+        memory_gib: 64,
+        zone: "b",
+        cpu_percent: 35.0,
+        memory_used_gib: 20,
+    },
+    Profile {
+        logical_cores: 32,
+        memory_gib: 128,
+        zone: "c",
+        cpu_percent: 62.5,
+        memory_used_gib: 90,
+    },
+    Profile {
+        logical_cores: 16,
+        memory_gib: 64,
+        zone: "a",
+        cpu_percent: 5.0,
+        memory_used_gib: 4,
+    },
+    Profile {
+        logical_cores: 64,
+        memory_gib: 256,
+        zone: "b",
+        cpu_percent: 81.0,
+        memory_used_gib: 200,
+    },
+    Profile {
+        logical_cores: 8,
+        memory_gib: 16,
+        zone: "c",
+        cpu_percent: 22.5,
+        memory_used_gib: 10,
+    },
+];
+
+/// Everything about one sandbox agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentPlan {
+    /// `agent-N`, N from 1: the agent's directory name.
+    pub name: String,
+    /// `sim-{zone}-{n}`.
+    pub hostname: String,
+    pub zone: String,
+    pub logical_cores: u32,
+    pub physical_cores: u32,
+    pub memory_gib: u64,
+    pub cpu_percent: f64,
+    pub memory_used_gib: u64,
+    pub load_average: f64,
+}
+
+/// The first `agents` hosts of the profile cycle. Repeats of the cycle get a
+/// little more CPU load so the hosts are not identical.
+pub fn plan(agents: u32) -> Vec<AgentPlan> {
+    let mut per_zone: std::collections::BTreeMap<&str, u32> = Default::default();
+    (0..agents as usize)
+        .map(|i| {
+            let p = PROFILES[i % PROFILES.len()];
+            let round = (i / PROFILES.len()) as f64;
+            let n = per_zone.entry(p.zone).or_insert(0);
+            *n += 1;
+            let cpu_percent = (p.cpu_percent + 7.5 * round) % 100.0;
+            AgentPlan {
+                name: format!("agent-{}", i + 1),
+                hostname: format!("sim-{}-{}", p.zone, n),
+                zone: p.zone.to_string(),
+                logical_cores: p.logical_cores,
+                physical_cores: p.logical_cores / 2,
+                memory_gib: p.memory_gib,
+                cpu_percent,
+                memory_used_gib: p.memory_used_gib,
+                load_average: (cpu_percent * p.logical_cores as f64).round() / 100.0,
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct HardwareFile<'a> {
+    logical_cores: u32,
+    physical_cores: u32,
+    memory: String,
+    zone: &'a str,
+    hostname: &'a str,
+    cpu_percent: f64,
+    memory_used: String,
+    load_average: f64,
+}
+
+/// `hardware.toml`: the agent's simulated-hardware file.
+pub fn hardware_toml(agent: &AgentPlan) -> String {
+    let file = HardwareFile {
+        logical_cores: agent.logical_cores,
+        physical_cores: agent.physical_cores,
+        memory: format!("{}GiB", agent.memory_gib),
+        zone: &agent.zone,
+        hostname: &agent.hostname,
+        cpu_percent: agent.cpu_percent,
+        memory_used: format!("{}GiB", agent.memory_used_gib),
+        load_average: agent.load_average,
+    };
+    let body = toml::to_string(&file).expect("hardware file serializes");
+    format!(
+        "# Simulated hardware for {} (written by `rpoolctl sandbox up`; edit to change what the agent reports).\n{body}",
+        agent.hostname
+    )
+}
+
+#[derive(Serialize)]
+struct AgentFile<'a> {
+    controllers: Vec<String>,
+    state_dir: &'a str,
+    zone: &'a str,
+    simulate: SimulateSection<'a>,
+}
+
+#[derive(Serialize)]
+struct SimulateSection<'a> {
+    file: &'a str,
+}
+
+/// `agent.toml` for one sandbox agent.
+pub fn agent_toml(port: u16, agent: &AgentPlan, state_dir: &Path, hardware_file: &Path) -> String {
+    let file = AgentFile {
+        controllers: vec![format!("127.0.0.1:{port}")],
+        state_dir: &state_dir.to_string_lossy(),
+        zone: &agent.zone,
+        simulate: SimulateSection {
+            file: &hardware_file.to_string_lossy(),
+        },
+    };
+    let body = toml::to_string(&file).expect("agent config serializes");
+    format!("# {} of the rpoolctl sandbox.\n{body}", agent.name)
+}
+
+#[derive(Serialize)]
+struct ControllerFile<'a> {
+    id: u64,
+    listen: String,
+    data_dir: &'a str,
+    liveness: LivenessSection,
+}
+
+#[derive(Serialize)]
+struct LivenessSection {
+    heartbeat_interval_ms: u32,
+    suspect_after_ms: u32,
+    down_after_ms: u32,
+}
+
+/// `controller.toml` for the sandbox controller (liveness defaults).
+pub fn controller_toml(port: u16, data_dir: &Path) -> String {
+    let file = ControllerFile {
+        id: 1,
+        listen: format!("127.0.0.1:{port}"),
+        data_dir: &data_dir.to_string_lossy(),
+        liveness: LivenessSection {
+            heartbeat_interval_ms: 1000,
+            suspect_after_ms: 3000,
+            down_after_ms: 5000,
+        },
+    };
+    let body = toml::to_string(&file).expect("controller config serializes");
+    format!("# Controller of the rpoolctl sandbox.\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(p: &AgentPlan) -> (String, String, u32, u32, u64) {
+        (
+            p.name.clone(),
+            p.hostname.clone(),
+            p.logical_cores,
+            p.physical_cores,
+            p.memory_gib,
+        )
+    }
+
+    #[test]
+    fn six_agents_follow_the_profile_cycle() {
+        let got: Vec<_> = plan(6).iter().map(summary).collect();
+        let want = [
+            ("agent-1", "sim-a-1", 8, 4, 32),
+            ("agent-2", "sim-b-1", 16, 8, 64),
+            ("agent-3", "sim-c-1", 32, 16, 128),
+            ("agent-4", "sim-a-2", 16, 8, 64),
+            ("agent-5", "sim-b-2", 64, 32, 256),
+            ("agent-6", "sim-c-2", 8, 4, 16),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(a, h, l, p, m)| (a.to_string(), h.to_string(), *l, *p, *m))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_cycle_repeats_with_per_zone_numbering_and_unique_names() {
+        let hosts = plan(64);
+        assert_eq!(hosts.len(), 64);
+        assert_eq!(hosts[6].hostname, "sim-a-3");
+        assert_eq!(hosts[6].logical_cores, 8);
+        assert_eq!(hosts[63].name, "agent-64");
+        let mut names: Vec<_> = hosts.iter().map(|h| h.hostname.clone()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 64);
+    }
+
+    #[test]
+    fn simulated_values_stay_in_the_agents_accepted_ranges() {
+        for h in plan(64) {
+            assert!((0.0..=100.0).contains(&h.cpu_percent), "{h:?}");
+            assert!(h.memory_used_gib <= h.memory_gib, "{h:?}");
+            assert!(
+                h.physical_cores >= 1 && h.physical_cores <= h.logical_cores,
+                "{h:?}"
+            );
+            assert!(h.load_average >= 0.0 && h.load_average.is_finite(), "{h:?}");
+        }
+        assert_ne!(plan(7)[6].cpu_percent, plan(1)[0].cpu_percent);
+    }
+
+    #[test]
+    fn the_hardware_file_has_the_simulate_keys() {
+        let text = hardware_toml(&plan(2)[1]);
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["logical_cores"].as_integer(), Some(16));
+        assert_eq!(v["physical_cores"].as_integer(), Some(8));
+        assert_eq!(v["memory"].as_str(), Some("64GiB"));
+        assert_eq!(v["zone"].as_str(), Some("b"));
+        assert_eq!(v["hostname"].as_str(), Some("sim-b-1"));
+        assert_eq!(v["cpu_percent"].as_float(), Some(35.0));
+        assert_eq!(v["memory_used"].as_str(), Some("20GiB"));
+        assert_eq!(v["load_average"].as_float(), Some(5.6));
+        assert_eq!(v.len(), 8);
+        assert_eq!(rpool_proto::units::parse_size("64GiB"), Ok(64 << 30));
+    }
+
+    #[test]
+    fn the_agent_config_points_at_the_controller_state_and_hardware_file() {
+        let agent = &plan(1)[0];
+        let text = agent_toml(
+            7440,
+            agent,
+            Path::new("/sb/agents/agent-1/state"),
+            Path::new("/sb/agents/agent-1/hardware.toml"),
+        );
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            v["controllers"].as_array().unwrap()[0].as_str(),
+            Some("127.0.0.1:7440")
+        );
+        assert_eq!(v["state_dir"].as_str(), Some("/sb/agents/agent-1/state"));
+        assert_eq!(v["zone"].as_str(), Some("a"));
+        assert_eq!(
+            v["simulate"]["file"].as_str(),
+            Some("/sb/agents/agent-1/hardware.toml")
+        );
+        assert_eq!(v.len(), 4);
+    }
+
+    #[test]
+    fn the_controller_config_uses_id_1_loopback_and_default_liveness() {
+        let text = controller_toml(7440, Path::new("/sb/controller/data"));
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["id"].as_integer(), Some(1));
+        assert_eq!(v["listen"].as_str(), Some("127.0.0.1:7440"));
+        assert_eq!(v["data_dir"].as_str(), Some("/sb/controller/data"));
+        assert_eq!(v["liveness"]["heartbeat_interval_ms"].as_integer(), Some(1000));
+        assert_eq!(v["liveness"]["suspect_after_ms"].as_integer(), Some(3000));
+        assert_eq!(v["liveness"]["down_after_ms"].as_integer(), Some(5000));
+    }
+
+    #[test]
+    fn paths_with_quotes_are_escaped() {
+        let text = controller_toml(1, Path::new("/tmp/we\"ird dir"));
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["data_dir"].as_str(), Some("/tmp/we\"ird dir"));
+    }
+}
