@@ -340,7 +340,7 @@ impl Config {
 }
 
 /// `host:port` with a non-empty host (IPv6 in brackets) and a port 1..=65535.
-fn check_host_port(addr: &str) -> Result<(), &'static str> {
+pub(crate) fn check_host_port(addr: &str) -> Result<(), &'static str> {
     let (host, port) = addr.rsplit_once(':').ok_or("has no port")?;
     match port.parse::<u16>() {
         Ok(0) | Err(_) => return Err("has an invalid port"),

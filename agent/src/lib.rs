@@ -23,8 +23,11 @@
 //!    facts and a first heartbeat; wait up to 10s for `Welcome`.
 //! 4. Every `Welcome.heartbeat_interval_ms`: sample, send a `Heartbeat`
 //!    (facts only when they changed).
+//!    A follower answers with a `Redirect` instead: go to 3 on the leader it
+//!    names at once (at most 3 redirects in a row, then as in 5).
 //! 5. On any error or end of stream: wait a jittered, growing backoff, rotate
-//!    to the next controller, go to 3.
+//!    to the next controller, go to 3. A welcomed session that breaks is
+//!    retried once on the same controller (initial backoff) before rotating.
 //! 6. On shutdown: close the stream's sending half and return.
 
 pub mod backoff;

@@ -2,13 +2,24 @@
 //! the Welcome, heartbeat at the welcomed interval, and reconnect (rotating
 //! through the configured controllers, with [`Backoff`]) when anything goes
 //! wrong, until shutdown.
+//!
+//! Which controller the next attempt goes to, and whether it waits first, is
+//! decided by [`Targets`]:
+//! - A follower answers the Hello with a `Redirect` naming the leader: the
+//!   next attempt goes straight to that address (no backoff), even when it
+//!   is not in the configured list. After [`MAX_REDIRECTS`] consecutive
+//!   redirects without a Welcome (leadership moving during an election), or
+//!   when the follower knows no leader, the agent backs off and rotates.
+//! - A welcomed session that breaks is retried once on the same controller
+//!   after the initial backoff (a restart or a blip), then the agent rotates.
+//! - Any other failure: backoff, then the next configured controller.
 
 use std::time::Duration;
 
 use rpool_proto::v1::agent_message::Msg as AgentMsg;
 use rpool_proto::v1::agent_service_client::AgentServiceClient;
 use rpool_proto::v1::controller_message::Msg as ControllerMsg;
-use rpool_proto::v1::{AgentMessage, Heartbeat, Hello, Welcome};
+use rpool_proto::v1::{AgentMessage, Heartbeat, Hello, Redirect, Welcome};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -35,6 +46,10 @@ pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 << 20;
 pub const HEARTBEAT_INTERVAL_MS_RANGE: (u32, u32) = (100, 60_000);
 /// After shutdown, how long to wait for the controller to close the stream.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// Consecutive redirects (without a Welcome) followed at once; the next one
+/// falls back to backoff and rotation, so two controllers that each name the
+/// other as leader during an election cannot make the agent spin.
+pub const MAX_REDIRECTS: u32 = 3;
 
 /// Why a session attempt ended.
 #[derive(Debug)]
@@ -49,6 +64,8 @@ enum Reason {
     Status(tonic::Status),
     NoWelcome,
     ClosedByController,
+    /// A follower named the leader (or said none is known) instead of a Welcome.
+    Redirected(Redirect),
 }
 
 impl std::fmt::Display for Reason {
@@ -72,6 +89,12 @@ impl std::fmt::Display for Reason {
             Reason::Status(s) => write!(f, "{:?}: {}", s.code(), s.message()),
             Reason::NoWelcome => write!(f, "no Welcome within {}s", WELCOME_TIMEOUT.as_secs()),
             Reason::ClosedByController => f.write_str("stream closed by the controller"),
+            Reason::Redirected(r) if r.leader_address.is_empty() => {
+                f.write_str("redirected by a follower that knows no leader yet")
+            }
+            Reason::Redirected(r) => {
+                write!(f, "redirected to leader {} at {}", r.leader_id, r.leader_address)
+            }
         }
     }
 }
@@ -79,6 +102,94 @@ impl std::fmt::Display for Reason {
 /// Resolves when shutdown was requested (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// How a session attempt ended, as far as choosing the next target goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A welcomed session broke (or the controller closed it).
+    LostAfterWelcome,
+    /// No Welcome: connect failed, stream broke or timed out.
+    Failed,
+    /// The controller rejected what this agent sends (INVALID_ARGUMENT).
+    Rejected,
+    /// A follower redirected the agent; `leader_address` is "" when it knows
+    /// no leader.
+    Redirected { leader_address: String },
+}
+
+/// Whether the next attempt waits for a backoff delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Go at once (following a redirect).
+    None,
+    /// Wait `Backoff::next_delay()` first.
+    Backoff,
+}
+
+/// The controller the next attempt goes to (see the module docs for the rules).
+#[derive(Debug, Clone)]
+pub struct Targets {
+    controllers: Vec<String>,
+    /// Configured controller that rotation continues from.
+    index: usize,
+    /// Address of the next attempt (a configured one or a redirect's leader).
+    current: String,
+    /// Consecutive redirects followed without a Welcome.
+    redirects: u32,
+}
+
+impl Targets {
+    /// Starts at the first configured controller. `controllers` must not be
+    /// empty (config validation guarantees it).
+    pub fn new(controllers: Vec<String>) -> Self {
+        assert!(!controllers.is_empty(), "at least one controller is configured");
+        let current = controllers[0].clone();
+        Targets {
+            controllers,
+            index: 0,
+            current,
+            redirects: 0,
+        }
+    }
+
+    /// Address for the next attempt.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Records how the attempt on [`Self::current`] ended and picks the next
+    /// target; returns whether to back off before it.
+    pub fn after(&mut self, outcome: &Outcome) -> Wait {
+        match outcome {
+            Outcome::LostAfterWelcome => {
+                // Same controller once more (it may only have blipped); a
+                // failure there rotates.
+                self.redirects = 0;
+                Wait::Backoff
+            }
+            Outcome::Redirected { leader_address }
+                if !leader_address.is_empty() && self.redirects + 1 < MAX_REDIRECTS =>
+            {
+                self.redirects += 1;
+                if let Some(i) = self.controllers.iter().position(|c| c == leader_address) {
+                    self.index = i;
+                }
+                self.current = leader_address.clone();
+                Wait::None
+            }
+            Outcome::Redirected { .. } | Outcome::Failed | Outcome::Rejected => {
+                self.redirects = 0;
+                self.rotate();
+                Wait::Backoff
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.index = (self.index + 1) % self.controllers.len();
+        self.current = self.controllers[self.index].clone();
+    }
 }
 
 /// Runs sessions until `shutdown` turns true.
@@ -93,33 +204,79 @@ pub async fn run_sessions(
         Duration::from_millis(config.reconnect.max_backoff_ms),
         fastrand::Rng::new(),
     );
-    let mut index = 0usize;
+    let mut targets = Targets::new(config.controllers.clone());
     loop {
-        let addr = &config.controllers[index];
-        let (welcomed, reason) = match session(addr, host_id, reporter, &mut shutdown).await {
+        let addr = targets.current().to_owned();
+        let (welcomed, reason) = match session(&addr, host_id, reporter, &mut shutdown).await {
             Ended::Shutdown => return,
             Ended::Lost { welcomed, reason } => (welcomed, reason),
+        };
+        let outcome = match &reason {
+            _ if welcomed => Outcome::LostAfterWelcome,
+            Reason::Status(s) if s.code() == tonic::Code::InvalidArgument => Outcome::Rejected,
+            Reason::Redirected(r) => {
+                info!(
+                    controller = %addr,
+                    leader_id = r.leader_id,
+                    leader = %r.leader_address,
+                    "redirected to leader"
+                );
+                let usable = r.leader_address.is_empty()
+                    || match crate::config::check_host_port(&r.leader_address) {
+                        Ok(()) => true,
+                        Err(problem) => {
+                            warn!(
+                                controller = %addr,
+                                leader = %r.leader_address,
+                                "ignoring the redirect: leader_address {problem}"
+                            );
+                            false
+                        }
+                    };
+                Outcome::Redirected {
+                    leader_address: if usable {
+                        r.leader_address.clone()
+                    } else {
+                        String::new()
+                    },
+                }
+            }
+            _ => Outcome::Failed,
         };
         if welcomed {
             backoff.reset();
         }
-        let rejected = matches!(&reason, Reason::Status(s) if s.code() == tonic::Code::InvalidArgument);
-        if rejected {
+        if outcome == Outcome::Rejected {
             backoff.jump_to_max();
         }
-        let delay = backoff.next_delay();
+        let wait = targets.after(&outcome);
+        let delay = match wait {
+            Wait::None => Duration::ZERO,
+            Wait::Backoff => backoff.next_delay(),
+        };
         let retry_in_ms = delay.as_millis() as u64;
-        if rejected {
-            let Reason::Status(s) = &reason else {
-                unreachable!()
-            };
-            error!(controller = %addr, retry_in_ms, "controller rejected this agent's report: {}", s.message());
-        } else if welcomed {
-            info!(controller = %addr, retry_in_ms, reason = %reason, "disconnected");
-        } else {
-            warn!(controller = %addr, retry_in_ms, reason = %reason, "session failed");
+        let next = targets.current();
+        match (&reason, &outcome) {
+            (Reason::Status(s), Outcome::Rejected) => {
+                error!(controller = %addr, next = %next, retry_in_ms, "controller rejected this agent's report: {}", s.message())
+            }
+            (_, Outcome::LostAfterWelcome) => {
+                info!(controller = %addr, next = %next, retry_in_ms, reason = %reason, "disconnected")
+            }
+            (_, Outcome::Redirected { .. }) if wait == Wait::None => {
+                debug!(controller = %addr, next = %next, "following the redirect")
+            }
+            (_, Outcome::Redirected { .. }) => {
+                info!(controller = %addr, next = %next, retry_in_ms, reason = %reason, "not following the redirect now (no leader known yet, or too many redirects in a row); backing off")
+            }
+            _ => warn!(controller = %addr, next = %next, retry_in_ms, reason = %reason, "session failed"),
         }
-        index = (index + 1) % config.controllers.len();
+        if delay.is_zero() {
+            if *shutdown.borrow() {
+                return;
+            }
+            continue;
+        }
         tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => return,
@@ -194,6 +351,8 @@ async fn session(
             match inbound.message().await {
                 Ok(Some(m)) => match m.msg {
                     Some(ControllerMsg::Welcome(w)) => return Ok((inbound, w)),
+                    // The follower ends the stream right after; do not wait for it.
+                    Some(ControllerMsg::Redirect(r)) => return Err(Reason::Redirected(r)),
                     other => debug!(?other, "ignoring a message before the Welcome"),
                 },
                 Ok(None) => return Err(Reason::ClosedByController),
@@ -551,6 +710,217 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    /// A follower: reads the Hello, answers a Redirect, ends the stream.
+    struct Follower {
+        leader_id: u64,
+        leader_address: String,
+        hellos: mpsc::UnboundedSender<Instant>,
+    }
+
+    #[tonic::async_trait]
+    impl AgentService for Follower {
+        type SessionStream = Out;
+        async fn session(
+            &self,
+            request: tonic::Request<tonic::Streaming<AgentMessage>>,
+        ) -> Result<tonic::Response<Out>, tonic::Status> {
+            let mut inbound = request.into_inner();
+            match inbound.message().await? {
+                Some(AgentMessage {
+                    msg: Some(AgentMsg::Hello(_)),
+                }) => {
+                    let _ = self.hellos.send(Instant::now());
+                }
+                other => {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "expected hello, got {other:?}"
+                    )));
+                }
+            }
+            let redirect = ControllerMessage {
+                msg: Some(ControllerMsg::Redirect(Redirect {
+                    leader_id: self.leader_id,
+                    leader_address: self.leader_address.clone(),
+                })),
+            };
+            Ok(tonic::Response::new(
+                Box::pin(tokio_stream::iter([Ok(redirect)])) as Out
+            ))
+        }
+    }
+
+    async fn start_follower(
+        listener: TcpListener,
+        leader_id: u64,
+        leader_address: String,
+    ) -> mpsc::UnboundedReceiver<Instant> {
+        let (hellos, rx) = mpsc::unbounded_channel();
+        let svc = AgentServiceServer::new(Follower {
+            leader_id,
+            leader_address,
+            hellos,
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_follower_redirect_leads_to_the_leader_even_when_it_is_not_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let leader_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let leader_addr = leader_listener.local_addr().unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let _leader = Server::start(leader_listener, events_tx).await;
+        let follower_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let follower_addr = follower_listener.local_addr().unwrap();
+        let mut follower_hellos = start_follower(follower_listener, 2, leader_addr.to_string()).await;
+
+        // Only the follower is configured; the backoff is long, so a
+        // redirect followed without backoff is visible in the timing.
+        let mut config = config(dir.path(), follower_addr);
+        config.reconnect = ReconnectConfig {
+            initial_backoff_ms: 5_000,
+            max_backoff_ms: 10_000,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(crate::run(config, async {
+            let _ = stop_rx.await;
+        }));
+
+        let redirected_at = timeout(WAIT, follower_hellos.recv()).await.unwrap().unwrap();
+        let hello = next_hello(&mut events).await;
+        let welcomed_after = Instant::now() - redirected_at;
+        assert!(
+            welcomed_after < Duration::from_millis(2_500),
+            "the redirect is followed at once, not after the 5s backoff: {welcomed_after:?}"
+        );
+        assert_eq!(hello.first_heartbeat.unwrap().seq, 1);
+        for seq in 2..=3 {
+            let (hb, _) = next_heartbeat(&mut events).await;
+            assert_eq!(hb.seq, seq, "heartbeating on the leader");
+        }
+        assert!(
+            follower_hellos.try_recv().is_err(),
+            "the agent stays on the leader"
+        );
+
+        stop_tx.send(()).unwrap();
+        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn followers_naming_each_other_are_followed_at_most_three_times_before_backing_off() {
+        // a redirects to b, b redirects to a: an election in progress.
+        let dir = tempfile::tempdir().unwrap();
+        let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let b = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let mut a_hellos = start_follower(a, 2, b_addr.to_string()).await;
+        let mut b_hellos = start_follower(b, 1, a_addr.to_string()).await;
+        let mut config = config(dir.path(), a_addr);
+        config.reconnect = ReconnectConfig {
+            initial_backoff_ms: 400,
+            max_backoff_ms: 400,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(crate::run(config, async {
+            let _ = stop_rx.await;
+        }));
+        // a, b, a at once; then a backoff (400ms with jitter: >= 200ms).
+        let t1 = timeout(WAIT, a_hellos.recv()).await.unwrap().unwrap();
+        let t2 = timeout(WAIT, b_hellos.recv()).await.unwrap().unwrap();
+        let t3 = timeout(WAIT, a_hellos.recv()).await.unwrap().unwrap();
+        let t4 = timeout(WAIT, a_hellos.recv()).await.unwrap().unwrap();
+        assert!(t2 - t1 < Duration::from_millis(190), "{:?}", t2 - t1);
+        assert!(t3 - t2 < Duration::from_millis(190), "{:?}", t3 - t2);
+        assert!(t4 - t3 >= Duration::from_millis(190), "{:?}", t4 - t3);
+        stop_tx.send(()).unwrap();
+        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+    }
+
+    fn targets(list: &[&str]) -> Targets {
+        Targets::new(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn redirect(to: &str) -> Outcome {
+        Outcome::Redirected {
+            leader_address: to.to_owned(),
+        }
+    }
+
+    #[test]
+    fn failures_rotate_through_the_configured_controllers_with_backoff() {
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        assert_eq!(t.current(), "a:1");
+        assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
+        assert_eq!(t.current(), "b:1");
+        assert_eq!(t.after(&Outcome::Rejected), Wait::Backoff);
+        assert_eq!(t.current(), "c:1");
+        t.after(&Outcome::Failed);
+        assert_eq!(t.current(), "a:1");
+    }
+
+    #[test]
+    fn a_broken_welcomed_session_retries_the_same_controller_once_then_rotates() {
+        let mut t = targets(&["a:1", "b:1"]);
+        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Backoff);
+        assert_eq!(t.current(), "a:1");
+        assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
+        assert_eq!(t.current(), "b:1");
+    }
+
+    #[test]
+    fn a_redirect_goes_to_the_leader_at_once_even_if_unconfigured() {
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        assert_eq!(t.after(&redirect("10.9.9.9:7440")), Wait::None);
+        assert_eq!(t.current(), "10.9.9.9:7440");
+        // Welcomed there, then lost: the leader is retried first, once.
+        t.after(&Outcome::LostAfterWelcome);
+        assert_eq!(t.current(), "10.9.9.9:7440");
+        // Then rotation resumes after the controller that redirected.
+        t.after(&Outcome::Failed);
+        assert_eq!(t.current(), "b:1");
+    }
+
+    #[test]
+    fn a_redirect_to_a_configured_controller_continues_rotation_from_it() {
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        assert_eq!(t.after(&redirect("c:1")), Wait::None);
+        assert_eq!(t.current(), "c:1");
+        t.after(&Outcome::Failed);
+        assert_eq!(t.current(), "a:1");
+    }
+
+    #[test]
+    fn an_empty_leader_address_backs_off_and_rotates() {
+        let mut t = targets(&["a:1", "b:1"]);
+        assert_eq!(t.after(&redirect("")), Wait::Backoff);
+        assert_eq!(t.current(), "b:1");
+    }
+
+    #[test]
+    fn the_third_redirect_in_a_row_backs_off_and_the_count_restarts() {
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        assert_eq!(t.after(&redirect("b:1")), Wait::None);
+        assert_eq!(t.after(&redirect("a:1")), Wait::None);
+        assert_eq!(t.after(&redirect("b:1")), Wait::Backoff);
+        assert_eq!(t.current(), "b:1", "rotated from a:1, the last followed");
+        assert_eq!(t.after(&redirect("c:1")), Wait::None);
+        // A welcome in between resets the count.
+        let mut t = targets(&["a:1", "b:1"]);
+        t.after(&redirect("b:1"));
+        t.after(&redirect("a:1"));
+        t.after(&Outcome::LostAfterWelcome);
+        assert_eq!(t.after(&redirect("b:1")), Wait::None);
+        assert_eq!(t.after(&redirect("a:1")), Wait::None);
     }
 
     #[tokio::test]

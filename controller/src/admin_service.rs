@@ -9,23 +9,48 @@
 //!   observations (connected, heartbeat age, utilization, health, skew).
 //! - `GetHost`: a full id or a unique prefix of at least 4 characters.
 //!
+//! - `SetHostLabels`: a replicated write.
+//! - `ListControllers`, `AddController`, `RemoveController`,
+//!   `TransferLeader`: Raft membership, one change at a time.
+//!
+//! Only `Status` is answered by whichever controller is asked. Everything
+//! else runs on the leader: a follower forwards the request to the leader
+//! (marked with [`FORWARDED`] so it is never forwarded twice) and relays the
+//! answer. The leader serves reads after a ReadIndex round
+//! ([`NodeHandle::read_barrier`](crate::node::NodeHandle::read_barrier)), so
+//! they are linearizable, and its live observations (connected,
+//! utilization) are the only ones there are.
+//!
 //! Requests are validated first ([`crate::validate`]); errors map to
 //! `tonic::Status` in one place, `From<AdminError> for Status`.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::admin_service_server::AdminService;
 use rpool_proto::v1::{
-    self, GetHostRequest, ListHostsRequest, ListHostsResponse, StatusRequest, StatusResponse,
+    self, AddControllerRequest, GetHostRequest, ListControllersRequest, ListControllersResponse,
+    ListHostsRequest, ListHostsResponse, RemoveControllerRequest, SetHostLabelsRequest, StatusRequest,
+    StatusResponse, TransferLeaderRequest,
 };
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{info, instrument};
 
 use crate::Shared;
-use crate::command::HostRecord;
+use crate::agent_service::propose_status;
+use crate::command::{Command, HostRecord};
 use crate::liveness::{Liveness, Observation};
+use crate::raft::node::{Role, add_voter, remove_voter};
 use crate::validate::{self, Invalid};
+
+/// Metadata key marking a request a follower forwarded to the leader.
+pub const FORWARDED: &str = "x-rpool-forwarded-by";
+/// How long the leader waits for a peer's own status in ListControllers.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long TransferLeader waits for the new leader to take over.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Matches listed in an "ambiguous prefix" error.
 const AMBIGUOUS_MATCHES_SHOWN: usize = 10;
@@ -33,11 +58,176 @@ const AMBIGUOUS_MATCHES_SHOWN: usize = 10;
 /// The service.
 pub struct AdminSvc {
     shared: Arc<Shared>,
+    /// Channel to the leader, reused while the leader's address holds.
+    leader: Mutex<Option<(String, Channel)>>,
 }
 
 impl AdminSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        AdminSvc { shared }
+        AdminSvc {
+            shared,
+            leader: Mutex::new(None),
+        }
+    }
+
+    /// `None` when this controller leads (serve here); otherwise a client
+    /// for the leader. A request that was already forwarded once is not
+    /// forwarded again (leadership is moving: the caller retries).
+    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<AdminServiceClient<Channel>>, Status> {
+        let status = self.shared.node.status();
+        if status.role == Role::Leader {
+            return Ok(None);
+        }
+        if request.metadata().contains_key(FORWARDED) {
+            return Err(Status::unavailable(
+                "leadership is changing (this controller was forwarded a request but does not lead); retry",
+            ));
+        }
+        if status.leader_id == 0 {
+            return Err(Status::unavailable(
+                "no controller leads yet (election in progress); retry",
+            ));
+        }
+        let address = self.shared.address_of(status.leader_id).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the address of leader {} is unknown; retry",
+                status.leader_id
+            ))
+        })?;
+        let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        let channel = match &*cached {
+            Some((cached_address, channel)) if *cached_address == address => channel.clone(),
+            _ => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                    .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(30))
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(20))
+                    .connect_lazy();
+                *cached = Some((address, channel.clone()));
+                channel
+            }
+        };
+        Ok(Some(AdminServiceClient::new(channel)))
+    }
+
+    /// Waits until this leader has applied everything committed so far
+    /// (ReadIndex), so the read that follows is linearizable.
+    async fn barrier(&self) -> Result<(), Status> {
+        self.shared.node.read_barrier().await.map_err(propose_status)
+    }
+
+    fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            FORWARDED,
+            self.shared
+                .config
+                .id
+                .to_string()
+                .parse()
+                .expect("digits are valid metadata"),
+        );
+        request
+    }
+
+    /// The group as this leader sees it, with each member's own view.
+    async fn controllers(&self) -> ListControllersResponse {
+        let status = self.shared.node.status();
+        let mut members: Vec<u64> = status.voters.iter().chain(&status.learners).copied().collect();
+        members.sort_unstable();
+        let asks = members.iter().map(|&id| {
+            let address = self.shared.address_of(id).unwrap_or_default();
+            let learner = status.learners.contains(&id);
+            let me = id == self.shared.config.id;
+            let status = status.clone();
+            async move {
+                let own = if me {
+                    Some((
+                        status.role,
+                        status.term,
+                        status.commit_index,
+                        status.applied_index,
+                    ))
+                } else {
+                    peer_status(&address).await
+                };
+                let match_index = status.progress.get(&id).copied().unwrap_or_default();
+                let (role, term, commit_index, applied_index) = match own {
+                    Some((role, term, commit, applied)) => (
+                        if learner {
+                            "learner".to_owned()
+                        } else {
+                            role_name(role).to_owned()
+                        },
+                        term,
+                        commit,
+                        applied,
+                    ),
+                    None => ("unreachable".to_owned(), 0, 0, 0),
+                };
+                v1::Controller {
+                    id,
+                    address,
+                    role,
+                    term,
+                    commit_index,
+                    applied_index,
+                    match_index,
+                    lag: status.commit_index.saturating_sub(match_index),
+                }
+            }
+        });
+        // Ask every peer at once; each ask is bounded by PEER_STATUS_TIMEOUT.
+        let tasks: Vec<_> = asks.map(tokio::spawn).collect();
+        let mut controllers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok(controller) = task.await {
+                controllers.push(controller);
+            }
+        }
+        ListControllersResponse {
+            controllers,
+            leader_id: status.leader_id,
+        }
+    }
+}
+
+/// A peer's own role, term, commit and applied index, if it answers.
+async fn peer_status(address: &str) -> Option<(Role, u64, u64, u64)> {
+    let ask = async {
+        let mut client = crate::admin_client(address).await.ok()?;
+        let status = client.status(StatusRequest {}).await.ok()?.into_inner();
+        Some((
+            parse_role(&status.role),
+            status.term,
+            status.commit_index,
+            status.applied_index,
+        ))
+    };
+    tokio::time::timeout(PEER_STATUS_TIMEOUT, ask)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The wire name of a Raft role.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    }
+}
+
+fn parse_role(name: &str) -> Role {
+    match name {
+        "leader" => Role::Leader,
+        "candidate" => Role::Candidate,
+        "pre-candidate" => Role::PreCandidate,
+        _ => Role::Follower,
     }
 }
 
@@ -168,11 +358,21 @@ impl AdminService for AdminSvc {
             .node
             .read(|sm| (sm.applied_index(), sm.hosts().len(), sm.count_by_state()));
         let (heartbeat_interval_ms, suspect_after_ms, down_after_ms) = shared.config.liveness.wire_ms();
-        let id = shared.config.id.to_string();
+        let raft = shared.node.status();
+        let leader_id = if raft.leader_id == 0 {
+            String::new()
+        } else {
+            raft.leader_id.to_string()
+        };
         Ok(Response::new(StatusResponse {
-            controller_id: id.clone(),
+            controller_id: shared.config.id.to_string(),
             version: rpool_proto::VERSION.to_owned(),
-            leader_id: id,
+            leader_id,
+            leader_address: shared.address_of(raft.leader_id).unwrap_or_default(),
+            role: role_name(raft.role).to_owned(),
+            term: raft.term,
+            commit_index: raft.commit_index,
+            voters: u32::try_from(raft.voters.len()).unwrap_or(u32::MAX),
             applied_index,
             hosts_total: u32::try_from(hosts_total).unwrap_or(u32::MAX),
             hosts_by_state: by_state
@@ -192,13 +392,195 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
+        validate::list_hosts(request.get_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.list_hosts(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
         let hosts = self.list(request.get_ref())?;
         Ok(Response::new(ListHostsResponse { hosts }))
     }
 
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn get_host(&self, request: Request<GetHostRequest>) -> Result<Response<v1::Host>, Status> {
+        validate::get_host(request.get_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.get_host(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
         Ok(Response::new(self.get(request.get_ref())?))
+    }
+
+    #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
+    async fn set_host_labels(
+        &self,
+        request: Request<SetHostLabelsRequest>,
+    ) -> Result<Response<v1::Host>, Status> {
+        validate::set_host_labels(request.get_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.set_host_labels(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let req = request.into_inner();
+        let host = self.get(&GetHostRequest {
+            host_id: req.host_id.clone(),
+        })?;
+        let command = Command::SetHostLabels {
+            host_id: host.host_id.clone(),
+            set: req.set.into_iter().collect(),
+            remove: req.remove,
+        };
+        match self.shared.node.propose(command).await {
+            Ok(_) => {}
+            Err(crate::node::ProposeError::Rejected(e)) => {
+                return Err(Status::invalid_argument(format!("set_host_labels: {e}")));
+            }
+            Err(e) => return Err(propose_status(e)),
+        }
+        Ok(Response::new(self.get(&GetHostRequest {
+            host_id: host.host_id,
+        })?))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_controllers(
+        &self,
+        request: Request<ListControllersRequest>,
+    ) -> Result<Response<ListControllersResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader
+                .list_controllers(self.forwarded(request.into_inner()))
+                .await;
+        }
+        Ok(Response::new(self.controllers().await))
+    }
+
+    #[instrument(skip_all, fields(id = request.get_ref().id, address = %request.get_ref().address))]
+    async fn add_controller(
+        &self,
+        request: Request<AddControllerRequest>,
+    ) -> Result<Response<ListControllersResponse>, Status> {
+        let req = request.get_ref();
+        validate::controller_id("add_controller.id", req.id)?;
+        validate::controller_address("add_controller.address", &req.address)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.add_controller(self.forwarded(request.into_inner())).await;
+        }
+        let status = self.shared.node.status();
+        if status.voters.contains(&req.id) || status.learners.contains(&req.id) {
+            return Err(Status::already_exists(format!(
+                "controller {} is already a member",
+                req.id
+            )));
+        }
+        self.shared
+            .node
+            .raft()
+            .change_membership(add_voter(req.id, &req.address))
+            .await
+            .map_err(membership_status)?;
+        info!(id = req.id, address = %req.address, "controller added");
+        Ok(Response::new(self.controllers().await))
+    }
+
+    #[instrument(skip_all, fields(id = request.get_ref().id))]
+    async fn remove_controller(
+        &self,
+        request: Request<RemoveControllerRequest>,
+    ) -> Result<Response<ListControllersResponse>, Status> {
+        let id = request.get_ref().id;
+        validate::controller_id("remove_controller.id", id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader
+                .remove_controller(self.forwarded(request.into_inner()))
+                .await;
+        }
+        let status = self.shared.node.status();
+        if !status.voters.contains(&id) && !status.learners.contains(&id) {
+            return Err(Status::not_found(format!("controller {id} is not a member")));
+        }
+        if id == self.shared.config.id {
+            return Err(Status::failed_precondition(format!(
+                "controller {id} leads the group; transfer leadership first (rpoolctl controller transfer-leader)"
+            )));
+        }
+        // The group left behind must still have a quorum among the
+        // controllers this leader hears from.
+        let remaining: Vec<u64> = status.voters.iter().copied().filter(|v| *v != id).collect();
+        let reachable = remaining
+            .iter()
+            .filter(|v| status.recent_active.contains(v))
+            .count();
+        let quorum = remaining.len() / 2 + 1;
+        if reachable < quorum {
+            return Err(Status::failed_precondition(format!(
+                "removing controller {id} would leave {} voters of which {reachable} are reachable; a quorum needs {quorum}",
+                remaining.len()
+            )));
+        }
+        self.shared
+            .node
+            .raft()
+            .change_membership(remove_voter(id))
+            .await
+            .map_err(membership_status)?;
+        info!(id, "controller removed");
+        Ok(Response::new(self.controllers().await))
+    }
+
+    #[instrument(skip_all, fields(id = request.get_ref().id))]
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<ListControllersResponse>, Status> {
+        let id = request.get_ref().id;
+        validate::controller_id("transfer_leader.id", id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.transfer_leader(self.forwarded(request.into_inner())).await;
+        }
+        let status = self.shared.node.status();
+        if !status.voters.contains(&id) {
+            return Err(Status::not_found(format!(
+                "controller {id} is not a voting member"
+            )));
+        }
+        if id != status.id {
+            self.shared
+                .node
+                .raft()
+                .transfer_leader(id)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let mut watch = self.shared.node.raft().watch_status();
+            let moved = tokio::time::timeout(
+                TRANSFER_TIMEOUT,
+                crate::raft::node::until(&mut watch, |s| s.leader_id == id),
+            )
+            .await;
+            if moved.is_err() {
+                return Err(Status::deadline_exceeded(format!(
+                    "controller {id} did not take over within {}s (is it reachable and caught up?)",
+                    TRANSFER_TIMEOUT.as_secs()
+                )));
+            }
+            info!(id, "leadership transferred");
+            // The new leader answers with its view of the group.
+            let address = self.shared.address_of(id).unwrap_or_default();
+            if let Ok(mut client) = crate::admin_client(&address).await
+                && let Ok(list) = client.list_controllers(ListControllersRequest {}).await
+            {
+                return Ok(list);
+            }
+        }
+        Ok(Response::new(self.controllers().await))
+    }
+}
+
+/// Membership change failures: refusals are preconditions, the rest retry.
+fn membership_status(e: crate::raft::node::ProposeError) -> Status {
+    match e {
+        crate::raft::node::ProposeError::Rejected(message) => Status::failed_precondition(message),
+        other => Status::unavailable(other.to_string()),
     }
 }
 

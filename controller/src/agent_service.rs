@@ -42,6 +42,7 @@ use crate::Shared;
 use crate::command::{Command, HostFacts, HostRecord, HostState};
 use crate::liveness::unix_ms_now;
 use crate::node::ProposeError;
+use crate::raft::node::Role;
 use crate::state::StateMachine;
 use crate::validate::{self, Invalid};
 
@@ -119,7 +120,7 @@ pub(crate) fn propose_status(e: ProposeError) -> Status {
         // Lost a race with another writer twice in a row: the agent retries.
         ProposeError::Rejected(e) => Status::aborted(format!("state changed concurrently: {e}")),
         ProposeError::Stopped => Status::unavailable("the controller is shutting down"),
-        ProposeError::Storage(e) => Status::unavailable(format!("the controller cannot persist state: {e}")),
+        ProposeError::Unavailable(e) => Status::unavailable(format!("not committed, retry: {e}")),
     }
 }
 
@@ -226,6 +227,8 @@ enum End {
     AgentGone,
     /// The transport failed.
     Transport(Status),
+    /// This controller does not lead: the agent was sent to the leader.
+    Redirected(u64),
 }
 
 #[tonic::async_trait]
@@ -272,6 +275,7 @@ async fn run_session(
     match result {
         Ok(End::ClosedByAgent) => info!("agent session ended: closed by the agent"),
         Ok(End::AgentGone) => info!("agent session ended: the agent stopped reading"),
+        Ok(End::Redirected(leader)) => debug!(leader, "agent redirected to the leader"),
         Ok(End::Transport(status)) => info!(
             code = ?status.code(),
             error = status.message(),
@@ -349,6 +353,12 @@ async fn session_body(
     let host_id = hello.host_id.clone();
     tracing::Span::current().record("host_id", host_id.as_str());
 
+    // Only the leader keeps sessions (it owns liveness): send the agent there.
+    let mut raft_status = shared.node.raft().watch_status();
+    if !shared.node.is_leader() {
+        return redirect(shared, tx).await;
+    }
+
     // 2. Claim the host; 3. record liveness and reconcile.
     let mut replaced = sessions.claim(&host_id, session);
     *claimed = Some(host_id.clone());
@@ -395,6 +405,7 @@ async fn session_body(
             _ = &mut replaced => return Err(Status::aborted("replaced by a newer session")),
             _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
             _ = tx.closed() => return Ok(End::AgentGone),
+            _ = crate::raft::node::until(&mut raft_status, |s| s.role != Role::Leader) => return redirect(shared, tx).await,
             m = inbound.message() => m,
         };
         let message = match message {
@@ -435,6 +446,23 @@ async fn session_body(
     }
 }
 
+/// Tells the agent where the leader is and ends the session.
+async fn redirect(
+    shared: &Shared,
+    tx: &mpsc::Sender<Result<ControllerMessage, Status>>,
+) -> Result<End, Status> {
+    let leader_id = shared.node.status().leader_id;
+    let leader_address = shared.address_of(leader_id).unwrap_or_default();
+    let message = ControllerMessage {
+        msg: Some(v1::controller_message::Msg::Redirect(v1::Redirect {
+            leader_id,
+            leader_address,
+        })),
+    };
+    let _ = tx.send(Ok(message)).await;
+    Ok(End::Redirected(leader_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +477,7 @@ mod tests {
             registered_at_unix_ms: 0,
             agent_version: "0.1.0".to_owned(),
             facts: facts("h", 8),
+            admin_labels: Default::default(),
         }
     }
 

@@ -149,6 +149,10 @@ pub struct HostRecord {
     pub agent_version: String,
     /// Last reported facts.
     pub facts: HostFacts,
+    /// Labels set by admins (`rpoolctl host label`); they win over agent
+    /// labels with the same key.
+    #[serde(default)]
+    pub admin_labels: BTreeMap<String, String>,
 }
 
 impl HostRecord {
@@ -162,7 +166,13 @@ impl HostRecord {
             state_since_unix_ms: self.state_since_unix_ms,
             registered_at_unix_ms: self.registered_at_unix_ms,
             agent_version: self.agent_version.clone(),
-            facts: Some(v1::HostFacts::from(&self.facts)),
+            facts: Some({
+                let mut facts = v1::HostFacts::from(&self.facts);
+                facts
+                    .labels
+                    .extend(self.admin_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                facts
+            }),
             ..v1::Host::default()
         }
     }
@@ -206,6 +216,15 @@ pub enum Command {
         /// Proposer's clock (Unix ms).
         at_unix_ms: u64,
     },
+    /// Sets and removes admin labels of a known host.
+    SetHostLabels {
+        /// Host id.
+        host_id: String,
+        /// Labels to set.
+        set: BTreeMap<String, String>,
+        /// Keys to remove (applied before `set`).
+        remove: Vec<String>,
+    },
 }
 
 impl Command {
@@ -214,7 +233,8 @@ impl Command {
         match self {
             Command::RegisterHost { host_id, .. }
             | Command::UpdateHost { host_id, .. }
-            | Command::SetHostState { host_id, .. } => host_id,
+            | Command::SetHostState { host_id, .. }
+            | Command::SetHostLabels { host_id, .. } => host_id,
         }
     }
 
@@ -224,6 +244,7 @@ impl Command {
             Command::RegisterHost { .. } => "register_host",
             Command::UpdateHost { .. } => "update_host",
             Command::SetHostState { .. } => "set_host_state",
+            Command::SetHostLabels { .. } => "set_host_labels",
         }
     }
 }
@@ -352,6 +373,7 @@ pub(crate) mod tests {
             registered_at_unix_ms: 1,
             agent_version: "0.1.0".to_owned(),
             facts: facts("h1", 8),
+            admin_labels: Default::default(),
         };
         let host = record.to_proto();
         assert_eq!(host.state, v1::HostState::Suspect as i32);

@@ -33,10 +33,58 @@ pub struct Config {
     pub id: u64,
     /// Socket address the gRPC server listens on.
     pub listen: SocketAddr,
+    /// Address (`host:port`) other controllers, agents and rpoolctl use to
+    /// reach this one; defaults to `listen` (which must then not be a
+    /// wildcard address when there are peers).
+    pub advertise: Option<String>,
     /// Directory for persistent state; sled lives in `{data_dir}/state`.
     pub data_dir: PathBuf,
+    /// The initial controller group, this controller included. Empty: a
+    /// group of one. A controller whose `id` is not listed starts as a new
+    /// member that waits to be added (`rpoolctl controller add`).
+    pub peers: Vec<PeerConfig>,
+    /// Raft timing and log compaction.
+    pub raft: RaftSettings,
     /// Heartbeat and failure-detection timings.
     pub liveness: LivenessConfig,
+}
+
+/// `[[peers]]`: one member of the initial controller group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its controller id.
+    pub id: u64,
+    /// Its address, `host:port`.
+    pub address: String,
+}
+
+/// `[raft]`: consensus timing. An election starts after
+/// `election_ticks..2*election_ticks` ticks without a leader (randomized);
+/// the leader heartbeats every `heartbeat_ticks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Length of one Raft tick, `10..=1000` ms.
+    pub tick_ms: u64,
+    /// Leader heartbeat interval in ticks, `1..=100`.
+    pub heartbeat_ticks: u64,
+    /// Election timeout in ticks, `heartbeat_ticks+1..=1000`.
+    pub election_ticks: u64,
+    /// Applied entries between log compactions (snapshots),
+    /// `100..=10000000`.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings {
+            tick_ms: 50,
+            heartbeat_ticks: 2,
+            election_ticks: 10,
+            snapshot_every: 10_000,
+        }
+    }
 }
 
 /// `[liveness]`: how often agents heartbeat and when silence turns a host
@@ -59,7 +107,10 @@ impl Default for Config {
         Config {
             id: 1,
             listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            advertise: None,
             data_dir: PathBuf::from("/var/lib/rpool/controller"),
+            peers: Vec::new(),
+            raft: RaftSettings::default(),
             liveness: LivenessConfig::default(),
         }
     }
@@ -199,6 +250,74 @@ impl Config {
                 problem: "empty path (accepted a directory path)".to_owned(),
             });
         }
+        if let Some(advertise) = &self.advertise {
+            check_address("advertise", advertise)?;
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if !(1..=MAX_ID).contains(&peer.id) {
+                return Err(out_of_range("peers.id", peer.id, format!("1..={MAX_ID}")));
+            }
+            if !seen.insert(peer.id) {
+                return Err(FieldError {
+                    field: "peers.id",
+                    problem: format!("{} is listed twice (accepted unique ids)", peer.id),
+                });
+            }
+            check_address("peers.address", &peer.address)?;
+        }
+        if self.peers.len() > 7 {
+            return Err(out_of_range(
+                "peers",
+                self.peers.len(),
+                "0..=7 controllers".to_owned(),
+            ));
+        }
+        if let Some(me) = self.peers.iter().find(|p| p.id == self.id) {
+            if self.advertise.as_deref().is_some_and(|a| a != me.address) {
+                return Err(FieldError {
+                    field: "advertise",
+                    problem: format!(
+                        "{:?} differs from this controller's peers entry {:?} (accepted the same address)",
+                        self.advertise.as_deref().unwrap_or_default(),
+                        me.address
+                    ),
+                });
+            }
+        } else if self.advertise.is_none() && !self.peers.is_empty() && self.listen.ip().is_unspecified() {
+            return Err(FieldError {
+                field: "advertise",
+                problem: format!(
+                    "missing while listen is the wildcard {} (accepted the host:port peers reach this controller at)",
+                    self.listen
+                ),
+            });
+        }
+        let r = &self.raft;
+        if !(10..=1_000).contains(&r.tick_ms) {
+            return Err(out_of_range("raft.tick_ms", r.tick_ms, "10..=1000".to_owned()));
+        }
+        if !(1..=100).contains(&r.heartbeat_ticks) {
+            return Err(out_of_range(
+                "raft.heartbeat_ticks",
+                r.heartbeat_ticks,
+                "1..=100".to_owned(),
+            ));
+        }
+        if !(r.heartbeat_ticks + 1..=1_000).contains(&r.election_ticks) {
+            return Err(out_of_range(
+                "raft.election_ticks",
+                r.election_ticks,
+                format!("{}..=1000, more than heartbeat_ticks", r.heartbeat_ticks + 1),
+            ));
+        }
+        if !(100..=10_000_000).contains(&r.snapshot_every) {
+            return Err(out_of_range(
+                "raft.snapshot_every",
+                r.snapshot_every,
+                "100..=10000000".to_owned(),
+            ));
+        }
         let l = &self.liveness;
         if !(100..=60_000).contains(&l.heartbeat_interval_ms) {
             return Err(out_of_range(
@@ -226,12 +345,54 @@ impl Config {
         Ok(())
     }
 
+    /// The address others reach this controller at: `advertise`, else this
+    /// controller's `peers` entry, else `listen`.
+    pub fn advertised(&self) -> String {
+        if let Some(address) = &self.advertise {
+            return address.clone();
+        }
+        match self.peers.iter().find(|p| p.id == self.id) {
+            Some(me) => me.address.clone(),
+            None => self.listen.to_string(),
+        }
+    }
+
+    /// The initial group (id -> address): `peers`, or this controller alone.
+    pub fn initial_members(&self) -> std::collections::BTreeMap<u64, String> {
+        if self.peers.is_empty() {
+            return [(self.id, self.advertised())].into();
+        }
+        self.peers.iter().map(|p| (p.id, p.address.clone())).collect()
+    }
+
+    /// True when this controller is not in `peers`: it joins an existing
+    /// group instead of founding one.
+    pub fn joins_existing_group(&self) -> bool {
+        !self.peers.is_empty() && !self.peers.iter().any(|p| p.id == self.id)
+    }
+
     /// [`Config::validate`] with the file name attached, as reported to users.
     pub fn validate_in(&self, file: &str) -> Result<(), ConfigError> {
         self.validate().map_err(|error| ConfigError::Invalid {
             file: file.to_owned(),
             error,
         })
+    }
+}
+
+/// `host:port` with a non-empty host and a port 1..=65535.
+fn check_address(field: &'static str, address: &str) -> Result<(), FieldError> {
+    let bad = || FieldError {
+        field,
+        problem: format!("{address:?} is not host:port (accepted e.g. 10.0.0.11:7443 or ctl-1.example:7443)"),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad()),
     }
 }
 

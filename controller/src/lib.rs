@@ -1,8 +1,11 @@
-//! rpool controller: the durable host registry, host liveness, and the agent
-//! and admin gRPC APIs.
+//! rpool controller: the replicated host registry, host liveness, and the
+//! agent, admin and Raft gRPC APIs.
 //!
-//! This issue runs one controller; the structure is the one Raft will slot
-//! into (see [`node`]).
+//! Controllers form a Raft group (raft-rs; three or five in production, one
+//! is allowed). Every state change is a [`command::Command`] committed by a
+//! quorum and applied by every replica to the same deterministic state
+//! machine, persisted in sled. Only the leader keeps agent sessions and
+//! judges liveness; followers redirect agents and forward admin requests.
 //!
 //! # Modules
 //!
@@ -10,29 +13,34 @@
 //! - [`command`]: state-machine commands and records (own serde types, plus
 //!   conversions to and from `rpool_proto::v1`).
 //! - [`state`]: the deterministic state machine (`plan` / `commit` / `apply`).
-//! - [`store`]: sled persistence (one batch + flush per command).
-//! - [`node`]: the single writer that orders, persists and acknowledges
-//!   commands; readers take snapshots through its handle.
+//! - [`store`]: sled persistence of the applied state.
+//! - [`raft`]: the Raft log store, the replica task and the peer transport.
+//! - [`replicated`]: the state machine as Raft drives it (apply, snapshot,
+//!   restore).
+//! - [`node`]: the handle everything else uses: propose, read, read barrier,
+//!   who leads.
 //! - [`liveness`]: in-memory heartbeats and the pure suspect/down decision,
-//!   plus the ticker that proposes it.
+//!   plus the ticker that proposes it while this controller leads.
 //! - [`validate`]: validation of every agent and admin message.
 //! - [`agent_service`]: `AgentService.Session`, one stream per agent.
-//! - [`admin_service`]: `AdminService` (`Status`, `ListHosts`, `GetHost`).
+//! - [`admin_service`]: the admin API (hosts, labels, controllers).
 //!
 //! # Main loop ([`run`])
 //!
-//! 1. Open sled at `{data_dir}/state` and rebuild the state machine.
-//! 2. Start the writer task ([`node::spawn`]) and the liveness ticker, which
-//!    every 100 ms proposes suspect/down transitions for silent hosts (hosts
-//!    from the store get a full grace period from start).
-//! 3. Serve `AgentService` and `AdminService` on the given listener (HTTP/2
-//!    keep-alive 10 s / 20 s, 4 MiB max message). Sessions validate,
-//!    record heartbeats in memory and propose only state changes.
-//! 4. When `shutdown` resolves: close agent sessions (`UNAVAILABLE`), stop
-//!    the server (bounded by [`SHUTDOWN_GRACE`]), stop the ticker, let the
-//!    writer answer what is queued, flush sled, return.
+//! 1. Open sled at `{data_dir}/state`, rebuild the applied state, open the
+//!    Raft log (tree `raft` of the same database).
+//! 2. Start the Raft replica (bootstrapping the initial group from
+//!    `peers` on first start), the peer transport, the task that keeps the
+//!    transport's peer list in line with the membership, and the liveness
+//!    ticker (active only while leading; every new term starts a full grace
+//!    period).
+//! 3. Serve `AgentService`, `AdminService` and `RaftService` on the given
+//!    listener (HTTP/2 keep-alive, message size limits).
+//! 4. When `shutdown` resolves: close agent sessions, stop the server
+//!    (bounded by [`SHUTDOWN_GRACE`]), stop the ticker and the replica
+//!    (which flushes sled), return.
 //!
-//! If the store fails, the writer stops, and `run` shuts down and returns
+//! If the store fails, the replica stops, and `run` shuts down and returns
 //! the error: a controller that cannot persist must not acknowledge.
 
 pub mod admin_service;
@@ -41,21 +49,26 @@ pub mod command;
 pub mod config;
 pub mod liveness;
 pub mod node;
+pub mod raft;
+pub mod replicated;
 pub mod state;
 pub mod store;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::admin_service_server::AdminServiceServer;
 use rpool_proto::v1::agent_service_server::AgentServiceServer;
+use rpool_proto::v1::raft_service_server::RaftServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -64,7 +77,7 @@ pub use config::Config;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// HTTP/2 keep-alive ping timeout.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Largest gRPC message accepted.
+/// Largest agent or admin message accepted.
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 << 20;
 /// How long the server may take to close connections after shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -77,6 +90,49 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Turns true when the controller shuts down.
     pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Address of controller `id`: from replicated membership changes,
+    /// else from the initial group in the config.
+    pub(crate) fn address_of(&self, id: u64) -> Option<String> {
+        if id == 0 {
+            return None;
+        }
+        if id == self.config.id {
+            return Some(self.config.advertised());
+        }
+        self.node
+            .read(|sm| sm.members().get(&id).cloned())
+            .or_else(|| self.config.initial_members().get(&id).cloned())
+    }
+}
+
+/// Every member's address: the initial group overlaid with replicated
+/// membership changes, restricted to the current voters and learners.
+fn member_addresses(config: &Config, node: &node::NodeHandle) -> BTreeMap<u64, String> {
+    let status = node.status();
+    let mut known = config.initial_members();
+    node.read(|sm| known.extend(sm.members().iter().map(|(id, a)| (*id, a.clone()))));
+    let members: Vec<u64> = status.voters.iter().chain(&status.learners).copied().collect();
+    // A new controller knows no membership until the leader's snapshot
+    // arrives: it must still be able to answer the group it was told of.
+    if !members.is_empty() {
+        known.retain(|id, _| members.contains(id));
+    }
+    known
+}
+
+/// A client for the admin API of the controller at `address`.
+pub(crate) async fn admin_client(
+    address: &str,
+) -> Result<AdminServiceClient<Channel>, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(AdminServiceClient::new(channel))
 }
 
 /// Resolves once `flag` is true (or its sender is gone). Holds no lock
@@ -96,7 +152,7 @@ pub async fn run(
     config.validate().context("invalid configuration")?;
     let started = Instant::now();
 
-    // 1. Store and state.
+    // 1. Store, state and log.
     let data_dir = config.data_dir.clone();
     let (store, state) = tokio::task::spawn_blocking(move || {
         let store = store::Store::open(&data_dir)?;
@@ -113,20 +169,55 @@ pub async fn run(
         "state loaded"
     );
 
-    // 2. Writer and ticker.
+    // 2. Raft replica, transport, membership sync, liveness ticker.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (node_stop_tx, node_stop_rx) = watch::channel(false);
-    let known_hosts = state.hosts().len();
-    let (node, mut node_task) = node::spawn(store, state, node_stop_rx);
-    let live = liveness::Liveness::new(config.liveness, started);
-    liveness::log_grace(&live, known_hosts);
-    let live = Arc::new(Mutex::new(live));
+    let state = Arc::new(RwLock::new(state));
+    let members = config.initial_members();
+    let transport = raft::transport::GrpcTransport::new(config.id, &members);
+    let mut raft_config = raft::node::RaftConfig::new(
+        config.id,
+        if config.joins_existing_group() {
+            Vec::new()
+        } else {
+            members.keys().copied().collect()
+        },
+    );
+    raft_config.tick_ms = config.raft.tick_ms;
+    raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;
+    raft_config.election_tick = config.raft.election_ticks as usize;
+    raft_config.snapshot_every = config.raft.snapshot_every;
+    let machine = replicated::Replicated::new(store.clone(), state.clone());
+    let (raft_handle, mut node_task) = raft::node::start(
+        raft_config,
+        store.db().clone(),
+        machine,
+        transport.clone(),
+        raft::logger(config.id),
+        node_stop_rx,
+    )
+    .context("starting the raft replica")?;
+    {
+        let report = raft_handle.clone();
+        transport.on_event(move |event| match event {
+            raft::transport::PeerEvent::Unreachable(peer) => report.report_unreachable(peer),
+            raft::transport::PeerEvent::SnapshotSent(peer, ok) => report.report_snapshot(peer, ok),
+        });
+    }
+    let node = node::NodeHandle::new(raft_handle, state);
+    let sync = tokio::spawn(sync_peers(
+        config.clone(),
+        node.clone(),
+        transport.clone(),
+        stop_rx.clone(),
+    ));
+    let live = Arc::new(Mutex::new(liveness::Liveness::new(config.liveness, started)));
     let ticker = tokio::spawn(liveness::run_ticker(node.clone(), live.clone(), stop_rx.clone()));
 
     // 3. Serve.
     let shared = Arc::new(Shared {
         config,
-        node,
+        node: node.clone(),
         liveness: live,
         started,
         shutdown: stop_rx.clone(),
@@ -135,6 +226,11 @@ pub async fn run(
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(admin_service::AdminSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let peers = RaftServiceServer::new(raft::transport::RaftPeerService::new(
+        node.raft().clone(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(raft::transport::MAX_RAFT_MESSAGE_BYTES);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server_stop = stop_rx.clone();
     let server = Server::builder()
@@ -142,6 +238,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(agent)
         .add_service(admin)
+        .add_service(peers)
         .serve_with_incoming_shutdown(incoming, async move { stopped(&mut server_stop).await });
     tokio::pin!(server);
     tokio::pin!(shutdown);
@@ -154,7 +251,7 @@ pub async fn run(
         () = &mut shutdown => info!("shutting down"),
     }
 
-    // 4. Stop: sessions and ticker first, then the server (bounded), then the writer.
+    // 4. Stop: sessions and ticker first, then the server (bounded), then the replica.
     stop_tx.send_replace(true);
     if server_result.is_none() {
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
@@ -168,21 +265,50 @@ pub async fn run(
     if let Err(e) = ticker.await {
         warn!(error = %e, "liveness ticker panicked");
     }
+    let _ = sync.await;
     drop(shared);
     node_stop_tx.send_replace(true);
     let node_result = match node_result {
         Some(r) => r,
         None => node_task.await,
     };
-
     node_result
-        .context("the state machine writer panicked")?
-        .context("the state store failed")?;
+        .context("the raft replica panicked")?
+        .context("the raft replica failed")?;
     if let Some(r) = server_result {
         r.context("the gRPC server failed")?;
     }
     info!("controller stopped");
     Ok(())
+}
+
+/// Keeps the transport's peers equal to the current membership (addresses
+/// from the config and from replicated membership changes).
+async fn sync_peers(
+    config: Config,
+    node: node::NodeHandle,
+    transport: Arc<raft::transport::GrpcTransport>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut status = node.raft().watch_status();
+    let mut current = config.initial_members();
+    loop {
+        let wanted = member_addresses(&config, &node);
+        if wanted != current {
+            for id in current.keys().filter(|id| !wanted.contains_key(id)) {
+                transport.remove_peer(*id);
+            }
+            for (id, address) in &wanted {
+                transport.set_peer(*id, address);
+            }
+            info!(members = ?wanted, "controller group changed");
+            current = wanted;
+        }
+        tokio::select! {
+            changed = status.changed() => if changed.is_err() { return },
+            _ = stopped(&mut stop) => return,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,7 +351,19 @@ mod tests {
         let task = tokio::spawn(run(config, listener, async {
             let _ = stopped.await;
         }));
-        Running { addr, stop, task }
+        // Bounded wait until it leads and has applied its term's first entry.
+        for _ in 0..200 {
+            if let Ok(mut admin) = AdminServiceClient::connect(addr.clone()).await
+                && let Ok(status) = admin.status(v1::StatusRequest {}).await
+                && status.get_ref().role == "leader"
+                && status.get_ref().applied_index >= status.get_ref().commit_index
+                && status.get_ref().applied_index > 0
+            {
+                return Running { addr, stop, task };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the controller did not start leading within 5s");
     }
 
     impl Running {
@@ -422,7 +560,8 @@ mod tests {
         );
         let mut admin = AdminServiceClient::connect(running.addr.clone()).await.unwrap();
         let status = admin.status(v1::StatusRequest {}).await.unwrap().into_inner();
-        assert_eq!((status.hosts_total, status.applied_index), (0, 0));
+        // Index 1 is the leader's empty entry of its first term; nothing else.
+        assert_eq!((status.hosts_total, status.applied_index), (0, 1));
         running.shutdown().await;
     }
 }

@@ -99,9 +99,17 @@ impl Liveness {
         &self.config
     }
 
-    /// When this controller started.
+    /// When this controller started, or last became leader.
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// This controller just became leader: forget what an earlier term
+    /// observed and give every host a full grace period from `now`, so a
+    /// failover never marks live hosts down while their agents move over.
+    pub fn new_term(&mut self, now: Instant) {
+        self.started = now;
+        self.hosts.clear();
     }
 
     /// A session for `host_id` was accepted (its Hello counts as a
@@ -212,15 +220,33 @@ pub fn unix_ms_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Every [`TICK`], proposes the transitions due. Stops when `stop` turns true
-/// or the node stops.
+/// Every [`TICK`], while this controller leads, proposes the transitions
+/// due; on becoming leader it starts a new grace period
+/// ([`Liveness::new_term`]). Stops when `stop` turns true or the node stops.
 pub async fn run_ticker(node: NodeHandle, liveness: Arc<Mutex<Liveness>>, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leader = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = crate::stopped(&mut stop) => return,
+        }
+        let leader = node.is_leader();
+        if leader && !was_leader {
+            let hosts = node.read(|sm| sm.hosts().len());
+            let mut live = liveness.lock().unwrap_or_else(|e| e.into_inner());
+            live.new_term(Instant::now());
+            info!(
+                term = node.status().term,
+                hosts,
+                down_after_ms = live.config().down_after_ms,
+                "leading: every host gets a full grace period"
+            );
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
         }
         let due = {
             let live = liveness.lock().unwrap_or_else(|e| e.into_inner());
@@ -236,9 +262,10 @@ pub async fn run_ticker(node: NodeHandle, liveness: Arc<Mutex<Liveness>>, mut st
                 Err(ProposeError::Rejected(e)) => {
                     warn!(host_id, to = to.as_str(), error = %e, "liveness transition rejected")
                 }
-                Err(e @ ProposeError::Storage(_)) => {
-                    warn!(host_id, to = to.as_str(), error = %e, "liveness transition failed");
-                    return;
+                // Leadership moved or no quorum: the next tick re-evaluates.
+                Err(e @ ProposeError::Unavailable(_)) => {
+                    warn!(host_id, to = to.as_str(), error = %e, "liveness transition not committed");
+                    break;
                 }
             }
         }

@@ -27,6 +27,8 @@ use crate::command::{Command, HostRecord, HostState};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMachine {
     hosts: BTreeMap<String, HostRecord>,
+    /// Controller group: id -> address, changed by Raft membership entries.
+    members: BTreeMap<u64, String>,
     applied_index: u64,
 }
 
@@ -65,7 +67,21 @@ pub enum ApplyError {
     /// RegisterHost for a host that exists with other facts or version.
     #[error("host {0} is already registered")]
     AlreadyRegistered(String),
+    /// SetHostLabels would leave more than [`MAX_ADMIN_LABELS`] labels.
+    #[error("host {host_id} would have {count} admin labels (accepted at most 64)")]
+    TooManyLabels {
+        /// Host id.
+        host_id: String,
+        /// Labels after the change.
+        count: usize,
+    },
+    /// The entry did not decode as a command (written by a newer version?).
+    #[error("entry does not decode as a command: {0}")]
+    Undecodable(String),
 }
+
+/// Most admin labels a host may carry.
+pub const MAX_ADMIN_LABELS: usize = 64;
 
 /// The effect of one planned command: the record to write (if any) and the
 /// new applied index. Produced by [`StateMachine::plan`], consumed by
@@ -87,8 +103,43 @@ impl StateMachine {
     }
 
     /// Rebuilds a state machine from persisted parts.
-    pub fn from_parts(hosts: BTreeMap<String, HostRecord>, applied_index: u64) -> Self {
-        StateMachine { hosts, applied_index }
+    pub fn from_parts(
+        hosts: BTreeMap<String, HostRecord>,
+        members: BTreeMap<u64, String>,
+        applied_index: u64,
+    ) -> Self {
+        StateMachine {
+            hosts,
+            members,
+            applied_index,
+        }
+    }
+
+    /// Controllers added or removed through Raft membership changes
+    /// (id -> address). Empty until the first change; the initial group
+    /// comes from the config.
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    /// Advances the applied index over an entry that changes nothing here
+    /// (a leader's empty entry, or a command every replica rejects).
+    pub fn skip(&mut self, index: u64) {
+        self.applied_index = self.applied_index.max(index);
+    }
+
+    /// Records a membership change at `index`: `address` Some adds or moves
+    /// controller `id`, None removes it.
+    pub fn set_member(&mut self, index: u64, id: u64, address: Option<String>) {
+        match address {
+            Some(address) => {
+                self.members.insert(id, address);
+            }
+            None => {
+                self.members.remove(&id);
+            }
+        }
+        self.skip(index);
     }
 
     /// Index of the last applied command (0 before the first).
@@ -150,6 +201,7 @@ impl StateMachine {
                         registered_at_unix_ms: *at_unix_ms,
                         agent_version: agent_version.clone(),
                         facts: facts.clone(),
+                        admin_labels: BTreeMap::new(),
                     }),
                     outcome: ApplyOutcome::Registered,
                 }),
@@ -202,6 +254,34 @@ impl StateMachine {
                         from: existing.state,
                         to: *state,
                     },
+                })
+            }
+            Command::SetHostLabels { host_id, set, remove } => {
+                let existing = self
+                    .hosts
+                    .get(host_id)
+                    .ok_or_else(|| ApplyError::UnknownHost(host_id.clone()))?;
+                let mut labels = existing.admin_labels.clone();
+                for key in remove {
+                    labels.remove(key);
+                }
+                labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if labels.len() > MAX_ADMIN_LABELS {
+                    return Err(ApplyError::TooManyLabels {
+                        host_id: host_id.clone(),
+                        count: labels.len(),
+                    });
+                }
+                if labels == existing.admin_labels {
+                    return Ok(unchanged());
+                }
+                Ok(Change {
+                    index,
+                    record: Some(HostRecord {
+                        admin_labels: labels,
+                        ..existing.clone()
+                    }),
+                    outcome: ApplyOutcome::Updated,
                 })
             }
         }

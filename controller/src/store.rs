@@ -6,13 +6,17 @@
 //! | key                  | value                       |
 //! |----------------------|-----------------------------|
 //! | `host/{host_id}`     | JSON [`HostRecord`]         |
+//! | `member/{id}`        | controller address (UTF-8)  |
 //! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
 //!
-//! Every applied command writes its changed record *and* the applied index in
-//! one [`sled::Batch`] (atomic), then waits for `flush_async` before the
-//! proposer acknowledges it. After a crash the store therefore holds exactly
-//! the acknowledged prefix of commands, and the applied index matches the
-//! records (so a Raft log replay next issue starts at the right entry).
+//! The Raft log lives in the same database, tree `raft`
+//! ([`crate::raft::log_store`]), so one flush makes both durable.
+//!
+//! Every applied entry writes its changed record *and* the applied index in
+//! one [`sled::Batch`] (atomic). The Raft node flushes after every batch of
+//! log writes, and before it compacts the log; after a crash the store holds
+//! a prefix of the applied entries with a matching applied index, and the
+//! Raft log still holds every entry after it, which are applied again.
 //!
 //! sled holds a file lock on the directory: every handle must be dropped
 //! before the same path is opened again.
@@ -24,6 +28,7 @@ use crate::command::HostRecord;
 use crate::state::{Change, StateMachine};
 
 const HOST_PREFIX: &str = "host/";
+const MEMBER_PREFIX: &str = "member/";
 const APPLIED_INDEX_KEY: &str = "meta/applied_index";
 /// How long [`Store::open`] waits for another opener's file lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -117,6 +122,20 @@ impl Store {
             }
             hosts.insert(record.host_id.clone(), record);
         }
+        let mut members = BTreeMap::new();
+        for item in self.db.scan_prefix(MEMBER_PREFIX) {
+            let (key, value) = item?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let corrupt = |problem: &str| StoreError::Corrupt {
+                key: key.clone(),
+                problem: problem.to_owned(),
+            };
+            let id: u64 = key[MEMBER_PREFIX.len()..]
+                .parse()
+                .map_err(|_| corrupt("id is not a number"))?;
+            let address = String::from_utf8(value.to_vec()).map_err(|_| corrupt("address is not UTF-8"))?;
+            members.insert(id, address);
+        }
         let applied_index = match self.db.get(APPLIED_INDEX_KEY)? {
             None => 0,
             Some(bytes) => {
@@ -127,22 +146,77 @@ impl Store {
                 u64::from_be_bytes(bytes)
             }
         };
-        Ok(StateMachine::from_parts(hosts, applied_index))
+        Ok(StateMachine::from_parts(hosts, members, applied_index))
+    }
+
+    /// The database, shared with the Raft log (tree `raft`).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Writes `change` (its record, if any, and its index) in one atomic
-    /// batch and waits until it is on disk.
-    pub async fn persist(&self, change: &Change) -> Result<(), StoreError> {
+    /// batch, without waiting for the disk (see the module doc).
+    pub fn write(&self, change: &Change) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         if let Some(record) = &change.record {
-            let value = serde_json::to_vec(record).map_err(|source| StoreError::Encode {
-                host_id: record.host_id.clone(),
-                source,
-            })?;
-            batch.insert(format!("{HOST_PREFIX}{}", record.host_id).as_bytes(), value);
+            batch.insert(
+                format!("{HOST_PREFIX}{}", record.host_id).as_bytes(),
+                encode(record)?,
+            );
         }
         batch.insert(APPLIED_INDEX_KEY, &change.index.to_be_bytes());
         self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Records that entries up to `index` are applied (an entry that
+    /// changed nothing).
+    pub fn write_applied(&self, index: u64) -> Result<(), StoreError> {
+        self.db.insert(APPLIED_INDEX_KEY, &index.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Records a membership change at `index` (None removes `id`).
+    pub fn write_member(&self, index: u64, id: u64, address: Option<&str>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let key = format!("{MEMBER_PREFIX}{id}");
+        match address {
+            Some(address) => batch.insert(key.as_bytes(), address.as_bytes()),
+            None => batch.remove(key.as_bytes()),
+        }
+        batch.insert(APPLIED_INDEX_KEY, &index.to_be_bytes());
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Replaces everything stored with `state` in one atomic batch (a
+    /// snapshot from the leader), and flushes.
+    pub fn replace_all(&self, state: &StateMachine) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for prefix in [HOST_PREFIX, MEMBER_PREFIX] {
+            for item in self.db.scan_prefix(prefix) {
+                let (key, _) = item?;
+                batch.remove(key);
+            }
+        }
+        for record in state.hosts().values() {
+            batch.insert(
+                format!("{HOST_PREFIX}{}", record.host_id).as_bytes(),
+                encode(record)?,
+            );
+        }
+        for (id, address) in state.members() {
+            batch.insert(format!("{MEMBER_PREFIX}{id}").as_bytes(), address.as_bytes());
+        }
+        batch.insert(APPLIED_INDEX_KEY, &state.applied_index().to_be_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`Store::write`], then waits until it is on disk.
+    pub async fn persist(&self, change: &Change) -> Result<(), StoreError> {
+        self.write(change)?;
         self.db.flush_async().await?;
         Ok(())
     }
@@ -152,6 +226,13 @@ impl Store {
         self.db.flush_async().await?;
         Ok(())
     }
+}
+
+fn encode(record: &HostRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|source| StoreError::Encode {
+        host_id: record.host_id.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -221,46 +221,7 @@ pub fn host_facts(path: &str, f: &v1::HostFacts) -> Result<(), Invalid> {
 
     dns_label(&format!("{path}.zone"), &f.zone)?;
 
-    if f.labels.len() > LABELS_MAX {
-        return Err(Invalid::range(
-            format!("{path}.labels"),
-            format!("{} entries", f.labels.len()),
-            format!("at most {LABELS_MAX}"),
-        ));
-    }
-    // Sorted, so the reported label does not depend on map order.
-    let mut labels: Vec<_> = f.labels.iter().collect();
-    labels.sort();
-    for (key, value) in labels {
-        let key_path = format!("{path}.labels[{}]", show(key));
-        let key_len = key.chars().count();
-        if !(1..=LABEL_KEY_MAX_CHARS).contains(&key_len) {
-            return Err(Invalid::new(
-                &key_path,
-                format!(
-                    "key has {key_len} characters, which is out of range (accepted 1..={LABEL_KEY_MAX_CHARS})"
-                ),
-            ));
-        }
-        if let Some(c) = key
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-        {
-            return Err(Invalid::new(
-                &key_path,
-                format!("key contains {c:?} (accepted characters [A-Za-z0-9._/-])"),
-            ));
-        }
-        let value_len = value.chars().count();
-        if value_len > LABEL_VALUE_MAX_CHARS {
-            return Err(Invalid::new(
-                &key_path,
-                format!(
-                    "value has {value_len} characters, which is out of range (accepted 0..={LABEL_VALUE_MAX_CHARS})"
-                ),
-            ));
-        }
-    }
+    labels(&format!("{path}.labels"), &f.labels)?;
 
     let inv = f.inventory.as_ref().ok_or_else(|| {
         Invalid::new(
@@ -458,20 +419,127 @@ pub fn list_hosts(r: &v1::ListHostsRequest) -> Result<Option<HostState>, Invalid
     Ok(state)
 }
 
-/// `GetHostRequest`: a host id or a prefix of one, 4..=36 of `[0-9a-f-]`.
-pub fn get_host(r: &v1::GetHostRequest) -> Result<(), Invalid> {
-    length(
-        "get_host.host_id",
-        &r.host_id,
-        HOST_ID_PREFIX_MIN_CHARS,
-        HOST_ID_LEN,
-    )?;
+/// A label map at `path` (e.g. `hello.facts.labels`): at most
+/// `LABELS_MAX` entries, keys 1..=63 of `[A-Za-z0-9._/-]`, values at most
+/// 253 characters.
+pub fn labels(path: &str, labels: &std::collections::HashMap<String, String>) -> Result<(), Invalid> {
+    if labels.len() > LABELS_MAX {
+        return Err(Invalid::range(
+            path,
+            format!("{} entries", labels.len()),
+            format!("at most {LABELS_MAX}"),
+        ));
+    }
+    // Sorted, so the reported label does not depend on map order.
+    let mut sorted: Vec<_> = labels.iter().collect();
+    sorted.sort();
+    for (key, value) in sorted {
+        label_key(&format!("{path}[{}]", show(key)), key)?;
+        let value_len = value.chars().count();
+        if value_len > LABEL_VALUE_MAX_CHARS {
+            return Err(Invalid::new(
+                format!("{path}[{}]", show(key)),
+                format!(
+                    "value has {value_len} characters, which is out of range (accepted 0..={LABEL_VALUE_MAX_CHARS})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One label key at `key_path`: 1..=63 characters of `[A-Za-z0-9._/-]`.
+pub fn label_key(key_path: &str, key: &str) -> Result<(), Invalid> {
+    let key_len = key.chars().count();
+    if !(1..=LABEL_KEY_MAX_CHARS).contains(&key_len) {
+        return Err(Invalid::new(
+            key_path,
+            format!(
+                "key has {key_len} characters, which is out of range (accepted 1..={LABEL_KEY_MAX_CHARS})"
+            ),
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
+    {
+        return Err(Invalid::new(
+            key_path,
+            format!("key contains {c:?} (accepted characters [A-Za-z0-9._/-])"),
+        ));
+    }
+    Ok(())
+}
+
+/// A host id or a prefix of one at `path`, 4..=36 of `[0-9a-f-]`.
+pub fn host_id_prefix(path: &str, id: &str) -> Result<(), Invalid> {
+    length(path, id, HOST_ID_PREFIX_MIN_CHARS, HOST_ID_LEN)?;
     charset(
-        "get_host.host_id",
-        &r.host_id,
+        path,
+        id,
         |c| c.is_ascii_digit() || ('a'..='f').contains(&c) || c == '-',
         "[0-9a-f-]",
     )
+}
+
+/// `GetHostRequest`: a host id or a prefix of one, 4..=36 of `[0-9a-f-]`.
+pub fn get_host(r: &v1::GetHostRequest) -> Result<(), Invalid> {
+    host_id_prefix("get_host.host_id", &r.host_id)
+}
+
+/// `SetHostLabelsRequest`: host id prefix, labels to set, keys to remove,
+/// and at least one of the two.
+pub fn set_host_labels(r: &v1::SetHostLabelsRequest) -> Result<(), Invalid> {
+    host_id_prefix("set_host_labels.host_id", &r.host_id)?;
+    labels("set_host_labels.set", &r.set)?;
+    if r.remove.len() > LABELS_MAX {
+        return Err(Invalid::range(
+            "set_host_labels.remove",
+            format!("{} entries", r.remove.len()),
+            format!("at most {LABELS_MAX}"),
+        ));
+    }
+    for (i, key) in r.remove.iter().enumerate() {
+        label_key(&format!("set_host_labels.remove[{i}]"), key)?;
+    }
+    if r.set.is_empty() && r.remove.is_empty() {
+        return Err(Invalid::new(
+            "set_host_labels",
+            "nothing to change (accepted at least one label to set or remove)",
+        ));
+    }
+    Ok(())
+}
+
+/// A controller id at `path`: `1..=2^63`.
+pub fn controller_id(path: &str, id: u64) -> Result<(), Invalid> {
+    const MAX: u64 = 1 << 63;
+    if !(1..=MAX).contains(&id) {
+        return Err(Invalid::range(path, id, format!("1..={MAX}")));
+    }
+    Ok(())
+}
+
+/// A controller address at `path`: `host:port`, port 1..=65535.
+pub fn controller_address(path: &str, address: &str) -> Result<(), Invalid> {
+    length(path, address, 3, 261)?;
+    let bad = || {
+        Invalid::new(
+            path,
+            format!(
+                "{} is not host:port (accepted e.g. 10.0.0.14:7443)",
+                show(address)
+            ),
+        )
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty()
+        || host.chars().any(char::is_whitespace)
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

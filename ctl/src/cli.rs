@@ -13,6 +13,8 @@ Examples:
   rpoolctl host list                     # every host, as a table
   rpoolctl host list --state down -o json
   rpoolctl host show 3f2a                # one host, by id or unique prefix
+  rpoolctl host label 3f2a rack=r12 gpu- # set rack, remove gpu
+  rpoolctl controller list               # the Raft group and its progress
   rpoolctl status --controller 10.0.0.1:7443,10.0.0.2:7443
 
 Environment:
@@ -21,7 +23,7 @@ Environment:
 
 Exit codes:
   0 ok, 1 unexpected error, 3 not found, 64 usage or config error,
-  65 rejected by the controller, 69 controller unavailable, 75 timed out,
+  65 rejected by the controller (invalid or refused), 69 controller unavailable, 75 timed out,
   77 permission denied";
 
 /// rpoolctl: the rpool admin CLI.
@@ -29,7 +31,7 @@ Exit codes:
 #[command(
     name = "rpoolctl",
     version = rpool_proto::VERSION,
-    about = "The rpool admin CLI: inspect hosts and the controller, run a local sandbox",
+    about = "The rpool admin CLI: inspect hosts and controllers, run a local sandbox",
     after_help = EXAMPLES,
     propagate_version = true,
     subcommand_required = true,

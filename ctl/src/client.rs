@@ -119,7 +119,9 @@ impl Controller {
 pub fn exit_code_for(code: Code) -> u8 {
     match code {
         Code::Ok => exit::OK,
-        Code::InvalidArgument => exit::REJECTED,
+        // FAILED_PRECONDITION: e.g. a membership change that would lose quorum.
+        // ALREADY_EXISTS: e.g. adding a controller id that is a member.
+        Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists => exit::REJECTED,
         Code::NotFound => exit::NOT_FOUND,
         Code::PermissionDenied | Code::Unauthenticated => exit::PERMISSION_DENIED,
         Code::DeadlineExceeded => exit::TIMED_OUT,
@@ -134,7 +136,11 @@ pub fn status_failure(status: &tonic::Status, address: &str) -> Failure {
     let code = exit_code_for(status.code());
     let message = status.message();
     let text = match status.code() {
-        Code::InvalidArgument | Code::NotFound if !message.is_empty() => message.to_string(),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::AlreadyExists | Code::NotFound
+            if !message.is_empty() =>
+        {
+            message.to_string()
+        }
         Code::Unavailable => format!("the rpool controller at {address} is unavailable: {message}"),
         Code::DeadlineExceeded => format!("the rpool controller at {address} timed out: {message}"),
         other => format!("the rpool controller at {address} answered {other:?}: {message}"),
@@ -150,6 +156,8 @@ mod tests {
     fn grpc_codes_map_to_the_documented_exit_codes() {
         let cases = [
             (Code::InvalidArgument, 65),
+            (Code::FailedPrecondition, 65),
+            (Code::AlreadyExists, 65),
             (Code::NotFound, 3),
             (Code::PermissionDenied, 77),
             (Code::Unauthenticated, 77),
@@ -170,6 +178,14 @@ mod tests {
             "x:1",
         );
         assert_eq!(f, Failure::new(65, "zone: \"A\" is not a DNS label"));
+        let f = status_failure(
+            &tonic::Status::failed_precondition("removing controller 2 would leave 1 of 3 reachable"),
+            "x:1",
+        );
+        assert_eq!(
+            f,
+            Failure::new(65, "removing controller 2 would leave 1 of 3 reachable")
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `rpoolctl`: the rpool admin CLI.
 //!
-//! It talks to a controller's `AdminService` over gRPC (`status`, `host list`,
-//! `host show`) and runs a local sandbox (one controller and N simulated
+//! It talks to a controller's `AdminService` over gRPC (`status`, `host
+//! list|show|label`, `controller list|add|remove|transfer-leader`; any
+//! controller of the Raft group will do, followers forward to the leader) and
+//! runs a local sandbox (a group of 1, 3 or 5 controllers and N simulated
 //! agents as detached processes) for trying rpool on one machine.
 //!
 //! Modules:
@@ -12,7 +14,8 @@
 //! - [`client`]: connecting to the first controller that answers, and turning
 //!   gRPC errors into exit codes.
 //! - [`exit`]: the exit codes scripts can rely on, and the error that carries one.
-//! - [`view`]: the JSON schema of hosts and status (the stable `-o json` output).
+//! - [`view`]: the JSON schema of hosts, status and controllers (the stable
+//!   `-o json` output).
 //! - [`output`]: `-o table|json` and writing to stdout (a closed pipe is fine).
 //! - [`table`]: the small column formatter used for human output.
 //! - [`sandbox`]: sandbox layout, generated config files and process control.
@@ -35,6 +38,8 @@ pub mod output;
 pub mod sandbox;
 pub mod settings;
 pub mod table;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod view;
 
 use cli::Cli;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use rpool_proto::v1::{HealthCheck, HealthStatus, Host, HostState, StatusResponse, Utilization};
+use rpool_proto::v1::{Controller, HealthCheck, HealthStatus, Host, HostState, StatusResponse, Utilization};
 use serde::Serialize;
 
 /// Every host state, in display order (also the accepted `--state` values).
@@ -150,6 +150,14 @@ pub struct StatusView {
     pub heartbeat_interval_ms: u32,
     pub suspect_after_ms: u32,
     pub down_after_ms: u32,
+    /// Raft role of the controller that answered ("leader", "follower", ...).
+    pub role: String,
+    pub term: u64,
+    pub commit_index: u64,
+    /// Address of the current leader ("" when none is known).
+    pub leader_address: String,
+    /// Number of voting controllers in the group.
+    pub voters: u32,
 }
 
 impl From<&StatusResponse> for StatusView {
@@ -166,6 +174,42 @@ impl From<&StatusResponse> for StatusView {
             heartbeat_interval_ms: s.heartbeat_interval_ms,
             suspect_after_ms: s.suspect_after_ms,
             down_after_ms: s.down_after_ms,
+            role: s.role.clone(),
+            term: s.term,
+            commit_index: s.commit_index,
+            leader_address: s.leader_address.clone(),
+            voters: s.voters,
+        }
+    }
+}
+
+/// One controller of the Raft group, as printed by `controller list -o json`
+/// (an array, ordered by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControllerView {
+    pub id: u64,
+    pub address: String,
+    /// "leader", "follower", "candidate", "pre-candidate", "learner" or
+    /// "unreachable".
+    pub role: String,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub match_index: u64,
+    pub lag: u64,
+}
+
+impl From<&Controller> for ControllerView {
+    fn from(c: &Controller) -> Self {
+        Self {
+            id: c.id,
+            address: c.address.clone(),
+            role: c.role.clone(),
+            term: c.term,
+            commit_index: c.commit_index,
+            applied_index: c.applied_index,
+            match_index: c.match_index,
+            lag: c.lag,
         }
     }
 }
@@ -300,6 +344,11 @@ pub(crate) mod tests {
             heartbeat_interval_ms: 1000,
             suspect_after_ms: 3000,
             down_after_ms: 5000,
+            role: "follower".into(),
+            term: 4,
+            commit_index: 9,
+            leader_address: "127.0.0.1:7441".into(),
+            voters: 3,
         };
         let json = serde_json::to_value(StatusView::from(&s)).unwrap();
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
@@ -315,11 +364,41 @@ pub(crate) mod tests {
             "heartbeat_interval_ms",
             "suspect_after_ms",
             "down_after_ms",
+            "role",
+            "term",
+            "commit_index",
+            "leader_address",
+            "voters",
         ];
         want.sort();
         let mut keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         keys.sort();
         assert_eq!(keys, want);
         assert_eq!(json["hosts_by_state"]["ready"], 2);
+        assert_eq!(json["role"], "follower");
+        assert_eq!(json["term"], 4);
+        assert_eq!(json["commit_index"], 9);
+        assert_eq!(json["leader_address"], "127.0.0.1:7441");
+        assert_eq!(json["voters"], 3);
+    }
+
+    #[test]
+    fn a_controller_maps_to_the_documented_json_keys_in_order() {
+        let c = Controller {
+            id: 2,
+            address: "127.0.0.1:7441".into(),
+            role: "follower".into(),
+            term: 3,
+            commit_index: 40,
+            applied_index: 39,
+            match_index: 40,
+            lag: 1,
+        };
+        let text = serde_json::to_string(&ControllerView::from(&c)).unwrap();
+        assert_eq!(
+            text,
+            "{\"id\":2,\"address\":\"127.0.0.1:7441\",\"role\":\"follower\",\"term\":3,\
+             \"commit_index\":40,\"applied_index\":39,\"match_index\":40,\"lag\":1}"
+        );
     }
 }

@@ -117,7 +117,10 @@ fn spawn_logged(mut command: Command, log: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
-        .env("RPOOL_LOG", "info,rpool_controller=debug,rpool_agent=debug")
+        .env(
+            "RPOOL_LOG",
+            "info,rpool_controller=debug,rpool_agent=debug,raft=debug",
+        )
         .spawn()
         .with_context(|| format!("spawning {:?}", command.get_program()))
 }
@@ -152,6 +155,7 @@ fn terminate(child: &mut Child, limit: Duration) -> Result<std::process::ExitSta
 /// One `rpool-controller` process with its own data directory.
 pub struct Controller {
     pub dir: PathBuf,
+    pub id: u64,
     pub port: u16,
     pub config: PathBuf,
     child: Option<Child>,
@@ -160,29 +164,78 @@ pub struct Controller {
 impl Controller {
     /// Writes `dir/controller.toml` and starts the controller; returns once
     /// it answers `Status`.
+    /// Writes `dir/controller.toml` for a group of one and starts the
+    /// controller; returns once it answers `Status`.
     pub async fn start(dir: &Path, liveness: Liveness) -> Result<Controller> {
+        let mut controller = Controller::configure(dir, 1, free_port(), &[], liveness, "")?;
+        controller.restart().await?;
+        Ok(controller)
+    }
+
+    /// Writes `dir/controller.toml` for controller `id` listening on
+    /// `port`, member of the initial group `peers` (id, port) — empty for a
+    /// group of one — with `extra` TOML appended (e.g. a `[raft]` table).
+    /// Does not start it.
+    pub fn configure(
+        dir: &Path,
+        id: u64,
+        port: u16,
+        peers: &[(u64, u16)],
+        liveness: Liveness,
+        extra: &str,
+    ) -> Result<Controller> {
         std::fs::create_dir_all(dir)?;
-        let port = free_port();
         let config = dir.join("controller.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n[liveness]\n\
-                 heartbeat_interval_ms = {hb}\nsuspect_after_ms = {sa}\ndown_after_ms = {da}\n",
-                data = dir.join("data").display(),
-                hb = liveness.heartbeat_interval_ms,
-                sa = liveness.suspect_after_ms,
-                da = liveness.down_after_ms,
-            ),
-        )?;
-        let mut controller = Controller {
+        let mut text = format!(
+            "id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n",
+            data = dir.join("data").display(),
+        );
+        for (peer, peer_port) in peers {
+            text.push_str(&format!(
+                "\n[[peers]]\nid = {peer}\naddress = \"127.0.0.1:{peer_port}\"\n"
+            ));
+        }
+        text.push_str(&format!(
+            "\n[liveness]\nheartbeat_interval_ms = {hb}\nsuspect_after_ms = {sa}\ndown_after_ms = {da}\n{extra}\n",
+            hb = liveness.heartbeat_interval_ms,
+            sa = liveness.suspect_after_ms,
+            da = liveness.down_after_ms,
+        ));
+        std::fs::write(&config, text)?;
+        Ok(Controller {
             dir: dir.to_path_buf(),
+            id,
             port,
             config,
             child: None,
-        };
-        controller.restart().await?;
-        Ok(controller)
+        })
+    }
+
+    /// Starts the process without waiting for it to answer.
+    pub fn spawn(&mut self) -> Result<()> {
+        assert!(self.child.is_none(), "controller already running");
+        let mut command = Command::new(bin("rpool-controller"));
+        command.arg("--config").arg(&self.config);
+        self.child = Some(spawn_logged(command, &self.dir.join("log"))?);
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGSTOP: the process keeps its sockets but does nothing (a hung or
+    /// partitioned controller); [`Controller::resume`] undoes it.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -193,12 +246,15 @@ impl Controller {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
-    /// (Re)starts the process on the same port and data dir.
+    /// (Re)starts the process on the same port and data dir and waits
+    /// (bounded) until it answers `Status`.
     pub async fn restart(&mut self) -> Result<()> {
-        assert!(self.child.is_none(), "controller already running");
-        let mut command = Command::new(bin("rpool-controller"));
-        command.arg("--config").arg(&self.config);
-        self.child = Some(spawn_logged(command, &self.dir.join("log"))?);
+        self.spawn()?;
+        self.wait_answering().await
+    }
+
+    /// Waits (bounded) until the running process answers `Status`.
+    pub async fn wait_answering(&mut self) -> Result<()> {
         let addr = self.addr();
         let child = self.child.as_mut().unwrap();
         let start = Instant::now();
@@ -254,7 +310,88 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
+    }
+}
+
+/// Raft timing written into every controller.toml of a [`Cluster`].
+pub const TEST_RAFT: &str = "[raft]\ntick_ms = 50\nheartbeat_ticks = 2\nelection_ticks = 10\n";
+
+/// A group of controller processes on loopback.
+pub struct Cluster {
+    pub controllers: Vec<Controller>,
+}
+
+impl Cluster {
+    /// Starts `n` controllers (ids 1..=n) under `root/controller-ID`, each
+    /// with `extra` TOML appended to its config, and waits (bounded) until
+    /// one leads and every one answers.
+    pub async fn start(root: &Path, n: u64, liveness: Liveness, extra: &str) -> Result<Cluster> {
+        let peers: Vec<(u64, u16)> = (1..=n).map(|id| (id, free_port())).collect();
+        let mut controllers = Vec::new();
+        for &(id, port) in &peers {
+            let dir = root.join(format!("controller-{id}"));
+            controllers.push(Controller::configure(&dir, id, port, &peers, liveness, extra)?);
+        }
+        for controller in &mut controllers {
+            controller.spawn()?;
+        }
+        for controller in &mut controllers {
+            controller.wait_answering().await?;
+        }
+        let cluster = Cluster { controllers };
+        cluster.leader().await?;
+        Ok(cluster)
+    }
+
+    /// Every controller's address, in id order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.controllers.iter().map(Controller::addr).collect()
+    }
+
+    /// `--controller` value naming every controller.
+    pub fn addr_list(&self) -> String {
+        self.addrs().join(",")
+    }
+
+    pub fn get(&mut self, id: u64) -> &mut Controller {
+        self.controllers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("no such controller")
+    }
+
+    /// Id of the controller that leads, as a running controller that
+    /// considers itself leader reports; waits (bounded: 10 s) for one.
+    pub async fn leader(&self) -> Result<u64> {
+        eventually(Duration::from_secs(10), "a leader", || async {
+            let mut seen = Vec::new();
+            for c in self.controllers.iter().filter(|c| c.is_running()) {
+                let status = tokio::time::timeout(Duration::from_secs(1), c.status()).await;
+                match status {
+                    Ok(Ok(s)) => {
+                        if s.role == "leader" {
+                            return (Some(c.id), seen);
+                        }
+                        seen.push(format!("{}: {} term {}", c.id, s.role, s.term));
+                    }
+                    _ => seen.push(format!("{}: no answer", c.id)),
+                }
+            }
+            (None, seen)
+        })
+        .await
+    }
+
+    /// Hosts as the group reports them (any controller; followers forward).
+    pub async fn hosts(&self) -> Result<Vec<Host>> {
+        for c in self.controllers.iter().filter(|c| c.is_running()) {
+            if let Ok(Ok(hosts)) = tokio::time::timeout(Duration::from_secs(2), c.hosts()).await {
+                return Ok(hosts);
+            }
+        }
+        bail!("no controller answered ListHosts")
     }
 }
 
@@ -457,9 +594,32 @@ pub async fn start_agents(
         let dir = root.join("agents").join(&profile.hostname);
         agents.push(Agent::start(&dir, &[controller.addr()], profile)?);
     }
+    wait_ready(&agents, || controller.hosts()).await?;
+    Ok(agents)
+}
+
+impl Cluster {
+    /// Starts agents pointed at every controller and waits (bounded) until
+    /// all are ready.
+    pub async fn start_agents(&self, root: &Path, profiles: Vec<Profile>) -> Result<Vec<Agent>> {
+        let mut agents = Vec::new();
+        for profile in profiles {
+            let dir = root.join("agents").join(&profile.hostname);
+            agents.push(Agent::start(&dir, &self.addrs(), profile)?);
+        }
+        wait_ready(&agents, || self.hosts()).await?;
+        Ok(agents)
+    }
+}
+
+async fn wait_ready<F, Fut>(agents: &[Agent], hosts: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Vec<Host>>>,
+{
     let want: Vec<String> = agents.iter().map(|a| a.profile.hostname.clone()).collect();
     eventually(Duration::from_secs(20), "all agents ready", || async {
-        let hosts = controller.hosts().await.unwrap_or_default();
+        let hosts = hosts().await.unwrap_or_default();
         let ready = want.iter().all(|name| {
             by_hostname(&hosts, name).is_some_and(|h| h.state == rpool_proto::v1::HostState::Ready as i32)
         });
@@ -474,6 +634,5 @@ pub async fn start_agents(
             .collect();
         (ready.then_some(()), seen)
     })
-    .await?;
-    Ok(agents)
+    .await
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{sandbox_down, sandbox_status, sandbox_up};
-use crate::sandbox::layout::{Layout, Record, resolve_dir};
+use crate::sandbox::layout::{Layout, Record, controller_config, log_file, resolve_dir};
 use crate::sandbox::process::{AGENT_BIN, CONTROLLER_BIN, Proc};
 use crate::settings::{Env, Settings};
 
@@ -50,23 +50,124 @@ pub async fn exec(cmd: SandboxCommand, settings: &Settings, env: &Env) -> anyhow
     }
 }
 
-/// The processes a record describes, agents first, controller last.
-pub fn processes(layout: &Layout, record: &Record) -> Vec<Proc> {
-    let mut procs: Vec<Proc> = record
+/// One process a record describes, with where its log is and the port it
+/// serves (controllers only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub proc: Proc,
+    pub log: PathBuf,
+    pub port: Option<u16>,
+}
+
+/// The processes a record describes: agents first, then the controllers in
+/// id order (the order `down` stops them in).
+pub fn members(layout: &Layout, record: &Record) -> Vec<Member> {
+    let mut members: Vec<Member> = record
         .agents
         .iter()
-        .map(|a| Proc {
-            name: a.name.clone(),
-            pid: a.pid,
-            binary: AGENT_BIN,
-            needle: a.dir.to_string_lossy().into_owned(),
+        .map(|a| Member {
+            proc: Proc {
+                name: a.name.clone(),
+                pid: a.pid,
+                binary: AGENT_BIN,
+                needle: a.dir.to_string_lossy().into_owned(),
+            },
+            log: log_file(&a.dir),
+            port: None,
         })
         .collect();
-    procs.push(Proc {
-        name: "controller".to_string(),
-        pid: record.controller_pid,
-        binary: CONTROLLER_BIN,
-        needle: layout.controller_config().to_string_lossy().into_owned(),
-    });
-    procs
+    members.extend(record.controllers.iter().map(|c| Member {
+        proc: Proc {
+            name: c.name.clone(),
+            pid: c.pid,
+            binary: CONTROLLER_BIN,
+            needle: controller_config(&c.dir).to_string_lossy().into_owned(),
+        },
+        log: log_file(&c.dir),
+        port: c.address.rsplit_once(':').and_then(|(_, p)| p.parse().ok()),
+    }));
+    if let Some(pid) = record.controller_pid {
+        let dir = layout.legacy_controller_dir();
+        members.push(Member {
+            proc: Proc {
+                name: "controller".to_string(),
+                pid,
+                binary: CONTROLLER_BIN,
+                needle: controller_config(&dir).to_string_lossy().into_owned(),
+            },
+            log: log_file(&dir),
+            port: Some(record.port),
+        });
+    }
+    members
+}
+
+/// The processes of [`members`], in the same order.
+pub fn processes(layout: &Layout, record: &Record) -> Vec<Proc> {
+    members(layout, record).into_iter().map(|m| m.proc).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::layout::{AgentRecord, ControllerRecord};
+
+    #[test]
+    fn agents_come_before_controllers_and_old_records_still_name_their_controller() {
+        let layout = Layout::new("/sb".into());
+        let mut record = Record {
+            port: 7440,
+            controllers: (1..=3)
+                .map(|id| ControllerRecord {
+                    name: format!("controller-{id}"),
+                    id,
+                    pid: 100 + id as u32,
+                    address: format!("127.0.0.1:{}", 7439 + id),
+                    dir: layout.controller_dir(id),
+                })
+                .collect(),
+            controller_pid: None,
+            agents: vec![AgentRecord {
+                name: "agent-1".into(),
+                pid: 11,
+                dir: "/sb/agents/agent-1".into(),
+            }],
+            started_at_unix_ms: 1,
+        };
+        let got: Vec<(String, Option<u16>, String)> = members(&layout, &record)
+            .into_iter()
+            .map(|m| (m.proc.name, m.port, m.log.display().to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("agent-1".to_string(), None, "/sb/agents/agent-1/log".to_string()),
+                (
+                    "controller-1".to_string(),
+                    Some(7440),
+                    "/sb/controllers/controller-1/log".to_string()
+                ),
+                (
+                    "controller-2".to_string(),
+                    Some(7441),
+                    "/sb/controllers/controller-2/log".to_string()
+                ),
+                (
+                    "controller-3".to_string(),
+                    Some(7442),
+                    "/sb/controllers/controller-3/log".to_string()
+                ),
+            ]
+        );
+        let procs = processes(&layout, &record);
+        assert_eq!(procs[1].needle, "/sb/controllers/controller-1/controller.toml");
+        assert_eq!(procs[1].binary, CONTROLLER_BIN);
+
+        record.controllers.clear();
+        record.controller_pid = Some(9);
+        let last = members(&layout, &record).pop().unwrap();
+        assert_eq!(last.proc.name, "controller");
+        assert_eq!(last.proc.needle, "/sb/controller/controller.toml");
+        assert_eq!(last.port, Some(7440));
+    }
 }

@@ -8,14 +8,15 @@ use super::sandbox::{DirArgs, processes};
 use crate::output;
 use crate::sandbox::is_managed_config;
 use crate::sandbox::layout::Record;
-use crate::sandbox::process::{self, StopReport};
+use crate::sandbox::process::{self, AGENT_BIN, Proc, StopReport};
 use crate::settings::{Env, Settings};
 
 /// How long processes get to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Stop the sandbox: SIGTERM each recorded process that is still ours, wait
-/// up to 5s, SIGKILL leftovers; remove the ctl.toml that `sandbox up` wrote.
+/// Stop the sandbox: agents first, then the controllers. SIGTERM each
+/// recorded process that is still ours, wait up to 5s, SIGKILL leftovers;
+/// remove the ctl.toml that `sandbox up` wrote.
 /// Logs and state stay in the sandbox dir until the next `sandbox up`.
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -35,7 +36,7 @@ pub fn exec(args: DownArgs, settings: &Settings, env: &Env) -> anyhow::Result<()
             layout.dir.display()
         ));
     };
-    let report = process::stop(&processes(&layout, &record), STOP_GRACE);
+    let report = stop_in_order(&processes(&layout, &record), STOP_GRACE);
     let removed_config = settings
         .config_path
         .as_deref()
@@ -57,6 +58,20 @@ pub fn exec(args: DownArgs, settings: &Settings, env: &Env) -> anyhow::Result<()
         anyhow::bail!("still running after SIGKILL: {}", names.join(", "));
     }
     Ok(())
+}
+
+/// Stops the agents, then (once they are gone) the controllers, so no agent
+/// is left reconnecting to a group that is shutting down.
+pub fn stop_in_order(procs: &[Proc], grace: Duration) -> StopReport {
+    let (agents, controllers): (Vec<Proc>, Vec<Proc>) =
+        procs.iter().cloned().partition(|p| p.binary == AGENT_BIN);
+    let mut report = process::stop(&agents, grace);
+    let rest = process::stop(&controllers, grace);
+    report.stopped.extend(rest.stopped);
+    report.killed.extend(rest.killed);
+    report.not_running.extend(rest.not_running);
+    report.survivors.extend(rest.survivors);
+    report
 }
 
 /// Removes `path` if `sandbox up` wrote it; returns whether it did.
@@ -96,7 +111,7 @@ pub fn describe(report: &StopReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::process::{AGENT_BIN, Proc};
+    use crate::sandbox::process::CONTROLLER_BIN;
 
     #[test]
     fn the_report_names_each_process_once() {
@@ -124,11 +139,35 @@ mod tests {
     fn only_a_managed_ctl_config_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let mine = dir.path().join("ctl.toml");
-        std::fs::write(&mine, crate::sandbox::managed_config(7440)).unwrap();
+        std::fs::write(
+            &mine,
+            crate::sandbox::managed_config(&["127.0.0.1:7440".to_string()]),
+        )
+        .unwrap();
         assert!(remove_managed_config(&mine));
         assert!(!mine.exists());
         std::fs::write(&mine, "controllers = [\"10.0.0.1:7443\"]\n").unwrap();
         assert!(!remove_managed_config(&mine));
         assert!(mine.exists());
+    }
+
+    #[test]
+    fn agents_are_stopped_before_controllers_and_reported_together() {
+        // Pids that are not ours (our own test process, pid 0) are left alone
+        // and reported, agents first.
+        let p = |name: &str, pid, binary| Proc {
+            name: name.into(),
+            pid,
+            binary,
+            needle: "/nowhere/controller.toml".into(),
+        };
+        let procs = [
+            p("controller-1", std::process::id(), CONTROLLER_BIN),
+            p("agent-1", 0, AGENT_BIN),
+        ];
+        let report = stop_in_order(&procs, Duration::from_millis(10));
+        let names: Vec<&str> = report.not_running.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["agent-1", "controller-1"]);
+        assert!(report.stopped.is_empty() && report.killed.is_empty() && report.survivors.is_empty());
     }
 }

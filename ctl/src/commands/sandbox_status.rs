@@ -3,13 +3,14 @@
 use clap::Args;
 use serde::Serialize;
 
-use super::sandbox::{DirArgs, processes};
+use super::sandbox::{DirArgs, members};
 use crate::output::{self, Format, OutputArgs};
-use crate::sandbox::layout::{Layout, Record, log_file};
+use crate::sandbox::layout::{Layout, Record};
 use crate::settings::Env;
 use crate::table::Table;
 
-/// Show each sandbox process: name, pid, whether it is alive, port and log.
+/// Show each sandbox process (controllers first): name, pid, whether it is
+/// alive, port and log.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -28,6 +29,7 @@ pub struct SandboxStatusView {
     pub dir: String,
     /// True when a record exists and every process is alive.
     pub running: bool,
+    /// Port of the first controller.
     pub port: Option<u16>,
     pub started_at_unix_ms: Option<u64>,
     pub processes: Vec<ProcessView>,
@@ -35,9 +37,12 @@ pub struct SandboxStatusView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProcessView {
+    /// `controller-N` or `agent-N`.
     pub name: String,
     pub pid: u32,
     pub alive: bool,
+    /// The port a controller listens on on 127.0.0.1; null for agents.
+    pub port: Option<u16>,
     pub log: String,
 }
 
@@ -61,20 +66,14 @@ fn build(layout: &Layout, record: Option<&Record>) -> SandboxStatusView {
             processes: Vec::new(),
         };
     };
-    let processes: Vec<ProcessView> = processes(layout, record)
+    let processes: Vec<ProcessView> = members(layout, record)
         .into_iter()
-        .map(|p| {
-            let dir = if p.name == "controller" {
-                layout.controller_dir()
-            } else {
-                layout.agent_dir(&p.name)
-            };
-            ProcessView {
-                alive: p.is_alive(),
-                name: p.name,
-                pid: p.pid,
-                log: log_file(&dir).display().to_string(),
-            }
+        .map(|m| ProcessView {
+            alive: m.proc.is_alive(),
+            name: m.proc.name,
+            pid: m.proc.pid,
+            port: m.port,
+            log: m.log.display().to_string(),
         })
         .collect();
     SandboxStatusView {
@@ -87,30 +86,31 @@ fn build(layout: &Layout, record: Option<&Record>) -> SandboxStatusView {
 }
 
 pub fn render(view: &SandboxStatusView) -> String {
-    let Some(port) = view.port else {
+    if view.port.is_none() {
         return format!("No sandbox in {}.\n", view.dir);
-    };
-    // Controller first for humans.
-    let mut procs: Vec<&ProcessView> = view.processes.iter().filter(|p| p.name == "controller").collect();
-    procs.extend(view.processes.iter().filter(|p| p.name != "controller"));
+    }
+    // Controllers (they have a port) first for humans.
+    let mut procs: Vec<&ProcessView> = view.processes.iter().filter(|p| p.port.is_some()).collect();
+    procs.extend(view.processes.iter().filter(|p| p.port.is_none()));
     let mut table = Table::new(["NAME", "PID", "ALIVE", "PORT", "LOG"]);
-    for p in procs {
-        let port = if p.name == "controller" {
-            port.to_string()
-        } else {
-            "-".to_string()
-        };
+    for p in &procs {
         table.row([
             p.name.clone(),
             p.pid.to_string(),
             if p.alive { "yes" } else { "no" }.to_string(),
-            port,
+            p.port.map_or("-".to_string(), |port| port.to_string()),
             p.log.clone(),
         ]);
     }
+    let ports: Vec<u16> = procs.iter().filter_map(|p| p.port).collect();
+    let controllers = match ports.as_slice() {
+        [] => "no controllers".to_string(),
+        [one] => format!("controller on 127.0.0.1:{one}"),
+        [first, .., last] => format!("{} controllers on 127.0.0.1:{first}-{last}", ports.len()),
+    };
     let alive = view.processes.iter().filter(|p| p.alive).count();
     format!(
-        "Sandbox in {}: controller on 127.0.0.1:{port}, {alive}/{} processes alive.\n{}",
+        "Sandbox in {}: {controllers}, {alive}/{} processes alive.\n{}",
         view.dir,
         view.processes.len(),
         table.render()
@@ -133,9 +133,19 @@ mod tests {
 
     #[test]
     fn dead_processes_show_as_not_alive_with_the_controller_first() {
+        let layout = Layout::new("/sb".into());
         let record = Record {
             port: 7440,
-            controller_pid: 0,
+            controllers: (1..=3)
+                .map(|id| crate::sandbox::layout::ControllerRecord {
+                    name: format!("controller-{id}"),
+                    id,
+                    pid: 0,
+                    address: format!("127.0.0.1:{}", 7439 + id),
+                    dir: layout.controller_dir(id),
+                })
+                .collect(),
+            controller_pid: None,
             agents: vec![crate::sandbox::layout::AgentRecord {
                 name: "agent-1".into(),
                 pid: 0,
@@ -143,14 +153,45 @@ mod tests {
             }],
             started_at_unix_ms: 1,
         };
-        let view = build(&Layout::new("/sb".into()), Some(&record));
+        let view = build(&layout, Some(&record));
         assert!(!view.running);
         assert_eq!(
             render(&view),
-            "Sandbox in /sb: controller on 127.0.0.1:7440, 0/2 processes alive.\n\
-             NAME        PID  ALIVE  PORT  LOG\n\
-             controller  0    no     7440  /sb/controller/log\n\
-             agent-1     0    no     -     /sb/agents/agent-1/log\n"
+            "Sandbox in /sb: 3 controllers on 127.0.0.1:7440-7442, 0/4 processes alive.\n\
+             NAME          PID  ALIVE  PORT  LOG\n\
+             controller-1  0    no     7440  /sb/controllers/controller-1/log\n\
+             controller-2  0    no     7441  /sb/controllers/controller-2/log\n\
+             controller-3  0    no     7442  /sb/controllers/controller-3/log\n\
+             agent-1       0    no     -     /sb/agents/agent-1/log\n"
+        );
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["port"], 7440);
+        assert_eq!(json["processes"][0]["name"], "agent-1");
+        assert_eq!(json["processes"][0]["port"], serde_json::Value::Null);
+        assert_eq!(json["processes"][3]["name"], "controller-3");
+        assert_eq!(json["processes"][3]["port"], 7442);
+    }
+
+    #[test]
+    fn a_single_controller_is_named_as_before() {
+        let layout = Layout::new("/sb".into());
+        let record = Record {
+            port: 7440,
+            controllers: vec![crate::sandbox::layout::ControllerRecord {
+                name: "controller-1".into(),
+                id: 1,
+                pid: 0,
+                address: "127.0.0.1:7440".into(),
+                dir: layout.controller_dir(1),
+            }],
+            controller_pid: None,
+            agents: vec![],
+            started_at_unix_ms: 1,
+        };
+        let text = render(&build(&layout, Some(&record)));
+        assert!(
+            text.starts_with("Sandbox in /sb: controller on 127.0.0.1:7440, 0/1 processes alive.\n"),
+            "{text}"
         );
     }
 }

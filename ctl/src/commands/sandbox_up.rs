@@ -9,13 +9,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use rpool_proto::units::format_duration;
-use rpool_proto::v1::{HostState, ListHostsRequest};
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
+use rpool_proto::v1::{HostState, ListHostsRequest, ListHostsResponse, StatusRequest};
+use tonic::transport::Channel;
 
 use super::sandbox::{DirArgs, processes};
 use crate::client;
 use crate::exit::{self, Failure};
 use crate::output;
-use crate::sandbox::layout::{self, AgentRecord, Layout, Record};
+use crate::sandbox::layout::{self, AgentRecord, ControllerRecord, Layout, Record};
 use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, Proc};
 use crate::sandbox::profile::{self, AgentPlan};
 use crate::sandbox::{is_managed_config, managed_config};
@@ -23,36 +25,70 @@ use crate::settings::{Env, Settings, Source};
 
 /// How long `up` waits for the agents when `--timeout` is not given.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
-/// How often `up` polls the controller while waiting.
+/// How often `up` polls the controllers while waiting.
 const POLL: Duration = Duration::from_millis(200);
+/// Bound on one connect or one RPC while polling, so a controller that hangs
+/// does not stall the wait.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Accepted `--controllers` values: Raft groups of odd size.
+pub const GROUP_SIZES: [u16; 3] = [1, 3, 5];
 /// Log lines shown when startup fails.
 const TAIL_LINES: usize = 20;
 
-/// Start a local controller and N simulated agents (detached, logs in DIR).
+/// Start a local group of controllers and N simulated agents (detached, logs
+/// in DIR).
 ///
-/// Old sandbox state in DIR is wiped first. Agents simulate hosts from a
-/// cycle of profiles (8c/32GiB in zone a, 16c/64GiB in b, 32c/128GiB in c,
-/// ...), named sim-{zone}-{n}. `up` waits until every agent is ready (bounded
-/// by --timeout, default 30s), then points rpoolctl at the sandbox by writing
+/// Old sandbox state in DIR is wiped first. Controller i (1-based) gets id i
+/// and listens on 127.0.0.1:(PORT+i-1); every agent and ctl.toml list all of
+/// them. Agents simulate hosts from a cycle of profiles (8c/32GiB in zone a,
+/// 16c/64GiB in b, 32c/128GiB in c, ...), named sim-{zone}-{n}. `up` waits
+/// until a controller reports a leader and every agent is ready (bounded by
+/// --timeout, default 30s), then points rpoolctl at the sandbox by writing
 /// ctl.toml (only if absent or written by a previous sandbox).
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   rpoolctl sandbox up
   rpoolctl sandbox up --agents 12 --port 7450 --timeout 60s
+  rpoolctl sandbox up --controllers 1   # a single controller, no Raft peers
   rpoolctl sandbox up --dir /tmp/rpool-sandbox --bin-dir target/debug")]
 pub struct UpArgs {
     /// Number of simulated agents (1..=64)
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub agents: u32,
+    /// Number of controllers in the Raft group (1, 3 or 5)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_group_size)]
+    pub controllers: u16,
     #[command(flatten)]
     pub dir: DirArgs,
-    /// Controller port on 127.0.0.1
+    /// Port of the first controller on 127.0.0.1; controller i uses PORT+i-1
     #[arg(long, default_value_t = 7440, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Where rpool-controller and rpool-agent are [default: next to rpoolctl, else PATH]
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
+}
+
+/// clap value parser for `--controllers`.
+pub fn parse_group_size(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(n) if GROUP_SIZES.contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a group size (accepted 1, 3 or 5: an odd number keeps a majority)"
+        )),
+    }
+}
+
+/// The controllers' addresses, or a usage error when the last port would
+/// not fit (PORT+N-1 > 65535).
+pub fn group_addresses(port: u16, controllers: u16) -> Result<Vec<String>, Failure> {
+    let last = u32::from(port) + u32::from(controllers) - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(Failure::usage(format!(
+            "--port {port}: {controllers} controllers need ports {port}..={last}, beyond 65535; pick a lower --port"
+        )));
+    }
+    Ok(profile::controller_addresses(port, controllers))
 }
 
 /// A process started by this `up`, with its handle so it can be reaped.
@@ -76,10 +112,11 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
     let controller_bin = find(CONTROLLER_BIN)?;
     let agent_bin = find(AGENT_BIN)?;
 
+    let addresses = group_addresses(args.port, args.controllers)?;
     refuse_if_running(&layout, &args.dir)?;
-    check_port_free(args.port)?;
+    check_ports_free(args.port, args.controllers)?;
     let plans = profile::plan(args.agents);
-    prepare(&layout, args.port, &plans)?;
+    prepare(&layout, &addresses, &plans)?;
 
     let mut started: Vec<Started> = Vec::new();
     // Ctrl-C while starting: stop what was started instead of leaving it behind.
@@ -87,6 +124,7 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
         result = start_and_wait(
         &layout,
         &args,
+        &addresses,
         &plans,
         &controller_bin,
         &agent_bin,
@@ -107,7 +145,7 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
     }
     let record = Record::load(&layout.record())?.ok_or_else(|| anyhow::anyhow!("sandbox.json vanished"))?;
     let config_written = match &settings.config_path {
-        Some(path) => write_ctl_config(path, args.port)?,
+        Some(path) => write_ctl_config(path, &addresses)?,
         None => false,
     };
     output::print(&summary(&layout, &args, &record, settings, config_written))
@@ -138,32 +176,55 @@ fn refuse_if_running(layout: &Layout, dir: &DirArgs) -> anyhow::Result<()> {
     .into())
 }
 
-fn check_port_free(port: u16) -> Result<(), Failure> {
-    std::net::TcpListener::bind(("127.0.0.1", port))
-        .map(drop)
-        .map_err(|e| {
-            Failure::new(
-                exit::UNEXPECTED,
-                format!("cannot use port {port} on 127.0.0.1 ({e}); pick another with --port"),
-            )
+/// Every controller port must be free; the error names each busy one.
+fn check_ports_free(port: u16, controllers: u16) -> Result<(), Failure> {
+    let busy: Vec<String> = (0..controllers)
+        .map(|i| port + i)
+        .filter_map(|p| {
+            std::net::TcpListener::bind(("127.0.0.1", p))
+                .err()
+                .map(|e| format!("{p} ({e})"))
         })
+        .collect();
+    if busy.is_empty() {
+        return Ok(());
+    }
+    let range = if controllers == 1 {
+        format!("port {port}")
+    } else {
+        format!("ports {port}..={}", port + controllers - 1)
+    };
+    Err(Failure::new(
+        exit::UNEXPECTED,
+        format!(
+            "cannot use {range} on 127.0.0.1: {} in use or not allowed; pick another --port",
+            busy.join(", ")
+        ),
+    ))
 }
 
 /// Wipes old state and writes every config file.
-fn prepare(layout: &Layout, port: u16, plans: &[AgentPlan]) -> anyhow::Result<()> {
+fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan]) -> anyhow::Result<()> {
     let io = |what: &Path, e: std::io::Error| anyhow::anyhow!("{}: {e}", what.display());
-    for old in [layout.controller_dir(), layout.agents_dir()] {
+    for old in [
+        layout.legacy_controller_dir(),
+        layout.controllers_dir(),
+        layout.agents_dir(),
+    ] {
         match std::fs::remove_dir_all(&old) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&old, e)),
             _ => {}
         }
     }
     let _ = std::fs::remove_file(layout.record());
-    std::fs::create_dir_all(layout.controller_dir()).map_err(|e| io(&layout.controller_dir(), e))?;
-    write(
-        &layout.controller_config(),
-        &profile::controller_toml(port, &layout.controller_data()),
-    )?;
+    for id in 1..=addresses.len() as u64 {
+        let dir = layout.controller_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        write(
+            &layout::controller_config(&dir),
+            &profile::controller_toml(id, addresses, &layout::controller_data(&dir)),
+        )?;
+    }
     for plan in plans {
         let dir = layout.agent_dir(&plan.name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -171,7 +232,7 @@ fn prepare(layout: &Layout, port: u16, plans: &[AgentPlan]) -> anyhow::Result<()
         write(&hardware, &profile::hardware_toml(plan))?;
         write(
             &layout::agent_config(&dir),
-            &profile::agent_toml(port, plan, &layout::agent_state(&dir), &hardware),
+            &profile::agent_toml(addresses, plan, &layout::agent_state(&dir), &hardware),
         )?;
     }
     Ok(())
@@ -252,6 +313,7 @@ fn check_exited(started: &mut [Started]) -> anyhow::Result<()> {
 async fn start_and_wait(
     layout: &Layout,
     args: &UpArgs,
+    addresses: &[String],
     plans: &[AgentPlan],
     controller_bin: &Path,
     agent_bin: &Path,
@@ -259,43 +321,67 @@ async fn start_and_wait(
     started: &mut Vec<Started>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + wait;
-    let address = format!("127.0.0.1:{}", args.port);
     let mut record = Record {
         port: args.port,
-        controller_pid: 0,
+        controllers: Vec::new(),
+        controller_pid: None,
         agents: Vec::new(),
         started_at_unix_ms: now_unix_ms(),
     };
 
-    // 1. The controller, then wait until it accepts connections.
+    // 1. The controllers, then wait until one of them reports a leader.
+    let logs = if addresses.len() == 1 {
+        layout::log_file(&layout.controller_dir(1)).display().to_string()
+    } else {
+        format!("{}/controller-N/log", layout.controllers_dir().display())
+    };
     eprintln!(
-        "starting rpool-controller on {address} (log: {})",
-        layout.controller_log().display()
+        "starting {} on {} (log{}: {logs})",
+        controllers_noun(addresses.len()),
+        addresses.join(", "),
+        if addresses.len() == 1 { "" } else { "s" },
     );
-    let controller = spawn(
-        controller_bin,
-        &layout.controller_config(),
-        &layout.controller_dir(),
-        Proc {
-            name: "controller".into(),
-            pid: 0,
-            binary: CONTROLLER_BIN,
-            needle: layout.controller_config().to_string_lossy().into_owned(),
-        },
-    )?;
-    record.controller_pid = controller.proc.pid;
-    started.push(controller);
-    record.save(&layout.record())?;
-    let channel = loop {
+    for (i, address) in addresses.iter().enumerate() {
+        let id = i as u64 + 1;
+        let dir = layout.controller_dir(id);
+        let config = layout::controller_config(&dir);
+        let name = Layout::controller_name(id);
+        let controller = spawn(
+            controller_bin,
+            &config,
+            &dir,
+            Proc {
+                name: name.clone(),
+                pid: 0,
+                binary: CONTROLLER_BIN,
+                needle: config.to_string_lossy().into_owned(),
+            },
+        )?;
+        record.controllers.push(ControllerRecord {
+            name,
+            id,
+            pid: controller.proc.pid,
+            address: address.clone(),
+            dir,
+        });
+        started.push(controller);
+        // Saved after each start so `down` finds whatever did start.
+        record.save(&layout.record())?;
+    }
+    eprintln!("waiting for a leader...");
+    let mut poller = Poller::new(addresses.to_vec());
+    let leader = loop {
         check_exited(started)?;
-        if let Ok(channel) = client::connect_one(&address, Duration::from_millis(500)).await {
-            break channel;
+        if let Some(leader) = poller.leader().await {
+            break leader;
         }
         if Instant::now() >= deadline {
-            return Err(timed_out(wait, &started[0].log, "the controller to listen"));
+            let log = layout::log_file(&layout.controller_dir(1));
+            return Err(timed_out(wait, &log, "a controller to report a leader"));
         }
         tokio::time::sleep(POLL).await;
     };
+    eprintln!("{}", leader_line(&leader.0, &leader.1));
 
     // 2. The agents.
     eprintln!(
@@ -325,24 +411,21 @@ async fn start_and_wait(
     }
     record.save(&layout.record())?;
 
-    // 3. Wait until every simulated host is registered and ready.
-    let mut admin = rpool_proto::v1::admin_service_client::AdminServiceClient::new(channel);
+    // 3. Wait until every simulated host is registered and ready (any
+    //    controller answers: followers forward to the leader).
     let expected: BTreeSet<String> = plans.iter().map(|p| p.hostname.clone()).collect();
     let mut progress = Progress::new(expected.len());
     loop {
         check_exited(started)?;
-        let request = tonic::Request::new(ListHostsRequest::default());
-        let answer = tokio::time::timeout(Duration::from_secs(2), admin.list_hosts(request)).await;
-        let ready: BTreeSet<String> = match answer {
-            Ok(Ok(response)) => response
-                .into_inner()
+        let ready: BTreeSet<String> = match poller.list_hosts().await {
+            Some(response) => response
                 .hosts
                 .into_iter()
                 .filter(|h| h.state == HostState::Ready as i32)
                 .filter_map(|h| h.facts.map(|f| f.hostname))
                 .filter(|name| expected.contains(name))
                 .collect(),
-            _ => BTreeSet::new(),
+            None => BTreeSet::new(),
         };
         progress.show(ready.len());
         if ready.len() == expected.len() {
@@ -351,7 +434,7 @@ async fn start_and_wait(
         }
         if Instant::now() >= deadline {
             let missing = plans.iter().find(|p| !ready.contains(&p.hostname));
-            let log = missing.map_or(layout.controller_log(), |p| {
+            let log = missing.map_or(layout::log_file(&layout.controller_dir(1)), |p| {
                 layout::log_file(&layout.agent_dir(&p.name))
             });
             let what = format!(
@@ -364,6 +447,90 @@ async fn start_and_wait(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// `rpool-controller` or `3 rpool-controllers`.
+fn controllers_noun(n: usize) -> String {
+    if n == 1 {
+        "rpool-controller".to_string()
+    } else {
+        format!("{n} rpool-controllers")
+    }
+}
+
+/// `leader: controller 2 (127.0.0.1:7441)`.
+pub fn leader_line(leader_id: &str, leader_address: &str) -> String {
+    format!(
+        "leader: controller {}",
+        super::status::leader_text(leader_id, leader_address)
+    )
+}
+
+/// Asks the sandbox's controllers, one at a time, keeping the connection
+/// that answered; a failure moves on to the next controller.
+struct Poller {
+    addresses: Vec<String>,
+    next: usize,
+    client: Option<AdminServiceClient<Channel>>,
+}
+
+impl Poller {
+    fn new(addresses: Vec<String>) -> Self {
+        Self {
+            addresses,
+            next: 0,
+            client: None,
+        }
+    }
+
+    /// The connected client, connecting to the next controller if needed.
+    async fn client(&mut self) -> Option<AdminServiceClient<Channel>> {
+        if self.client.is_none() {
+            let address = &self.addresses[self.next];
+            self.next = (self.next + 1) % self.addresses.len();
+            let channel = client::connect_one(address, PROBE_TIMEOUT).await.ok()?;
+            self.client = Some(AdminServiceClient::new(channel));
+        }
+        self.client.clone()
+    }
+
+    /// One round over the controllers: `(leader_id, leader_address)` from the
+    /// first that names a leader, `None` when none does (yet).
+    async fn leader(&mut self) -> Option<(String, String)> {
+        for _ in 0..self.addresses.len() {
+            let Some(mut admin) = self.client().await else {
+                continue;
+            };
+            if let Ok(Ok(response)) =
+                tokio::time::timeout(PROBE_TIMEOUT, admin.status(StatusRequest {})).await
+            {
+                let status = response.into_inner();
+                if has_leader(&status.leader_id) {
+                    return Some((status.leader_id, status.leader_address));
+                }
+            }
+            // Not answering or no leader known here: ask the next one.
+            self.client = None;
+        }
+        None
+    }
+
+    async fn list_hosts(&mut self) -> Option<ListHostsResponse> {
+        let mut admin = self.client().await?;
+        let request = ListHostsRequest::default();
+        match tokio::time::timeout(PROBE_TIMEOUT * 2, admin.list_hosts(request)).await {
+            Ok(Ok(response)) => Some(response.into_inner()),
+            _ => {
+                self.client = None;
+                None
+            }
+        }
+    }
+}
+
+/// `Status.leader_id` names a leader ("" and "0" mean none known).
+pub fn has_leader(leader_id: &str) -> bool {
+    !leader_id.is_empty() && leader_id != "0"
 }
 
 fn timed_out(wait: Duration, log: &Path, what: &str) -> anyhow::Error {
@@ -438,7 +605,7 @@ pub fn progress_line(total: usize, ready: usize) -> String {
 
 /// Writes the managed ctl.toml unless the user has their own; returns
 /// whether it was written.
-fn write_ctl_config(path: &Path, port: u16) -> anyhow::Result<bool> {
+fn write_ctl_config(path: &Path, addresses: &[String]) -> anyhow::Result<bool> {
     match std::fs::read_to_string(path) {
         Ok(text) if !is_managed_config(&text) => return Ok(false),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -449,7 +616,7 @@ fn write_ctl_config(path: &Path, port: u16) -> anyhow::Result<bool> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
     }
-    write(path, &managed_config(port))?;
+    write(path, &managed_config(addresses))?;
     Ok(true)
 }
 
@@ -460,10 +627,15 @@ fn summary(
     settings: &Settings,
     config_written: bool,
 ) -> String {
-    let address = format!("127.0.0.1:{}", record.port);
+    let addresses: Vec<String> = record.controllers.iter().map(|c| c.address.clone()).collect();
+    let pids: Vec<String> = record.controllers.iter().map(|c| c.pid.to_string()).collect();
+    let address = addresses.join(",");
     let mut text = format!(
-        "Sandbox ready: rpool-controller on {address} (pid {}), {} agents. Logs and state in {}.\n",
-        record.controller_pid,
+        "Sandbox ready: {} on {} (pid{} {}), {} agents. Logs and state in {}.\n",
+        controllers_noun(addresses.len()),
+        addresses.join(", "),
+        if pids.len() == 1 { "" } else { "s" },
+        pids.join(", "),
         record.agents.len(),
         layout.dir.display()
     );
@@ -472,7 +644,7 @@ fn summary(
         Source::Env => Some("RPOOL_CONTROLLER"),
         _ => None,
     }
-    .filter(|_| settings.controllers != [address.clone()]);
+    .filter(|_| settings.controllers != addresses);
     if config_written {
         text.push_str(&format!(
             "Wrote {} so rpoolctl talks to the sandbox.\n",
@@ -500,7 +672,7 @@ fn summary(
     let dir = args.dir.hint(layout);
     text.push_str(&format!(
         "\nTry:\n  rpoolctl host list\n  rpoolctl host show ID        # ID from the list (a 4+ character prefix is enough)\n  \
-         rpoolctl status\n  rpoolctl sandbox status{dir}\n  rpoolctl sandbox down{dir}\n"
+         rpoolctl status\n  rpoolctl controller list\n  rpoolctl sandbox status{dir}\n  rpoolctl sandbox down{dir}\n"
     ));
     text
 }
@@ -515,15 +687,32 @@ mod tests {
         let layout = Layout::new(dir.path().to_path_buf());
         let stale = layout.agent_dir("agent-9");
         std::fs::create_dir_all(&stale).unwrap();
-        prepare(&layout, 7440, &profile::plan(2)).unwrap();
+        let legacy = layout.legacy_controller_dir();
+        std::fs::create_dir_all(&legacy).unwrap();
+        let addresses = group_addresses(7440, 3).unwrap();
+        prepare(&layout, &addresses, &profile::plan(2)).unwrap();
         assert!(!stale.exists());
-        let controller: toml::Table =
-            toml::from_str(&std::fs::read_to_string(layout.controller_config()).unwrap()).unwrap();
-        assert_eq!(controller["listen"].as_str(), Some("127.0.0.1:7440"));
+        assert!(!legacy.exists(), "an older sandbox's controller dir is wiped too");
+        for id in 1..=3u64 {
+            let dir = layout.controller_dir(id);
+            let controller: toml::Table =
+                toml::from_str(&std::fs::read_to_string(layout::controller_config(&dir)).unwrap()).unwrap();
+            assert_eq!(controller["id"].as_integer(), Some(id as i64));
+            assert_eq!(
+                controller["listen"].as_str(),
+                Some(format!("127.0.0.1:{}", 7439 + id).as_str())
+            );
+            assert_eq!(
+                Path::new(controller["data_dir"].as_str().unwrap()),
+                layout::controller_data(&dir)
+            );
+            assert_eq!(controller["peers"].as_array().unwrap().len(), 3);
+        }
         for name in ["agent-1", "agent-2"] {
             let agent_dir = layout.agent_dir(name);
             let agent: toml::Table =
                 toml::from_str(&std::fs::read_to_string(layout::agent_config(&agent_dir)).unwrap()).unwrap();
+            assert_eq!(agent["controllers"].as_array().unwrap().len(), 3);
             let hardware = agent["simulate"]["file"].as_str().unwrap();
             assert_eq!(Path::new(hardware), layout::agent_hardware(&agent_dir));
             assert!(Path::new(hardware).exists());
@@ -539,12 +728,20 @@ mod tests {
     fn the_ctl_config_is_written_when_absent_or_managed_but_never_over_the_users() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rpool/ctl.toml");
-        assert!(write_ctl_config(&path, 7440).unwrap());
-        assert!(std::fs::read_to_string(&path).unwrap().contains("127.0.0.1:7440"));
-        assert!(write_ctl_config(&path, 7450).unwrap());
-        assert!(std::fs::read_to_string(&path).unwrap().contains("127.0.0.1:7450"));
+        assert!(write_ctl_config(&path, &group_addresses(7440, 3).unwrap()).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#"controllers = ["127.0.0.1:7440", "127.0.0.1:7441", "127.0.0.1:7442"]"#),
+            "{text}"
+        );
+        assert!(write_ctl_config(&path, &group_addresses(7450, 1).unwrap()).unwrap());
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("[\"127.0.0.1:7450\"]")
+        );
         std::fs::write(&path, "controllers = [\"10.0.0.1:7443\"]\n").unwrap();
-        assert!(!write_ctl_config(&path, 7440).unwrap());
+        assert!(!write_ctl_config(&path, &group_addresses(7440, 3).unwrap()).unwrap());
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "controllers = [\"10.0.0.1:7443\"]\n"
@@ -559,5 +756,109 @@ mod tests {
                 crate::cli::Cli::try_parse_from(["rpoolctl", "sandbox", "up", "--agents", bad]).unwrap_err();
             assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
         }
+    }
+
+    fn up_args(args: &[&str]) -> Result<UpArgs, clap::Error> {
+        use clap::Parser;
+        let mut argv = vec!["rpoolctl", "sandbox", "up"];
+        argv.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(argv)?.command {
+            crate::commands::Command::Sandbox(super::super::sandbox::SandboxCommand::Up(a)) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn controllers_default_to_3_and_accept_only_1_3_or_5() {
+        assert_eq!(up_args(&[]).unwrap().controllers, 3);
+        for ok in [1, 3, 5] {
+            assert_eq!(
+                up_args(&["--controllers", &ok.to_string()]).unwrap().controllers,
+                ok
+            );
+        }
+        for bad in ["0", "2", "4", "7", "x"] {
+            let err = up_args(&["--controllers", bad]).unwrap_err();
+            assert_eq!(crate::clap_exit_code(err.kind()), exit::USAGE, "{bad}");
+            assert!(err.to_string().contains("--controllers"), "{bad}: {err}");
+            assert!(err.to_string().contains("accepted 1, 3 or 5"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_group_takes_consecutive_ports_that_must_fit() {
+        assert_eq!(
+            group_addresses(7440, 3).unwrap(),
+            ["127.0.0.1:7440", "127.0.0.1:7441", "127.0.0.1:7442"]
+        );
+        assert_eq!(group_addresses(65535, 1).unwrap(), ["127.0.0.1:65535"]);
+        let err = group_addresses(65533, 5).unwrap_err();
+        assert_eq!(err.code, exit::USAGE);
+        assert!(err.message.starts_with("--port 65533: "), "{}", err.message);
+        assert!(err.message.contains("65533..=65537"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_busy_port_anywhere_in_the_group_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        let Some(first) = busy.checked_sub(1) else {
+            return;
+        };
+        // The first port may happen to be busy too; the named one must be.
+        let err = check_ports_free(first, 3).unwrap_err();
+        assert!(err.message.contains(&format!("{busy} (")), "{}", err.message);
+        assert!(err.message.contains("pick another --port"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_leader_is_any_id_but_empty_or_0() {
+        assert!(has_leader("2"));
+        assert!(!has_leader(""));
+        assert!(!has_leader("0"));
+        assert_eq!(
+            leader_line("2", "127.0.0.1:7441"),
+            "leader: controller 2 (127.0.0.1:7441)"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_every_controller_and_what_to_try() {
+        let layout = Layout::new("/sb".into());
+        let record = Record {
+            port: 7440,
+            controllers: (1..=3)
+                .map(|id| ControllerRecord {
+                    name: Layout::controller_name(id),
+                    id,
+                    pid: 100 + id as u32,
+                    address: format!("127.0.0.1:{}", 7439 + id),
+                    dir: layout.controller_dir(id),
+                })
+                .collect(),
+            controller_pid: None,
+            agents: vec![],
+            started_at_unix_ms: 0,
+        };
+        let settings = Settings {
+            controllers: vec!["127.0.0.1:7443".into()],
+            controllers_source: Source::Default,
+            timeout_flag: None,
+            config_path: None,
+        };
+        let args = up_args(&[]).unwrap();
+        let text = summary(&layout, &args, &record, &settings, false);
+        assert!(
+            text.starts_with(
+                "Sandbox ready: 3 rpool-controllers on 127.0.0.1:7440, 127.0.0.1:7441, 127.0.0.1:7442 \
+                 (pids 101, 102, 103), 0 agents. Logs and state in /sb.\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("export RPOOL_CONTROLLER=127.0.0.1:7440,127.0.0.1:7441,127.0.0.1:7442\n"),
+            "{text}"
+        );
+        assert!(text.contains("rpoolctl controller list"), "{text}");
     }
 }

@@ -13,8 +13,12 @@ use crate::settings::Settings;
 use crate::table::key_values;
 use crate::view::{STATES, StatusView};
 
-/// Show the controller that answers: id, version, leader, applied index,
-/// uptime, hosts by state, agents connected and liveness settings.
+/// Show the controller that answers: id, version, Raft role, term, leader,
+/// voters, commit and applied index, uptime, hosts by state, agents
+/// connected and liveness settings.
+///
+/// Any controller of the group answers for itself; pass --controller to ask a
+/// particular one.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -62,17 +66,33 @@ pub fn hosts_by_state_text(view: &StatusView) -> String {
     }
 }
 
+/// `ID (ADDRESS)`, just `ID` when the address is unknown, `none known` when
+/// there is no leader ("" or "0").
+pub fn leader_text(leader_id: &str, leader_address: &str) -> String {
+    match (leader_id, leader_address) {
+        ("" | "0", _) => "none known".to_string(),
+        (id, "") => id.to_string(),
+        (id, address) => format!("{id} ({address})"),
+    }
+}
+
 pub fn render(view: &StatusView) -> String {
     let ms = |v: u32| format_duration(Duration::from_millis(v.into()));
-    let leader = if view.leader_id.is_empty() {
-        "none known".to_string()
-    } else {
-        view.leader_id.clone()
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.to_string()
+        }
     };
     key_values(&[
         ("Controller", view.controller_id.clone()),
         ("Version", view.version.clone()),
-        ("Leader", leader),
+        ("Role", or_unknown(&view.role)),
+        ("Term", view.term.to_string()),
+        ("Leader", leader_text(&view.leader_id, &view.leader_address)),
+        ("Voters", view.voters.to_string()),
+        ("Commit index", view.commit_index.to_string()),
         ("Applied index", view.applied_index.to_string()),
         ("Uptime", format_duration(Duration::from_secs(view.uptime_s))),
         ("Hosts", hosts_by_state_text(view)),
@@ -98,7 +118,7 @@ mod tests {
         let view = StatusView {
             controller_id: "1".into(),
             version: "0.1.0".into(),
-            leader_id: "1".into(),
+            leader_id: "2".into(),
             applied_index: 42,
             hosts_total: 6,
             hosts_by_state: [
@@ -113,17 +133,34 @@ mod tests {
             heartbeat_interval_ms: 1000,
             suspect_after_ms: 3000,
             down_after_ms: 5000,
+            role: "follower".into(),
+            term: 7,
+            commit_index: 43,
+            leader_address: "10.0.0.2:7443".into(),
+            voters: 3,
         };
         assert_eq!(
             render(&view),
             "Controller:        1\n\
              Version:           0.1.0\n\
-             Leader:            1\n\
+             Role:              follower\n\
+             Term:              7\n\
+             Leader:            2 (10.0.0.2:7443)\n\
+             Voters:            3\n\
+             Commit index:      43\n\
              Applied index:     42\n\
              Uptime:            3m10s\n\
              Hosts:             6 (ready 5, down 1)\n\
              Agents connected:  5\n\
              Liveness:          heartbeat every 1s, suspect after 3s, down after 5s\n"
         );
+    }
+
+    #[test]
+    fn the_leader_is_id_and_address_or_none_known() {
+        assert_eq!(leader_text("2", "10.0.0.2:7443"), "2 (10.0.0.2:7443)");
+        assert_eq!(leader_text("2", ""), "2");
+        assert_eq!(leader_text("", ""), "none known");
+        assert_eq!(leader_text("0", "10.0.0.2:7443"), "none known");
     }
 }

@@ -40,17 +40,19 @@ impl Layout {
     pub fn record(&self) -> PathBuf {
         self.dir.join("sandbox.json")
     }
-    pub fn controller_dir(&self) -> PathBuf {
+    /// Where the single controller of an older rpoolctl's sandbox lived.
+    pub fn legacy_controller_dir(&self) -> PathBuf {
         self.dir.join("controller")
     }
-    pub fn controller_config(&self) -> PathBuf {
-        self.controller_dir().join("controller.toml")
+    pub fn controllers_dir(&self) -> PathBuf {
+        self.dir.join("controllers")
     }
-    pub fn controller_data(&self) -> PathBuf {
-        self.controller_dir().join("data")
+    /// `controller-ID`: a controller's name and directory name.
+    pub fn controller_name(id: u64) -> String {
+        format!("controller-{id}")
     }
-    pub fn controller_log(&self) -> PathBuf {
-        self.controller_dir().join("log")
+    pub fn controller_dir(&self, id: u64) -> PathBuf {
+        self.controllers_dir().join(Self::controller_name(id))
     }
     pub fn agents_dir(&self) -> PathBuf {
         self.dir.join("agents")
@@ -58,6 +60,14 @@ impl Layout {
     pub fn agent_dir(&self, name: &str) -> PathBuf {
         self.agents_dir().join(name)
     }
+}
+
+/// Files inside one controller's directory.
+pub fn controller_config(controller_dir: &Path) -> PathBuf {
+    controller_dir.join("controller.toml")
+}
+pub fn controller_data(controller_dir: &Path) -> PathBuf {
+    controller_dir.join("data")
 }
 
 /// Files inside one agent's directory.
@@ -77,10 +87,28 @@ pub fn log_file(process_dir: &Path) -> PathBuf {
 /// `sandbox.json`: what `sandbox up` started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
+    /// Port of the first controller (the others follow it).
     pub port: u16,
-    pub controller_pid: u32,
+    /// Every controller, in id order.
+    #[serde(default)]
+    pub controllers: Vec<ControllerRecord>,
+    /// Written by rpoolctl before controller groups (one controller in
+    /// `{dir}/controller`); read so `down` and `status` still handle it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_pid: Option<u32>,
     pub agents: Vec<AgentRecord>,
     pub started_at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    /// `controller-ID`.
+    pub name: String,
+    pub id: u64,
+    pub pid: u32,
+    /// `127.0.0.1:PORT` (listen and advertise).
+    pub address: String,
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +180,14 @@ mod tests {
         assert_eq!(Record::load(&path).unwrap(), None);
         let record = Record {
             port: 7440,
-            controller_pid: 10,
+            controllers: vec![ControllerRecord {
+                name: "controller-1".into(),
+                id: 1,
+                pid: 10,
+                address: "127.0.0.1:7440".into(),
+                dir: "/sb/controllers/controller-1".into(),
+            }],
+            controller_pid: None,
             agents: vec![AgentRecord {
                 name: "agent-1".into(),
                 pid: 11,
@@ -164,6 +199,39 @@ mod tests {
         assert_eq!(Record::load(&path).unwrap(), Some(record));
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(v["agents"][0]["name"], "agent-1");
-        assert_eq!(v["controller_pid"], 10);
+        assert_eq!(v["controllers"][0]["name"], "controller-1");
+        assert_eq!(v["controllers"][0]["pid"], 10);
+        assert_eq!(v["controllers"][0]["address"], "127.0.0.1:7440");
+        assert!(v.get("controller_pid").is_none());
+    }
+
+    #[test]
+    fn a_record_from_before_controller_groups_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sandbox.json");
+        std::fs::write(
+            &path,
+            r#"{"port":7440,"controller_pid":10,"agents":[],"started_at_unix_ms":5}"#,
+        )
+        .unwrap();
+        let record = Record::load(&path).unwrap().unwrap();
+        assert_eq!(record.controller_pid, Some(10));
+        assert!(record.controllers.is_empty());
+    }
+
+    #[test]
+    fn controllers_live_under_controllers_controller_n() {
+        let layout = Layout::new("/sb".into());
+        let dir = layout.controller_dir(2);
+        assert_eq!(dir, PathBuf::from("/sb/controllers/controller-2"));
+        assert_eq!(
+            controller_config(&dir),
+            PathBuf::from("/sb/controllers/controller-2/controller.toml")
+        );
+        assert_eq!(
+            controller_data(&dir),
+            PathBuf::from("/sb/controllers/controller-2/data")
+        );
+        assert_eq!(log_file(&dir), PathBuf::from("/sb/controllers/controller-2/log"));
     }
 }

@@ -1,5 +1,5 @@
-//! The local sandbox: one controller and N simulated agents on loopback,
-//! run as detached processes under one directory.
+//! The local sandbox: a group of 1, 3 or 5 controllers and N simulated
+//! agents on loopback, run as detached processes under one directory.
 //!
 //! - [`profile`]: the simulated hosts and the config files written for them
 //!   (pure: unit-tested without touching disk).
@@ -10,8 +10,8 @@
 //!
 //! Layout of `{dir}`:
 //! ```text
-//! sandbox.json                       port, pids, start time
-//! controller/controller.toml, log, data/
+//! sandbox.json                       ports, pids, start time
+//! controllers/controller-N/controller.toml, log, data/
 //! agents/agent-N/agent.toml, hardware.toml, log, state/
 //! ```
 
@@ -27,13 +27,18 @@ pub fn is_managed_config(text: &str) -> bool {
     text.lines().next() == Some(MANAGED_HEADER)
 }
 
-/// The `ctl.toml` written by `sandbox up`.
-pub fn managed_config(port: u16) -> String {
+/// The `ctl.toml` written by `sandbox up`, listing every controller.
+pub fn managed_config(addresses: &[String]) -> String {
+    let list = addresses
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "{MANAGED_HEADER}\n\
          # Written by `rpoolctl sandbox up`, removed by `rpoolctl sandbox down`.\n\
          # Delete the first line to keep this file as your own.\n\
-         controllers = [\"127.0.0.1:{port}\"]\n"
+         controllers = [{list}]\n"
     )
 }
 
@@ -43,12 +48,12 @@ mod tests {
 
     #[test]
     fn the_managed_config_is_recognised_by_its_first_line_and_parses() {
-        let text = managed_config(7440);
+        let text = managed_config(&["127.0.0.1:7440".to_string(), "127.0.0.1:7441".to_string()]);
         assert!(is_managed_config(&text));
         assert!(!is_managed_config(
             "controllers = []\n# managed by rpoolctl sandbox\n"
         ));
         let cfg = crate::settings::CtlConfig::parse(std::path::Path::new("ctl.toml"), &text).unwrap();
-        assert_eq!(cfg.controllers.unwrap(), ["127.0.0.1:7440"]);
+        assert_eq!(cfg.controllers.unwrap(), ["127.0.0.1:7440", "127.0.0.1:7441"]);
     }
 }

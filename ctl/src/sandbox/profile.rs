@@ -150,10 +150,16 @@ struct SimulateSection<'a> {
     file: &'a str,
 }
 
-/// `agent.toml` for one sandbox agent.
-pub fn agent_toml(port: u16, agent: &AgentPlan, state_dir: &Path, hardware_file: &Path) -> String {
+/// `agent.toml` for one sandbox agent; `controllers` is every controller's
+/// address (a follower redirects the agent to the leader).
+pub fn agent_toml(
+    controllers: &[String],
+    agent: &AgentPlan,
+    state_dir: &Path,
+    hardware_file: &Path,
+) -> String {
     let file = AgentFile {
-        controllers: vec![format!("127.0.0.1:{port}")],
+        controllers: controllers.to_vec(),
         state_dir: &state_dir.to_string_lossy(),
         zone: &agent.zone,
         simulate: SimulateSection {
@@ -167,9 +173,17 @@ pub fn agent_toml(port: u16, agent: &AgentPlan, state_dir: &Path, hardware_file:
 #[derive(Serialize)]
 struct ControllerFile<'a> {
     id: u64,
-    listen: String,
+    listen: &'a str,
+    advertise: &'a str,
     data_dir: &'a str,
+    peers: Vec<PeerSection<'a>>,
     liveness: LivenessSection,
+}
+
+#[derive(Serialize)]
+struct PeerSection<'a> {
+    id: u64,
+    address: &'a str,
 }
 
 #[derive(Serialize)]
@@ -179,12 +193,32 @@ struct LivenessSection {
     down_after_ms: u32,
 }
 
-/// `controller.toml` for the sandbox controller (liveness defaults).
-pub fn controller_toml(port: u16, data_dir: &Path) -> String {
+/// Addresses of a sandbox group of `count` controllers: 127.0.0.1, ports
+/// `port..port+count`, controller `i` (id `i`, from 1) on `port + i - 1`.
+/// The caller checks that the ports fit in u16.
+pub fn controller_addresses(port: u16, count: u16) -> Vec<String> {
+    (0..count).map(|i| format!("127.0.0.1:{}", port + i)).collect()
+}
+
+/// `controller.toml` for controller `id` (1-based) of a sandbox group whose
+/// members are `addresses` (controller `i` at `addresses[i - 1]`): listens on
+/// and advertises its own address, lists every member as a peer, liveness
+/// and Raft defaults.
+pub fn controller_toml(id: u64, addresses: &[String], data_dir: &Path) -> String {
+    let own = &addresses[(id - 1) as usize];
     let file = ControllerFile {
-        id: 1,
-        listen: format!("127.0.0.1:{port}"),
+        id,
+        listen: own,
+        advertise: own,
         data_dir: &data_dir.to_string_lossy(),
+        peers: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, address)| PeerSection {
+                id: i as u64 + 1,
+                address,
+            })
+            .collect(),
         liveness: LivenessSection {
             heartbeat_interval_ms: 1000,
             suspect_after_ms: 3000,
@@ -192,7 +226,10 @@ pub fn controller_toml(port: u16, data_dir: &Path) -> String {
         },
     };
     let body = toml::to_string(&file).expect("controller config serializes");
-    format!("# Controller of the rpoolctl sandbox.\n{body}")
+    format!(
+        "# Controller {id} of {} of the rpoolctl sandbox.\n{body}",
+        addresses.len()
+    )
 }
 
 #[cfg(test)]
@@ -274,15 +311,21 @@ mod tests {
     fn the_agent_config_points_at_the_controller_state_and_hardware_file() {
         let agent = &plan(1)[0];
         let text = agent_toml(
-            7440,
+            &controller_addresses(7440, 3),
             agent,
             Path::new("/sb/agents/agent-1/state"),
             Path::new("/sb/agents/agent-1/hardware.toml"),
         );
         let v: toml::Table = toml::from_str(&text).unwrap();
+        let controllers: Vec<&str> = v["controllers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         assert_eq!(
-            v["controllers"].as_array().unwrap()[0].as_str(),
-            Some("127.0.0.1:7440")
+            controllers,
+            ["127.0.0.1:7440", "127.0.0.1:7441", "127.0.0.1:7442"]
         );
         assert_eq!(v["state_dir"].as_str(), Some("/sb/agents/agent-1/state"));
         assert_eq!(v["zone"].as_str(), Some("a"));
@@ -294,20 +337,45 @@ mod tests {
     }
 
     #[test]
-    fn the_controller_config_uses_id_1_loopback_and_default_liveness() {
-        let text = controller_toml(7440, Path::new("/sb/controller/data"));
+    fn each_controller_config_has_its_id_address_and_every_peer() {
+        let addresses = controller_addresses(7440, 3);
+        let text = controller_toml(2, &addresses, Path::new("/sb/controllers/controller-2/data"));
         let v: toml::Table = toml::from_str(&text).unwrap();
-        assert_eq!(v["id"].as_integer(), Some(1));
-        assert_eq!(v["listen"].as_str(), Some("127.0.0.1:7440"));
-        assert_eq!(v["data_dir"].as_str(), Some("/sb/controller/data"));
+        assert_eq!(v["id"].as_integer(), Some(2));
+        assert_eq!(v["listen"].as_str(), Some("127.0.0.1:7441"));
+        assert_eq!(v["advertise"].as_str(), Some("127.0.0.1:7441"));
+        assert_eq!(v["data_dir"].as_str(), Some("/sb/controllers/controller-2/data"));
+        let peers: Vec<(i64, &str)> = v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["id"].as_integer().unwrap(), p["address"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            peers,
+            [
+                (1, "127.0.0.1:7440"),
+                (2, "127.0.0.1:7441"),
+                (3, "127.0.0.1:7442")
+            ]
+        );
+        assert!(v.get("raft").is_none(), "raft defaults apply");
         assert_eq!(v["liveness"]["heartbeat_interval_ms"].as_integer(), Some(1000));
         assert_eq!(v["liveness"]["suspect_after_ms"].as_integer(), Some(3000));
         assert_eq!(v["liveness"]["down_after_ms"].as_integer(), Some(5000));
     }
 
     #[test]
+    fn a_group_of_one_lists_itself_as_the_only_peer() {
+        let text = controller_toml(1, &controller_addresses(7440, 1), Path::new("/d"));
+        let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(v["peers"].as_array().unwrap().len(), 1);
+        assert_eq!(v["peers"][0]["address"].as_str(), Some("127.0.0.1:7440"));
+    }
+
+    #[test]
     fn paths_with_quotes_are_escaped() {
-        let text = controller_toml(1, Path::new("/tmp/we\"ird dir"));
+        let text = controller_toml(1, &controller_addresses(1, 1), Path::new("/tmp/we\"ird dir"));
         let v: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(v["data_dir"].as_str(), Some("/tmp/we\"ird dir"));
     }

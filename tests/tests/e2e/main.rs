@@ -5,5 +5,6 @@ mod config;
 mod ctl;
 mod hosts;
 mod liveness;
+mod raft;
 mod sandbox;
 mod validation;

@@ -86,7 +86,7 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
         .iter()
         .map(|p| p["pid"].as_i64().expect("pid"))
         .collect();
-    assert_eq!(pids.len(), 5, "one controller and four agents: {status:#}");
+    assert_eq!(pids.len(), 7, "three controllers and four agents: {status:#}");
     assert!(processes.iter().all(|p| p["alive"] == true), "{status:#}");
     assert!(pids.iter().all(|p| alive(*p)), "{status:#}");
 

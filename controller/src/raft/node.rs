@@ -1,0 +1,888 @@
+//! One Raft replica: a raft-rs `RawNode` owned by a single task.
+//!
+//! Everything that touches the Raft state goes through [`RaftHandle`], which
+//! sends an [`Input`] to the task; the task is the only owner of the
+//! `RawNode`, the log and the state machine, so nothing is locked across
+//! awaits. The loop, per iteration:
+//!
+//! 1. wait for a tick (every `tick_ms`) or an input; drain up to
+//!    `MAX_INPUTS_PER_READY` more inputs without waiting (batching);
+//! 2. if raft-rs has a `Ready`: publish leadership changes; send `messages`
+//!    (a leader may send before persisting, raft thesis 10.2.1); install a
+//!    snapshot; apply committed entries; append new entries; persist the hard
+//!    state; **flush sled**; send `persisted_messages`; `advance`; record the
+//!    new commit index, send and apply what `advance` returned;
+//!    `advance_apply`;
+//! 3. answer proposals whose entries were applied, read-index waiters whose
+//!    index was applied; compact the log when `snapshot_every` entries were
+//!    applied since the last snapshot.
+//!
+//! Proposals carry a node-unique id in the entry's context; the node that
+//! proposed answers its caller when it applies that entry, whoever led when
+//! it committed (raft-rs forwards a follower's proposal to the leader).
+
+// raft-rs messages are protobuf 2 structs, built field by field.
+#![allow(clippy::field_reassign_with_default)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::log_store::{LogError, LogStore};
+
+/// Most inputs handled before the next `Ready`: bounds latency under load.
+const MAX_INPUTS_PER_READY: usize = 4096;
+
+/// What the replicated state machine must offer the node.
+pub trait StateMachine: Send + 'static {
+    /// What applying a command returns to the proposer.
+    type Output: Send + 'static;
+    /// Index of the last applied entry (persisted with the state).
+    fn applied_index(&self) -> u64;
+    /// Applies a committed command at `index`, persisting the change and the
+    /// index together (no flush needed: the entry is durable in the log).
+    /// An error means the state could not be persisted: the node stops.
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
+    /// Records that `index` carried no command (a new leader's empty entry).
+    fn skip(&mut self, index: u64) -> Result<(), String>;
+    /// Records a membership change applied at `index` (persisting, like
+    /// `apply`, the index with it). `change.context` holds the address of an
+    /// added controller.
+    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String>;
+    /// The whole state as of `applied_index`, for a snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the whole state with a snapshot taken at `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+}
+
+/// Where outgoing messages go. Implementations must not block: queue and
+/// return (a slow peer must never stall the leader).
+pub trait Transport: Send + Sync + 'static {
+    fn send(&self, messages: Vec<Message>);
+}
+
+/// Timing and limits of one replica.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    pub id: u64,
+    /// Voters at bootstrap (used only when the log is empty). Empty for a
+    /// member that joins an existing group.
+    pub bootstrap_voters: Vec<u64>,
+    pub tick_ms: u64,
+    pub heartbeat_tick: usize,
+    pub election_tick: usize,
+    /// Compact the log into a snapshot after this many applied entries.
+    pub snapshot_every: u64,
+    /// A proposal not applied within this time fails (outcome unknown).
+    pub propose_timeout: Duration,
+}
+
+impl RaftConfig {
+    pub fn new(id: u64, voters: Vec<u64>) -> RaftConfig {
+        RaftConfig {
+            id,
+            bootstrap_voters: voters,
+            tick_ms: 50,
+            heartbeat_tick: 2,
+            election_tick: 10,
+            snapshot_every: 10_000,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a proposal or read failed. All but `Rejected` are worth a retry.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("no leader is known yet; retry shortly")]
+    NoLeader,
+    #[error("not applied within {0:?}; the outcome is unknown")]
+    Timeout(Duration),
+    #[error("the entry was replaced after a leader change; retry")]
+    Dropped,
+    #[error("the raft node has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Observable state of the replica, published on every change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader_id: u64,
+    pub role: Role,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Leader only: match index of each peer.
+    pub progress: BTreeMap<u64, u64>,
+    /// Leader only: members heard from within the last election timeout
+    /// (the leader included).
+    pub recent_active: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Role {
+        match role {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+enum Input<O> {
+    Propose {
+        data: Vec<u8>,
+        reply: Reply<O>,
+    },
+    ReadIndex {
+        reply: Reply<u64>,
+    },
+    ConfChange {
+        change: ConfChange,
+        reply: Reply<ConfState>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    Step(Message),
+    Unreachable(u64),
+    SnapshotSent(u64, bool),
+}
+
+/// Cheap, cloneable access to the replica task.
+pub struct RaftHandle<O> {
+    inputs: mpsc::Sender<Input<O>>,
+    status: watch::Receiver<RaftStatus>,
+}
+
+impl<O> Clone for RaftHandle<O> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            inputs: self.inputs.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<O: Send + 'static> RaftHandle<O> {
+    /// Replicates `data` and returns what applying it produced, once it is
+    /// committed by a quorum and applied here.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<O, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Propose { data, reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Waits until this replica has applied everything committed before the
+    /// call (raft ReadIndex): a read served after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::ReadIndex { reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Adds a voter, or removes one; returns the new configuration.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::ConfChange { change, reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        self.send(Input::TransferLeader { to }).await
+    }
+
+    /// Hands a message from a peer to the replica (applies backpressure).
+    pub async fn step(&self, message: Message) -> Result<(), ProposeError> {
+        self.send(Input::Step(message)).await
+    }
+
+    /// Tells raft-rs a peer could not be reached, so it probes instead of
+    /// streaming appends into the void.
+    pub fn report_unreachable(&self, peer: u64) {
+        let _ = self.inputs.try_send(Input::Unreachable(peer));
+    }
+
+    /// Tells raft-rs whether a snapshot reached a peer's stream, so the
+    /// peer's progress leaves the snapshot state either way.
+    pub fn report_snapshot(&self, peer: u64, delivered: bool) {
+        let _ = self.inputs.try_send(Input::SnapshotSent(peer, delivered));
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<RaftStatus> {
+        self.status.clone()
+    }
+
+    async fn send(&self, input: Input<O>) -> Result<(), ProposeError> {
+        self.inputs.send(input).await.map_err(|_| ProposeError::Stopped)
+    }
+}
+
+/// Resolves once `status` satisfies `condition` (or the replica is gone).
+/// Holds no lock across an await.
+pub async fn until(status: &mut watch::Receiver<RaftStatus>, condition: impl FnMut(&RaftStatus) -> bool) {
+    let _ = status.wait_for(condition).await;
+}
+
+/// Errors that stop the replica: the data dir can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("flushing the data dir: {0}")]
+    Flush(#[from] sled::Error),
+    #[error("restoring a snapshot at index {index}: {reason}")]
+    Restore { index: u64, reason: String },
+    #[error("applying entry {index}: {reason}")]
+    Apply { index: u64, reason: String },
+}
+
+struct Pending<O> {
+    reply: Reply<O>,
+    deadline: Instant,
+}
+
+/// A read waiting for its ReadIndex answer. raft-rs silently drops a read
+/// index request that reaches a leader which has not yet committed an entry
+/// in its term (or a follower with no leader), so unanswered requests are
+/// issued again every [`READ_RETRY_TICKS`] ticks until their deadline.
+struct PendingRead {
+    reply: Reply<u64>,
+    deadline: Instant,
+    ticks_waiting: u32,
+}
+
+/// Ticks an unanswered read index request waits before it is issued again.
+const READ_RETRY_TICKS: u32 = 4;
+
+/// The replica task's state. Built by [`start`].
+struct Node<S: StateMachine, T: Transport> {
+    config: RaftConfig,
+    raw: RawNode<LogStore>,
+    log: LogStore,
+    db: sled::Db,
+    machine: S,
+    transport: Arc<T>,
+    inputs: mpsc::Receiver<Input<S::Output>>,
+    status: watch::Sender<RaftStatus>,
+    next_proposal: u64,
+    proposals: HashMap<u64, Pending<S::Output>>,
+    /// Log index of each proposal made while leader.
+    proposed_at: BTreeMap<u64, u64>,
+    conf_changes: HashMap<u64, Pending<ConfState>>,
+    /// Read-index requests by context id, then waiting for an applied index.
+    reads: HashMap<u64, PendingRead>,
+    reads_ready: VecDeque<(u64, Reply<u64>)>,
+    applied_since_snapshot: u64,
+    /// Set by a membership change: the next compaction happens right away,
+    /// so the snapshot a new member receives names it in its ConfState
+    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
+    snapshot_now: bool,
+}
+
+/// The replica task, as `start` returns it.
+pub type NodeTask = tokio::task::JoinHandle<Result<(), NodeError>>;
+
+/// Opens the log in `db` (tree `raft`) and starts the replica task.
+pub fn start<S: StateMachine, T: Transport>(
+    config: RaftConfig,
+    db: sled::Db,
+    machine: S,
+    transport: Arc<T>,
+    logger: slog::Logger,
+    stop: watch::Receiver<bool>,
+) -> Result<(RaftHandle<S::Output>, NodeTask), NodeError> {
+    let log = LogStore::open(db.open_tree("raft")?)?;
+    if log.is_empty() && !config.bootstrap_voters.is_empty() {
+        let mut conf_state = ConfState::default();
+        conf_state.voters = config.bootstrap_voters.clone();
+        log.set_conf_state(&conf_state)?;
+        db.flush()?;
+    }
+    let raft_config = raft::Config {
+        id: config.id,
+        election_tick: config.election_tick,
+        heartbeat_tick: config.heartbeat_tick,
+        applied: machine.applied_index(),
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_config.validate()?;
+    let mut raw = RawNode::new(&raft_config, log.clone(), &logger)?;
+    // A group of one needs no election timeout to find out it leads.
+    if raw.raft.prs().conf().voters().ids().len() == 1 && raw.raft.prs().conf().voters().contains(config.id) {
+        raw.campaign()?;
+    }
+    let (input_tx, input_rx) = mpsc::channel(16_384);
+    let (status_tx, status_rx) = watch::channel(RaftStatus {
+        id: config.id,
+        ..Default::default()
+    });
+    let mut node = Node {
+        applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
+        config,
+        raw,
+        log,
+        db,
+        machine,
+        transport,
+        inputs: input_rx,
+        status: status_tx,
+        next_proposal: 1,
+        proposals: HashMap::new(),
+        proposed_at: BTreeMap::new(),
+        conf_changes: HashMap::new(),
+        reads: HashMap::new(),
+        reads_ready: VecDeque::new(),
+        snapshot_now: false,
+    };
+    node.publish_status();
+    let task = tokio::spawn(async move { node.run(stop).await });
+    Ok((
+        RaftHandle {
+            inputs: input_tx,
+            status: status_rx,
+        },
+        task,
+    ))
+}
+
+impl<S: StateMachine, T: Transport> Node<S, T> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut stop) => {
+                    self.db.flush_async().await?;
+                    return Ok(());
+                }
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.retry_reads();
+                    self.expire(Instant::now());
+                }
+                input = self.inputs.recv() => {
+                    let Some(input) = input else { return Ok(()) };
+                    self.handle(input);
+                    for _ in 0..MAX_INPUTS_PER_READY {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.on_ready().await?;
+        }
+    }
+
+    fn handle(&mut self, input: Input<S::Output>) {
+        let deadline = Instant::now() + self.config.propose_timeout;
+        match input {
+            Input::Propose { data, reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                let id = self.next_id();
+                match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+                    Ok(()) => {
+                        if self.raw.raft.state == StateRole::Leader {
+                            // Known slot: if another entry lands there, ours was dropped.
+                            self.proposed_at.insert(self.raw.raft.raft_log.last_index(), id);
+                        }
+                        self.proposals.insert(id, Pending { reply, deadline });
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ProposeError::NoLeader));
+                    }
+                }
+            }
+            Input::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                let id = self.next_id();
+                self.issue_read(id);
+                self.reads.insert(
+                    id,
+                    PendingRead {
+                        reply,
+                        deadline,
+                        ticks_waiting: 0,
+                    },
+                );
+            }
+            Input::ConfChange { change, reply } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::Rejected(format!(
+                        "membership changes go through the leader (controller {})",
+                        self.raw.raft.leader_id
+                    ))));
+                    return;
+                }
+                if self.raw.raft.has_pending_conf() {
+                    let _ = reply.send(Err(ProposeError::Rejected(
+                        "another membership change is in progress; one at a time".into(),
+                    )));
+                    return;
+                }
+                let id = self.next_id();
+                match self.raw.propose_conf_change(id.to_be_bytes().to_vec(), change) {
+                    Ok(()) => {
+                        self.conf_changes.insert(id, Pending { reply, deadline });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Rejected(e.to_string())));
+                    }
+                }
+            }
+            Input::TransferLeader { to } => self.raw.transfer_leader(to),
+            Input::Step(message) => {
+                // A message for another node or from a removed peer is
+                // dropped; raft-rs ignores stale terms itself.
+                if message.to == self.config.id {
+                    let _ = self.raw.step(message);
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::SnapshotSent(peer, delivered) => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+        }
+    }
+
+    /// Asks for a read index, unless this leader could not answer yet (no
+    /// entry committed in its term): then the tick retries it.
+    fn issue_read(&mut self, id: u64) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
+            return;
+        }
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Issues again the read index requests that got no answer.
+    fn retry_reads(&mut self) {
+        let mut again = Vec::new();
+        for (id, read) in &mut self.reads {
+            read.ticks_waiting += 1;
+            if read.ticks_waiting >= READ_RETRY_TICKS {
+                read.ticks_waiting = 0;
+                again.push(*id);
+            }
+        }
+        if self.raw.raft.leader_id != raft::INVALID_ID {
+            for id in again {
+                self.issue_read(id);
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_proposal;
+        self.next_proposal += 1;
+        id
+    }
+
+    async fn on_ready(&mut self) -> Result<(), NodeError> {
+        if !self.raw.has_ready() {
+            self.answer_reads();
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        if !ready.entries().is_empty() {
+            self.log.append(ready.entries())?;
+        }
+        if let Some(hard_state) = ready.hs() {
+            self.log.set_hard_state(hard_state)?;
+        }
+        for read in ready.take_read_states() {
+            let id = u64::from_be_bytes(read.request_ctx[..8].try_into().unwrap_or_default());
+            if let Some(pending) = self.reads.remove(&id) {
+                self.reads_ready.push_back((read.index, pending.reply));
+            }
+        }
+        // Durable before anyone hears of it: votes, appended entries, commit.
+        self.db.flush_async().await?;
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit)?;
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply();
+        self.answer_reads();
+        self.maybe_compact().await?;
+        self.publish_status();
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let index = snapshot.get_metadata().index;
+        self.machine
+            .restore(index, &snapshot.data)
+            .map_err(|reason| NodeError::Restore { index, reason })?;
+        self.log.apply_snapshot(snapshot)?;
+        self.applied_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        for entry in entries {
+            let id = (entry.context.len() == 8)
+                .then(|| u64::from_be_bytes(entry.context[..8].try_into().unwrap()));
+            // Proposals placed at or before this index by an earlier term of
+            // ours and not this entry were overwritten: tell their callers.
+            while let Some((&index, &proposed)) = self.proposed_at.first_key_value() {
+                if index > entry.index {
+                    break;
+                }
+                self.proposed_at.pop_first();
+                if Some(proposed) != id
+                    && let Some(pending) = self.proposals.remove(&proposed)
+                {
+                    let _ = pending.reply.send(Err(ProposeError::Dropped));
+                }
+            }
+            let index = entry.index;
+            let failed = |reason| NodeError::Apply { index, reason };
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.machine.skip(entry.index).map_err(failed)?;
+                }
+                EntryType::EntryNormal => {
+                    let output = self.machine.apply(entry.index, &entry.data).map_err(failed)?;
+                    if let Some(pending) = id.and_then(|id| self.proposals.remove(&id)) {
+                        let _ = pending.reply.send(Ok(output));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let change =
+                        ConfChange::parse_from_bytes(&entry.data).map_err(|e| NodeError::Restore {
+                            index: entry.index,
+                            reason: format!("bad conf change: {e}"),
+                        })?;
+                    let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.log.set_conf_state(&conf_state)?;
+                    self.machine
+                        .apply_conf_change(entry.index, &change)
+                        .map_err(failed)?;
+                    // Whoever hears the answer must see the new membership.
+                    self.publish_status();
+                    self.snapshot_now = true;
+                    if let Some(pending) = id.and_then(|id| self.conf_changes.remove(&id)) {
+                        let _ = pending.reply.send(Ok(conf_state));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // Never proposed by rpool (single-step changes only).
+                    self.machine.skip(entry.index).map_err(failed)?;
+                }
+            }
+            self.applied_since_snapshot += 1;
+        }
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.machine.applied_index();
+        while let Some((index, _)) = self.reads_ready.front() {
+            if *index > applied {
+                break;
+            }
+            let (index, reply) = self.reads_ready.pop_front().unwrap();
+            let _ = reply.send(Ok(index));
+        }
+    }
+
+    async fn maybe_compact(&mut self) -> Result<(), NodeError> {
+        if self.applied_since_snapshot < self.config.snapshot_every && !self.snapshot_now {
+            return Ok(());
+        }
+        self.snapshot_now = false;
+        // The state batch of every applied entry must be on disk before the
+        // log that could replay it is dropped.
+        self.db.flush_async().await?;
+        let applied = self.machine.applied_index();
+        self.log.compact(applied, self.machine.snapshot())?;
+        self.applied_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = ProposeError::Timeout(self.config.propose_timeout);
+        expire(&mut self.proposals, now, &timeout);
+        expire(&mut self.conf_changes, now, &timeout);
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(read) = self.reads.remove(&id) {
+                let _ = read.reply.send(Err(timeout.clone()));
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        let conf = raft.prs().conf().to_conf_state();
+        let leader = raft.state == StateRole::Leader;
+        let progress = if leader {
+            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let mut recent_active: Vec<u64> = if leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, pr)| pr.recent_active || **id == self.config.id)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        recent_active.sort_unstable();
+        let status = RaftStatus {
+            id: self.config.id,
+            leader_id: raft.leader_id,
+            role: raft.state.into(),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.machine.applied_index(),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            progress,
+            recent_active,
+        };
+        self.status.send_if_modified(|old| {
+            if *old != status {
+                *old = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// A conf change adding `id` as a voter; `context` carries its address.
+pub fn add_voter(id: u64, address: &str) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::AddNode);
+    change.node_id = id;
+    change.context = address.as_bytes().to_vec().into();
+    change
+}
+
+pub fn remove_voter(id: u64) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::RemoveNode);
+    change.node_id = id;
+    change
+}
+
+fn expire<T>(pending: &mut HashMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
+    let expired: Vec<u64> = pending
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in expired {
+        if let Some(p) = pending.remove(&id) {
+            let _ = p.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Three replicas in one process over an in-memory transport: election,
+    //! replication, forwarding from a follower, failover and compaction.
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Applied payloads in order; persists nothing but the index.
+    struct ListMachine {
+        applied: u64,
+        items: Vec<Vec<u8>>,
+    }
+
+    impl StateMachine for ListMachine {
+        type Output = u64;
+        fn applied_index(&self) -> u64 {
+            self.applied
+        }
+        fn apply(&mut self, index: u64, data: &[u8]) -> Result<u64, String> {
+            self.items.push(data.to_vec());
+            self.applied = index;
+            Ok(index)
+        }
+        fn skip(&mut self, index: u64) -> Result<(), String> {
+            self.applied = index;
+            Ok(())
+        }
+        fn apply_conf_change(&mut self, index: u64, _: &ConfChange) -> Result<(), String> {
+            self.skip(index)
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.items.join(&b'\n')
+        }
+        fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+            self.items = data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+            self.applied = index;
+            Ok(())
+        }
+    }
+
+    /// Delivers each message to its destination's handle, if it is up.
+    #[derive(Default)]
+    struct Net(Mutex<BTreeMap<u64, RaftHandle<u64>>>);
+
+    struct Link(Arc<Net>);
+
+    impl Transport for Link {
+        fn send(&self, messages: Vec<Message>) {
+            let handles = self.0.0.lock().unwrap();
+            for message in messages {
+                if let Some(handle) = handles.get(&message.to).cloned() {
+                    tokio::spawn(async move {
+                        let _ = handle.step(message).await;
+                    });
+                }
+            }
+        }
+    }
+
+    async fn leader_of(net: &Net, ask: u64, not: u64) -> u64 {
+        for _ in 0..200 {
+            let status = net.0.lock().unwrap().get(&ask).map(|h| h.status());
+            if let Some(status) = status
+                && status.leader_id != 0
+                && status.leader_id != not
+            {
+                return status.leader_id;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no leader other than {not} within 5s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_replicas_elect_replicate_forward_fail_over_and_compact() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let net = Arc::new(Net::default());
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = BTreeMap::new();
+        for id in 1..=3u64 {
+            let db = sled::open(dirs[id as usize - 1].path()).unwrap();
+            let machine = ListMachine {
+                applied: 0,
+                items: vec![],
+            };
+            let mut config = RaftConfig::new(id, vec![1, 2, 3]);
+            config.snapshot_every = 50;
+            let (handle, task) = start(
+                config,
+                db,
+                machine,
+                Arc::new(Link(net.clone())),
+                logger.clone(),
+                stop_rx.clone(),
+            )
+            .unwrap();
+            net.0.lock().unwrap().insert(id, handle);
+            tasks.insert(id, task);
+        }
+        let handle = |id: u64| net.0.lock().unwrap()[&id].clone();
+
+        let leader = leader_of(&net, 1, 0).await;
+        let mut last = 0;
+        for i in 0..120u32 {
+            let index = handle(leader)
+                .propose(format!("v{i}").into_bytes())
+                .await
+                .unwrap();
+            assert!(index > last, "indexes must grow: {index} after {last}");
+            last = index;
+        }
+        // Compaction ran (every 50 entries) on the leader.
+        assert!(handle(leader).status().commit_index >= 120);
+
+        // A follower's proposal is forwarded to the leader and answered.
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        handle(follower)
+            .propose(b"from a follower".to_vec())
+            .await
+            .unwrap();
+        let read = handle(follower).read_barrier().await.unwrap();
+        assert!(read > last, "the read index covers the follower's write");
+
+        // Kill the leader: another is elected and commits.
+        tasks.remove(&leader).unwrap().abort();
+        net.0.lock().unwrap().remove(&leader);
+        let next = leader_of(&net, follower, leader).await;
+        assert_ne!(next, leader);
+        handle(next).propose(b"after failover".to_vec()).await.unwrap();
+    }
+}

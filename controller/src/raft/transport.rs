@@ -1,0 +1,272 @@
+//! Raft peer traffic over gRPC (`RaftService.Send`).
+//!
+//! Outgoing: one task per peer owns a bounded queue and one client-streaming
+//! call to that peer. [`Transport::send`] only enqueues (`try_send`): when a
+//! peer's queue is full or it is disconnected, messages are dropped and the
+//! peer is reported unreachable, which makes raft-rs probe it gently instead
+//! of streaming appends. A dead or slow peer therefore never blocks the
+//! leader. On a broken stream the task reconnects with backoff.
+//!
+//! Incoming: [`RaftPeerService`] decodes each batch and steps the messages
+//! into the local node, in order, with backpressure.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use rpool_proto::v1::raft_service_client::RaftServiceClient;
+use rpool_proto::v1::raft_service_server::RaftService;
+use rpool_proto::v1::{RaftAck, RaftBatch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::node::{RaftHandle, Transport};
+
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE_LEN: usize = 4_096;
+/// Messages per gRPC batch.
+const MAX_BATCH: usize = 256;
+/// Largest raft message accepted (a snapshot travels as one message).
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What the transport tells the local node about a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Messages to it could not be delivered.
+    Unreachable(u64),
+    /// A snapshot was handed to its stream (`true`) or could not be (`false`).
+    SnapshotSent(u64, bool),
+}
+
+type Unreachable = Arc<OnceLock<Box<dyn Fn(PeerEvent) + Send + Sync>>>;
+
+struct Peer {
+    address: String,
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Sends raft messages to the other controllers.
+pub struct GrpcTransport {
+    id: u64,
+    peers: Mutex<HashMap<u64, Peer>>,
+    unreachable: Unreachable,
+}
+
+impl GrpcTransport {
+    /// A transport for controller `id`, reaching the given peers (the entry
+    /// for `id` itself, if present, is ignored).
+    pub fn new(id: u64, peers: &BTreeMap<u64, String>) -> Arc<GrpcTransport> {
+        let transport = Arc::new(GrpcTransport {
+            id,
+            peers: Mutex::new(HashMap::new()),
+            unreachable: Arc::new(OnceLock::new()),
+        });
+        for (peer, address) in peers {
+            transport.set_peer(*peer, address);
+        }
+        transport
+    }
+
+    /// Where to report peer events (the local node, once started).
+    pub fn on_event(&self, report: impl Fn(PeerEvent) + Send + Sync + 'static) {
+        let _ = self.unreachable.set(Box::new(report));
+    }
+
+    /// Adds a peer, or moves it to a new address.
+    pub fn set_peer(&self, peer: u64, address: &str) {
+        if peer == self.id {
+            return;
+        }
+        let mut peers = self.peers.lock().unwrap();
+        if peers.get(&peer).is_some_and(|p| p.address == address) {
+            return;
+        }
+        if let Some(old) = peers.remove(&peer) {
+            old.task.abort();
+        }
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_LEN);
+        let task = tokio::spawn(run_peer(
+            self.id,
+            peer,
+            address.to_string(),
+            rx,
+            self.unreachable.clone(),
+        ));
+        peers.insert(
+            peer,
+            Peer {
+                address: address.to_string(),
+                queue,
+                task,
+            },
+        );
+    }
+
+    pub fn remove_peer(&self, peer: u64) {
+        if let Some(old) = self.peers.lock().unwrap().remove(&peer) {
+            old.task.abort();
+        }
+    }
+
+    fn report(&self, peer: u64) {
+        if let Some(report) = self.unreachable.get() {
+            report(PeerEvent::Unreachable(peer));
+        }
+    }
+}
+
+impl Drop for GrpcTransport {
+    fn drop(&mut self) {
+        for (_, peer) in self.peers.lock().unwrap().drain() {
+            peer.task.abort();
+        }
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn send(&self, messages: Vec<Message>) {
+        let mut unreachable = Vec::new();
+        {
+            let peers = self.peers.lock().unwrap();
+            for message in messages {
+                let to = message.to;
+                match peers.get(&to) {
+                    Some(peer) => {
+                        if peer.queue.try_send(message).is_err() && !unreachable.contains(&to) {
+                            unreachable.push(to);
+                        }
+                    }
+                    None => tracing::debug!(to, "raft message for an unknown peer dropped"),
+                }
+            }
+        }
+        for peer in unreachable {
+            self.report(peer);
+        }
+    }
+}
+
+async fn run_peer(
+    from: u64,
+    to: u64,
+    address: String,
+    mut queue: mpsc::Receiver<Message>,
+    unreachable: Unreachable,
+) {
+    let report = |event| {
+        if let Some(report) = unreachable.get() {
+            report(event);
+        }
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => endpoint
+                .connect_timeout(Duration::from_secs(1))
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(3))
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true),
+            Err(e) => {
+                tracing::error!(peer = to, %address, "bad peer address: {e}");
+                return;
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::debug!(peer = to, %address, "cannot reach peer: {e}");
+                // Drop what piled up: raft resends what still matters.
+                while let Ok(message) = queue.try_recv() {
+                    if message.get_msg_type() == MessageType::MsgSnapshot {
+                        report(PeerEvent::SnapshotSent(to, false));
+                    }
+                }
+                report(PeerEvent::Unreachable(to));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let mut client = RaftServiceClient::new(channel).max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let (batches, rx) = mpsc::channel::<RaftBatch>(64);
+        let call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
+        tracing::debug!(peer = to, %address, "raft stream open");
+        backoff = BACKOFF_MIN;
+        loop {
+            let Some(first) = queue.recv().await else { return };
+            let mut snapshots = 0;
+            let mut messages = Vec::with_capacity(16);
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    snapshots += 1;
+                }
+                messages.push(message.write_to_bytes().expect("encode raft message"));
+                if messages.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            let sent = batches.send(RaftBatch { from, messages }).await.is_ok();
+            for _ in 0..snapshots {
+                report(PeerEvent::SnapshotSent(to, sent));
+            }
+            if !sent {
+                break;
+            }
+        }
+        let outcome = call.await;
+        tracing::debug!(peer = to, %address, ?outcome, "raft stream closed; reconnecting");
+        report(PeerEvent::Unreachable(to));
+    }
+}
+
+/// Receives raft messages from peers and steps them into the local node.
+/// Open streams end when `shutdown` turns true, so a stopping controller
+/// is not held up by its peers' long-lived streams.
+pub struct RaftPeerService<O> {
+    node: RaftHandle<O>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<O> RaftPeerService<O> {
+    pub fn new(node: RaftHandle<O>, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        RaftPeerService { node, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl<O: Send + 'static> RaftService for RaftPeerService<O> {
+    async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let batch = tokio::select! {
+                batch = stream.message() => batch?,
+                _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
+            };
+            let Some(batch) = batch else { break };
+            for bytes in batch.messages {
+                let message = Message::parse_from_bytes(&bytes)
+                    .map_err(|e| Status::invalid_argument(format!("raft message does not decode: {e}")))?;
+                if message.from != batch.from {
+                    return Err(Status::invalid_argument(format!(
+                        "raft message from {} inside a batch from {}",
+                        message.from, batch.from
+                    )));
+                }
+                self.node
+                    .step(message)
+                    .await
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+            }
+        }
+        Ok(Response::new(RaftAck {}))
+    }
+}

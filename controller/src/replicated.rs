@@ -1,0 +1,166 @@
+//! The controller's state machine as Raft drives it: committed entries in,
+//! durable host records out.
+//!
+//! [`Replicated`] implements [`crate::raft::node::StateMachine`]. For each
+//! committed entry it decodes the [`Command`] (JSON), plans it against the
+//! current state, writes the change and the applied index in one sled batch
+//! and makes it visible to readers. A command that every replica rejects
+//! (unknown host, ...) still advances the applied index: it is in every log.
+//! Snapshots are the whole state as JSON ([`SnapshotData`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use raft::prelude::{ConfChange, ConfChangeType};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
+
+use crate::command::{Command, HostRecord};
+use crate::state::{ApplyError, ApplyOutcome, StateMachine};
+use crate::store::Store;
+
+/// What applying one entry produced, for the proposer.
+pub type Applied = (u64, Result<ApplyOutcome, ApplyError>);
+
+/// Snapshot format: everything the state machine holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotData {
+    pub applied_index: u64,
+    pub members: BTreeMap<u64, String>,
+    pub hosts: Vec<HostRecord>,
+}
+
+/// The state machine with its store, shared with readers through `state`.
+pub struct Replicated {
+    store: Store,
+    state: Arc<RwLock<StateMachine>>,
+}
+
+impl Replicated {
+    pub fn new(store: Store, state: Arc<RwLock<StateMachine>>) -> Replicated {
+        Replicated { store, state }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, StateMachine> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StateMachine> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl crate::raft::node::StateMachine for Replicated {
+    type Output = Applied;
+
+    fn applied_index(&self) -> u64 {
+        self.read().applied_index()
+    }
+
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, String> {
+        let command: Command = match serde_json::from_slice(data) {
+            Ok(command) => command,
+            Err(e) => {
+                tracing::error!(index, error = %e, "committed entry does not decode; skipped");
+                self.skip(index)?;
+                return Ok((index, Err(ApplyError::Undecodable(e.to_string()))));
+            }
+        };
+        let planned = self.read().plan(index, &command);
+        let change = match planned {
+            Ok(change) => change,
+            Err(e) => {
+                debug!(index, command = command.kind(), host_id = command.host_id(), error = %e, "command rejected");
+                self.skip(index)?;
+                return Ok((index, Err(e)));
+            }
+        };
+        self.store.write(&change).map_err(|e| format!("{e:#}"))?;
+        let outcome = self.write().commit(change);
+        log_outcome(index, &command, &outcome);
+        Ok((index, Ok(outcome)))
+    }
+
+    fn skip(&mut self, index: u64) -> Result<(), String> {
+        self.store.write_applied(index).map_err(|e| format!("{e:#}"))?;
+        self.write().skip(index);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
+        let address = match change.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                Some(String::from_utf8_lossy(&change.context).into_owned())
+            }
+            ConfChangeType::RemoveNode => None,
+        };
+        info!(index, controller = change.node_id, address = ?address, "controller membership changed");
+        self.store
+            .write_member(index, change.node_id, address.as_deref())
+            .map_err(|e| format!("{e:#}"))?;
+        self.write().set_member(index, change.node_id, address);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let state = self.read();
+        let data = SnapshotData {
+            applied_index: state.applied_index(),
+            members: state.members().clone(),
+            hosts: state.hosts().values().cloned().collect(),
+        };
+        serde_json::to_vec(&data).expect("the state machine always encodes as JSON")
+    }
+
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        let data: SnapshotData =
+            serde_json::from_slice(data).map_err(|e| format!("snapshot does not decode: {e}"))?;
+        if data.applied_index != index {
+            return Err(format!(
+                "snapshot data is at {} but its metadata says {index}",
+                data.applied_index
+            ));
+        }
+        let hosts = data.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
+        let restored = StateMachine::from_parts(hosts, data.members, data.applied_index);
+        self.store.replace_all(&restored).map_err(|e| format!("{e:#}"))?;
+        info!(
+            index,
+            hosts = restored.hosts().len(),
+            "state restored from a snapshot"
+        );
+        *self.write() = restored;
+        Ok(())
+    }
+}
+
+fn log_outcome(index: u64, command: &Command, outcome: &ApplyOutcome) {
+    match outcome {
+        ApplyOutcome::Unchanged => {
+            debug!(
+                index,
+                command = command.kind(),
+                host_id = command.host_id(),
+                "applied (no change)"
+            )
+        }
+        ApplyOutcome::StateChanged { from, to } => info!(
+            index,
+            host_id = command.host_id(),
+            from = from.as_str(),
+            to = to.as_str(),
+            reason = match command {
+                Command::SetHostState { reason, .. } => reason.as_str(),
+                _ => "",
+            },
+            "host state changed"
+        ),
+        ApplyOutcome::Registered => info!(index, host_id = command.host_id(), "host registered"),
+        ApplyOutcome::Updated => debug!(
+            index,
+            command = command.kind(),
+            host_id = command.host_id(),
+            "host updated"
+        ),
+    }
+}
