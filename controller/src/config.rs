@@ -414,11 +414,16 @@ mod tests {
     }
 
     #[test]
-    fn the_packaged_example_config_parses_to_the_defaults() {
+    fn the_packaged_example_config_describes_a_trio_with_default_timings() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/etc/rpool/controller.toml");
         let config = Config::load(&path).unwrap();
         config.validate().unwrap();
-        assert_eq!(config, Config::default());
+        assert_eq!(config.initial_members().len(), 3);
+        assert_eq!(config.advertised(), "10.0.0.11:7443");
+        assert!(!config.joins_existing_group());
+        assert_eq!(config.raft, RaftSettings::default());
+        assert_eq!(config.liveness, LivenessConfig::default());
+        assert_eq!(config.data_dir, Config::default().data_dir);
     }
 
     #[test]
@@ -503,6 +508,42 @@ mod tests {
             let err = config.validate_in("c.toml").unwrap_err();
             assert_eq!(err.to_string(), format!("c.toml: {want}"), "case {text:?}");
         }
+    }
+
+    #[test]
+    fn peers_and_raft_rules_name_the_field() {
+        let base = "listen = \"127.0.0.1:7443\"\n";
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[peers]]\nid = 1\naddress = \"a:1\"\n[[peers]]\nid = 1\naddress = \"b:1\"\n",
+                "peers.id",
+            ),
+            ("[[peers]]\nid = 1\naddress = \"no-port\"\n", "peers.address"),
+            ("[[peers]]\nid = 0\naddress = \"a:1\"\n", "peers.id"),
+            ("advertise = \"x\"\n", "advertise"),
+            ("[raft]\ntick_ms = 5\n", "raft.tick_ms"),
+            ("[raft]\nheartbeat_ticks = 0\n", "raft.heartbeat_ticks"),
+            (
+                "[raft]\nheartbeat_ticks = 5\nelection_ticks = 5\n",
+                "raft.election_ticks",
+            ),
+            ("[raft]\nsnapshot_every = 10\n", "raft.snapshot_every"),
+        ];
+        for (extra, field) in cases {
+            let text = format!("{base}{extra}");
+            let config = Config::from_toml("c.toml", &text).unwrap();
+            let err = config.validate().expect_err(extra);
+            assert_eq!(err.field, *field, "{extra}: {err}");
+            assert!(err.problem.contains("accepted"), "{err}");
+        }
+        // A wildcard listen address needs an advertised one when there are peers.
+        let config = Config::from_toml(
+            "c.toml",
+            "id = 4\nlisten = \"0.0.0.0:7443\"\n[[peers]]\nid = 1\naddress = \"a:1\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.validate().unwrap_err().field, "advertise");
+        assert!(config.joins_existing_group());
     }
 
     #[test]

@@ -9,12 +9,30 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::exit::{self, Failure};
 
-/// A connected admin client plus the address that answered (for messages).
+/// A connected admin client plus the address that answered (for messages),
+/// and every address, to move to another controller when this one fails.
 pub struct Controller {
-    pub client: AdminServiceClient<Channel>,
-    pub address: String,
+    current: std::sync::Mutex<(AdminServiceClient<Channel>, String)>,
     pub timeout: Duration,
+    pub addresses: Vec<String>,
 }
+
+/// Calls one AdminService method with a request on a [`Controller`],
+/// retrying through [`Controller::call`]: `rpc!(ctl, list_hosts, request)`.
+#[macro_export]
+macro_rules! rpc {
+    ($ctl:expr, $method:ident, $request:expr) => {{
+        let request = $request;
+        $ctl.call(move |mut client| {
+            let request = request.clone();
+            async move { client.$method(request).await }
+        })
+        .await
+    }};
+}
+
+/// First pause before retrying an UNAVAILABLE answer (doubles up to 1 s).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// Longest wait for one address to accept a connection, so a dead first
 /// controller does not eat the whole timeout before the next is tried.
@@ -28,9 +46,9 @@ pub async fn connect(addresses: &[String], timeout: Duration) -> Result<Controll
         match connect_one(address, timeout.min(CONNECT_TIMEOUT_CAP)).await {
             Ok(channel) => {
                 return Ok(Controller {
-                    client: AdminServiceClient::new(channel),
-                    address: address.clone(),
+                    current: std::sync::Mutex::new((AdminServiceClient::new(channel), address.clone())),
                     timeout,
+                    addresses: addresses.to_vec(),
                 });
             }
             Err(reason) => tried.push((address.clone(), reason)),
@@ -95,23 +113,65 @@ pub fn unreachable(tried: &[(String, String)]) -> Failure {
 }
 
 impl Controller {
-    /// Runs one RPC with the timeout, mapping errors to exit codes.
-    pub async fn call<T, F>(&self, rpc: F) -> Result<T, Failure>
+    /// Runs one RPC (built by `rpc` from a client) within the timeout,
+    /// mapping errors to exit codes. An UNAVAILABLE answer (a controller
+    /// that went away, or a leader election in progress) is retried with
+    /// backoff, moving through the other addresses, until the timeout: a
+    /// failover is invisible to the user beyond a short delay. Every rpool
+    /// admin write is idempotent or refuses a repeat with a clear message.
+    pub async fn call<T, F, Fut>(&self, mut rpc: F) -> Result<T, Failure>
     where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        F: FnMut(AdminServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        match tokio::time::timeout(self.timeout, rpc).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status_failure(&status, &self.address)),
-            Err(_) => Err(Failure::new(
-                exit::TIMED_OUT,
-                format!(
-                    "the rpool controller at {} did not answer within {} (raise --timeout)",
-                    self.address,
-                    rpool_proto::units::format_duration(self.timeout)
-                ),
-            )),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = RETRY_FIRST;
+        let mut next = self
+            .addresses
+            .iter()
+            .position(|a| *a == self.address())
+            .unwrap_or(0);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let client = self.current.lock().unwrap_or_else(|e| e.into_inner()).0.clone();
+            let status = match tokio::time::timeout(left, rpc(client)).await {
+                Ok(Ok(response)) => return Ok(response.into_inner()),
+                Ok(Err(status)) if status.code() == Code::Unavailable => status,
+                Ok(Err(status)) => return Err(status_failure(&status, &self.address())),
+                Err(_) => return Err(self.timed_out()),
+            };
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(status_failure(&status, &self.address()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+            // Move on to the next controller that accepts a connection.
+            for _ in 0..self.addresses.len() {
+                next = (next + 1) % self.addresses.len();
+                let address = self.addresses[next].clone();
+                if let Ok(channel) = connect_one(&address, Duration::from_secs(1)).await {
+                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+                        (AdminServiceClient::new(channel), address);
+                    break;
+                }
+            }
         }
+    }
+
+    /// The address of the controller currently used.
+    pub fn address(&self) -> String {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::new(
+            exit::TIMED_OUT,
+            format!(
+                "the rpool controller at {} did not answer within {} (raise --timeout)",
+                self.address(),
+                rpool_proto::units::format_duration(self.timeout)
+            ),
+        )
     }
 }
 

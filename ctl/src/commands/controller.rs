@@ -137,36 +137,27 @@ pub async fn exec(cmd: ControllerCommand, settings: &Settings) -> anyhow::Result
 }
 
 async fn list(ctl: &Controller) -> anyhow::Result<ListControllersResponse> {
-    ctl.call(ctl.client.clone().list_controllers(ListControllersRequest {}))
-        .await
-        .context("listing controllers")
+    crate::rpc!(ctl, list_controllers, ListControllersRequest {}).context("listing controllers")
 }
 
 /// `AddController`.
 pub async fn add(ctl: &Controller, id: u64, address: &str) -> anyhow::Result<ListControllersResponse> {
-    ctl.call(ctl.client.clone().add_controller(AddControllerRequest {
+    let request = AddControllerRequest {
         id,
         address: address.to_string(),
-    }))
-    .await
-    .with_context(|| format!("adding controller {id} ({address})"))
+    };
+    crate::rpc!(ctl, add_controller, request).with_context(|| format!("adding controller {id} ({address})"))
 }
 
 /// `RemoveController`.
 pub async fn remove_controller(ctl: &Controller, id: u64) -> anyhow::Result<ListControllersResponse> {
-    ctl.call(
-        ctl.client
-            .clone()
-            .remove_controller(RemoveControllerRequest { id }),
-    )
-    .await
-    .with_context(|| format!("removing controller {id}"))
+    crate::rpc!(ctl, remove_controller, RemoveControllerRequest { id })
+        .with_context(|| format!("removing controller {id}"))
 }
 
 /// `TransferLeader`.
 pub async fn transfer_leader(ctl: &Controller, id: u64) -> anyhow::Result<ListControllersResponse> {
-    ctl.call(ctl.client.clone().transfer_leader(TransferLeaderRequest { id }))
-        .await
+    crate::rpc!(ctl, transfer_leader, TransferLeaderRequest { id })
         .with_context(|| format!("transferring leadership to controller {id}"))
 }
 

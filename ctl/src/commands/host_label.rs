@@ -119,13 +119,12 @@ pub async fn exec(args: LabelArgs, settings: &Settings) -> anyhow::Result<()> {
 
 /// `SetHostLabels`; answers the host after the change.
 pub async fn set_labels(ctl: &client::Controller, id: &str, changes: LabelChanges) -> anyhow::Result<Host> {
-    ctl.call(ctl.client.clone().set_host_labels(SetHostLabelsRequest {
+    let request = SetHostLabelsRequest {
         host_id: id.to_string(),
         set: changes.set.into_iter().collect(),
         remove: changes.remove,
-    }))
-    .await
-    .with_context(|| format!("labelling host {id}"))
+    };
+    crate::rpc!(ctl, set_host_labels, request).with_context(|| format!("labelling host {id}"))
 }
 
 /// `Labels of HOSTNAME (ID):` and a KEY/VALUE table, or `(none)`.

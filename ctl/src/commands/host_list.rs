@@ -64,10 +64,7 @@ pub async fn exec(args: ListArgs, settings: &Settings) -> anyhow::Result<()> {
         state: args.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
         zone: args.zone.clone().unwrap_or_default(),
     };
-    let response = ctl
-        .call(ctl.client.clone().list_hosts(request))
-        .await
-        .context("listing hosts")?;
+    let response = crate::rpc!(ctl, list_hosts, request).context("listing hosts")?;
     let hosts: Vec<HostView> = response.hosts.iter().map(HostView::from).collect();
     match args.output.output {
         Format::Json => output::print_json(&hosts),

@@ -31,12 +31,14 @@ pub struct ShowArgs {
 
 pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let host = ctl
-        .call(ctl.client.clone().get_host(GetHostRequest {
-            host_id: args.id.clone(),
-        }))
-        .await
-        .with_context(|| format!("showing host {}", args.id))?;
+    let host = crate::rpc!(
+        ctl,
+        get_host,
+        GetHostRequest {
+            host_id: args.id.clone()
+        }
+    )
+    .with_context(|| format!("showing host {}", args.id))?;
     let view = HostView::from(&host);
     match args.output.output {
         Format::Json => output::print_json(&view),

@@ -31,10 +31,8 @@ pub struct StatusArgs {
 
 pub async fn exec(args: StatusArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let response = ctl
-        .call(ctl.client.clone().status(StatusRequest {}))
-        .await
-        .context("asking the controller for its status")?;
+    let response =
+        crate::rpc!(ctl, status, StatusRequest {}).context("asking the controller for its status")?;
     let view = StatusView::from(&response);
     match args.output.output {
         Format::Json => output::print_json(&view),
