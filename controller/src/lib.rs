@@ -17,6 +17,8 @@
 //! - [`raft`]: the Raft log store, the replica task and the peer transport.
 //! - [`replicated`]: the state machine as Raft drives it (apply, snapshot,
 //!   restore).
+//! - [`placement`]: which hosts make up a pool (pure; control planes spread
+//!   over zones, workers covering the request with the least overshoot).
 //! - [`node`]: the handle everything else uses: propose, read, read barrier,
 //!   who leads.
 //! - [`liveness`]: in-memory heartbeats and the pure suspect/down decision,
@@ -49,6 +51,7 @@ pub mod command;
 pub mod config;
 pub mod liveness;
 pub mod node;
+pub mod placement;
 pub mod raft;
 pub mod replicated;
 pub mod state;
