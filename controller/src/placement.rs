@@ -221,7 +221,7 @@ fn cover<'a>(
         })
         .collect();
     // Largest first: the search reaches good covers early.
-    profiles.sort_by(|a, b| (b.cores, b.memory_bytes).cmp(&(a.cores, a.memory_bytes)));
+    profiles.sort_by_key(|p| std::cmp::Reverse((p.cores, p.memory_bytes)));
     let mut search = Search {
         profiles: &profiles,
         want: (cores, memory_bytes),
