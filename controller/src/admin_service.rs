@@ -346,6 +346,161 @@ fn find_host<'a>(
 
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
+    type WatchEventsStream = EventStream;
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")))]
+    async fn create_pool(
+        &self,
+        request: Request<v1::CreatePoolRequest>,
+    ) -> Result<Response<v1::CreatePoolResponse>, Status> {
+        crate::admin_pools::spec("create_pool.spec", request.get_ref().spec.as_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.create_pool(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        Ok(Response::new(
+            crate::admin_pools::create(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_pools(
+        &self,
+        request: Request<v1::ListPoolsRequest>,
+    ) -> Result<Response<v1::ListPoolsResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.list_pools(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let pools = self.shared.node.read(|sm| {
+            sm.pools()
+                .values()
+                .map(|p| crate::admin_pools::pool_view(sm, p, false))
+                .collect()
+        });
+        Ok(Response::new(v1::ListPoolsResponse { pools }))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn get_pool(&self, request: Request<v1::GetPoolRequest>) -> Result<Response<v1::Pool>, Status> {
+        crate::admin_pools::pool_name("get_pool.name", &request.get_ref().name)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.get_pool(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let name = &request.get_ref().name;
+        self.shared
+            .node
+            .read(|sm| {
+                sm.pools()
+                    .get(name)
+                    .map(|p| crate::admin_pools::pool_view(sm, p, true))
+            })
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no pool named {name}")))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn resize_pool(
+        &self,
+        request: Request<v1::ResizePoolRequest>,
+    ) -> Result<Response<v1::ResizePoolResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.resize_pool(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        Ok(Response::new(
+            crate::admin_pools::resize(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn destroy_pool(
+        &self,
+        request: Request<v1::DestroyPoolRequest>,
+    ) -> Result<Response<v1::Pool>, Status> {
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.destroy_pool(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        Ok(Response::new(
+            crate::admin_pools::destroy(&self.shared, &request.get_ref().name).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn get_kubeconfig(
+        &self,
+        request: Request<v1::GetKubeconfigRequest>,
+    ) -> Result<Response<v1::Kubeconfig>, Status> {
+        crate::admin_pools::pool_name("get_kubeconfig.name", &request.get_ref().name)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.get_kubeconfig(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let name = &request.get_ref().name;
+        let content = self
+            .shared
+            .node
+            .read(|sm| sm.pools().get(name).map(|p| p.kubeconfig.expose().to_owned()))
+            .ok_or_else(|| Status::not_found(format!("no pool named {name}")))?;
+        if content.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "pool {name} has no kubeconfig yet (its first control plane has not finished kubeadm init)"
+            )));
+        }
+        Ok(Response::new(v1::Kubeconfig { content }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_events(
+        &self,
+        request: Request<v1::ListEventsRequest>,
+    ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        let events = self
+            .shared
+            .node
+            .read(|sm| crate::admin_pools::events(sm, request.get_ref()))?;
+        Ok(Response::new(v1::ListEventsResponse { events }))
+    }
+
+    #[instrument(skip_all)]
+    async fn watch_events(
+        &self,
+        request: Request<v1::ListEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let mut request = request.into_inner();
+        self.shared
+            .node
+            .read(|sm| crate::admin_pools::events(sm, &request))?;
+        let shared = self.shared.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut stop = shared.shutdown.clone();
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = crate::stopped(&mut stop) => return,
+                    _ = tx.closed() => return,
+                }
+                let events = shared
+                    .node
+                    .read(|sm| crate::admin_pools::events(sm, &request))
+                    .unwrap_or_default();
+                for event in events {
+                    request.after_index = event.index;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     #[instrument(skip_all)]
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let shared = &self.shared;
@@ -575,6 +730,10 @@ impl AdminService for AdminSvc {
         Ok(Response::new(self.controllers().await))
     }
 }
+
+/// Events after `after_index` as they are recorded (polled from the
+/// replicated state, so any controller can serve a follow).
+pub type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::Event, Status>> + Send>>;
 
 /// Membership change failures: refusals are preconditions, the rest retry.
 fn membership_status(e: crate::raft::node::ProposeError) -> Status {

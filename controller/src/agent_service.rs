@@ -48,8 +48,8 @@ use crate::validate::{self, Invalid};
 
 /// How long a new stream may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages queued toward one agent (only the Welcome and a final status).
-pub const OUTBOUND_CAPACITY: usize = 4;
+/// Messages queued toward one agent (Welcome, tasks, a final status).
+pub const OUTBOUND_CAPACITY: usize = 64;
 /// Agent sessions served at once by this controller.
 pub const MAX_SESSIONS: usize = 20_000;
 
@@ -299,6 +299,7 @@ async fn run_session(
         }
     }
     if let Some(host_id) = claimed {
+        shared.links.unregister(&host_id, session);
         sessions.release(&host_id, session);
         shared
             .liveness
@@ -337,10 +338,10 @@ async fn session_body(
             msg: Some(Msg::Hello(h)),
         }))) => h,
         Ok(Ok(Some(AgentMessage {
-            msg: Some(Msg::Heartbeat(_)),
+            msg: Some(Msg::Heartbeat(_) | Msg::TaskResult(_)),
         }))) => {
             return Err(Invalid::new(
-                "heartbeat",
+                "msg",
                 "received before hello (accepted a Hello as the first message)",
             )
             .into());
@@ -390,6 +391,8 @@ async fn session_body(
     if tx.send(Ok(welcome)).await.is_err() {
         return Ok(End::AgentGone);
     }
+    shared.links.register(&host_id, session, tx.clone());
+    crate::tasks::deliver(shared);
     info!(
         hostname = facts.hostname.as_str(),
         zone = facts.zone.as_str(),
@@ -415,6 +418,10 @@ async fn session_body(
         };
         let hb = match message.msg {
             Some(Msg::Heartbeat(hb)) => hb,
+            Some(Msg::TaskResult(result)) => {
+                crate::tasks::on_result(shared, &host_id, result).await?;
+                continue;
+            }
             Some(Msg::Hello(_)) => {
                 return Err(Invalid::new(
                     "hello",
@@ -478,6 +485,7 @@ mod tests {
             agent_version: "0.1.0".to_owned(),
             facts: facts("h", 8),
             admin_labels: Default::default(),
+            pool: None,
         }
     }
 

@@ -16,6 +16,8 @@ use std::str::FromStr;
 use rpool_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use crate::pool::{JoinSecrets, PoolPhase, PoolSpec, Secret, TaskRecord};
+
 /// Lifecycle state of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,6 +155,11 @@ pub struct HostRecord {
     /// labels with the same key.
     #[serde(default)]
     pub admin_labels: BTreeMap<String, String>,
+    /// The pool the host belongs to (`None`: in the fleet). A host is in at
+    /// most one pool: only pool commands set it, and they refuse hosts
+    /// that already have one.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 impl HostRecord {
@@ -166,6 +173,7 @@ impl HostRecord {
             state_since_unix_ms: self.state_since_unix_ms,
             registered_at_unix_ms: self.registered_at_unix_ms,
             agent_version: self.agent_version.clone(),
+            pool: self.pool.clone().unwrap_or_default(),
             facts: Some({
                 let mut facts = v1::HostFacts::from(&self.facts);
                 facts
@@ -216,6 +224,44 @@ pub enum Command {
         /// Proposer's clock (Unix ms).
         at_unix_ms: u64,
     },
+    /// Reserves hosts for a new pool (state provisioning).
+    CreatePool {
+        spec: PoolSpec,
+        control_planes: Vec<String>,
+        workers: Vec<String>,
+        control_plane_endpoint: String,
+        at_unix_ms: u64,
+    },
+    /// New worker capacity: `add` joins, `release` leaves.
+    ResizePool {
+        pool: String,
+        cores: u64,
+        memory_bytes: u64,
+        add: Vec<String>,
+        release: Vec<String>,
+        at_unix_ms: u64,
+    },
+    /// Every member leaves; the pool goes when the last is reset.
+    DestroyPool { pool: String, at_unix_ms: u64 },
+    /// A step for one host (issued by the leader's planner).
+    IssueTask { task: TaskRecord },
+    /// How a task ended, as its agent reported it.
+    FinishTask {
+        task_id: String,
+        attempt: u32,
+        ok: bool,
+        error: String,
+        join: Option<JoinSecrets>,
+        kubeconfig: Option<Secret>,
+        at_unix_ms: u64,
+    },
+    /// The planner moves a pool to another phase.
+    SetPoolPhase {
+        pool: String,
+        phase: PoolPhase,
+        reason: String,
+        at_unix_ms: u64,
+    },
     /// Sets and removes admin labels of a known host.
     SetHostLabels {
         /// Host id.
@@ -235,6 +281,8 @@ impl Command {
             | Command::UpdateHost { host_id, .. }
             | Command::SetHostState { host_id, .. }
             | Command::SetHostLabels { host_id, .. } => host_id,
+            Command::IssueTask { task } => &task.host_id,
+            _ => "",
         }
     }
 
@@ -245,6 +293,12 @@ impl Command {
             Command::UpdateHost { .. } => "update_host",
             Command::SetHostState { .. } => "set_host_state",
             Command::SetHostLabels { .. } => "set_host_labels",
+            Command::CreatePool { .. } => "create_pool",
+            Command::ResizePool { .. } => "resize_pool",
+            Command::DestroyPool { .. } => "destroy_pool",
+            Command::IssueTask { .. } => "issue_task",
+            Command::FinishTask { .. } => "finish_task",
+            Command::SetPoolPhase { .. } => "set_pool_phase",
         }
     }
 }
@@ -374,6 +428,7 @@ pub(crate) mod tests {
             agent_version: "0.1.0".to_owned(),
             facts: facts("h1", 8),
             admin_labels: Default::default(),
+            pool: None,
         };
         let host = record.to_proto();
         assert_eq!(host.state, v1::HostState::Suspect as i32);

@@ -45,6 +45,7 @@
 //! If the store fails, the replica stops, and `run` shuts down and returns
 //! the error: a controller that cannot persist must not acknowledge.
 
+pub mod admin_pools;
 pub mod admin_service;
 pub mod agent_service;
 pub mod command;
@@ -52,10 +53,14 @@ pub mod config;
 pub mod liveness;
 pub mod node;
 pub mod placement;
+pub mod planner;
+pub mod pool;
+pub mod pool_apply;
 pub mod raft;
 pub mod replicated;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -93,6 +98,8 @@ pub(crate) struct Shared {
     pub(crate) started: Instant,
     /// Turns true when the controller shuts down.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Agent sessions' outbound queues, for task delivery.
+    pub(crate) links: tasks::Links,
 }
 
 impl Shared {
@@ -224,7 +231,9 @@ pub async fn run(
         liveness: live,
         started,
         shutdown: stop_rx.clone(),
+        links: tasks::Links::default(),
     });
+    let planner = tokio::spawn(tasks::run(shared.clone()));
     let agent = AgentServiceServer::new(agent_service::AgentSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(admin_service::AdminSvc::new(shared.clone()))
@@ -269,6 +278,7 @@ pub async fn run(
         warn!(error = %e, "liveness ticker panicked");
     }
     let _ = sync.await;
+    let _ = planner.await;
     drop(shared);
     node_stop_tx.send_replace(true);
     let node_result = match node_result {

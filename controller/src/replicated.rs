@@ -28,6 +28,12 @@ pub struct SnapshotData {
     pub applied_index: u64,
     pub members: BTreeMap<u64, String>,
     pub hosts: Vec<HostRecord>,
+    #[serde(default)]
+    pub pools: Vec<crate::pool::PoolRecord>,
+    #[serde(default)]
+    pub tasks: Vec<crate::pool::TaskRecord>,
+    #[serde(default)]
+    pub events: Vec<crate::pool::Event>,
 }
 
 /// The state machine with its store, shared with readers through `state`.
@@ -108,6 +114,9 @@ impl crate::raft::node::StateMachine for Replicated {
             applied_index: state.applied_index(),
             members: state.members().clone(),
             hosts: state.hosts().values().cloned().collect(),
+            pools: state.pools().values().cloned().collect(),
+            tasks: state.tasks().values().cloned().collect(),
+            events: state.events().iter().cloned().collect(),
         };
         serde_json::to_vec(&data).expect("the state machine always encodes as JSON")
     }
@@ -122,7 +131,12 @@ impl crate::raft::node::StateMachine for Replicated {
             ));
         }
         let hosts = data.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
-        let restored = StateMachine::from_parts(hosts, data.members, data.applied_index);
+        let mut restored = StateMachine::from_parts(hosts, data.members, data.applied_index);
+        restored.set_pool_state(
+            data.pools.into_iter().map(|p| (p.spec.name.clone(), p)).collect(),
+            data.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
+            data.events.into_iter().collect(),
+        );
         self.store.replace_all(&restored).map_err(|e| format!("{e:#}"))?;
         info!(
             index,

@@ -22,11 +22,25 @@
 use std::collections::BTreeMap;
 
 use crate::command::{Command, HostRecord, HostState};
+use crate::pool::{Event, MAX_EVENTS, PoolRecord, TaskRecord};
+
+/// Records a pool command changes besides `Change::record`. `None` in
+/// `pools` / `tasks` deletes the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct More {
+    pub hosts: Vec<HostRecord>,
+    pub pools: Vec<(String, Option<PoolRecord>)>,
+    pub tasks: Vec<(String, Option<TaskRecord>)>,
+    pub events: Vec<Event>,
+}
 
 /// All hosts and the applied index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateMachine {
     hosts: BTreeMap<String, HostRecord>,
+    pub(crate) pools: BTreeMap<String, PoolRecord>,
+    pub(crate) tasks: BTreeMap<String, TaskRecord>,
+    pub(crate) events: std::collections::VecDeque<Event>,
     /// Controller group: id -> address, changed by Raft membership entries.
     members: BTreeMap<u64, String>,
     applied_index: u64,
@@ -75,6 +89,13 @@ pub enum ApplyError {
         /// Labels after the change.
         count: usize,
     },
+    /// A pool command that does not fit the current state (the message
+    /// says why: host busy, pool exists, ...).
+    #[error("{0}")]
+    Refused(String),
+    /// The command names a pool that does not exist.
+    #[error("no pool named {0}")]
+    UnknownPool(String),
     /// The entry did not decode as a command (written by a newer version?).
     #[error("entry does not decode as a command: {0}")]
     Undecodable(String),
@@ -92,6 +113,8 @@ pub struct Change {
     pub index: u64,
     /// The host record after the command, `None` when unchanged.
     pub record: Option<HostRecord>,
+    /// Pool commands change more: other hosts, pools, tasks, events.
+    pub more: More,
     /// What happened.
     pub outcome: ApplyOutcome,
 }
@@ -112,6 +135,7 @@ impl StateMachine {
             hosts,
             members,
             applied_index,
+            ..StateMachine::default()
         }
     }
 
@@ -177,6 +201,7 @@ impl StateMachine {
         }
         let unchanged = || Change {
             index,
+            more: More::default(),
             record: None,
             outcome: ApplyOutcome::Unchanged,
         };
@@ -193,6 +218,7 @@ impl StateMachine {
                 Some(_) => Err(ApplyError::AlreadyRegistered(host_id.clone())),
                 None => Ok(Change {
                     index,
+                    more: More::default(),
                     record: Some(HostRecord {
                         host_id: host_id.clone(),
                         state: HostState::Ready,
@@ -202,6 +228,7 @@ impl StateMachine {
                         agent_version: agent_version.clone(),
                         facts: facts.clone(),
                         admin_labels: BTreeMap::new(),
+                        pool: None,
                     }),
                     outcome: ApplyOutcome::Registered,
                 }),
@@ -221,6 +248,7 @@ impl StateMachine {
                 }
                 Ok(Change {
                     index,
+                    more: More::default(),
                     record: Some(HostRecord {
                         agent_version: agent_version.clone(),
                         facts: facts.clone(),
@@ -244,6 +272,7 @@ impl StateMachine {
                 }
                 Ok(Change {
                     index,
+                    more: More::default(),
                     record: Some(HostRecord {
                         state: *state,
                         state_reason: reason.clone(),
@@ -256,6 +285,12 @@ impl StateMachine {
                     },
                 })
             }
+            command @ (Command::CreatePool { .. }
+            | Command::ResizePool { .. }
+            | Command::DestroyPool { .. }
+            | Command::IssueTask { .. }
+            | Command::FinishTask { .. }
+            | Command::SetPoolPhase { .. }) => self.plan_pool(index, command),
             Command::SetHostLabels { host_id, set, remove } => {
                 let existing = self
                     .hosts
@@ -277,6 +312,7 @@ impl StateMachine {
                 }
                 Ok(Change {
                     index,
+                    more: More::default(),
                     record: Some(HostRecord {
                         admin_labels: labels,
                         ..existing.clone()
@@ -304,6 +340,27 @@ impl StateMachine {
         if let Some(record) = change.record {
             self.hosts.insert(record.host_id.clone(), record);
         }
+        for record in change.more.hosts {
+            self.hosts.insert(record.host_id.clone(), record);
+        }
+        for (name, pool) in change.more.pools {
+            match pool {
+                Some(pool) => self.pools.insert(name, pool),
+                None => self.pools.remove(&name),
+            };
+        }
+        for (id, task) in change.more.tasks {
+            match task {
+                Some(task) => self.tasks.insert(id, task),
+                None => self.tasks.remove(&id),
+            };
+        }
+        for event in change.more.events {
+            self.events.push_back(event);
+            if self.events.len() > MAX_EVENTS {
+                self.events.pop_front();
+            }
+        }
         self.applied_index = change.index;
         change.outcome
     }
@@ -312,6 +369,33 @@ impl StateMachine {
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<ApplyOutcome, ApplyError> {
         let change = self.plan(index, cmd)?;
         Ok(self.commit(change))
+    }
+
+    /// Pools by name.
+    pub fn pools(&self) -> &BTreeMap<String, PoolRecord> {
+        &self.pools
+    }
+
+    /// Pending and failed tasks by id.
+    pub fn tasks(&self) -> &BTreeMap<String, TaskRecord> {
+        &self.tasks
+    }
+
+    /// Recent events, oldest first.
+    pub fn events(&self) -> &std::collections::VecDeque<Event> {
+        &self.events
+    }
+
+    /// Replaces pools, tasks and events (restoring a snapshot or loading).
+    pub fn set_pool_state(
+        &mut self,
+        pools: BTreeMap<String, PoolRecord>,
+        tasks: BTreeMap<String, TaskRecord>,
+        events: std::collections::VecDeque<Event>,
+    ) {
+        self.pools = pools;
+        self.tasks = tasks;
+        self.events = events;
     }
 
     /// Number of hosts in each state (every state present, zeros included).

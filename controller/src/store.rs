@@ -7,6 +7,9 @@
 //! |----------------------|-----------------------------|
 //! | `host/{host_id}`     | JSON [`HostRecord`]         |
 //! | `member/{id}`        | controller address (UTF-8)  |
+//! | `pool/{name}`        | JSON [`PoolRecord`](crate::pool::PoolRecord) |
+//! | `task/{id}`          | JSON [`TaskRecord`](crate::pool::TaskRecord) |
+//! | `event/{index}`      | JSON [`Event`](crate::pool::Event), index big-endian |
 //! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
 //!
 //! The Raft log lives in the same database, tree `raft`
@@ -29,6 +32,9 @@ use crate::state::{Change, StateMachine};
 
 const HOST_PREFIX: &str = "host/";
 const MEMBER_PREFIX: &str = "member/";
+const POOL_PREFIX: &str = "pool/";
+const TASK_PREFIX: &str = "task/";
+const EVENT_PREFIX: &str = "event/";
 const APPLIED_INDEX_KEY: &str = "meta/applied_index";
 /// How long [`Store::open`] waits for another opener's file lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -136,6 +142,18 @@ impl Store {
             let address = String::from_utf8(value.to_vec()).map_err(|_| corrupt("address is not UTF-8"))?;
             members.insert(id, address);
         }
+        let pools = load_json(&self.db, POOL_PREFIX, |p: &crate::pool::PoolRecord| {
+            p.spec.name.clone()
+        })?;
+        let tasks = load_json(&self.db, TASK_PREFIX, |t: &crate::pool::TaskRecord| {
+            t.task_id.clone()
+        })?;
+        let events: std::collections::VecDeque<crate::pool::Event> =
+            load_json(&self.db, EVENT_PREFIX, |e: &crate::pool::Event| {
+                format!("{:020}", e.index)
+            })?
+            .into_values()
+            .collect();
         let applied_index = match self.db.get(APPLIED_INDEX_KEY)? {
             None => 0,
             Some(bytes) => {
@@ -146,7 +164,9 @@ impl Store {
                 u64::from_be_bytes(bytes)
             }
         };
-        Ok(StateMachine::from_parts(hosts, members, applied_index))
+        let mut state = StateMachine::from_parts(hosts, members, applied_index);
+        state.set_pool_state(pools, tasks, events);
+        Ok(state)
     }
 
     /// The database, shared with the Raft log (tree `raft`).
@@ -193,7 +213,7 @@ impl Store {
     /// snapshot from the leader), and flushes.
     pub fn replace_all(&self, state: &StateMachine) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for prefix in [HOST_PREFIX, MEMBER_PREFIX] {
+        for prefix in [HOST_PREFIX, MEMBER_PREFIX, POOL_PREFIX, TASK_PREFIX, EVENT_PREFIX] {
             for item in self.db.scan_prefix(prefix) {
                 let (key, _) = item?;
                 batch.remove(key);
@@ -207,6 +227,15 @@ impl Store {
         }
         for (id, address) in state.members() {
             batch.insert(format!("{MEMBER_PREFIX}{id}").as_bytes(), address.as_bytes());
+        }
+        for (name, pool) in state.pools() {
+            batch.insert(format!("{POOL_PREFIX}{name}").as_bytes(), json(pool));
+        }
+        for (id, task) in state.tasks() {
+            batch.insert(format!("{TASK_PREFIX}{id}").as_bytes(), json(task));
+        }
+        for event in state.events() {
+            batch.insert(event_key(event.index).as_slice(), json(event));
         }
         batch.insert(APPLIED_INDEX_KEY, &state.applied_index().to_be_bytes());
         self.db.apply_batch(batch)?;
@@ -226,6 +255,34 @@ impl Store {
         self.db.flush_async().await?;
         Ok(())
     }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always encode as JSON")
+}
+
+fn event_key(index: u64) -> Vec<u8> {
+    let mut key = EVENT_PREFIX.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Every JSON record under `prefix`, keyed by `key_of(record)`.
+fn load_json<T: serde::de::DeserializeOwned>(
+    db: &sled::Db,
+    prefix: &str,
+    key_of: impl Fn(&T) -> String,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    let mut out = BTreeMap::new();
+    for item in db.scan_prefix(prefix) {
+        let (key, value) = item?;
+        let record: T = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            problem: e.to_string(),
+        })?;
+        out.insert(key_of(&record), record);
+    }
+    Ok(out)
 }
 
 fn encode(record: &HostRecord) -> Result<Vec<u8>, StoreError> {

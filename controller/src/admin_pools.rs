@@ -1,0 +1,440 @@
+//! The pool half of `AdminService`: create (with placement), list, show,
+//! resize, destroy, kubeconfig, events. Writes run on the leader (the
+//! caller forwards); placement reads the state after a ReadIndex barrier.
+
+use rpool_proto::v1::{self, CreatePoolRequest, ResizePoolRequest};
+use tonic::Status;
+
+use crate::Shared;
+use crate::command::{Command, HostRecord, HostState};
+use crate::liveness::unix_ms_now;
+use crate::node::ProposeError;
+use crate::placement::{self, Candidate, Request};
+use crate::pool::{MemberState, PoolRecord, PoolSpec, Role};
+use crate::state::StateMachine;
+use crate::validate::{Invalid, dns_label};
+
+/// Defaults for fields a `PoolSpec` leaves empty.
+pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.32.0";
+pub const DEFAULT_POD_NETWORK_CIDR: &str = "10.244.0.0/16";
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+const POOL_NAME_MAX_CHARS: usize = 40;
+const CORES_MAX: u64 = 1_000_000;
+const MEMORY_MIN: u64 = 1 << 30;
+const MEMORY_MAX: u64 = 64 << 50;
+/// Events shown with `GetPool`.
+const RECENT_EVENTS: usize = 20;
+
+fn range(field: &str, value: impl std::fmt::Display, accepted: &str) -> Invalid {
+    Invalid::new(field, format!("{value} is out of range (accepted {accepted})"))
+}
+
+pub fn pool_name(field: &str, name: &str) -> Result<(), Invalid> {
+    dns_label(field, name)?;
+    if name.len() > POOL_NAME_MAX_CHARS {
+        return Err(range(field, format!("{} characters", name.len()), "1..=40"));
+    }
+    Ok(())
+}
+
+fn cidr(field: &str, value: &str) -> Result<(), Invalid> {
+    let ok = value.split_once('/').is_some_and(|(ip, bits)| {
+        ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("{value:?} is not a CIDR (accepted e.g. 10.244.0.0/16)"),
+        ))
+    }
+}
+
+/// Checks a spec and fills in defaults.
+pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invalid> {
+    let spec = spec.ok_or_else(|| Invalid::new(field, "missing (accepted a PoolSpec)"))?;
+    pool_name(&format!("{field}.name"), &spec.name)?;
+    if !(1..=CORES_MAX).contains(&spec.cores) {
+        return Err(range(&format!("{field}.cores"), spec.cores, "1..=1000000"));
+    }
+    if !(MEMORY_MIN..=MEMORY_MAX).contains(&spec.memory_bytes) {
+        return Err(range(
+            &format!("{field}.memory_bytes"),
+            spec.memory_bytes,
+            "1GiB..=64PiB",
+        ));
+    }
+    if ![1, 3, 5].contains(&spec.control_planes) {
+        return Err(range(
+            &format!("{field}.control_planes"),
+            spec.control_planes,
+            "1, 3 or 5",
+        ));
+    }
+    let version = if spec.kubernetes_version.is_empty() {
+        DEFAULT_KUBERNETES_VERSION.to_owned()
+    } else {
+        spec.kubernetes_version.clone()
+    };
+    let parts: Vec<&str> = version.strip_prefix('v').unwrap_or("").split('.').collect();
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err(Invalid::new(
+            format!("{field}.kubernetes_version"),
+            format!("{version:?} is not a version (accepted vMAJOR.MINOR.PATCH, e.g. v1.32.0)"),
+        ));
+    }
+    let pod = if spec.pod_network_cidr.is_empty() {
+        DEFAULT_POD_NETWORK_CIDR
+    } else {
+        &spec.pod_network_cidr
+    };
+    let service = if spec.service_cidr.is_empty() {
+        DEFAULT_SERVICE_CIDR
+    } else {
+        &spec.service_cidr
+    };
+    cidr(&format!("{field}.pod_network_cidr"), pod)?;
+    cidr(&format!("{field}.service_cidr"), service)?;
+    Ok(PoolSpec {
+        name: spec.name.clone(),
+        cores: spec.cores,
+        memory_bytes: spec.memory_bytes,
+        control_planes: spec.control_planes,
+        kubernetes_version: version,
+        pod_network_cidr: pod.to_owned(),
+        service_cidr: service.to_owned(),
+    })
+}
+
+/// Hosts that may be placed: ready (not suspect, down or cordoned), in no
+/// pool.
+pub fn candidates(state: &StateMachine) -> Vec<Candidate> {
+    state
+        .hosts()
+        .values()
+        .filter(|h| h.state == HostState::Ready && h.pool.is_none())
+        .map(candidate)
+        .collect()
+}
+
+fn candidate(h: &HostRecord) -> Candidate {
+    Candidate {
+        host_id: h.host_id.clone(),
+        zone: h.facts.zone.clone(),
+        cores: h.facts.inventory.logical_cores,
+        memory_bytes: h.facts.inventory.memory_total_bytes,
+    }
+}
+
+/// API server endpoint for a pool whose first control plane is `host`:
+/// its first non-loopback address, or (simulated hardware, where every host
+/// shares the machine's addresses) its hostname; port 6443.
+pub fn endpoint(host: &HostRecord) -> String {
+    let address = host
+        .facts
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| !a.is_loopback());
+    match address {
+        Some(ip) if !host.facts.simulated => match ip {
+            std::net::IpAddr::V4(v4) => format!("{v4}:6443"),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]:6443"),
+        },
+        _ => format!("{}:6443", host.facts.hostname),
+    }
+}
+
+fn member_view(state: &StateMachine, m: &crate::pool::Member) -> v1::PoolMember {
+    let host = state.host(&m.host_id);
+    v1::PoolMember {
+        host_id: m.host_id.clone(),
+        hostname: host.map(|h| h.facts.hostname.clone()).unwrap_or_default(),
+        zone: host.map(|h| h.facts.zone.clone()).unwrap_or_default(),
+        role: m.role.as_str().to_owned(),
+        node_name: m.node_name.clone(),
+        state: m.state.as_str().to_owned(),
+        cores: host.map(|h| h.facts.inventory.logical_cores).unwrap_or_default(),
+        memory_bytes: host
+            .map(|h| h.facts.inventory.memory_total_bytes)
+            .unwrap_or_default(),
+        last_error: m.last_error.clone(),
+    }
+}
+
+/// The wire form of a pool (never with secrets).
+pub fn pool_view(state: &StateMachine, pool: &PoolRecord, events: bool) -> v1::Pool {
+    let mut members: Vec<&crate::pool::Member> = pool.members.values().collect();
+    members.sort_by_key(|m| (m.role, m.order));
+    let (worker_cores, worker_memory_bytes) = crate::planner::worker_totals(state, pool);
+    let recent_events = if events {
+        let mine: Vec<_> = state
+            .events()
+            .iter()
+            .filter(|e| e.pool == pool.spec.name)
+            .collect();
+        mine[mine.len().saturating_sub(RECENT_EVENTS)..]
+            .iter()
+            .map(|e| e.to_proto())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    v1::Pool {
+        spec: Some(pool.spec.to_proto()),
+        phase: pool.phase.as_str().to_owned(),
+        phase_reason: pool.phase_reason.clone(),
+        members: members.into_iter().map(|m| member_view(state, m)).collect(),
+        worker_cores,
+        worker_memory_bytes,
+        control_plane_endpoint: pool.control_plane_endpoint.clone(),
+        created_at_unix_ms: pool.created_at_unix_ms,
+        recent_events,
+    }
+}
+
+fn propose_error(e: ProposeError) -> Status {
+    match e {
+        ProposeError::Rejected(e) => Status::failed_precondition(e.to_string()),
+        other => crate::agent_service::propose_status(other),
+    }
+}
+
+pub(crate) async fn create(
+    shared: &Shared,
+    request: CreatePoolRequest,
+) -> Result<v1::CreatePoolResponse, Status> {
+    let spec = spec("create_pool.spec", request.spec.as_ref())?;
+    let (placement, pool) = shared.node.read(|sm| {
+        if sm.pools().contains_key(&spec.name) {
+            return Err(Status::already_exists(format!(
+                "pool {} already exists",
+                spec.name
+            )));
+        }
+        let placement = placement::place(
+            &candidates(sm),
+            &Request {
+                cores: spec.cores,
+                memory_bytes: spec.memory_bytes,
+                control_planes: spec.control_planes as usize,
+            },
+        )
+        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let first = sm.host(&placement.control_planes[0]).expect("placed hosts exist");
+        let preview = preview(sm, &spec, &placement, endpoint(first));
+        Ok((placement, preview))
+    })?;
+    if request.dry_run {
+        return Ok(v1::CreatePoolResponse { pool: Some(pool) });
+    }
+    let command = Command::CreatePool {
+        spec: spec.clone(),
+        control_planes: placement.control_planes,
+        workers: placement.workers,
+        control_plane_endpoint: pool.control_plane_endpoint.clone(),
+        at_unix_ms: unix_ms_now(),
+    };
+    shared.node.propose(command).await.map_err(propose_error)?;
+    let pool = shared
+        .node
+        .read(|sm| sm.pools().get(&spec.name).map(|p| pool_view(sm, p, true)))
+        .ok_or_else(|| Status::internal("the pool vanished right after its creation"))?;
+    Ok(v1::CreatePoolResponse { pool: Some(pool) })
+}
+
+/// What a pool would look like with `placement` (dry run).
+fn preview(
+    sm: &StateMachine,
+    spec: &PoolSpec,
+    placement: &placement::Placement,
+    endpoint: String,
+) -> v1::Pool {
+    let member = |host_id: &String, role: Role| {
+        let host = sm.host(host_id).expect("placed hosts exist");
+        v1::PoolMember {
+            host_id: host_id.clone(),
+            hostname: host.facts.hostname.clone(),
+            zone: host.facts.zone.clone(),
+            role: role.as_str().to_owned(),
+            node_name: crate::pool_apply::node_name(host),
+            state: MemberState::Joining.as_str().to_owned(),
+            cores: host.facts.inventory.logical_cores,
+            memory_bytes: host.facts.inventory.memory_total_bytes,
+            last_error: String::new(),
+        }
+    };
+    v1::Pool {
+        spec: Some(spec.to_proto()),
+        phase: "provisioning".to_owned(),
+        phase_reason: "dry run: nothing was changed".to_owned(),
+        members: placement
+            .control_planes
+            .iter()
+            .map(|h| member(h, Role::ControlPlane))
+            .chain(placement.workers.iter().map(|h| member(h, Role::Worker)))
+            .collect(),
+        worker_cores: placement.worker_cores,
+        worker_memory_bytes: placement.worker_memory_bytes,
+        control_plane_endpoint: endpoint,
+        created_at_unix_ms: 0,
+        recent_events: Vec::new(),
+    }
+}
+
+pub(crate) async fn resize(
+    shared: &Shared,
+    request: ResizePoolRequest,
+) -> Result<v1::ResizePoolResponse, Status> {
+    pool_name("resize_pool.name", &request.name)?;
+    if request.cores > CORES_MAX {
+        return Err(range("resize_pool.cores", request.cores, "0 (keep) or 1..=1000000").into());
+    }
+    if request.memory_bytes != 0 && !(MEMORY_MIN..=MEMORY_MAX).contains(&request.memory_bytes) {
+        return Err(range(
+            "resize_pool.memory_bytes",
+            request.memory_bytes,
+            "0 (keep) or 1GiB..=64PiB",
+        )
+        .into());
+    }
+    let (response, add, release) = shared.node.read(|sm| {
+        let pool = sm
+            .pools()
+            .get(&request.name)
+            .ok_or_else(|| Status::not_found(format!("no pool named {}", request.name)))?;
+        let cores = if request.cores == 0 {
+            pool.spec.cores
+        } else {
+            request.cores
+        };
+        let memory = if request.memory_bytes == 0 {
+            pool.spec.memory_bytes
+        } else {
+            request.memory_bytes
+        };
+        let workers: Vec<Candidate> = pool
+            .members
+            .values()
+            .filter(|m| m.role == Role::Worker && !matches!(m.state, MemberState::Leaving { .. }))
+            .filter_map(|m| sm.host(&m.host_id))
+            .map(candidate)
+            .collect();
+        let have = workers.iter().fold((0u64, 0u64), |(c, m), w| {
+            (c + u64::from(w.cores), m + w.memory_bytes)
+        });
+        let want = Request {
+            cores,
+            memory_bytes: memory,
+            control_planes: 0,
+        };
+        let (add, release) = if have.0 >= cores && have.1 >= memory {
+            let keep =
+                placement::keep(&workers, &want).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let release: Vec<String> = workers
+                .iter()
+                .map(|w| w.host_id.clone())
+                .filter(|h| !keep.contains(h))
+                .collect();
+            (Vec::new(), release)
+        } else {
+            let add = placement::grow(&candidates(sm), have.0, have.1, &want)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            (add, Vec::new())
+        };
+        let view = |ids: &[String]| -> Vec<v1::PoolMember> {
+            ids.iter()
+                .filter_map(|id| sm.host(id))
+                .map(|h| v1::PoolMember {
+                    host_id: h.host_id.clone(),
+                    hostname: h.facts.hostname.clone(),
+                    zone: h.facts.zone.clone(),
+                    role: Role::Worker.as_str().to_owned(),
+                    node_name: crate::pool_apply::node_name(h),
+                    state: String::new(),
+                    cores: h.facts.inventory.logical_cores,
+                    memory_bytes: h.facts.inventory.memory_total_bytes,
+                    last_error: String::new(),
+                })
+                .collect()
+        };
+        let adding = view(&add);
+        let releasing = view(&release);
+        let after = (
+            have.0 + adding.iter().map(|m| u64::from(m.cores)).sum::<u64>()
+                - releasing.iter().map(|m| u64::from(m.cores)).sum::<u64>(),
+            have.1 + adding.iter().map(|m| m.memory_bytes).sum::<u64>()
+                - releasing.iter().map(|m| m.memory_bytes).sum::<u64>(),
+        );
+        let response = v1::ResizePoolResponse {
+            before_cores: have.0,
+            before_memory_bytes: have.1,
+            after_cores: after.0,
+            after_memory_bytes: after.1,
+            adding,
+            releasing,
+            pool: Some(pool_view(sm, pool, false)),
+        };
+        Ok::<_, Status>(((response, cores, memory), add, release))
+    })?;
+    let (mut response, cores, memory) = response;
+    if request.dry_run {
+        return Ok(response);
+    }
+    let command = Command::ResizePool {
+        pool: request.name.clone(),
+        cores,
+        memory_bytes: memory,
+        add,
+        release,
+        at_unix_ms: unix_ms_now(),
+    };
+    shared.node.propose(command).await.map_err(propose_error)?;
+    response.pool = shared
+        .node
+        .read(|sm| sm.pools().get(&request.name).map(|p| pool_view(sm, p, true)));
+    Ok(response)
+}
+
+pub(crate) async fn destroy(shared: &Shared, name: &str) -> Result<v1::Pool, Status> {
+    pool_name("destroy_pool.name", name)?;
+    if !shared.node.read(|sm| sm.pools().contains_key(name)) {
+        return Err(Status::not_found(format!("no pool named {name}")));
+    }
+    let command = Command::DestroyPool {
+        pool: name.to_owned(),
+        at_unix_ms: unix_ms_now(),
+    };
+    shared.node.propose(command).await.map_err(propose_error)?;
+    shared
+        .node
+        .read(|sm| sm.pools().get(name).map(|p| pool_view(sm, p, true)))
+        .ok_or_else(|| Status::not_found(format!("pool {name} is already gone")))
+}
+
+pub fn events(sm: &StateMachine, request: &v1::ListEventsRequest) -> Result<Vec<v1::Event>, Status> {
+    if !request.pool.is_empty() {
+        pool_name("list_events.pool", &request.pool)?;
+    }
+    if request.limit > 1_000 {
+        return Err(range("list_events.limit", request.limit, "0 (100) or 1..=1000").into());
+    }
+    let limit = if request.limit == 0 {
+        100
+    } else {
+        request.limit as usize
+    };
+    let matching: Vec<v1::Event> = sm
+        .events()
+        .iter()
+        .filter(|e| e.index > request.after_index)
+        .filter(|e| request.pool.is_empty() || e.pool == request.pool)
+        .map(|e| e.to_proto())
+        .collect();
+    Ok(matching[matching.len().saturating_sub(limit)..].to_vec())
+}

@@ -1,0 +1,518 @@
+//! The planner: a pure function of (state, now) → commands that move every
+//! pool toward its spec. No I/O, no clock: `now` is an argument, so it is
+//! tested with tables of states.
+//!
+//! Per pool, in order:
+//! 1. failed tasks whose backoff elapsed are issued again (next attempt);
+//! 2. `deleting`: every member gets a `reset` (the pool goes with the last);
+//! 3. no join secrets yet: `init_control_plane` on the first control plane;
+//! 4. join secrets about to expire while hosts still have to join:
+//!    `refresh_join_token` on a joined control plane first;
+//! 5. joining members: `join_control_plane` / `join_worker`;
+//! 6. leaving members: `drain_node`, then `delete_node` (both run on a
+//!    joined control plane), then `reset` on the member;
+//! 7. everyone joined and no addons yet: `install_addons`;
+//! 8. nothing left to do: phase `ready`.
+//!
+//! A step already issued (pending, or failed and waiting for its retry) is
+//! not issued again. Task ids embed the applied index at planning time, so
+//! an id is never reused (agents deduplicate on `(task_id, attempt)`).
+
+use rpool_proto::units::format_size;
+
+use crate::command::Command;
+use crate::pool::{
+    MAX_TASK_ATTEMPTS, MemberState, PoolPhase, PoolRecord, Role, TaskKind, TaskRecord, TaskState,
+};
+use crate::state::StateMachine;
+
+/// Join secrets are refreshed when they expire within this margin.
+pub const REFRESH_MARGIN_MS: u64 = 10 * 60 * 1_000;
+
+/// Commands that move every pool a step toward its spec.
+pub fn plan(state: &StateMachine, now_unix_ms: u64) -> Vec<Command> {
+    let mut out = Vec::new();
+    for pool in state.pools().values() {
+        plan_pool(state, pool, now_unix_ms, &mut out);
+    }
+    out
+}
+
+fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Command>) {
+    let name = &pool.spec.name;
+    let tasks: Vec<&TaskRecord> = state.tasks().values().filter(|t| t.pool == *name).collect();
+    let issued =
+        |host_id: &str, kind: &TaskKind| tasks.iter().any(|t| t.host_id == host_id && t.kind == *kind);
+    let mut issue = |host_id: &str, kind: TaskKind| {
+        let Some(member) = pool.members.get(host_id) else {
+            return;
+        };
+        let target = match &kind {
+            TaskKind::DrainNode { target_node } | TaskKind::DeleteNode { target_node } => {
+                format!(".{target_node}")
+            }
+            _ => String::new(),
+        };
+        out.push(Command::IssueTask {
+            task: TaskRecord {
+                task_id: format!(
+                    "{name}.{}.{}{target}.{}",
+                    kind.as_str(),
+                    member.node_name,
+                    state.applied_index()
+                ),
+                host_id: host_id.to_owned(),
+                pool: name.clone(),
+                node_name: member.node_name.clone(),
+                deadline_unix_ms: now + kind.timeout_ms(),
+                kind,
+                attempt: 1,
+                state: TaskState::Pending,
+                issued_at_unix_ms: now,
+                retry_at_unix_ms: 0,
+                last_error: String::new(),
+            },
+        });
+    };
+
+    // 1. Retries.
+    let mut retries = Vec::new();
+    for task in &tasks {
+        if task.state == TaskState::Failed && task.attempt < MAX_TASK_ATTEMPTS && now >= task.retry_at_unix_ms
+        {
+            retries.push(Command::IssueTask {
+                task: TaskRecord {
+                    attempt: task.attempt + 1,
+                    state: TaskState::Pending,
+                    issued_at_unix_ms: now,
+                    deadline_unix_ms: now + task.kind.timeout_ms(),
+                    ..(*task).clone()
+                },
+            });
+        }
+    }
+
+    // 2. Deleting.
+    if pool.phase == PoolPhase::Deleting {
+        for member in pool.members.values() {
+            if !issued(&member.host_id, &TaskKind::Reset) {
+                issue(&member.host_id, TaskKind::Reset);
+            }
+        }
+        out.extend(retries);
+        return;
+    }
+
+    // 3. Init.
+    let Some(join) = &pool.join else {
+        if let Some(first) = pool.first_control_plane()
+            && !issued(&first.host_id, &TaskKind::InitControlPlane)
+        {
+            issue(&first.host_id.clone(), TaskKind::InitControlPlane);
+        }
+        out.extend(retries);
+        return;
+    };
+    let runner = pool.joined_control_plane().map(|m| m.host_id.clone());
+
+    // 4. Fresh secrets before joining with them.
+    let joining: Vec<_> = pool
+        .members
+        .values()
+        .filter(|m| m.state == MemberState::Joining)
+        .collect();
+    let cp_joining = joining.iter().any(|m| m.role == Role::ControlPlane);
+    let stale = join.token_expires_unix_ms < now + REFRESH_MARGIN_MS
+        || (cp_joining && join.certificate_key_expires_unix_ms < now + REFRESH_MARGIN_MS);
+    if !joining.is_empty() && stale {
+        if let Some(runner) = &runner
+            && !tasks.iter().any(|t| t.kind == TaskKind::RefreshJoinToken)
+        {
+            issue(runner, TaskKind::RefreshJoinToken);
+        }
+    } else {
+        // 5. Joins.
+        for member in &joining {
+            let kind = match member.role {
+                Role::ControlPlane => TaskKind::JoinControlPlane,
+                Role::Worker => TaskKind::JoinWorker,
+            };
+            if !issued(&member.host_id, &kind) {
+                issue(&member.host_id, kind);
+            }
+        }
+    }
+
+    // 6. Leaving.
+    for member in pool.members.values() {
+        let MemberState::Leaving { drained, deleted } = member.state else {
+            continue;
+        };
+        let target_node = member.node_name.clone();
+        let step = if !drained {
+            Some(TaskKind::DrainNode { target_node })
+        } else if !deleted {
+            Some(TaskKind::DeleteNode { target_node })
+        } else {
+            None
+        };
+        match (step, &runner) {
+            (Some(kind), Some(runner)) => {
+                if !tasks.iter().any(|t| t.kind == kind) {
+                    issue(runner, kind);
+                }
+            }
+            (Some(_), None) => {} // no control plane to run kubectl on yet
+            (None, _) => {
+                if !issued(&member.host_id, &TaskKind::Reset) {
+                    issue(&member.host_id, TaskKind::Reset);
+                }
+            }
+        }
+    }
+
+    // 7. Addons once everyone is in.
+    let settled = pool.members.values().all(|m| m.state == MemberState::Joined);
+    if settled
+        && !pool.addons_installed
+        && let Some(runner) = &runner
+        && !tasks.iter().any(|t| t.kind == TaskKind::InstallAddons)
+    {
+        issue(runner, TaskKind::InstallAddons);
+    }
+
+    // 8. Ready.
+    let busy = tasks.iter().any(|t| t.state == TaskState::Pending);
+    if settled
+        && pool.addons_installed
+        && !busy
+        && matches!(pool.phase, PoolPhase::Provisioning | PoolPhase::Resizing)
+    {
+        let (cores, memory) = worker_totals(state, pool);
+        out.push(Command::SetPoolPhase {
+            pool: name.clone(),
+            phase: PoolPhase::Ready,
+            reason: format!(
+                "{} host(s) joined; workers {cores} cores / {} for {} cores / {} requested",
+                pool.members.len(),
+                format_size(memory),
+                pool.spec.cores,
+                format_size(pool.spec.memory_bytes)
+            ),
+            at_unix_ms: now,
+        });
+    }
+    out.extend(retries);
+}
+
+/// Cores and memory of the pool's workers that are not leaving.
+pub fn worker_totals(state: &StateMachine, pool: &PoolRecord) -> (u64, u64) {
+    pool.members
+        .values()
+        .filter(|m| m.role == Role::Worker && !matches!(m.state, MemberState::Leaving { .. }))
+        .filter_map(|m| state.host(&m.host_id))
+        .fold((0, 0), |(c, mem), h| {
+            (
+                c + u64::from(h.facts.inventory.logical_cores),
+                mem + h.facts.inventory.memory_total_bytes,
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The whole pool lifecycle, driven purely: the planner's commands are
+    //! applied, and each issued task is "run" by finishing it as an agent
+    //! would. No sockets, no processes, no clock.
+
+    use super::*;
+    use crate::command::tests::facts;
+    use crate::pool::{JoinSecrets, PoolSpec, Secret};
+
+    const GIB: u64 = 1 << 30;
+
+    struct World {
+        sm: StateMachine,
+        now: u64,
+    }
+
+    impl World {
+        fn new(hosts: &[(&str, &str, u32)]) -> World {
+            let mut w = World {
+                sm: StateMachine::new(),
+                now: 1_000,
+            };
+            for (id, zone, cores) in hosts {
+                let mut f = facts(id, *cores);
+                f.zone = zone.to_string();
+                w.apply(Command::RegisterHost {
+                    host_id: id.to_string(),
+                    agent_version: "0.1.0".into(),
+                    facts: f,
+                    at_unix_ms: 1,
+                });
+            }
+            w
+        }
+
+        fn apply(&mut self, command: Command) {
+            let index = self.sm.applied_index() + 1;
+            self.sm
+                .apply(index, &command)
+                .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        }
+
+        /// Runs the planner once and applies what it proposes; returns the
+        /// kinds of the tasks it issued.
+        fn plan(&mut self) -> Vec<String> {
+            let commands = plan(&self.sm, self.now);
+            let mut issued = Vec::new();
+            for command in commands {
+                if let Command::IssueTask { task } = &command {
+                    issued.push(format!("{}@{}", task.kind.as_str(), task.host_id));
+                }
+                self.apply(command);
+            }
+            issued
+        }
+
+        /// Finishes every pending task successfully, as agents would.
+        fn run_tasks(&mut self) {
+            let pending: Vec<TaskRecord> = self
+                .sm
+                .tasks()
+                .values()
+                .filter(|t| t.state == TaskState::Pending)
+                .cloned()
+                .collect();
+            for task in pending {
+                let join =
+                    matches!(task.kind, TaskKind::InitControlPlane | TaskKind::RefreshJoinToken).then(|| {
+                        JoinSecrets {
+                            control_plane_endpoint: "h1:6443".into(),
+                            token: Secret::new("abcdef.0123456789abcdef"),
+                            ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
+                            certificate_key: Secret::new("1".repeat(64)),
+                            token_expires_unix_ms: self.now + 24 * 3_600_000,
+                            certificate_key_expires_unix_ms: self.now + 2 * 3_600_000,
+                        }
+                    });
+                self.apply(Command::FinishTask {
+                    task_id: task.task_id.clone(),
+                    attempt: task.attempt,
+                    ok: true,
+                    error: String::new(),
+                    join,
+                    kubeconfig: Some(Secret::new("apiVersion: v1")),
+                    at_unix_ms: self.now,
+                });
+            }
+        }
+
+        /// Plans and runs until nothing is issued any more (bounded).
+        fn settle(&mut self) {
+            for _ in 0..20 {
+                let issued = self.plan();
+                self.run_tasks();
+                if issued.is_empty() && self.sm.tasks().is_empty() {
+                    self.plan();
+                    return;
+                }
+            }
+            panic!("the pool never settled: {:?}", self.sm.tasks());
+        }
+
+        fn pool(&self) -> &PoolRecord {
+            self.sm.pools().get("web").expect("pool web")
+        }
+    }
+
+    fn create(w: &mut World, control_planes: &[&str], workers: &[&str]) {
+        w.apply(Command::CreatePool {
+            spec: PoolSpec {
+                name: "web".into(),
+                cores: 16,
+                memory_bytes: 128 * GIB,
+                control_planes: control_planes.len() as u32,
+                kubernetes_version: "v1.32.0".into(),
+                pod_network_cidr: "10.244.0.0/16".into(),
+                service_cidr: "10.96.0.0/12".into(),
+            },
+            control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
+            workers: workers.iter().map(|s| s.to_string()).collect(),
+            control_plane_endpoint: "h1:6443".into(),
+            at_unix_ms: w.now,
+        });
+    }
+
+    #[test]
+    fn a_pool_is_built_init_first_then_joins_then_addons_then_ready() {
+        let mut w = World::new(&[
+            ("h1", "a", 8),
+            ("h2", "b", 8),
+            ("h3", "c", 8),
+            ("w1", "a", 8),
+            ("w2", "b", 8),
+        ]);
+        create(&mut w, &["h1", "h2", "h3"], &["w1", "w2"]);
+        assert_eq!(w.pool().phase, PoolPhase::Provisioning);
+        // Only init, on the first control plane, until it is done.
+        assert_eq!(w.plan(), vec!["init_control_plane@h1"]);
+        assert!(w.plan().is_empty(), "a pending init is not issued twice");
+        w.run_tasks();
+        let mut joins = w.plan();
+        joins.sort();
+        assert_eq!(
+            joins,
+            vec![
+                "join_control_plane@h2",
+                "join_control_plane@h3",
+                "join_worker@w1",
+                "join_worker@w2"
+            ]
+        );
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["install_addons@h1"]);
+        w.run_tasks();
+        w.plan();
+        assert_eq!(w.pool().phase, PoolPhase::Ready, "{}", w.pool().phase_reason);
+        assert!(w.pool().members.values().all(|m| m.state == MemberState::Joined));
+        // Secrets are kept but never shown.
+        assert!(!format!("{:?}", w.pool()).contains("abcdef.0123456789abcdef"));
+    }
+
+    #[test]
+    fn shrinking_drains_deletes_then_resets_and_releases_the_host() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
+        create(&mut w, &["h1"], &["w1", "w2"]);
+        w.settle();
+        w.apply(Command::ResizePool {
+            pool: "web".into(),
+            cores: 8,
+            memory_bytes: 64 * GIB,
+            add: vec![],
+            release: vec!["w2".into()],
+            at_unix_ms: w.now,
+        });
+        assert_eq!(
+            w.plan(),
+            vec!["drain_node@h1"],
+            "kubectl runs on the control plane"
+        );
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["delete_node@h1"]);
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["reset@w2"]);
+        w.run_tasks();
+        w.plan();
+        assert_eq!(w.pool().phase, PoolPhase::Ready);
+        assert!(!w.pool().members.contains_key("w2"));
+        assert_eq!(w.sm.host("w2").unwrap().pool, None, "released to the fleet");
+    }
+
+    #[test]
+    fn a_failing_task_is_retried_with_backoff_then_the_pool_is_degraded() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        for attempt in 1..=MAX_TASK_ATTEMPTS {
+            let issued = w.plan();
+            assert_eq!(issued.len(), 1, "attempt {attempt}: {issued:?}");
+            let task = w.sm.tasks().values().next().unwrap().clone();
+            assert_eq!(task.attempt, attempt);
+            w.apply(Command::FinishTask {
+                task_id: task.task_id,
+                attempt,
+                ok: false,
+                error: "kubeadm init: exit status 1: [ERROR Port-6443]: Port 6443 is in use".into(),
+                join: None,
+                kubeconfig: None,
+                at_unix_ms: w.now,
+            });
+            assert!(w.plan().is_empty(), "retried before its backoff");
+            w.now += 60_000;
+        }
+        assert_eq!(w.pool().phase, PoolPhase::Degraded);
+        assert!(
+            w.pool().phase_reason.contains("Port 6443 is in use"),
+            "{}",
+            w.pool().phase_reason
+        );
+        assert!(w.plan().is_empty(), "no retry after the last attempt");
+    }
+
+    #[test]
+    fn destroying_resets_every_host_and_the_pool_goes_with_the_last() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
+        create(&mut w, &["h1"], &["w1", "w2"]);
+        w.settle();
+        w.apply(Command::DestroyPool {
+            pool: "web".into(),
+            at_unix_ms: w.now,
+        });
+        let mut resets = w.plan();
+        resets.sort();
+        assert_eq!(resets, vec!["reset@h1", "reset@w1", "reset@w2"]);
+        w.run_tasks();
+        assert!(w.sm.pools().is_empty());
+        assert!(w.sm.hosts().values().all(|h| h.pool.is_none()));
+        let kinds: Vec<&str> = w.sm.events().iter().map(|e| e.kind.as_str()).collect();
+        assert!(
+            kinds.contains(&"pool_created") && kinds.contains(&"pool_destroyed"),
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_is_never_in_two_pools() {
+        let mut w = World::new(&[("h1", "a", 8), ("h2", "b", 8), ("w1", "a", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        let index = w.sm.applied_index() + 1;
+        let err =
+            w.sm.apply(
+                index,
+                &Command::CreatePool {
+                    spec: PoolSpec {
+                        name: "db".into(),
+                        cores: 8,
+                        memory_bytes: 64 * GIB,
+                        control_planes: 1,
+                        kubernetes_version: "v1.32.0".into(),
+                        pod_network_cidr: "10.244.0.0/16".into(),
+                        service_cidr: "10.96.0.0/12".into(),
+                    },
+                    control_planes: vec!["h2".into()],
+                    workers: vec!["w1".into()],
+                    control_plane_endpoint: "h2:6443".into(),
+                    at_unix_ms: 5,
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("already belongs to pool web"), "{err}");
+        assert!(!w.sm.pools().contains_key("db"));
+        assert_eq!(
+            w.sm.host("h2").unwrap().pool,
+            None,
+            "a refused command changed nothing"
+        );
+    }
+
+    #[test]
+    fn stale_join_secrets_are_refreshed_before_a_join() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        w.settle();
+        // A day later the token has expired; growing needs a fresh one.
+        w.now += 25 * 3_600_000;
+        w.apply(Command::ResizePool {
+            pool: "web".into(),
+            cores: 16,
+            memory_bytes: 128 * GIB,
+            add: vec!["w2".into()],
+            release: vec![],
+            at_unix_ms: w.now,
+        });
+        assert_eq!(w.plan(), vec!["refresh_join_token@h1"]);
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["join_worker@w2"]);
+    }
+}

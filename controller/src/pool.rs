@@ -1,0 +1,337 @@
+//! Pools, their members, the tasks that build them, and events: the
+//! replicated records (serde) and their wire forms.
+//!
+//! A pool is one Kubernetes cluster built from hosts. Its members move
+//! `joining` → `joined`, and when released `leaving` (drained, node deleted,
+//! reset) → gone. Tasks are steps on one host, issued and finished through
+//! Raft commands so a new leader knows exactly which are still pending; the
+//! agent keys its idempotency on `(task_id, attempt)`. Join secrets and the
+//! admin kubeconfig live in the pool record as [`Secret`]s: they are
+//! replicated (a new leader needs them) but never displayed, logged, or put
+//! in events.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rpool_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// A value that must never appear in logs, events or error messages.
+/// Debug and Display print `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// What a node needs to join the cluster (see `rpool.v1.JoinSecrets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinSecrets {
+    pub control_plane_endpoint: String,
+    pub token: Secret,
+    pub ca_cert_hash: String,
+    pub certificate_key: Secret,
+    pub token_expires_unix_ms: u64,
+    pub certificate_key_expires_unix_ms: u64,
+}
+
+impl JoinSecrets {
+    pub fn to_proto(&self) -> v1::JoinSecrets {
+        v1::JoinSecrets {
+            control_plane_endpoint: self.control_plane_endpoint.clone(),
+            token: self.token.expose().to_owned(),
+            ca_cert_hash: self.ca_cert_hash.clone(),
+            certificate_key: self.certificate_key.expose().to_owned(),
+            token_expires_unix_ms: self.token_expires_unix_ms,
+            certificate_key_expires_unix_ms: self.certificate_key_expires_unix_ms,
+        }
+    }
+
+    pub fn from_proto(p: &v1::JoinSecrets) -> JoinSecrets {
+        JoinSecrets {
+            control_plane_endpoint: p.control_plane_endpoint.clone(),
+            token: Secret::new(p.token.clone()),
+            ca_cert_hash: p.ca_cert_hash.clone(),
+            certificate_key: Secret::new(p.certificate_key.clone()),
+            token_expires_unix_ms: p.token_expires_unix_ms,
+            certificate_key_expires_unix_ms: p.certificate_key_expires_unix_ms,
+        }
+    }
+}
+
+/// The pool as requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub name: String,
+    pub cores: u64,
+    pub memory_bytes: u64,
+    pub control_planes: u32,
+    pub kubernetes_version: String,
+    pub pod_network_cidr: String,
+    pub service_cidr: String,
+}
+
+impl PoolSpec {
+    pub fn to_proto(&self) -> v1::PoolSpec {
+        v1::PoolSpec {
+            name: self.name.clone(),
+            cores: self.cores,
+            memory_bytes: self.memory_bytes,
+            control_planes: self.control_planes,
+            kubernetes_version: self.kubernetes_version.clone(),
+            pod_network_cidr: self.pod_network_cidr.clone(),
+            service_cidr: self.service_cidr.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ControlPlane => "control-plane",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+/// Where a member is in its life in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    Joining,
+    Joined,
+    /// Being released: drained, then its node deleted, then reset.
+    Leaving {
+        drained: bool,
+        deleted: bool,
+    },
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Joining => "joining",
+            MemberState::Joined => "joined",
+            MemberState::Leaving { .. } => "leaving",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub host_id: String,
+    pub role: Role,
+    pub node_name: String,
+    pub state: MemberState,
+    /// Order of joining (the first control plane has 0 and runs init).
+    pub order: u32,
+    pub last_error: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolPhase {
+    Provisioning,
+    Ready,
+    Resizing,
+    Healing,
+    Degraded,
+    Deleting,
+}
+
+impl PoolPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolPhase::Provisioning => "provisioning",
+            PoolPhase::Ready => "ready",
+            PoolPhase::Resizing => "resizing",
+            PoolPhase::Healing => "healing",
+            PoolPhase::Degraded => "degraded",
+            PoolPhase::Deleting => "deleting",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    pub spec: PoolSpec,
+    pub phase: PoolPhase,
+    pub phase_reason: String,
+    /// By host id.
+    pub members: BTreeMap<String, Member>,
+    pub control_plane_endpoint: String,
+    pub created_at_unix_ms: u64,
+    /// Set by a successful init, refreshed by refresh_join_token.
+    pub join: Option<JoinSecrets>,
+    pub kubeconfig: Secret,
+    pub addons_installed: bool,
+    /// Members ever added (for `Member::order`).
+    pub next_order: u32,
+}
+
+impl PoolRecord {
+    /// The control plane that runs `kubeadm init` (lowest order).
+    pub fn first_control_plane(&self) -> Option<&Member> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::ControlPlane)
+            .min_by_key(|m| m.order)
+    }
+
+    /// A joined control plane (lowest order) to run kubectl on.
+    pub fn joined_control_plane(&self) -> Option<&Member> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
+            .min_by_key(|m| m.order)
+    }
+}
+
+/// What a task does, with its parameters (secrets come from the pool
+/// record when the task is sent, never stored twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskKind {
+    InitControlPlane,
+    JoinControlPlane,
+    JoinWorker,
+    DrainNode { target_node: String },
+    DeleteNode { target_node: String },
+    Reset,
+    InstallAddons,
+    RefreshJoinToken,
+    FetchKubeconfig,
+}
+
+impl TaskKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskKind::InitControlPlane => "init_control_plane",
+            TaskKind::JoinControlPlane => "join_control_plane",
+            TaskKind::JoinWorker => "join_worker",
+            TaskKind::DrainNode { .. } => "drain_node",
+            TaskKind::DeleteNode { .. } => "delete_node",
+            TaskKind::Reset => "reset",
+            TaskKind::InstallAddons => "install_addons",
+            TaskKind::RefreshJoinToken => "refresh_join_token",
+            TaskKind::FetchKubeconfig => "fetch_kubeconfig",
+        }
+    }
+
+    /// How long the agent may take before it reports a timeout.
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            TaskKind::DrainNode { .. } => (DRAIN_TIMEOUT_S + 60) * 1_000,
+            TaskKind::InitControlPlane | TaskKind::JoinControlPlane | TaskKind::JoinWorker => 600_000,
+            _ => 120_000,
+        }
+    }
+}
+
+/// `kubectl drain --timeout` (s).
+pub const DRAIN_TIMEOUT_S: u64 = 300;
+/// Attempts of one task before the pool turns degraded.
+pub const MAX_TASK_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub host_id: String,
+    pub pool: String,
+    /// Node name of the host the task runs on.
+    pub node_name: String,
+    pub kind: TaskKind,
+    pub attempt: u32,
+    pub state: TaskState,
+    pub issued_at_unix_ms: u64,
+    pub deadline_unix_ms: u64,
+    /// A failed task may be retried from this time on (backoff).
+    pub retry_at_unix_ms: u64,
+    pub last_error: String,
+}
+
+/// A replicated record of what happened (see `rpool.v1.Event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub index: u64,
+    pub at_unix_ms: u64,
+    pub pool: String,
+    pub host_id: String,
+    pub kind: String,
+    pub message: String,
+}
+
+impl Event {
+    pub fn to_proto(&self) -> v1::Event {
+        v1::Event {
+            index: self.index,
+            at_unix_ms: self.at_unix_ms,
+            pool: self.pool.clone(),
+            host_id: self.host_id.clone(),
+            kind: self.kind.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Events kept in the state machine (older ones are dropped).
+pub const MAX_EVENTS: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let join = JoinSecrets {
+            token: Secret::new("abcdef.0123456789abcdef"),
+            certificate_key: Secret::new("f".repeat(64)),
+            ..JoinSecrets::default()
+        };
+        let shown = format!("{join:?} {}", join.token);
+        assert!(!shown.contains("abcdef.0123456789abcdef"), "{shown}");
+        assert!(!shown.contains(&"f".repeat(64)), "{shown}");
+        assert!(shown.contains("[redacted]"));
+        // But they do travel to the agent.
+        assert_eq!(join.to_proto().token, "abcdef.0123456789abcdef");
+    }
+}

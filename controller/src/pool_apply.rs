@@ -1,0 +1,579 @@
+//! How pool commands change the state machine (the pool half of
+//! [`StateMachine::plan`]). Pure like the rest of `plan`: the change is
+//! computed from the current state and the command only.
+//!
+//! The rules that keep a host in at most one pool live here: a command that
+//! would put a host that is not `ready`, or that already belongs to a pool,
+//! into a pool is refused as a whole.
+
+use crate::command::{Command, HostRecord, HostState};
+use crate::pool::{
+    Event, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, Secret, TaskKind, TaskRecord,
+    TaskState,
+};
+use crate::state::{ApplyError, ApplyOutcome, Change, More, StateMachine};
+use rpool_proto::units::format_size;
+
+/// Kubernetes node name for a host: its hostname, lower case, characters
+/// outside `[a-z0-9.-]` replaced by `-`.
+pub fn node_name(host: &HostRecord) -> String {
+    host.facts
+        .hostname
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Backoff before retrying a failed task: 2 s, 4 s, 8 s, ...
+fn retry_delay_ms(attempt: u32) -> u64 {
+    1_000u64 << attempt.min(8)
+}
+
+fn refused(message: impl Into<String>) -> ApplyError {
+    ApplyError::Refused(message.into())
+}
+
+struct Builder {
+    index: u64,
+    at_unix_ms: u64,
+    more: More,
+}
+
+impl Builder {
+    fn event(&mut self, pool: &str, host_id: &str, kind: &str, message: String) {
+        self.more.events.push(Event {
+            index: self.index,
+            at_unix_ms: self.at_unix_ms,
+            pool: pool.to_owned(),
+            host_id: host_id.to_owned(),
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    fn done(self, outcome: ApplyOutcome) -> Change {
+        Change {
+            index: self.index,
+            record: None,
+            more: self.more,
+            outcome,
+        }
+    }
+}
+
+impl StateMachine {
+    /// A host that may join `pool`: known, ready, in no pool.
+    fn joinable(&self, host_id: &str, pool: &str) -> Result<&HostRecord, ApplyError> {
+        let host = self
+            .host(host_id)
+            .ok_or_else(|| refused(format!("no host with id {host_id}")))?;
+        if let Some(other) = &host.pool {
+            return Err(refused(format!("host {host_id} already belongs to pool {other}")));
+        }
+        if host.state != HostState::Ready {
+            return Err(refused(format!(
+                "host {host_id} is {}, not ready; it cannot join pool {pool}",
+                host.state.as_str()
+            )));
+        }
+        Ok(host)
+    }
+
+    fn hostname(&self, host_id: &str) -> String {
+        self.host(host_id)
+            .map_or_else(|| host_id.to_owned(), |h| h.facts.hostname.clone())
+    }
+
+    pub(crate) fn plan_pool(&self, index: u64, command: &Command) -> Result<Change, ApplyError> {
+        match command {
+            Command::CreatePool {
+                spec,
+                control_planes,
+                workers,
+                control_plane_endpoint,
+                at_unix_ms,
+            } => {
+                if self.pools.contains_key(&spec.name) {
+                    return Err(refused(format!("pool {} already exists", spec.name)));
+                }
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: *at_unix_ms,
+                    more: More::default(),
+                };
+                let mut pool = PoolRecord {
+                    spec: spec.clone(),
+                    phase: PoolPhase::Provisioning,
+                    phase_reason: "placing and joining hosts".to_owned(),
+                    members: Default::default(),
+                    control_plane_endpoint: control_plane_endpoint.clone(),
+                    created_at_unix_ms: *at_unix_ms,
+                    join: None,
+                    kubeconfig: Secret::default(),
+                    addons_installed: false,
+                    next_order: 0,
+                };
+                let mut seen = std::collections::BTreeSet::new();
+                let roles = control_planes
+                    .iter()
+                    .map(|h| (h, Role::ControlPlane))
+                    .chain(workers.iter().map(|h| (h, Role::Worker)));
+                let (mut cores, mut memory) = (0u64, 0u64);
+                for (host_id, role) in roles {
+                    if !seen.insert(host_id.clone()) {
+                        return Err(refused(format!("host {host_id} is listed twice")));
+                    }
+                    let host = self.joinable(host_id, &spec.name)?;
+                    if role == Role::Worker {
+                        cores += u64::from(host.facts.inventory.logical_cores);
+                        memory += host.facts.inventory.memory_total_bytes;
+                    }
+                    pool.members.insert(
+                        host_id.clone(),
+                        Member {
+                            host_id: host_id.clone(),
+                            role,
+                            node_name: node_name(host),
+                            state: MemberState::Joining,
+                            order: pool.next_order,
+                            last_error: String::new(),
+                        },
+                    );
+                    pool.next_order += 1;
+                    b.more.hosts.push(HostRecord {
+                        pool: Some(spec.name.clone()),
+                        ..host.clone()
+                    });
+                }
+                if control_planes.is_empty() {
+                    return Err(refused("a pool needs at least one control plane"));
+                }
+                b.event(
+                    &spec.name,
+                    "",
+                    "pool_created",
+                    format!(
+                        "pool {} created: {} control plane(s) ({}), {} worker(s) with {cores} cores / {} \
+                         for {} cores / {} requested",
+                        spec.name,
+                        control_planes.len(),
+                        control_planes
+                            .iter()
+                            .map(|h| self.hostname(h))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        workers.len(),
+                        format_size(memory),
+                        spec.cores,
+                        format_size(spec.memory_bytes),
+                    ),
+                );
+                b.more.pools.push((spec.name.clone(), Some(pool)));
+                Ok(b.done(ApplyOutcome::Updated))
+            }
+            Command::ResizePool {
+                pool: name,
+                cores,
+                memory_bytes,
+                add,
+                release,
+                at_unix_ms,
+            } => {
+                let mut pool = self.pool_for_change(name)?;
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: *at_unix_ms,
+                    more: More::default(),
+                };
+                for host_id in add {
+                    let host = self.joinable(host_id, name)?;
+                    pool.members.insert(
+                        host_id.clone(),
+                        Member {
+                            host_id: host_id.clone(),
+                            role: Role::Worker,
+                            node_name: node_name(host),
+                            state: MemberState::Joining,
+                            order: pool.next_order,
+                            last_error: String::new(),
+                        },
+                    );
+                    pool.next_order += 1;
+                    b.more.hosts.push(HostRecord {
+                        pool: Some(name.clone()),
+                        ..host.clone()
+                    });
+                }
+                for host_id in release {
+                    let member = pool
+                        .members
+                        .get_mut(host_id)
+                        .filter(|m| m.role == Role::Worker)
+                        .ok_or_else(|| refused(format!("host {host_id} is not a worker of pool {name}")))?;
+                    if !matches!(member.state, MemberState::Leaving { .. }) {
+                        // A node that never joined has nothing to drain.
+                        let joined = member.state == MemberState::Joined;
+                        member.state = MemberState::Leaving {
+                            drained: !joined,
+                            deleted: !joined,
+                        };
+                    }
+                }
+                let before = (pool.spec.cores, pool.spec.memory_bytes);
+                pool.spec.cores = *cores;
+                pool.spec.memory_bytes = *memory_bytes;
+                pool.phase = PoolPhase::Resizing;
+                pool.phase_reason = format!("{} host(s) joining, {} leaving", add.len(), release.len());
+                b.event(
+                    name,
+                    "",
+                    "pool_resized",
+                    format!(
+                        "pool {name} resized from {} cores / {} to {cores} cores / {}: +{} worker(s) ({}), \
+                         -{} worker(s) ({})",
+                        before.0,
+                        format_size(before.1),
+                        format_size(*memory_bytes),
+                        add.len(),
+                        add.iter()
+                            .map(|h| self.hostname(h))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        release.len(),
+                        release
+                            .iter()
+                            .map(|h| self.hostname(h))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                );
+                b.more.pools.push((name.clone(), Some(pool)));
+                Ok(b.done(ApplyOutcome::Updated))
+            }
+            Command::DestroyPool {
+                pool: name,
+                at_unix_ms,
+            } => {
+                let mut pool = self
+                    .pools
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| ApplyError::UnknownPool(name.clone()))?;
+                if pool.phase == PoolPhase::Deleting {
+                    return Ok(Change {
+                        index,
+                        record: None,
+                        more: More::default(),
+                        outcome: ApplyOutcome::Unchanged,
+                    });
+                }
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: *at_unix_ms,
+                    more: More::default(),
+                };
+                for member in pool.members.values_mut() {
+                    // The cluster goes as a whole: no drain, no node deletion.
+                    member.state = MemberState::Leaving {
+                        drained: true,
+                        deleted: true,
+                    };
+                }
+                pool.phase = PoolPhase::Deleting;
+                pool.phase_reason = "resetting every host".to_owned();
+                // Steps still pending for this pool are moot.
+                for task in self.tasks.values().filter(|t| t.pool == *name) {
+                    b.more.tasks.push((task.task_id.clone(), None));
+                }
+                b.event(
+                    name,
+                    "",
+                    "pool_deleting",
+                    format!(
+                        "pool {name} is being destroyed: resetting {} host(s)",
+                        pool.members.len()
+                    ),
+                );
+                b.more.pools.push((name.clone(), Some(pool)));
+                Ok(b.done(ApplyOutcome::Updated))
+            }
+            Command::IssueTask { task } => {
+                let pool = self
+                    .pools
+                    .get(&task.pool)
+                    .ok_or_else(|| ApplyError::UnknownPool(task.pool.clone()))?;
+                if !pool.members.contains_key(&task.host_id) {
+                    return Err(refused(format!(
+                        "host {} is not a member of pool {}",
+                        task.host_id, task.pool
+                    )));
+                }
+                if let Some(existing) = self.tasks.get(&task.task_id)
+                    && !(existing.state == TaskState::Failed && task.attempt > existing.attempt)
+                {
+                    // Issued already: a planner on a new leader may repeat it.
+                    return Ok(Change {
+                        index,
+                        record: None,
+                        more: More::default(),
+                        outcome: ApplyOutcome::Unchanged,
+                    });
+                }
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: task.issued_at_unix_ms,
+                    more: More::default(),
+                };
+                b.event(
+                    &task.pool,
+                    &task.host_id,
+                    "task_issued",
+                    format!(
+                        "pool {}: {} on {} (attempt {})",
+                        task.pool,
+                        task.kind.as_str(),
+                        self.hostname(&task.host_id),
+                        task.attempt
+                    ),
+                );
+                b.more.tasks.push((
+                    task.task_id.clone(),
+                    Some(TaskRecord {
+                        state: TaskState::Pending,
+                        ..task.clone()
+                    }),
+                ));
+                Ok(b.done(ApplyOutcome::Updated))
+            }
+            Command::FinishTask {
+                task_id,
+                attempt,
+                ok,
+                error,
+                join,
+                kubeconfig,
+                at_unix_ms,
+            } => self.finish_task(
+                index,
+                task_id,
+                *attempt,
+                *ok,
+                error,
+                join.as_ref(),
+                kubeconfig.as_ref(),
+                *at_unix_ms,
+            ),
+            Command::SetPoolPhase {
+                pool: name,
+                phase,
+                reason,
+                at_unix_ms,
+            } => {
+                let mut pool = self
+                    .pools
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| ApplyError::UnknownPool(name.clone()))?;
+                if pool.phase == *phase && pool.phase_reason == *reason {
+                    return Ok(Change {
+                        index,
+                        record: None,
+                        more: More::default(),
+                        outcome: ApplyOutcome::Unchanged,
+                    });
+                }
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: *at_unix_ms,
+                    more: More::default(),
+                };
+                b.event(
+                    name,
+                    "",
+                    "pool_phase",
+                    format!("pool {name} is {}: {reason}", phase.as_str()),
+                );
+                pool.phase = *phase;
+                pool.phase_reason = reason.clone();
+                b.more.pools.push((name.clone(), Some(pool)));
+                Ok(b.done(ApplyOutcome::Updated))
+            }
+            _ => unreachable!("plan_pool is only called with pool commands"),
+        }
+    }
+
+    /// The pool `name`, cloned for a change; refused while it is deleting.
+    fn pool_for_change(&self, name: &str) -> Result<PoolRecord, ApplyError> {
+        let pool = self
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+        if pool.phase == PoolPhase::Deleting {
+            return Err(refused(format!("pool {name} is being destroyed")));
+        }
+        Ok(pool)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_task(
+        &self,
+        index: u64,
+        task_id: &str,
+        attempt: u32,
+        ok: bool,
+        error: &str,
+        join: Option<&crate::pool::JoinSecrets>,
+        kubeconfig: Option<&Secret>,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let unchanged = Change {
+            index,
+            record: None,
+            more: More::default(),
+            outcome: ApplyOutcome::Unchanged,
+        };
+        // A result for a task no longer pending (reported twice, or after a
+        // retry was issued) changes nothing.
+        let Some(task) = self.tasks.get(task_id) else {
+            return Ok(unchanged);
+        };
+        if task.attempt != attempt || task.state != TaskState::Pending {
+            return Ok(unchanged);
+        }
+        let Some(mut pool) = self.pools.get(&task.pool).cloned() else {
+            return Ok(unchanged);
+        };
+        let mut b = Builder {
+            index,
+            at_unix_ms,
+            more: More::default(),
+        };
+        let host = self.hostname(&task.host_id);
+        if !ok {
+            let last = attempt >= MAX_TASK_ATTEMPTS;
+            if let Some(member) = pool.members.get_mut(&task.host_id) {
+                member.last_error = error.to_owned();
+            }
+            b.event(
+                &task.pool,
+                &task.host_id,
+                "task_failed",
+                format!(
+                    "pool {}: {} on {host} failed (attempt {attempt} of {MAX_TASK_ATTEMPTS}): {error}",
+                    task.pool,
+                    task.kind.as_str()
+                ),
+            );
+            if last && pool.phase != PoolPhase::Deleting {
+                pool.phase = PoolPhase::Degraded;
+                pool.phase_reason =
+                    format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str());
+            }
+            b.more.tasks.push((
+                task_id.to_owned(),
+                Some(TaskRecord {
+                    state: TaskState::Failed,
+                    last_error: error.to_owned(),
+                    retry_at_unix_ms: if last {
+                        u64::MAX
+                    } else {
+                        at_unix_ms + retry_delay_ms(attempt)
+                    },
+                    ..task.clone()
+                }),
+            ));
+            b.more.pools.push((task.pool.clone(), Some(pool)));
+            return Ok(b.done(ApplyOutcome::Updated));
+        }
+        b.more.tasks.push((task_id.to_owned(), None));
+        let mut done = format!("pool {}: {} on {host} done", task.pool, task.kind.as_str());
+        let member = pool.members.get_mut(&task.host_id);
+        match (&task.kind, member) {
+            (TaskKind::InitControlPlane, Some(member)) => {
+                member.state = MemberState::Joined;
+                member.last_error.clear();
+                pool.join = join.cloned();
+                if let Some(kubeconfig) = kubeconfig {
+                    pool.kubeconfig = kubeconfig.clone();
+                }
+                done = format!("pool {}: kubeadm init done on {host}, cluster is up", task.pool);
+            }
+            (TaskKind::JoinControlPlane | TaskKind::JoinWorker, Some(member)) => {
+                member.state = MemberState::Joined;
+                member.last_error.clear();
+                done = format!("pool {}: {host} joined as {}", task.pool, member.role.as_str());
+            }
+            (TaskKind::RefreshJoinToken, _) => {
+                if let Some(join) = join {
+                    pool.join = Some(join.clone());
+                }
+                done = format!("pool {}: join token refreshed on {host}", task.pool);
+            }
+            (TaskKind::FetchKubeconfig, _) => {
+                if let Some(kubeconfig) = kubeconfig {
+                    pool.kubeconfig = kubeconfig.clone();
+                }
+            }
+            (TaskKind::InstallAddons, _) => {
+                pool.addons_installed = true;
+                done = format!("pool {}: addons installed from {host}", task.pool);
+            }
+            (TaskKind::DrainNode { target_node } | TaskKind::DeleteNode { target_node }, _) => {
+                let drain = matches!(task.kind, TaskKind::DrainNode { .. });
+                if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node)
+                    && let MemberState::Leaving { drained, deleted } = &mut target.state
+                {
+                    if drain {
+                        *drained = true;
+                    } else {
+                        *deleted = true;
+                    }
+                }
+                done = format!(
+                    "pool {}: node {target_node} {} (via {host})",
+                    task.pool,
+                    if drain { "drained" } else { "deleted" }
+                );
+            }
+            (TaskKind::Reset, Some(_)) => {
+                pool.members.remove(&task.host_id);
+                if let Some(record) = self.host(&task.host_id) {
+                    b.more.hosts.push(HostRecord {
+                        pool: None,
+                        ..record.clone()
+                    });
+                }
+                for other in self
+                    .tasks
+                    .values()
+                    .filter(|t| t.host_id == task.host_id && t.task_id != task_id)
+                {
+                    b.more.tasks.push((other.task_id.clone(), None));
+                }
+                done = format!("pool {}: {host} reset and back in the fleet", task.pool);
+            }
+            (_, None) => {}
+        }
+        b.event(&task.pool, &task.host_id, "task_done", done);
+        if pool.phase == PoolPhase::Deleting && pool.members.is_empty() {
+            b.event(
+                &task.pool,
+                "",
+                "pool_destroyed",
+                format!("pool {} destroyed", task.pool),
+            );
+            b.more.pools.push((task.pool.clone(), None));
+        } else {
+            b.more.pools.push((task.pool.clone(), Some(pool)));
+        }
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+}

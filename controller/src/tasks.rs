@@ -1,0 +1,253 @@
+//! The leader's side of tasks: the planner loop, delivery to agents, and
+//! results coming back.
+//!
+//! 1. Every [`PLAN_EVERY`], while this controller leads, after a ReadIndex
+//!    barrier (so it plans on everything committed, including what an
+//!    earlier leader proposed), run [`crate::planner::plan`] and propose its
+//!    commands one by one.
+//! 2. Deliver every pending task whose host has a session here and that
+//!    this session has not been sent yet (a new session, e.g. after a
+//!    leader change, gets its pending tasks again: the agent deduplicates).
+//! 3. A `TaskResult` from an agent is checked (it must be for a task of
+//!    that very host) and becomes a `FinishTask` command.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rpool_proto::v1::{self, ControllerMessage, TaskResult, controller_message};
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+use crate::command::Command;
+use crate::liveness::unix_ms_now;
+use crate::node::ProposeError;
+use crate::pool::{JoinSecrets, Secret, TaskKind, TaskRecord, TaskState};
+use crate::validate::Invalid;
+
+/// How often the planner runs on the leader.
+pub const PLAN_EVERY: Duration = Duration::from_millis(200);
+/// Longest error text kept from an agent.
+const ERROR_MAX_CHARS: usize = 4_096;
+/// Largest kubeconfig accepted from an agent.
+const KUBECONFIG_MAX_BYTES: usize = 1 << 20;
+
+/// The outbound half of one agent session, and what it has been sent.
+pub(crate) struct Link {
+    pub session: u64,
+    pub tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+    pub delivered: HashSet<(String, u32)>,
+}
+
+/// Sessions by host id (leader only).
+#[derive(Default)]
+pub(crate) struct Links(pub std::sync::Mutex<HashMap<String, Link>>);
+
+impl Links {
+    pub fn register(&self, host_id: &str, session: u64, tx: mpsc::Sender<Result<ControllerMessage, Status>>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            host_id.to_owned(),
+            Link {
+                session,
+                tx,
+                delivered: HashSet::new(),
+            },
+        );
+    }
+
+    pub fn unregister(&self, host_id: &str, session: u64) {
+        let mut links = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if links.get(host_id).is_some_and(|l| l.session == session) {
+            links.remove(host_id);
+        }
+    }
+}
+
+/// The wire form of a task, with the pool's current secrets.
+fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
+    use v1::task::Kind;
+    let (pool_join, endpoint, version, pod_cidr, service_cidr) = shared.node.read(|sm| {
+        sm.pools().get(&task.pool).map(|p| {
+            (
+                p.join.clone(),
+                p.control_plane_endpoint.clone(),
+                p.spec.kubernetes_version.clone(),
+                p.spec.pod_network_cidr.clone(),
+                p.spec.service_cidr.clone(),
+            )
+        })
+    })?;
+    let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
+    let kind = match &task.kind {
+        TaskKind::InitControlPlane => Kind::InitControlPlane(v1::InitControlPlane {
+            control_plane_endpoint: endpoint,
+            pod_network_cidr: pod_cidr,
+            service_cidr,
+            kubernetes_version: version,
+        }),
+        TaskKind::JoinControlPlane => Kind::JoinControlPlane(v1::JoinControlPlane { join: Some(join()?) }),
+        TaskKind::JoinWorker => {
+            let mut secrets = join()?;
+            // A worker never needs the certificate key.
+            secrets.certificate_key.clear();
+            Kind::JoinWorker(v1::JoinWorker { join: Some(secrets) })
+        }
+        TaskKind::DrainNode { target_node } => Kind::DrainNode(v1::DrainNode {
+            target_node: target_node.clone(),
+            timeout_s: crate::pool::DRAIN_TIMEOUT_S as u32,
+        }),
+        TaskKind::DeleteNode { target_node } => Kind::DeleteNode(v1::DeleteNode {
+            target_node: target_node.clone(),
+        }),
+        TaskKind::Reset => Kind::Reset(v1::Reset {}),
+        TaskKind::InstallAddons => Kind::InstallAddons(v1::InstallAddons {
+            manifests: vec![v1::Manifest {
+                name: "cni".to_owned(),
+                content: cni_manifest(&pod_cidr_or_default(&task.pool, shared)),
+            }],
+        }),
+        TaskKind::RefreshJoinToken => Kind::RefreshJoinToken(v1::RefreshJoinToken {
+            certificate_key: true,
+        }),
+        TaskKind::FetchKubeconfig => Kind::FetchKubeconfig(v1::FetchKubeconfig {}),
+    };
+    Some(v1::Task {
+        task_id: task.task_id.clone(),
+        attempt: task.attempt,
+        deadline_unix_ms: task.deadline_unix_ms,
+        pool: task.pool.clone(),
+        node_name: task.node_name.clone(),
+        kind: Some(kind),
+    })
+}
+
+fn pod_cidr_or_default(pool: &str, shared: &Shared) -> String {
+    shared
+        .node
+        .read(|sm| sm.pools().get(pool).map(|p| p.spec.pod_network_cidr.clone()))
+        .unwrap_or_default()
+}
+
+/// The CNI addon applied to every pool (a flannel-style network config).
+fn cni_manifest(pod_cidr: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
+         data:\n  net-conf.json: |\n    {{\"Network\": \"{pod_cidr}\", \"Backend\": {{\"Type\": \"vxlan\"}}}}\n"
+    )
+}
+
+/// Sends every pending task to its host's session, once per session.
+pub(crate) fn deliver(shared: &Shared) {
+    let pending: Vec<TaskRecord> = shared.node.read(|sm| {
+        sm.tasks()
+            .values()
+            .filter(|t| t.state == TaskState::Pending)
+            .cloned()
+            .collect()
+    });
+    let mut links = shared.links.0.lock().unwrap_or_else(|e| e.into_inner());
+    for task in pending {
+        let Some(link) = links.get_mut(&task.host_id) else {
+            continue;
+        };
+        let key = (task.task_id.clone(), task.attempt);
+        if link.delivered.contains(&key) {
+            continue;
+        }
+        let Some(wire) = to_wire(shared, &task) else {
+            continue;
+        };
+        let message = ControllerMessage {
+            msg: Some(controller_message::Msg::Task(wire)),
+        };
+        match link.tx.try_send(Ok(message)) {
+            Ok(()) => {
+                debug!(task_id = %task.task_id, attempt = task.attempt, host_id = %task.host_id, kind = task.kind.as_str(), "task sent");
+                link.delivered.insert(key);
+            }
+            Err(_) => debug!(host_id = %task.host_id, "session queue full; task sent on a later round"),
+        }
+    }
+}
+
+/// Handles a `TaskResult` from the session of `host_id`.
+pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult) -> Result<(), Status> {
+    if result.task_id.is_empty() || result.task_id.len() > 256 {
+        return Err(Invalid::new("task_result.task_id", "must be 1..=256 characters").into());
+    }
+    if result.kubeconfig.len() > KUBECONFIG_MAX_BYTES {
+        return Err(Invalid::new(
+            "task_result.kubeconfig",
+            format!(
+                "{} bytes is out of range (accepted at most {KUBECONFIG_MAX_BYTES})",
+                result.kubeconfig.len()
+            ),
+        )
+        .into());
+    }
+    let owner = shared
+        .node
+        .read(|sm| sm.tasks().get(&result.task_id).map(|t| t.host_id.clone()));
+    match owner {
+        None => {
+            debug!(task_id = %result.task_id, "result for a task that is not pending; ignored");
+            return Ok(());
+        }
+        Some(owner) if owner != host_id => {
+            warn!(task_id = %result.task_id, host_id, owner = %owner, "agent reported a task of another host");
+            return Err(Status::permission_denied(format!(
+                "task {} belongs to another host",
+                result.task_id
+            )));
+        }
+        Some(_) => {}
+    }
+    let error: String = result.error.chars().take(ERROR_MAX_CHARS).collect();
+    info!(task_id = %result.task_id, attempt = result.attempt, ok = result.ok, already_done = result.already_done, duration_ms = result.duration_ms, "task finished");
+    let command = Command::FinishTask {
+        task_id: result.task_id,
+        attempt: result.attempt,
+        ok: result.ok,
+        error,
+        join: result.join.as_ref().map(JoinSecrets::from_proto),
+        kubeconfig: (!result.kubeconfig.is_empty()).then(|| Secret::new(result.kubeconfig)),
+        at_unix_ms: unix_ms_now(),
+    };
+    match shared.node.propose(command).await {
+        Ok(_) | Err(ProposeError::Rejected(_)) => Ok(()),
+        Err(e) => Err(crate::agent_service::propose_status(e)),
+    }
+}
+
+/// The planner and delivery loop; runs for the controller's lifetime and
+/// acts only while this controller leads.
+pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
+    let mut ticker = tokio::time::interval(PLAN_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::stopped(&mut stop) => return,
+        }
+        if !shared.node.is_leader() {
+            continue;
+        }
+        if shared.node.read_barrier().await.is_err() {
+            continue;
+        }
+        let commands = shared.node.read(|sm| crate::planner::plan(sm, unix_ms_now()));
+        for command in commands {
+            match shared.node.propose(command).await {
+                Ok(_) => {}
+                Err(ProposeError::Rejected(e)) => debug!(error = %e, "planned command refused; replanning"),
+                Err(e) => {
+                    debug!(error = %e, "planned command not committed");
+                    break;
+                }
+            }
+        }
+        deliver(&shared);
+    }
+}
