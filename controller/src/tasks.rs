@@ -129,11 +129,19 @@ fn pod_cidr_or_default(pool: &str, shared: &Shared) -> String {
         .unwrap_or_default()
 }
 
-/// The CNI addon applied to every pool (a flannel-style network config).
+/// The CNI addon applied to every pool: a flannel-style VXLAN network
+/// (its config and the DaemonSet that runs it on every node), sized to the
+/// pool's pod network. Nodes report Ready only once a pod network runs.
 fn cni_manifest(pod_cidr: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
-         data:\n  net-conf.json: |\n    {{\"Network\": \"{pod_cidr}\", \"Backend\": {{\"Type\": \"vxlan\"}}}}\n"
+         data:\n  net-conf.json: |\n    {{\"Network\": \"{pod_cidr}\", \"Backend\": {{\"Type\": \"vxlan\"}}}}\n\
+         ---\n\
+         apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
+         spec:\n  selector:\n    matchLabels:\n      app: rpool-cni\n  template:\n    metadata:\n      labels:\n\
+         \x20       app: rpool-cni\n    spec:\n      hostNetwork: true\n      tolerations:\n      - operator: Exists\n\
+         \x20     containers:\n      - name: flannel\n        image: docker.io/flannel/flannel:v0.26.1\n\
+         \x20       args: [\"--ip-masq\", \"--kube-subnet-mgr\"]\n        securityContext:\n          privileged: true\n"
     )
 }
 
@@ -249,5 +257,20 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
             }
         }
         deliver(&shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cni_manifest_runs_a_daemonset_on_the_pools_pod_network() {
+        let yaml = cni_manifest("10.244.0.0/16");
+        assert!(yaml.contains("\"Network\": \"10.244.0.0/16\""), "{yaml}");
+        assert!(yaml.contains("\n---\napiVersion: apps/v1\nkind: DaemonSet\n"), "{yaml}");
+        assert!(yaml.contains("\n      labels:\n        app: rpool-cni\n"), "{yaml}");
+        assert!(yaml.contains("\n      containers:\n      - name: flannel\n"), "{yaml}");
+        assert!(yaml.contains("\n        args: "), "{yaml}");
     }
 }

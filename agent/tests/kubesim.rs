@@ -1,0 +1,697 @@
+//! kubesim end to end: the built binary behind `kubeadm` / `kubectl`
+//! symlinks, one node root per simulated host, one shared state dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+struct Sim {
+    dir: tempfile::TempDir,
+    now: Option<u64>,
+}
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.out, self.err
+        );
+        self
+    }
+
+    fn fails(self, needle: &str) -> Run {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.out, self.err
+        );
+        assert!(
+            self.err.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.err
+        );
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Sim {
+    fn new() -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for name in ["kubeadm", "kubectl"] {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kubesim"), bin.join(name)).unwrap();
+        }
+        Sim { dir, now: None }
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        self.dir.path().join("hosts").join(host)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn cmd(&self, host: &str, tool: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(self.dir.path().join("bin").join(tool));
+        c.args(args)
+            .env("KUBESIM_STATE_DIR", self.state())
+            .env("KUBESIM_NODE_ROOT", self.root(host))
+            .env("KUBESIM_HOSTNAME", host)
+            .env("KUBESIM_NODE_IP", ip(host))
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null());
+        if let Some(now) = self.now {
+            c.env("KUBESIM_NOW", now.to_string());
+        }
+        c
+    }
+
+    fn run(&self, host: &str, tool: &str, args: &[&str]) -> Run {
+        self.cmd(host, tool, args).output().unwrap().into()
+    }
+
+    fn kubeadm(&self, host: &str, args: &[&str]) -> Run {
+        self.run(host, "kubeadm", args)
+    }
+
+    /// kubectl on `host` with its admin kubeconfig (production path, mapped
+    /// into the node root).
+    fn kubectl(&self, host: &str, args: &[&str]) -> Run {
+        let mut a = vec!["--kubeconfig", "/etc/kubernetes/admin.conf"];
+        a.extend_from_slice(args);
+        self.run(host, "kubectl", &a)
+    }
+
+    /// (name, role) of every node, from `get nodes -o json`.
+    fn nodes(&self, host: &str) -> Vec<(String, String, String)> {
+        let r = self.kubectl(host, &["get", "nodes", "-o", "json"]).ok();
+        let v: Value = serde_json::from_str(&r.out).unwrap();
+        assert_eq!(v["kind"], "List");
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let labels = n["metadata"]["labels"].as_object().unwrap();
+                let role = if labels.contains_key("node-role.kubernetes.io/control-plane") {
+                    "control-plane"
+                } else {
+                    "worker"
+                };
+                let ready = n["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["type"] == "Ready")
+                    .unwrap()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (
+                    n["metadata"]["name"].as_str().unwrap().to_string(),
+                    role.to_string(),
+                    ready,
+                )
+            })
+            .collect()
+    }
+}
+
+fn ip(host: &str) -> String {
+    let n: u32 = host
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("10.0.{}.{}", (n >> 8) % 250 + 1, n % 250 + 1)
+}
+
+struct Join {
+    token: String,
+    hash: String,
+    key: String,
+}
+
+/// Token, CA hash and certificate key from `kubeadm init` output.
+fn parse_init(out: &str) -> Join {
+    let word_after = |marker: &str| {
+        let i = out
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in\n{out}"));
+        out[i + marker.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    Join {
+        token: word_after("--token "),
+        hash: word_after("--discovery-token-ca-cert-hash "),
+        key: word_after("--certificate-key "),
+    }
+}
+
+fn is_lower_alnum(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn init(sim: &Sim, host: &str, endpoint: &str) -> Join {
+    let r = sim
+        .kubeadm(
+            host,
+            &[
+                "init",
+                "--control-plane-endpoint",
+                endpoint,
+                "--upload-certs",
+                "--pod-network-cidr",
+                "10.244.0.0/16",
+                "--kubernetes-version",
+                "v1.32.4",
+            ],
+        )
+        .ok();
+    assert!(
+        r.out
+            .contains("Your Kubernetes control-plane has initialized successfully!")
+    );
+    assert!(r.out.contains("[upload-certs] Using certificate key:\n"));
+    assert!(r.out.contains(&format!("kubeadm join {endpoint} --token ")));
+    assert!(r.out.contains("\t--control-plane --certificate-key "));
+    assert!(r.out.contains("Then you can join any number of worker nodes"));
+    let j = parse_init(&r.out);
+    let (id, secret) = j.token.split_once('.').unwrap();
+    assert!(id.len() == 6 && secret.len() == 16 && is_lower_alnum(id) && is_lower_alnum(secret));
+    let h = j.hash.strip_prefix("sha256:").unwrap();
+    assert!(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(j.key.len() == 64 && j.key.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(sim.root(host).join("etc/kubernetes/admin.conf").exists());
+    j
+}
+
+fn join_worker(sim: &Sim, host: &str, ep: &str, j: &Join) -> Run {
+    sim.kubeadm(
+        host,
+        &[
+            "join",
+            ep,
+            "--token",
+            &j.token,
+            "--discovery-token-ca-cert-hash",
+            &j.hash,
+        ],
+    )
+}
+
+fn join_cp(sim: &Sim, host: &str, ep: &str, j: &Join, key: Option<&str>) -> Run {
+    let mut a = vec![
+        "join",
+        ep,
+        "--token",
+        &j.token,
+        "--discovery-token-ca-cert-hash",
+        &j.hash,
+        "--control-plane",
+    ];
+    if let Some(k) = key {
+        a.extend(["--certificate-key", k]);
+    }
+    sim.kubeadm(host, &a)
+}
+
+fn names(nodes: &[(String, String, String)]) -> Vec<(String, String)> {
+    nodes.iter().map(|(n, r, _)| (n.clone(), r.clone())).collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+const EP: &str = "10.0.0.100:6443";
+
+#[test]
+fn lifecycle_init_join_drain_delete_reset() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+
+    // Worker joins.
+    let r = join_worker(&sim, "w1", EP, &j).ok();
+    assert!(r.out.contains("This node has joined the cluster:"));
+    join_worker(&sim, "w2", EP, &j).ok();
+
+    // Joining twice: the host already runs a kubelet.
+    join_worker(&sim, "w1", EP, &j).fails(
+        "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already exists",
+    );
+    // Wrong credentials.
+    let bad_hash = format!("sha256:{}", "ab".repeat(32));
+    sim.kubeadm(
+        "w3",
+        &[
+            "join",
+            EP,
+            "--token",
+            &j.token,
+            "--discovery-token-ca-cert-hash",
+            &bad_hash,
+        ],
+    )
+    .fails(&format!(
+        "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{}\" are pinned",
+        j.hash
+    ));
+    let unknown_id = Join {
+        token: "zzzzzz.0123456789abcdef".into(),
+        hash: j.hash.clone(),
+        key: String::new(),
+    };
+    join_worker(&sim, "w3", EP, &unknown_id)
+        .fails("could not find a JWS signature in the cluster-info ConfigMap for token ID \"zzzzzz\"");
+    let wrong_secret = Join {
+        token: format!("{}.0000000000000000", &j.token[..6]),
+        hash: j.hash.clone(),
+        key: String::new(),
+    };
+    join_worker(&sim, "w3", EP, &wrong_secret).fails("failed to verify JWS signature");
+    let malformed = Join {
+        token: "abc".into(),
+        hash: j.hash.clone(),
+        key: String::new(),
+    };
+    join_worker(&sim, "w3", EP, &malformed).fails("the bootstrap token \"abc\" was not of the form");
+    join_worker(&sim, "w3", "10.9.9.9:6443", &j).fails("connect: connection refused");
+    assert!(!sim.root("w3").join("etc/kubernetes/kubelet.conf").exists());
+
+    // Control-plane joins.
+    join_cp(&sim, "cp2", EP, &j, None).fails(
+        "error execution phase control-plane-prepare/certs: error creating PKI assets: failure loading certificate for CA",
+    );
+    join_cp(&sim, "cp2", EP, &j, Some(&"0".repeat(64))).fails("cipher: message authentication failed");
+    let r = join_cp(&sim, "cp2", EP, &j, Some(&j.key)).ok();
+    assert!(
+        r.out
+            .contains("This node has joined the cluster and a new control plane instance was created:")
+    );
+    join_cp(&sim, "cp3", EP, &j, Some(&j.key)).ok();
+    assert!(sim.root("cp2").join("etc/kubernetes/admin.conf").exists());
+    assert!(!sim.root("w1").join("etc/kubernetes/admin.conf").exists());
+
+    assert_eq!(
+        names(&sim.nodes("cp1")),
+        pairs(&[
+            ("cp1", "control-plane"),
+            ("cp2", "control-plane"),
+            ("cp3", "control-plane"),
+            ("w1", "worker"),
+            ("w2", "worker"),
+        ])
+    );
+    // NotReady until a pod network is applied.
+    assert!(sim.nodes("cp1").iter().all(|n| n.2 == "False"));
+    let cni = sim.dir.path().join("cni.yaml");
+    std::fs::write(
+        &cni,
+        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-flannel\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\nspec:\n  template:\n    metadata:\n      name: nope\n",
+    )
+    .unwrap();
+    let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
+    assert_eq!(
+        r.out,
+        "namespace/kube-flannel created\ndaemonset.apps/kube-flannel-ds created\n"
+    );
+    let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
+    assert!(r.out.contains("daemonset.apps/kube-flannel-ds unchanged"));
+    assert!(sim.nodes("cp1").iter().all(|n| n.2 == "True"));
+    // ...and even with preflight errors ignored, the Node exists.
+    sim.kubeadm(
+        "w1",
+        &[
+            "join",
+            EP,
+            "--token",
+            &j.token,
+            "--discovery-token-ca-cert-hash",
+            &j.hash,
+            "--ignore-preflight-errors=all",
+        ],
+    )
+    .fails("a Node with name \"w1\" and status \"Ready\" already exists in the cluster");
+
+    let table = sim.kubectl("cp1", &["get", "nodes"]).ok().out;
+    assert!(
+        table.starts_with("NAME   STATUS   ROLES           AGE   VERSION\n"),
+        "{table}"
+    );
+    assert!(table.contains("\nw1     Ready    <none>          "), "{table}");
+
+    // Drain: DaemonSet pods need --ignore-daemonsets.
+    let r = sim.kubectl("cp1", &["drain", "w2", "--delete-emptydir-data", "--timeout=60s"]);
+    let r = r.fails(
+        "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): kube-system/kube-proxy-",
+    );
+    assert_eq!(r.out, "node/w2 cordoned\n");
+    let r = sim
+        .kubectl(
+            "cp1",
+            &[
+                "drain",
+                "w2",
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=60s",
+            ],
+        )
+        .ok();
+    assert_eq!(r.out, "node/w2 already cordoned\nnode/w2 drained\n");
+    assert!(r.err.starts_with("Warning: ignoring DaemonSet-managed Pods: "));
+    let table = sim.kubectl("cp1", &["get", "nodes"]).ok().out;
+    assert!(table.contains("w2     Ready,SchedulingDisabled"), "{table}");
+    let r = sim.kubectl(
+        "cp1",
+        &[
+            "drain",
+            "ghost",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ],
+    );
+    assert_eq!(r.err, "Error from server (NotFound): nodes \"ghost\" not found\n");
+    assert_eq!(r.code, 1);
+
+    // Delete + reset.
+    let r = sim.kubectl("cp1", &["delete", "node", "w2"]).ok();
+    assert_eq!(r.out, "node \"w2\" deleted\n");
+    sim.kubectl("cp1", &["delete", "node", "w2"])
+        .fails("Error from server (NotFound): nodes \"w2\" not found");
+    let r = sim.kubeadm("w2", &["reset", "-f", "--cleanup-tmp-dir"]).ok();
+    assert!(
+        r.out
+            .contains("[reset] Deleting files: [/etc/kubernetes/admin.conf")
+    );
+    assert!(!sim.root("w2").join("etc/kubernetes/kubelet.conf").exists());
+    assert!(!sim.root("w2").join("var/lib/kubelet/config.yaml").exists());
+    // Reset is idempotent.
+    sim.kubeadm("w2", &["reset", "-f"]).ok();
+    // w2 can join again after reset.
+    join_worker(&sim, "w2", EP, &j).ok();
+    sim.kubectl("cp1", &["delete", "node", "w2"]).ok();
+    sim.kubeadm("w2", &["reset", "-f"]).ok();
+
+    // Reset without delete: the Node stays, NotReady (Unknown).
+    sim.kubeadm("w1", &["reset", "-f"]).ok();
+    let nodes = sim.nodes("cp1");
+    assert_eq!(
+        names(&nodes),
+        pairs(&[
+            ("cp1", "control-plane"),
+            ("cp2", "control-plane"),
+            ("cp3", "control-plane"),
+            ("w1", "worker"),
+        ])
+    );
+    assert_eq!(nodes[3].2, "Unknown");
+    sim.kubectl("cp1", &["delete", "node", "w1"]).ok();
+
+    // etcd membership through the etcd static pod.
+    let etcdctl = |host: &str, extra: &[&str]| {
+        let mut a = vec![
+            "-n",
+            "kube-system",
+            "exec",
+            "etcd-cp1",
+            "--",
+            "etcdctl",
+            "--endpoints",
+            "https://127.0.0.1:2379",
+            "--cacert",
+            "/etc/kubernetes/pki/etcd/ca.crt",
+            "--cert",
+            "/etc/kubernetes/pki/etcd/server.crt",
+            "--key",
+            "/etc/kubernetes/pki/etcd/server.key",
+        ];
+        a.extend_from_slice(extra);
+        sim.kubectl(host, &a)
+    };
+    let list = etcdctl("cp1", &["member", "list"]).ok().out;
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.lines().all(|l| l.contains(", started, cp")), "{list}");
+    // cp3 dies: its member stays until removed.
+    std::fs::write(sim.root("cp3").join("kubesim-down"), "").unwrap();
+    let cp3_id = list
+        .lines()
+        .find(|l| l.contains(", cp3,"))
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    // A replacement control plane cannot join while etcd is unhealthy.
+    join_cp(&sim, "cp4", EP, &j, Some(&j.key)).fails("etcd cluster is not healthy");
+    let r = etcdctl("cp1", &["member", "remove", &cp3_id]).ok();
+    assert!(
+        r.out
+            .starts_with(&format!("Member {cp3_id} removed from cluster ")),
+        "{}",
+        r.out
+    );
+    etcdctl("cp1", &["member", "remove", &cp3_id]).fails("Error: etcdserver: member not found");
+    sim.kubectl("cp1", &["delete", "node", "cp3"]).ok();
+    join_cp(&sim, "cp4", EP, &j, Some(&j.key)).ok();
+    assert_eq!(etcdctl("cp1", &["member", "list"]).ok().out.lines().count(), 3);
+
+    // Resetting a control plane removes its own etcd member.
+    sim.kubeadm("cp4", &["reset", "-f"]).ok();
+    let list = etcdctl("cp1", &["member", "list"]).ok().out;
+    assert_eq!(list.lines().count(), 2, "{list}");
+    sim.kubectl("cp1", &["delete", "node", "cp4"]).ok();
+    assert_eq!(
+        names(&sim.nodes("cp2")),
+        pairs(&[("cp1", "control-plane"), ("cp2", "control-plane")])
+    );
+}
+
+#[test]
+fn token_and_certificate_key_expiry() {
+    let mut sim = Sim::new();
+    let t0 = 1_800_000_000;
+    sim.now = Some(t0);
+    let j = init(&sim, "cp1", EP);
+
+    // Certificate key: 2h.
+    sim.now = Some(t0 + 3 * 3600);
+    join_cp(&sim, "cp2", EP, &j, Some(&j.key))
+        .fails("Secret \"kubeadm-certs\" was not found in the \"kube-system\" Namespace. This Secret might have expired.");
+    let r = sim
+        .kubeadm("cp1", &["init", "phase", "upload-certs", "--upload-certs"])
+        .ok();
+    let key = r.out.lines().last().unwrap().to_string();
+    assert_eq!(key.len(), 64);
+    join_cp(&sim, "cp2", EP, &j, Some(&key)).ok();
+
+    // Token: 24h.
+    sim.now = Some(t0 + 25 * 3600);
+    join_worker(&sim, "w1", EP, &j).fails(&format!(
+        "could not find a JWS signature in the cluster-info ConfigMap for token ID \"{}\"",
+        &j.token[..6]
+    ));
+    let r = sim
+        .kubeadm("cp1", &["token", "create", "--ttl", "1h", "--print-join-command"])
+        .ok();
+    let line = r.out.trim_end();
+    assert!(line.starts_with(&format!("kubeadm join {EP} --token ")), "{line}");
+    assert!(line.ends_with(&format!("--discovery-token-ca-cert-hash {}", j.hash)));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let fresh = Join {
+        token: words[4].to_string(),
+        hash: words[6].to_string(),
+        key: String::new(),
+    };
+    join_worker(&sim, "w1", EP, &fresh).ok();
+    sim.now = Some(t0 + 27 * 3600);
+    join_worker(&sim, "w2", EP, &fresh).fails("could not find a JWS signature");
+
+    // token create needs the admin kubeconfig (a worker has none).
+    sim.kubeadm("w1", &["token", "create"])
+        .fails("failed to load admin kubeconfig: open /etc/kubernetes/admin.conf: no such file or directory");
+}
+
+#[test]
+fn unknown_flags_and_commands() {
+    let sim = Sim::new();
+    let r = sim.run("h", "kubectl", &["get", "nodes", "--foo"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        "Error: unknown flag: --foo\nSee 'kubectl get --help' for usage.\n"
+    );
+    let r = sim.run("h", "kubectl", &["drain", "x", "--timeout=abc"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        "Error: invalid argument \"abc\" for \"--timeout\" flag: time: invalid duration \"abc\"\nSee 'kubectl drain --help' for usage.\n"
+    );
+    let r = sim.run("h", "kubectl", &["frob"]);
+    assert_eq!(
+        (r.code, r.err.as_str()),
+        (1, "Error: unknown command \"frob\" for \"kubectl\"\n")
+    );
+    let r = sim.run("h", "kubectl", &["drain"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.starts_with("error: USAGE: drain NODE [flags]"));
+    let r = sim.kubeadm("h", &["join", "1.2.3.4:6443", "--foo"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        "unknown flag: --foo\nTo see the stack trace of this error execute with --v=5 or higher\n"
+    );
+    let r = sim.kubeadm("h", &["frob"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.starts_with("unknown command \"frob\" for \"kubeadm\""));
+    // No kubeconfig at all: like kubectl without a cluster.
+    let r = sim.run("h", "kubectl", &["get", "nodes"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.err
+            .contains("The connection to the server localhost:8080 was refused")
+    );
+    // Through the kubesim entry point too.
+    let o = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["kubeadm", "version", "-o", "short"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "v1.32.4\n");
+}
+
+#[test]
+fn pending_pods_and_concurrent_joins() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+    let hosts: Vec<String> = (0..6).map(|i| format!("w{i}")).collect();
+    let children: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            sim.cmd(
+                h,
+                "kubeadm",
+                &[
+                    "join",
+                    EP,
+                    "--token",
+                    &j.token,
+                    "--discovery-token-ca-cert-hash",
+                    &j.hash,
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(sim.nodes("cp1").len(), 7);
+
+    // Before a CNI, CoreDNS is Pending; the pending-pods file adds more.
+    let pending = |sim: &Sim| -> Vec<String> {
+        let r = sim
+            .kubectl(
+                "cp1",
+                &[
+                    "get",
+                    "pods",
+                    "-A",
+                    "--field-selector=status.phase=Pending",
+                    "-o",
+                    "json",
+                ],
+            )
+            .ok();
+        let v: Value = serde_json::from_str(&r.out).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["status"]["phase"], "Pending");
+                format!(
+                    "{}/{}",
+                    p["metadata"]["namespace"].as_str().unwrap(),
+                    p["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let p = pending(&sim);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().all(|n| n.starts_with("kube-system/coredns-")));
+    let cluster_dir = std::fs::read_dir(sim.state().join("clusters"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(cluster_dir.join("pending-pods"), "3\n").unwrap();
+    let p = pending(&sim);
+    assert_eq!(p.iter().filter(|n| n.starts_with("default/")).count(), 3, "{p:?}");
+    std::fs::write(
+        cluster_dir.join("pending-pods"),
+        r#"{"count":1,"cpu":"2","memory":"4Gi"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        pending(&sim).iter().filter(|n| n.starts_with("default/")).count(),
+        1
+    );
+    // The etcd static pods, found the way runbooks do.
+    let r = sim
+        .kubectl(
+            "cp1",
+            &[
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "-l",
+                "component=etcd",
+                "-o",
+                "name",
+            ],
+        )
+        .ok();
+    assert_eq!(r.out, "pod/etcd-cp1\n");
+    // A second init on the same endpoint is refused while the first lives.
+    let r = sim.kubeadm(
+        "other",
+        &["init", "--control-plane-endpoint", EP, "--upload-certs"],
+    );
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(
+        Path::new(&sim.root("cp1"))
+            .join("etc/kubernetes/admin.conf")
+            .exists()
+    );
+}
