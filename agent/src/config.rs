@@ -21,6 +21,8 @@ pub const MAX_LABELS: usize = 64;
 pub const INITIAL_BACKOFF_MS_RANGE: (u64, u64) = (10, 60_000);
 /// Upper bound of `reconnect.max_backoff_ms`.
 pub const MAX_BACKOFF_MS_LIMIT: u64 = 300_000;
+/// Accepted range of `kube.command_timeout_s`.
+pub const COMMAND_TIMEOUT_S_RANGE: (u64, u64) = (10, 86_400);
 
 /// Why a configuration could not be loaded. The text is meant for the admin
 /// as is; `main` exits 64 on any of these.
@@ -83,6 +85,7 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub health: HealthConfig,
     pub reconnect: ReconnectConfig,
+    pub kube: KubeConfig,
     /// Present: simulated-hardware mode (inventory and utilization from a file).
     pub simulate: Option<SimulateConfig>,
 }
@@ -96,6 +99,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             health: HealthConfig::default(),
             reconnect: ReconnectConfig::default(),
+            kube: KubeConfig::default(),
             simulate: None,
         }
     }
@@ -143,6 +147,31 @@ impl Default for ReconnectConfig {
         ReconnectConfig {
             initial_backoff_ms: 200,
             max_backoff_ms: 10_000,
+        }
+    }
+}
+
+/// `[kube]`: how the agent runs `kubeadm` and `kubectl` for pool tasks
+/// (see [`crate::kube`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeConfig {
+    pub kubeadm_path: PathBuf,
+    pub kubectl_path: PathBuf,
+    /// The admin kubeconfig `kubeadm init` writes on a control plane; used
+    /// by every `kubectl` call and returned by `fetch_kubeconfig`.
+    pub admin_kubeconfig: PathBuf,
+    /// Longest a single `kubeadm`/`kubectl` call may run before it is killed.
+    pub command_timeout_s: u64,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            kubeadm_path: PathBuf::from("/usr/bin/kubeadm"),
+            kubectl_path: PathBuf::from("/usr/bin/kubectl"),
+            admin_kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
+            command_timeout_s: 600,
         }
     }
 }
@@ -311,6 +340,30 @@ impl Config {
                 return Err(FieldError::invalid(field, "empty path", "a file path"));
             }
         }
+        for (field, path) in [
+            ("kube.kubeadm_path", &self.kube.kubeadm_path),
+            ("kube.kubectl_path", &self.kube.kubectl_path),
+            ("kube.admin_kubeconfig", &self.kube.admin_kubeconfig),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(FieldError::invalid(field, "empty path", "a file path"));
+            }
+            if !path.is_absolute() {
+                return Err(FieldError::invalid(
+                    field,
+                    format!("{:?} is relative", path.display().to_string()),
+                    "an absolute file path",
+                ));
+            }
+        }
+        let (lo, hi) = COMMAND_TIMEOUT_S_RANGE;
+        if !(lo..=hi).contains(&self.kube.command_timeout_s) {
+            return Err(FieldError::out_of_range(
+                "kube.command_timeout_s",
+                self.kube.command_timeout_s,
+                &format!("{lo}..={hi}"),
+            ));
+        }
         let r = &self.reconnect;
         let (lo, hi) = INITIAL_BACKOFF_MS_RANGE;
         if !(lo..=hi).contains(&r.initial_backoff_ms) {
@@ -415,6 +468,11 @@ container_runtime_socket = "/run/containerd/containerd.sock"
 [reconnect]
 initial_backoff_ms = 200
 max_backoff_ms = 10000
+[kube]
+kubeadm_path = "/usr/bin/kubeadm"
+kubectl_path = "/usr/bin/kubectl"
+admin_kubeconfig = "/etc/kubernetes/admin.conf"
+command_timeout_s = 600
 "#;
         let config = Config::from_toml(text, "agent.toml").unwrap();
         assert_eq!(config, valid());
@@ -542,6 +600,38 @@ max_backoff_ms = 10000
                     .starts_with(&format!("{bad} is out of range (accepted 200..=300000"))
             );
         }
+    }
+
+    #[test]
+    fn kube_paths_must_be_absolute_and_the_timeout_in_range() {
+        let mut config = valid();
+        config.kube.kubectl_path = PathBuf::from("kubectl");
+        let err = field_error(&config);
+        assert_eq!(err.field, "kube.kubectl_path");
+        assert!(err.message.contains("absolute"), "{}", err.message);
+
+        let mut config = valid();
+        config.kube.admin_kubeconfig = PathBuf::new();
+        assert_eq!(field_error(&config).field, "kube.admin_kubeconfig");
+
+        for bad in [0, 9, 86_401] {
+            let mut config = valid();
+            config.kube.command_timeout_s = bad;
+            let err = field_error(&config);
+            assert_eq!(err.field, "kube.command_timeout_s");
+            assert_eq!(
+                err.message,
+                format!("{bad} is out of range (accepted 10..=86400)")
+            );
+        }
+        let config = Config::from_toml(
+            "controllers = [\"127.0.0.1:1\"]\n[kube]\nkubeadm_path = \"/opt/k/kubeadm\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(config.kube.kubeadm_path, PathBuf::from("/opt/k/kubeadm"));
+        assert_eq!(config.kube.command_timeout_s, 600);
+        config.validate().unwrap();
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! rpool host agent: tells the controllers who this host is, what it has,
-//! how healthy and how busy it is.
+//! how healthy and how busy it is, and runs the pool tasks the leader gives
+//! it (kubeadm/kubectl).
 //!
-//! One agent runs on every server. It holds no cluster-wide state and (in
-//! this version) spawns no processes.
+//! One agent runs on every server. It holds no cluster-wide state; only
+//! [`kube`] spawns processes.
 //!
 //! Modules:
 //! - [`config`]: `agent.toml`, flag overrides, validation.
@@ -14,6 +15,10 @@
 //! - [`report`]: assembles facts and heartbeats from the above.
 //! - [`backoff`]: jittered exponential reconnect delays.
 //! - [`session`]: the gRPC session with a controller.
+//! - [`tasks`]: the task executor: one task at a time, deadlines, results
+//!   persisted in `state_dir/tasks` and re-sent after a reconnect.
+//! - [`kube`]: the Kubernetes driver (kubeadm/kubectl command lines,
+//!   timeouts, output parsing, secret redaction).
 //!
 //! Main loop ([`run`]):
 //! 1. Load (or create once) the host id in `state_dir`.
@@ -22,7 +27,9 @@
 //! 3. Connect to the next controller in `controllers`; send `Hello` with the
 //!    facts and a first heartbeat; wait up to 10s for `Welcome`.
 //! 4. Every `Welcome.heartbeat_interval_ms`: sample, send a `Heartbeat`
-//!    (facts only when they changed).
+//!    (facts only when they changed). Tasks received go to the executor;
+//!    task results are sent as they finish, and after each Welcome the
+//!    results of recently finished tasks are sent again.
 //!    A follower answers with a `Redirect` instead: go to 3 on the leader it
 //!    names at once (at most 3 redirects in a row, then as in 5).
 //! 5. On any error or end of stream: wait a jittered, growing backoff, rotate
@@ -35,9 +42,11 @@ pub mod config;
 pub mod health;
 pub mod identity;
 pub mod inventory;
+pub mod kube;
 pub mod report;
 pub mod session;
 pub mod simulate;
+pub mod tasks;
 pub mod utilization;
 
 use std::future::Future;
@@ -46,7 +55,7 @@ pub use config::Config;
 
 /// Runs the agent until `shutdown` resolves; then closes the session and
 /// returns `Ok(())`. Errors are start-up problems only (state dir, host id,
-/// simulated-hardware file, system information); after start-up every
+/// task result store, simulated-hardware file, system information); after start-up every
 /// failure is retried.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // The reporter first: a bad simulated-hardware file is a config error
@@ -61,8 +70,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "agent starting"
     );
 
+    let driver = kube::Driver::new(&config.kube, config.state_dir.join("tmp"));
+    let executor = tasks::Executor::start(tasks::kube_runner(std::sync::Arc::new(driver)), &config.state_dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.state_dir.join("tasks").display()))?;
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sessions = session::run_sessions(&config, &host_id, &mut reporter, stop_rx);
+    let sessions = session::run_sessions(&config, &host_id, &mut reporter, &executor, stop_rx);
     tokio::pin!(sessions);
     let shutdown = shutdown;
     tokio::pin!(shutdown);

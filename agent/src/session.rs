@@ -13,13 +13,20 @@
 //! - A welcomed session that breaks is retried once on the same controller
 //!   after the initial backoff (a restart or a blip), then the agent rotates.
 //! - Any other failure: backoff, then the next configured controller.
+//!
+//! Tasks: a `ControllerMessage.task` goes to the [`Executor`] (never
+//! blocking the session). After each Welcome a forwarder sends the results
+//! of recently finished tasks (the executor's store), then every result as
+//! it comes, as `AgentMessage.task_result`, waiting for room in the stream
+//! (a result that cannot be sent stays stored and is re-sent after the next
+//! Welcome).
 
 use std::time::Duration;
 
 use rpool_proto::v1::agent_message::Msg as AgentMsg;
 use rpool_proto::v1::agent_service_client::AgentServiceClient;
 use rpool_proto::v1::controller_message::Msg as ControllerMsg;
-use rpool_proto::v1::{AgentMessage, Heartbeat, Hello, Redirect, Welcome};
+use rpool_proto::v1::{AgentMessage, ControllerMessage, Heartbeat, Hello, Redirect, TaskResult, Welcome};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -28,6 +35,7 @@ use tracing::{debug, error, info, warn};
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::report::{Reporter, facts_changed};
+use crate::tasks::Executor;
 
 /// TCP connect bound per attempt.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -197,6 +205,7 @@ pub async fn run_sessions(
     config: &Config,
     host_id: &str,
     reporter: &mut Reporter,
+    executor: &Executor,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(
@@ -207,7 +216,7 @@ pub async fn run_sessions(
     let mut targets = Targets::new(config.controllers.clone());
     loop {
         let addr = targets.current().to_owned();
-        let (welcomed, reason) = match session(&addr, host_id, reporter, &mut shutdown).await {
+        let (welcomed, reason) = match session(&addr, host_id, reporter, executor, &mut shutdown).await {
             Ended::Shutdown => return,
             Ended::Lost { welcomed, reason } => (welcomed, reason),
         };
@@ -299,6 +308,7 @@ async fn session(
     addr: &str,
     host_id: &str,
     reporter: &mut Reporter,
+    executor: &Executor,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
     let lost = |reason| Ended::Lost {
@@ -390,6 +400,7 @@ async fn session(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    let forwarder = Forwarder(Some(tokio::spawn(forward_results(executor.clone(), tx.clone()))));
     let lost = |reason| Ended::Lost {
         welcomed: true,
         reason,
@@ -398,8 +409,10 @@ async fn session(
         tokio::select! {
             biased;
             _ = stopped(shutdown) => {
-                // End our half of the stream, then give the controller a
-                // moment to see it before the connection is dropped.
+                // End our half of the stream (the forwarder holds a sender
+                // too), then give the controller a moment to see it before
+                // the connection is dropped.
+                forwarder.stop().await;
                 drop(tx);
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
                     while let Ok(Some(_)) = inbound.message().await {}
@@ -409,6 +422,7 @@ async fn session(
                 return Ended::Shutdown;
             }
             m = inbound.message() => match m {
+                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::Task(task)) })) => executor.submit(task),
                 Ok(Some(m)) => debug!(?m, "ignoring an unexpected controller message"),
                 Ok(None) => return lost(Reason::ClosedByController),
                 Err(status) => return lost(Reason::Status(status)),
@@ -446,6 +460,58 @@ async fn session(
     }
 }
 
+/// The session's result forwarder; aborted when the session ends.
+struct Forwarder(Option<tokio::task::JoinHandle<()>>);
+
+impl Forwarder {
+    /// Aborts it and waits until it (and its stream sender) is gone.
+    async fn stop(mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
+fn result_message(result: TaskResult) -> AgentMessage {
+    AgentMessage {
+        msg: Some(AgentMsg::TaskResult(result)),
+    }
+}
+
+/// Sends recently finished results, then each new one, until the stream
+/// closes.
+async fn forward_results(executor: Executor, tx: mpsc::Sender<AgentMessage>) {
+    let ex = executor.clone();
+    let recent = tokio::task::spawn_blocking(move || ex.recent_results())
+        .await
+        .unwrap_or_default();
+    if !recent.is_empty() {
+        info!(count = recent.len(), "re-sending recent task results");
+    }
+    for result in recent {
+        if tx.send(result_message(result)).await.is_err() {
+            return;
+        }
+    }
+    while let Some(result) = executor.next_result().await {
+        let (task_id, attempt, ok) = (result.task_id.clone(), result.attempt, result.ok);
+        if tx.send(result_message(result)).await.is_err() {
+            debug!(task_id = %task_id, attempt, "stream closed; the result is re-sent after the next Welcome");
+            return;
+        }
+        debug!(task_id = %task_id, attempt, ok, "task result sent");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! A throwaway in-process controller: checks that the agent says Hello,
@@ -455,8 +521,8 @@ mod tests {
 
     use super::*;
     use crate::config::{ReconnectConfig, SimulateConfig};
+    use rpool_proto::v1::Heartbeat;
     use rpool_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
-    use rpool_proto::v1::{ControllerMessage, Heartbeat};
     use std::net::SocketAddr;
     use std::pin::Pin;
     use tokio::net::TcpListener;
@@ -967,6 +1033,107 @@ mod tests {
             "{:?}",
             second - first
         );
+        stop_tx.send(()).unwrap();
+        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Sends one task after the Welcome and reports every task result.
+    struct TaskingController {
+        results: mpsc::UnboundedSender<rpool_proto::v1::TaskResult>,
+        sessions: std::sync::atomic::AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl AgentService for TaskingController {
+        type SessionStream = Out;
+        async fn session(
+            &self,
+            request: tonic::Request<tonic::Streaming<AgentMessage>>,
+        ) -> Result<tonic::Response<Out>, tonic::Status> {
+            let mut inbound = request.into_inner();
+            inbound.message().await?;
+            let welcome = ControllerMessage {
+                msg: Some(ControllerMsg::Welcome(Welcome {
+                    controller_id: "1".into(),
+                    heartbeat_interval_ms: INTERVAL_MS,
+                    suspect_after_ms: 3000,
+                    down_after_ms: 5000,
+                })),
+            };
+            let task = ControllerMessage {
+                msg: Some(ControllerMsg::Task(rpool_proto::v1::Task {
+                    task_id: "fetch-1".into(),
+                    attempt: 1,
+                    deadline_unix_ms: crate::kube::unix_ms_now() + 60_000,
+                    pool: "web".into(),
+                    node_name: "n1".into(),
+                    kind: Some(rpool_proto::v1::task::Kind::FetchKubeconfig(
+                        rpool_proto::v1::FetchKubeconfig {},
+                    )),
+                })),
+            };
+            let results = self.results.clone();
+            let first_session = self.sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let (out_tx, out_rx) = mpsc::channel(4);
+            out_tx.send(Ok(welcome)).await.unwrap();
+            out_tx.send(Ok(task)).await.unwrap();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = inbound.message().await {
+                    if let Some(AgentMsg::TaskResult(r)) = m.msg {
+                        let _ = results.send(r);
+                        if first_session {
+                            // End the first session after its result.
+                            let _ = out_tx.send(Err(tonic::Status::unavailable("going away"))).await;
+                            return;
+                        }
+                    }
+                }
+                drop(out_tx);
+            });
+            Ok(tonic::Response::new(
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx)) as Out,
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_result_is_reported_and_sent_again_after_the_next_welcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (results_tx, mut results) = mpsc::unbounded_channel();
+        let svc = AgentServiceServer::new(TaskingController {
+            results: results_tx,
+            sessions: Default::default(),
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        let config = config(dir.path(), addr);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(crate::run(config, async {
+            let _ = stop_rx.await;
+        }));
+        // fetch_kubeconfig on a host that is no control plane: a failure,
+        // persisted, then reported.
+        let first = timeout(WAIT, results.recv()).await.unwrap().unwrap();
+        assert_eq!(
+            (first.task_id.as_str(), first.attempt, first.ok),
+            ("fetch-1", 1, false)
+        );
+        assert!(first.error.contains("not a control plane"), "{}", first.error);
+        assert!(dir.path().join("state/tasks/fetch-1.1.json").exists());
+        // The controller ends that session; the agent reconnects, re-sends
+        // the stored result after the Welcome and answers the re-delivered
+        // task from the store: the same result, twice.
+        for _ in 0..2 {
+            let again = timeout(WAIT, results.recv()).await.unwrap().unwrap();
+            assert_eq!(again, first);
+        }
         stop_tx.send(()).unwrap();
         timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
     }

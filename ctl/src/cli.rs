@@ -14,6 +14,12 @@ Examples:
   rpoolctl host list --state down -o json
   rpoolctl host show 3f2a                # one host, by id or unique prefix
   rpoolctl host label 3f2a rack=r12 gpu- # set rack, remove gpu
+  rpoolctl pool create web --cores 32 --memory 128GiB --dry-run
+  rpoolctl pool create web --cores 32 --memory 128GiB --wait
+  rpoolctl pool resize web --cores 64 --yes --wait
+  rpoolctl pool kubeconfig web > web.kubeconfig
+  rpoolctl events --pool web --follow
+  rpoolctl demo                          # create, resize, destroy a pool on the sandbox
   rpoolctl controller list               # the Raft group and its progress
   rpoolctl status --controller 10.0.0.1:7443,10.0.0.2:7443
 
@@ -31,7 +37,7 @@ Exit codes:
 #[command(
     name = "rpoolctl",
     version = rpool_proto::VERSION,
-    about = "The rpool admin CLI: inspect hosts and controllers, run a local sandbox",
+    about = "The rpool admin CLI: pools of Kubernetes sized in cores and memory, hosts, controllers, a local sandbox",
     after_help = EXAMPLES,
     propagate_version = true,
     subcommand_required = true,
@@ -56,7 +62,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Timeout per controller request, e.g. 500ms, 10s, 1m [default: 10s; for `sandbox up`: wait for agents, 30s]
+    /// Timeout per controller request, e.g. 500ms, 10s, 1m [default: 10s; with --wait and for `demo`: the whole wait, 10m; for `sandbox up`: wait for agents, 30s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
 }

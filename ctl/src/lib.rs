@@ -1,7 +1,8 @@
 //! `rpoolctl`: the rpool admin CLI.
 //!
 //! It talks to a controller's `AdminService` over gRPC (`status`, `host
-//! list|show|label`, `controller list|add|remove|transfer-leader`; any
+//! list|show|label`, `pool create|list|show|resize|destroy|kubeconfig`,
+//! `events`, `demo`, `controller list|add|remove|transfer-leader`; any
 //! controller of the Raft group will do, followers forward to the leader) and
 //! runs a local sandbox (a group of 1, 3 or 5 controllers and N simulated
 //! agents as detached processes) for trying rpool on one machine.
@@ -14,8 +15,11 @@
 //! - [`client`]: connecting to the first controller that answers, and turning
 //!   gRPC errors into exit codes.
 //! - [`exit`]: the exit codes scripts can rely on, and the error that carries one.
-//! - [`view`]: the JSON schema of hosts, status and controllers (the stable
-//!   `-o json` output).
+//! - [`view`]: the JSON schema of hosts, status, controllers, pools, resize
+//!   plans and events (the stable `-o json` output).
+//! - [`confirm`]: the confirmation rules of disruptive commands (`--yes`, or
+//!   a question on a terminal, else exit 64).
+//! - [`clock`]: now, UTC timestamps and ages for human output.
 //! - [`output`]: `-o table|json` and writing to stdout (a closed pipe is fine).
 //! - [`table`]: the small column formatter used for human output.
 //! - [`sandbox`]: sandbox layout, generated config files and process control.
@@ -32,7 +36,9 @@
 
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod commands;
+pub mod confirm;
 pub mod exit;
 pub mod output;
 pub mod sandbox;

@@ -1,6 +1,13 @@
 //! An in-process fake `AdminService` for command tests: records every
 //! request and answers with canned data, or with a given error.
+//!
+//! Pools: `GetPool` answers from a script (one answer per call, the last
+//! one repeated) so waits can be driven through phases; `WatchEvents`
+//! streams the canned events after `after_index`, then ends the stream
+//! (a broken stream, for reconnect tests).
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +28,14 @@ pub enum Seen {
     Remove(RemoveControllerRequest),
     Transfer(TransferLeaderRequest),
     SetLabels(SetHostLabelsRequest),
+    CreatePool(CreatePoolRequest),
+    ListPools,
+    GetPool(String),
+    ResizePool(ResizePoolRequest),
+    DestroyPool(String),
+    GetKubeconfig(String),
+    ListEvents(ListEventsRequest),
+    WatchEvents(ListEventsRequest),
     Other(&'static str),
 }
 
@@ -31,6 +46,25 @@ pub struct Fake {
     pub fail: Option<Status>,
     pub controllers: Vec<Controller>,
     pub host: Host,
+    /// `ListHosts` answer.
+    pub hosts: Vec<Host>,
+    /// `CreatePool` answer (the spec's name and sizes are copied in when
+    /// this has no spec).
+    pub pool: Pool,
+    /// `GetPool` answers, one per call; the last is repeated. Empty: `pool`.
+    pub get_pool: Arc<Mutex<VecDeque<Result<Pool, Status>>>>,
+    /// `ResizePool` answers, one per call (dry run then real); the last is
+    /// repeated. Empty: an answer built from `pool`.
+    pub resize: Arc<Mutex<VecDeque<Result<ResizePoolResponse, Status>>>>,
+    /// `ListPools` answer.
+    pub pools: Vec<Pool>,
+    /// `GetKubeconfig` answer.
+    pub kubeconfig: String,
+    /// `ListEvents` and `WatchEvents` source (filtered by pool and
+    /// after_index; ListEvents keeps the newest `limit`).
+    pub events: Arc<Mutex<Vec<Event>>>,
+    /// `CreatePool` error, for failures of that call only.
+    pub create_error: Option<Status>,
 }
 
 impl Fake {
@@ -47,6 +81,41 @@ impl Fake {
             controllers: self.controllers.clone(),
             leader_id: 1,
         }
+    }
+
+    /// Queues `GetPool` answers.
+    pub fn script_get_pool(&self, answers: impl IntoIterator<Item = Result<Pool, Status>>) {
+        self.get_pool.lock().unwrap().extend(answers);
+    }
+
+    /// Queues `ResizePool` answers.
+    pub fn script_resize(&self, answers: impl IntoIterator<Item = Result<ResizePoolResponse, Status>>) {
+        self.resize.lock().unwrap().extend(answers);
+    }
+
+    /// The requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn next<T: Clone>(queue: &Mutex<VecDeque<Result<T, Status>>>) -> Option<Result<T, Status>> {
+        let mut queue = queue.lock().unwrap();
+        if queue.len() > 1 {
+            queue.pop_front()
+        } else {
+            queue.front().cloned()
+        }
+    }
+
+    fn matching_events(&self, r: &ListEventsRequest) -> Vec<Event> {
+        let events = self.events.lock().unwrap();
+        let matching: Vec<Event> = events
+            .iter()
+            .filter(|e| e.index > r.after_index && (r.pool.is_empty() || e.pool == r.pool))
+            .cloned()
+            .collect();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        matching[matching.len().saturating_sub(limit)..].to_vec()
     }
 
     /// Serves on a free loopback port; returns a connected client.
@@ -70,7 +139,10 @@ impl AdminService for Fake {
         self.answer(Seen::Status, StatusResponse::default())
     }
     async fn list_hosts(&self, _: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
-        self.answer(Seen::Other("ListHosts"), ListHostsResponse::default())
+        let hosts = ListHostsResponse {
+            hosts: self.hosts.clone(),
+        };
+        self.answer(Seen::Other("ListHosts"), hosts)
     }
     async fn get_host(&self, _: Request<GetHostRequest>) -> Result<Response<Host>, Status> {
         self.answer(Seen::Other("GetHost"), self.host.clone())
@@ -101,5 +173,98 @@ impl AdminService for Fake {
         r: Request<TransferLeaderRequest>,
     ) -> Result<Response<ListControllersResponse>, Status> {
         self.answer(Seen::Transfer(r.into_inner()), self.list())
+    }
+
+    async fn create_pool(
+        &self,
+        r: Request<CreatePoolRequest>,
+    ) -> Result<Response<CreatePoolResponse>, Status> {
+        let request = r.into_inner();
+        let mut pool = self.pool.clone();
+        if pool.spec.is_none() {
+            pool.spec = request.spec.clone();
+        }
+        if let Some(status) = &self.create_error {
+            self.seen.lock().unwrap().push(Seen::CreatePool(request));
+            return Err(status.clone());
+        }
+        self.answer(Seen::CreatePool(request), CreatePoolResponse { pool: Some(pool) })
+    }
+    async fn list_pools(&self, _: Request<ListPoolsRequest>) -> Result<Response<ListPoolsResponse>, Status> {
+        let pools = ListPoolsResponse {
+            pools: self.pools.clone(),
+        };
+        self.answer(Seen::ListPools, pools)
+    }
+    async fn get_pool(&self, r: Request<GetPoolRequest>) -> Result<Response<Pool>, Status> {
+        let name = r.into_inner().name;
+        match Self::next(&self.get_pool) {
+            Some(Err(status)) => {
+                self.seen.lock().unwrap().push(Seen::GetPool(name));
+                Err(status)
+            }
+            Some(Ok(pool)) => self.answer(Seen::GetPool(name), pool),
+            None => self.answer(Seen::GetPool(name), self.pool.clone()),
+        }
+    }
+    async fn resize_pool(
+        &self,
+        r: Request<ResizePoolRequest>,
+    ) -> Result<Response<ResizePoolResponse>, Status> {
+        let request = r.into_inner();
+        match Self::next(&self.resize) {
+            Some(Err(status)) => {
+                self.seen.lock().unwrap().push(Seen::ResizePool(request));
+                Err(status)
+            }
+            Some(Ok(answer)) => self.answer(Seen::ResizePool(request), answer),
+            None => {
+                let answer = ResizePoolResponse {
+                    before_cores: self.pool.worker_cores,
+                    before_memory_bytes: self.pool.worker_memory_bytes,
+                    after_cores: self.pool.worker_cores,
+                    after_memory_bytes: self.pool.worker_memory_bytes,
+                    pool: Some(self.pool.clone()),
+                    ..ResizePoolResponse::default()
+                };
+                self.answer(Seen::ResizePool(request), answer)
+            }
+        }
+    }
+    async fn destroy_pool(&self, r: Request<DestroyPoolRequest>) -> Result<Response<Pool>, Status> {
+        let mut pool = self.pool.clone();
+        pool.phase = "deleting".into();
+        self.answer(Seen::DestroyPool(r.into_inner().name), pool)
+    }
+    async fn get_kubeconfig(&self, r: Request<GetKubeconfigRequest>) -> Result<Response<Kubeconfig>, Status> {
+        let content = Kubeconfig {
+            content: self.kubeconfig.clone(),
+        };
+        self.answer(Seen::GetKubeconfig(r.into_inner().name), content)
+    }
+    async fn list_events(
+        &self,
+        r: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        let request = r.into_inner();
+        let events = ListEventsResponse {
+            events: self.matching_events(&request),
+        };
+        self.answer(Seen::ListEvents(request), events)
+    }
+
+    type WatchEventsStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<Event, Status>> + Send>>;
+
+    async fn watch_events(
+        &self,
+        r: Request<ListEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let request = r.into_inner();
+        let events = self.matching_events(&ListEventsRequest {
+            limit: 1000,
+            ..request.clone()
+        });
+        let stream: Self::WatchEventsStream = Box::pin(tokio_stream::iter(events.into_iter().map(Ok)));
+        self.answer(Seen::WatchEvents(request), stream)
     }
 }

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use rpool_proto::v1::{Controller, HealthCheck, HealthStatus, Host, HostState, StatusResponse, Utilization};
+use rpool_proto::v1::{
+    Controller, Event, HealthCheck, HealthStatus, Host, HostState, Pool, PoolMember, ResizePoolResponse,
+    StatusResponse, Utilization,
+};
 use serde::Serialize;
 
 /// Every host state, in display order (also the accepted `--state` values).
@@ -58,6 +61,10 @@ pub struct HostView {
     pub clock_skew_ms: i64,
     pub utilization: Option<UtilizationView>,
     pub health: Vec<HealthView>,
+    /// Pool the host belongs to ("" = in the fleet, free).
+    pub pool: String,
+    /// Its role there ("control-plane", "worker"; "" when free).
+    pub pool_role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -124,6 +131,8 @@ impl From<&Host> for HostView {
             clock_skew_ms: h.clock_skew_ms,
             utilization: h.utilization.as_ref().map(UtilizationView::from),
             health: h.health.iter().map(HealthView::from).collect(),
+            pool: h.pool.clone(),
+            pool_role: h.pool_role.clone(),
         }
     }
 }
@@ -214,6 +223,198 @@ impl From<&Controller> for ControllerView {
     }
 }
 
+/// One pool, as printed by `pool show -o json` and `pool create -o json`
+/// (also `--dry-run`), and as the elements of `pool list -o json`:
+///
+/// ```json
+/// {"name": "web", "phase": "ready", "phase_reason": "all members joined",
+///  "cores": 40, "memory_bytes": 171798691840, "control_planes": 1,
+///  "kubernetes_version": "v1.32.0", "control_plane_endpoint": "sim-a-1:6443",
+///  "worker_cores": 48, "worker_memory_bytes": 206158430208,
+///  "created_at_unix_ms": 1700000000000,
+///  "members": [{"host_id": "...", "hostname": "sim-a-1", "zone": "a",
+///               "role": "control-plane", "node_name": "web-sim-a-1",
+///               "state": "joined", "cores": 8, "memory_bytes": 34359738368,
+///               "last_error": ""}],
+///  "events": [{"index": 42, "at_unix_ms": 1700000000000, "pool": "web",
+///              "host_id": "", "kind": "pool_created", "message": "..."}]}
+/// ```
+///
+/// `cores`/`memory_bytes` are the request (worker capacity wanted),
+/// `worker_cores`/`worker_memory_bytes` what the workers have. `phase` is
+/// one of provisioning, ready, resizing, healing, degraded, deleting.
+/// `events` holds the recent events (oldest first) for `pool show`, and is
+/// empty in `pool list` and for a dry run. `created_at_unix_ms` is 0 for a
+/// dry run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolView {
+    pub name: String,
+    pub phase: String,
+    pub phase_reason: String,
+    pub cores: u64,
+    pub memory_bytes: u64,
+    pub control_planes: u32,
+    pub kubernetes_version: String,
+    pub control_plane_endpoint: String,
+    pub worker_cores: u64,
+    pub worker_memory_bytes: u64,
+    pub created_at_unix_ms: u64,
+    pub members: Vec<MemberView>,
+    pub events: Vec<EventView>,
+    /// Networks, shown by `pool show` (not part of the JSON schema).
+    #[serde(skip)]
+    pub pod_network_cidr: String,
+    #[serde(skip)]
+    pub service_cidr: String,
+}
+
+/// One host of a pool. `role`: control-plane or worker; `state`: joining,
+/// joined or leaving; `last_error`: the last task error ("" if none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    pub host_id: String,
+    pub hostname: String,
+    pub zone: String,
+    pub role: String,
+    pub node_name: String,
+    pub state: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub last_error: String,
+}
+
+/// One event, as printed by `events -o json` (an array, oldest first; with
+/// `--follow`, one compact object per line) and inside `pool show -o json`.
+/// `index` orders events (the Raft index that recorded it); `pool` and
+/// `host_id` are "" when the event concerns none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventView {
+    pub index: u64,
+    pub at_unix_ms: u64,
+    pub pool: String,
+    pub host_id: String,
+    pub kind: String,
+    pub message: String,
+}
+
+/// `pool resize -o json`: worker totals before and after, the hosts that
+/// join and those released to the fleet (members as in [`PoolView`]), and
+/// the pool after the change (after the wait, with `--wait`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResizeView {
+    pub before_cores: u64,
+    pub before_memory_bytes: u64,
+    pub after_cores: u64,
+    pub after_memory_bytes: u64,
+    pub adding: Vec<MemberView>,
+    pub releasing: Vec<MemberView>,
+    pub pool: Option<PoolView>,
+}
+
+impl From<&PoolMember> for MemberView {
+    fn from(m: &PoolMember) -> Self {
+        Self {
+            host_id: m.host_id.clone(),
+            hostname: m.hostname.clone(),
+            zone: m.zone.clone(),
+            role: m.role.clone(),
+            node_name: m.node_name.clone(),
+            state: m.state.clone(),
+            cores: m.cores,
+            memory_bytes: m.memory_bytes,
+            last_error: m.last_error.clone(),
+        }
+    }
+}
+
+impl From<&Event> for EventView {
+    fn from(e: &Event) -> Self {
+        Self {
+            index: e.index,
+            at_unix_ms: e.at_unix_ms,
+            pool: e.pool.clone(),
+            host_id: e.host_id.clone(),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl From<&Pool> for PoolView {
+    fn from(p: &Pool) -> Self {
+        let spec = p.spec.clone().unwrap_or_default();
+        Self {
+            name: spec.name,
+            phase: p.phase.clone(),
+            phase_reason: p.phase_reason.clone(),
+            cores: spec.cores,
+            memory_bytes: spec.memory_bytes,
+            control_planes: spec.control_planes,
+            kubernetes_version: spec.kubernetes_version,
+            control_plane_endpoint: p.control_plane_endpoint.clone(),
+            worker_cores: p.worker_cores,
+            worker_memory_bytes: p.worker_memory_bytes,
+            created_at_unix_ms: p.created_at_unix_ms,
+            members: p.members.iter().map(MemberView::from).collect(),
+            events: p.recent_events.iter().map(EventView::from).collect(),
+            pod_network_cidr: spec.pod_network_cidr,
+            service_cidr: spec.service_cidr,
+        }
+    }
+}
+
+impl From<&ResizePoolResponse> for ResizeView {
+    fn from(r: &ResizePoolResponse) -> Self {
+        Self {
+            before_cores: r.before_cores,
+            before_memory_bytes: r.before_memory_bytes,
+            after_cores: r.after_cores,
+            after_memory_bytes: r.after_memory_bytes,
+            adding: r.adding.iter().map(MemberView::from).collect(),
+            releasing: r.releasing.iter().map(MemberView::from).collect(),
+            pool: r.pool.as_ref().map(PoolView::from),
+        }
+    }
+}
+
+/// Member counts of a pool, for tables and progress lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Members staying in the pool (not leaving).
+    pub staying: usize,
+    /// Of those, the ones that joined.
+    pub joined: usize,
+    /// Members being released.
+    pub leaving: usize,
+    pub control_planes: usize,
+    pub control_planes_joined: usize,
+    pub workers: usize,
+    pub workers_joined: usize,
+}
+
+impl PoolView {
+    pub fn counts(&self) -> MemberCounts {
+        let mut c = MemberCounts::default();
+        for m in &self.members {
+            if m.state == "leaving" {
+                c.leaving += 1;
+                continue;
+            }
+            let joined = m.state == "joined";
+            c.staying += 1;
+            c.joined += usize::from(joined);
+            if m.role == "control-plane" {
+                c.control_planes += 1;
+                c.control_planes_joined += usize::from(joined);
+            } else {
+                c.workers += 1;
+                c.workers_joined += usize::from(joined);
+            }
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -257,6 +458,8 @@ pub(crate) mod tests {
                 message: "40.0GiB free (threshold 1.0GiB)".into(),
             }],
             clock_skew_ms: -3,
+            pool: String::new(),
+            pool_role: String::new(),
         }
     }
 
@@ -285,7 +488,9 @@ pub(crate) mod tests {
             "clock_skew_ms": -3,
             "utilization": {"cpu_percent": 20.0, "memory_used_bytes": 8_589_934_592u64,
                             "load_average_1m": 1.5, "load_average_5m": 1.5, "load_average_15m": 1.5},
-            "health": [{"name": "disk_free", "status": "ok", "message": "40.0GiB free (threshold 1.0GiB)"}]
+            "health": [{"name": "disk_free", "status": "ok", "message": "40.0GiB free (threshold 1.0GiB)"}],
+            "pool": "",
+            "pool_role": ""
         });
         assert_eq!(json, want);
     }

@@ -45,6 +45,7 @@ pub fn binaries() -> &'static Path {
             .current_dir(workspace)
             .args(["build", "--quiet", "--bins", "--profile", &profile])
             .args(["-p", "rpool-controller", "-p", "rpool-agent", "-p", "rpoolctl"])
+            // kubesim is a bin of rpool-agent: built too.
             .arg("--target-dir")
             .arg(&target_dir)
             .status()
@@ -444,10 +445,73 @@ impl Profile {
     }
 }
 
+/// A kubesim "data centre": the shared cluster state and a directory with
+/// `kubeadm` and `kubectl` symlinks to the kubesim binary.
+pub struct Kubesim {
+    pub state_dir: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl Kubesim {
+    /// Creates `root/kubesim/{state,bin}` (idempotent).
+    pub fn new(root: &Path) -> Result<Kubesim> {
+        let state_dir = root.join("kubesim").join("state");
+        let bin_dir = root.join("kubesim").join("bin");
+        std::fs::create_dir_all(&state_dir)?;
+        std::fs::create_dir_all(&bin_dir)?;
+        for tool in ["kubeadm", "kubectl"] {
+            let link = bin_dir.join(tool);
+            if !link.exists() {
+                std::os::unix::fs::symlink(bin("kubesim"), &link)?;
+            }
+        }
+        Ok(Kubesim { state_dir, bin_dir })
+    }
+
+    /// Runs `kubectl ARGS` as seen from the host whose node root is
+    /// `node_root` (its admin.conf, if it is a control plane).
+    pub fn kubectl(&self, node_root: &Path, args: &[&str]) -> Output {
+        Command::new(self.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg("/etc/kubernetes/admin.conf")
+            .args(args)
+            .env("KUBESIM_STATE_DIR", &self.state_dir)
+            .env("KUBESIM_NODE_ROOT", node_root)
+            .output()
+            .expect("running kubesim kubectl")
+    }
+
+    /// Node names and their roles ("control-plane" or "worker") in the
+    /// cluster a control plane with `node_root` belongs to.
+    pub fn nodes(&self, node_root: &Path) -> Result<Vec<(String, String)>> {
+        let out = self.kubectl(node_root, &["get", "nodes", "-o", "json"]);
+        let list = json_of(&out)?;
+        let mut nodes: Vec<(String, String)> = list["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .map(|n| {
+                let name = n["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let labels = &n["metadata"]["labels"];
+                let role = if labels.get("node-role.kubernetes.io/control-plane").is_some() {
+                    "control-plane"
+                } else {
+                    "worker"
+                };
+                (name, role.to_string())
+            })
+            .collect();
+        nodes.sort();
+        Ok(nodes)
+    }
+}
+
 /// One `rpool-agent` process in simulated-hardware mode.
 pub struct Agent {
     pub dir: PathBuf,
     pub profile: Profile,
+    /// Environment given to the process (kubesim's).
+    env: Vec<(String, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -455,7 +519,34 @@ impl Agent {
     /// Writes `dir/agent.toml` and `dir/hardware.toml` and starts the agent
     /// against `controllers`. Does not wait for registration.
     pub fn start(dir: &Path, controllers: &[String], profile: Profile) -> Result<Agent> {
+        Agent::start_with(dir, controllers, profile, None)
+    }
+
+    /// Like [`Agent::start`], with `kubeadm`/`kubectl` from `kubesim` and a
+    /// node root of its own (`dir/node`), so pool tasks run against it.
+    pub fn start_with(
+        dir: &Path,
+        controllers: &[String],
+        profile: Profile,
+        kubesim: Option<&Kubesim>,
+    ) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
+        let mut env = Vec::new();
+        let mut kube = String::new();
+        if let Some(sim) = kubesim {
+            let node_root = dir.join("node");
+            std::fs::create_dir_all(&node_root)?;
+            env = vec![
+                ("KUBESIM_STATE_DIR".to_string(), sim.state_dir.clone()),
+                ("KUBESIM_NODE_ROOT".to_string(), node_root),
+                ("KUBESIM_HOSTNAME".to_string(), PathBuf::from(&profile.hostname)),
+            ];
+            kube = format!(
+                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\ncommand_timeout_s = 60\n",
+                sim.bin_dir.join("kubeadm").display(),
+                sim.bin_dir.join("kubectl").display()
+            );
+        }
         let list = controllers
             .iter()
             .map(|c| format!("\"{c}\""))
@@ -469,11 +560,12 @@ impl Agent {
                  [simulate]\nfile = \"{hw}\"\n",
                 state = dir.join("state").display(),
                 hw = dir.join("hardware.toml").display(),
-            ),
+            ) + &kube,
         )?;
         let mut agent = Agent {
             dir: dir.to_path_buf(),
             profile,
+            env,
             child: None,
         };
         agent.write_hardware()?;
@@ -493,6 +585,9 @@ impl Agent {
         assert!(self.child.is_none(), "agent already running");
         let mut command = Command::new(bin("rpool-agent"));
         command.arg("--config").arg(self.dir.join("agent.toml"));
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
         self.child = Some(spawn_logged(command, &self.dir.join("log"))?);
         Ok(())
     }
@@ -599,13 +694,14 @@ pub async fn start_agents(
 }
 
 impl Cluster {
-    /// Starts agents pointed at every controller and waits (bounded) until
-    /// all are ready.
+    /// Starts agents pointed at every controller, running pool tasks against
+    /// kubesim under `root/kubesim`, and waits (bounded) until all are ready.
     pub async fn start_agents(&self, root: &Path, profiles: Vec<Profile>) -> Result<Vec<Agent>> {
+        let kubesim = Kubesim::new(root)?;
         let mut agents = Vec::new();
         for profile in profiles {
             let dir = root.join("agents").join(&profile.hostname);
-            agents.push(Agent::start(&dir, &self.addrs(), profile)?);
+            agents.push(Agent::start_with(&dir, &self.addrs(), profile, Some(&kubesim))?);
         }
         wait_ready(&agents, || self.hosts()).await?;
         Ok(agents)

@@ -104,6 +104,11 @@ pub fn render(h: &HostView, now_ms: u64) -> String {
     } else {
         h.addresses.join(", ")
     };
+    let pool = match (h.pool.as_str(), h.pool_role.as_str()) {
+        ("", _) => "- (free, in the fleet)".to_string(),
+        (pool, "") => pool.to_string(),
+        (pool, role) => format!("{pool} ({role})"),
+    };
     let quota = if h.cpu_quota_millicores == 0 {
         String::new()
     } else {
@@ -145,6 +150,7 @@ pub fn render(h: &HostView, now_ms: u64) -> String {
         ("Utilization", utilization),
         ("Addresses", addresses),
         ("Labels", labels),
+        ("Pool", pool),
     ]);
     text.push_str("Health:\n");
     if h.health.is_empty() {
@@ -187,6 +193,7 @@ mod tests {
              Utilization:    cpu 20.0%, memory 8GiB used (12.5%), load 1.50 1.50 1.50\n\
              Addresses:      10.0.0.7, 127.0.0.1\n\
              Labels:         rack=r12\n\
+             Pool:           - (free, in the fleet)\n\
              Health:\n\
              \x20 STATUS  CHECK      MESSAGE\n\
              \x20 OK      disk_free  40.0GiB free (threshold 1.0GiB)\n"

@@ -1,14 +1,25 @@
 //! One file per subcommand, each with its clap struct and an `exec`.
 //!
-//! `host` and `sandbox` are nouns whose verbs live in `host_*.rs` and
-//! `sandbox_*.rs`; `controller` keeps its verbs in `controller.rs`.
+//! `host`, `pool` and `sandbox` are nouns whose verbs live in `host_*.rs`,
+//! `pool_*.rs` and `sandbox_*.rs` (`pool_wait.rs` is the `--wait` shared by
+//! pool verbs); `controller` keeps its verbs in `controller.rs`.
 
 pub mod completions;
 pub mod controller;
+pub mod demo;
+pub mod events;
 pub mod host;
 pub mod host_label;
 pub mod host_list;
 pub mod host_show;
+pub mod pool;
+pub mod pool_create;
+pub mod pool_destroy;
+pub mod pool_kubeconfig;
+pub mod pool_list;
+pub mod pool_resize;
+pub mod pool_show;
+pub mod pool_wait;
 pub mod sandbox;
 pub mod sandbox_down;
 pub mod sandbox_status;
@@ -26,12 +37,19 @@ pub enum Command {
     /// Inspect hosts (servers running rpool-agent)
     #[command(subcommand)]
     Host(host::HostCommand),
+    /// Create, inspect, resize and destroy pools (Kubernetes clusters sized in cores and memory)
+    #[command(subcommand)]
+    Pool(pool::PoolCommand),
+    /// Show what the controllers recorded (pool steps, task failures), or follow it
+    Events(events::EventsArgs),
     /// Inspect and change the controllers of the Raft group
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
     /// Run a local controller with simulated hosts, for trying rpool
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Walk through create, show, resize up and down, destroy of a pool on the running fleet
+    Demo(demo::DemoArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -40,6 +58,9 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
     match command {
         Command::Status(args) => status::exec(args, settings).await,
         Command::Host(cmd) => host::exec(cmd, settings).await,
+        Command::Pool(cmd) => pool::exec(cmd, settings).await,
+        Command::Events(args) => events::exec(args, settings).await,
+        Command::Demo(args) => demo::exec(args, settings).await,
         Command::Controller(cmd) => controller::exec(cmd, settings).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd, settings, env).await,
         Command::Completions(args) => completions::exec(args),

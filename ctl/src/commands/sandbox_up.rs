@@ -18,7 +18,7 @@ use crate::client;
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::sandbox::layout::{self, AgentRecord, ControllerRecord, Layout, Record};
-use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, Proc};
+use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, KUBESIM_BIN, Proc};
 use crate::sandbox::profile::{self, AgentPlan};
 use crate::sandbox::{is_managed_config, managed_config};
 use crate::settings::{Env, Settings, Source};
@@ -111,12 +111,18 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
         |name| process::find_binary(name, args.bin_dir.as_deref()).map_err(|m| Failure::new(missing_code, m));
     let controller_bin = find(CONTROLLER_BIN)?;
     let agent_bin = find(AGENT_BIN)?;
+    // kubesim ships with the agent: next to it first.
+    let kubesim_bin = agent_bin
+        .parent()
+        .map(|dir| dir.join(KUBESIM_BIN))
+        .filter(|p| p.is_file())
+        .map_or_else(|| find(KUBESIM_BIN), Ok)?;
 
     let addresses = group_addresses(args.port, args.controllers)?;
     refuse_if_running(&layout, &args.dir)?;
     check_ports_free(args.port, args.controllers)?;
     let plans = profile::plan(args.agents);
-    prepare(&layout, &addresses, &plans)?;
+    prepare(&layout, &addresses, &plans, &kubesim_bin)?;
 
     let mut started: Vec<Started> = Vec::new();
     // Ctrl-C while starting: stop what was started instead of leaving it behind.
@@ -204,7 +210,7 @@ fn check_ports_free(port: u16, controllers: u16) -> Result<(), Failure> {
 }
 
 /// Wipes old state and writes every config file.
-fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan]) -> anyhow::Result<()> {
+fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: &Path) -> anyhow::Result<()> {
     let io = |what: &Path, e: std::io::Error| anyhow::anyhow!("{}: {e}", what.display());
     for old in [
         layout.legacy_controller_dir(),
@@ -225,14 +231,26 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan]) -> anyhow
             &profile::controller_toml(id, addresses, &layout::controller_data(&dir)),
         )?;
     }
+    // kubesim: the shared "data centre" and kubeadm/kubectl symlinks.
+    let kube_bin = layout.kubesim_bin();
+    for dir in [layout.kubesim_state(), kube_bin.clone()] {
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    }
+    for tool in ["kubeadm", "kubectl"] {
+        let link = kube_bin.join(tool);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(kubesim, &link).map_err(|e| io(&link, e))?;
+    }
     for plan in plans {
         let dir = layout.agent_dir(&plan.name);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let node_root = layout::agent_node_root(&dir);
+        std::fs::create_dir_all(&node_root).map_err(|e| io(&node_root, e))?;
         let hardware = layout::agent_hardware(&dir);
         write(&hardware, &profile::hardware_toml(plan))?;
         write(
             &layout::agent_config(&dir),
-            &profile::agent_toml(addresses, plan, &layout::agent_state(&dir), &hardware),
+            &profile::agent_toml(addresses, plan, &layout::agent_state(&dir), &hardware, &kube_bin),
         )?;
     }
     Ok(())
@@ -248,10 +266,16 @@ fn now_unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn spawn(binary: &Path, config: &Path, dir: &Path, proc: Proc) -> anyhow::Result<Started> {
+fn spawn(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+    envs: &[(&str, &OsStr)],
+    proc: Proc,
+) -> anyhow::Result<Started> {
     let log = layout::log_file(dir);
     let args: [&OsStr; 2] = [OsStr::new("--config"), config.as_os_str()];
-    let child = process::spawn_detached(binary, &args, dir, &log)
+    let child = process::spawn_detached(binary, &args, envs, dir, &log)
         .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
     Ok(Started {
         proc: Proc {
@@ -350,6 +374,7 @@ async fn start_and_wait(
             controller_bin,
             &config,
             &dir,
+            &[],
             Proc {
                 name: name.clone(),
                 pid: 0,
@@ -391,10 +416,19 @@ async fn start_and_wait(
     );
     for plan in plans {
         let dir = layout.agent_dir(&plan.name);
+        // What kubesim needs to know which simulated machine it runs on.
+        let state = layout.kubesim_state();
+        let node_root = layout::agent_node_root(&dir);
+        let envs: [(&str, &OsStr); 3] = [
+            ("KUBESIM_STATE_DIR", state.as_os_str()),
+            ("KUBESIM_NODE_ROOT", node_root.as_os_str()),
+            ("KUBESIM_HOSTNAME", OsStr::new(&plan.hostname)),
+        ];
         let agent = spawn(
             agent_bin,
             &layout::agent_config(&dir),
             &dir,
+            &envs,
             Proc {
                 name: plan.name.clone(),
                 pid: 0,
@@ -690,8 +724,21 @@ mod tests {
         let legacy = layout.legacy_controller_dir();
         std::fs::create_dir_all(&legacy).unwrap();
         let addresses = group_addresses(7440, 3).unwrap();
-        prepare(&layout, &addresses, &profile::plan(2)).unwrap();
+        prepare(
+            &layout,
+            &addresses,
+            &profile::plan(2),
+            Path::new("/usr/local/bin/kubesim"),
+        )
+        .unwrap();
         assert!(!stale.exists());
+        for tool in ["kubeadm", "kubectl"] {
+            let link = layout.kubesim_bin().join(tool);
+            assert_eq!(
+                std::fs::read_link(&link).unwrap(),
+                Path::new("/usr/local/bin/kubesim")
+            );
+        }
         assert!(!legacy.exists(), "an older sandbox's controller dir is wiped too");
         for id in 1..=3u64 {
             let dir = layout.controller_dir(id);

@@ -54,6 +54,16 @@ impl Layout {
     pub fn controller_dir(&self, id: u64) -> PathBuf {
         self.controllers_dir().join(Self::controller_name(id))
     }
+    /// kubesim's shared cluster state (the sandbox's "data centre").
+    pub fn kubesim_state(&self) -> PathBuf {
+        self.dir.join("kubesim").join("state")
+    }
+
+    /// Where the `kubeadm` and `kubectl` symlinks to kubesim live.
+    pub fn kubesim_bin(&self) -> PathBuf {
+        self.dir.join("kubesim").join("bin")
+    }
+
     pub fn agents_dir(&self) -> PathBuf {
         self.dir.join("agents")
     }
@@ -71,6 +81,11 @@ pub fn controller_data(controller_dir: &Path) -> PathBuf {
 }
 
 /// Files inside one agent's directory.
+/// The agent's stand-in for `/` as kubesim sees it (`etc/kubernetes`, ...).
+pub fn agent_node_root(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("node")
+}
+
 pub fn agent_config(agent_dir: &Path) -> PathBuf {
     agent_dir.join("agent.toml")
 }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// Binary names.
 pub const CONTROLLER_BIN: &str = "rpool-controller";
 pub const AGENT_BIN: &str = "rpool-agent";
+/// The kubeadm/kubectl simulator the sandbox's agents run pool tasks with.
+pub const KUBESIM_BIN: &str = "kubesim";
 
 /// How often stop/wait loops poll.
 const POLL: Duration = Duration::from_millis(50);
@@ -57,11 +59,18 @@ fn is_executable(path: &Path) -> bool {
 /// Starts `binary args...` in its own session (setsid, so a Ctrl-C in the
 /// terminal does not reach it), stdin from /dev/null, stdout and stderr
 /// appended to `log`, working dir `cwd`, `NO_COLOR=1`.
-pub fn spawn_detached(binary: &Path, args: &[&OsStr], cwd: &Path, log: &Path) -> std::io::Result<Child> {
+pub fn spawn_detached(
+    binary: &Path,
+    args: &[&OsStr],
+    envs: &[(&str, &OsStr)],
+    cwd: &Path,
+    log: &Path,
+) -> std::io::Result<Child> {
     let out = OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     let mut cmd = Command::new(binary);
     cmd.args(args)
+        .envs(envs.iter().copied())
         .current_dir(cwd)
         // Plain log files: ask tracing-subscriber for no ANSI colours.
         .env("NO_COLOR", "1")

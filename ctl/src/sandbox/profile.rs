@@ -142,7 +142,14 @@ struct AgentFile<'a> {
     controllers: Vec<String>,
     state_dir: &'a str,
     zone: &'a str,
+    kube: KubeSection,
     simulate: SimulateSection<'a>,
+}
+
+#[derive(Serialize)]
+struct KubeSection {
+    kubeadm_path: String,
+    kubectl_path: String,
 }
 
 #[derive(Serialize)]
@@ -152,16 +159,22 @@ struct SimulateSection<'a> {
 
 /// `agent.toml` for one sandbox agent; `controllers` is every controller's
 /// address (a follower redirects the agent to the leader).
+/// Pool tasks run `kubeadm`/`kubectl` from `kube_bin` (symlinks to kubesim).
 pub fn agent_toml(
     controllers: &[String],
     agent: &AgentPlan,
     state_dir: &Path,
     hardware_file: &Path,
+    kube_bin: &Path,
 ) -> String {
     let file = AgentFile {
         controllers: controllers.to_vec(),
         state_dir: &state_dir.to_string_lossy(),
         zone: &agent.zone,
+        kube: KubeSection {
+            kubeadm_path: kube_bin.join("kubeadm").to_string_lossy().into_owned(),
+            kubectl_path: kube_bin.join("kubectl").to_string_lossy().into_owned(),
+        },
         simulate: SimulateSection {
             file: &hardware_file.to_string_lossy(),
         },
@@ -315,8 +328,17 @@ mod tests {
             agent,
             Path::new("/sb/agents/agent-1/state"),
             Path::new("/sb/agents/agent-1/hardware.toml"),
+            Path::new("/sb/kubesim/bin"),
         );
         let v: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            v["kube"]["kubeadm_path"].as_str(),
+            Some("/sb/kubesim/bin/kubeadm")
+        );
+        assert_eq!(
+            v["kube"]["kubectl_path"].as_str(),
+            Some("/sb/kubesim/bin/kubectl")
+        );
         let controllers: Vec<&str> = v["controllers"]
             .as_array()
             .unwrap()
@@ -333,7 +355,7 @@ mod tests {
             v["simulate"]["file"].as_str(),
             Some("/sb/agents/agent-1/hardware.toml")
         );
-        assert_eq!(v.len(), 4);
+        assert_eq!(v.len(), 5, "controllers, state_dir, zone, kube, simulate");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod config;
 mod ctl;
 mod hosts;
 mod liveness;
+mod pools;
 mod raft;
 mod sandbox;
 mod validation;

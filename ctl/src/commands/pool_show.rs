@@ -1,0 +1,278 @@
+//! `rpoolctl pool show NAME`.
+
+use anyhow::Context;
+use clap::Args;
+use rpool_proto::units::format_size;
+use rpool_proto::v1::{GetPoolRequest, Pool};
+
+use super::pool::{indent, parse_pool_name, totals_against_request};
+use crate::client::{self, Controller};
+use crate::clock;
+use crate::output::{self, Format, OutputArgs};
+use crate::settings::Settings;
+use crate::table::{Table, key_values};
+use crate::view::{EventView, PoolView};
+
+/// Show one pool: spec, phase and why, API endpoint, members (role, state,
+/// node, zone, size, last error), worker totals against the request, and
+/// its recent events.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  rpoolctl pool show web
+  rpoolctl pool show web -o json | jq '.members[] | select(.last_error != \"\")'")]
+pub struct ShowArgs {
+    /// Pool name
+    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
+    let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
+    let view = PoolView::from(&get(&ctl, &args.name).await?);
+    match args.output.output {
+        Format::Json => output::print_json(&view),
+        Format::Table => output::print(&render(&view, clock::now_unix_ms())),
+    }
+}
+
+/// `GetPool` (NOT_FOUND exits 3).
+pub async fn get(ctl: &Controller, name: &str) -> anyhow::Result<Pool> {
+    crate::rpc!(
+        ctl,
+        get_pool,
+        GetPoolRequest {
+            name: name.to_string()
+        }
+    )
+    .with_context(|| format!("showing pool {name}"))
+}
+
+/// The human view of one pool; `now_ms` makes ages deterministic in tests.
+pub fn render(p: &PoolView, now_ms: u64) -> String {
+    let phase = if p.phase_reason.is_empty() {
+        p.phase.clone()
+    } else {
+        format!("{} ({})", p.phase, p.phase_reason)
+    };
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let c = p.counts();
+    let created = if p.created_at_unix_ms == 0 {
+        "-".to_string()
+    } else {
+        format!(
+            "{} ({} ago)",
+            clock::format_utc(p.created_at_unix_ms),
+            clock::age(now_ms, p.created_at_unix_ms)
+        )
+    };
+    let mut text = key_values(&[
+        ("Name", p.name.clone()),
+        ("Phase", phase),
+        ("Endpoint", or_dash(&p.control_plane_endpoint)),
+        ("Kubernetes", or_dash(&p.kubernetes_version)),
+        (
+            "Networks",
+            format!(
+                "pods {}, services {}",
+                or_dash(&p.pod_network_cidr),
+                or_dash(&p.service_cidr)
+            ),
+        ),
+        (
+            "Control planes",
+            format!(
+                "{} wanted, {}/{} joined",
+                p.control_planes, c.control_planes_joined, c.control_planes
+            ),
+        ),
+        (
+            "Workers",
+            format!(
+                "{}/{} joined{}",
+                c.workers_joined,
+                c.workers,
+                if c.leaving > 0 {
+                    format!(", {} leaving", c.leaving)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        (
+            "Capacity",
+            totals_against_request(p.worker_cores, p.worker_memory_bytes, p.cores, p.memory_bytes),
+        ),
+        ("Created", created),
+    ]);
+    text.push_str("Members:\n");
+    if p.members.is_empty() {
+        text.push_str("  (none)\n");
+    } else {
+        let mut table = Table::new([
+            "ROLE",
+            "HOSTNAME",
+            "STATE",
+            "NODE",
+            "ZONE",
+            "CORES",
+            "MEMORY",
+            "LAST ERROR",
+        ]);
+        for m in &p.members {
+            table.row([
+                m.role.clone(),
+                m.hostname.clone(),
+                m.state.clone(),
+                m.node_name.clone(),
+                m.zone.clone(),
+                m.cores.to_string(),
+                format_size(m.memory_bytes),
+                m.last_error.clone(),
+            ]);
+        }
+        text.push_str(&indent(&table.render()));
+    }
+    text.push_str("Recent events:\n");
+    if p.events.is_empty() {
+        text.push_str("  (none)\n");
+    } else {
+        text.push_str(&indent(&events_table(&p.events, false)));
+    }
+    text
+}
+
+/// Events as a TIME/[POOL/]KIND/MESSAGE table.
+pub fn events_table(events: &[EventView], with_pool: bool) -> String {
+    let header: &[&str] = if with_pool {
+        &["TIME", "POOL", "KIND", "MESSAGE"]
+    } else {
+        &["TIME", "KIND", "MESSAGE"]
+    };
+    let mut table = Table::new(header.iter().copied());
+    for e in events {
+        let mut row = vec![clock::format_utc(e.at_unix_ms)];
+        if with_pool {
+            row.push(if e.pool.is_empty() {
+                "-".into()
+            } else {
+                e.pool.clone()
+            });
+        }
+        row.push(e.kind.clone());
+        row.push(e.message.clone());
+        table.row(row);
+    }
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::pool_wait::tests::pool;
+
+    #[test]
+    fn show_has_spec_phase_members_totals_and_events() {
+        let mut p = pool(
+            "degraded",
+            &["joined", "joined", "joining"],
+            Some("join_worker on sim-a-3 failed"),
+        );
+        p.phase_reason = "join_worker on sim-a-3 failed 5 times: bad token".into();
+        p.members[2].last_error = "bad token".into();
+        let text = render(&PoolView::from(&p), 1_700_000_310_000);
+        assert_eq!(
+            text,
+            "Name:            web\n\
+             Phase:           degraded (join_worker on sim-a-3 failed 5 times: bad token)\n\
+             Endpoint:        sim-a-1:6443\n\
+             Kubernetes:      v1.32.0\n\
+             Networks:        pods 10.244.0.0/16, services 10.96.0.0/12\n\
+             Control planes:  1 wanted, 1/1 joined\n\
+             Workers:         1/2 joined\n\
+             Capacity:        32 cores / 128GiB for a request of 30 cores / 120GiB (over by 2 cores, 8GiB)\n\
+             Created:         2023-11-14T22:13:20Z (5m10s ago)\n\
+             Members:\n\
+             \x20 ROLE           HOSTNAME  STATE    NODE         ZONE  CORES  MEMORY  LAST ERROR\n\
+             \x20 control-plane  sim-a-1   joined   web-sim-a-1  a     16     64GiB\n\
+             \x20 worker         sim-a-2   joined   web-sim-a-2  a     16     64GiB\n\
+             \x20 worker         sim-a-3   joining  web-sim-a-3  a     16     64GiB   bad token\n\
+             Recent events:\n\
+             \x20 TIME                  KIND       MESSAGE\n\
+             \x20 2023-11-14T22:13:21Z  task_done  join_worker on sim-a-3 failed\n"
+        );
+    }
+
+    #[test]
+    fn a_pool_without_members_or_events_says_none() {
+        let p = pool("deleting", &[], None);
+        let text = render(&PoolView::from(&p), 1_700_000_000_000);
+        assert!(
+            text.contains("Members:\n  (none)\nRecent events:\n  (none)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_proto_pool_maps_to_the_documented_json_schema() {
+        let p = pool("ready", &["joined"], Some("pool web is ready"));
+        let json = serde_json::to_value(PoolView::from(&p)).unwrap();
+        let want = serde_json::json!({
+            "name": "web",
+            "phase": "ready",
+            "phase_reason": "",
+            "cores": 30,
+            "memory_bytes": 128_849_018_880u64,
+            "control_planes": 1,
+            "kubernetes_version": "v1.32.0",
+            "control_plane_endpoint": "sim-a-1:6443",
+            "worker_cores": 32,
+            "worker_memory_bytes": 137_438_953_472u64,
+            "created_at_unix_ms": 1_700_000_000_000u64,
+            "members": [{
+                "host_id": "id-sim-a-1", "hostname": "sim-a-1", "zone": "a",
+                "role": "control-plane", "node_name": "web-sim-a-1", "state": "joined",
+                "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": ""
+            }],
+            "events": [{
+                "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",
+                "kind": "task_done", "message": "pool web is ready"
+            }]
+        });
+        assert_eq!(json, want);
+        // Keys in schema order.
+        let text = serde_json::to_string(&PoolView::from(&p)).unwrap();
+        let order = [
+            "\"name\"",
+            "\"phase\"",
+            "\"phase_reason\"",
+            "\"cores\"",
+            "\"memory_bytes\"",
+            "\"control_planes\"",
+            "\"kubernetes_version\"",
+            "\"control_plane_endpoint\"",
+            "\"worker_cores\"",
+            "\"worker_memory_bytes\"",
+            "\"created_at_unix_ms\"",
+            "\"members\"",
+            "\"events\"",
+        ];
+        let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn a_pool_without_a_spec_maps_to_empty_fields() {
+        let json = serde_json::to_value(PoolView::from(&Pool::default())).unwrap();
+        assert_eq!(json["name"], "");
+        assert_eq!(json["members"], serde_json::json!([]));
+    }
+}

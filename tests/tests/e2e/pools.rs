@@ -1,0 +1,381 @@
+//! Pools end to end: a controller trio, simulated hosts whose agents run
+//! the real kubeadm/kubectl command lines against kubesim, and the admin
+//! API. What kubesim ends up holding is compared with what rpool says.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
+use rpool_proto::v1::{
+    CreatePoolRequest, DestroyPoolRequest, GetPoolRequest, Pool, PoolSpec, ResizePoolRequest,
+};
+use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, eventually};
+use tonic::transport::Channel;
+
+const GIB: u64 = 1 << 30;
+
+struct World {
+    _root: tempfile::TempDir,
+    cluster: Cluster,
+    agents: Vec<Agent>,
+    kubesim: Kubesim,
+}
+
+impl World {
+    /// A trio and `profiles` hosts, all ready.
+    async fn start(profiles: Vec<Profile>) -> anyhow::Result<World> {
+        let root = tempfile::tempdir()?;
+        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
+        let agents = cluster.start_agents(root.path(), profiles).await?;
+        let kubesim = Kubesim::new(root.path())?;
+        Ok(World {
+            _root: root,
+            cluster,
+            agents,
+            kubesim,
+        })
+    }
+
+    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
+        let leader = self.cluster.leader().await?;
+        Ok(self
+            .cluster
+            .controllers
+            .iter()
+            .find(|c| c.id == leader)
+            .unwrap()
+            .admin()
+            .await?)
+    }
+
+    fn agent(&self, hostname: &str) -> &Agent {
+        self.agents
+            .iter()
+            .find(|a| a.profile.hostname == hostname)
+            .expect("agent")
+    }
+
+    /// The pool once `done` holds for it (bounded), or the last view.
+    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
+        eventually(Duration::from_secs(60), what, || async {
+            let pool = match self.admin().await {
+                Ok(mut admin) => admin
+                    .get_pool(GetPoolRequest {
+                        name: name.to_string(),
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+                    .ok(),
+                Err(_) => None,
+            };
+            let seen = pool.as_ref().map(|p| (p.phase.clone(), p.phase_reason.clone()));
+            (pool.filter(|p| done(p)), seen)
+        })
+        .await
+    }
+
+    /// Node names and roles kubesim holds for the pool, asked through its
+    /// first control plane.
+    fn kubesim_nodes(&self, pool: &Pool) -> anyhow::Result<Vec<(String, String)>> {
+        let cp = pool
+            .members
+            .iter()
+            .find(|m| m.role == "control-plane")
+            .expect("a control plane");
+        self.kubesim.nodes(&self.agent(&cp.hostname).dir.join("node"))
+    }
+}
+
+fn spec(name: &str, cores: u64, memory_gib: u64, control_planes: u32) -> PoolSpec {
+    PoolSpec {
+        name: name.to_string(),
+        cores,
+        memory_bytes: memory_gib * GIB,
+        control_planes,
+        ..PoolSpec::default()
+    }
+}
+
+fn expected_nodes(pool: &Pool) -> Vec<(String, String)> {
+    let mut nodes: Vec<(String, String)> = pool
+        .members
+        .iter()
+        .map(|m| (m.node_name.clone(), m.role.clone()))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+fn fleet() -> Vec<Profile> {
+    vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("w-b1", "b", 8, "32GiB"),
+        Profile::new("w-c1", "c", 16, "64GiB"),
+        Profile::new("w-c2", "c", 8, "32GiB"),
+    ]
+}
+
+#[tokio::test]
+async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step() -> anyhow::Result<()> {
+    let world = World::start(fleet()).await?;
+    let mut admin = world.admin().await?;
+
+    // Dry run: a placement and nothing changed.
+    let dry = admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("web", 16, 64, 1)),
+            dry_run: true,
+        })
+        .await?
+        .into_inner()
+        .pool
+        .unwrap();
+    assert!(
+        dry.worker_cores >= 16 && dry.worker_memory_bytes >= 64 * GIB,
+        "{dry:?}"
+    );
+    assert!(
+        admin
+            .get_pool(GetPoolRequest { name: "web".into() })
+            .await
+            .is_err()
+    );
+
+    // Create and wait for ready.
+    admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("web", 16, 64, 1)),
+            dry_run: false,
+        })
+        .await?;
+    let pool = world
+        .wait_pool("web", "pool web ready", |p| p.phase == "ready")
+        .await?;
+    assert_eq!(
+        pool.members.iter().filter(|m| m.role == "control-plane").count(),
+        1
+    );
+    assert_eq!(
+        pool.members
+            .iter()
+            .find(|m| m.role == "control-plane")
+            .unwrap()
+            .hostname,
+        "cp-a",
+        "smallest host leads"
+    );
+    assert_eq!(
+        world.kubesim_nodes(&pool)?,
+        expected_nodes(&pool),
+        "kubesim holds exactly the chosen nodes"
+    );
+    assert!(pool.recent_events.iter().any(|e| e.kind == "pool_created"));
+
+    // Grow: one more worker joins.
+    let grown = admin
+        .resize_pool(ResizePoolRequest {
+            name: "web".into(),
+            cores: 24,
+            memory_bytes: 96 * GIB,
+            dry_run: false,
+        })
+        .await?
+        .into_inner();
+    assert!(
+        !grown.adding.is_empty() && grown.releasing.is_empty(),
+        "{grown:?}"
+    );
+    let pool = world
+        .wait_pool("web", "pool web grown and ready", |p| {
+            p.phase == "ready" && p.worker_cores >= 24
+        })
+        .await?;
+    assert_eq!(world.kubesim_nodes(&pool)?, expected_nodes(&pool));
+
+    // Shrink: workers are drained, deleted from the cluster and reset.
+    let shrunk = admin
+        .resize_pool(ResizePoolRequest {
+            name: "web".into(),
+            cores: 8,
+            memory_bytes: 32 * GIB,
+            dry_run: false,
+        })
+        .await?
+        .into_inner();
+    assert!(!shrunk.releasing.is_empty(), "{shrunk:?}");
+    let pool = world
+        .wait_pool("web", "pool web shrunk and ready", |p| {
+            p.phase == "ready" && p.members.iter().all(|m| m.state == "joined") && p.worker_cores >= 8
+        })
+        .await?;
+    assert!(
+        pool.worker_cores >= 8 && pool.worker_memory_bytes >= 32 * GIB,
+        "never below the request"
+    );
+    assert_eq!(
+        world.kubesim_nodes(&pool)?,
+        expected_nodes(&pool),
+        "released nodes are gone from the cluster"
+    );
+    for released in &shrunk.releasing {
+        let node_root = world.agent(&released.hostname).dir.join("node");
+        assert!(
+            !node_root.join("etc/kubernetes/kubelet.conf").exists(),
+            "{} was not reset",
+            released.hostname
+        );
+    }
+    let hosts = world.cluster.hosts().await?;
+    for released in &shrunk.releasing {
+        let host = hosts.iter().find(|h| h.host_id == released.host_id).unwrap();
+        assert_eq!(host.pool, "", "{} not back in the fleet", released.hostname);
+    }
+
+    // Destroy: every host reset and back in the fleet, the pool gone.
+    admin
+        .destroy_pool(DestroyPoolRequest { name: "web".into() })
+        .await?;
+    eventually(Duration::from_secs(60), "pool web gone", || async {
+        let gone = match world.admin().await {
+            Ok(mut a) => a
+                .get_pool(GetPoolRequest { name: "web".into() })
+                .await
+                .is_err_and(|s| s.code() == tonic::Code::NotFound),
+            Err(_) => false,
+        };
+        (gone.then_some(()), gone)
+    })
+    .await?;
+    let hosts = world.cluster.hosts().await?;
+    assert!(
+        hosts.iter().all(|h| h.pool.is_empty()),
+        "a host is still in a pool"
+    );
+    for agent in &world.agents {
+        assert!(
+            !agent.dir.join("node/etc/kubernetes/kubelet.conf").exists(),
+            "{} not reset",
+            agent.profile.hostname
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_share_a_host() -> anyhow::Result<()> {
+    let world = World::start(fleet()).await?;
+    let a = world.admin().await?;
+    let b = world.admin().await?;
+    let (ra, rb) = tokio::join!(
+        {
+            let mut a = a.clone();
+            async move {
+                a.create_pool(CreatePoolRequest {
+                    spec: Some(spec("one", 8, 16, 1)),
+                    dry_run: false,
+                })
+                .await
+            }
+        },
+        {
+            let mut b = b.clone();
+            async move {
+                b.create_pool(CreatePoolRequest {
+                    spec: Some(spec("two", 8, 16, 1)),
+                    dry_run: false,
+                })
+                .await
+            }
+        },
+    );
+    let created: Vec<Pool> = [ra, rb]
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .filter_map(|r| r.into_inner().pool)
+        .collect();
+    assert!(!created.is_empty(), "neither create succeeded");
+    let mut seen = BTreeSet::new();
+    for pool in &created {
+        for member in &pool.members {
+            assert!(
+                seen.insert(member.host_id.clone()),
+                "host {} in two pools",
+                member.hostname
+            );
+        }
+    }
+    // And the replicated state agrees.
+    let hosts = world.cluster.hosts().await?;
+    let in_pools = hosts.iter().filter(|h| !h.pool.is_empty()).count();
+    assert_eq!(in_pools, seen.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_pool_requests_are_rejected_naming_the_field_and_change_nothing() -> anyhow::Result<()> {
+    let world = World::start(vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+    ])
+    .await?;
+    let mut admin = world.admin().await?;
+    let cases = [
+        (spec("Web_1", 8, 16, 1), "spec.name"),
+        (spec("web", 0, 16, 1), "spec.cores"),
+        (spec("web", 8, 0, 1), "spec.memory_bytes"),
+        (spec("web", 8, 16, 2), "spec.control_planes"),
+    ];
+    for (bad, field) in cases {
+        let err = admin
+            .create_pool(CreatePoolRequest {
+                spec: Some(bad),
+                dry_run: false,
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    // More than the fleet has: the error says what is free.
+    let err = admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("big", 64, 256, 1)),
+            dry_run: false,
+        })
+        .await
+        .expect_err("too big");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("free"), "{}", err.message());
+    let hosts = world.cluster.hosts().await?;
+    assert!(hosts.iter().all(|h| h.pool.is_empty()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_kill_during_a_create_still_ends_in_one_consistent_cluster() -> anyhow::Result<()> {
+    let mut world = World::start(fleet()).await?;
+    let mut admin = world.admin().await?;
+    admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("web", 16, 64, 1)),
+            dry_run: false,
+        })
+        .await?;
+    let leader = world.cluster.leader().await?;
+    world.cluster.get(leader).kill();
+    let pool = world
+        .wait_pool("web", "pool web ready after failover", |p| p.phase == "ready")
+        .await?;
+    assert_eq!(
+        world.kubesim_nodes(&pool)?,
+        expected_nodes(&pool),
+        "one cluster with exactly the chosen nodes"
+    );
+    let hosts = world.cluster.hosts().await?;
+    let members: BTreeSet<_> = pool.members.iter().map(|m| m.host_id.clone()).collect();
+    for host in &hosts {
+        assert_eq!(host.pool == "web", members.contains(&host.host_id), "{host:?}");
+    }
+    Ok(())
+}
