@@ -268,9 +268,18 @@ mod tests {
     fn the_cni_manifest_runs_a_daemonset_on_the_pools_pod_network() {
         let yaml = cni_manifest("10.244.0.0/16");
         assert!(yaml.contains("\"Network\": \"10.244.0.0/16\""), "{yaml}");
-        assert!(yaml.contains("\n---\napiVersion: apps/v1\nkind: DaemonSet\n"), "{yaml}");
-        assert!(yaml.contains("\n      labels:\n        app: rpool-cni\n"), "{yaml}");
-        assert!(yaml.contains("\n      containers:\n      - name: flannel\n"), "{yaml}");
+        assert!(
+            yaml.contains("\n---\napiVersion: apps/v1\nkind: DaemonSet\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("\n      labels:\n        app: rpool-cni\n"),
+            "{yaml}"
+        );
+        assert!(
+            yaml.contains("\n      containers:\n      - name: flannel\n"),
+            "{yaml}"
+        );
         assert!(yaml.contains("\n        args: "), "{yaml}");
     }
 }
