@@ -90,6 +90,21 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
     assert!(processes.iter().all(|p| p["alive"] == true), "{status:#}");
     assert!(pids.iter().all(|p| alive(*p)), "{status:#}");
 
+    // The demo runs create → show → grow → shrink → destroy on kubesim.
+    let demo = ctl(home.path(), &["demo", "--yes"]);
+    assert!(
+        demo.status.success(),
+        "demo failed:\n{}\n{}",
+        String::from_utf8_lossy(&demo.stdout),
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let said = String::from_utf8_lossy(&demo.stdout);
+    for step in ["[1/5]", "[3/5]", "[5/5]", "pool_destroyed"] {
+        assert!(said.contains(step), "demo output lacks {step}:\n{said}");
+    }
+    let hosts = json_of(&ctl(home.path(), &["host", "list", "-o", "json"]))?;
+    assert!(hosts.as_array().unwrap().iter().all(|h| h["pool"] == ""), "{hosts:#}");
+
     // A second `up` refuses rather than starting a second fleet.
     let again = ctl(
         home.path(),
