@@ -267,12 +267,7 @@ impl StateMachine {
                     .cloned()
                     .ok_or_else(|| ApplyError::UnknownPool(name.clone()))?;
                 if pool.phase == PoolPhase::Deleting {
-                    return Ok(Change {
-                        index,
-                        record: None,
-                        more: More::default(),
-                        outcome: ApplyOutcome::Unchanged,
-                    });
+                    return Ok(Change::unchanged(index));
                 }
                 let mut b = Builder {
                     index,
@@ -319,12 +314,7 @@ impl StateMachine {
                     && !(existing.state == TaskState::Failed && task.attempt > existing.attempt)
                 {
                     // Issued already: a planner on a new leader may repeat it.
-                    return Ok(Change {
-                        index,
-                        record: None,
-                        more: More::default(),
-                        outcome: ApplyOutcome::Unchanged,
-                    });
+                    return Ok(Change::unchanged(index));
                 }
                 let mut b = Builder {
                     index,
@@ -382,12 +372,7 @@ impl StateMachine {
                     .cloned()
                     .ok_or_else(|| ApplyError::UnknownPool(name.clone()))?;
                 if pool.phase == *phase && pool.phase_reason == *reason {
-                    return Ok(Change {
-                        index,
-                        record: None,
-                        more: More::default(),
-                        outcome: ApplyOutcome::Unchanged,
-                    });
+                    return Ok(Change::unchanged(index));
                 }
                 let mut b = Builder {
                     index,
@@ -434,12 +419,7 @@ impl StateMachine {
         kubeconfig: Option<&Secret>,
         at_unix_ms: u64,
     ) -> Result<Change, ApplyError> {
-        let unchanged = Change {
-            index,
-            record: None,
-            more: More::default(),
-            outcome: ApplyOutcome::Unchanged,
-        };
+        let unchanged = Change::unchanged(index);
         // A result for a task no longer pending (reported twice, or after a
         // retry was issued) changes nothing.
         let Some(task) = self.tasks.get(task_id) else {

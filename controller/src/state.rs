@@ -119,6 +119,18 @@ pub struct Change {
     pub outcome: ApplyOutcome,
 }
 
+impl Change {
+    /// A command that fits but changes nothing; it still consumes `index`.
+    pub fn unchanged(index: u64) -> Change {
+        Change {
+            index,
+            record: None,
+            more: More::default(),
+            outcome: ApplyOutcome::Unchanged,
+        }
+    }
+}
+
 impl StateMachine {
     /// An empty state machine (no hosts, applied index 0).
     pub fn new() -> Self {
@@ -199,12 +211,7 @@ impl StateMachine {
                 got: index,
             });
         }
-        let unchanged = || Change {
-            index,
-            more: More::default(),
-            record: None,
-            outcome: ApplyOutcome::Unchanged,
-        };
+        let unchanged = || Change::unchanged(index);
         match cmd {
             Command::RegisterHost {
                 host_id,
