@@ -575,11 +575,20 @@ impl AdminService for AdminSvc {
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.set_host_labels(self.forwarded(request.into_inner())).await;
         }
-        self.barrier().await?;
+        // No read barrier up front: the proposal itself is linearizable.
+        // Only a lookup that finds nothing is repeated after one, in case
+        // this leader has not applied everything committed yet.
         let req = request.into_inner();
-        let host = self.get(&GetHostRequest {
+        let lookup = GetHostRequest {
             host_id: req.host_id.clone(),
-        })?;
+        };
+        let host = match self.get(&lookup) {
+            Ok(host) => host,
+            Err(_) => {
+                self.barrier().await?;
+                self.get(&lookup)?
+            }
+        };
         let command = Command::SetHostLabels {
             host_id: host.host_id.clone(),
             set: req.set.into_iter().collect(),

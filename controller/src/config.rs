@@ -81,7 +81,7 @@ impl Default for RaftSettings {
         RaftSettings {
             tick_ms: 50,
             heartbeat_ticks: 2,
-            election_ticks: 10,
+            election_ticks: 8,
             snapshot_every: 10_000,
         }
     }

@@ -317,7 +317,7 @@ impl Drop for Controller {
 }
 
 /// Raft timing written into every controller.toml of a [`Cluster`].
-pub const TEST_RAFT: &str = "[raft]\ntick_ms = 50\nheartbeat_ticks = 2\nelection_ticks = 10\n";
+pub const TEST_RAFT: &str = "[raft]\ntick_ms = 50\nheartbeat_ticks = 2\nelection_ticks = 8\n";
 
 /// A group of controller processes on loopback.
 pub struct Cluster {

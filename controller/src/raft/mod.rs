@@ -14,6 +14,8 @@
 
 pub mod log_store;
 pub mod node;
+#[cfg(test)]
+mod sim;
 pub mod transport;
 
 use std::fmt::Write as _;

@@ -17,14 +17,21 @@
 //!    index was applied; compact the log when `snapshot_every` entries were
 //!    applied since the last snapshot.
 //!
-//! Proposals carry a node-unique id in the entry's context; the node that
+//! The loop body is synchronous and lives in [`Core`] (inputs, ticks, the
+//! two halves of a `Ready` cycle around the flush, compaction); the task is
+//! a thin async shell that owns the input queue and the ticker and flushes
+//! with `flush_async`. The deterministic simulator (`sim`, tests only)
+//! drives the same `Core` with a virtual clock and blocking flushes.
+//!
+//! Proposals carry an id in the entry's context, unique across replicas
+//! and restarts (a random start per run, `first_proposal_id`); the node that
 //! proposed answers its caller when it applies that entry, whoever led when
 //! it committed (raft-rs forwards a follower's proposal to the leader).
 
 // raft-rs messages are protobuf 2 structs, built field by field.
 #![allow(clippy::field_reassign_with_default)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,9 +156,9 @@ impl From<StateRole> for Role {
     }
 }
 
-type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
 
-enum Input<O> {
+pub(super) enum Input<O> {
     Propose {
         data: Vec<u8>,
         reply: Reply<O>,
@@ -283,29 +290,42 @@ struct PendingRead {
 /// Ticks an unanswered read index request waits before it is issued again.
 const READ_RETRY_TICKS: u32 = 4;
 
-/// The replica task's state. Built by [`start`].
-struct Node<S: StateMachine, T: Transport> {
+/// The replica's state and every step of its loop, synchronous: the
+/// `RawNode`, the log, the state machine and the callers waiting for an
+/// answer. Time comes in as an argument and durability as a flush the owner
+/// does between [`Core::begin_ready`] and [`Core::finish_ready`], so the
+/// tokio task ([`start`]) and the deterministic simulator (`sim`) drive the
+/// very same code.
+///
+/// Pending maps are ordered (`BTreeMap`), so that the order of answers and
+/// of re-issued reads depends on nothing but the inputs.
+pub(super) struct Core<S: StateMachine, T: Transport> {
     config: RaftConfig,
     raw: RawNode<LogStore>,
     log: LogStore,
     db: sled::Db,
     machine: S,
     transport: Arc<T>,
-    inputs: mpsc::Receiver<Input<S::Output>>,
     status: watch::Sender<RaftStatus>,
     next_proposal: u64,
-    proposals: HashMap<u64, Pending<S::Output>>,
+    proposals: BTreeMap<u64, Pending<S::Output>>,
     /// Log index of each proposal made while leader.
     proposed_at: BTreeMap<u64, u64>,
-    conf_changes: HashMap<u64, Pending<ConfState>>,
+    conf_changes: BTreeMap<u64, Pending<ConfState>>,
     /// Read-index requests by context id, then waiting for an applied index.
-    reads: HashMap<u64, PendingRead>,
+    reads: BTreeMap<u64, PendingRead>,
     reads_ready: VecDeque<(u64, Reply<u64>)>,
     applied_since_snapshot: u64,
     /// Set by a membership change: the next compaction happens right away,
     /// so the snapshot a new member receives names it in its ConfState
     /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
     snapshot_now: bool,
+}
+
+/// The replica task: the core plus its input queue.
+struct Node<S: StateMachine, T: Transport> {
+    core: Core<S, T>,
+    inputs: mpsc::Receiver<Input<S::Output>>,
 }
 
 /// The replica task, as `start` returns it.
@@ -320,55 +340,26 @@ pub fn start<S: StateMachine, T: Transport>(
     logger: slog::Logger,
     stop: watch::Receiver<bool>,
 ) -> Result<(RaftHandle<S::Output>, NodeTask), NodeError> {
-    let log = LogStore::open(db.open_tree("raft")?)?;
-    if log.is_empty() && !config.bootstrap_voters.is_empty() {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = config.bootstrap_voters.clone();
-        log.set_conf_state(&conf_state)?;
-        db.flush()?;
-    }
-    let raft_config = raft::Config {
-        id: config.id,
-        election_tick: config.election_tick,
-        heartbeat_tick: config.heartbeat_tick,
-        applied: machine.applied_index(),
-        max_size_per_msg: 1 << 20,
-        max_inflight_msgs: 256,
-        check_quorum: true,
-        pre_vote: true,
-        read_only_option: ReadOnlyOption::Safe,
-        ..Default::default()
-    };
-    raft_config.validate()?;
-    let mut raw = RawNode::new(&raft_config, log.clone(), &logger)?;
-    // A group of one needs no election timeout to find out it leads.
-    if raw.raft.prs().conf().voters().ids().len() == 1 && raw.raft.prs().conf().voters().contains(config.id) {
-        raw.campaign()?;
-    }
-    let (input_tx, input_rx) = mpsc::channel(16_384);
     let (status_tx, status_rx) = watch::channel(RaftStatus {
         id: config.id,
         ..Default::default()
     });
-    let mut node = Node {
-        applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
+    let first_id = first_proposal_id();
+    let core = Core::open(
         config,
-        raw,
-        log,
         db,
         machine,
         transport,
+        &logger,
+        status_tx,
+        first_id,
+        |_| {},
+    )?;
+    let (input_tx, input_rx) = mpsc::channel(16_384);
+    let mut node = Node {
+        core,
         inputs: input_rx,
-        status: status_tx,
-        next_proposal: 1,
-        proposals: HashMap::new(),
-        proposed_at: BTreeMap::new(),
-        conf_changes: HashMap::new(),
-        reads: HashMap::new(),
-        reads_ready: VecDeque::new(),
-        snapshot_now: false,
     };
-    node.publish_status();
     let task = tokio::spawn(async move { node.run(stop).await });
     Ok((
         RaftHandle {
@@ -379,27 +370,44 @@ pub fn start<S: StateMachine, T: Transport>(
     ))
 }
 
+/// First proposal (and read) id of this run of the replica.
+///
+/// An entry carries its proposer's id in its context, and every replica
+/// applies every entry and answers the caller waiting under that id: ids
+/// must differ across replicas and across restarts of one, or a replica
+/// answers its caller with another proposal's entry (and the caller's own
+/// entry may then be lost unnoticed). Counting from 1 on every replica did
+/// exactly that (found by the simulator, seed 0). A random start per run
+/// makes a collision as unlikely as two random 64-bit numbers landing
+/// within a few billion of each other.
+fn first_proposal_id() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(since_epoch.as_nanos());
+    hasher.finish()
+}
+
 impl<S: StateMachine, T: Transport> Node<S, T> {
     async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), NodeError> {
-        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.core.config.tick_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => {
-                    self.db.flush_async().await?;
+                    self.core.db.flush_async().await?;
                     return Ok(());
                 }
-                _ = ticker.tick() => {
-                    self.raw.tick();
-                    self.retry_reads();
-                    self.expire(Instant::now());
-                }
+                _ = ticker.tick() => self.core.tick(Instant::now()),
                 input = self.inputs.recv() => {
                     let Some(input) = input else { return Ok(()) };
-                    self.handle(input);
+                    let now = Instant::now();
+                    self.core.handle(input, now);
                     for _ in 0..MAX_INPUTS_PER_READY {
                         match self.inputs.try_recv() {
-                            Ok(input) => self.handle(input),
+                            Ok(input) => self.core.handle(input, now),
                             Err(_) => break,
                         }
                     }
@@ -409,8 +417,120 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    fn handle(&mut self, input: Input<S::Output>) {
-        let deadline = Instant::now() + self.config.propose_timeout;
+    /// One `Ready` cycle, flushing sled asynchronously.
+    async fn on_ready(&mut self) -> Result<(), NodeError> {
+        let Some(ready) = self.core.begin_ready()? else {
+            return Ok(());
+        };
+        self.core.db.flush_async().await?;
+        self.core.finish_ready(ready)?;
+        if self.core.compaction_due() {
+            self.core.db.flush_async().await?;
+            self.core.compact()?;
+        }
+        self.core.publish_status();
+        Ok(())
+    }
+}
+
+impl<S: StateMachine, T: Transport> Core<S, T> {
+    /// Opens the log in `db` (tree `raft`), bootstrapping it when empty,
+    /// and builds the `RawNode`. `tune` may adjust raft-rs' configuration
+    /// before it is validated (the simulator pins the election timeout);
+    /// proposal and read ids start at `first_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open(
+        config: RaftConfig,
+        db: sled::Db,
+        machine: S,
+        transport: Arc<T>,
+        logger: &slog::Logger,
+        status: watch::Sender<RaftStatus>,
+        first_id: u64,
+        tune: impl FnOnce(&mut raft::Config),
+    ) -> Result<Core<S, T>, NodeError> {
+        let log = LogStore::open(db.open_tree("raft")?)?;
+        if log.is_empty() && !config.bootstrap_voters.is_empty() {
+            let mut conf_state = ConfState::default();
+            conf_state.voters = config.bootstrap_voters.clone();
+            log.set_conf_state(&conf_state)?;
+            db.flush()?;
+        }
+        let mut raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: machine.applied_index(),
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        tune(&mut raft_config);
+        raft_config.validate()?;
+        let mut raw = RawNode::new(&raft_config, log.clone(), logger)?;
+        // A group of one needs no election timeout to find out it leads.
+        if raw.raft.prs().conf().voters().ids().len() == 1
+            && raw.raft.prs().conf().voters().contains(config.id)
+        {
+            raw.campaign()?;
+        }
+        let core = Core {
+            applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
+            config,
+            raw,
+            log,
+            db,
+            machine,
+            transport,
+            status,
+            next_proposal: first_id,
+            proposals: BTreeMap::new(),
+            proposed_at: BTreeMap::new(),
+            conf_changes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_ready: VecDeque::new(),
+            snapshot_now: false,
+        };
+        core.publish_status();
+        Ok(core)
+    }
+
+    #[cfg(test)]
+    pub(super) fn raw(&self) -> &RawNode<LogStore> {
+        &self.raw
+    }
+
+    /// The database holding the log (and the state, in the controller):
+    /// the owner flushes it between the two halves of a `Ready` cycle.
+    #[cfg(test)]
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    #[cfg(test)]
+    pub(super) fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    #[cfg(test)]
+    pub(super) fn machine(&self) -> &S {
+        &self.machine
+    }
+
+    /// One tick of the Raft clock: elections, heartbeats, read retries and
+    /// expired callers.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.raw.tick();
+        self.retry_reads();
+        self.expire(now);
+    }
+
+    /// Handles one input; `now` sets the deadline of a caller who waits.
+    pub(super) fn handle(&mut self, input: Input<S::Output>, now: Instant) {
+        let deadline = now + self.config.propose_timeout;
         match input {
             Input::Propose { data, reply } => {
                 if self.raw.raft.leader_id == raft::INVALID_ID {
@@ -520,14 +640,19 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
 
     fn next_id(&mut self) -> u64 {
         let id = self.next_proposal;
-        self.next_proposal += 1;
+        self.next_proposal = self.next_proposal.wrapping_add(1);
         id
     }
 
-    async fn on_ready(&mut self) -> Result<(), NodeError> {
+    /// First half of a `Ready` cycle, everything before the flush: send
+    /// `messages`, install a snapshot, apply committed entries, append new
+    /// entries, persist the hard state, collect read states. Returns the
+    /// `Ready` to hand to [`Core::finish_ready`] once `db` is flushed, or
+    /// `None` when raft-rs had nothing ready (no flush needed).
+    pub(super) fn begin_ready(&mut self) -> Result<Option<raft::Ready>, NodeError> {
         if !self.raw.has_ready() {
             self.answer_reads();
-            return Ok(());
+            return Ok(None);
         }
         let mut ready = self.raw.ready();
         if !ready.messages().is_empty() {
@@ -551,8 +676,16 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
                 self.reads_ready.push_back((read.index, pending.reply));
             }
         }
-        // Durable before anyone hears of it: votes, appended entries, commit.
-        self.db.flush_async().await?;
+        Ok(Some(ready))
+    }
+
+    /// Second half of a `Ready` cycle, once everything written by
+    /// [`Core::begin_ready`] is durable: send `persisted_messages`,
+    /// `advance`, record the new commit index, send and apply what `advance`
+    /// returned, `advance_apply`, answer reads. The owner then compacts if
+    /// [`Core::compaction_due`] (after another flush) and publishes the
+    /// status.
+    pub(super) fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), NodeError> {
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
@@ -567,7 +700,22 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         self.apply_entries(committed)?;
         self.raw.advance_apply();
         self.answer_reads();
-        self.maybe_compact().await?;
+        Ok(())
+    }
+
+    /// A whole `Ready` cycle with blocking flushes (`db.flush()`): the same
+    /// steps as the task's loop, for a caller without a runtime.
+    #[cfg(test)]
+    pub(super) fn on_ready_blocking(&mut self) -> Result<(), NodeError> {
+        let Some(ready) = self.begin_ready()? else {
+            return Ok(());
+        };
+        self.db.flush()?;
+        self.finish_ready(ready)?;
+        if self.compaction_due() {
+            self.db.flush()?;
+            self.compact()?;
+        }
         self.publish_status();
         Ok(())
     }
@@ -579,6 +727,13 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
             .map_err(|reason| NodeError::Restore { index, reason })?;
         self.log.apply_snapshot(snapshot)?;
         self.applied_since_snapshot = 0;
+        // Our proposals at or below the snapshot may or may not be in it:
+        // their entries will never be applied here one by one, so they can
+        // be neither answered nor called dropped. They time out (outcome
+        // unknown). Answering them `Dropped` when the next entry applied,
+        // as before, told callers that committed writes were lost (found
+        // by the simulator, seed 8).
+        self.proposed_at = self.proposed_at.split_off(&(index + 1));
         Ok(())
     }
 
@@ -650,14 +805,17 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    async fn maybe_compact(&mut self) -> Result<(), NodeError> {
-        if self.applied_since_snapshot < self.config.snapshot_every && !self.snapshot_now {
-            return Ok(());
-        }
+    /// True when the log should be compacted now (`snapshot_every` entries
+    /// applied since the last snapshot, or a membership change).
+    pub(super) fn compaction_due(&self) -> bool {
+        self.applied_since_snapshot >= self.config.snapshot_every || self.snapshot_now
+    }
+
+    /// Compacts the log into a snapshot of the state machine. The state
+    /// batch of every applied entry must be on disk before the log that
+    /// could replay it is dropped: the owner flushes `db` first.
+    pub(super) fn compact(&mut self) -> Result<(), NodeError> {
         self.snapshot_now = false;
-        // The state batch of every applied entry must be on disk before the
-        // log that could replay it is dropped.
-        self.db.flush_async().await?;
         let applied = self.machine.applied_index();
         self.log.compact(applied, self.machine.snapshot())?;
         self.applied_since_snapshot = 0;
@@ -681,7 +839,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    fn publish_status(&self) {
+    /// Publishes the observable status if it changed.
+    pub(super) fn publish_status(&self) {
         let raft = &self.raw.raft;
         let conf = raft.prs().conf().to_conf_state();
         let leader = raft.state == StateRole::Leader;
@@ -739,7 +898,7 @@ pub fn remove_voter(id: u64) -> ConfChange {
     change
 }
 
-fn expire<T>(pending: &mut HashMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
+fn expire<T>(pending: &mut BTreeMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
     let expired: Vec<u64> = pending
         .iter()
         .filter(|(_, p)| p.deadline <= now)

@@ -38,14 +38,13 @@ impl World {
 
     async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
         let leader = self.cluster.leader().await?;
-        Ok(self
-            .cluster
+        self.cluster
             .controllers
             .iter()
             .find(|c| c.id == leader)
             .unwrap()
             .admin()
-            .await?)
+            .await
     }
 
     fn agent(&self, hostname: &str) -> &Agent {

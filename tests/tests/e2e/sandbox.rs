@@ -103,7 +103,10 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
         assert!(said.contains(step), "demo output lacks {step}:\n{said}");
     }
     let hosts = json_of(&ctl(home.path(), &["host", "list", "-o", "json"]))?;
-    assert!(hosts.as_array().unwrap().iter().all(|h| h["pool"] == ""), "{hosts:#}");
+    assert!(
+        hosts.as_array().unwrap().iter().all(|h| h["pool"] == ""),
+        "{hosts:#}"
+    );
 
     // A second `up` refuses rather than starting a second fleet.
     let again = ctl(
