@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use crate::command::{Command, HostRecord};
+use crate::pool::MAX_EVENTS;
 use crate::state::{ApplyError, ApplyOutcome, StateMachine};
 use crate::store::Store;
 
@@ -81,7 +82,25 @@ impl crate::raft::node::StateMachine for Replicated {
                 return Ok((index, Err(e)));
             }
         };
-        self.store.write(&change).map_err(|e| format!("{e:#}"))?;
+        let mut batch = sled::Batch::default();
+        self.store
+            .write_into(&mut batch, &change)
+            .map_err(|e| format!("{e:#}"))?;
+        // Events past the kept window go from disk as they go from memory.
+        let first_kept = {
+            let state = self.read();
+            let total = state.events().len() + change.more.events.len();
+            (total > MAX_EVENTS).then(|| {
+                let mut all = state.events().iter().chain(&change.more.events);
+                all.nth(total - MAX_EVENTS).map_or(0, |e| e.index)
+            })
+        };
+        if let Some(first_kept) = first_kept {
+            self.store
+                .prune_events_into(&mut batch, first_kept)
+                .map_err(|e| format!("{e:#}"))?;
+        }
+        self.store.db().apply_batch(batch).map_err(|e| format!("{e:#}"))?;
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
         Ok((index, Ok(outcome)))
@@ -176,5 +195,90 @@ fn log_outcome(index: u64, command: &Command, outcome: &ApplyOutcome) {
             host_id = command.host_id(),
             "host updated"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::tests::facts;
+    use crate::pool::PoolSpec;
+    use crate::raft::node::StateMachine as _;
+
+    fn commands() -> Vec<Command> {
+        let mut out: Vec<Command> = ["h1", "h2"]
+            .iter()
+            .map(|id| Command::RegisterHost {
+                host_id: id.to_string(),
+                agent_version: "0.1.0".into(),
+                facts: facts(id, 8),
+                at_unix_ms: 1,
+            })
+            .collect();
+        out.push(Command::CreatePool {
+            spec: PoolSpec {
+                name: "web".into(),
+                cores: 8,
+                memory_bytes: 64 << 30,
+                control_planes: 1,
+                kubernetes_version: "v1.32.0".into(),
+                pod_network_cidr: "10.244.0.0/16".into(),
+                service_cidr: "10.96.0.0/12".into(),
+            },
+            control_planes: vec!["h1".into()],
+            workers: vec!["h2".into()],
+            control_plane_endpoint: "h1:6443".into(),
+            at_unix_ms: 2,
+        });
+        out.extend(crate::planner::plan(
+            &{
+                let mut sm = StateMachine::new();
+                for (i, c) in out.iter().enumerate() {
+                    sm.apply(i as u64 + 1, c).unwrap();
+                }
+                sm
+            },
+            3,
+        ));
+        out
+    }
+
+    #[test]
+    fn every_applied_record_survives_a_reopen_and_a_snapshot_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = {
+            let store = Store::open(dir.path()).unwrap();
+            let state = Arc::new(RwLock::new(store.load().unwrap()));
+            let mut machine = Replicated::new(store.clone(), state.clone());
+            for (i, command) in commands().iter().enumerate() {
+                let (_, outcome) = machine
+                    .apply(i as u64 + 1, &serde_json::to_vec(command).unwrap())
+                    .unwrap();
+                outcome.unwrap();
+            }
+            store.db().flush().unwrap();
+            let snapshot = machine.snapshot();
+            let expected = state.read().unwrap().clone();
+            assert!(
+                !expected.pools().is_empty() && !expected.tasks().is_empty() && !expected.events().is_empty()
+            );
+            // A snapshot restores the same state.
+            let other = tempfile::tempdir().unwrap();
+            let other_store = Store::open(other.path()).unwrap();
+            let restored = Arc::new(RwLock::new(StateMachine::new()));
+            let mut follower = Replicated::new(other_store.clone(), restored.clone());
+            follower.restore(expected.applied_index(), &snapshot).unwrap();
+            assert_eq!(*restored.read().unwrap(), expected);
+            assert_eq!(
+                other_store.load().unwrap(),
+                expected,
+                "a restored snapshot is on disk too"
+            );
+            expected
+        };
+        // Everything applied is on disk: hosts (with their pool), pools, tasks, events.
+        let reopened = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(reopened, expected);
+        assert_eq!(reopened.host("h2").unwrap().pool.as_deref(), Some("web"));
     }
 }

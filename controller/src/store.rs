@@ -174,18 +174,56 @@ impl Store {
         &self.db
     }
 
-    /// Writes `change` (its record, if any, and its index) in one atomic
-    /// batch, without waiting for the disk (see the module doc).
+    /// Writes `change` (its records and its index) in one atomic batch,
+    /// without waiting for the disk (see the module doc).
     pub fn write(&self, change: &Change) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        if let Some(record) = &change.record {
+        self.write_into(&mut batch, change)?;
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Adds what `change` writes to `batch`: its host records, pools,
+    /// tasks and events, and the applied index.
+    pub fn write_into(&self, batch: &mut sled::Batch, change: &Change) -> Result<(), StoreError> {
+        for record in change.record.iter().chain(&change.more.hosts) {
             batch.insert(
                 format!("{HOST_PREFIX}{}", record.host_id).as_bytes(),
                 encode(record)?,
             );
         }
+        for (name, pool) in &change.more.pools {
+            let key = format!("{POOL_PREFIX}{name}");
+            match pool {
+                Some(pool) => batch.insert(key.as_bytes(), json(pool)),
+                None => batch.remove(key.as_bytes()),
+            }
+        }
+        for (id, task) in &change.more.tasks {
+            let key = format!("{TASK_PREFIX}{id}");
+            match task {
+                Some(task) => batch.insert(key.as_bytes(), json(task)),
+                None => batch.remove(key.as_bytes()),
+            }
+        }
+        for event in &change.more.events {
+            batch.insert(event_key(event.index), json(event));
+        }
         batch.insert(APPLIED_INDEX_KEY, &change.index.to_be_bytes());
-        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Adds to `batch` the removal of stored events older than
+    /// `first_kept` (the state machine keeps the newest
+    /// [`MAX_EVENTS`](crate::pool::MAX_EVENTS)). Usually finds one or none.
+    pub fn prune_events_into(&self, batch: &mut sled::Batch, first_kept: u64) -> Result<(), StoreError> {
+        for key in self
+            .db
+            .range(EVENT_PREFIX.as_bytes().to_vec()..event_key(first_kept))
+            .keys()
+        {
+            batch.remove(key?);
+        }
         Ok(())
     }
 
