@@ -11,7 +11,7 @@
 //!   [`Replicated`] state machine over a real [`Store`] (sled, one temp dir
 //!   per controller, the Raft log in the same database as in
 //!   `crate::run`), JSON-encoded [`Command`]s (`RegisterHost`,
-//!   `SetHostState`, `SetHostLabels`) proposed exactly as
+//!   `SetHostState`, `SetHostLabels`, `CreatePool`, `DestroyPool`) proposed exactly as
 //!   `NodeHandle::propose` does (the same `Input::Propose` path, replies on
 //!   the same oneshot channels, ReadIndex reads like `read_barrier`);
 //! - **simulated**: the clock (ticks and deadlines come from the virtual
@@ -821,7 +821,33 @@ impl Sim {
         let seq = self.next_command;
         self.next_command += 1;
         let host_id = format!("h{}", self.rng.u8(0..HOSTS));
-        match self.rng.u8(0..10) {
+        match self.rng.u8(0..12) {
+            // Pool commands: most are refused (busy or unready hosts), which
+            // still consumes an index; accepted ones change hosts, pools and
+            // events together, which the reload checks must see on disk.
+            10 => {
+                let name = format!("p{}", self.rng.u8(0..2));
+                let worker = format!("h{}", self.rng.u8(0..HOSTS));
+                Command::CreatePool {
+                    spec: crate::pool::PoolSpec {
+                        name,
+                        cores: 8,
+                        memory_bytes: 8 << 30,
+                        control_planes: 1,
+                        kubernetes_version: "v1.32.0".to_owned(),
+                        pod_network_cidr: "10.244.0.0/16".to_owned(),
+                        service_cidr: "10.96.0.0/12".to_owned(),
+                    },
+                    control_planes: vec![host_id.clone()],
+                    workers: vec![worker],
+                    control_plane_endpoint: format!("{host_id}:6443"),
+                    at_unix_ms: seq,
+                }
+            }
+            11 => Command::DestroyPool {
+                pool: format!("p{}", self.rng.u8(0..2)),
+                at_unix_ms: seq,
+            },
             0..=2 => Command::RegisterHost {
                 facts: facts(&host_id, 8),
                 host_id,
