@@ -38,14 +38,37 @@ pub struct SnapshotData {
 }
 
 /// The state machine with its store, shared with readers through `state`.
+///
+/// The writes of the entries applied in one `Ready` are gathered in one sled
+/// batch, written by `end_batch` (one write per Ready instead of one per
+/// entry). Entries are durable in the Raft log before they are applied, so
+/// answering a proposal before its state batch is written loses nothing: a
+/// crash replays it from the log.
 pub struct Replicated {
     store: Store,
     state: Arc<RwLock<StateMachine>>,
+    pending: sled::Batch,
+    pending_writes: usize,
 }
 
 impl Replicated {
     pub fn new(store: Store, state: Arc<RwLock<StateMachine>>) -> Replicated {
-        Replicated { store, state }
+        Replicated {
+            store,
+            state,
+            pending: sled::Batch::default(),
+            pending_writes: 0,
+        }
+    }
+
+    /// Writes what the entries applied since the last call changed.
+    fn write_pending(&mut self) -> Result<(), String> {
+        if self.pending_writes == 0 {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_writes = 0;
+        self.store.db().apply_batch(batch).map_err(|e| format!("{e:#}"))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, StateMachine> {
@@ -82,10 +105,10 @@ impl crate::raft::node::StateMachine for Replicated {
                 return Ok((index, Err(e)));
             }
         };
-        let mut batch = sled::Batch::default();
         self.store
-            .write_into(&mut batch, &change)
+            .write_into(&mut self.pending, &change)
             .map_err(|e| format!("{e:#}"))?;
+        self.pending_writes += 1;
         // Events past the kept window go from disk as they go from memory.
         let first_kept = {
             let state = self.read();
@@ -97,19 +120,23 @@ impl crate::raft::node::StateMachine for Replicated {
         };
         if let Some(first_kept) = first_kept {
             self.store
-                .prune_events_into(&mut batch, first_kept)
+                .prune_events_into(&mut self.pending, first_kept)
                 .map_err(|e| format!("{e:#}"))?;
         }
-        self.store.db().apply_batch(batch).map_err(|e| format!("{e:#}"))?;
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
         Ok((index, Ok(outcome)))
     }
 
     fn skip(&mut self, index: u64) -> Result<(), String> {
-        self.store.write_applied(index).map_err(|e| format!("{e:#}"))?;
+        Store::write_applied_into(&mut self.pending, index);
+        self.pending_writes += 1;
         self.write().skip(index);
         Ok(())
+    }
+
+    fn end_batch(&mut self) -> Result<(), String> {
+        self.write_pending()
     }
 
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
@@ -120,9 +147,8 @@ impl crate::raft::node::StateMachine for Replicated {
             ConfChangeType::RemoveNode => None,
         };
         info!(index, controller = change.node_id, address = ?address, "controller membership changed");
-        self.store
-            .write_member(index, change.node_id, address.as_deref())
-            .map_err(|e| format!("{e:#}"))?;
+        Store::write_member_into(&mut self.pending, index, change.node_id, address.as_deref());
+        self.pending_writes += 1;
         self.write().set_member(index, change.node_id, address);
         Ok(())
     }
@@ -156,6 +182,8 @@ impl crate::raft::node::StateMachine for Replicated {
             data.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
             data.events.into_iter().collect(),
         );
+        // Older applied entries first, then the snapshot replaces them all.
+        self.write_pending()?;
         self.store.replace_all(&restored).map_err(|e| format!("{e:#}"))?;
         info!(
             index,
@@ -256,6 +284,7 @@ mod tests {
                     .unwrap();
                 outcome.unwrap();
             }
+            machine.end_batch().unwrap();
             store.db().flush().unwrap();
             let snapshot = machine.snapshot();
             let expected = state.read().unwrap().clone();

@@ -227,24 +227,20 @@ impl Store {
         Ok(())
     }
 
-    /// Records that entries up to `index` are applied (an entry that
-    /// changed nothing).
-    pub fn write_applied(&self, index: u64) -> Result<(), StoreError> {
-        self.db.insert(APPLIED_INDEX_KEY, &index.to_be_bytes())?;
-        Ok(())
+    /// Adds to `batch` that entries up to `index` are applied (an entry
+    /// that changed nothing).
+    pub fn write_applied_into(batch: &mut sled::Batch, index: u64) {
+        batch.insert(APPLIED_INDEX_KEY, &index.to_be_bytes());
     }
 
-    /// Records a membership change at `index` (None removes `id`).
-    pub fn write_member(&self, index: u64, id: u64, address: Option<&str>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+    /// Adds to `batch` a membership change at `index` (None removes `id`).
+    pub fn write_member_into(batch: &mut sled::Batch, index: u64, id: u64, address: Option<&str>) {
         let key = format!("{MEMBER_PREFIX}{id}");
         match address {
             Some(address) => batch.insert(key.as_bytes(), address.as_bytes()),
             None => batch.remove(key.as_bytes()),
         }
         batch.insert(APPLIED_INDEX_KEY, &index.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        Ok(())
     }
 
     /// Replaces everything stored with `state` in one atomic batch (a

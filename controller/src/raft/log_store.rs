@@ -136,9 +136,7 @@ impl LogStore {
     }
 
     pub fn set_hard_state(&self, hard_state: &HardState) -> Result<(), LogError> {
-        self.tree.insert(HARD_STATE, encode(hard_state))?;
-        self.cached.write().unwrap().hard_state = hard_state.clone();
-        Ok(())
+        self.persist_ready(&[], Some(hard_state))
     }
 
     /// Records a new commit index without changing term or vote.
@@ -157,31 +155,49 @@ impl LogStore {
     /// Appends `entries`, replacing any existing suffix from the first new
     /// index on (a new leader may overwrite uncommitted entries).
     pub fn append(&self, entries: &[Entry]) -> Result<(), LogError> {
-        let Some(first) = entries.first() else {
+        self.persist_ready(entries, None)
+    }
+
+    /// What one `Ready` writes to the log: `entries` (replacing any
+    /// existing suffix from the first new index on: a new leader may
+    /// overwrite uncommitted entries) and the new hard state, in ONE sled
+    /// batch, so a Ready costs one write however much it carries.
+    pub fn persist_ready(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), LogError> {
+        if entries.is_empty() && hard_state.is_none() {
             return Ok(());
-        };
-        let mut cached = self.cached.write().unwrap();
-        assert!(
-            first.index > cached.snapshot_index,
-            "append at {} overlaps the snapshot at {}",
-            first.index,
-            cached.snapshot_index
-        );
-        assert!(
-            first.index <= cached.last_index + 1,
-            "append at {} leaves a gap after {}",
-            first.index,
-            cached.last_index
-        );
-        let mut batch = sled::Batch::default();
-        for index in first.index..=cached.last_index {
-            batch.remove(&entry_key(index));
         }
-        for entry in entries {
-            batch.insert(&entry_key(entry.index), encode(entry));
+        let mut cached = self.cached.write().unwrap();
+        let mut batch = sled::Batch::default();
+        if let Some(first) = entries.first() {
+            assert!(
+                first.index > cached.snapshot_index,
+                "append at {} overlaps the snapshot at {}",
+                first.index,
+                cached.snapshot_index
+            );
+            assert!(
+                first.index <= cached.last_index + 1,
+                "append at {} leaves a gap after {}",
+                first.index,
+                cached.last_index
+            );
+            for index in first.index..=cached.last_index {
+                batch.remove(&entry_key(index));
+            }
+            for entry in entries {
+                batch.insert(&entry_key(entry.index), encode(entry));
+            }
+        }
+        if let Some(hard_state) = hard_state {
+            batch.insert(HARD_STATE, encode(hard_state));
         }
         self.tree.apply_batch(batch)?;
-        cached.last_index = entries.last().unwrap().index;
+        if let Some(last) = entries.last() {
+            cached.last_index = last.index;
+        }
+        if let Some(hard_state) = hard_state {
+            cached.hard_state = hard_state.clone();
+        }
         Ok(())
     }
 

@@ -57,6 +57,11 @@ pub trait StateMachine: Send + 'static {
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
     /// Records that `index` carried no command (a new leader's empty entry).
     fn skip(&mut self, index: u64) -> Result<(), String>;
+    /// Called after each run of applied entries (one per Ready half): a
+    /// machine that gathers its writes writes them now.
+    fn end_batch(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// Records a membership change applied at `index` (persisting, like
     /// `apply`, the index with it). `change.context` holds the address of an
     /// added controller.
@@ -456,6 +461,12 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             log.set_conf_state(&conf_state)?;
             db.flush()?;
         }
+        // The commit index is persisted lazily (see `finish_ready`): after a
+        // crash it may trail what the state machine applied, which raft-rs
+        // refuses. Everything applied was committed, so raise it.
+        if machine.applied_index() > log.hard_state().commit {
+            log.set_commit(machine.applied_index())?;
+        }
         let mut raft_config = raft::Config {
             id: config.id,
             election_tick: config.election_tick,
@@ -664,12 +675,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
-        if !ready.entries().is_empty() {
-            self.log.append(ready.entries())?;
-        }
-        if let Some(hard_state) = ready.hs() {
-            self.log.set_hard_state(hard_state)?;
-        }
+        // Entries and hard state in one write.
+        self.log.persist_ready(ready.entries(), ready.hs())?;
         for read in ready.take_read_states() {
             let id = u64::from_be_bytes(read.request_ctx[..8].try_into().unwrap_or_default());
             if let Some(pending) = self.reads.remove(&id) {
@@ -689,10 +696,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
+        // A commit index learnt here is not written on its own: the next
+        // Ready's hard state carries it, and `Core::open` raises a stored
+        // commit that is behind the applied index (everything applied was
+        // committed), so nothing waits on it.
         let mut light = self.raw.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            self.log.set_commit(commit)?;
-        }
         if !light.messages().is_empty() {
             self.transport.send(light.take_messages());
         }
@@ -738,6 +746,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        let mut last = 0;
         for entry in entries {
             let id = (entry.context.len() == 8)
                 .then(|| u64::from_be_bytes(entry.context[..8].try_into().unwrap()));
@@ -790,8 +799,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                 }
             }
             self.applied_since_snapshot += 1;
+            last = entry.index;
         }
-        Ok(())
+        self.machine
+            .end_batch()
+            .map_err(|reason| NodeError::Apply { index: last, reason })
     }
 
     fn answer_reads(&mut self) {

@@ -188,6 +188,10 @@ impl super::node::StateMachine for Observed {
         Ok(())
     }
 
+    fn end_batch(&mut self) -> Result<(), String> {
+        self.inner.end_batch()
+    }
+
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
         self.inner.apply_conf_change(index, change)?;
         let bytes = change.write_to_bytes().map_err(|e| e.to_string())?;
