@@ -596,7 +596,14 @@ mod tests {
             memory_bytes: 4_000 * GIB,
             control_planes: 3,
         };
+        // Timed for BENCHMARKS.md (run with --release); not asserted.
+        let started = std::time::Instant::now();
         let first = place(&fleet, &request).unwrap();
+        eprintln!(
+            "placement over {} hosts took {:?}",
+            fleet.len(),
+            started.elapsed()
+        );
         let second = place(&fleet, &request).unwrap();
         assert_eq!(first, second);
         assert!(first.worker_cores >= 1_000 && first.worker_memory_bytes >= 4_000 * GIB);
