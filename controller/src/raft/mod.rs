@@ -34,10 +34,20 @@ struct KvText(String);
 
 impl slog::Serializer for KvText {
     fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments) -> slog::Result {
-        let _ = write!(self.0, " {key}={val}");
+        // raft-rs attaches whole messages (`"msg" => ?m`) and entries
+        // (`"ents" => ?ents`) to some records; their payloads are our
+        // commands, which can carry join secrets.
+        if PAYLOAD_KEYS.contains(&key) {
+            let _ = write!(self.0, " {key}=[payload omitted]");
+        } else {
+            let _ = write!(self.0, " {key}={val}");
+        }
         Ok(())
     }
 }
+
+/// slog keys under which raft-rs logs message or entry contents.
+const PAYLOAD_KEYS: [&str; 2] = ["msg", "ents"];
 
 impl slog::Drain for TracingDrain {
     type Ok = ();
@@ -59,5 +69,29 @@ impl slog::Drain for TracingDrain {
             slog::Level::Trace => tracing::trace!(target: "raft", "{line}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use slog::KV as _;
+
+    /// The text a raft-rs record's key-values become.
+    fn text_of(kv: &dyn slog::KV) -> String {
+        let mut text = super::KvText(String::new());
+        let record_static = slog::record_static!(slog::Level::Debug, "");
+        let args = format_args!("");
+        let record = slog::Record::new(&record_static, &args, slog::BorrowedKV(&()));
+        kv.serialize(&record, &mut text).unwrap();
+        text.0
+    }
+
+    #[test]
+    fn raft_records_never_carry_message_or_entry_payloads() {
+        let text = text_of(&slog::o!("msg" => "MsgAppend [token abcdef.0123456789abcdef]", "term" => 3));
+        assert!(!text.contains("abcdef.0123456789abcdef"), "{text}");
+        assert!(text.contains("term=3"), "{text}");
+        let text = text_of(&slog::o!("ents" => "[certificate key 0123]"));
+        assert!(!text.contains("0123"), "{text}");
     }
 }
