@@ -74,7 +74,6 @@ impl slog::Drain for TracingDrain {
 
 #[cfg(test)]
 mod tests {
-    use slog::KV as _;
 
     /// The text a raft-rs record's key-values become.
     fn text_of(kv: &dyn slog::KV) -> String {
