@@ -6,8 +6,8 @@
 //! 1. failed tasks whose backoff elapsed are issued again (next attempt);
 //! 2. `deleting`: every member gets a `reset` (the pool goes with the last);
 //! 3. no join secrets yet: `init_control_plane` on the first control plane;
-//! 4. join secrets about to expire while hosts still have to join:
-//!    `refresh_join_token` on a joined control plane first;
+//! 4. join secrets about to expire (kept fresh at all times, and never
+//!    used stale): `refresh_join_token` on a joined control plane first;
 //! 5. joining members: `join_control_plane` / `join_worker`;
 //! 6. leaving members: `drain_node`, then `delete_node` (both run on a
 //!    joined control plane), then `reset` on the member;
@@ -115,16 +115,17 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
     };
     let runner = pool.joined_control_plane().map(|m| m.host_id.clone());
 
-    // 4. Fresh secrets before joining with them.
+    // 4. Join secrets are kept fresh (kubeadm: tokens last 24 h, uploaded
+    //    certificates 2 h), so a host can join at any moment, and nobody
+    //    joins with secrets about to expire.
     let joining: Vec<_> = pool
         .members
         .values()
         .filter(|m| m.state == MemberState::Joining)
         .collect();
-    let cp_joining = joining.iter().any(|m| m.role == Role::ControlPlane);
     let stale = join.token_expires_unix_ms < now + REFRESH_MARGIN_MS
-        || (cp_joining && join.certificate_key_expires_unix_ms < now + REFRESH_MARGIN_MS);
-    if !joining.is_empty() && stale {
+        || join.certificate_key_expires_unix_ms < now + REFRESH_MARGIN_MS;
+    if stale {
         if let Some(runner) = &runner
             && !tasks.iter().any(|t| t.kind == TaskKind::RefreshJoinToken)
         {
@@ -494,6 +495,20 @@ mod tests {
             None,
             "a refused command changed nothing"
         );
+    }
+
+    #[test]
+    fn join_secrets_are_refreshed_before_they_expire_even_with_nothing_to_join() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        w.settle();
+        assert_eq!(w.pool().phase, PoolPhase::Ready);
+        // Uploaded certificates last 2 h: shortly before, they are renewed.
+        w.now += 2 * 3_600_000 - REFRESH_MARGIN_MS + 1;
+        assert_eq!(w.plan(), vec!["refresh_join_token@h1"]);
+        w.run_tasks();
+        assert!(w.plan().is_empty(), "fresh secrets need no refresh");
+        assert_eq!(w.pool().phase, PoolPhase::Ready);
     }
 
     #[test]
