@@ -308,6 +308,36 @@ async fn concurrent_creates_never_share_a_host() -> anyhow::Result<()> {
     let hosts = world.cluster.hosts().await?;
     let in_pools = hosts.iter().filter(|h| !h.pool.is_empty()).count();
     assert_eq!(in_pools, seen.len());
+
+    // Pools, their members and the hosts' membership survive a restart of
+    // every controller (they come back from disk, not from a replay).
+    let mut world = world;
+    for c in &mut world.cluster.controllers {
+        c.stop()?;
+    }
+    for c in &mut world.cluster.controllers {
+        c.spawn()?;
+    }
+    for c in &mut world.cluster.controllers {
+        c.wait_answering().await?;
+    }
+    for pool in &created {
+        let name = pool.spec.as_ref().unwrap().name.clone();
+        let after = world
+            .wait_pool(&name, "pool back after a restart", |p| {
+                p.members.len() == pool.members.len()
+            })
+            .await?;
+        let ids = |p: &Pool| {
+            p.members
+                .iter()
+                .map(|m| m.host_id.clone())
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(ids(&after), ids(pool), "pool {name} changed across a restart");
+    }
+    let hosts = world.cluster.hosts().await?;
+    assert_eq!(hosts.iter().filter(|h| !h.pool.is_empty()).count(), seen.len());
     Ok(())
 }
 
