@@ -205,42 +205,59 @@ fn propose_error(e: ProposeError) -> Status {
     }
 }
 
+/// Placements tried when a concurrent change takes a chosen host first.
+const CREATE_ATTEMPTS: usize = 3;
+
 pub(crate) async fn create(
     shared: &Shared,
     request: CreatePoolRequest,
 ) -> Result<v1::CreatePoolResponse, Status> {
     let spec = spec("create_pool.spec", request.spec.as_ref())?;
-    let (placement, pool) = shared.node.read(|sm| {
-        if sm.pools().contains_key(&spec.name) {
-            return Err(Status::already_exists(format!(
-                "pool {} already exists",
-                spec.name
-            )));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (placement, pool) = shared.node.read(|sm| {
+            if sm.pools().contains_key(&spec.name) {
+                return Err(Status::already_exists(format!(
+                    "pool {} already exists",
+                    spec.name
+                )));
+            }
+            let placement = placement::place(
+                &candidates(sm),
+                &Request {
+                    cores: spec.cores,
+                    memory_bytes: spec.memory_bytes,
+                    control_planes: spec.control_planes as usize,
+                },
+            )
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let first = sm.host(&placement.control_planes[0]).expect("placed hosts exist");
+            let preview = preview(sm, &spec, &placement, endpoint(first));
+            Ok((placement, preview))
+        })?;
+        if request.dry_run {
+            return Ok(v1::CreatePoolResponse { pool: Some(pool) });
         }
-        let placement = placement::place(
-            &candidates(sm),
-            &Request {
-                cores: spec.cores,
-                memory_bytes: spec.memory_bytes,
-                control_planes: spec.control_planes as usize,
-            },
-        )
-        .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let first = sm.host(&placement.control_planes[0]).expect("placed hosts exist");
-        let preview = preview(sm, &spec, &placement, endpoint(first));
-        Ok((placement, preview))
-    })?;
-    if request.dry_run {
-        return Ok(v1::CreatePoolResponse { pool: Some(pool) });
+        let command = Command::CreatePool {
+            spec: spec.clone(),
+            control_planes: placement.control_planes,
+            workers: placement.workers,
+            control_plane_endpoint: pool.control_plane_endpoint.clone(),
+            at_unix_ms: unix_ms_now(),
+        };
+        match shared.node.propose(command).await {
+            Ok(_) => break,
+            // Another pool (or a host going down) took a chosen host between
+            // placement and commit: place again on the new state.
+            Err(ProposeError::Rejected(crate::state::ApplyError::Refused(_)))
+                if attempt < CREATE_ATTEMPTS =>
+            {
+                continue;
+            }
+            Err(e) => return Err(propose_error(e)),
+        }
     }
-    let command = Command::CreatePool {
-        spec: spec.clone(),
-        control_planes: placement.control_planes,
-        workers: placement.workers,
-        control_plane_endpoint: pool.control_plane_endpoint.clone(),
-        at_unix_ms: unix_ms_now(),
-    };
-    shared.node.propose(command).await.map_err(propose_error)?;
     let pool = shared
         .node
         .read(|sm| sm.pools().get(&spec.name).map(|p| pool_view(sm, p, true)))

@@ -293,7 +293,8 @@ async fn concurrent_creates_never_share_a_host() -> anyhow::Result<()> {
         .filter_map(|r| r.ok())
         .filter_map(|r| r.into_inner().pool)
         .collect();
-    assert!(!created.is_empty(), "neither create succeeded");
+    // Both succeed: a create that loses a host to the other is placed again.
+    assert_eq!(created.len(), 2, "a create failed instead of placing again");
     let mut seen = BTreeSet::new();
     for pool in &created {
         for member in &pool.members {
