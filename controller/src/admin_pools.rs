@@ -455,3 +455,125 @@ pub fn events(sm: &StateMachine, request: &v1::ListEventsRequest) -> Result<Vec<
         .collect();
     Ok(matching[matching.len().saturating_sub(limit)..].to_vec())
 }
+
+/// Cordons (or uncordons) a host: `Cordoned` is never placed; uncordon
+/// makes it `ready` again (liveness takes over from there).
+pub(crate) async fn set_cordon(shared: &Shared, host_id: &str, cordon: bool) -> Result<(), Status> {
+    let (state, reason) = if cordon {
+        (HostState::Cordoned, "cordoned by an admin")
+    } else {
+        (HostState::Ready, "uncordoned by an admin")
+    };
+    let current = shared.node.read(|sm| sm.host(host_id).map(|h| h.state));
+    match current {
+        None => return Err(Status::not_found(format!("no host with id {host_id}"))),
+        Some(HostState::Cordoned) if cordon => return Ok(()),
+        Some(s) if !cordon && s != HostState::Cordoned => {
+            return Err(Status::failed_precondition(format!(
+                "host {host_id} is {}, not cordoned",
+                s.as_str()
+            )));
+        }
+        Some(_) => {}
+    }
+    let command = Command::SetHostState {
+        host_id: host_id.to_owned(),
+        state,
+        reason: reason.to_owned(),
+        at_unix_ms: unix_ms_now(),
+    };
+    shared.node.propose(command).await.map_err(propose_error)?;
+    Ok(())
+}
+
+/// Cordons `host_id` and moves it out of its pool, placing replacement
+/// workers first when the pool would fall below its request. Returns the
+/// pool it leaves and the replacements.
+pub(crate) async fn drain(
+    shared: &Shared,
+    host_id: &str,
+    dry_run: bool,
+) -> Result<(String, Vec<v1::PoolMember>), Status> {
+    let plan = shared.node.read(|sm| {
+        let host = sm
+            .host(host_id)
+            .ok_or_else(|| Status::not_found(format!("no host with id {host_id}")))?;
+        let Some(name) = host.pool.clone() else {
+            return Ok(None);
+        };
+        let pool = sm
+            .pools()
+            .get(&name)
+            .ok_or_else(|| Status::internal(format!("host {host_id} names a missing pool {name}")))?;
+        let member = pool
+            .members
+            .get(host_id)
+            .ok_or_else(|| Status::internal(format!("host {host_id} is not a member of its pool {name}")))?;
+        if member.role != Role::Worker {
+            return Err(Status::failed_precondition(format!(
+                "host {host_id} is a control plane of pool {name}; only workers can be drained \
+                 (control-plane replacement comes with healing)"
+            )));
+        }
+        if matches!(member.state, MemberState::Leaving { .. }) {
+            return Ok(Some((name, Vec::new(), true)));
+        }
+        let (cores, memory) = crate::planner::worker_totals(sm, pool);
+        let (left_cores, left_memory) = (
+            cores - u64::from(host.facts.inventory.logical_cores),
+            memory - host.facts.inventory.memory_total_bytes,
+        );
+        let want = Request {
+            cores: pool.spec.cores,
+            memory_bytes: pool.spec.memory_bytes,
+            control_planes: 0,
+        };
+        let add = placement::grow(&candidates(sm), left_cores, left_memory, &want)
+            .map_err(|e| Status::failed_precondition(format!("no replacement for host {host_id}: {e}")))?;
+        Ok(Some((name, add, false)))
+    })?;
+    let views = |ids: &[String]| -> Vec<v1::PoolMember> {
+        shared.node.read(|sm| {
+            ids.iter()
+                .filter_map(|id| sm.host(id))
+                .map(|h| v1::PoolMember {
+                    host_id: h.host_id.clone(),
+                    hostname: h.facts.hostname.clone(),
+                    zone: h.facts.zone.clone(),
+                    role: Role::Worker.as_str().to_owned(),
+                    node_name: crate::pool_apply::node_name(h),
+                    state: MemberState::Joining.as_str().to_owned(),
+                    cores: h.facts.inventory.logical_cores,
+                    memory_bytes: h.facts.inventory.memory_total_bytes,
+                    last_error: String::new(),
+                })
+                .collect()
+        })
+    };
+    if dry_run {
+        return Ok(match plan {
+            Some((name, add, _)) => (name, views(&add)),
+            None => (String::new(), Vec::new()),
+        });
+    }
+    set_cordon(shared, host_id, true).await?;
+    let Some((name, add, already_leaving)) = plan else {
+        return Ok((String::new(), Vec::new()));
+    };
+    if !already_leaving {
+        let spec = shared
+            .node
+            .read(|sm| sm.pools().get(&name).map(|p| (p.spec.cores, p.spec.memory_bytes)))
+            .ok_or_else(|| Status::not_found(format!("no pool named {name}")))?;
+        let command = Command::ResizePool {
+            pool: name.clone(),
+            cores: spec.0,
+            memory_bytes: spec.1,
+            add: add.clone(),
+            release: vec![host_id.to_owned()],
+            at_unix_ms: unix_ms_now(),
+        };
+        shared.node.propose(command).await.map_err(propose_error)?;
+    }
+    Ok((name, views(&add)))
+}

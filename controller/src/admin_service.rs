@@ -606,6 +606,62 @@ impl AdminService for AdminSvc {
         })?))
     }
 
+    #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
+    async fn cordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
+        validate::host_id_prefix("cordon_host.host_id", &request.get_ref().host_id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.cordon_host(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let host = self.get(&GetHostRequest {
+            host_id: request.get_ref().host_id.clone(),
+        })?;
+        crate::admin_pools::set_cordon(&self.shared, &host.host_id, true).await?;
+        Ok(Response::new(self.get(&GetHostRequest {
+            host_id: host.host_id,
+        })?))
+    }
+
+    #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
+    async fn uncordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
+        validate::host_id_prefix("uncordon_host.host_id", &request.get_ref().host_id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.uncordon_host(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let host = self.get(&GetHostRequest {
+            host_id: request.get_ref().host_id.clone(),
+        })?;
+        crate::admin_pools::set_cordon(&self.shared, &host.host_id, false).await?;
+        Ok(Response::new(self.get(&GetHostRequest {
+            host_id: host.host_id,
+        })?))
+    }
+
+    #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
+    async fn drain_host(
+        &self,
+        request: Request<v1::DrainHostRequest>,
+    ) -> Result<Response<v1::DrainHostResponse>, Status> {
+        validate::host_id_prefix("drain_host.host_id", &request.get_ref().host_id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.drain_host(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let host = self.get(&GetHostRequest {
+            host_id: request.get_ref().host_id.clone(),
+        })?;
+        let (pool, replacements) =
+            crate::admin_pools::drain(&self.shared, &host.host_id, request.get_ref().dry_run).await?;
+        Ok(Response::new(v1::DrainHostResponse {
+            host: Some(self.get(&GetHostRequest {
+                host_id: host.host_id,
+            })?),
+            pool,
+            replacements,
+        }))
+    }
+
     #[instrument(skip_all)]
     async fn list_controllers(
         &self,

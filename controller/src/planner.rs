@@ -9,8 +9,9 @@
 //! 4. join secrets about to expire (kept fresh at all times, and never
 //!    used stale): `refresh_join_token` on a joined control plane first;
 //! 5. joining members: `join_control_plane` / `join_worker`;
-//! 6. leaving members: `drain_node`, then `delete_node` (both run on a
-//!    joined control plane), then `reset` on the member;
+//! 6. leaving members, once no member is still joining (replacements
+//!    first): `drain_node`, then `delete_node` (both run on a joined
+//!    control plane), then `reset` on the member;
 //! 7. everyone joined and no addons yet: `install_addons`;
 //! 8. nothing left to do: phase `ready`.
 //!
@@ -151,6 +152,11 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
         };
         let target_node = member.node_name.clone();
         let step = if !drained {
+            // Replacements join first: capacity never dips while a host
+            // is moved out (drain, maintenance).
+            if !joining.is_empty() {
+                continue;
+            }
             Some(TaskKind::DrainNode { target_node })
         } else if !deleted {
             Some(TaskKind::DeleteNode { target_node })
@@ -509,6 +515,28 @@ mod tests {
         w.run_tasks();
         assert!(w.plan().is_empty(), "fresh secrets need no refresh");
         assert_eq!(w.pool().phase, PoolPhase::Ready);
+    }
+
+    #[test]
+    fn a_replacement_joins_before_the_host_it_replaces_is_drained() {
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        w.settle();
+        w.apply(Command::ResizePool {
+            pool: "web".into(),
+            cores: 16,
+            memory_bytes: 128 * GIB,
+            add: vec!["w2".into()],
+            release: vec!["w1".into()],
+            at_unix_ms: w.now,
+        });
+        assert_eq!(
+            w.plan(),
+            vec!["join_worker@w2"],
+            "no drain while the replacement joins"
+        );
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["drain_node@h1"]);
     }
 
     #[test]

@@ -150,6 +150,26 @@ impl AdminService for Fake {
     async fn set_host_labels(&self, r: Request<SetHostLabelsRequest>) -> Result<Response<Host>, Status> {
         self.answer(Seen::SetLabels(r.into_inner()), self.host.clone())
     }
+    async fn cordon_host(&self, _: Request<rpool_proto::v1::HostRequest>) -> Result<Response<Host>, Status> {
+        self.answer(Seen::Other("CordonHost"), self.host.clone())
+    }
+    async fn uncordon_host(
+        &self,
+        _: Request<rpool_proto::v1::HostRequest>,
+    ) -> Result<Response<Host>, Status> {
+        self.answer(Seen::Other("UncordonHost"), self.host.clone())
+    }
+    async fn drain_host(
+        &self,
+        _: Request<rpool_proto::v1::DrainHostRequest>,
+    ) -> Result<Response<rpool_proto::v1::DrainHostResponse>, Status> {
+        let response = rpool_proto::v1::DrainHostResponse {
+            host: Some(self.host.clone()),
+            pool: String::new(),
+            replacements: Vec::new(),
+        };
+        self.answer(Seen::Other("DrainHost"), response)
+    }
     async fn list_controllers(
         &self,
         _: Request<ListControllersRequest>,

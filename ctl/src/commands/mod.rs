@@ -11,6 +11,7 @@ pub mod events;
 pub mod host;
 pub mod host_label;
 pub mod host_list;
+pub mod host_maintenance;
 pub mod host_show;
 pub mod pool;
 pub mod pool_create;

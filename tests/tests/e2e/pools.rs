@@ -409,3 +409,110 @@ async fn a_leader_kill_during_a_create_still_ends_in_one_consistent_cluster() ->
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn draining_a_worker_joins_a_replacement_first_and_cordoned_hosts_are_never_placed()
+-> anyhow::Result<()> {
+    let world = World::start(fleet()).await?;
+    let mut admin = world.admin().await?;
+    admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("web", 8, 32, 1)),
+            dry_run: false,
+        })
+        .await?;
+    let pool = world
+        .wait_pool("web", "pool web ready", |p| p.phase == "ready")
+        .await?;
+    let worker = pool.members.iter().find(|m| m.role == "worker").unwrap().clone();
+
+    // rpoolctl host drain: a replacement joins, the worker leaves and is cordoned.
+    let home = world.agents[0].dir.clone();
+    let out = rpool_tests::ctl(
+        &home,
+        &[
+            "--controller",
+            &world.cluster.addr_list(),
+            "host",
+            "drain",
+            &worker.host_id[..8],
+            "--yes",
+            "--wait",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pool = world
+        .wait_pool("web", "pool web ready without the drained worker", |p| {
+            p.phase == "ready" && !p.members.iter().any(|m| m.host_id == worker.host_id)
+        })
+        .await?;
+    assert!(
+        pool.worker_cores >= 8 && pool.worker_memory_bytes >= 32 * GIB,
+        "{pool:?}"
+    );
+    assert_eq!(world.kubesim_nodes(&pool)?, expected_nodes(&pool));
+    let events: Vec<&str> = pool.recent_events.iter().map(|e| e.message.as_str()).collect();
+    let joined = events
+        .iter()
+        .position(|e| e.contains("joined as worker") && !e.contains(&worker.hostname));
+    let drained = events
+        .iter()
+        .position(|e| e.contains(&format!("node {} drained", worker.node_name)));
+    assert!(
+        joined.is_some() && drained.is_some() && joined < drained,
+        "replacement did not join first: {events:#?}"
+    );
+    let hosts = world.cluster.hosts().await?;
+    let drained_host = hosts.iter().find(|h| h.host_id == worker.host_id).unwrap();
+    assert_eq!(drained_host.state, rpool_proto::v1::HostState::Cordoned as i32);
+    assert_eq!(drained_host.pool, "");
+
+    // A cordoned host is never placed: cordon every free host but one, so a
+    // pool of two hosts fits only if cordoned ones count.
+    let free: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.pool.is_empty() && h.state == rpool_proto::v1::HostState::Ready as i32)
+        .map(|h| h.host_id.clone())
+        .collect();
+    assert!(!free.is_empty());
+    for id in &free[1..] {
+        let out = rpool_tests::ctl(
+            &home,
+            &["--controller", &world.cluster.addr_list(), "host", "cordon", id],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let err = admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("two", 1, 1, 1)),
+            dry_run: true,
+        })
+        .await
+        .expect_err("cordoned hosts were placed");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    for id in &free[1..] {
+        let out = rpool_tests::ctl(
+            &home,
+            &["--controller", &world.cluster.addr_list(), "host", "uncordon", id],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Uncordon makes it placeable again.
+    let out = rpool_tests::ctl(
+        &home,
+        &[
+            "--controller",
+            &world.cluster.addr_list(),
+            "host",
+            "uncordon",
+            &worker.host_id[..8],
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hosts = world.cluster.hosts().await?;
+    assert_eq!(
+        hosts.iter().find(|h| h.host_id == worker.host_id).unwrap().state,
+        rpool_proto::v1::HostState::Ready as i32
+    );
+    Ok(())
+}
