@@ -60,13 +60,34 @@ pub fn bin(name: &str) -> PathBuf {
     binaries().join(name)
 }
 
-/// A loopback port that was free a moment ago. The kernel hands out
-/// ephemeral ports in a random order, so a collision before the child binds
-/// it is unlikely; the harness reports the port in every error to make one
-/// recognisable.
+/// A loopback port that was free a moment ago, chosen at random below the
+/// kernel's ephemeral range so that no outgoing connection takes it before
+/// the child binds it (see [`free_port_range`]).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    free_port_range(1)
+}
+
+/// `n` consecutive loopback ports that were free a moment ago, below the
+/// kernel's ephemeral range (32768 and up), so outgoing connections of
+/// other tests do not take them in between. Tries random bases, bounded.
+pub fn free_port_range(n: u16) -> u16 {
+    let mut seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for _ in 0..200 {
+        // xorshift: no dependency, different bases per process and attempt.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let base = 20_000 + (seed % 12_000) as u16;
+        let all_free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports found in 20000..32000");
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `limit`

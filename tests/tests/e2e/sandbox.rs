@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rpool_tests::{binaries, ctl, eventually, free_port, json_of};
+use rpool_tests::{binaries, ctl, eventually, free_port_range, json_of};
 
 fn alive(pid: i64) -> bool {
     // A zombie still has /proc/PID; count it as gone.
@@ -17,7 +17,8 @@ fn alive(pid: i64) -> bool {
 async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Result<()> {
     let home = tempfile::tempdir()?;
     let dir = home.path().join("sandbox");
-    let port = free_port().to_string();
+    // Three controllers on port, port+1, port+2.
+    let port = free_port_range(3).to_string();
     let bin_dir = binaries().to_str().unwrap().to_string();
     let dir_s = dir.to_str().unwrap();
     // The sandbox detaches its processes (setsid), so they outlive a panic
