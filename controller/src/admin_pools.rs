@@ -150,6 +150,30 @@ pub fn endpoint(host: &HostRecord) -> String {
     }
 }
 
+/// A host as a (would-be) pool member with `role` in `state` ("" when not
+/// applicable): dry runs, hosts added or released by a resize or a drain.
+fn host_as_member(host: &HostRecord, role: Role, state: &str) -> v1::PoolMember {
+    v1::PoolMember {
+        host_id: host.host_id.clone(),
+        hostname: host.facts.hostname.clone(),
+        zone: host.facts.zone.clone(),
+        role: role.as_str().to_owned(),
+        node_name: crate::pool_apply::node_name(host),
+        state: state.to_owned(),
+        cores: host.facts.inventory.logical_cores,
+        memory_bytes: host.facts.inventory.memory_total_bytes,
+        last_error: String::new(),
+    }
+}
+
+/// [`host_as_member`] for each known host of `ids`.
+fn hosts_as_members(sm: &StateMachine, ids: &[String], role: Role, state: &str) -> Vec<v1::PoolMember> {
+    ids.iter()
+        .filter_map(|id| sm.host(id))
+        .map(|h| host_as_member(h, role, state))
+        .collect()
+}
+
 fn member_view(state: &StateMachine, m: &crate::pool::Member) -> v1::PoolMember {
     let host = state.host(&m.host_id);
     v1::PoolMember {
@@ -272,29 +296,14 @@ fn preview(
     placement: &placement::Placement,
     endpoint: String,
 ) -> v1::Pool {
-    let member = |host_id: &String, role: Role| {
-        let host = sm.host(host_id).expect("placed hosts exist");
-        v1::PoolMember {
-            host_id: host_id.clone(),
-            hostname: host.facts.hostname.clone(),
-            zone: host.facts.zone.clone(),
-            role: role.as_str().to_owned(),
-            node_name: crate::pool_apply::node_name(host),
-            state: MemberState::Joining.as_str().to_owned(),
-            cores: host.facts.inventory.logical_cores,
-            memory_bytes: host.facts.inventory.memory_total_bytes,
-            last_error: String::new(),
-        }
-    };
+    let joining = MemberState::Joining.as_str();
     v1::Pool {
         spec: Some(spec.to_proto()),
         phase: "provisioning".to_owned(),
         phase_reason: "dry run: nothing was changed".to_owned(),
-        members: placement
-            .control_planes
-            .iter()
-            .map(|h| member(h, Role::ControlPlane))
-            .chain(placement.workers.iter().map(|h| member(h, Role::Worker)))
+        members: hosts_as_members(sm, &placement.control_planes, Role::ControlPlane, joining)
+            .into_iter()
+            .chain(hosts_as_members(sm, &placement.workers, Role::Worker, joining))
             .collect(),
         worker_cores: placement.worker_cores,
         worker_memory_bytes: placement.worker_memory_bytes,
@@ -364,24 +373,8 @@ pub(crate) async fn resize(
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
             (add, Vec::new())
         };
-        let view = |ids: &[String]| -> Vec<v1::PoolMember> {
-            ids.iter()
-                .filter_map(|id| sm.host(id))
-                .map(|h| v1::PoolMember {
-                    host_id: h.host_id.clone(),
-                    hostname: h.facts.hostname.clone(),
-                    zone: h.facts.zone.clone(),
-                    role: Role::Worker.as_str().to_owned(),
-                    node_name: crate::pool_apply::node_name(h),
-                    state: String::new(),
-                    cores: h.facts.inventory.logical_cores,
-                    memory_bytes: h.facts.inventory.memory_total_bytes,
-                    last_error: String::new(),
-                })
-                .collect()
-        };
-        let adding = view(&add);
-        let releasing = view(&release);
+        let adding = hosts_as_members(sm, &add, Role::Worker, "");
+        let releasing = hosts_as_members(sm, &release, Role::Worker, "");
         let after = (
             have.0 + adding.iter().map(|m| u64::from(m.cores)).sum::<u64>()
                 - releasing.iter().map(|m| u64::from(m.cores)).sum::<u64>(),
@@ -532,23 +525,10 @@ pub(crate) async fn drain(
             .map_err(|e| Status::failed_precondition(format!("no replacement for host {host_id}: {e}")))?;
         Ok(Some((name, add, false)))
     })?;
-    let views = |ids: &[String]| -> Vec<v1::PoolMember> {
-        shared.node.read(|sm| {
-            ids.iter()
-                .filter_map(|id| sm.host(id))
-                .map(|h| v1::PoolMember {
-                    host_id: h.host_id.clone(),
-                    hostname: h.facts.hostname.clone(),
-                    zone: h.facts.zone.clone(),
-                    role: Role::Worker.as_str().to_owned(),
-                    node_name: crate::pool_apply::node_name(h),
-                    state: MemberState::Joining.as_str().to_owned(),
-                    cores: h.facts.inventory.logical_cores,
-                    memory_bytes: h.facts.inventory.memory_total_bytes,
-                    last_error: String::new(),
-                })
-                .collect()
-        })
+    let views = |ids: &[String]| {
+        shared
+            .node
+            .read(|sm| hosts_as_members(sm, ids, Role::Worker, MemberState::Joining.as_str()))
     };
     if dry_run {
         return Ok(match plan {
