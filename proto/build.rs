@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rpool/v1/agent.proto",
         "rpool/v1/admin.proto",
         "rpool/v1/raft.proto",
+        "rpool/v1/enroll.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -88,6 +88,24 @@ pub struct Config {
     pub kube: KubeConfig,
     /// Present: simulated-hardware mode (inventory and utilization from a file).
     pub simulate: Option<SimulateConfig>,
+    /// Present: how to get a first certificate with a bootstrap token
+    /// (see [`crate::enroll`]).
+    pub enroll: Option<crate::enroll::EnrollConfig>,
+    /// The Prometheus `/metrics` endpoint (off unless `listen` is set).
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Where the mutual-TLS files are (`ca.crt`, `agent.crt`, `agent.key`).
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the directory holding this agent's mutual-TLS files: `ca.crt`
+/// (the rpool CA), `agent.crt` (certificate chain for this host's id) and
+/// `agent.key` (mode 0600). Read again before every connection attempt, so
+/// a renewed certificate is used from the next reconnect on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Directory of the files; default `{state_dir}/tls`.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -101,7 +119,22 @@ impl Default for Config {
             reconnect: ReconnectConfig::default(),
             kube: KubeConfig::default(),
             simulate: None,
+            enroll: None,
+            metrics: crate::metrics::MetricsConfig::default(),
+            tls: TlsConfig::default(),
         }
+    }
+}
+
+impl Config {
+    /// The TLS directory: `[tls] dir`, else `{state_dir}/tls`.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.tls.dir.clone().unwrap_or_else(|| self.state_dir.join("tls"))
+    }
+
+    /// `{tls_dir}/ca.crt`, `agent.crt`, `agent.key`.
+    pub fn tls_files(&self) -> rpool_proto::tls::TlsFiles {
+        rpool_proto::tls::TlsFiles::in_dir(&self.tls_dir(), "agent")
     }
 }
 
@@ -387,6 +420,16 @@ impl Config {
             && sim.file.as_os_str().is_empty()
         {
             return Err(FieldError::invalid("simulate.file", "empty path", "a file path"));
+        }
+        if let Some(enroll) = &self.enroll {
+            enroll.validate().map_err(|e| FieldError {
+                field: e.field.to_owned(),
+                message: e.message,
+            })?;
+        }
+        self.metrics.address()?;
+        if self.tls.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(FieldError::invalid("tls.dir", "empty path", "a directory path"));
         }
         Ok(())
     }

@@ -9,13 +9,14 @@
 //! |---|---|
 //! | [`Driver::init`] | `kubeadm init --control-plane-endpoint E --upload-certs --pod-network-cidr C --service-cidr S --kubernetes-version V --node-name N` |
 //! | [`Driver::refresh_join`] | `kubeadm token create --print-join-command --kubeconfig A`, then (certificate key wanted) `kubeadm init phase upload-certs --upload-certs --kubeconfig A` |
-//! | [`Driver::join`] | `kubeadm join E --token T --discovery-token-ca-cert-hash H --node-name N [--control-plane --certificate-key K]` |
+//! | [`Driver::join`] | `kubeadm join --config F`, `F` a `JoinConfiguration` (see [`join_command`]) |
 //! | [`Driver::reset`] | `kubeadm reset -f --cleanup-tmp-dir`, then the contents of `/etc/cni/net.d` are removed |
 //! | [`Driver::drain`] | `kubectl --kubeconfig A drain N --ignore-daemonsets --delete-emptydir-data --timeout=Ss` |
 //! | [`Driver::delete_node`] | `kubectl --kubeconfig A delete node N` |
 //! | [`Driver::remove_etcd_member`] | `kubectl --kubeconfig A -n kube-system exec etcd-SELF -- etcdctl --endpoints https://127.0.0.1:2379 --cacert … --cert … --key … -w simple member list`, then `… member remove ID` |
 //! | [`Driver::apply`] | `kubectl --kubeconfig A apply -f FILE` (manifest written to a 0600 temp file) |
 //! | [`Driver::admin_kubeconfig`] | reads A |
+//! | [`Driver::pending_pods`] | `kubectl --kubeconfig A get pods -A --field-selector=status.phase=Pending -o json` (counts pods whose `PodScheduled` condition is `False`/`Unschedulable`) |
 //!
 //! `A` is `kube.admin_kubeconfig` (default `/etc/kubernetes/admin.conf`).
 //! Before `drain`/`delete`, `kubectl --kubeconfig A get nodes N -o name
@@ -41,6 +42,15 @@
 //! tool output is only ever shown through [`redact`] (which hides anything
 //! shaped like a bootstrap token, a certificate key, kubeconfig credentials
 //! or a PEM private key), and [`JoinInfo`]'s `Debug` hides its secrets.
+//!
+//! No secret is ever on a command line (any local user can read those in
+//! `ps`/`/proc/*/cmdline`): `kubeadm join` reads the token, CA hash and
+//! certificate key from a `JoinConfiguration` file created with mode 0600
+//! in `{scratch_dir}/kubeadm` (mode 0700) and removed when the call ends,
+//! also on failure, timeout or cancellation (files left by a crashed agent
+//! are removed by the next join). `init`, `token create` and
+//! `upload-certs` take no secret: kubeadm generates them and prints them on
+//! the captured stdout.
 //!
 //! # Files and kubesim
 //! The driver reads host files at their production paths (`/etc/kubernetes`,
@@ -560,22 +570,56 @@ impl Driver {
             info!(endpoint = %join.endpoint, control_plane, "already joined; nothing to do");
             return Ok(true);
         }
-        let mut args = strings(&[
-            "join",
-            &join.endpoint,
-            "--token",
-            &join.token,
-            "--discovery-token-ca-cert-hash",
-            &join.ca_cert_hash,
-            "--node-name",
-            node_name,
-        ]);
-        if let Some(key) = key {
-            args.extend(strings(&["--control-plane", "--certificate-key", key]));
-        }
-        self.kubeadm(&args).await?;
+        let dir = self.kubeadm_dir()?;
+        let path = dir.join(format!(
+            "{JOIN_CONFIG_PREFIX}{}-{:08x}.json",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let (args, config) = join_command(join, node_name, key, &path);
+        // Removes the file however this call ends (error, timeout, or this
+        // future being dropped by a task deadline or shutdown).
+        let staged = RemoveOnDrop(path.clone());
+        write_private(&path, config.as_bytes()).map_err(io_err(&path))?;
+        let result = self.kubeadm(&args).await;
+        drop(staged);
+        result?;
         info!(endpoint = %join.endpoint, node = node_name, control_plane, "kubeadm join done");
         Ok(false)
+    }
+
+    /// `{scratch_dir}/kubeadm`: created (or fixed) with mode 0700, for
+    /// kubeadm config files holding join secrets. Join configs left behind
+    /// by an earlier agent process (crash) are removed.
+    fn kubeadm_dir(&self) -> Result<PathBuf, KubeError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = self.scratch_dir.join("kubeadm");
+        std::fs::create_dir_all(&self.scratch_dir).map_err(io_err(&self.scratch_dir))?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&dir)(e)),
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(io_err(&dir))?;
+        if !meta.is_dir() {
+            return Err(KubeError::Refused(format!(
+                "{} is not a directory; it holds kubeadm join secrets, remove it",
+                dir.display()
+            )));
+        }
+        if meta.permissions().mode() & 0o777 != 0o700 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
+        }
+        let own = format!("{JOIN_CONFIG_PREFIX}{}-", std::process::id());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(JOIN_CONFIG_PREFIX) && !name.starts_with(&own) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(dir)
     }
 
     fn has_kubeadm_state(&self) -> bool {
@@ -714,6 +758,33 @@ impl Driver {
         Ok(false)
     }
 
+    /// Whether this host is a control plane: its admin kubeconfig exists.
+    pub fn is_control_plane(&self) -> bool {
+        self.host_path(&self.admin_kubeconfig).is_file()
+    }
+
+    /// Pods of this control plane's cluster that the scheduler could not
+    /// place (Pending with `PodScheduled` False/Unschedulable; pods that
+    /// are Pending while their images are pulled do not count). Bounded by
+    /// [`PENDING_PODS_TIMEOUT`] or the per-call timeout, the shorter.
+    pub async fn pending_pods(&self) -> Result<u32, KubeError> {
+        let args = self.kubectl_args(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector=status.phase=Pending",
+            "-o",
+            "json",
+        ]);
+        let out = self
+            .run(&self.kubectl, &args, self.timeout.min(PENDING_PODS_TIMEOUT))
+            .await?;
+        count_unschedulable(&out.stdout).map_err(|what| KubeError::Output {
+            cmd: display_command(&self.kubectl, &args),
+            what,
+        })
+    }
+
     /// `kubectl apply -f` of one manifest (`name` only names the temp file
     /// and the logs).
     pub async fn apply(&self, name: &str, content: &str) -> Result<(), KubeError> {
@@ -745,6 +816,35 @@ impl Driver {
     }
 }
 
+/// Longest a pending-pods count may take.
+pub const PENDING_PODS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts the unschedulable pods in a `kubectl get pods -o json` list: a
+/// `PodScheduled` condition with status `False` and reason `Unschedulable`.
+pub fn count_unschedulable(json: &str) -> Result<u32, String> {
+    let list: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not a JSON pod list: {e}"))?;
+    let items = list
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| "no \"items\" array in the pod list".to_owned())?;
+    let unschedulable = items
+        .iter()
+        .filter(|pod| {
+            pod.pointer("/status/conditions")
+                .and_then(|c| c.as_array())
+                .is_some_and(|conditions| {
+                    conditions.iter().any(|c| {
+                        c.get("type").and_then(|v| v.as_str()) == Some("PodScheduled")
+                            && c.get("status").and_then(|v| v.as_str()) == Some("False")
+                            && c.get("reason").and_then(|v| v.as_str()) == Some("Unschedulable")
+                    })
+                })
+        })
+        .count();
+    u32::try_from(unschedulable).map_err(|_| format!("{unschedulable} pods is more than a u32"))
+}
+
 /// Kills a process group when dropped (unless disarmed with `None`).
 struct GroupKill(Option<u32>);
 
@@ -758,6 +858,59 @@ impl Drop for GroupKill {
             // is the child's own (process_group(0)).
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// File name prefix of the staged join configurations.
+const JOIN_CONFIG_PREFIX: &str = "join-";
+
+/// `kubeadm join --config CONFIG_PATH` and the `JoinConfiguration`
+/// (`kubeadm.k8s.io/v1beta4`, JSON, which kubeadm's YAML loader reads) to
+/// write there: endpoint, token, CA hash, node name and, for a control
+/// plane (`certificate_key`), the certificate key. The secrets are in the
+/// file only; kubeadm rejects mixing `--config` with the flags that carry
+/// them.
+pub fn join_command(
+    join: &JoinInfo,
+    node_name: &str,
+    certificate_key: Option<&str>,
+    config_path: &Path,
+) -> (Vec<String>, String) {
+    let mut config = serde_json::json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "JoinConfiguration",
+        "discovery": {
+            "bootstrapToken": {
+                "apiServerEndpoint": join.endpoint,
+                "token": join.token,
+                "caCertHashes": [join.ca_cert_hash],
+            },
+        },
+        "nodeRegistration": { "name": node_name },
+    });
+    if let Some(key) = certificate_key {
+        config["controlPlane"] = serde_json::json!({ "certificateKey": key });
+    }
+    let args = vec![
+        "join".to_owned(),
+        "--config".to_owned(),
+        config_path.display().to_string(),
+    ];
+    (args, format!("{config:#}\n"))
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(path = %self.0.display(), error = %e, "could not remove a file holding join secrets")
             }
         }
     }
@@ -1446,6 +1599,48 @@ kubeadm join cp.example:6443 --token 9vr73a.a8uxyaju799qwdjv \\
     }
 
     #[test]
+    fn join_secrets_go_to_the_config_file_never_to_argv() {
+        let info = JoinInfo {
+            endpoint: "cp.example:6443".into(),
+            token: TOKEN.into(),
+            ca_cert_hash: HASH.into(),
+            certificate_key: Some(KEY.into()),
+            token_expires_unix_ms: 1,
+            certificate_key_expires_unix_ms: 2,
+        };
+        let path = Path::new("/var/lib/rpool/agent/tmp/kubeadm/join-1-0.json");
+        for key in [None, Some(KEY)] {
+            let (args, config) = join_command(&info, "web-1", key, path);
+            assert_eq!(
+                args,
+                [
+                    "join",
+                    "--config",
+                    "/var/lib/rpool/agent/tmp/kubeadm/join-1-0.json"
+                ]
+            );
+            let argv = args.join(" ");
+            for secret in [TOKEN, "a8uxyaju799qwdjv", KEY] {
+                assert!(!argv.contains(secret), "{argv}");
+            }
+            let v: serde_json::Value = serde_json::from_str(&config).unwrap();
+            assert_eq!(v["apiVersion"], "kubeadm.k8s.io/v1beta4");
+            assert_eq!(v["kind"], "JoinConfiguration");
+            let bt = &v["discovery"]["bootstrapToken"];
+            assert_eq!(bt["apiServerEndpoint"], "cp.example:6443");
+            assert_eq!(bt["token"], TOKEN);
+            assert_eq!(bt["caCertHashes"], serde_json::json!([HASH]));
+            assert_eq!(v["nodeRegistration"]["name"], "web-1");
+            match key {
+                // A worker join has no controlPlane section (its presence
+                // makes kubeadm join as a control plane).
+                None => assert!(v.get("controlPlane").is_none(), "{config}"),
+                Some(k) => assert_eq!(v["controlPlane"]["certificateKey"], k),
+            }
+        }
+    }
+
+    #[test]
     fn requests_with_flag_like_or_invalid_values_are_refused() {
         assert!(check_node_name("--all").is_err());
         assert!(check_node_name("Node1").is_err());
@@ -1474,6 +1669,63 @@ kubeadm join cp.example:6443 --token 9vr73a.a8uxyaju799qwdjv \\
             d.host_path(Path::new("/etc/passwd")),
             PathBuf::from("/etc/passwd")
         );
+    }
+
+    #[tokio::test]
+    async fn the_join_config_is_removed_after_a_timeout_or_a_cancelled_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("seen");
+        let script = dir.path().join("kubeadm");
+        // Records "ARGS MODE CONTENT-HAS-TOKEN" of the config, then hangs.
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$* $(stat -c %a \"$3\") $(grep -c {TOKEN} \"$3\")\" >> {}\nsleep 30\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = KubeConfig {
+            kubeadm_path: script.clone(),
+            ..KubeConfig::default()
+        };
+        let info = JoinInfo {
+            endpoint: "cp.example:6443".into(),
+            token: TOKEN.into(),
+            ca_cert_hash: HASH.into(),
+            certificate_key: Some(KEY.into()),
+            token_expires_unix_ms: 1,
+            certificate_key_expires_unix_ms: 2,
+        };
+        let staged = dir.path().join("tmp").join("kubeadm");
+        // A file left by a crashed agent (another pid) is swept.
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("join-1-deadbeef.json"), "{}").unwrap();
+        let d = Driver::new(&config, dir.path().join("tmp")).with_timeout(Duration::from_millis(500));
+        let err = d.join(&info, "web-1", true).await.unwrap_err();
+        assert!(matches!(err, KubeError::Timeout { .. }), "{err}");
+        assert!(!err.to_string().contains(KEY), "{err}");
+        assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // The caller gives up first (task deadline): the future is dropped.
+        let d = d.with_timeout(Duration::from_secs(60));
+        let cancelled = tokio::time::timeout(Duration::from_millis(500), d.join(&info, "web-1", false)).await;
+        assert!(cancelled.is_err());
+        assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        let lines: Vec<&str> = seen.lines().collect();
+        assert_eq!(lines.len(), 2, "{seen}");
+        for line in lines {
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words[..2], ["join", "--config"], "{line}");
+            assert!(words[2].starts_with(&staged.display().to_string()), "{line}");
+            assert_eq!(words[3..], ["600", "1"], "{line}");
+        }
     }
 
     #[tokio::test]

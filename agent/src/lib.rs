@@ -15,10 +15,15 @@
 //! - [`report`]: assembles facts and heartbeats from the above.
 //! - [`backoff`]: jittered exponential reconnect delays.
 //! - [`session`]: the gRPC session with a controller.
+//! - [`enroll`]: a first certificate from a bootstrap token (CA pinned),
+//!   and its renewal at two thirds of its life.
 //! - [`tasks`]: the task executor: one task at a time, deadlines, results
 //!   persisted in `state_dir/tasks` and re-sent after a reconnect.
 //! - [`kube`]: the Kubernetes driver (kubeadm/kubectl command lines,
 //!   timeouts, output parsing, secret redaction).
+//! - [`metrics`]: the optional Prometheus `/metrics` endpoint.
+//! - [`pending`]: on control planes, counts unschedulable pods every few
+//!   seconds for the heartbeat (the autoscaler's pending-pods signal).
 //!
 //! Main loop ([`run`]):
 //! 1. Load (or create once) the host id in `state_dir`.
@@ -39,10 +44,13 @@
 
 pub mod backoff;
 pub mod config;
+pub mod enroll;
 pub mod health;
 pub mod identity;
 pub mod inventory;
 pub mod kube;
+pub mod metrics;
+pub mod pending;
 pub mod report;
 pub mod session;
 pub mod simulate;
@@ -70,11 +78,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "agent starting"
     );
 
-    let driver = kube::Driver::new(&config.kube, config.state_dir.join("tmp"));
-    let executor = tasks::Executor::start(tasks::kube_runner(std::sync::Arc::new(driver)), &config.state_dir)
+    let driver = std::sync::Arc::new(kube::Driver::new(&config.kube, config.state_dir.join("tmp")));
+    let executor = tasks::Executor::start(tasks::kube_runner(driver.clone()), &config.state_dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.state_dir.join("tasks").display()))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(address) = config
+        .metrics
+        .address()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?
+    {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding metrics.listen {address}: {e}"))?;
+        tracing::info!(%address, "serving /metrics");
+        tokio::spawn(metrics::serve(listener, stop_rx.clone()));
+    }
+    let (pending_tx, pending_rx) = tokio::sync::watch::channel(None);
+    reporter.set_pending_pods(pending_rx);
+    tokio::spawn(pending::run(driver, pending_tx, stop_rx.clone()));
     let sessions = session::run_sessions(&config, &host_id, &mut reporter, &executor, stop_rx);
     tokio::pin!(sessions);
     let shutdown = shutdown;

@@ -36,6 +36,9 @@ pub struct Report {
     pub utilization: Utilization,
     pub health: Vec<HealthCheck>,
     pub sent_at_unix_ms: u64,
+    /// Unschedulable pods of this control plane's cluster (see
+    /// [`crate::pending`]); `None` on other hosts.
+    pub pending_pods: Option<u32>,
 }
 
 struct Slow {
@@ -69,6 +72,8 @@ pub struct Reporter {
     networks: sysinfo::Networks,
     health: HealthChecker,
     slow: Slow,
+    /// Latest pending-pods count, when a counter runs.
+    pending: Option<tokio::sync::watch::Receiver<Option<u32>>>,
 }
 
 impl Reporter {
@@ -91,7 +96,14 @@ impl Reporter {
             networks,
             health: HealthChecker::new(&config.state_dir, &config.health),
             slow,
+            pending: None,
         })
+    }
+
+    /// Reports the pending-pods counts published on `rx` (see
+    /// [`crate::pending::run`]).
+    pub fn set_pending_pods(&mut self, rx: tokio::sync::watch::Receiver<Option<u32>>) {
+        self.pending = Some(rx);
     }
 
     /// Takes a fresh sample of everything.
@@ -160,6 +172,7 @@ impl Reporter {
             utilization,
             health,
             sent_at_unix_ms,
+            pending_pods: self.pending.as_ref().and_then(|rx| *rx.borrow()),
         }
     }
 }

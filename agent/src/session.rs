@@ -14,6 +14,14 @@
 //!   after the initial backoff (a restart or a blip), then the agent rotates.
 //! - Any other failure: backoff, then the next configured controller.
 //!
+//! Every connection is mutual TLS: the CA, certificate and key are read
+//! from the agent's TLS directory ([`Config::tls_files`]) before each
+//! attempt, so a renewed certificate is used from the next reconnect on.
+//! Missing or unusable files (or a certificate for another host id) fail the
+//! attempt with a clear error, and the agent keeps retrying with backoff.
+//! A controller that refuses the certificate (`UNAUTHENTICATED`,
+//! `PERMISSION_DENIED`) is treated like a rejection: maximum backoff.
+//!
 //! Tasks: a `ControllerMessage.task` goes to the [`Executor`] (never
 //! blocking the session). After each Welcome a forwarder sends the results
 //! of recently finished tasks (the executor's store), then every result as
@@ -23,6 +31,7 @@
 
 use std::time::Duration;
 
+use rpool_proto::tls::{TlsFiles, TlsMaterial};
 use rpool_proto::v1::agent_message::Msg as AgentMsg;
 use rpool_proto::v1::agent_service_client::AgentServiceClient;
 use rpool_proto::v1::controller_message::Msg as ControllerMsg;
@@ -68,6 +77,12 @@ enum Ended {
 
 #[derive(Debug)]
 enum Reason {
+    /// The TLS files are missing, unreadable or not for this host.
+    Tls(String),
+    /// Enrolling with the bootstrap token did not produce a certificate.
+    Enroll(crate::enroll::EnrollError),
+    /// The certificate was renewed: reconnect with it.
+    Renewed,
     Connect(tonic::transport::Error),
     Status(tonic::Status),
     NoWelcome,
@@ -79,6 +94,9 @@ enum Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Reason::Tls(e) => write!(f, "cannot use the TLS files: {e}"),
+            Reason::Enroll(e) => write!(f, "enrollment failed: {e}"),
+            Reason::Renewed => f.write_str("certificate renewed; reconnecting with it"),
             Reason::Connect(e) => {
                 // The transport error chain repeats itself ("tcp connect
                 // error: tcp connect error: ..."): print each text once.
@@ -214,15 +232,54 @@ pub async fn run_sessions(
         fastrand::Rng::new(),
     );
     let mut targets = Targets::new(config.controllers.clone());
+    // Renews the certificate at two thirds of its life; a renewal ends the
+    // current session so the next one uses it.
+    tokio::spawn(crate::enroll::run_renewer(
+        config.tls_dir(),
+        host_id.to_owned(),
+        config.controllers.clone(),
+        shutdown.clone(),
+    ));
     loop {
         let addr = targets.current().to_owned();
-        let (welcomed, reason) = match session(&addr, host_id, reporter, executor, &mut shutdown).await {
+        let tls = config.tls_files();
+        let tls_dir = config.tls_dir();
+        // No valid certificate and an [enroll] section: get one first.
+        let enrolled = match &config.enroll {
+            None => Ok(false),
+            Some(enroll) => tokio::select! {
+                biased;
+                _ = stopped(&mut shutdown) => return,
+                r = crate::enroll::ensure_certificate(&tls_dir, Some(enroll), host_id, &addr) => r,
+            },
+        };
+        let ended = match enrolled {
+            Ok(_) => session(&addr, host_id, &tls, reporter, executor, &mut shutdown).await,
+            Err(e) => Ended::Lost {
+                welcomed: false,
+                reason: Reason::Enroll(e),
+            },
+        };
+        let (welcomed, reason) = match ended {
             Ended::Shutdown => return,
             Ended::Lost { welcomed, reason } => (welcomed, reason),
         };
+        crate::metrics::global().connected(false);
+        crate::metrics::global().reconnects.inc();
         let outcome = match &reason {
             _ if welcomed => Outcome::LostAfterWelcome,
-            Reason::Status(s) if s.code() == tonic::Code::InvalidArgument => Outcome::Rejected,
+            // A bad token or pin does not get better by retrying at once.
+            Reason::Enroll(e) if e.is_refusal() => Outcome::Rejected,
+            Reason::Status(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::Unauthenticated
+                ) =>
+            {
+                Outcome::Rejected
+            }
             Reason::Redirected(r) => {
                 info!(
                     controller = %addr,
@@ -266,6 +323,12 @@ pub async fn run_sessions(
         let retry_in_ms = delay.as_millis() as u64;
         let next = targets.current();
         match (&reason, &outcome) {
+            (Reason::Enroll(e), _) => {
+                error!(controller = %addr, next = %next, retry_in_ms, "enrollment failed: {e}")
+            }
+            (Reason::Tls(e), _) => {
+                error!(controller = %addr, retry_in_ms, "cannot connect: {e} (the agent needs its certificate there; enroll it or copy the files)")
+            }
             (Reason::Status(s), Outcome::Rejected) => {
                 error!(controller = %addr, next = %next, retry_in_ms, "controller rejected this agent's report: {}", s.message())
             }
@@ -294,8 +357,24 @@ pub async fn run_sessions(
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Loads the TLS files and checks the certificate is this host's.
+fn load_tls(files: &TlsFiles, host_id: &str) -> Result<TlsMaterial, String> {
+    let material = files.load().map_err(|e| e.to_string())?;
+    let want = rpool_proto::pki::Identity::Agent(host_id.to_owned());
+    if material.identity != want {
+        return Err(format!(
+            "{}: certificate is for {}, this host is {want}",
+            files.cert.display(),
+            material.identity
+        ));
+    }
+    Ok(material)
+}
+
+fn endpoint(tls: &TlsMaterial, addr: &str) -> Result<Endpoint, String> {
+    Ok(tls
+        .endpoint(addr)
+        .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
@@ -307,6 +386,7 @@ fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
 async fn session(
     addr: &str,
     host_id: &str,
+    tls: &TlsFiles,
     reporter: &mut Reporter,
     executor: &Executor,
     shutdown: &mut watch::Receiver<bool>,
@@ -315,9 +395,11 @@ async fn session(
         welcomed: false,
         reason,
     };
-    let endpoint = match endpoint(addr) {
+    // Renewals from now on end this session (the files are read just below).
+    let mut renewed = crate::enroll::renewals();
+    let endpoint = match load_tls(tls, host_id).and_then(|tls| endpoint(&tls, addr)) {
         Ok(e) => e,
-        Err(e) => return lost(Reason::Connect(e)),
+        Err(e) => return lost(Reason::Tls(e)),
     };
     let channel: Channel = tokio::select! {
         biased;
@@ -344,6 +426,7 @@ async fn session(
             utilization: Some(first.utilization),
             health: first.health,
             facts: None,
+            pending_pods: first.pending_pods,
         }),
     };
     tx.try_send(AgentMessage {
@@ -400,6 +483,7 @@ async fn session(
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    crate::metrics::global().connected(true);
     let forwarder = Forwarder(Some(tokio::spawn(forward_results(executor.clone(), tx.clone()))));
     let lost = |reason| Ended::Lost {
         welcomed: true,
@@ -423,10 +507,14 @@ async fn session(
             }
             m = inbound.message() => match m {
                 Ok(Some(ControllerMessage { msg: Some(ControllerMsg::Task(task)) })) => executor.submit(task),
+                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::HeartbeatAck(ack)) })) => {
+                    crate::metrics::global().heartbeat_acked(ack.seq)
+                }
                 Ok(Some(m)) => debug!(?m, "ignoring an unexpected controller message"),
                 Ok(None) => return lost(Reason::ClosedByController),
                 Err(status) => return lost(Reason::Status(status)),
             },
+            Ok(()) = renewed.changed() => return lost(Reason::Renewed),
             _ = ticker.tick() => {
                 seq += 1;
                 let report = reporter.sample();
@@ -439,10 +527,12 @@ async fn session(
                         utilization: Some(report.utilization),
                         health: report.health,
                         facts,
+                        pending_pods: report.pending_pods,
                     })),
                 };
                 match tx.try_send(beat) {
                     Ok(()) => {
+                        crate::metrics::global().heartbeat_sent(seq);
                         debug!(seq, with_facts = changed, "heartbeat sent");
                         if changed {
                             sent_facts = report.facts;
@@ -622,6 +712,8 @@ mod tests {
             });
             let handle = tokio::spawn(async move {
                 tonic::transport::Server::builder()
+                    .tls_config(server_tls())
+                    .unwrap()
                     .add_service(svc)
                     .serve_with_incoming(TcpListenerStream::new(listener))
                     .await
@@ -659,7 +751,53 @@ mod tests {
         }
     }
 
+    /// One CA for the tests of this process.
+    fn test_ca() -> &'static rpool_proto::pki::Ca {
+        static CA: std::sync::OnceLock<rpool_proto::pki::Ca> = std::sync::OnceLock::new();
+        CA.get_or_init(|| rpool_proto::pki::Ca::generate("agent test CA").unwrap())
+    }
+
+    /// TLS for a fake controller on 127.0.0.1.
+    fn server_tls() -> tonic::transport::ServerTlsConfig {
+        let ca = test_ca();
+        let issued = ca
+            .issue(
+                &rpool_proto::pki::Identity::Controller(7),
+                &["127.0.0.1".into()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        TlsMaterial::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
+            .unwrap()
+            .server_tls()
+    }
+
+    /// Pre-creates the host id in `state_dir` and writes an agent
+    /// certificate for it into the default TLS directory.
+    fn write_agent_tls(config: &Config) -> String {
+        let host_id = crate::identity::load_or_create_host_id(&config.state_dir).unwrap();
+        let ca = test_ca();
+        let issued = ca
+            .issue(
+                &rpool_proto::pki::Identity::Agent(host_id.clone()),
+                &[],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let files = config.tls_files();
+        rpool_proto::pki::write_public(&files.ca, ca.cert_pem().as_bytes()).unwrap();
+        rpool_proto::pki::write_public(&files.cert, issued.cert_pem.as_bytes()).unwrap();
+        rpool_proto::pki::write_private(&files.key, issued.key_pem.as_bytes()).unwrap();
+        host_id
+    }
+
     fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
+        let config = config_without_tls(dir, addr);
+        write_agent_tls(&config);
+        config
+    }
+
+    fn config_without_tls(dir: &std::path::Path, addr: SocketAddr) -> Config {
         let hw = dir.join("hardware.toml");
         std::fs::write(
             &hw,
@@ -676,6 +814,39 @@ mod tests {
             simulate: Some(SimulateConfig { file: hw }),
             ..Config::default()
         }
+    }
+
+    #[tokio::test]
+    async fn an_agent_without_tls_files_keeps_retrying_and_connects_once_they_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let server = Server::start(listener, events_tx).await;
+        let config = config_without_tls(dir.path(), addr);
+        let files = config.tls_files();
+        let for_agent = config.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(crate::run(for_agent, async {
+            let _ = stop_rx.await;
+        }));
+        // The agent creates its host id, then fails on the missing files
+        // (and keeps retrying) without ever reaching the controller.
+        let host_id_file = dir.path().join("state/host_id");
+        let deadline = Instant::now() + WAIT;
+        while !host_id_file.exists() {
+            assert!(Instant::now() < deadline, "the agent never created its host id");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(events.try_recv().is_err(), "no session without a certificate");
+        // Files appear: the next attempt reads them and says Hello.
+        let host_id = write_agent_tls(&config);
+        assert!(files.cert.exists());
+        let hello = next_hello(&mut events).await;
+        assert_eq!(hello.host_id, host_id);
+        let _ = stop_tx.send(());
+        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        server.handle.abort();
     }
 
     #[tokio::test]
@@ -830,6 +1001,8 @@ mod tests {
         });
         tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .tls_config(server_tls())
+                .unwrap()
                 .add_service(svc)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
@@ -1011,6 +1184,8 @@ mod tests {
         let (tx, mut attempts) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .tls_config(server_tls())
+                .unwrap()
                 .add_service(AgentServiceServer::new(Rejecting(tx)))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
@@ -1108,6 +1283,8 @@ mod tests {
         });
         tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .tls_config(server_tls())
+                .unwrap()
                 .add_service(svc)
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await

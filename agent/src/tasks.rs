@@ -551,6 +551,10 @@ async fn run_one(runner: &Runner, task: Task) -> Stored {
         }
     };
     let duration_ms = started.elapsed().as_millis() as u64;
+    crate::metrics::global().task_duration.observe(
+        &[kind, if outcome.ok { "ok" } else { "failed" }],
+        duration_ms as f64 / 1_000.0,
+    );
     if outcome.ok {
         info!(task_id = %task_id, attempt, kind, duration_ms, already_done = outcome.already_done, "task done");
     } else {

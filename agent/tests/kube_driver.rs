@@ -59,10 +59,15 @@ impl Lab {
         let driver = Driver::new(&config, agent_state.join("tmp"))
             .with_env("KUBESIM_STATE_DIR", self.state_dir())
             .with_env("KUBESIM_NODE_ROOT", &root)
-            .with_env("KUBESIM_HOSTNAME", format!("web-{host}"));
+            .with_env("KUBESIM_HOSTNAME", format!("web-{host}"))
+            .with_env(
+                "KUBESIM_CONFIG_LOG",
+                self.dir.path().join(format!("config-log-{host}")),
+            );
         let executor = Executor::start(kube_runner(Arc::new(driver)), &agent_state).unwrap();
         Host {
             name: format!("web-{host}"),
+            config_log: self.dir.path().join(format!("config-log-{host}")),
             root,
             agent_state,
             executor,
@@ -119,6 +124,8 @@ struct Host {
     root: PathBuf,
     agent_state: PathBuf,
     executor: Executor,
+    /// kubesim's record of the `--config` files kubeadm read (path, mode).
+    config_log: PathBuf,
 }
 
 impl Host {
@@ -143,6 +150,32 @@ impl Host {
 
     fn has(&self, path: &str) -> bool {
         self.root.join(path).exists()
+    }
+
+    /// The `kubeadm join --config` files kubesim read on this host: each
+    /// was 0600 in the agent's private kubeadm directory (0700) and is
+    /// gone now. Returns how many there were.
+    fn check_join_configs(&self) -> usize {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.agent_state.join("tmp").join("kubeadm");
+        let log = std::fs::read_to_string(&self.config_log).unwrap_or_default();
+        for line in log.lines() {
+            let (path, mode) = line.rsplit_once(' ').unwrap();
+            assert_eq!(mode, "600", "{line}");
+            assert_eq!(Path::new(path).parent(), Some(dir.as_path()), "{line}");
+            assert!(!Path::new(path).exists(), "{path} left behind");
+        }
+        if !log.is_empty() {
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+            assert_eq!(
+                std::fs::read_dir(&dir).unwrap().count(),
+                0,
+                "files left in {}",
+                dir.display()
+            );
+        }
+        log.lines().count()
     }
 
     fn stored(&self, id: &str, attempt: u32) -> PathBuf {
@@ -245,6 +278,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
     assert!(!r.already_done);
     assert!(b.has("etc/kubernetes/kubelet.conf"));
     assert_eq!(names(&lab.nodes(&a)), ["web-a/control-plane", "web-b/worker"]);
+    assert_eq!(b.check_join_configs(), 1, "one join through --config");
 
     // 5. Join C as a control plane.
     let r = c
@@ -261,6 +295,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
         names(&lab.nodes(&a)),
         ["web-a/control-plane", "web-b/worker", "web-c/control-plane"]
     );
+    assert_eq!(c.check_join_configs(), 1, "one join through --config");
 
     // 6. Duplicate delivery of B's join: the stored result; a new attempt
     //    (its first result lost) finds the effect in place: already done.
@@ -271,6 +306,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
     ok(&retry);
     assert!(retry.already_done, "joined already: not run again");
     assert_eq!(lab.nodes(&a).len(), 3);
+    assert_eq!(b.check_join_configs(), 1, "no second kubeadm join");
 
     // A control-plane join with a bad CA hash fails with a redacted error.
     let d = lab.host("d");
@@ -294,6 +330,9 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
         "key leaked: {}",
         r.error
     );
+    // The failed join read its config too, and removed it.
+    assert_eq!(d.check_join_configs(), 1);
+    assert!(!r.error.contains("--token"), "{}", r.error);
 
     // 7. Addons from A; fresh secrets from C; C's kubeconfig.
     let r = a

@@ -695,3 +695,156 @@ fn pending_pods_and_concurrent_joins() {
             .exists()
     );
 }
+
+/// A `JoinConfiguration` (v1beta4, JSON form) written to a file; returns
+/// its path.
+fn join_config(
+    sim: &Sim,
+    file: &str,
+    token: &str,
+    hash: &str,
+    name: &str,
+    cp: Option<Option<&str>>,
+) -> String {
+    let mut v = serde_json::json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "JoinConfiguration",
+        "discovery": {"bootstrapToken": {"apiServerEndpoint": EP, "token": token, "caCertHashes": [hash]}},
+        "nodeRegistration": {"name": name},
+    });
+    match cp {
+        None => {}
+        Some(None) => v["controlPlane"] = serde_json::json!({}),
+        Some(Some(key)) => v["controlPlane"] = serde_json::json!({"certificateKey": key}),
+    }
+    let path = sim.dir.path().join(file);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn join_with_a_config_file_validates_like_the_flags_and_rejects_mixing() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+
+    // Worker: endpoint, secrets and node name all come from the file (the
+    // host name is "w1", the node "cfg-w1").
+    let f = join_config(&sim, "w1.json", &j.token, &j.hash, "cfg-w1", None);
+    let r = sim.kubeadm("w1", &["join", "--config", &f]).ok();
+    assert!(r.out.contains("This node has joined the cluster:"));
+    // Joining twice.
+    sim.kubeadm("w1", &["join", "--config", &f]).fails(
+        "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]: /etc/kubernetes/kubelet.conf already exists",
+    );
+
+    // Wrong credentials, as on the flag path; nothing is written.
+    let wrong_secret = format!("{}.0000000000000000", &j.token[..6]);
+    let f = join_config(&sim, "w2.json", &wrong_secret, &j.hash, "cfg-w2", None);
+    sim.kubeadm("w2", &["join", "--config", &f])
+        .fails("failed to verify JWS signature");
+    let bad_hash = format!("sha256:{}", "ab".repeat(32));
+    let f = join_config(&sim, "w2.json", &j.token, &bad_hash, "cfg-w2", None);
+    sim.kubeadm("w2", &["join", "--config", &f]).fails(&format!(
+        "cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"{}\" are pinned",
+        j.hash
+    ));
+    let f = join_config(&sim, "w2.json", "abc", &j.hash, "cfg-w2", None);
+    sim.kubeadm("w2", &["join", "--config", &f])
+        .fails("discovery.bootstrapToken.token: Invalid value: \"abc\"");
+    assert!(!sim.root("w2").join("etc/kubernetes/kubelet.conf").exists());
+
+    // Mixing --config with flags kubeadm rejects (listed sorted, without
+    // dashes, as pflag visits them); nothing is run.
+    let f = join_config(&sim, "w2.json", &j.token, &j.hash, "cfg-w2", None);
+    sim.kubeadm(
+        "w2",
+        &[
+            "join",
+            EP,
+            "--config",
+            &f,
+            "--token",
+            &j.token,
+            "--discovery-token-ca-cert-hash",
+            &j.hash,
+        ],
+    )
+    .fails("can not mix '--config' with arguments [discovery-token-ca-cert-hash token]");
+    sim.kubeadm(
+        "w2",
+        &[
+            "join",
+            "--config",
+            &f,
+            "--control-plane",
+            "--certificate-key",
+            &j.key,
+            "--cri-socket",
+            "x",
+        ],
+    )
+    .fails("can not mix '--config' with arguments [certificate-key control-plane cri-socket]");
+    assert!(!sim.root("w2").join("etc/kubernetes/kubelet.conf").exists());
+    // Flags kubeadm allows with --config.
+    sim.kubeadm(
+        "w2",
+        &[
+            "join",
+            "--config",
+            &f,
+            "--ignore-preflight-errors=all",
+            "--v=5",
+            "--skip-phases",
+            "addon",
+        ],
+    )
+    .ok();
+
+    // Not the JSON form; a missing file.
+    let yaml = sim.dir.path().join("w3.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n",
+    )
+    .unwrap();
+    sim.kubeadm("w3", &["join", "--config", &yaml.display().to_string()])
+        .fails("kubesim supports only the JSON form of a kubeadm config file");
+    sim.kubeadm("w3", &["join", "--config", "/nonexistent/join.json"])
+        .fails("unable to read config from \"/nonexistent/join.json\"");
+    let f = join_config(&sim, "w3.json", &j.token, &j.hash, "cfg-w3", None);
+    let mut wrong_kind: Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    wrong_kind["kind"] = "InitConfiguration".into();
+    std::fs::write(&f, wrong_kind.to_string()).unwrap();
+    sim.kubeadm("w3", &["join", "--config", &f])
+        .fails("no JoinConfiguration kind was found");
+
+    // Control plane: a controlPlane section without the certificate key
+    // fails as the flag path does; with it, the host becomes one.
+    let f = join_config(&sim, "cp2.json", &j.token, &j.hash, "cfg-cp2", Some(None));
+    sim.kubeadm("cp2", &["join", "--config", &f]).fails(
+        "error execution phase control-plane-prepare/certs: error creating PKI assets: failure loading certificate for CA",
+    );
+    let zeros = "0".repeat(64);
+    let f = join_config(&sim, "cp2.json", &j.token, &j.hash, "cfg-cp2", Some(Some(&zeros)));
+    sim.kubeadm("cp2", &["join", "--config", &f])
+        .fails("cipher: message authentication failed");
+    let f = join_config(&sim, "cp2.json", &j.token, &j.hash, "cfg-cp2", Some(Some(&j.key)));
+    let r = sim.kubeadm("cp2", &["join", "--config", &f]).ok();
+    assert!(
+        r.out
+            .contains("This node has joined the cluster and a new control plane instance was created:")
+    );
+    assert!(sim.root("cp2").join("etc/kubernetes/admin.conf").exists());
+
+    let mut nodes = names(&sim.nodes("cp1"));
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        pairs(&[
+            ("cfg-cp2", "control-plane"),
+            ("cfg-w1", "worker"),
+            ("cfg-w2", "worker"),
+            ("cp1", "control-plane"),
+        ])
+    );
+}

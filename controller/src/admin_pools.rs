@@ -39,14 +39,22 @@ pub fn pool_name(field: &str, name: &str) -> Result<(), Invalid> {
 
 fn cidr(field: &str, value: &str) -> Result<(), Invalid> {
     let ok = value.split_once('/').is_some_and(|(ip, bits)| {
-        ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        let max = match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => return false,
+        };
+        bits.len() <= 3 && bits.parse::<u8>().is_ok_and(|b| b <= max)
     });
     if ok {
         Ok(())
     } else {
         Err(Invalid::new(
             field,
-            format!("{value:?} is not a CIDR (accepted e.g. 10.244.0.0/16)"),
+            format!(
+                "{} is not a CIDR (accepted an IPv4 address/0..=32 or IPv6 address/0..=128, e.g. 10.244.0.0/16)",
+                crate::validate::show(value)
+            ),
         ))
     }
 }
@@ -81,11 +89,14 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
     if parts.len() != 3
         || parts
             .iter()
-            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+            .any(|p| p.is_empty() || p.len() > 5 || !p.chars().all(|c| c.is_ascii_digit()))
     {
         return Err(Invalid::new(
             format!("{field}.kubernetes_version"),
-            format!("{version:?} is not a version (accepted vMAJOR.MINOR.PATCH, e.g. v1.32.0)"),
+            format!(
+                "{} is not a version (accepted vMAJOR.MINOR.PATCH with 1..=5 digits each, e.g. v1.32.0)",
+                crate::validate::show(&version)
+            ),
         ));
     }
     let pod = if spec.pod_network_cidr.is_empty() {
@@ -112,12 +123,12 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
 }
 
 /// Hosts that may be placed: ready (not suspect, down or cordoned), in no
-/// pool.
+/// pool, not fenced (replaced while down and not reset since).
 pub fn candidates(state: &StateMachine) -> Vec<Candidate> {
     state
         .hosts()
         .values()
-        .filter(|h| h.state == HostState::Ready && h.pool.is_none())
+        .filter(|h| h.state == HostState::Ready && h.pool.is_none() && h.fenced.is_none())
         .map(candidate)
         .collect()
 }
@@ -219,6 +230,11 @@ pub fn pool_view(state: &StateMachine, pool: &PoolRecord, events: bool) -> v1::P
         control_plane_endpoint: pool.control_plane_endpoint.clone(),
         created_at_unix_ms: pool.created_at_unix_ms,
         recent_events,
+        autoscale: pool
+            .autoscale
+            .policy
+            .map(|p| p.to_proto(pool.autoscale.last_scaled_at_unix_ms)),
+        autoscale_status: None,
     }
 }
 
@@ -310,6 +326,8 @@ fn preview(
         control_plane_endpoint: endpoint,
         created_at_unix_ms: 0,
         recent_events: Vec::new(),
+        autoscale: None,
+        autoscale_status: None,
     }
 }
 

@@ -73,7 +73,11 @@ impl AdminSvc {
     /// `None` when this controller leads (serve here); otherwise a client
     /// for the leader. A request that was already forwarded once is not
     /// forwarded again (leadership is moving: the caller retries).
-    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<AdminServiceClient<Channel>>, Status> {
+    ///
+    /// The forwarded call uses this controller's certificate, marked with
+    /// [`FORWARDED`] (our id) and the original caller's identity (for the
+    /// leader's logs; see [`crate::authz`]).
+    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<crate::PeerAdminClient>, Status> {
         let status = self.shared.node.status();
         if status.role == Role::Leader {
             return Ok(None);
@@ -98,7 +102,10 @@ impl AdminSvc {
         let channel = match &*cached {
             Some((cached_address, channel)) if *cached_address == address => channel.clone(),
             _ => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                let channel = self
+                    .shared
+                    .tls
+                    .endpoint(&address)
                     .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(30))
@@ -109,7 +116,8 @@ impl AdminSvc {
                 channel
             }
         };
-        Ok(Some(AdminServiceClient::new(channel)))
+        let mark = crate::ForwardMark::new(self.shared.config.id, crate::authz::caller(request));
+        Ok(Some(AdminServiceClient::with_interceptor(channel, mark)))
     }
 
     /// Waits until this leader has applied everything committed so far
@@ -142,6 +150,7 @@ impl AdminSvc {
             let learner = status.learners.contains(&id);
             let me = id == self.shared.config.id;
             let status = status.clone();
+            let shared = self.shared.clone();
             async move {
                 let own = if me {
                     Some((
@@ -151,7 +160,7 @@ impl AdminSvc {
                         status.applied_index,
                     ))
                 } else {
-                    peer_status(&address).await
+                    peer_status(&shared, &address).await
                 };
                 let match_index = status.progress.get(&id).copied().unwrap_or_default();
                 let (role, term, commit_index, applied_index) = match own {
@@ -195,9 +204,9 @@ impl AdminSvc {
 }
 
 /// A peer's own role, term, commit and applied index, if it answers.
-async fn peer_status(address: &str) -> Option<(Role, u64, u64, u64)> {
+async fn peer_status(shared: &Shared, address: &str) -> Option<(Role, u64, u64, u64)> {
     let ask = async {
-        let mut client = crate::admin_client(address).await.ok()?;
+        let mut client = crate::admin_client(shared, address).await.ok()?;
         let status = client.status(StatusRequest {}).await.ok()?.into_inner();
         Some((
             parse_role(&status.role),
@@ -396,8 +405,24 @@ impl AdminService for AdminSvc {
                     .get(name)
                     .map(|p| crate::admin_pools::pool_view(sm, p, true))
             })
+            .map(|p| crate::admin_autoscale::with_status(&self.shared, p))
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no pool named {name}")))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn set_autoscale(
+        &self,
+        request: Request<v1::SetAutoscaleRequest>,
+    ) -> Result<Response<v1::Pool>, Status> {
+        crate::admin_autoscale::check(request.get_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.set_autoscale(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        Ok(Response::new(
+            crate::admin_autoscale::set(&self.shared, request.into_inner()).await?,
+        ))
     }
 
     #[instrument(skip_all, fields(pool = %request.get_ref().name))]
@@ -786,13 +811,56 @@ impl AdminService for AdminSvc {
             info!(id, "leadership transferred");
             // The new leader answers with its view of the group.
             let address = self.shared.address_of(id).unwrap_or_default();
-            if let Ok(mut client) = crate::admin_client(&address).await
+            if let Ok(mut client) = crate::admin_client(&self.shared, &address).await
                 && let Ok(list) = client.list_controllers(ListControllersRequest {}).await
             {
                 return Ok(list);
             }
         }
         Ok(Response::new(self.controllers().await))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_token(
+        &self,
+        request: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        crate::admin_tokens::validate_create(request.get_ref())?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.create_token(self.forwarded(request.into_inner())).await;
+        }
+        Ok(Response::new(
+            crate::admin_tokens::create(&self.shared, request.get_ref()).await?,
+        ))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_tokens(
+        &self,
+        request: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.list_tokens(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        let now = crate::liveness::unix_ms_now();
+        let tokens = self.shared.node.read(|sm| crate::admin_tokens::list(sm, now));
+        Ok(Response::new(v1::ListTokensResponse { tokens }))
+    }
+
+    #[instrument(skip_all, fields(token_id = %request.get_ref().id))]
+    async fn revoke_token(
+        &self,
+        request: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::TokenInfo>, Status> {
+        crate::admin_tokens::token_id("revoke_token.id", &request.get_ref().id)?;
+        if let Some(mut leader) = self.leader_client(&request)? {
+            return leader.revoke_token(self.forwarded(request.into_inner())).await;
+        }
+        self.barrier().await?;
+        Ok(Response::new(
+            crate::admin_tokens::revoke(&self.shared, &request.get_ref().id).await?,
+        ))
     }
 }
 

@@ -160,6 +160,10 @@ pub struct HostRecord {
     /// that already have one.
     #[serde(default)]
     pub pool: Option<String>,
+    /// Set when the host was removed from its pool while down (healing):
+    /// it is reset when it comes back and never placed before that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<crate::pool::Fence>,
 }
 
 impl HostRecord {
@@ -169,7 +173,14 @@ impl HostRecord {
         v1::Host {
             host_id: self.host_id.clone(),
             state: self.state.to_proto() as i32,
-            state_reason: self.state_reason.clone(),
+            state_reason: match &self.fenced {
+                // Fenced hosts are not placed: say why next to the state.
+                Some(fence) => format!(
+                    "{}; fenced: replaced in pool {} while down, reset pending",
+                    self.state_reason, fence.pool
+                ),
+                None => self.state_reason.clone(),
+            },
             state_since_unix_ms: self.state_since_unix_ms,
             registered_at_unix_ms: self.registered_at_unix_ms,
             agent_version: self.agent_version.clone(),
@@ -262,6 +273,34 @@ pub enum Command {
         reason: String,
         at_unix_ms: u64,
     },
+    /// Healing: the member `host_id` of `pool` is down; `replacements` join
+    /// with its role, and it is cleaned out of the cluster (etcd member,
+    /// node) and fenced (see [`crate::healing`]). Refused unless the host
+    /// is down and the member not already replaced, so a replacement
+    /// happens once even across leader changes.
+    ReplaceMember {
+        pool: String,
+        host_id: String,
+        replacements: Vec<String>,
+        /// The event sentence, e.g. "pool web: host h7 down (no heartbeat
+        /// for 5.0s), replacing with h12 (zone b, 16c/64GiB)".
+        why: String,
+        at_unix_ms: u64,
+    },
+    /// Healing needs a human (storm, lost quorum, nothing fits) or an
+    /// alert ends: an event with `severity`; with `degrade`, the pool turns
+    /// `degraded` with `message` as its reason. A repeat changes nothing.
+    Alert {
+        /// "" for fleet-wide alerts.
+        pool: String,
+        host_id: String,
+        /// e.g. "storm", "storm_over", "quorum_lost", "no_replacement".
+        kind: String,
+        severity: crate::pool::Severity,
+        message: String,
+        degrade: bool,
+        at_unix_ms: u64,
+    },
     /// Sets and removes admin labels of a known host.
     SetHostLabels {
         /// Host id.
@@ -270,6 +309,46 @@ pub enum Command {
         set: BTreeMap<String, String>,
         /// Keys to remove (applied before `set`).
         remove: Vec<String>,
+    },
+    /// A new bootstrap token (its secret only as a hash); prunes tokens
+    /// expired for a day (see [`crate::tokens`]).
+    CreateToken {
+        token: crate::tokens::TokenRecord,
+        /// Proposer's clock (Unix ms).
+        at_unix_ms: u64,
+    },
+    /// One enrollment with a token: refused unless the token is active at
+    /// `at_unix_ms` and `secret_sha256` matches; takes one use.
+    UseToken {
+        token_id: String,
+        /// SHA-256 (hex) of the secret the agent presented.
+        secret_sha256: String,
+        /// The host that enrolls.
+        host_id: String,
+        /// Proposer's clock (Unix ms).
+        at_unix_ms: u64,
+    },
+    /// An admin revokes a token.
+    RevokeToken { token_id: String, at_unix_ms: u64 },
+    /// Sets (`Some`) or removes (`None`) a pool's autoscaling policy.
+    SetAutoscale {
+        pool: String,
+        policy: Option<crate::pool::AutoscalePolicy>,
+        at_unix_ms: u64,
+    },
+    /// The leader's autoscaler adds or releases one worker: applied as the
+    /// equivalent `ResizePool`, plus an `autoscale` event saying `why`, and
+    /// starts the cooldown. Refused when the policy is gone or the pool is
+    /// not ready.
+    AutoscalePool {
+        pool: String,
+        cores: u64,
+        memory_bytes: u64,
+        add: Vec<String>,
+        release: Vec<String>,
+        /// e.g. "pool web: cpu 91% > 70% for 60s: +1 host h9 (16c/64GiB)".
+        why: String,
+        at_unix_ms: u64,
     },
 }
 
@@ -299,6 +378,13 @@ impl Command {
             Command::IssueTask { .. } => "issue_task",
             Command::FinishTask { .. } => "finish_task",
             Command::SetPoolPhase { .. } => "set_pool_phase",
+            Command::ReplaceMember { .. } => "replace_member",
+            Command::Alert { .. } => "alert",
+            Command::CreateToken { .. } => "create_token",
+            Command::UseToken { .. } => "use_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::SetAutoscale { .. } => "set_autoscale",
+            Command::AutoscalePool { .. } => "autoscale_pool",
         }
     }
 }
@@ -429,6 +515,7 @@ pub(crate) mod tests {
             facts: facts("h1", 8),
             admin_labels: Default::default(),
             pool: None,
+            fenced: None,
         };
         let host = record.to_proto();
         assert_eq!(host.state, v1::HostState::Suspect as i32);

@@ -47,6 +47,155 @@ pub struct Config {
     pub raft: RaftSettings,
     /// Heartbeat and failure-detection timings.
     pub liveness: LivenessConfig,
+    /// Replacing down pool members, and when not to (storms).
+    pub healing: HealingConfig,
+    /// The Prometheus `/metrics` endpoint (off unless `listen` is set).
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Where events are POSTed (off unless `url` is set).
+    pub webhook: crate::webhook::WebhookConfig,
+    /// Mutual TLS: the CA, this controller's certificate and key, and the
+    /// CA key used to sign agent certificates at enrollment.
+    pub tls: TlsConfig,
+}
+
+/// `[healing]`: whether down pool members are replaced, and the storm
+/// thresholds above which nothing is replaced and an alert goes out
+/// instead (many hosts silent at once is a network problem, not failing
+/// hosts). See [`crate::healing`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealingConfig {
+    /// Replace down members at all.
+    pub enabled: bool,
+    /// Storm when more than this share of all hosts is suspect or down,
+    /// `0.0 < x <= 1.0`.
+    pub storm_fleet_share: f64,
+    /// Storm when at least this share of one pool's members is suspect or
+    /// down, `0.0 < x <= 1.0`.
+    pub storm_pool_share: f64,
+}
+
+impl Default for HealingConfig {
+    fn default() -> Self {
+        HealingConfig {
+            enabled: true,
+            storm_fleet_share: 0.34,
+            storm_pool_share: 0.5,
+        }
+    }
+}
+
+/// Shares are validated finite, so equality is reflexive.
+impl Eq for HealingConfig {}
+
+/// `[tls]`: the files of this controller's mutual TLS. The controller
+/// serves only TLS; every file is read and checked at start (a missing or
+/// unreadable one stops it with exit 64, naming the path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// CA certificate (PEM) every peer must chain to.
+    pub ca: PathBuf,
+    /// This controller's certificate chain (PEM); its identity must be
+    /// `urn:rpool:controller:<id>` and its SANs every address it is reached at.
+    pub cert: PathBuf,
+    /// This controller's private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// CA private key (PEM, mode 0600), used only to sign agent
+    /// certificates at enrollment; may be absent when enrollment is not
+    /// served here.
+    pub ca_key: PathBuf,
+    /// Lifetime of the agent certificates this controller signs
+    /// (enrollment and renewal), a duration such as `30d` or `12h`:
+    /// `5s..=365d`. Agents renew at two thirds of it. Seconds are accepted
+    /// for tests and demos of renewal; production wants days.
+    pub agent_cert_ttl: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca: PathBuf::from("/etc/rpool/pki/ca.crt"),
+            cert: PathBuf::from("/etc/rpool/pki/controller.crt"),
+            key: PathBuf::from("/etc/rpool/pki/controller.key"),
+            ca_key: PathBuf::from("/etc/rpool/pki/ca.key"),
+            agent_cert_ttl: "30d".to_owned(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Shortest accepted `agent_cert_ttl`.
+    pub const AGENT_CERT_TTL_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+    /// Longest accepted `agent_cert_ttl`.
+    pub const AGENT_CERT_TTL_MAX: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+    /// `agent_cert_ttl` parsed (30 days if it does not parse: only after
+    /// [`TlsConfig::validate`] is it meaningful).
+    pub fn agent_cert_ttl(&self) -> std::time::Duration {
+        rpool_proto::units::parse_duration(&self.agent_cert_ttl)
+            .unwrap_or(std::time::Duration::from_secs(30 * 86_400))
+    }
+
+    /// Checks `agent_cert_ttl`: a duration in `5s..=365d`.
+    fn validate_agent_cert_ttl(&self) -> Result<(), FieldError> {
+        let field = "tls.agent_cert_ttl";
+        let ttl = rpool_proto::units::parse_duration(&self.agent_cert_ttl).map_err(|e| FieldError {
+            field,
+            problem: format!("{e} (accepted 5s..=365d)"),
+        })?;
+        if !(Self::AGENT_CERT_TTL_MIN..=Self::AGENT_CERT_TTL_MAX).contains(&ttl) {
+            return Err(FieldError {
+                field,
+                problem: format!("{:?} is out of range (accepted 5s..=365d)", self.agent_cert_ttl),
+            });
+        }
+        Ok(())
+    }
+
+    /// The three files the server and its clients use.
+    pub fn files(&self) -> rpool_proto::tls::TlsFiles {
+        rpool_proto::tls::TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// Paths are not empty (the files themselves: [`TlsConfig::load`]).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (field, path) in [
+            ("tls.ca", &self.ca),
+            ("tls.cert", &self.cert),
+            ("tls.key", &self.key),
+            ("tls.ca_key", &self.ca_key),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(FieldError {
+                    field,
+                    problem: "empty path (accepted a PEM file path)".to_owned(),
+                });
+            }
+        }
+        self.validate_agent_cert_ttl()?;
+        Ok(())
+    }
+
+    /// Reads and checks the CA, certificate and key: they parse, the
+    /// certificate is signed by the CA, valid now, and is controller `id`'s.
+    /// The error names the file.
+    pub fn load(&self, id: u64) -> Result<rpool_proto::tls::TlsMaterial, String> {
+        let material = self.files().load().map_err(|e| e.to_string())?;
+        let want = rpool_proto::pki::Identity::Controller(id);
+        if material.identity != want {
+            return Err(format!(
+                "{}: certificate is for {}, expected {want} (the controller's id)",
+                self.cert.display(),
+                material.identity
+            ));
+        }
+        Ok(material)
+    }
 }
 
 /// `[[peers]]`: one member of the initial controller group.
@@ -112,6 +261,10 @@ impl Default for Config {
             peers: Vec::new(),
             raft: RaftSettings::default(),
             liveness: LivenessConfig::default(),
+            healing: HealingConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
+            webhook: crate::webhook::WebhookConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -342,6 +495,18 @@ impl Config {
                 format!("{min_down}..=3600000, more than suspect_after_ms"),
             ));
         }
+        let h = &self.healing;
+        for (field, share) in [
+            ("healing.storm_fleet_share", h.storm_fleet_share),
+            ("healing.storm_pool_share", h.storm_pool_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(out_of_range(field, share, "0.0 < x <= 1.0".to_owned()));
+            }
+        }
+        self.metrics.validate()?;
+        self.webhook.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 
@@ -424,6 +589,7 @@ mod tests {
         assert_eq!(config.raft, RaftSettings::default());
         assert_eq!(config.liveness, LivenessConfig::default());
         assert_eq!(config.data_dir, Config::default().data_dir);
+        assert_eq!(config.healing, HealingConfig::default());
     }
 
     #[test]
@@ -544,6 +710,69 @@ mod tests {
         .unwrap();
         assert_eq!(config.validate().unwrap_err().field, "advertise");
         assert!(config.joins_existing_group());
+    }
+
+    #[test]
+    fn healing_shares_are_checked_with_field_and_range() {
+        let config = Config::from_toml("c.toml", "").unwrap();
+        assert_eq!(config.healing, HealingConfig::default());
+        assert!(config.healing.enabled);
+        let ok = "[healing]\nenabled = false\nstorm_fleet_share = 1.0\nstorm_pool_share = 0.01\n";
+        let config = Config::from_toml("c.toml", ok).unwrap();
+        config.validate().unwrap();
+        assert!(!config.healing.enabled);
+        let cases: &[(&str, &str)] = &[
+            (
+                "[healing]\nstorm_fleet_share = 0.0",
+                "healing.storm_fleet_share: 0 is out of range (accepted 0.0 < x <= 1.0)",
+            ),
+            (
+                "[healing]\nstorm_pool_share = 1.5",
+                "healing.storm_pool_share: 1.5 is out of range (accepted 0.0 < x <= 1.0)",
+            ),
+            (
+                "[healing]\nstorm_pool_share = nan",
+                "healing.storm_pool_share: NaN is out of range (accepted 0.0 < x <= 1.0)",
+            ),
+        ];
+        for (text, want) in cases {
+            let config = Config::from_toml("c.toml", text).unwrap();
+            let err = config.validate_in("c.toml").unwrap_err();
+            assert_eq!(err.to_string(), format!("c.toml: {want}"), "case {text:?}");
+        }
+        let err = Config::from_toml("c.toml", "[healing]\nstorm_share = 0.5\n").unwrap_err();
+        assert!(err.to_string().contains("storm_share"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_certificate_lifetime_is_a_duration_in_range() {
+        let config = Config::from_toml("c.toml", "").unwrap();
+        assert_eq!(
+            config.tls.agent_cert_ttl(),
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        for (ttl, secs) in [("5s", 5), ("6s", 6), ("12h", 43_200), ("365d", 365 * 86_400)] {
+            let config =
+                Config::from_toml("c.toml", &format!("[tls]\nagent_cert_ttl = \"{ttl}\"\n")).unwrap();
+            config.validate().unwrap();
+            assert_eq!(config.tls.agent_cert_ttl(), std::time::Duration::from_secs(secs));
+        }
+        for (ttl, want) in [
+            (
+                "4s",
+                "tls.agent_cert_ttl: \"4s\" is out of range (accepted 5s..=365d)",
+            ),
+            (
+                "366d",
+                "tls.agent_cert_ttl: \"366d\" is out of range (accepted 5s..=365d)",
+            ),
+            ("soon", "tls.agent_cert_ttl: invalid duration \"soon\""),
+        ] {
+            let config =
+                Config::from_toml("c.toml", &format!("[tls]\nagent_cert_ttl = \"{ttl}\"\n")).unwrap();
+            let err = config.validate_in("c.toml").unwrap_err().to_string();
+            assert!(err.starts_with(&format!("c.toml: {want}")), "{err}");
+        }
     }
 
     #[test]

@@ -24,8 +24,15 @@
 //! - [`liveness`]: in-memory heartbeats and the pure suspect/down decision,
 //!   plus the ticker that proposes it while this controller leads.
 //! - [`validate`]: validation of every agent and admin message.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint (`[metrics] listen`).
+//! - [`webhook`]: the leader POSTs new events as JSON (`[webhook] url`).
+//! - [`authz`]: who may call which service (mutual TLS identities), in
+//!   front of every service; denial counters.
 //! - [`agent_service`]: `AgentService.Session`, one stream per agent.
 //! - [`admin_service`]: the admin API (hosts, labels, controllers).
+//! - [`tokens`], [`admin_tokens`]: bootstrap tokens (replicated, secrets
+//!   hashed) and their admin RPCs; [`enroll_service`]: `EnrollService`,
+//!   agent certificates for a token (CA pinned by the agent) and renewals.
 //!
 //! # Main loop ([`run`])
 //!
@@ -37,7 +44,8 @@
 //!    ticker (active only while leading; every new term starts a full grace
 //!    period).
 //! 3. Serve `AgentService`, `AdminService` and `RaftService` on the given
-//!    listener (HTTP/2 keep-alive, message size limits).
+//!    listener: mutual TLS only, every request authorized by [`authz`]
+//!    first (HTTP/2 keep-alive, message size limits).
 //! 4. When `shutdown` resolves: close agent sessions, stop the server
 //!    (bounded by [`SHUTDOWN_GRACE`]), stop the ticker and the replica
 //!    (which flushes sled), return.
@@ -45,12 +53,21 @@
 //! If the store fails, the replica stops, and `run` shuts down and returns
 //! the error: a controller that cannot persist must not acknowledge.
 
+pub mod admin_autoscale;
 pub mod admin_pools;
 pub mod admin_service;
+pub mod admin_tokens;
 pub mod agent_service;
+pub mod authz;
+pub mod autoscale;
+pub mod autoscale_apply;
+pub mod autoscaler;
 pub mod command;
 pub mod config;
+pub mod enroll_service;
+pub mod healing;
 pub mod liveness;
+pub mod metrics;
 pub mod node;
 pub mod placement;
 pub mod planner;
@@ -61,7 +78,9 @@ pub mod replicated;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod tokens;
 pub mod validate;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -75,6 +94,7 @@ use rpool_proto::v1::agent_service_server::AgentServiceServer;
 use rpool_proto::v1::raft_service_server::RaftServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tracing::{info, warn};
@@ -100,6 +120,11 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Agent sessions' outbound queues, for task delivery.
     pub(crate) links: tasks::Links,
+    /// Autoscaling windows and latest judgements (leader memory).
+    pub(crate) autoscale: Mutex<autoscaler::AutoscaleTracker>,
+    /// This controller's TLS material (server config, and client config
+    /// for calls to other controllers).
+    pub(crate) tls: rpool_proto::tls::TlsMaterial,
 }
 
 impl Shared {
@@ -133,16 +158,56 @@ fn member_addresses(config: &Config, node: &node::NodeHandle) -> BTreeMap<u64, S
     known
 }
 
-/// A client for the admin API of the controller at `address`.
-pub(crate) async fn admin_client(
-    address: &str,
-) -> Result<AdminServiceClient<Channel>, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+/// An admin client used by one controller to call another: mutual TLS
+/// with the controller's own certificate, every call marked with
+/// `x-rpool-forwarded-by: <own id>` (the only way a controller identity is
+/// admitted to the admin API, see [`authz`]) and, when it carries a
+/// forwarded request, `x-rpool-forwarded-for: <original caller>`.
+pub(crate) type PeerAdminClient = AdminServiceClient<InterceptedService<Channel, ForwardMark>>;
+
+/// Marks calls to another controller (see [`PeerAdminClient`]).
+#[derive(Clone)]
+pub(crate) struct ForwardMark {
+    by: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    on_behalf_of: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl ForwardMark {
+    pub(crate) fn new(own_id: u64, on_behalf_of: Option<&rpool_proto::pki::Identity>) -> ForwardMark {
+        ForwardMark {
+            by: own_id.into(),
+            // Identities are restricted to URI-safe ASCII, so this only
+            // fails for a value that could not have passed authorization.
+            on_behalf_of: on_behalf_of.and_then(|id| id.uri().parse().ok()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ForwardMark {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let metadata = request.metadata_mut();
+        metadata.insert(admin_service::FORWARDED, self.by.clone());
+        if let Some(caller) = &self.on_behalf_of {
+            metadata.insert(authz::FORWARDED_FOR, caller.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client for the admin API of the controller at `address` (mutual TLS,
+/// marked as a controller's own call).
+pub(crate) async fn admin_client(shared: &Shared, address: &str) -> anyhow::Result<PeerAdminClient> {
+    let channel = shared
+        .tls
+        .endpoint(address)?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .connect()
         .await?;
-    Ok(AdminServiceClient::new(channel))
+    Ok(AdminServiceClient::with_interceptor(
+        channel,
+        ForwardMark::new(shared.config.id, None),
+    ))
 }
 
 /// Resolves once `flag` is true (or its sender is gone). Holds no lock
@@ -160,7 +225,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     config.validate().context("invalid configuration")?;
+    rpool_proto::tls::install_crypto_provider();
+    let tls = config
+        .tls
+        .load(config.id)
+        .map_err(anyhow::Error::msg)
+        .context("loading the TLS files ([tls])")?;
     let started = Instant::now();
+    let metrics_listener = metrics::bind(&config).await?;
+    let webhook_client = webhook::prepare(&config.webhook)?;
 
     // 1. Store, state and log.
     let data_dir = config.data_dir.clone();
@@ -184,7 +257,7 @@ pub async fn run(
     let (node_stop_tx, node_stop_rx) = watch::channel(false);
     let state = Arc::new(RwLock::new(state));
     let members = config.initial_members();
-    let transport = raft::transport::GrpcTransport::new(config.id, &members);
+    let transport = raft::transport::GrpcTransport::new(config.id, &members, tls.clone());
     let mut raft_config = raft::node::RaftConfig::new(
         config.id,
         if config.joins_existing_group() {
@@ -232,10 +305,18 @@ pub async fn run(
         started,
         shutdown: stop_rx.clone(),
         links: tasks::Links::default(),
+        autoscale: Default::default(),
+        tls: tls.clone(),
     });
     let planner = tokio::spawn(tasks::run(shared.clone()));
+    let metrics_server = metrics::start(metrics_listener, shared.clone());
+    let webhook = webhook::start(webhook_client, shared.clone());
     let agent = AgentServiceServer::new(agent_service::AgentSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let enroll = rpool_proto::v1::enroll_service_server::EnrollServiceServer::new(
+        enroll_service::EnrollSvc::new(shared.clone()),
+    )
+    .max_decoding_message_size(enroll_service::MAX_MESSAGE_BYTES);
     let admin = AdminServiceServer::new(admin_service::AdminSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let peers = RaftServiceServer::new(raft::transport::RaftPeerService::new(
@@ -248,8 +329,14 @@ pub async fn run(
     let server = Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // Mutual TLS only; client certificates optional at the handshake
+        // (enrollment), required per service by the authorization layer.
+        .tls_config(tls.server_tls())
+        .context("configuring TLS")?
+        .layer(authz::AuthzLayer)
         .add_service(agent)
         .add_service(admin)
+        .add_service(enroll)
         .add_service(peers)
         .serve_with_incoming_shutdown(incoming, async move { stopped(&mut server_stop).await });
     tokio::pin!(server);
@@ -279,6 +366,10 @@ pub async fn run(
     }
     let _ = sync.await;
     let _ = planner.await;
+    let _ = webhook.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     drop(shared);
     node_stop_tx.send_replace(true);
     let node_result = match node_result {
@@ -347,11 +438,64 @@ mod tests {
         task: tokio::task::JoinHandle<anyhow::Result<()>>,
     }
 
+    /// One CA for every test of this process: a controller-1 certificate
+    /// (127.0.0.1), an admin and an agent certificate (for validate's `ID`).
+    struct TestPki {
+        ca: String,
+        controller: rpool_proto::pki::Issued,
+        admin: rpool_proto::tls::TlsMaterial,
+        agent: rpool_proto::tls::TlsMaterial,
+    }
+
+    fn test_pki() -> &'static TestPki {
+        use rpool_proto::pki::{Ca, Identity};
+        static PKI: std::sync::OnceLock<TestPki> = std::sync::OnceLock::new();
+        PKI.get_or_init(|| {
+            let ca = Ca::generate("rpool test CA").unwrap();
+            let day = Duration::from_secs(86_400);
+            let material = |id: Identity| {
+                let issued = ca.issue(&id, &[], day).unwrap();
+                rpool_proto::tls::TlsMaterial::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
+                    .unwrap()
+            };
+            TestPki {
+                ca: ca.cert_pem().to_owned(),
+                controller: ca
+                    .issue(&Identity::Controller(1), &["127.0.0.1".into()], day)
+                    .unwrap(),
+                admin: material(Identity::Admin("test".into())),
+                agent: material(Identity::Agent(ID.to_owned())),
+            }
+        })
+    }
+
+    /// Writes the controller's TLS files under `dir/pki`.
+    fn write_tls(dir: &std::path::Path) -> config::TlsConfig {
+        let pki = test_pki();
+        let tls = config::TlsConfig {
+            ca: dir.join("pki/ca.crt"),
+            cert: dir.join("pki/controller.crt"),
+            key: dir.join("pki/controller.key"),
+            ca_key: dir.join("pki/ca.key"),
+            ..Default::default()
+        };
+        rpool_proto::pki::write_public(&tls.ca, pki.ca.as_bytes()).unwrap();
+        rpool_proto::pki::write_public(&tls.cert, pki.controller.cert_pem.as_bytes()).unwrap();
+        rpool_proto::pki::write_private(&tls.key, pki.controller.key_pem.as_bytes()).unwrap();
+        tls
+    }
+
+    async fn admin_client(addr: &str) -> Result<AdminServiceClient<Channel>, tonic::transport::Error> {
+        let channel = test_pki().admin.endpoint(addr).unwrap().connect().await?;
+        Ok(AdminServiceClient::new(channel))
+    }
+
     async fn start(dir: &std::path::Path) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap().to_string();
         let mut config = Config {
             data_dir: dir.to_owned(),
+            tls: write_tls(dir),
             ..Config::default()
         };
         config.liveness.heartbeat_interval_ms = 100;
@@ -366,7 +510,7 @@ mod tests {
         }));
         // Bounded wait until it leads and has applied its term's first entry.
         for _ in 0..200 {
-            if let Ok(mut admin) = AdminServiceClient::connect(addr.clone()).await
+            if let Ok(mut admin) = admin_client(&addr).await
                 && let Ok(status) = admin.status(v1::StatusRequest {}).await
                 && status.get_ref().role == "leader"
                 && status.get_ref().applied_index >= status.get_ref().commit_index
@@ -396,7 +540,8 @@ mod tests {
     }
 
     async fn open(addr: &str, hello: v1::Hello) -> Session {
-        let mut client = AgentServiceClient::connect(addr.to_owned()).await.unwrap();
+        let channel = test_pki().agent.endpoint(addr).unwrap().connect().await.unwrap();
+        let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(8);
         tx.send(AgentMessage {
             msg: Some(Msg::Hello(hello)),
@@ -428,7 +573,7 @@ mod tests {
     }
 
     async fn host_state(addr: &str) -> (i32, bool, String) {
-        let mut admin = AdminServiceClient::connect(addr.to_owned()).await.unwrap();
+        let mut admin = admin_client(addr).await.unwrap();
         let host = admin
             .get_host(v1::GetHostRequest {
                 host_id: ID[..8].to_owned(),
@@ -471,7 +616,7 @@ mod tests {
         );
 
         session.heartbeat(good_heartbeat(1)).await;
-        let mut admin = AdminServiceClient::connect(running.addr.clone()).await.unwrap();
+        let mut admin = admin_client(&running.addr).await.unwrap();
         let status = admin.status(v1::StatusRequest {}).await.unwrap().into_inner();
         assert_eq!(status.controller_id, "1");
         assert_eq!(status.leader_id, "1");
@@ -507,7 +652,12 @@ mod tests {
             (tonic::Code::NotFound, "no host with id ffff")
         );
 
-        // A repeated sequence number ends the stream with INVALID_ARGUMENT.
+        // The heartbeat was acknowledged; repeating its sequence number
+        // ends the stream with INVALID_ARGUMENT.
+        match session.next().await.unwrap().and_then(|m| m.msg) {
+            Some(v1::controller_message::Msg::HeartbeatAck(ack)) => assert_eq!(ack.seq, 1),
+            other => panic!("expected a heartbeat ack, got {other:?}"),
+        }
         session.heartbeat(good_heartbeat(1)).await;
         let err = session.next().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -571,7 +721,7 @@ mod tests {
             err.message(),
             "hello.facts.inventory.logical_cores: 1000000000 is out of range (accepted 1..=4096)"
         );
-        let mut admin = AdminServiceClient::connect(running.addr.clone()).await.unwrap();
+        let mut admin = admin_client(&running.addr).await.unwrap();
         let status = admin.status(v1::StatusRequest {}).await.unwrap().into_inner();
         // Index 1 is the leader's empty entry of its first term; nothing else.
         assert_eq!((status.hosts_total, status.applied_index), (0, 1));

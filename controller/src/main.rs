@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.log_format);
+    rpool_proto::tls::install_crypto_provider();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
@@ -136,6 +137,11 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
         config.data_dir = dir.clone();
     }
     config.validate_in(&file).map_err(usage)?;
+    // The TLS files must exist and parse (also for --check-config).
+    config
+        .tls
+        .load(config.id)
+        .map_err(|e| usage(anyhow::anyhow!("{file}: [tls]: {e}")))?;
     Ok(config)
 }
 

@@ -15,6 +15,15 @@
 //! 7. everyone joined and no addons yet: `install_addons`;
 //! 8. nothing left to do: phase `ready`.
 //!
+//! Healing ([`crate::healing`]) comes first in each pool: a down member is
+//! replaced (or an alert raised); its cleanup runs in step 6 like a
+//! leaving member's (`remove_etcd_member`, `delete_node` on a healthy
+//! control plane; a worker's only once its replacement joined), and a
+//! control-plane replacement joins only after that cleanup. kubectl runs
+//! only on a joined control plane whose host is ready. After the pools:
+//! resets of fenced hosts that came back, and tasks far past their
+//! deadline are failed.
+//!
 //! A step already issued (pending, or failed and waiting for its retry) is
 //! not issued again. Task ids embed the applied index at planning time, so
 //! an id is never reused (agents deduplicate on `(task_id, attempt)`).
@@ -22,6 +31,8 @@
 use rpool_proto::units::format_size;
 
 use crate::command::Command;
+use crate::config::HealingConfig;
+use crate::healing;
 use crate::pool::{
     MAX_TASK_ATTEMPTS, MemberState, PoolPhase, PoolRecord, Role, TaskKind, TaskRecord, TaskState,
 };
@@ -30,18 +41,51 @@ use crate::state::StateMachine;
 /// Join secrets are refreshed when they expire within this margin.
 pub const REFRESH_MARGIN_MS: u64 = 10 * 60 * 1_000;
 
-/// Commands that move every pool a step toward its spec.
+/// Commands that move every pool a step toward its spec, with the default
+/// `[healing]` settings.
 pub fn plan(state: &StateMachine, now_unix_ms: u64) -> Vec<Command> {
+    plan_with(state, now_unix_ms, &HealingConfig::default())
+}
+
+/// Commands that move every pool a step toward its spec, healing as
+/// `healing` says.
+pub fn plan_with(state: &StateMachine, now_unix_ms: u64, healing: &HealingConfig) -> Vec<Command> {
     let mut out = Vec::new();
-    for pool in state.pools().values() {
-        plan_pool(state, pool, now_unix_ms, &mut out);
+    let storm = if healing.enabled {
+        healing::storm(state, healing)
+    } else {
+        None
+    };
+    if healing.enabled {
+        healing::plan_storm_edges(state, storm.as_deref(), now_unix_ms, &mut out);
     }
+    let heal = healing.enabled && storm.is_none();
+    for pool in state.pools().values() {
+        plan_pool(state, pool, now_unix_ms, heal, &mut out);
+    }
+    healing::plan_fences(state, now_unix_ms, &mut out);
+    healing::plan_expired(state, now_unix_ms, &mut out);
     out
 }
 
-fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Command>) {
+fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, heal: bool, out: &mut Vec<Command>) {
     let name = &pool.spec.name;
-    let tasks: Vec<&TaskRecord> = state.tasks().values().filter(|t| t.pool == *name).collect();
+    if heal {
+        let before = out.len();
+        healing::plan_pool(state, pool, now, out);
+        if out[before..]
+            .iter()
+            .any(|c| matches!(c, Command::ReplaceMember { .. }))
+        {
+            return; // the rest is planned on the state after the replacement
+        }
+    }
+    // Tasks of this pool's members (a fenced host's reset is not one).
+    let tasks: Vec<&TaskRecord> = state
+        .tasks()
+        .values()
+        .filter(|t| t.pool == *name && pool.members.contains_key(&t.host_id))
+        .collect();
     let issued =
         |host_id: &str, kind: &TaskKind| tasks.iter().any(|t| t.host_id == host_id && t.kind == *kind);
     let mut issue = |host_id: &str, kind: TaskKind| {
@@ -49,9 +93,9 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
             return;
         };
         let target = match &kind {
-            TaskKind::DrainNode { target_node } | TaskKind::DeleteNode { target_node } => {
-                format!(".{target_node}")
-            }
+            TaskKind::DrainNode { target_node }
+            | TaskKind::DeleteNode { target_node }
+            | TaskKind::RemoveEtcdMember { target_node } => format!(".{target_node}"),
             _ => String::new(),
         };
         out.push(Command::IssueTask {
@@ -96,6 +140,10 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
     // 2. Deleting.
     if pool.phase == PoolPhase::Deleting {
         for member in pool.members.values() {
+            // A down member is fenced by healing instead of waited for.
+            if heal && healing::member_down(state, member) {
+                continue;
+            }
             if !issued(&member.host_id, &TaskKind::Reset) {
                 issue(&member.host_id, TaskKind::Reset);
             }
@@ -114,7 +162,7 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
         out.extend(retries);
         return;
     };
-    let runner = pool.joined_control_plane().map(|m| m.host_id.clone());
+    let runner = healing::healthy_runner(state, pool).map(|m| m.host_id.clone());
 
     // 4. Join secrets are kept fresh (kubeadm: tokens last 24 h, uploaded
     //    certificates 2 h), so a host can join at any moment, and nobody
@@ -133,8 +181,16 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
             issue(runner, TaskKind::RefreshJoinToken);
         }
     } else {
-        // 5. Joins.
+        // 5. Joins. A control plane joins only once no replaced control
+        //    plane is left in etcd (kubeadm checks etcd health first).
+        let cleaning_cp = pool
+            .members
+            .values()
+            .any(|m| m.role == Role::ControlPlane && matches!(m.state, MemberState::Replaced { .. }));
         for member in &joining {
+            if member.role == Role::ControlPlane && cleaning_cp {
+                continue;
+            }
             let kind = match member.role {
                 Role::ControlPlane => TaskKind::JoinControlPlane,
                 Role::Worker => TaskKind::JoinWorker,
@@ -145,8 +201,32 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
         }
     }
 
-    // 6. Leaving.
+    // 6. Leaving (and replaced: their cleanup).
     for member in pool.members.values() {
+        if let MemberState::Replaced {
+            etcd_removed,
+            deleted,
+        } = member.state
+        {
+            let target_node = member.node_name.clone();
+            let kind = if !etcd_removed {
+                TaskKind::RemoveEtcdMember { target_node }
+            } else if !deleted {
+                // A worker's replacements join before its node goes.
+                if member.role == Role::Worker && joining.iter().any(|m| m.role == Role::Worker) {
+                    continue;
+                }
+                TaskKind::DeleteNode { target_node }
+            } else {
+                continue;
+            };
+            if let Some(runner) = &runner
+                && !tasks.iter().any(|t| t.kind == kind)
+            {
+                issue(runner, kind);
+            }
+            continue;
+        }
         let MemberState::Leaving { drained, deleted } = member.state else {
             continue;
         };
@@ -188,13 +268,19 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
         issue(runner, TaskKind::InstallAddons);
     }
 
-    // 8. Ready.
+    // 8. Ready. A degraded pool is ready again once what degraded it is
+    //    gone (no task failed for good, no member down).
     let busy = tasks.iter().any(|t| t.state == TaskState::Pending);
-    if settled
-        && pool.addons_installed
-        && !busy
-        && matches!(pool.phase, PoolPhase::Provisioning | PoolPhase::Resizing)
-    {
+    let failed_for_good = tasks
+        .iter()
+        .any(|t| t.state == TaskState::Failed && t.attempt >= MAX_TASK_ATTEMPTS);
+    let member_down = pool.members.values().any(|m| healing::member_down(state, m));
+    let recovering = match pool.phase {
+        PoolPhase::Provisioning | PoolPhase::Resizing | PoolPhase::Healing => true,
+        PoolPhase::Degraded => !failed_for_good,
+        PoolPhase::Ready | PoolPhase::Deleting => false,
+    };
+    if settled && pool.addons_installed && !busy && !member_down && recovering {
         let (cores, memory) = worker_totals(state, pool);
         out.push(Command::SetPoolPhase {
             pool: name.clone(),
@@ -212,11 +298,18 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Co
     out.extend(retries);
 }
 
-/// Cores and memory of the pool's workers that are not leaving.
+/// Cores and memory of the pool's workers that are not leaving (nor
+/// replaced).
 pub fn worker_totals(state: &StateMachine, pool: &PoolRecord) -> (u64, u64) {
     pool.members
         .values()
-        .filter(|m| m.role == Role::Worker && !matches!(m.state, MemberState::Leaving { .. }))
+        .filter(|m| {
+            m.role == Role::Worker
+                && !matches!(
+                    m.state,
+                    MemberState::Leaving { .. } | MemberState::Replaced { .. }
+                )
+        })
         .filter_map(|m| state.host(&m.host_id))
         .fold((0, 0), |(c, mem), h| {
             (

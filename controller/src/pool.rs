@@ -137,6 +137,14 @@ pub enum MemberState {
         drained: bool,
         deleted: bool,
     },
+    /// Its host is down and being replaced (see [`crate::healing`]): a
+    /// healthy control plane removes its etcd member (control planes
+    /// only), then deletes its node; then it leaves the pool and its host
+    /// is fenced.
+    Replaced {
+        etcd_removed: bool,
+        deleted: bool,
+    },
 }
 
 impl MemberState {
@@ -145,6 +153,7 @@ impl MemberState {
             MemberState::Joining => "joining",
             MemberState::Joined => "joined",
             MemberState::Leaving { .. } => "leaving",
+            MemberState::Replaced { .. } => "replaced",
         }
     }
 }
@@ -199,6 +208,48 @@ pub struct PoolRecord {
     pub addons_installed: bool,
     /// Members ever added (for `Member::order`).
     pub next_order: u32,
+    /// Autoscaling policy and when it last acted (absent in records
+    /// written before autoscaling existed).
+    #[serde(default)]
+    pub autoscale: Autoscale,
+}
+
+/// A pool's autoscaling: the policy (`None`: off) and when the autoscaler
+/// last changed the pool (the cooldown's origin, replicated so a new
+/// leader honours it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Autoscale {
+    #[serde(default)]
+    pub policy: Option<AutoscalePolicy>,
+    #[serde(default)]
+    pub last_scaled_at_unix_ms: u64,
+}
+
+/// When to add or remove a worker (see `rpool.v1.AutoscalePolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoscalePolicy {
+    pub min_cores: u64,
+    pub max_cores: u64,
+    pub cpu_target_percent: u32,
+    pub memory_target_percent: u32,
+    pub up_window_ms: u64,
+    pub down_window_ms: u64,
+    pub cooldown_ms: u64,
+}
+
+impl AutoscalePolicy {
+    pub fn to_proto(&self, last_scaled_at_unix_ms: u64) -> v1::AutoscalePolicy {
+        v1::AutoscalePolicy {
+            min_cores: self.min_cores,
+            max_cores: self.max_cores,
+            cpu_target_percent: self.cpu_target_percent,
+            memory_target_percent: self.memory_target_percent,
+            up_window_ms: self.up_window_ms,
+            down_window_ms: self.down_window_ms,
+            cooldown_ms: self.cooldown_ms,
+            last_scaled_at_unix_ms,
+        }
+    }
 }
 
 impl PoolRecord {
@@ -229,6 +280,7 @@ pub enum TaskKind {
     JoinWorker,
     DrainNode { target_node: String },
     DeleteNode { target_node: String },
+    RemoveEtcdMember { target_node: String },
     Reset,
     InstallAddons,
     RefreshJoinToken,
@@ -243,6 +295,7 @@ impl TaskKind {
             TaskKind::JoinWorker => "join_worker",
             TaskKind::DrainNode { .. } => "drain_node",
             TaskKind::DeleteNode { .. } => "delete_node",
+            TaskKind::RemoveEtcdMember { .. } => "remove_etcd_member",
             TaskKind::Reset => "reset",
             TaskKind::InstallAddons => "install_addons",
             TaskKind::RefreshJoinToken => "refresh_join_token",
@@ -298,6 +351,43 @@ pub struct Event {
     pub host_id: String,
     pub kind: String,
     pub message: String,
+    /// `info` for steps, `alert` for what needs a human (storm, lost
+    /// quorum, no replacement fits). Absent in events written before it.
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+/// How much an [`Event`] needs a human.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// A step that happened as planned.
+    #[default]
+    Info,
+    /// Something rpool will not fix by itself.
+    Alert,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Alert => "alert",
+        }
+    }
+}
+
+/// The mark on a host that was removed from its pool while down (see
+/// [`crate::healing`]): when it comes back it is told `kubeadm reset`
+/// before it may be placed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The pool it was removed from.
+    pub pool: String,
+    /// Its node name there.
+    pub node_name: String,
+    /// When it was fenced (controller clock, Unix ms).
+    pub since_unix_ms: u64,
 }
 
 impl Event {
@@ -309,6 +399,7 @@ impl Event {
             host_id: self.host_id.clone(),
             kind: self.kind.clone(),
             message: self.message.clone(),
+            severity: self.severity.as_str().to_string(),
         }
     }
 }

@@ -8,8 +8,8 @@
 
 use crate::command::{Command, HostRecord, HostState};
 use crate::pool::{
-    Event, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, Secret, TaskKind, TaskRecord,
-    TaskState,
+    Event, Fence, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, Secret, Severity,
+    TaskKind, TaskRecord, TaskState,
 };
 use crate::state::{ApplyError, ApplyOutcome, Change, More, StateMachine};
 use rpool_proto::units::format_size;
@@ -48,6 +48,10 @@ struct Builder {
 
 impl Builder {
     fn event(&mut self, pool: &str, host_id: &str, kind: &str, message: String) {
+        self.event_with(pool, host_id, kind, Severity::Info, message);
+    }
+
+    fn event_with(&mut self, pool: &str, host_id: &str, kind: &str, severity: Severity, message: String) {
         self.more.events.push(Event {
             index: self.index,
             at_unix_ms: self.at_unix_ms,
@@ -55,6 +59,7 @@ impl Builder {
             host_id: host_id.to_owned(),
             kind: kind.to_owned(),
             message,
+            severity,
         });
     }
 
@@ -76,6 +81,12 @@ impl StateMachine {
             .ok_or_else(|| refused(format!("no host with id {host_id}")))?;
         if let Some(other) = &host.pool {
             return Err(refused(format!("host {host_id} already belongs to pool {other}")));
+        }
+        if let Some(fence) = &host.fenced {
+            return Err(refused(format!(
+                "host {host_id} was replaced in pool {} while down and is not reset yet; it cannot join pool {pool}",
+                fence.pool
+            )));
         }
         if host.state != HostState::Ready {
             return Err(refused(format!(
@@ -119,6 +130,7 @@ impl StateMachine {
                     kubeconfig: Secret::default(),
                     addons_installed: false,
                     next_order: 0,
+                    autoscale: Default::default(),
                 };
                 let mut seen = std::collections::BTreeSet::new();
                 let roles = control_planes
@@ -217,7 +229,11 @@ impl StateMachine {
                         .get_mut(host_id)
                         .filter(|m| m.role == Role::Worker)
                         .ok_or_else(|| refused(format!("host {host_id} is not a worker of pool {name}")))?;
-                    if !matches!(member.state, MemberState::Leaving { .. }) {
+                    // Leaving already, or replaced (healing cleans it up).
+                    if !matches!(
+                        member.state,
+                        MemberState::Leaving { .. } | MemberState::Replaced { .. }
+                    ) {
                         // A node that never joined has nothing to drain.
                         let joined = member.state == MemberState::Joined;
                         member.state = MemberState::Leaving {
@@ -300,11 +316,18 @@ impl StateMachine {
                 Ok(b.done(ApplyOutcome::Updated))
             }
             Command::IssueTask { task } => {
-                let pool = self
+                let fence_reset = task.kind == TaskKind::Reset
+                    && self.host(&task.host_id).is_some_and(|h| {
+                        h.pool.is_none() && h.fenced.as_ref().is_some_and(|f| f.pool == task.pool)
+                    });
+                let member = self
                     .pools
                     .get(&task.pool)
-                    .ok_or_else(|| ApplyError::UnknownPool(task.pool.clone()))?;
-                if !pool.members.contains_key(&task.host_id) {
+                    .is_some_and(|p| p.members.contains_key(&task.host_id));
+                if !fence_reset && !self.pools.contains_key(&task.pool) {
+                    return Err(ApplyError::UnknownPool(task.pool.clone()));
+                }
+                if !fence_reset && !member {
                     return Err(refused(format!(
                         "host {} is not a member of pool {}",
                         task.host_id, task.pool
@@ -390,6 +413,50 @@ impl StateMachine {
                 b.more.pools.push((name.clone(), Some(pool)));
                 Ok(b.done(ApplyOutcome::Updated))
             }
+            Command::ReplaceMember {
+                pool,
+                host_id,
+                replacements,
+                why,
+                at_unix_ms,
+            } => self.replace_member(index, pool, host_id, replacements, why, *at_unix_ms),
+            Command::Alert {
+                pool: name,
+                host_id,
+                kind,
+                severity,
+                message,
+                degrade,
+                at_unix_ms,
+            } => {
+                let mut b = Builder {
+                    index,
+                    at_unix_ms: *at_unix_ms,
+                    more: More::default(),
+                };
+                if *degrade {
+                    let mut pool = self
+                        .pools
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| ApplyError::UnknownPool(name.clone()))?;
+                    if pool.phase == PoolPhase::Deleting
+                        || (pool.phase == PoolPhase::Degraded && pool.phase_reason == *message)
+                    {
+                        return Ok(Change::unchanged(index));
+                    }
+                    pool.phase = PoolPhase::Degraded;
+                    pool.phase_reason = message.clone();
+                    b.more.pools.push((name.clone(), Some(pool)));
+                } else if crate::healing::is_edge_kind(kind)
+                    && crate::healing::last_edge(self).is_some_and(|last| last.kind == *kind)
+                {
+                    // Edge-triggered (storm, storm_over): once per edge.
+                    return Ok(Change::unchanged(index));
+                }
+                b.event_with(name, host_id, kind, *severity, message.clone());
+                Ok(b.done(ApplyOutcome::Updated))
+            }
             _ => unreachable!("plan_pool is only called with pool commands"),
         }
     }
@@ -427,6 +494,13 @@ impl StateMachine {
         };
         if task.attempt != attempt || task.state != TaskState::Pending {
             return Ok(unchanged);
+        }
+        if task.kind == TaskKind::Reset
+            && let Some(record) = self.host(&task.host_id)
+            && record.pool.is_none()
+            && record.fenced.is_some()
+        {
+            return Ok(self.finish_fence_reset(index, task, record, ok, error, at_unix_ms));
         }
         let Some(mut pool) = self.pools.get(&task.pool).cloned() else {
             return Ok(unchanged);
@@ -508,19 +582,34 @@ impl StateMachine {
             }
             (TaskKind::DrainNode { target_node } | TaskKind::DeleteNode { target_node }, _) => {
                 let drain = matches!(task.kind, TaskKind::DrainNode { .. });
-                if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node)
-                    && let MemberState::Leaving { drained, deleted } = &mut target.state
-                {
-                    if drain {
-                        *drained = true;
-                    } else {
-                        *deleted = true;
+                if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node) {
+                    match &mut target.state {
+                        MemberState::Leaving { drained, deleted } => {
+                            if drain {
+                                *drained = true;
+                            } else {
+                                *deleted = true;
+                            }
+                        }
+                        MemberState::Replaced { deleted, .. } if !drain => *deleted = true,
+                        _ => {}
                     }
                 }
                 done = format!(
                     "pool {}: node {target_node} {} (via {host})",
                     task.pool,
                     if drain { "drained" } else { "deleted" }
+                );
+            }
+            (TaskKind::RemoveEtcdMember { target_node }, _) => {
+                if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node)
+                    && let MemberState::Replaced { etcd_removed, .. } = &mut target.state
+                {
+                    *etcd_removed = true;
+                }
+                done = format!(
+                    "pool {}: etcd member {target_node} removed (via {host})",
+                    task.pool
                 );
             }
             (TaskKind::Reset, Some(_)) => {
@@ -543,6 +632,7 @@ impl StateMachine {
             (_, None) => {}
         }
         b.event(&task.pool, &task.host_id, "task_done", done);
+        self.fence_cleaned_members(&mut pool, task_id, at_unix_ms, &mut b);
         if pool.phase == PoolPhase::Deleting && pool.members.is_empty() {
             b.event(
                 &task.pool,
@@ -555,5 +645,236 @@ impl StateMachine {
             b.more.pools.push((task.pool.clone(), Some(pool)));
         }
         Ok(b.done(ApplyOutcome::Updated))
+    }
+}
+
+/// The host record of `host` removed from `pool` while down, fenced.
+fn fenced(host: &HostRecord, pool: &str, node_name: &str, at_unix_ms: u64) -> HostRecord {
+    HostRecord {
+        pool: None,
+        fenced: Some(Fence {
+            pool: pool.to_owned(),
+            node_name: node_name.to_owned(),
+            since_unix_ms: at_unix_ms,
+        }),
+        ..host.clone()
+    }
+}
+
+/// The node a task acts on from another host (drain, delete, etcd removal).
+fn target_node(kind: &TaskKind) -> Option<&str> {
+    match kind {
+        TaskKind::DrainNode { target_node }
+        | TaskKind::DeleteNode { target_node }
+        | TaskKind::RemoveEtcdMember { target_node } => Some(target_node),
+        _ => None,
+    }
+}
+
+impl StateMachine {
+    /// `ReplaceMember`: the dead member turns `replaced` (or, in a pool
+    /// being destroyed, leaves at once), its replacements join, and the
+    /// tasks addressed to it or about its node are dropped (the planner
+    /// issues what is still needed on a healthy host).
+    fn replace_member(
+        &self,
+        index: u64,
+        name: &str,
+        host_id: &str,
+        replacements: &[String],
+        why: &str,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let mut pool = self
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+        let host = self
+            .host(host_id)
+            .ok_or_else(|| refused(format!("no host with id {host_id}")))?;
+        if host.state != HostState::Down {
+            return Err(refused(format!(
+                "host {host_id} is {}, not down; it is not replaced",
+                host.state.as_str()
+            )));
+        }
+        let member = pool
+            .members
+            .get(host_id)
+            .cloned()
+            .ok_or_else(|| refused(format!("host {host_id} is not a member of pool {name}")))?;
+        if matches!(member.state, MemberState::Replaced { .. }) {
+            return Err(refused(format!(
+                "host {host_id} is already being replaced in pool {name}"
+            )));
+        }
+        let mut b = Builder {
+            index,
+            at_unix_ms,
+            more: More::default(),
+        };
+        for task in self.tasks.values().filter(|t| {
+            t.pool == name
+                && (t.host_id == host_id || target_node(&t.kind) == Some(member.node_name.as_str()))
+        }) {
+            b.more.tasks.push((task.task_id.clone(), None));
+        }
+        if pool.phase == PoolPhase::Deleting {
+            // The cluster goes as a whole: nothing to clean, fenced at once.
+            pool.members.remove(host_id);
+            b.more
+                .hosts
+                .push(fenced(host, name, &member.node_name, at_unix_ms));
+            b.event(name, host_id, "host_fenced", why.to_owned());
+            if pool.members.is_empty() {
+                b.event(name, "", "pool_destroyed", format!("pool {name} destroyed"));
+                b.more.pools.push((name.to_owned(), None));
+            } else {
+                b.more.pools.push((name.to_owned(), Some(pool)));
+            }
+            return Ok(b.done(ApplyOutcome::Updated));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for id in replacements {
+            if !seen.insert(id.as_str()) {
+                return Err(refused(format!("host {id} is listed twice")));
+            }
+            let joining = self.joinable(id, name)?;
+            pool.members.insert(
+                id.clone(),
+                Member {
+                    host_id: id.clone(),
+                    role: member.role,
+                    node_name: node_name(joining),
+                    state: MemberState::Joining,
+                    order: pool.next_order,
+                    last_error: String::new(),
+                },
+            );
+            pool.next_order += 1;
+            b.more.hosts.push(HostRecord {
+                pool: Some(name.to_owned()),
+                ..joining.clone()
+            });
+        }
+        if let Some(dead) = pool.members.get_mut(host_id) {
+            dead.state = MemberState::Replaced {
+                etcd_removed: dead.role == Role::Worker,
+                deleted: false,
+            };
+        }
+        pool.phase = PoolPhase::Healing;
+        pool.phase_reason = format!(
+            "replacing {} (down) with {} host(s)",
+            self.hostname(host_id),
+            replacements.len()
+        );
+        b.event(name, host_id, "host_replacing", why.to_owned());
+        b.more.pools.push((name.to_owned(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
+    /// Members whose etcd member and node are gone leave `pool`; their
+    /// hosts are fenced and their remaining tasks dropped.
+    fn fence_cleaned_members(&self, pool: &mut PoolRecord, finished: &str, at_unix_ms: u64, b: &mut Builder) {
+        let gone: Vec<Member> = pool
+            .members
+            .values()
+            .filter(|m| {
+                m.state
+                    == MemberState::Replaced {
+                        etcd_removed: true,
+                        deleted: true,
+                    }
+            })
+            .cloned()
+            .collect();
+        for member in gone {
+            pool.members.remove(&member.host_id);
+            if let Some(record) = self.host(&member.host_id) {
+                b.more
+                    .hosts
+                    .push(fenced(record, &pool.spec.name, &member.node_name, at_unix_ms));
+            }
+            for task in self
+                .tasks
+                .values()
+                .filter(|t| t.host_id == member.host_id && t.task_id != finished)
+            {
+                b.more.tasks.push((task.task_id.clone(), None));
+            }
+            b.event(
+                &pool.spec.name,
+                &member.host_id,
+                "host_fenced",
+                format!(
+                    "pool {}: {} left the pool (node {} removed); fenced: it is reset when it comes back",
+                    pool.spec.name,
+                    self.hostname(&member.host_id),
+                    member.node_name
+                ),
+            );
+        }
+    }
+
+    /// How a `reset` of a fenced host ended: done, the host is back in the
+    /// fleet; failed, it is retried with backoff (still fenced).
+    fn finish_fence_reset(
+        &self,
+        index: u64,
+        task: &TaskRecord,
+        record: &HostRecord,
+        ok: bool,
+        error: &str,
+        at_unix_ms: u64,
+    ) -> Change {
+        let mut b = Builder {
+            index,
+            at_unix_ms,
+            more: More::default(),
+        };
+        let host = self.hostname(&task.host_id);
+        if ok {
+            b.more.tasks.push((task.task_id.clone(), None));
+            b.more.hosts.push(HostRecord {
+                fenced: None,
+                ..record.clone()
+            });
+            b.event(
+                &task.pool,
+                &task.host_id,
+                "host_unfenced",
+                format!(
+                    "{host} came back after it was replaced in pool {}: reset, back in the fleet",
+                    task.pool
+                ),
+            );
+        } else {
+            let last = task.attempt >= MAX_TASK_ATTEMPTS;
+            b.event(
+                &task.pool,
+                &task.host_id,
+                "task_failed",
+                format!(
+                    "reset of fenced host {host} failed (attempt {} of {MAX_TASK_ATTEMPTS}): {error}",
+                    task.attempt
+                ),
+            );
+            b.more.tasks.push((
+                task.task_id.clone(),
+                Some(TaskRecord {
+                    state: TaskState::Failed,
+                    last_error: error.to_owned(),
+                    retry_at_unix_ms: if last {
+                        u64::MAX
+                    } else {
+                        at_unix_ms + retry_delay_ms(task.attempt)
+                    },
+                    ..task.clone()
+                }),
+            ));
+        }
+        b.done(ApplyOutcome::Updated)
     }
 }

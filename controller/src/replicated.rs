@@ -35,6 +35,9 @@ pub struct SnapshotData {
     pub tasks: Vec<crate::pool::TaskRecord>,
     #[serde(default)]
     pub events: Vec<crate::pool::Event>,
+    /// Bootstrap tokens (secrets hashed).
+    #[serde(default)]
+    pub tokens: Vec<crate::tokens::TokenRecord>,
 }
 
 /// The state machine with its store, shared with readers through `state`.
@@ -162,6 +165,7 @@ impl crate::raft::node::StateMachine for Replicated {
             pools: state.pools().values().cloned().collect(),
             tasks: state.tasks().values().cloned().collect(),
             events: state.events().iter().cloned().collect(),
+            tokens: state.tokens().values().cloned().collect(),
         };
         serde_json::to_vec(&data).expect("the state machine always encodes as JSON")
     }
@@ -182,6 +186,7 @@ impl crate::raft::node::StateMachine for Replicated {
             data.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
             data.events.into_iter().collect(),
         );
+        restored.set_tokens(data.tokens.into_iter().map(|t| (t.id.clone(), t)).collect());
         // Older applied entries first, then the snapshot replaces them all.
         self.write_pending()?;
         self.store.replace_all(&restored).map_err(|e| format!("{e:#}"))?;
@@ -243,6 +248,18 @@ mod tests {
                 at_unix_ms: 1,
             })
             .collect();
+        out.push(Command::CreateToken {
+            token: crate::tokens::TokenRecord {
+                id: "abcdef".into(),
+                secret_sha256: crate::tokens::secret_sha256("0123456789abcdef"),
+                description: "rack 1".into(),
+                created_at_unix_ms: 1,
+                expires_at_unix_ms: 1_000_000,
+                uses_left: Some(3),
+                revoked: false,
+            },
+            at_unix_ms: 1,
+        });
         out.push(Command::CreatePool {
             spec: PoolSpec {
                 name: "web".into(),
@@ -289,7 +306,10 @@ mod tests {
             let snapshot = machine.snapshot();
             let expected = state.read().unwrap().clone();
             assert!(
-                !expected.pools().is_empty() && !expected.tasks().is_empty() && !expected.events().is_empty()
+                !expected.pools().is_empty()
+                    && !expected.tasks().is_empty()
+                    && !expected.events().is_empty()
+                    && !expected.tokens().is_empty()
             );
             // A snapshot restores the same state.
             let other = tempfile::tempdir().unwrap();

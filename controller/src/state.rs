@@ -32,6 +32,8 @@ pub struct More {
     pub pools: Vec<(String, Option<PoolRecord>)>,
     pub tasks: Vec<(String, Option<TaskRecord>)>,
     pub events: Vec<Event>,
+    /// Bootstrap tokens (`None` deletes).
+    pub tokens: crate::tokens::TokenChanges,
 }
 
 /// All hosts and the applied index.
@@ -41,6 +43,8 @@ pub struct StateMachine {
     pub(crate) pools: BTreeMap<String, PoolRecord>,
     pub(crate) tasks: BTreeMap<String, TaskRecord>,
     pub(crate) events: std::collections::VecDeque<Event>,
+    /// Bootstrap tokens by id ([`crate::tokens`]).
+    pub(crate) tokens: BTreeMap<String, crate::tokens::TokenRecord>,
     /// Controller group: id -> address, changed by Raft membership entries.
     members: BTreeMap<u64, String>,
     applied_index: u64,
@@ -236,6 +240,7 @@ impl StateMachine {
                         facts: facts.clone(),
                         admin_labels: BTreeMap::new(),
                         pool: None,
+                        fenced: None,
                     }),
                     outcome: ApplyOutcome::Registered,
                 }),
@@ -297,7 +302,15 @@ impl StateMachine {
             | Command::DestroyPool { .. }
             | Command::IssueTask { .. }
             | Command::FinishTask { .. }
-            | Command::SetPoolPhase { .. }) => self.plan_pool(index, command),
+            | Command::SetPoolPhase { .. }
+            | Command::ReplaceMember { .. }
+            | Command::Alert { .. }) => self.plan_pool(index, command),
+            command @ (Command::CreateToken { .. }
+            | Command::UseToken { .. }
+            | Command::RevokeToken { .. }) => self.plan_token(index, command),
+            command @ (Command::SetAutoscale { .. } | Command::AutoscalePool { .. }) => {
+                self.plan_autoscale(index, command)
+            }
             Command::SetHostLabels { host_id, set, remove } => {
                 let existing = self
                     .hosts
@@ -362,6 +375,12 @@ impl StateMachine {
                 None => self.tasks.remove(&id),
             };
         }
+        for (id, token) in change.more.tokens {
+            match token {
+                Some(token) => self.tokens.insert(id, token),
+                None => self.tokens.remove(&id),
+            };
+        }
         for event in change.more.events {
             self.events.push_back(event);
             if self.events.len() > MAX_EVENTS {
@@ -403,6 +422,16 @@ impl StateMachine {
         self.pools = pools;
         self.tasks = tasks;
         self.events = events;
+    }
+
+    /// Bootstrap tokens by id.
+    pub fn tokens(&self) -> &BTreeMap<String, crate::tokens::TokenRecord> {
+        &self.tokens
+    }
+
+    /// Replaces the bootstrap tokens (restoring a snapshot or loading).
+    pub fn set_tokens(&mut self, tokens: BTreeMap<String, crate::tokens::TokenRecord>) {
+        self.tokens = tokens;
     }
 
     /// Number of hosts in each state (every state present, zeros included).

@@ -10,6 +10,7 @@
 //! | `pool/{name}`        | JSON [`PoolRecord`](crate::pool::PoolRecord) |
 //! | `task/{id}`          | JSON [`TaskRecord`](crate::pool::TaskRecord) |
 //! | `event/{index}`      | JSON [`Event`](crate::pool::Event), index big-endian |
+//! | `token/{id}`         | JSON [`TokenRecord`](crate::tokens::TokenRecord) (secret hashed) |
 //! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
 //!
 //! The Raft log lives in the same database, tree `raft`
@@ -35,6 +36,7 @@ const MEMBER_PREFIX: &str = "member/";
 const POOL_PREFIX: &str = "pool/";
 const TASK_PREFIX: &str = "task/";
 const EVENT_PREFIX: &str = "event/";
+const TOKEN_PREFIX: &str = "token/";
 const APPLIED_INDEX_KEY: &str = "meta/applied_index";
 /// How long [`Store::open`] waits for another opener's file lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -166,6 +168,11 @@ impl Store {
         };
         let mut state = StateMachine::from_parts(hosts, members, applied_index);
         state.set_pool_state(pools, tasks, events);
+        state.set_tokens(load_json(
+            &self.db,
+            TOKEN_PREFIX,
+            |t: &crate::tokens::TokenRecord| t.id.clone(),
+        )?);
         Ok(state)
     }
 
@@ -209,6 +216,13 @@ impl Store {
         for event in &change.more.events {
             batch.insert(event_key(event.index), json(event));
         }
+        for (id, token) in &change.more.tokens {
+            let key = format!("{TOKEN_PREFIX}{id}");
+            match token {
+                Some(token) => batch.insert(key.as_bytes(), json(token)),
+                None => batch.remove(key.as_bytes()),
+            }
+        }
         batch.insert(APPLIED_INDEX_KEY, &change.index.to_be_bytes());
         Ok(())
     }
@@ -247,7 +261,14 @@ impl Store {
     /// snapshot from the leader), and flushes.
     pub fn replace_all(&self, state: &StateMachine) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for prefix in [HOST_PREFIX, MEMBER_PREFIX, POOL_PREFIX, TASK_PREFIX, EVENT_PREFIX] {
+        for prefix in [
+            HOST_PREFIX,
+            MEMBER_PREFIX,
+            POOL_PREFIX,
+            TASK_PREFIX,
+            EVENT_PREFIX,
+            TOKEN_PREFIX,
+        ] {
             for item in self.db.scan_prefix(prefix) {
                 let (key, _) = item?;
                 batch.remove(key);
@@ -270,6 +291,9 @@ impl Store {
         }
         for event in state.events() {
             batch.insert(event_key(event.index).as_slice(), json(event));
+        }
+        for (id, token) in state.tokens() {
+            batch.insert(format!("{TOKEN_PREFIX}{id}").as_bytes(), json(token));
         }
         batch.insert(APPLIED_INDEX_KEY, &state.applied_index().to_be_bytes());
         self.db.apply_batch(batch)?;

@@ -67,6 +67,17 @@ impl Links {
 /// The wire form of a task, with the pool's current secrets.
 fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
     use v1::task::Kind;
+    if task.kind == TaskKind::Reset {
+        // Needs nothing from the pool, which may be gone (a fenced host).
+        return Some(v1::Task {
+            task_id: task.task_id.clone(),
+            attempt: task.attempt,
+            deadline_unix_ms: task.deadline_unix_ms,
+            pool: task.pool.clone(),
+            node_name: task.node_name.clone(),
+            kind: Some(Kind::Reset(v1::Reset {})),
+        });
+    }
     let (pool_join, endpoint, version, pod_cidr, service_cidr) = shared.node.read(|sm| {
         sm.pools().get(&task.pool).map(|p| {
             (
@@ -98,6 +109,9 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
             timeout_s: crate::pool::DRAIN_TIMEOUT_S as u32,
         }),
         TaskKind::DeleteNode { target_node } => Kind::DeleteNode(v1::DeleteNode {
+            target_node: target_node.clone(),
+        }),
+        TaskKind::RemoveEtcdMember { target_node } => Kind::RemoveEtcdMember(v1::RemoveEtcdMember {
             target_node: target_node.clone(),
         }),
         TaskKind::Reset => Kind::Reset(v1::Reset {}),
@@ -211,6 +225,15 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
         }
         Some(_) => {}
     }
+    let pending_since = shared.node.read(|sm| {
+        sm.tasks()
+            .get(&result.task_id)
+            .filter(|t| t.attempt == result.attempt && t.state == TaskState::Pending)
+            .map(|t| (t.kind.as_str(), t.issued_at_unix_ms))
+    });
+    if let Some((kind, issued_at_unix_ms)) = pending_since {
+        crate::metrics::record_task(kind, result.ok, issued_at_unix_ms, unix_ms_now());
+    }
     let error: String = result.error.chars().take(ERROR_MAX_CHARS).collect();
     info!(task_id = %result.task_id, attempt = result.attempt, ok = result.ok, already_done = result.already_done, duration_ms = result.duration_ms, "task finished");
     let command = Command::FinishTask {
@@ -245,7 +268,9 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
         if shared.node.read_barrier().await.is_err() {
             continue;
         }
-        let commands = shared.node.read(|sm| crate::planner::plan(sm, unix_ms_now()));
+        let commands = shared
+            .node
+            .read(|sm| crate::planner::plan_with(sm, unix_ms_now(), &shared.config.healing));
         for command in commands {
             match shared.node.propose(command).await {
                 Ok(_) => {}
@@ -256,6 +281,7 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
                 }
             }
         }
+        crate::autoscaler::tick(&shared).await;
         deliver(&shared);
     }
 }

@@ -94,7 +94,7 @@ pub mod limits {
 use limits::*;
 
 /// Shows a user-supplied string, quoted and cut to 64 characters.
-fn show(s: &str) -> String {
+pub fn show(s: &str) -> String {
     const MAX: usize = 64;
     if s.chars().count() <= MAX {
         format!("{s:?}")
@@ -324,8 +324,20 @@ pub fn heartbeat(
     for (i, check) in hb.health.iter().enumerate() {
         health_check(&format!("{path}.health[{i}]"), check)?;
     }
+    if let Some(n) = hb.pending_pods
+        && n > PENDING_PODS_MAX
+    {
+        return Err(Invalid::range(
+            format!("{path}.pending_pods"),
+            n,
+            format!("0..={PENDING_PODS_MAX}"),
+        ));
+    }
     Ok(())
 }
+
+/// Most pending pods a heartbeat may report.
+pub const PENDING_PODS_MAX: u32 = 1_000_000;
 
 /// `Utilization` at `path`.
 pub fn utilization(path: &str, u: &v1::Utilization, memory_total_bytes: Option<u64>) -> Result<(), Invalid> {
@@ -583,6 +595,7 @@ pub(crate) mod tests {
                 message: "120GiB free".to_owned(),
             }],
             facts: None,
+            pending_pods: None,
         }
     }
 
@@ -774,6 +787,10 @@ pub(crate) mod tests {
             (
                 |h| health(h).status = 9,
                 "hello.first_heartbeat.health[0].status: 9 is out of range (accepted 1..=3: OK, WARN or FAIL)",
+            ),
+            (
+                |h| h.first_heartbeat.as_mut().unwrap().pending_pods = Some(1_000_001),
+                "hello.first_heartbeat.pending_pods: 1000001 is out of range (accepted 0..=1000000)",
             ),
             (
                 |h| health(h).message = "m".repeat(1025),

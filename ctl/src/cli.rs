@@ -21,6 +21,7 @@ Examples:
   rpoolctl events --pool web --follow
   rpoolctl demo                          # create, resize, destroy a pool on the sandbox
   rpoolctl controller list               # the Raft group and its progress
+  rpoolctl token create --uses 1         # a bootstrap token + [enroll] snippet for an agent
   rpoolctl status --controller 10.0.0.1:7443,10.0.0.2:7443
 
 Environment:
@@ -65,6 +66,18 @@ pub struct GlobalArgs {
     /// Timeout per controller request, e.g. 500ms, 10s, 1m [default: 10s; with --wait and for `demo`: the whole wait, 10m; for `sandbox up`: wait for agents, 30s]
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub timeout: Option<Duration>,
+
+    /// CA certificate the controllers' certificates must chain to [env: RPOOL_TLS_CA] [default: ctl.toml [tls] ca, else pki/ca.crt next to ctl.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Admin certificate presented to the controllers [env: RPOOL_TLS_CERT] [default: ctl.toml [tls] cert, else pki/admin.crt next to ctl.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of the admin certificate [env: RPOOL_TLS_KEY] [default: ctl.toml [tls] key, else pki/admin.key next to ctl.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// clap value parser for durations (`10s`, `500ms`, `2m`).

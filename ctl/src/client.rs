@@ -1,4 +1,9 @@
 //! Connecting to the controller and mapping gRPC errors to exit codes.
+//!
+//! Every connection is mutual TLS with the admin certificate chosen by
+//! [`crate::settings`] and installed once per process with [`use_tls`]; the
+//! files are read when connecting, and a missing or bad file is a usage
+//! error (exit 64) naming the path.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,9 +43,34 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// controller does not eat the whole timeout before the next is tried.
 pub const CONNECT_TIMEOUT_CAP: Duration = Duration::from_secs(5);
 
+static TLS: std::sync::RwLock<Option<rpool_proto::tls::TlsFiles>> = std::sync::RwLock::new(None);
+
+/// Sets the admin TLS files every connection of this process uses.
+pub fn use_tls(files: Option<rpool_proto::tls::TlsFiles>) {
+    *TLS.write().unwrap_or_else(|e| e.into_inner()) = files;
+}
+
+/// Loads the admin TLS files set with [`use_tls`].
+pub fn tls_material() -> Result<rpool_proto::tls::TlsMaterial, Failure> {
+    let files = TLS.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Some(files) = files else {
+        return Err(Failure::usage(
+            "no admin certificate configured: set [tls] in ctl.toml, or --tls-ca/--tls-cert/--tls-key \
+             (create them with `rpoolctl pki init`)",
+        ));
+    };
+    files.load().map_err(|e| {
+        Failure::usage(format!(
+            "{e} (the admin certificate: [tls] in ctl.toml, or --tls-ca/--tls-cert/--tls-key)"
+        ))
+    })
+}
+
 /// Tries each address in order and returns the first that accepts a
 /// connection. If none does: exit 69 with one line naming every address tried.
 pub async fn connect(addresses: &[String], timeout: Duration) -> Result<Controller, Failure> {
+    // A missing or bad certificate is the user's to fix: say so first.
+    tls_material()?;
     let mut tried = Vec::new();
     for address in addresses {
         match connect_one(address, timeout.min(CONNECT_TIMEOUT_CAP)).await {
@@ -59,13 +89,10 @@ pub async fn connect(addresses: &[String], timeout: Duration) -> Result<Controll
 
 /// Opens a channel to one address; `Err` is a short reason ("connection refused").
 pub async fn connect_one(address: &str, timeout: Duration) -> Result<Channel, String> {
-    let uri = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    let endpoint = Endpoint::from_shared(uri)
-        .map_err(|e| format!("invalid address: {e}"))?
+    let tls = tls_material().map_err(|f| f.message)?;
+    let endpoint: Endpoint = tls
+        .endpoint(address)
+        .map_err(|e| e.to_string())?
         .connect_timeout(timeout)
         .tcp_nodelay(true);
     match tokio::time::timeout(timeout, endpoint.connect()).await {
@@ -271,6 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_reported_as_connection_refused() {
+        crate::testing::test_tls();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);

@@ -64,6 +64,7 @@ pub fn clap_exit_code(kind: clap::error::ErrorKind) -> u8 {
 /// Runs one parsed invocation.
 pub async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
     let settings = Settings::resolve(&cli.global, &env)?;
+    client::use_tls(settings.tls.clone());
     commands::exec(cli.command, &settings, &env).await
 }
 

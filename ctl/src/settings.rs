@@ -5,6 +5,11 @@
 //! `RPOOL_CTL_CONFIG` > `$XDG_CONFIG_HOME/rpool/ctl.toml` >
 //! `$HOME/.config/rpool/ctl.toml`. A missing default config is fine; a missing
 //! explicit one is an error (exit 64).
+//!
+//! TLS files (each separately): `--tls-ca`/`--tls-cert`/`--tls-key` >
+//! `RPOOL_TLS_CA`/`RPOOL_TLS_CERT`/`RPOOL_TLS_KEY` > `ctl.toml` `[tls]`
+//! (relative paths are relative to the file's directory) >
+//! `pki/ca.crt`, `pki/admin.crt`, `pki/admin.key` next to `ctl.toml`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +36,9 @@ pub struct Env {
     pub xdg_state_home: Option<String>,
     pub home: Option<String>,
     pub sandbox_dir: Option<String>,
+    pub tls_ca: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
 }
 
 impl Env {
@@ -43,6 +51,9 @@ impl Env {
             xdg_state_home: var("XDG_STATE_HOME"),
             home: var("HOME"),
             sandbox_dir: var("RPOOL_SANDBOX_DIR"),
+            tls_ca: var("RPOOL_TLS_CA"),
+            tls_cert: var("RPOOL_TLS_CERT"),
+            tls_key: var("RPOOL_TLS_KEY"),
         }
     }
 }
@@ -53,6 +64,22 @@ impl Env {
 pub struct CtlConfig {
     /// Controller addresses ("host:port"), tried in order.
     pub controllers: Option<Vec<String>>,
+    /// The admin's mutual-TLS files.
+    pub tls: Option<CtlTls>,
+}
+
+/// `[tls]` of `ctl.toml`: every key optional (default: `pki/ca.crt`,
+/// `pki/admin.crt`, `pki/admin.key` next to `ctl.toml`); relative paths are
+/// relative to the directory of `ctl.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtlTls {
+    /// CA certificate the controllers' certificates must chain to.
+    pub ca: Option<PathBuf>,
+    /// Admin certificate (chain) presented to the controllers.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
 }
 
 impl CtlConfig {
@@ -106,6 +133,9 @@ pub struct Settings {
     /// Path of `ctl.toml` (may not exist); `None` when neither `--config`,
     /// `RPOOL_CTL_CONFIG`, `XDG_CONFIG_HOME` nor `HOME` says where it is.
     pub config_path: Option<PathBuf>,
+    /// The admin's TLS files; `None` when nothing says where they are (no
+    /// flags, env or config path).
+    pub tls: Option<rpool_proto::tls::TlsFiles>,
 }
 
 impl Settings {
@@ -127,11 +157,13 @@ impl Settings {
             env.controller.as_deref(),
             file.as_ref(),
         )?;
+        let tls = resolve_tls(global, env, file.as_ref(), config_path.as_deref());
         Ok(Self {
             controllers,
             controllers_source,
             timeout_flag: global.timeout,
             config_path,
+            tls,
         })
     }
 }
@@ -160,6 +192,38 @@ pub fn load_config(path: &Path, explicit: bool) -> Result<Option<CtlConfig>, Fai
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(None),
         Err(e) => Err(Failure::usage(format!("{}: {e}", path.display()))),
     }
+}
+
+/// Each TLS file: flag > env > `ctl.toml` `[tls]` (relative to its
+/// directory) > `pki/<name>` next to `ctl.toml`. `None` if a file has no
+/// source at all (no config path to default next to).
+pub fn resolve_tls(
+    global: &GlobalArgs,
+    env: &Env,
+    file: Option<&CtlConfig>,
+    config_path: Option<&Path>,
+) -> Option<rpool_proto::tls::TlsFiles> {
+    let dir = config_path.map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf());
+    let section = file.and_then(|f| f.tls.clone()).unwrap_or_default();
+    let pick = |flag: &Option<PathBuf>, env: &Option<String>, from_file: Option<PathBuf>, default: &str| {
+        if let Some(path) = flag {
+            return Some(path.clone());
+        }
+        if let Some(path) = env {
+            return Some(PathBuf::from(path));
+        }
+        match (from_file, &dir) {
+            (Some(path), Some(dir)) if path.is_relative() => Some(dir.join(path)),
+            (Some(path), _) => Some(path),
+            (None, Some(dir)) => Some(dir.join("pki").join(default)),
+            (None, None) => None,
+        }
+    };
+    Some(rpool_proto::tls::TlsFiles {
+        ca: pick(&global.tls_ca, &env.tls_ca, section.ca, "ca.crt")?,
+        cert: pick(&global.tls_cert, &env.tls_cert, section.cert, "admin.crt")?,
+        key: pick(&global.tls_key, &env.tls_key, section.key, "admin.key")?,
+    })
 }
 
 /// flag > env > config file > default.
@@ -233,6 +297,7 @@ mod tests {
     fn file(list: &[&str]) -> CtlConfig {
         CtlConfig {
             controllers: Some(list.iter().map(|s| s.to_string()).collect()),
+            tls: None,
         }
     }
 
@@ -344,6 +409,48 @@ mod tests {
         assert_eq!(
             err.message,
             "ctl.toml: controllers: 0 entries is out of range (accepted 1..=7)"
+        );
+    }
+
+    #[test]
+    fn tls_files_come_from_flag_env_file_or_next_to_ctl_toml() {
+        let cfg = Path::new("/home/u/.config/rpool/ctl.toml");
+        let files = resolve_tls(&GlobalArgs::default(), &Env::default(), None, Some(cfg)).unwrap();
+        assert_eq!(files.ca, PathBuf::from("/home/u/.config/rpool/pki/ca.crt"));
+        assert_eq!(files.cert, PathBuf::from("/home/u/.config/rpool/pki/admin.crt"));
+        assert_eq!(files.key, PathBuf::from("/home/u/.config/rpool/pki/admin.key"));
+        let file = CtlConfig::parse(cfg, "[tls]\nca = \"certs/ca.pem\"\ncert = \"/abs/me.crt\"\n").unwrap();
+        let env = Env {
+            tls_key: Some("/env/me.key".into()),
+            ..Env::default()
+        };
+        let global = GlobalArgs {
+            tls_cert: Some("/flag/me.crt".into()),
+            ..GlobalArgs::default()
+        };
+        let files = resolve_tls(&global, &env, Some(&file), Some(cfg)).unwrap();
+        assert_eq!(files.ca, PathBuf::from("/home/u/.config/rpool/certs/ca.pem"));
+        assert_eq!(files.cert, PathBuf::from("/flag/me.crt"));
+        assert_eq!(files.key, PathBuf::from("/env/me.key"));
+        assert_eq!(
+            resolve_tls(&GlobalArgs::default(), &Env::default(), None, None),
+            None
+        );
+        let err = CtlConfig::parse(cfg, "[tls]\ncrt = \"x\"\n").unwrap_err();
+        assert!(err.message.contains("crt"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_packaged_ctl_toml_parses_with_tls_next_to_it() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/etc/rpool/ctl.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = CtlConfig::parse(&path, &text).unwrap();
+        assert_eq!(config.controllers.as_ref().map(Vec::len), Some(3));
+        let cfg = Path::new("/home/u/.config/rpool/ctl.toml");
+        let files = resolve_tls(&GlobalArgs::default(), &Env::default(), Some(&config), Some(cfg)).unwrap();
+        assert_eq!(
+            files,
+            rpool_proto::tls::TlsFiles::in_dir(Path::new("/home/u/.config/rpool/pki"), "admin")
         );
     }
 

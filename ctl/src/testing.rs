@@ -19,6 +19,42 @@ use tonic::{Request, Response, Status};
 
 use crate::client::{self, Controller as Client};
 
+/// One CA per test process: writes the admin files into a temp dir,
+/// points [`client::use_tls`] at them, and returns the fake controller's
+/// server config (127.0.0.1).
+pub fn test_tls() -> tonic::transport::ServerTlsConfig {
+    use rpool_proto::pki::{Ca, Identity};
+    struct Pki {
+        _dir: tempfile::TempDir,
+        files: rpool_proto::tls::TlsFiles,
+        server: rpool_proto::tls::TlsMaterial,
+    }
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    let pki = PKI.get_or_init(|| {
+        let ca = Ca::generate("ctl test CA").unwrap();
+        let ttl = Duration::from_secs(3600);
+        let dir = tempfile::tempdir().unwrap();
+        let files = rpool_proto::tls::TlsFiles::in_dir(dir.path(), "admin");
+        let admin = ca.issue(&Identity::Admin("test".into()), &[], ttl).unwrap();
+        rpool_proto::pki::write_public(&files.ca, ca.cert_pem().as_bytes()).unwrap();
+        rpool_proto::pki::write_public(&files.cert, admin.cert_pem.as_bytes()).unwrap();
+        rpool_proto::pki::write_private(&files.key, admin.key_pem.as_bytes()).unwrap();
+        let server = ca
+            .issue(&Identity::Controller(1), &["127.0.0.1".into()], ttl)
+            .unwrap();
+        let server =
+            rpool_proto::tls::TlsMaterial::from_pem(ca.cert_pem(), &server.cert_pem, &server.key_pem)
+                .unwrap();
+        Pki {
+            _dir: dir,
+            files,
+            server,
+        }
+    });
+    client::use_tls(Some(pki.files.clone()));
+    pki.server.server_tls()
+}
+
 /// A request the fake received.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
@@ -118,12 +154,16 @@ impl Fake {
         matching[matching.len().saturating_sub(limit)..].to_vec()
     }
 
-    /// Serves on a free loopback port; returns a connected client.
+    /// Serves on a free loopback port (mutual TLS with [`test_tls`]);
+    /// returns a connected client.
     pub async fn serve(self) -> Client {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
+        let server_tls = test_tls();
         tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .tls_config(server_tls)
+                .unwrap()
                 .add_service(AdminServiceServer::new(self))
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await
@@ -250,6 +290,32 @@ impl AdminService for Fake {
                 self.answer(Seen::ResizePool(request), answer)
             }
         }
+    }
+    async fn set_autoscale(
+        &self,
+        r: Request<rpool_proto::v1::SetAutoscaleRequest>,
+    ) -> Result<Response<Pool>, Status> {
+        let mut pool = self.pool.clone();
+        pool.autoscale = r.into_inner().policy;
+        self.answer(Seen::Other("SetAutoscale"), pool)
+    }
+    async fn create_token(
+        &self,
+        _: Request<rpool_proto::v1::CreateTokenRequest>,
+    ) -> Result<Response<rpool_proto::v1::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented("tokens are tested end to end"))
+    }
+    async fn list_tokens(
+        &self,
+        _: Request<rpool_proto::v1::ListTokensRequest>,
+    ) -> Result<Response<rpool_proto::v1::ListTokensResponse>, Status> {
+        Err(Status::unimplemented("tokens are tested end to end"))
+    }
+    async fn revoke_token(
+        &self,
+        _: Request<rpool_proto::v1::RevokeTokenRequest>,
+    ) -> Result<Response<rpool_proto::v1::TokenInfo>, Status> {
+        Err(Status::unimplemented("tokens are tested end to end"))
     }
     async fn destroy_pool(&self, r: Request<DestroyPoolRequest>) -> Result<Response<Pool>, Status> {
         let mut pool = self.pool.clone();

@@ -266,6 +266,74 @@ pub struct PoolView {
     pub pod_network_cidr: String,
     #[serde(skip)]
     pub service_cidr: String,
+    /// Autoscaling policy and the leader's latest judgement; absent (not
+    /// in the JSON) when autoscaling is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleView>,
+}
+
+/// A pool's autoscaling in `-o json`:
+///
+/// ```json
+/// {"min_cores": 16, "max_cores": 64, "cpu_target_percent": 70,
+///  "memory_target_percent": 80, "up_window_ms": 60000,
+///  "down_window_ms": 600000, "cooldown_ms": 300000,
+///  "last_scaled_at_unix_ms": 0,
+///  "status": {"decision": "hold", "explanation": "holding: cpu 55% within target 70%, ...",
+///             "at_unix_ms": 1700000000000, "cpu_percent": 55.0,
+///             "memory_percent": 40.0, "pending_pods": 0}}
+/// ```
+///
+/// `status` is null until the leader has judged the pool; `decision` is
+/// scale_up, scale_down or hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoscaleView {
+    pub min_cores: u64,
+    pub max_cores: u64,
+    pub cpu_target_percent: u32,
+    pub memory_target_percent: u32,
+    pub up_window_ms: u64,
+    pub down_window_ms: u64,
+    pub cooldown_ms: u64,
+    pub last_scaled_at_unix_ms: u64,
+    pub status: Option<AutoscaleStatusView>,
+}
+
+/// The leader's latest autoscaling judgement of a pool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoscaleStatusView {
+    pub decision: String,
+    pub explanation: String,
+    pub at_unix_ms: u64,
+    pub cpu_percent: f64,
+    pub memory_percent: f64,
+    pub pending_pods: u32,
+}
+
+impl Eq for AutoscaleView {}
+
+impl From<&Pool> for AutoscaleView {
+    fn from(p: &Pool) -> Self {
+        let a = p.autoscale.unwrap_or_default();
+        Self {
+            min_cores: a.min_cores,
+            max_cores: a.max_cores,
+            cpu_target_percent: a.cpu_target_percent,
+            memory_target_percent: a.memory_target_percent,
+            up_window_ms: a.up_window_ms,
+            down_window_ms: a.down_window_ms,
+            cooldown_ms: a.cooldown_ms,
+            last_scaled_at_unix_ms: a.last_scaled_at_unix_ms,
+            status: p.autoscale_status.as_ref().map(|s| AutoscaleStatusView {
+                decision: s.decision.clone(),
+                explanation: s.explanation.clone(),
+                at_unix_ms: s.at_unix_ms,
+                cpu_percent: s.cpu_percent,
+                memory_percent: s.memory_percent,
+                pending_pods: s.pending_pods,
+            }),
+        }
+    }
 }
 
 /// One host of a pool. `role`: control-plane or worker; `state`: joining,
@@ -295,6 +363,8 @@ pub struct EventView {
     pub host_id: String,
     pub kind: String,
     pub message: String,
+    /// "info" or "alert" ("info" from controllers that predate it).
+    pub severity: String,
 }
 
 /// `pool resize -o json`: worker totals before and after, the hosts that
@@ -336,6 +406,11 @@ impl From<&Event> for EventView {
             host_id: e.host_id.clone(),
             kind: e.kind.clone(),
             message: e.message.clone(),
+            severity: if e.severity.is_empty() {
+                "info".to_string()
+            } else {
+                e.severity.clone()
+            },
         }
     }
 }
@@ -359,6 +434,7 @@ impl From<&Pool> for PoolView {
             events: p.recent_events.iter().map(EventView::from).collect(),
             pod_network_cidr: spec.pod_network_cidr,
             service_cidr: spec.service_cidr,
+            autoscale: p.autoscale.is_some().then(|| AutoscaleView::from(p)),
         }
     }
 }

@@ -5,7 +5,19 @@
 //!   `rpoolctl` calls). The `.proto` files document every field and unit.
 //! - [`units`]: parsing and printing of sizes (`64GiB`) and durations (`10m`)
 //!   the way users type them, shared by configs and the CLI.
+//! - [`pki`]: the rpool CA, certificates whose identity is a
+//!   `urn:rpool:<role>:<name>` URI SAN, CSR signing, CA pins.
+//! - [`tls`]: mutual-TLS server/client configs and endpoints from those
+//!   files, and the peer identity of a request.
+//! - [`pinned`]: a TLS client that trusts a controller only through a CA
+//!   pin (`sha256:<hex>` of its SubjectPublicKeyInfo), for enrollment.
+//! - [`metrics`]: Prometheus counters, gauges and histograms, the text
+//!   exposition format and a small `GET /metrics` HTTP server.
 
+pub mod metrics;
+pub mod pinned;
+pub mod pki;
+pub mod tls;
 pub mod units;
 
 /// Generated code for package `rpool.v1`.

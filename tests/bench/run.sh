@@ -12,6 +12,10 @@
 #                                 # sync syscalls of the three members per bench
 #   BIN=/other/target/release ... # binaries to benchmark (default target/release)
 #
+# rpool runs with mutual TLS (as in production): `rpool-bench tls-setup`
+# makes a CA, the three controllers' certificates, an admin certificate
+# (--tls-dir of the rpool subcommands) and the agent's identity under $WORK/pki.
+#
 # Prints each result as a JSON line, then a Markdown table. Every process it
 # starts is recorded in a pid file under the work dir and stopped on exit
 # (SIGTERM, then SIGKILL after 10 s).
@@ -182,6 +186,11 @@ fi
 # --- 3. rpool trio + one simulated agent -------------------------------------
 if [[ " $SYSTEMS " == *" rpool "* ]]; then
 read -r -a P <<<"$(free_ports 3)"
+A=$WORK/agent
+PKI=$WORK/pki
+export RPOOL_BENCH_TLS_DIR=$PKI
+"$BENCH" tls-setup --dir "$PKI" --agent-state "$A/state" \
+  --peers "1=127.0.0.1:${P[0]},2=127.0.0.1:${P[1]},3=127.0.0.1:${P[2]}" >/dev/null
 RPOOL_EPS=""
 for i in 1 2 3; do
   d=$WORK/controller-$i
@@ -190,6 +199,8 @@ for i in 1 2 3; do
     echo "id = $i"
     echo "listen = \"127.0.0.1:${P[$((i-1))]}\""
     echo "data_dir = \"$d/data\""
+    printf '\n[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\nca_key = "%s"\n' \
+      "$PKI/ca.crt" "$PKI/controller-$i.crt" "$PKI/controller-$i.key" "$PKI/ca.key"
     [ -n "$RPOOL_RAFT" ] && printf '\n[raft]\n%s\n' "$RPOOL_RAFT"
     for j in 1 2 3; do
       printf '\n[[peers]]\nid = %s\naddress = "127.0.0.1:%s"\n' "$j" "${P[$((j-1))]}"
@@ -206,7 +217,6 @@ SH
 done
 for i in 1 2 3; do bash "$WORK/controller-$i.start.sh"; done
 
-A=$WORK/agent
 mkdir -p "$A"
 cat >"$A/hardware.toml" <<T
 hostname = "bench-1"

@@ -9,6 +9,12 @@
 //!   are killed when dropped, so a failing test leaks no process.
 //! - [`ctl`] runs `rpoolctl` with an isolated `HOME`.
 //! - [`eventually`] polls a condition with a bound instead of sleeping.
+//! - Mutual TLS everywhere: one CA per test process ([`test_ca`]; nextest
+//!   runs each test in its own process, so one per test), a certificate per
+//!   controller (SANs 127.0.0.1 and localhost), an admin certificate for
+//!   [`admin_client`] and [`ctl`]; agents enroll themselves with a bootstrap
+//!   token and the CA pin, for a host id written into their state dir
+//!   before they start ([`issue_agent_tls`]).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -19,6 +25,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rpool_proto::pki::{Ca, Identity};
+use rpool_proto::tls::{TlsFiles, TlsMaterial};
 use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::{Host, ListHostsRequest, StatusRequest, StatusResponse};
 use tonic::transport::Channel;
@@ -174,6 +182,165 @@ fn terminate(child: &mut Child, limit: Duration) -> Result<std::process::ExitSta
     }
 }
 
+/// Validity of every certificate the harness issues.
+pub const TEST_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The CA of this test process.
+pub fn test_ca() -> &'static Ca {
+    static CA: OnceLock<Ca> = OnceLock::new();
+    CA.get_or_init(|| {
+        rpool_proto::tls::install_crypto_provider();
+        Ca::generate("rpool test CA").expect("generating the test CA")
+    })
+}
+
+/// A certificate and key for `identity` from [`test_ca`], in memory.
+pub fn tls_material(identity: &Identity) -> TlsMaterial {
+    material_from(test_ca(), identity)
+}
+
+/// A certificate for `identity` from `ca` (another CA, for tests that
+/// present a foreign certificate).
+pub fn material_from(ca: &Ca, identity: &Identity) -> TlsMaterial {
+    let issued = ca
+        .issue(identity, &["127.0.0.1".into(), "localhost".into()], TEST_CERT_TTL)
+        .expect("issuing a test certificate");
+    TlsMaterial::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem).expect("test certificate parses")
+}
+
+/// The admin identity the harness (and [`ctl`]) uses.
+pub fn admin_tls() -> &'static TlsMaterial {
+    static ADMIN: OnceLock<TlsMaterial> = OnceLock::new();
+    ADMIN.get_or_init(|| tls_material(&Identity::Admin("test-admin".into())))
+}
+
+/// Writes `{dir}/ca.crt`, `{dir}/{name}.crt`, `{dir}/{name}.key` for
+/// `identity` (extra SANs `sans`) and returns their paths.
+pub fn write_tls(dir: &Path, name: &str, identity: &Identity, sans: &[String]) -> Result<TlsFiles> {
+    let ca = test_ca();
+    let issued = ca.issue(identity, sans, TEST_CERT_TTL)?;
+    let files = TlsFiles::in_dir(dir, name);
+    rpool_proto::pki::write_public(&files.ca, ca.cert_pem().as_bytes())?;
+    rpool_proto::pki::write_public(&files.cert, issued.cert_pem.as_bytes())?;
+    rpool_proto::pki::write_private(&files.key, issued.key_pem.as_bytes())?;
+    Ok(files)
+}
+
+/// A controller's `[tls]` section, writing its files (and the CA key, for
+/// enrollment) under `dir/pki`.
+pub fn controller_tls(dir: &Path, id: u64) -> Result<String> {
+    let pki = dir.join("pki");
+    let sans = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let files = write_tls(&pki, "controller", &Identity::Controller(id), &sans)?;
+    let ca_key = pki.join("ca.key");
+    rpool_proto::pki::write_private(&ca_key, test_ca().key_pem().as_bytes())?;
+    Ok(format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nca_key = \"{}\"\n",
+        files.ca.display(),
+        files.cert.display(),
+        files.key.display(),
+        ca_key.display()
+    ))
+}
+
+/// Makes an agent's identity before it starts, the way a real agent gets
+/// it: writes a fresh host id into `{state_dir}/host_id` (the agent's own
+/// file format: one lowercase UUID) unless one is there, creates a
+/// bootstrap token through the admin API of `controllers` and returns the
+/// host id and an `[enroll]` section (the token and the test CA's pin) for
+/// agent.toml: the agent enrolls itself and writes
+/// `{state_dir}/tls/{ca.crt,agent.crt,agent.key}`.
+///
+/// When no controller creates a token within [`ENROLL_TOKEN_WAIT`] (a test
+/// that starts agents before their controllers), the certificate files are
+/// issued directly from the CA instead and the section is empty.
+pub fn issue_agent_tls(
+    state_dir: &Path,
+    host_id: Option<&str>,
+    controllers: &[String],
+) -> Result<(String, String)> {
+    std::fs::create_dir_all(state_dir)?;
+    let id_file = state_dir.join("host_id");
+    let host_id = match (host_id, std::fs::read_to_string(&id_file)) {
+        (Some(id), _) => {
+            std::fs::write(&id_file, format!("{id}\n"))?;
+            id.to_string()
+        }
+        (None, Ok(existing)) => existing.trim().to_string(),
+        (None, Err(_)) => {
+            let id = uuid::Uuid::new_v4().hyphenated().to_string();
+            std::fs::write(&id_file, format!("{id}\n"))?;
+            id
+        }
+    };
+    if let Some(token) = enroll_token(controllers) {
+        let section = format!(
+            "\n[enroll]\ntoken = \"{token}\"\nca_pin = \"{pin}\"\n",
+            pin = test_ca().pin()
+        );
+        return Ok((host_id, section));
+    }
+    write_tls(
+        &state_dir.join("tls"),
+        "agent",
+        &Identity::Agent(host_id.clone()),
+        &[],
+    )?;
+    Ok((host_id, String::new()))
+}
+
+/// How long [`issue_agent_tls`] tries to get a bootstrap token.
+pub const ENROLL_TOKEN_WAIT: Duration = Duration::from_secs(5);
+
+/// A bootstrap token (unlimited uses, one hour) from the first of
+/// `controllers` that creates one within [`ENROLL_TOKEN_WAIT`]. Runs on its
+/// own thread and runtime: callers are synchronous.
+fn enroll_token(controllers: &[String]) -> Option<String> {
+    let controllers = controllers.to_vec();
+    let ask = move || -> Option<String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let deadline = Instant::now() + ENROLL_TOKEN_WAIT;
+            while Instant::now() < deadline {
+                for addr in &controllers {
+                    let Ok(mut admin) = admin_client(addr).await else {
+                        continue;
+                    };
+                    let request = rpool_proto::v1::CreateTokenRequest {
+                        ttl_seconds: 3_600,
+                        uses: 0,
+                        description: "rpool-tests agent".to_string(),
+                    };
+                    if let Ok(created) = admin.create_token(request).await {
+                        return Some(created.into_inner().token);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        })
+    };
+    std::thread::spawn(ask).join().ok().flatten()
+}
+
+/// Writes the admin certificate where `rpoolctl` looks by default when
+/// `HOME` is `home`: `~/.config/rpool/pki/{ca.crt,admin.crt,admin.key}`
+/// (next to `ctl.toml`), unless already there.
+pub fn write_ctl_tls(home: &Path) -> Result<TlsFiles> {
+    let files = TlsFiles::in_dir(&home.join(".config/rpool/pki"), "admin");
+    if !files.key.exists() {
+        let admin = admin_tls();
+        rpool_proto::pki::write_public(&files.ca, admin.ca_pem.as_bytes())?;
+        let issued = test_ca().issue(&admin.identity, &[], TEST_CERT_TTL)?;
+        rpool_proto::pki::write_public(&files.cert, issued.cert_pem.as_bytes())?;
+        rpool_proto::pki::write_private(&files.key, issued.key_pem.as_bytes())?;
+    }
+    Ok(files)
+}
+
 /// One `rpool-controller` process with its own data directory.
 pub struct Controller {
     pub dir: PathBuf,
@@ -212,11 +379,13 @@ impl Controller {
             "id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n",
             data = dir.join("data").display(),
         );
+        let tls = controller_tls(dir, id)?;
         for (peer, peer_port) in peers {
             text.push_str(&format!(
                 "\n[[peers]]\nid = {peer}\naddress = \"127.0.0.1:{peer_port}\"\n"
             ));
         }
+        text.push_str(&format!("\n{tls}"));
         text.push_str(&format!(
             "\n[liveness]\nheartbeat_interval_ms = {hb}\nsuspect_after_ms = {sa}\ndown_after_ms = {da}\n{extra}\n",
             hb = liveness.heartbeat_interval_ms,
@@ -417,8 +586,10 @@ impl Cluster {
     }
 }
 
+/// An admin client (mutual TLS with the harness' admin certificate).
 pub async fn admin_client(addr: &str) -> Result<AdminServiceClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let channel = admin_tls()
+        .endpoint(addr)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .connect()
@@ -552,6 +723,7 @@ impl Agent {
         kubesim: Option<&Kubesim>,
     ) -> Result<Agent> {
         std::fs::create_dir_all(dir)?;
+        let (_, enroll) = issue_agent_tls(&dir.join("state"), None, controllers)?;
         let mut env = Vec::new();
         let mut kube = String::new();
         if let Some(sim) = kubesim {
@@ -581,7 +753,8 @@ impl Agent {
                  [simulate]\nfile = \"{hw}\"\n",
                 state = dir.join("state").display(),
                 hw = dir.join("hardware.toml").display(),
-            ) + &kube,
+            ) + &kube
+                + &enroll,
         )?;
         let mut agent = Agent {
             dir: dir.to_path_buf(),
@@ -661,6 +834,7 @@ pub fn ctl(home: &Path, args: &[&str]) -> Output {
 }
 
 pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    write_ctl_tls(home).expect("writing rpoolctl's admin certificate");
     let mut command = Command::new(bin("rpoolctl"));
     command
         .args(args)
@@ -670,6 +844,9 @@ pub fn ctl_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("RPOOL_CONTROLLER")
         .env_remove("RPOOL_CTL_CONFIG")
         .env_remove("RPOOL_SANDBOX_DIR")
+        .env_remove("RPOOL_TLS_CA")
+        .env_remove("RPOOL_TLS_CERT")
+        .env_remove("RPOOL_TLS_KEY")
         .stdin(Stdio::null());
     for (key, value) in env {
         command.env(key, value);

@@ -7,8 +7,14 @@
 //!    fleet has free for workers), after showing the dry-run placement;
 //! 2. show it;
 //! 3. resize it up (half of the cores still free, added to its workers);
-//! 4. resize it back down to the first request;
-//! 5. destroy it and check that every host is back in the fleet.
+//! 4. kill one of its worker hosts and wait for the pool to heal, then
+//!    revive the host and wait for it to be reset into the fleet;
+//! 5. turn autoscaling on, load its workers and wait for it to grow;
+//! 6. resize it back down to the first request;
+//! 7. destroy it and check that every host is back in the fleet.
+//!
+//! Steps 4 and 5 act on hosts, so they need the local sandbox
+//! ([`super::demo_fleet`]); against any other fleet they are skipped.
 //!
 //! A failing step ends the demo with that step's error and exit code,
 //! naming the step, and leaves the pool as it is for inspection.
@@ -21,21 +27,24 @@ use rpool_proto::units::format_duration;
 use rpool_proto::v1::{Host, HostState, ListHostsRequest, PoolSpec, ResizePoolRequest};
 use tokio::time::Instant;
 
+use super::demo_fleet::{Fleet, SandboxFleet};
 use super::pool::{self, MEMORY_MIN, capacity, indent, parse_pool_name, totals_against_request};
 use super::pool_wait::{self, Until, Wait};
+use super::sandbox::DirArgs;
 use super::{events, pool_create, pool_destroy, pool_resize, pool_show};
 use crate::client::{self, Controller};
 use crate::confirm::{self, Confirmation};
 use crate::exit::{self, Failure};
 use crate::output;
-use crate::settings::Settings;
+use crate::settings::{Env, Settings};
 use crate::view::{PoolView, ResizeView};
 
-const STEPS: usize = 5;
+const STEPS: usize = 7;
 
 /// Walk through pools on the running fleet: create → show → resize up →
-/// resize down → destroy, waiting for each step and printing what happened
-/// (with the events each step caused).
+/// host failure healed → scaled by load → resize down → destroy, waiting
+/// for each step and printing what happened (with the events each step
+/// caused). The failure and load steps need the sandbox.
 ///
 /// Sizes come from the fleet: the pool asks for half of the worker capacity
 /// that is free (one host is kept aside for the control plane), then grows
@@ -54,9 +63,13 @@ pub struct DemoArgs {
     /// Do not ask before changing the fleet (required when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// The sandbox whose hosts the failure and load steps act on (they are
+    /// skipped when the controllers are not this sandbox's)
+    #[command(flatten)]
+    pub dir: DirArgs,
 }
 
-pub async fn exec(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
+pub async fn exec(args: DemoArgs, settings: &Settings, env: &Env) -> anyhow::Result<()> {
     let confirmation = confirm::confirmation(
         args.yes,
         std::io::stdin().is_terminal(),
@@ -70,7 +83,9 @@ pub async fn exec(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         budget: pool::wait_budget(settings),
         poll: pool_wait::POLL,
     };
+    let mut sandbox = SandboxFleet::detect(&args.dir, env, settings);
     let mut demo = Demo {
+        fleet: sandbox.as_mut().map(|s| s as &mut dyn Fleet),
         ctl: &ctl,
         name: args.pool.clone(),
         bounds,
@@ -83,8 +98,8 @@ pub async fn exec(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
     let sizes = demo.prepare().await?;
     if confirmation == Confirmation::Ask {
         let question = format!(
-            "The demo creates pool {} ({}) on the fleet at {}, resizes it up and down, then destroys it. \
-             Go ahead? [y/N]",
+            "The demo creates pool {} ({}) on the fleet at {}, resizes it up, kills and revives one of \
+             its hosts and loads it (sandbox only), resizes it down, then destroys it. Go ahead? [y/N]",
             args.pool,
             sizes.describe(),
             ctl.address()
@@ -189,6 +204,8 @@ fn nest(text: &str) -> String {
 /// One demo run.
 pub struct Demo<'a> {
     pub ctl: &'a Controller,
+    /// Host actions for the failure and load steps (the sandbox), if any.
+    pub fleet: Option<&'a mut dyn Fleet>,
     pub name: String,
     pub bounds: Wait,
     /// What happened (stdout).
@@ -235,14 +252,24 @@ impl Demo<'_> {
     pub async fn run(&mut self, sizes: Sizes) -> anyhow::Result<()> {
         let start = Instant::now();
         let name = self.name.clone();
-        let titles = ["create", "show", "resize up", "resize down", "destroy"];
+        let titles = [
+            "create",
+            "show",
+            "resize up",
+            "heal",
+            "scale by load",
+            "resize down",
+            "destroy",
+        ];
         for (i, title) in titles.iter().enumerate() {
             let step_start = Instant::now();
             let outcome = match i {
                 0 => self.create(&sizes).await,
                 1 => self.show().await,
                 2 => self.resize_up().await,
-                3 => self.resize_down(&sizes).await,
+                3 => self.heal(4).await,
+                4 => self.scale_by_load(5).await,
+                5 => self.resize_down(&sizes).await,
                 _ => self.destroy().await,
             };
             // The events the step caused, even when it failed.
@@ -262,13 +289,14 @@ impl Demo<'_> {
             }
         }
         (self.out)(&format!(
-            "Demo done in {}: create, show, resize up, resize down and destroy of pool {name} all succeeded.\n",
+            "Demo done in {}: create, show, resize up, heal, scale by load, resize down and destroy of pool \
+             {name} all succeeded.\n",
             format_duration(start.elapsed())
         ));
         Ok(())
     }
 
-    fn step(&mut self, n: usize, text: &str) {
+    pub(super) fn step(&mut self, n: usize, text: &str) {
         (self.out)(&format!("==> [{n}/{STEPS}] {text}\n"));
     }
 
@@ -392,11 +420,11 @@ impl Demo<'_> {
     }
 
     async fn resize_down(&mut self, sizes: &Sizes) -> anyhow::Result<String> {
-        self.resize(4, "resize down", sizes.cores).await
+        self.resize(6, "resize down", sizes.cores).await
     }
 
     async fn destroy(&mut self) -> anyhow::Result<String> {
-        self.step(5, &format!("destroy pool {}", self.name));
+        self.step(7, &format!("destroy pool {}", self.name));
         let pool = PoolView::from(&pool_destroy::destroy(self.ctl, &self.name).await?);
         (self.out)(&nest(&pool_destroy::render_started(&pool)));
         self.wait(Until::Gone).await?;
@@ -536,6 +564,7 @@ mod tests {
         let result = {
             let mut demo = Demo {
                 ctl: &ctl,
+                fleet: None,
                 name: "demo".into(),
                 bounds: Wait {
                     budget: Duration::from_secs(5),
@@ -584,11 +613,15 @@ mod tests {
         let (result, out) = run_demo(fake.clone()).await;
         result.unwrap();
         for step in [
-            "==> [1/5] create pool demo: 1 control plane, 40 cores / 152GiB of workers (half of the 80 cores / 304GiB free for workers on 6 free hosts)",
-            "==> [2/5] show pool demo",
-            "==> [3/5] resize up pool demo to",
-            "==> [4/5] resize down pool demo to 40 worker cores",
-            "==> [5/5] destroy pool demo",
+            "==> [1/7] create pool demo: 1 control plane, 40 cores / 152GiB of workers (half of the 80 cores / 304GiB free for workers on 6 free hosts)",
+            "==> [2/7] show pool demo",
+            "==> [3/7] resize up pool demo to",
+            "==> [4/7] kill a worker host of pool demo",
+            "skipped: killing a host needs the local sandbox",
+            "==> [5/7] load the workers of pool demo",
+            "skipped: loading hosts needs the local sandbox",
+            "==> [6/7] resize down pool demo to 40 worker cores",
+            "==> [7/7] destroy pool demo",
             "Dry run: nothing was changed.",
             "ok (",
             "Demo done in",
@@ -633,15 +666,15 @@ mod tests {
         assert_eq!(exit::code_of(&err), 1);
         let text = format!("{err:#}");
         assert!(
-            text.starts_with("demo step 1/5 (create) failed; pool demo is left as it is"),
+            text.starts_with("demo step 1/7 (create) failed; pool demo is left as it is"),
             "{text}"
         );
         assert!(
             text.ends_with("pool demo is degraded: join_worker on sim-a-2 failed 5 times: bad token"),
             "{text}"
         );
-        assert!(out.contains("==> [1/5] create"), "{out}");
-        assert!(!out.contains("[2/5]"), "{out}");
+        assert!(out.contains("==> [1/7] create"), "{out}");
+        assert!(!out.contains("[2/7]"), "{out}");
     }
 
     #[tokio::test]

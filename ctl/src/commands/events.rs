@@ -255,6 +255,7 @@ mod tests {
             host_id: String::new(),
             kind: kind.into(),
             message: message.into(),
+            severity: String::new(),
         }
     }
 
@@ -308,7 +309,7 @@ mod tests {
         assert_eq!(
             text,
             "{\"index\":3,\"at_unix_ms\":1700000003000,\"pool\":\"web\",\"host_id\":\"\",\
-             \"kind\":\"task_done\",\"message\":\"ok\"}\n"
+             \"kind\":\"task_done\",\"message\":\"ok\",\"severity\":\"info\"}\n"
         );
     }
 

@@ -7,13 +7,16 @@
 pub mod completions;
 pub mod controller;
 pub mod demo;
+pub mod demo_fleet;
 pub mod events;
 pub mod host;
 pub mod host_label;
 pub mod host_list;
 pub mod host_maintenance;
 pub mod host_show;
+pub mod pki;
 pub mod pool;
+pub mod pool_autoscale;
 pub mod pool_create;
 pub mod pool_destroy;
 pub mod pool_kubeconfig;
@@ -23,9 +26,12 @@ pub mod pool_show;
 pub mod pool_wait;
 pub mod sandbox;
 pub mod sandbox_down;
+pub mod sandbox_host;
+pub mod sandbox_load;
 pub mod sandbox_status;
 pub mod sandbox_up;
 pub mod status;
+pub mod token;
 
 use clap::Subcommand;
 
@@ -51,6 +57,12 @@ pub enum Command {
     Sandbox(sandbox::SandboxCommand),
     /// Walk through create, show, resize up and down, destroy of a pool on the running fleet
     Demo(demo::DemoArgs),
+    /// Create, list and revoke bootstrap tokens that agents enroll with
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Create the CA and certificates for controllers and admins; print the CA pin
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
 }
@@ -61,9 +73,11 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
         Command::Host(cmd) => host::exec(cmd, settings).await,
         Command::Pool(cmd) => pool::exec(cmd, settings).await,
         Command::Events(args) => events::exec(args, settings).await,
-        Command::Demo(args) => demo::exec(args, settings).await,
+        Command::Demo(args) => demo::exec(args, settings, env).await,
         Command::Controller(cmd) => controller::exec(cmd, settings).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd, settings, env).await,
+        Command::Token(cmd) => token::exec(cmd, settings).await,
+        Command::Pki(cmd) => pki::exec(cmd),
         Command::Completions(args) => completions::exec(args),
     }
 }

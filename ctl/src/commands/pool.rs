@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use rpool_proto::units::{format_size, parse_size};
 
-use super::{pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show};
+use super::{pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show};
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;
 use crate::view::MemberView;
@@ -27,6 +27,8 @@ pub enum PoolCommand {
     Destroy(pool_destroy::DestroyArgs),
     /// Print a pool's admin kubeconfig to stdout
     Kubeconfig(pool_kubeconfig::KubeconfigArgs),
+    /// Add and remove workers with load, within min/max cores (or --off)
+    Autoscale(pool_autoscale::AutoscaleArgs),
 }
 
 pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
         PoolCommand::Resize(args) => pool_resize::exec(args, settings).await,
         PoolCommand::Destroy(args) => pool_destroy::exec(args, settings).await,
         PoolCommand::Kubeconfig(args) => pool_kubeconfig::exec(args, settings).await,
+        PoolCommand::Autoscale(args) => pool_autoscale::exec(args, settings).await,
     }
 }
 
@@ -88,12 +91,12 @@ pub fn parse_kubernetes_version(text: &str) -> Result<String, String> {
     if parts.len() == 3
         && parts
             .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            .all(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()))
     {
         Ok(text.to_string())
     } else {
         Err(format!(
-            "{text:?} is not a version (accepted vMAJOR.MINOR.PATCH, e.g. v1.32.0)"
+            "{text:?} is not a version (accepted vMAJOR.MINOR.PATCH with 1..=5 digits each, e.g. v1.32.0)"
         ))
     }
 }
@@ -101,13 +104,18 @@ pub fn parse_kubernetes_version(text: &str) -> Result<String, String> {
 /// clap value parser for `--pod-network-cidr` / `--service-cidr`.
 pub fn parse_cidr(text: &str) -> Result<String, String> {
     let ok = text.split_once('/').is_some_and(|(ip, bits)| {
-        ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        let max = match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => return false,
+        };
+        bits.len() <= 3 && bits.parse::<u8>().is_ok_and(|b| b <= max)
     });
     if ok {
         Ok(text.to_string())
     } else {
         Err(format!(
-            "{text:?} is not a CIDR (accepted ADDRESS/BITS, e.g. 10.244.0.0/16)"
+            "{text:?} is not a CIDR (accepted IPv4/0..=32 or IPv6/0..=128, e.g. 10.244.0.0/16)"
         ))
     }
 }

@@ -11,7 +11,7 @@ use crate::clock;
 use crate::output::{self, Format, OutputArgs};
 use crate::settings::Settings;
 use crate::table::{Table, key_values};
-use crate::view::{EventView, PoolView};
+use crate::view::{AutoscaleView, EventView, PoolView};
 
 /// Show one pool: spec, phase and why, API endpoint, members (role, state,
 /// node, zone, size, last error), worker totals against the request, and
@@ -74,7 +74,7 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             clock::age(now_ms, p.created_at_unix_ms)
         )
     };
-    let mut text = key_values(&[
+    let mut pairs = vec![
         ("Name", p.name.clone()),
         ("Phase", phase),
         ("Endpoint", or_dash(&p.control_plane_endpoint)),
@@ -112,7 +112,12 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             totals_against_request(p.worker_cores, p.worker_memory_bytes, p.cores, p.memory_bytes),
         ),
         ("Created", created),
-    ]);
+    ];
+    if let Some(a) = &p.autoscale {
+        pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
+        pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
+    }
+    let mut text = key_values(&pairs);
     text.push_str("Members:\n");
     if p.members.is_empty() {
         text.push_str("  (none)\n");
@@ -150,6 +155,23 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
     text
 }
 
+/// Why the autoscaler did or did not scale, with the signals it saw:
+/// `holding: cpu 55% within target 70%, ... (cpu 55%, memory 40%, 0 pods
+/// pending; 1.2s ago)`.
+fn autoscaler_line(a: &AutoscaleView, now_ms: u64) -> String {
+    match &a.status {
+        None => "not judged yet (the leader judges every pool each 200ms)".to_string(),
+        Some(s) => format!(
+            "{} (cpu {:.0}%, memory {:.0}%, {} pending; {} ago)",
+            s.explanation,
+            s.cpu_percent,
+            s.memory_percent,
+            super::pool::plural(s.pending_pods as usize, "pod", "pods"),
+            clock::age(now_ms, s.at_unix_ms)
+        ),
+    }
+}
+
 /// Events as a TIME/[POOL/]KIND/MESSAGE table.
 pub fn events_table(events: &[EventView], with_pool: bool) -> String {
     let header: &[&str] = if with_pool {
@@ -167,7 +189,11 @@ pub fn events_table(events: &[EventView], with_pool: bool) -> String {
                 e.pool.clone()
             });
         }
-        row.push(e.kind.clone());
+        row.push(if e.severity == "alert" {
+            format!("{} (ALERT)", e.kind)
+        } else {
+            e.kind.clone()
+        });
         row.push(e.message.clone());
         table.row(row);
     }
@@ -212,6 +238,43 @@ mod tests {
     }
 
     #[test]
+    fn show_explains_the_autoscaler() {
+        let mut p = pool("ready", &["joined", "joined"], None);
+        p.autoscale = Some(rpool_proto::v1::AutoscalePolicy {
+            min_cores: 16,
+            max_cores: 64,
+            cpu_target_percent: 70,
+            memory_target_percent: 80,
+            up_window_ms: 60_000,
+            down_window_ms: 600_000,
+            cooldown_ms: 300_000,
+            last_scaled_at_unix_ms: 0,
+        });
+        let text = render(&PoolView::from(&p), 1_700_000_310_000);
+        assert!(
+            text.contains("\nAutoscale:       16..=64 worker cores, cpu target 70%, memory target 80%, up-window 1m, down-window 10m, cooldown 5m\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nAutoscaler:      not judged yet"), "{text}");
+        p.autoscale_status = Some(rpool_proto::v1::AutoscaleStatus {
+            decision: "hold".into(),
+            explanation: "holding: cooldown 3m12s left".into(),
+            at_unix_ms: 1_700_000_309_000,
+            cpu_percent: 91.2,
+            memory_percent: 40.0,
+            pending_pods: 1,
+        });
+        let text = render(&PoolView::from(&p), 1_700_000_310_000);
+        assert!(
+            text.contains("\nAutoscaler:      holding: cooldown 3m12s left (cpu 91%, memory 40%, 1 pod pending; 1s ago)\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(PoolView::from(&p)).unwrap();
+        assert_eq!(json["autoscale"]["min_cores"], 16);
+        assert_eq!(json["autoscale"]["status"]["decision"], "hold");
+    }
+
+    #[test]
     fn a_pool_without_members_or_events_says_none() {
         let p = pool("deleting", &[], None);
         let text = render(&PoolView::from(&p), 1_700_000_000_000);
@@ -244,7 +307,7 @@ mod tests {
             }],
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",
-                "kind": "task_done", "message": "pool web is ready"
+                "kind": "task_done", "message": "pool web is ready", "severity": "info"
             }]
         });
         assert_eq!(json, want);

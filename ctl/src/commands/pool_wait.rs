@@ -236,9 +236,12 @@ pub(crate) mod tests {
                     host_id: String::new(),
                     kind: "task_done".into(),
                     message: m.into(),
+                    severity: String::new(),
                 })
                 .into_iter()
                 .collect(),
+            autoscale: None,
+            autoscale_status: None,
         }
     }
 
@@ -277,6 +280,7 @@ pub(crate) mod tests {
             host_id: String::new(),
             kind: "k".into(),
             message: "m".into(),
+            severity: "info".into(),
         });
         one.members
             .push(MemberView::from(&member("worker", "sim-b-1", "leaving")));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{sandbox_down, sandbox_status, sandbox_up};
+use super::{sandbox_down, sandbox_host, sandbox_load, sandbox_status, sandbox_up};
 use crate::sandbox::layout::{Layout, Record, controller_config, log_file, resolve_dir};
 use crate::sandbox::process::{AGENT_BIN, CONTROLLER_BIN, Proc};
 use crate::settings::{Env, Settings};
@@ -17,6 +17,12 @@ pub enum SandboxCommand {
     Down(sandbox_down::DownArgs),
     /// Show the sandbox's processes and whether they are alive
     Status(sandbox_status::StatusArgs),
+    /// Set a sandbox host's simulated CPU/memory load, or pending pods in its cluster
+    Load(sandbox_load::LoadArgs),
+    /// Kill a simulated host: stop its agent and mark its kubesim node dead
+    KillHost(sandbox_host::KillHostArgs),
+    /// Bring a killed simulated host back: start its agent again
+    ReviveHost(sandbox_host::ReviveHostArgs),
 }
 
 /// `--dir`, shared by every sandbox verb.
@@ -47,6 +53,9 @@ pub async fn exec(cmd: SandboxCommand, settings: &Settings, env: &Env) -> anyhow
         SandboxCommand::Up(args) => sandbox_up::exec(args, settings, env).await,
         SandboxCommand::Down(args) => sandbox_down::exec(args, settings, env),
         SandboxCommand::Status(args) => sandbox_status::exec(args, env),
+        SandboxCommand::Load(args) => sandbox_load::exec(args, env),
+        SandboxCommand::KillHost(args) => sandbox_host::exec_kill(args, env),
+        SandboxCommand::ReviveHost(args) => sandbox_host::exec_revive(args, env),
     }
 }
 

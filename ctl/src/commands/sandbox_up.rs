@@ -18,6 +18,7 @@ use crate::client;
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::sandbox::layout::{self, AgentRecord, ControllerRecord, Layout, Record};
+use crate::sandbox::pki;
 use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, KUBESIM_BIN, Proc};
 use crate::sandbox::profile::{self, AgentPlan};
 use crate::sandbox::{is_managed_config, managed_config};
@@ -123,6 +124,8 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
     check_ports_free(args.port, args.controllers)?;
     let plans = profile::plan(args.agents);
     prepare(&layout, &addresses, &plans, &kubesim_bin)?;
+    // Talk to the sandbox with its own admin certificate.
+    client::use_tls(Some(pki::admin_files(&layout.dir)));
 
     let mut started: Vec<Started> = Vec::new();
     // Ctrl-C while starting: stop what was started instead of leaving it behind.
@@ -151,7 +154,7 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
     }
     let record = Record::load(&layout.record())?.ok_or_else(|| anyhow::anyhow!("sandbox.json vanished"))?;
     let config_written = match &settings.config_path {
-        Some(path) => write_ctl_config(path, &addresses)?,
+        Some(path) => write_ctl_config(path, &addresses, &layout.dir)?,
         None => false,
     };
     output::print(&summary(&layout, &args, &record, settings, config_written))
@@ -223,12 +226,14 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: 
         }
     }
     let _ = std::fs::remove_file(layout.record());
+    pki::create(&layout.dir, addresses)?;
     for id in 1..=addresses.len() as u64 {
         let dir = layout.controller_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         write(
             &layout::controller_config(&dir),
-            &profile::controller_toml(id, addresses, &layout::controller_data(&dir)),
+            &(profile::controller_toml(id, addresses, &layout::controller_data(&dir))
+                + &pki::controller_tls_toml(&layout.dir, id)),
         )?;
     }
     // kubesim: the shared "data centre" and kubeadm/kubectl symlinks.
@@ -408,6 +413,26 @@ async fn start_and_wait(
     };
     eprintln!("{}", leader_line(&leader.0, &leader.1));
 
+    // 1b. A bootstrap token: the agents enroll themselves with it (and the
+    //     CA pin), as real hosts do.
+    let enroll = loop {
+        check_exited(started)?;
+        if let Some(section) = poller.enroll_section(plans.len()).await {
+            break section;
+        }
+        if Instant::now() >= deadline {
+            let log = layout::log_file(&layout.controller_dir(1));
+            return Err(timed_out(wait, &log, "a controller to create a bootstrap token"));
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    for plan in plans {
+        let config = layout::agent_config(&layout.agent_dir(&plan.name));
+        let text =
+            std::fs::read_to_string(&config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+        write(&config, &(text + &enroll))?;
+    }
+
     // 2. The agents.
     eprintln!(
         "starting {} agents (logs: {}/agent-N/log)",
@@ -549,6 +574,32 @@ impl Poller {
         None
     }
 
+    /// An `[enroll]` section with a new bootstrap token good for `agents`
+    /// enrollments (one hour), or `None` when no controller made one.
+    async fn enroll_section(&mut self, agents: usize) -> Option<String> {
+        let mut admin = self.client().await?;
+        let request = rpool_proto::v1::CreateTokenRequest {
+            ttl_seconds: 3_600,
+            uses: u32::try_from(agents).unwrap_or(u32::MAX).clamp(1, 10_000),
+            description: "sandbox agents".to_string(),
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT * 2, admin.create_token(request)).await {
+            Ok(Ok(created)) => {
+                let created = created.into_inner();
+                Some(format!(
+                    "\n# Written by `rpoolctl sandbox up`: the agent enrolls with this\n\
+                     # bootstrap token on its first start.\n\
+                     [enroll]\ntoken = \"{}\"\nca_pin = \"{}\"\n",
+                    created.token, created.ca_pin
+                ))
+            }
+            _ => {
+                self.client = None;
+                None
+            }
+        }
+    }
+
     async fn list_hosts(&mut self) -> Option<ListHostsResponse> {
         let mut admin = self.client().await?;
         let request = ListHostsRequest::default();
@@ -639,7 +690,7 @@ pub fn progress_line(total: usize, ready: usize) -> String {
 
 /// Writes the managed ctl.toml unless the user has their own; returns
 /// whether it was written.
-fn write_ctl_config(path: &Path, addresses: &[String]) -> anyhow::Result<bool> {
+fn write_ctl_config(path: &Path, addresses: &[String], sandbox_dir: &Path) -> anyhow::Result<bool> {
     match std::fs::read_to_string(path) {
         Ok(text) if !is_managed_config(&text) => return Ok(false),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -650,8 +701,22 @@ fn write_ctl_config(path: &Path, addresses: &[String]) -> anyhow::Result<bool> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
     }
-    write(path, &managed_config(addresses))?;
+    write(
+        path,
+        &(managed_config(addresses) + &pki::ctl_tls_toml(sandbox_dir)),
+    )?;
     Ok(true)
+}
+
+/// The `export RPOOL_TLS_*=...` lines for the sandbox's admin certificate.
+fn tls_exports(sandbox_dir: &Path) -> String {
+    let files = pki::admin_files(sandbox_dir);
+    format!(
+        "  export RPOOL_TLS_CA={} RPOOL_TLS_CERT={} RPOOL_TLS_KEY={}\n",
+        files.ca.display(),
+        files.cert.display(),
+        files.key.display()
+    )
 }
 
 fn summary(
@@ -690,12 +755,14 @@ fn summary(
         ));
     } else if let Some(path) = &settings.config_path {
         text.push_str(&format!(
-            "{} is your own config; left it alone. Point rpoolctl at the sandbox with:\n  export RPOOL_CONTROLLER={address}\n",
-            path.display()
+            "{} is your own config; left it alone. Point rpoolctl at the sandbox with:\n  export RPOOL_CONTROLLER={address}\n{}",
+            path.display(),
+            tls_exports(&layout.dir)
         ));
     } else {
         text.push_str(&format!(
-            "No ctl.toml location (HOME is not set). Point rpoolctl at the sandbox with:\n  export RPOOL_CONTROLLER={address}\n"
+            "No ctl.toml location (HOME is not set). Point rpoolctl at the sandbox with:\n  export RPOOL_CONTROLLER={address}\n{}",
+            tls_exports(&layout.dir)
         ));
     }
     if let Some(what) = overridden.filter(|_| config_written) {
@@ -775,20 +842,20 @@ mod tests {
     fn the_ctl_config_is_written_when_absent_or_managed_but_never_over_the_users() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rpool/ctl.toml");
-        assert!(write_ctl_config(&path, &group_addresses(7440, 3).unwrap()).unwrap());
+        assert!(write_ctl_config(&path, &group_addresses(7440, 3).unwrap(), Path::new("/sb")).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.contains(r#"controllers = ["127.0.0.1:7440", "127.0.0.1:7441", "127.0.0.1:7442"]"#),
             "{text}"
         );
-        assert!(write_ctl_config(&path, &group_addresses(7450, 1).unwrap()).unwrap());
+        assert!(write_ctl_config(&path, &group_addresses(7450, 1).unwrap(), Path::new("/sb")).unwrap());
         assert!(
             std::fs::read_to_string(&path)
                 .unwrap()
                 .contains("[\"127.0.0.1:7450\"]")
         );
         std::fs::write(&path, "controllers = [\"10.0.0.1:7443\"]\n").unwrap();
-        assert!(!write_ctl_config(&path, &group_addresses(7440, 3).unwrap()).unwrap());
+        assert!(!write_ctl_config(&path, &group_addresses(7440, 3).unwrap(), Path::new("/sb")).unwrap());
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "controllers = [\"10.0.0.1:7443\"]\n"
@@ -892,6 +959,7 @@ mod tests {
             controllers_source: Source::Default,
             timeout_flag: None,
             config_path: None,
+            tls: None,
         };
         let args = up_args(&[]).unwrap();
         let text = summary(&layout, &args, &record, &settings, false);

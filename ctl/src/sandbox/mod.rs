@@ -5,17 +5,21 @@
 //!   (pure: unit-tested without touching disk).
 //! - [`layout`]: where everything lives under the sandbox dir, and
 //!   `sandbox.json`, the record of what was started.
+//! - [`pki`]: the sandbox's own CA and the certificates of its controllers,
+//!   agents and admin.
 //! - [`process`]: finding the binaries, spawning detached processes, checking
 //!   a pid is still ours, and stopping with bounded waits.
 //!
 //! Layout of `{dir}`:
 //! ```text
 //! sandbox.json                       ports, pids, start time
+//! pki/ca.crt, ca.key, controller-N.crt/.key, admin.crt/.key
 //! controllers/controller-N/controller.toml, log, data/
-//! agents/agent-N/agent.toml, hardware.toml, log, state/
+//! agents/agent-N/agent.toml, hardware.toml, log, state/ (host_id, tls/)
 //! ```
 
 pub mod layout;
+pub mod pki;
 pub mod process;
 pub mod profile;
 

@@ -15,6 +15,11 @@
 //!
 //! Seq and conc send to the leader (found with a status call first), as a
 //! leader-aware client would; failover sends to every member in turn.
+//!
+//! rpool is mutual TLS only: the rpool subcommands need `--tls-dir DIR`
+//! holding `ca.crt`, `admin.crt` and `admin.key`, which `tls-setup` writes
+//! (with every controller's certificate and a pre-made agent identity).
+//! etcd runs plaintext, as Debian's package does by default.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,10 @@ mod etcd {
 #[derive(Parser)]
 #[command(about = "Committed-write benchmarks: rpool controller trio vs etcd")]
 struct Cli {
+    /// Directory with ca.crt, admin.crt, admin.key for the rpool
+    /// subcommands (rpool serves only mutual TLS); see `tls-setup`.
+    #[arg(long, global = true, value_name = "DIR", env = "RPOOL_BENCH_TLS_DIR")]
+    tls_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -64,6 +73,65 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         n: u64,
     },
+    /// Writes a PKI for a bench trio into DIR: ca.crt, ca.key,
+    /// controller-ID.crt/.key (SANs: the address's host, localhost,
+    /// 127.0.0.1), admin.crt/.key; and, with --agent-state, a fresh host id
+    /// and the agent's tls/ files in that state dir.
+    TlsSetup {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// ID=HOST:PORT of every controller, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        peers: Vec<String>,
+        #[arg(long)]
+        agent_state: Option<std::path::PathBuf>,
+    },
+}
+
+/// The admin TLS material of the rpool subcommands (set from --tls-dir).
+static TLS: std::sync::OnceLock<rpool_proto::tls::TlsMaterial> = std::sync::OnceLock::new();
+
+fn tls_setup(
+    dir: &std::path::Path,
+    peers: &[String],
+    agent_state: Option<&std::path::Path>,
+) -> Result<serde_json::Value> {
+    use rpool_proto::pki::{self, Ca, Identity};
+    let ttl = Duration::from_secs(30 * 86_400);
+    let ca = Ca::generate("rpool bench CA")?;
+    pki::write_public(&dir.join("ca.crt"), ca.cert_pem().as_bytes())?;
+    pki::write_private(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
+    let pair = |name: &str, issued: pki::Issued| -> Result<()> {
+        pki::write_public(&dir.join(format!("{name}.crt")), issued.cert_pem.as_bytes())?;
+        pki::write_private(&dir.join(format!("{name}.key")), issued.key_pem.as_bytes())?;
+        Ok(())
+    };
+    for peer in peers {
+        let (id, addr) = peer
+            .split_once('=')
+            .with_context(|| format!("--peers {peer:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id.parse().with_context(|| format!("--peers {peer:?}: bad id"))?;
+        let (_, host) = rpool_proto::tls::split_addr(addr)?;
+        let sans = [host, "localhost".to_string(), "127.0.0.1".to_string()];
+        pair(
+            &format!("controller-{id}"),
+            ca.issue(&Identity::Controller(id), &sans, ttl)?,
+        )?;
+    }
+    pair("admin", ca.issue(&Identity::Admin("bench".into()), &[], ttl)?)?;
+    let mut host_id = String::new();
+    if let Some(state) = agent_state {
+        // The agent's own format: one lowercase UUID in {state_dir}/host_id.
+        host_id = uuid::Uuid::new_v4().hyphenated().to_string();
+        std::fs::create_dir_all(state)?;
+        std::fs::write(state.join("host_id"), format!("{host_id}\n"))?;
+        let tls = state.join("tls");
+        let issued = ca.issue(&Identity::Agent(host_id.clone()), &[], ttl)?;
+        pki::write_public(&tls.join("ca.crt"), ca.cert_pem().as_bytes())?;
+        pki::write_public(&tls.join("agent.crt"), issued.cert_pem.as_bytes())?;
+        pki::write_private(&tls.join("agent.key"), issued.key_pem.as_bytes())?;
+    }
+    Ok(json!({"tls_setup": dir.display().to_string(), "pin": ca.pin(), "host_id": host_id}))
 }
 
 #[derive(Args, Clone)]
@@ -161,8 +229,13 @@ impl Client {
     }
 }
 
+/// rpool: mutual TLS with the --tls-dir admin certificate; etcd: plaintext.
 fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    let endpoint = match TLS.get() {
+        Some(tls) => tls.endpoint(addr)?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint
         .connect_timeout(Duration::from_millis(300))
         .timeout(timeout)
         .tcp_nodelay(true))
@@ -562,6 +635,18 @@ async fn sled_flush(dir: std::path::PathBuf, n: u64) -> Result<serde_json::Value
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    let rpool = matches!(
+        cli.command,
+        Cmd::RpoolSeq(_) | Cmd::RpoolConc(_) | Cmd::RpoolFailover(_) | Cmd::RpoolRead(_)
+    );
+    if rpool {
+        let dir = cli
+            .tls_dir
+            .as_deref()
+            .context("--tls-dir is required: rpool serves only mutual TLS (see tls-setup)")?;
+        let material = rpool_proto::tls::TlsFiles::in_dir(dir, "admin").load()?;
+        let _ = TLS.set(material);
+    }
     let out = match cli.command {
         Cmd::RpoolSeq(a) => load(System::Rpool, "seq", a, 1).await?,
         Cmd::RpoolConc(a) => {
@@ -577,6 +662,11 @@ async fn main() -> Result<()> {
         }
         Cmd::EtcdFailover(a) => failover(System::Etcd, a).await?,
         Cmd::SledFlush { dir, n } => sled_flush(dir, n).await?,
+        Cmd::TlsSetup {
+            dir,
+            peers,
+            agent_state,
+        } => tls_setup(&dir, &peers, agent_state.as_deref())?,
     };
     println!("{out}");
     Ok(())

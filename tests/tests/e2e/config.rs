@@ -27,9 +27,36 @@ fn assert_usage_error(output: &Output, must_name: &[&str]) {
     }
 }
 
+/// The shipped controller.toml with its `[tls]` paths moved to `pki`,
+/// where a CA, controller 1's certificate and key and the CA key are
+/// written (the example's id is 1).
+fn shipped_controller_config_with_pki(dir: &Path) -> std::path::PathBuf {
+    let pki = dir.join("pki");
+    rpool_tests::write_tls(
+        &pki,
+        "controller",
+        &rpool_proto::pki::Identity::Controller(1),
+        &[],
+    )
+    .unwrap();
+    rpool_proto::pki::write_private(&pki.join("ca.key"), rpool_tests::test_ca().key_pem().as_bytes())
+        .unwrap();
+    let text = std::fs::read_to_string(packaging("etc/rpool/controller.toml"))
+        .unwrap()
+        .replace("/etc/rpool/pki/", &format!("{}/", pki.display()))
+        .replace(
+            "/run/credentials/rpool-controller.service/",
+            &format!("{}/", pki.display()),
+        );
+    let path = dir.join("controller.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn shipped_example_configs_are_valid() {
-    let controller = packaging("etc/rpool/controller.toml");
+    let tls_dir = tempfile::tempdir().unwrap();
+    let controller = shipped_controller_config_with_pki(tls_dir.path());
     let out = run(
         "rpool-controller",
         &["--check-config", "--config", controller.to_str().unwrap()],
@@ -78,6 +105,32 @@ fn controller_with_an_out_of_range_setting_exits_64_naming_file_and_field() {
         !dir.path().join("data").exists(),
         "a rejected config created the data dir"
     );
+}
+
+#[test]
+fn controller_check_config_names_a_missing_or_foreign_tls_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = shipped_controller_config_with_pki(dir.path());
+    let key = dir.path().join("pki/controller.key");
+    std::fs::remove_file(&key).unwrap();
+    let out = run(
+        "rpool-controller",
+        &["--check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert_usage_error(&out, &["controller.toml", "[tls]", key.to_str().unwrap()]);
+    // A certificate for another controller id is refused too.
+    rpool_tests::write_tls(
+        &dir.path().join("pki"),
+        "controller",
+        &rpool_proto::pki::Identity::Controller(2),
+        &[],
+    )
+    .unwrap();
+    let out = run(
+        "rpool-controller",
+        &["--check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert_usage_error(&out, &["controller.crt", "controller 2", "expected controller 1"]);
 }
 
 #[test]

@@ -23,7 +23,8 @@ impl Writer {
         let clients = addrs
             .iter()
             .map(|a| {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{a}"))
+                let channel = rpool_tests::admin_tls()
+                    .endpoint(a)
                     .unwrap()
                     .connect_timeout(Duration::from_millis(300))
                     .timeout(Duration::from_secs(3))

@@ -36,7 +36,7 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
             "sandbox",
             "up",
             "--agents",
-            "4",
+            "6",
             "--dir",
             dir_s,
             "--port",
@@ -60,7 +60,7 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
     // Plain `rpoolctl host list` works next: sandbox wrote the ctl config.
     let hosts = json_of(&ctl(home.path(), &["host", "list", "-o", "json"]))?;
     let hosts = hosts.as_array().unwrap().clone();
-    assert_eq!(hosts.len(), 4, "{hosts:#?}");
+    assert_eq!(hosts.len(), 6, "{hosts:#?}");
     let zones: std::collections::BTreeSet<_> = hosts
         .iter()
         .map(|h| h["zone"].as_str().unwrap().to_string())
@@ -87,12 +87,13 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
         .iter()
         .map(|p| p["pid"].as_i64().expect("pid"))
         .collect();
-    assert_eq!(pids.len(), 7, "three controllers and four agents: {status:#}");
+    assert_eq!(pids.len(), 9, "three controllers and six agents: {status:#}");
     assert!(processes.iter().all(|p| p["alive"] == true), "{status:#}");
     assert!(pids.iter().all(|p| alive(*p)), "{status:#}");
 
-    // The demo runs create → show → grow → shrink → destroy on kubesim.
-    let demo = ctl(home.path(), &["demo", "--yes"]);
+    // The demo runs create → show → grow → heal → autoscale → shrink →
+    // destroy on kubesim; --dir lets it kill, revive and load hosts.
+    let demo = ctl(home.path(), &["demo", "--yes", "--dir", dir_s]);
     assert!(
         demo.status.success(),
         "demo failed:\n{}\n{}",
@@ -100,7 +101,17 @@ async fn sandbox_up_lists_its_hosts_and_down_stops_every_process() -> anyhow::Re
         String::from_utf8_lossy(&demo.stderr)
     );
     let said = String::from_utf8_lossy(&demo.stdout);
-    for step in ["[1/5]", "[3/5]", "[5/5]", "pool_destroyed"] {
+    for step in [
+        "[1/7]",
+        "[3/7]",
+        "[4/7]",
+        "replaced by",
+        "is back in the fleet",
+        "[5/7]",
+        "grew in",
+        "[7/7]",
+        "pool_destroyed",
+    ] {
         assert!(said.contains(step), "demo output lacks {step}:\n{said}");
     }
     let hosts = json_of(&ctl(home.path(), &["host", "list", "-o", "json"]))?;

@@ -56,6 +56,7 @@ fn heartbeat(seq: u64, cpu_percent: f64) -> Heartbeat {
             message: "ok".into(),
         }],
         facts: None,
+        pending_pods: None,
     }
 }
 
@@ -76,9 +77,15 @@ async fn open(
     controller: &Controller,
     first: AgentMessage,
 ) -> Result<(mpsc::Sender<AgentMessage>, Streaming<ControllerMessage>), tonic::Status> {
-    let mut client = AgentServiceClient::connect(format!("http://{}", controller.addr()))
+    // Mutual TLS as the agent whose host id the Hello carries.
+    let tls = rpool_tests::tls_material(&rpool_proto::pki::Identity::Agent(HOST_ID.into()));
+    let channel = tls
+        .endpoint(&controller.addr())
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect");
+    let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(8);
     tx.send(first).await.unwrap();
     let replies = client.session(ReceiverStream::new(rx)).await?.into_inner();

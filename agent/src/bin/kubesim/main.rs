@@ -19,6 +19,13 @@
 //!   `--apiserver-advertise-address`, else 127.0.0.1).
 //! - `KUBESIM_NOW`: unix seconds to use as "now" (tests: token and
 //!   certificate-key expiry).
+//! - `KUBESIM_CONFIG_LOG` (tests): a file to which `kubeadm join --config
+//!   FILE` appends `FILE MODE` (octal permission bits) when it reads the
+//!   config, so tests can check how the agent stages it.
+//!
+//! `kubeadm join --config FILE` reads the `JoinConfiguration` in its JSON
+//! form only (JSON is valid YAML; kubesim parses no YAML) and rejects flags
+//! real kubeadm does not allow with `--config`.
 //!
 //! # State directory layout
 //! ```text

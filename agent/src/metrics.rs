@@ -1,0 +1,187 @@
+//! The agent's Prometheus metrics (`[metrics] listen`, off by default):
+//! heartbeats sent, heartbeat round trips (send → the controller's
+//! `HeartbeatAck`), reconnects, whether a session is up, task durations by
+//! kind and outcome, and the process's RSS and CPU time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use rpool_proto::metrics::{
+    Counter, Encoder, Gauge, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
+};
+use serde::Deserialize;
+
+use crate::config::FieldError;
+
+/// `[metrics]`: the Prometheus endpoint of the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
+    /// default) turns it off.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve on, `None` when off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| FieldError {
+            field: "metrics.listen".to_owned(),
+            message: format!(
+                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9465\", or \"\" for off)",
+                self.listen
+            ),
+        })
+    }
+}
+
+/// Heartbeats whose send time is remembered to match acknowledgements.
+const IN_FLIGHT: usize = 16;
+
+/// What the agent counts.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Heartbeats queued to the controller.
+    pub heartbeats_sent: Counter,
+    /// Send → `HeartbeatAck` round trips, seconds.
+    pub heartbeat_rtt: Histogram,
+    /// Sessions that ended and were retried.
+    pub reconnects: Counter,
+    /// 1 while a welcomed session is up.
+    pub session_connected: Gauge,
+    /// Task run times reported to the controller, by kind and outcome.
+    pub task_duration: HistogramVec,
+    /// `(seq, sent)` of recent heartbeats.
+    in_flight: Mutex<VecDeque<(u64, Instant)>>,
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    heartbeats_sent: Counter::default(),
+    heartbeat_rtt: Histogram::new(LATENCY_BUCKETS_S),
+    reconnects: Counter::default(),
+    session_connected: Gauge::default(),
+    task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
+    in_flight: Mutex::new(VecDeque::new()),
+});
+
+/// This process's metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+impl Metrics {
+    /// Heartbeat `seq` was queued now.
+    pub fn heartbeat_sent(&self, seq: u64) {
+        self.heartbeats_sent.inc();
+        let mut q = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= IN_FLIGHT {
+            q.pop_front();
+        }
+        q.push_back((seq, Instant::now()));
+    }
+
+    /// The controller acknowledged `seq`: records the round trip if the
+    /// send is still remembered.
+    pub fn heartbeat_acked(&self, seq: u64) {
+        let mut q = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = q.iter().position(|(s, _)| *s == seq) {
+            let (_, sent) = q[i];
+            q.drain(..=i);
+            self.heartbeat_rtt.observe_duration(sent.elapsed());
+        }
+    }
+
+    /// A session was welcomed (`true`) or lost (`false`).
+    pub fn connected(&self, up: bool) {
+        self.session_connected.set(i64::from(up));
+        if !up {
+            self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+}
+
+/// The exposition of `m` plus process RSS and CPU.
+pub fn encode(m: &Metrics) -> String {
+    let mut e = Encoder::new();
+    e.single(
+        "rpool_agent_heartbeats_sent_total",
+        "Heartbeats sent to the controller.",
+        Kind::Counter,
+        m.heartbeats_sent.get() as f64,
+    );
+    e.header(
+        "rpool_agent_heartbeat_rtt_seconds",
+        "Heartbeat send to HeartbeatAck.",
+        Kind::Histogram,
+    );
+    e.histogram(
+        "rpool_agent_heartbeat_rtt_seconds",
+        &[],
+        &m.heartbeat_rtt.snapshot(),
+    );
+    e.single(
+        "rpool_agent_reconnects_total",
+        "Sessions that ended and were retried.",
+        Kind::Counter,
+        m.reconnects.get() as f64,
+    );
+    e.single(
+        "rpool_agent_session_connected",
+        "1 while a session with the leader is up.",
+        Kind::Gauge,
+        m.session_connected.get() as f64,
+    );
+    e.header(
+        "rpool_agent_task_duration_seconds",
+        "Task run times, by kind and outcome.",
+        Kind::Histogram,
+    );
+    m.task_duration
+        .encode(&mut e, "rpool_agent_task_duration_seconds");
+    rpool_proto::metrics::encode_process(&mut e);
+    e.finish()
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(|| encode(global()));
+    rpool_proto::metrics::serve(listener, render, async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_match_sends_and_the_exposition_lists_every_family() {
+        let m = global();
+        m.heartbeat_sent(1);
+        m.heartbeat_sent(2);
+        m.heartbeat_acked(2);
+        m.heartbeat_acked(1); // already drained with 2: not counted twice
+        m.connected(true);
+        m.task_duration.observe(&["join_worker", "ok"], 3.0);
+        let text = encode(m);
+        for line in [
+            "rpool_agent_heartbeats_sent_total 2",
+            "rpool_agent_heartbeat_rtt_seconds_count 1",
+            "rpool_agent_session_connected 1",
+            "rpool_agent_task_duration_seconds_count{kind=\"join_worker\",outcome=\"ok\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        let bad = MetricsConfig {
+            listen: "nope".into(),
+        };
+        assert_eq!(bad.address().unwrap_err().field, "metrics.listen");
+    }
+}

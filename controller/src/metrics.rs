@@ -1,0 +1,447 @@
+//! The controller's Prometheus metrics: what it counts ([`Metrics`], one per
+//! process, [`global`]), what it reads from the state on each scrape
+//! ([`render`]), the `[metrics]` config section and the `/metrics` server
+//! ([`start`]).
+//!
+//! Counted (process lifetime): heartbeats and their processing time and
+//! lag, task durations from issue to result (leader only), webhook
+//! deliveries. Read at scrape time: hosts by state, pools by phase, Raft
+//! term / commit / applied index, leadership, connected agent sessions.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use anyhow::Context;
+use rpool_proto::metrics::{
+    Counter, Encoder, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::Shared;
+use crate::config::FieldError;
+use crate::pool::PoolPhase;
+use crate::raft::node::Role;
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
+    /// default) turns the endpoint off.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address to serve on, `None` when off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| FieldError {
+            field: "metrics.listen",
+            problem: format!(
+                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9464\", or \"\" for off)",
+                self.listen
+            ),
+        })
+    }
+
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.address().map(|_| ())
+    }
+}
+
+/// What the controller counts. See [`global`].
+#[derive(Debug)]
+pub struct Metrics {
+    /// Heartbeats processed (leader).
+    pub heartbeats: Counter,
+    /// Time from a heartbeat's arrival to its acknowledgement (validation,
+    /// liveness, reconciliation), seconds.
+    pub heartbeat_processing: Histogram,
+    /// Controller clock at arrival minus the agent's `sent_at_unix_ms`,
+    /// seconds (network + queueing + clock skew; negative skew counts as 0).
+    pub heartbeat_lag: Histogram,
+    /// Acknowledgements not sent because the session's queue was full.
+    pub heartbeat_acks_dropped: Counter,
+    /// Task durations from issue to result, by `kind` and `outcome`.
+    pub task_duration: HistogramVec,
+    /// Events this controller saw committed since it started.
+    pub events: Counter,
+    /// Webhook POSTs answered 2xx.
+    pub webhook_deliveries: Counter,
+    /// Webhook attempts that failed (each retry counts).
+    pub webhook_failures: Counter,
+    /// Events dropped: the queue was full, or every attempt failed.
+    pub webhook_dropped: Counter,
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    heartbeats: Counter::default(),
+    heartbeat_processing: Histogram::new(LATENCY_BUCKETS_S),
+    heartbeat_lag: Histogram::new(LATENCY_BUCKETS_S),
+    heartbeat_acks_dropped: Counter::default(),
+    task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
+    events: Counter::default(),
+    webhook_deliveries: Counter::default(),
+    webhook_failures: Counter::default(),
+    webhook_dropped: Counter::default(),
+});
+
+/// This process's metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+/// Records the lag of a heartbeat sent at `sent_at_unix_ms` (agent clock)
+/// arriving at `now_unix_ms` (controller clock); a negative lag (agent
+/// clock ahead) counts as 0.
+pub fn record_heartbeat_lag(sent_at_unix_ms: u64, now_unix_ms: u64) {
+    let lag_ms = now_unix_ms.saturating_sub(sent_at_unix_ms);
+    global().heartbeat_lag.observe(lag_ms as f64 / 1_000.0);
+}
+
+/// Acknowledges heartbeat `seq` on the session's queue (never waits: a full
+/// queue drops the ack and counts it) and records its processing time.
+pub(crate) fn ack_heartbeat(
+    tx: &tokio::sync::mpsc::Sender<Result<rpool_proto::v1::ControllerMessage, tonic::Status>>,
+    seq: u64,
+    arrived: std::time::Instant,
+) {
+    let m = global();
+    m.heartbeats.inc();
+    m.heartbeat_processing.observe_duration(arrived.elapsed());
+    let ack = rpool_proto::v1::ControllerMessage {
+        msg: Some(rpool_proto::v1::controller_message::Msg::HeartbeatAck(
+            rpool_proto::v1::HeartbeatAck { seq },
+        )),
+    };
+    if tx.try_send(Ok(ack)).is_err() {
+        m.heartbeat_acks_dropped.inc();
+    }
+}
+
+/// Records a task that took from `issued_at_unix_ms` to `now_unix_ms`.
+pub fn record_task(kind: &str, ok: bool, issued_at_unix_ms: u64, now_unix_ms: u64) {
+    let seconds = now_unix_ms.saturating_sub(issued_at_unix_ms) as f64 / 1_000.0;
+    let outcome = if ok { "ok" } else { "failed" };
+    global().task_duration.observe(&[kind, outcome], seconds);
+}
+
+/// Every pool phase, for zero-filled output.
+const PHASES: [PoolPhase; 6] = [
+    PoolPhase::Provisioning,
+    PoolPhase::Ready,
+    PoolPhase::Resizing,
+    PoolPhase::Healing,
+    PoolPhase::Degraded,
+    PoolPhase::Deleting,
+];
+
+/// The values read from the state and Raft at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// `(state, hosts)`, every state.
+    pub hosts_by_state: Vec<(&'static str, u64)>,
+    /// `(phase, pools)`, every phase.
+    pub pools_by_phase: Vec<(&'static str, u64)>,
+    /// Raft term, commit index, applied index.
+    pub term: u64,
+    /// Highest log index known committed.
+    pub commit_index: u64,
+    /// Highest log index applied here.
+    pub applied_index: u64,
+    /// Whether this controller leads.
+    pub is_leader: bool,
+    /// Leader id, 0 when unknown.
+    pub leader_id: u64,
+    /// Agent sessions connected here.
+    pub agents_connected: u64,
+    /// Events retained in the replicated log.
+    pub events_retained: u64,
+    /// Requests refused by authorization (`None`: not exported).
+    pub authz_denied: Option<u64>,
+    /// Enrollments refused (bad, expired, revoked or used-up token; a
+    /// connected host).
+    pub enroll_denied: u64,
+}
+
+fn snapshot(shared: &Shared) -> Snapshot {
+    let status = shared.node.status();
+    let (hosts_by_state, pools_by_phase, events_retained) = shared.node.read(|sm| {
+        let hosts = sm
+            .count_by_state()
+            .into_iter()
+            .map(|(s, n)| (s.as_str(), u64::from(n)))
+            .collect();
+        let pools = PHASES
+            .iter()
+            .map(|phase| {
+                let n = sm.pools().values().filter(|p| p.phase == *phase).count() as u64;
+                (phase.as_str(), n)
+            })
+            .collect();
+        (hosts, pools, sm.events().len() as u64)
+    });
+    let agents_connected = shared
+        .liveness
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .connected_count() as u64;
+    Snapshot {
+        hosts_by_state,
+        pools_by_phase,
+        term: status.term,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        is_leader: status.role == Role::Leader,
+        leader_id: status.leader_id,
+        agents_connected,
+        events_retained,
+        authz_denied: Some(crate::authz::denied_total()),
+        enroll_denied: crate::enroll_service::denials(),
+    }
+}
+
+/// The exposition of `snap` and the counters in `m`. Pure apart from the
+/// process RSS/CPU lines.
+pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
+    let mut e = Encoder::new();
+    e.header("rpool_hosts", "Hosts by state.", Kind::Gauge);
+    for (state, n) in &snap.hosts_by_state {
+        e.sample("rpool_hosts", &[("state", state)], *n as f64);
+    }
+    e.header("rpool_pools", "Pools by phase.", Kind::Gauge);
+    for (phase, n) in &snap.pools_by_phase {
+        e.sample("rpool_pools", &[("phase", phase)], *n as f64);
+    }
+    e.single(
+        "rpool_raft_term",
+        "Current Raft term.",
+        Kind::Gauge,
+        snap.term as f64,
+    );
+    e.single(
+        "rpool_raft_commit_index",
+        "Highest Raft log index known to be committed.",
+        Kind::Gauge,
+        snap.commit_index as f64,
+    );
+    e.single(
+        "rpool_raft_applied_index",
+        "Highest Raft log index applied to the state here.",
+        Kind::Gauge,
+        snap.applied_index as f64,
+    );
+    e.single(
+        "rpool_raft_is_leader",
+        "1 when this controller leads.",
+        Kind::Gauge,
+        if snap.is_leader { 1.0 } else { 0.0 },
+    );
+    e.single(
+        "rpool_raft_leader_id",
+        "Id of the current leader, 0 when unknown.",
+        Kind::Gauge,
+        snap.leader_id as f64,
+    );
+    e.single(
+        "rpool_agent_sessions",
+        "Agent sessions connected to this controller.",
+        Kind::Gauge,
+        snap.agents_connected as f64,
+    );
+    e.single(
+        "rpool_heartbeats_total",
+        "Agent heartbeats processed by this controller.",
+        Kind::Counter,
+        m.heartbeats.get() as f64,
+    );
+    e.header(
+        "rpool_heartbeat_processing_seconds",
+        "Time from a heartbeat's arrival to its acknowledgement.",
+        Kind::Histogram,
+    );
+    e.histogram(
+        "rpool_heartbeat_processing_seconds",
+        &[],
+        &m.heartbeat_processing.snapshot(),
+    );
+    e.header(
+        "rpool_heartbeat_lag_seconds",
+        "Controller clock at arrival minus the agent's sent_at (network, queueing and clock skew).",
+        Kind::Histogram,
+    );
+    e.histogram("rpool_heartbeat_lag_seconds", &[], &m.heartbeat_lag.snapshot());
+    e.single(
+        "rpool_heartbeat_acks_dropped_total",
+        "Heartbeat acknowledgements not sent because the session queue was full.",
+        Kind::Counter,
+        m.heartbeat_acks_dropped.get() as f64,
+    );
+    e.header(
+        "rpool_task_duration_seconds",
+        "Task durations from issue to result, by kind and outcome (leader).",
+        Kind::Histogram,
+    );
+    m.task_duration.encode(&mut e, "rpool_task_duration_seconds");
+    e.single(
+        "rpool_events_total",
+        "Events committed since this controller started.",
+        Kind::Counter,
+        m.events.get() as f64,
+    );
+    e.single(
+        "rpool_events_retained",
+        "Events kept in the replicated event log.",
+        Kind::Gauge,
+        snap.events_retained as f64,
+    );
+    if let Some(denied) = snap.authz_denied {
+        e.single(
+            "rpool_authz_denied_total",
+            "Requests refused by authorization.",
+            Kind::Counter,
+            denied as f64,
+        );
+    }
+    e.single(
+        "rpool_enroll_denied_total",
+        "Agent enrollments refused (bad, expired, revoked or used-up token, or a connected host).",
+        Kind::Counter,
+        snap.enroll_denied as f64,
+    );
+    e.single(
+        "rpool_webhook_deliveries_total",
+        "Events delivered to the webhook (2xx answer).",
+        Kind::Counter,
+        m.webhook_deliveries.get() as f64,
+    );
+    e.single(
+        "rpool_webhook_failures_total",
+        "Webhook attempts that failed (every retry counts).",
+        Kind::Counter,
+        m.webhook_failures.get() as f64,
+    );
+    e.single(
+        "rpool_webhook_dropped_total",
+        "Events not delivered: queue full or every attempt failed.",
+        Kind::Counter,
+        m.webhook_dropped.get() as f64,
+    );
+    rpool_proto::metrics::encode_process(&mut e);
+    e.finish()
+}
+
+/// Binds `[metrics] listen`, if set (done before anything else starts, so
+/// a taken port fails start-up cleanly).
+pub(crate) async fn bind(config: &crate::Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(address) = config.metrics.address()? else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding metrics.listen {address}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves `/metrics` on `listener` (if any) until the controller shuts down.
+pub(crate) fn start(
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = listener?;
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "serving /metrics");
+    }
+    let mut stop = shared.shutdown.clone();
+    let render_shared = shared.clone();
+    let render: Arc<dyn Fn() -> String + Send + Sync> =
+        Arc::new(move || encode(&snapshot(&render_shared), global()));
+    Some(tokio::spawn(async move {
+        rpool_proto::metrics::serve(listener, render, async move { crate::stopped(&mut stop).await }).await;
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listen_key_is_validated_and_named() {
+        let off = MetricsConfig::default();
+        assert_eq!(off.address(), Ok(None));
+        let on = MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        };
+        assert_eq!(on.address().unwrap().unwrap().port(), 9464);
+        let bad = MetricsConfig {
+            listen: "localhost".into(),
+        };
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.field, "metrics.listen");
+        assert!(err.problem.contains("accepted ip:port"), "{err}");
+    }
+
+    #[test]
+    fn the_exposition_names_every_state_phase_and_raft_value() {
+        let m = Metrics {
+            heartbeats: Counter::default(),
+            heartbeat_processing: Histogram::new(LATENCY_BUCKETS_S),
+            heartbeat_lag: Histogram::new(LATENCY_BUCKETS_S),
+            heartbeat_acks_dropped: Counter::default(),
+            task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
+            events: Counter::default(),
+            webhook_deliveries: Counter::default(),
+            webhook_failures: Counter::default(),
+            webhook_dropped: Counter::default(),
+        };
+        m.heartbeats.add(3);
+        m.task_duration.observe(&["join_worker", "ok"], 12.0);
+        let snap = Snapshot {
+            hosts_by_state: vec![("ready", 2), ("down", 1)],
+            pools_by_phase: vec![("ready", 1), ("degraded", 0)],
+            term: 7,
+            commit_index: 42,
+            applied_index: 41,
+            is_leader: true,
+            leader_id: 2,
+            agents_connected: 2,
+            events_retained: 5,
+            authz_denied: Some(4),
+            enroll_denied: 3,
+        };
+        let text = encode(&snap, &m);
+        for line in [
+            "rpool_hosts{state=\"ready\"} 2",
+            "rpool_hosts{state=\"down\"} 1",
+            "rpool_pools{phase=\"degraded\"} 0",
+            "rpool_raft_term 7",
+            "rpool_raft_commit_index 42",
+            "rpool_raft_applied_index 41",
+            "rpool_raft_is_leader 1",
+            "rpool_raft_leader_id 2",
+            "rpool_agent_sessions 2",
+            "rpool_heartbeats_total 3",
+            "rpool_task_duration_seconds_bucket{kind=\"join_worker\",outcome=\"ok\",le=\"10\"} 0",
+            "rpool_task_duration_seconds_bucket{kind=\"join_worker\",outcome=\"ok\",le=\"30\"} 1",
+            "rpool_task_duration_seconds_count{kind=\"join_worker\",outcome=\"ok\"} 1",
+            "rpool_authz_denied_total 4",
+            "rpool_enroll_denied_total 3",
+            "# TYPE rpool_heartbeat_processing_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Every sample line is `name[{labels}] value` with a parseable value.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(
+                value.parse::<f64>().is_ok() || value == "+Inf",
+                "unparseable line {l:?}"
+            );
+        }
+    }
+}

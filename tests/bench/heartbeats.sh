@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Heartbeat scale: a controller trio on 127.0.0.1 (mutual TLS) and
+# `rpool-loadgen` simulating AGENTS agents heartbeating every second, each on
+# its own connection; then one real `rpool-agent` (simulated hardware) for its
+# RSS and idle CPU.
+#
+#   tests/bench/heartbeats.sh                  # 10,000 agents, 60 s, kill 20
+#   DURATION=600s tests/bench/heartbeats.sh    # the 10-minute false-positive run
+#   AGENTS=2000 DURATION=30s RAMP=10s KILL=5 tests/bench/heartbeats.sh
+#   SKIP_BUILD=1 ...    # use the release binaries already built
+#   SKIP_AGENT=1 ...    # skip the real-agent measurement
+#   AGENT_SECONDS=60    # how long the real agent is measured
+#   KEEP=1 ...          # keep the work dir (logs, samples) afterwards
+#   BIN=/other/target/release ...
+#
+# Measured: heartbeat RTT (send → HeartbeatAck) p50/p90/p99/max, acks/s,
+# errors, reconnects, detection time of killed agents (controller's
+# state_since minus kill time), false positives (non-killed hosts seen
+# suspect/down after the ramp); the leader's CPU (utime+stime from
+# /proc/<pid>/stat over the steady window, % of one core) and RSS (peak of
+# 1 s samples and VmHWM); load average before and after. Every loop is
+# bounded; every process started is recorded in a pid file and stopped on
+# exit (SIGTERM, then SIGKILL after 10 s). Only loopback is used.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+AGENTS=${AGENTS:-10000}
+INTERVAL=${INTERVAL:-1s}
+DURATION=${DURATION:-60s}
+RAMP=${RAMP:-20s}
+KILL=${KILL:-20}
+AGENT_SECONDS=${AGENT_SECONDS:-60}
+BIN=${BIN:-$ROOT/target/release}
+WORK=$(mktemp -d /tmp/rpool-heartbeats.XXXXXX)
+LOADGEN=$BIN/rpool-loadgen
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+secs() { # 60s / 10m / 500ms -> seconds (integer, rounded up)
+  python3 -c "import re,sys,math; m=re.fullmatch(r'(\d+)(ms|s|m|h)', sys.argv[1]); n=int(m[1]); print(math.ceil(n*{'ms':0.001,'s':1,'m':60,'h':3600}[m[2]]))" "$1"
+}
+
+stop_pids() {
+  local pattern=$1 f pid
+  local pids=()
+  for f in $WORK/$pattern; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$f"
+  done
+  local i
+  for i in $(seq 1 100); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+cleanup() {
+  local rc=$?
+  stop_pids '*.pid'
+  if [ "${KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
+    log "work dir kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# Value of an unlabelled sample on a /metrics endpoint ("" if unreachable).
+metric() {
+  curl -s --max-time 2 "http://$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'
+}
+
+# Samples utime+stime (ticks) and VmRSS (kB) of every pid file matching the
+# globs in $1 (space-separated)
+# once a second, for at most $2 seconds, into $3.
+sample() {
+  local globs=$1 limit=$2 out=$3 i f g pid
+  for i in $(seq 1 "$limit"); do
+    for f in $(for g in $globs; do echo $WORK/$g; done); do
+      pid=$(cat "$f" 2>/dev/null) || continue
+      [ -r /proc/$pid/stat ] || continue
+      local ticks rss
+      ticks=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' /proc/$pid/stat)
+      rss=$(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)
+      echo "$(date +%s.%N) $(basename "$f" .pid) $ticks $rss" >>"$out"
+    done
+    sleep 1
+  done
+}
+
+# --- 1. build, PKI -----------------------------------------------------------
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building release binaries"
+  (cd "$ROOT" && cargo build --release --quiet -p rpool-controller -p rpool-agent -p rpool-tests --bin rpool-controller --bin rpool-agent --bin rpool-loadgen)
+fi
+AGENT_ID=$(python3 -c 'import uuid; print(uuid.uuid4())')
+"$LOADGEN" pki --dir "$WORK/pki" --controllers 3 --agent "$AGENT_ID"
+log "machine: $(nproc) cores, $(free -h | awk '/Mem:/{print $2}') RAM, kernel $(uname -r); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- 2. controller trio ------------------------------------------------------
+read -r -a P <<<"$(free_ports 6)"
+EPS=""
+for i in 1 2 3; do
+  d=$WORK/controller-$i
+  mkdir -p "$d"
+  {
+    echo "id = $i"
+    echo "listen = \"127.0.0.1:${P[$((i-1))]}\""
+    echo "data_dir = \"$d/data\""
+    printf '\n[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\nca_key = "%s"\n' \
+      "$WORK/pki/ca.crt" "$WORK/pki/controller-$i.crt" "$WORK/pki/controller-$i.key" "$WORK/pki/ca.key"
+    printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "${P[$((i+2))]}"
+    for j in 1 2 3; do
+      printf '\n[[peers]]\nid = %s\naddress = "127.0.0.1:%s"\n' "$j" "${P[$((j-1))]}"
+    done
+  } >"$d/controller.toml"
+  (cd "$d" || exit 1; RPOOL_LOG=${RPOOL_LOG:-warn} nohup "$BIN/rpool-controller" --config "$d/controller.toml" \
+     >>"$d/log" 2>&1 </dev/null & echo $! >"$WORK/controller-$i.pid")
+  EPS+="${EPS:+,}127.0.0.1:${P[$((i-1))]}"
+done
+log "controllers: $EPS (metrics on ${P[3]}, ${P[4]}, ${P[5]})"
+
+LEADER=""
+for t in $(seq 1 150); do
+  for i in 1 2 3; do
+    if [ "$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_is_leader)" = 1 ]; then LEADER=$i; break; fi
+  done
+  [ -n "$LEADER" ] && break
+  sleep 0.2
+done
+[ -n "$LEADER" ] || { log "no leader after 30 s"; tail -20 "$WORK"/controller-*/log; exit 1; }
+LEADER_METRICS="127.0.0.1:${P[$((LEADER+2))]}"
+LEADER_PID=$(cat "$WORK/controller-$LEADER.pid")
+log "leader: controller $LEADER (pid $LEADER_PID)"
+
+# --- 3. load -------------------------------------------------------------------
+RUN_S=$(secs "$DURATION")
+sample 'controller-*.pid loadgen.pid' $((RUN_S + 30)) "$WORK/samples.txt" &
+echo $! >"$WORK/sampler.pid"
+T0=$(date +%s.%N)
+# The load generator runs at a lower priority (LOADGEN_NICE, default 10):
+# it stands for agents on other machines, so it must not starve the
+# controllers of the two cores they share with it here.
+nice -n "${LOADGEN_NICE:-10}" "$LOADGEN" run --controllers "$EPS" --agents "$AGENTS" --interval "$INTERVAL" \
+  --duration "$DURATION" --ramp "$RAMP" --kill "$KILL" \
+  --ca-cert "$WORK/pki/ca.crt" --ca-key "$WORK/pki/ca.key" \
+  --admin-cert "$WORK/pki/admin.crt" --admin-key "$WORK/pki/admin.key" \
+  --json "$WORK/loadgen.json" >/dev/null &
+echo $! >"$WORK/loadgen.pid"
+LOADGEN_PID=$(cat "$WORK/loadgen.pid")
+if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+  # 15 s CPU profile of the leader from 5 s after the ramp.
+  sleep $(( $(secs "$RAMP") + 5 ))
+  perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$LEADER_PID" -o "$WORK/leader.perf.data" -- sleep 15 >/dev/null 2>&1 || true
+  perf report -i "$WORK/leader.perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$WORK/leader.perf.txt" || true
+  log "leader profile: $WORK/leader.perf.txt"
+fi
+wait "$LOADGEN_PID" || { log "loadgen failed"; exit 1; }
+rm -f "$WORK/loadgen.pid"
+LEADER_NOW=""
+for i in 1 2 3; do
+  [ "$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_is_leader)" = 1 ] && LEADER_NOW=$i
+done
+HWM=$(awk '/^VmHWM:/ { print $2 }' /proc/$LEADER_PID/status)
+curl -s --max-time 5 "http://$LEADER_METRICS/metrics" >"$WORK/leader-metrics.txt" || true
+stop_pids 'sampler.pid'
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+python3 - "$WORK/samples.txt" "$T0" "$(secs "$RAMP")" "$RUN_S" "controller-$LEADER" "$HWM" "$WORK/loadgen.json" "$LOAD_AFTER" "$LEADER" "$LEADER_NOW" "$WORK/leader-metrics.txt" >"$WORK/controller.json" <<'PY'
+import json, sys
+samples, t0, ramp, run, leader, hwm, lg, load_after, lid, lnow, lm = sys.argv[1:]
+t0, ramp, run = float(t0), float(ramp), float(run)
+rows = [r for r in (l.split() for l in open(samples)) if len(r) == 4]
+def window(name, a, b):
+    pts = [(float(t), int(tk), int(rss)) for t, n, tk, rss in rows if n == name and a <= float(t) - t0 <= b]
+    if len(pts) < 2: return None
+    cpu = (pts[-1][1] - pts[0][1]) / 100.0 / (pts[-1][0] - pts[0][0]) * 100.0
+    return {"cpu_percent_of_one_core": round(cpu, 1), "rss_peak_mib": round(max(p[2] for p in pts) / 1024, 1)}
+out = {"leader": int(lid), "leader_at_end": int(lnow or 0), "leader_vmhwm_mib": round(int(hwm) / 1024, 1), "load_average_after": load_after}
+# Steady window: from 5 s after the ramp to the end of the run.
+for n in sorted({r[1] for r in rows}):
+    out[n] = {"steady": window(n, ramp + 5, run), "whole_run": window(n, 0, run)}
+def quantiles(name):
+    """p50/p99 upper bounds (ms) from a Prometheus histogram on the leader."""
+    buckets = []
+    for line in open(lm):
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0: return None
+    total = buckets[-1][1]
+    res = {"count": int(total)}
+    for q in (0.5, 0.9, 0.99):
+        res[f"p{int(q*100)}_le_ms"] = next(le * 1000 for le, c in buckets if c >= q * total)
+    return res
+out["leader_processing"] = quantiles("rpool_heartbeat_processing_seconds")
+out["leader_lag"] = quantiles("rpool_heartbeat_lag_seconds")
+print(json.dumps(out))
+PY
+
+# --- 4. one real agent ---------------------------------------------------------
+if [ "${SKIP_AGENT:-0}" != 1 ]; then
+  A=$WORK/agent
+  mkdir -p "$A/state/tls"
+  echo "$AGENT_ID" >"$A/state/host_id"
+  cp "$WORK/pki/ca.crt" "$A/state/tls/ca.crt"
+  cp "$WORK/pki/agent-$AGENT_ID.crt" "$A/state/tls/agent.crt"
+  cp "$WORK/pki/agent-$AGENT_ID.key" "$A/state/tls/agent.key"
+  chmod 700 "$A/state" "$A/state/tls"; chmod 600 "$A/state/tls/agent.key"
+  printf 'hostname = "bench-agent"\nzone = "a"\nlogical_cores = 8\nphysical_cores = 4\nmemory = "32GiB"\ncpu_percent = 10.0\nmemory_used = "8GiB"\nload_average = 0.5\n' >"$A/hardware.toml"
+  AGENT_EPS=$(echo "$EPS" | sed 's/\([^,]*\)/"\1"/g; s/,/, /g')
+  printf 'controllers = [%s]\nstate_dir = "%s"\n\n[simulate]\nfile = "%s"\n' "$AGENT_EPS" "$A/state" "$A/hardware.toml" >"$A/agent.toml"
+  (cd "$A" || exit 1; RPOOL_LOG=${RPOOL_LOG:-warn} nohup "$BIN/rpool-agent" --config "$A/agent.toml" >>"$A/log" 2>&1 </dev/null & echo $! >"$WORK/agent.pid")
+  sleep 5  # connect, register, settle
+  sample 'agent.pid' "$AGENT_SECONDS" "$WORK/agent-samples.txt"
+  AGENT_PID=$(cat "$WORK/agent.pid")
+  AGENT_HWM=$(awk '/^VmHWM:/ { print $2 }' /proc/$AGENT_PID/status)
+  python3 - "$WORK/agent-samples.txt" "$AGENT_HWM" >"$WORK/agent.json" <<'PY'
+import json, sys
+rows = [r for r in (l.split() for l in open(sys.argv[1])) if len(r) == 4]
+pts = [(float(t), int(tk), int(rss)) for t, n, tk, rss in rows]
+cpu = (pts[-1][1] - pts[0][1]) / 100.0 / (pts[-1][0] - pts[0][0]) * 100.0 if len(pts) > 1 else None
+print(json.dumps({"agent_idle_cpu_percent": round(cpu, 3) if cpu is not None else None,
+                  "agent_rss_mib_last": round(pts[-1][2] / 1024, 2), "agent_rss_mib_max": round(max(p[2] for p in pts) / 1024, 2),
+                  "agent_vmhwm_mib": round(int(sys.argv[2]) / 1024, 2), "seconds": round(pts[-1][0] - pts[0][0], 1)}))
+PY
+fi
+
+# --- 5. summary ------------------------------------------------------------------
+log "results (JSON):"
+cat "$WORK/loadgen.json" "$WORK/controller.json"
+[ -f "$WORK/agent.json" ] && cat "$WORK/agent.json"
+python3 - "$WORK/loadgen.json" "$WORK/controller.json" "$WORK/agent.json" "controller-$LEADER" <<'PY'
+import json, os, sys
+lg = json.load(open(sys.argv[1])); c = json.load(open(sys.argv[2]))
+ag = json.load(open(sys.argv[3])) if os.path.exists(sys.argv[3]) else {}
+L = c.get(sys.argv[4], {}).get("steady") or {}
+P = c.get("leader_processing") or {}
+G = c.get("leader_lag") or {}
+LG = c.get("loadgen", {}).get("steady") or {}
+r = lg["rtt_ms"]; d = lg["detection_ms"]
+print(f"""
+| what | measured | target |
+|---|---|---|
+| agents (welcomed / simulated) | {lg['welcomed']} / {lg['agents']} | 10,000 |
+| heartbeat RTT p50 / p90 / p99 / max | {r['p50']:.2f} / {r['p90']:.2f} / {r['p99']:.2f} / {r['max']:.2f} ms | p99 < 50 ms |
+| acks/s (steady) | {lg['acks_per_s_steady']:.0f} | 10,000 |
+| leader-side processing p50 / p90 / p99 (histogram bucket bounds) | ≤ {P.get('p50_le_ms')} / ≤ {P.get('p90_le_ms')} / ≤ {P.get('p99_le_ms')} ms | |
+| arrival lag (leader clock − sent_at) p50 / p90 / p99 | ≤ {G.get('p50_le_ms')} / ≤ {G.get('p90_le_ms')} / ≤ {G.get('p99_le_ms')} ms | |
+| leader CPU (steady) | {L.get('cpu_percent_of_one_core')} % of one core | < 100 % |
+| leader RSS (peak sample / VmHWM) | {L.get('rss_peak_mib')} / {c['leader_vmhwm_mib']} MiB | |
+| loadgen CPU (steady, nice 10) | {LG.get('cpu_percent_of_one_core')} % of one core | |
+| errors / reconnects / redirects | {lg['errors']} / {lg['reconnects']} / {lg['redirects']} | |
+| killed agents detected down (min / median / max) | {d['detected']}/{lg['killed']}: {d['min']} / {d['median']} / {d['max']} ms | ≤ down_after (5,000 ms) |
+| false positives | {lg['false_positives']} | 0 |
+| real agent RSS / idle CPU | {ag.get('agent_rss_mib_max')} MiB / {ag.get('agent_idle_cpu_percent')} % | ≤ 10 MiB / ≤ 0.5 % |
+| load average after | {c['load_average_after']} | |
+""")
+PY

@@ -1,0 +1,718 @@
+//! Self-healing end to end: a controller trio with fast liveness, agents
+//! running the real kubeadm/kubectl command lines against kubesim. A host
+//! "dies" by its agent being killed and its kubesim node marked down
+//! (`<node_root>/kubesim-down`), as `rpoolctl sandbox kill-host` does.
+//! What kubesim holds afterwards (nodes, etcd members, which cluster each
+//! host's node root is in) is compared with what rpool says.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rpool_proto::v1::admin_service_client::AdminServiceClient;
+use rpool_proto::v1::{
+    CreatePoolRequest, Event, GetPoolRequest, HostState, ListEventsRequest, Pool, PoolSpec,
+};
+use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, by_hostname, eventually};
+use tonic::transport::Channel;
+
+const GIB: u64 = 1 << 30;
+
+/// One kubesim cluster: node name → node root (`None` once reset), and
+/// its etcd member names.
+type SimCluster = (BTreeMap<String, Option<String>>, Vec<String>);
+/// How long after `down_after_ms` a replacement may take to join.
+const HEAL_BOUND: Duration = Duration::from_secs(30);
+
+struct World {
+    _root: tempfile::TempDir,
+    cluster: Cluster,
+    agents: Vec<Agent>,
+    kubesim: Kubesim,
+}
+
+impl World {
+    async fn start(profiles: Vec<Profile>) -> anyhow::Result<World> {
+        let root = tempfile::tempdir()?;
+        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
+        let agents = cluster.start_agents(root.path(), profiles).await?;
+        let kubesim = Kubesim::new(root.path())?;
+        Ok(World {
+            _root: root,
+            cluster,
+            agents,
+            kubesim,
+        })
+    }
+
+    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
+        let leader = self.cluster.leader().await?;
+        self.cluster
+            .controllers
+            .iter()
+            .find(|c| c.id == leader)
+            .expect("leader is one of ours")
+            .admin()
+            .await
+    }
+
+    fn agent(&mut self, hostname: &str) -> &mut Agent {
+        self.agents
+            .iter_mut()
+            .find(|a| a.profile.hostname == hostname)
+            .expect("agent")
+    }
+
+    fn node_root(&self, hostname: &str) -> std::path::PathBuf {
+        self.agents
+            .iter()
+            .find(|a| a.profile.hostname == hostname)
+            .expect("agent")
+            .dir
+            .join("node")
+    }
+
+    /// What `rpoolctl sandbox kill-host` does: the agent dies, kubesim
+    /// marks its node dead.
+    fn kill_host(&mut self, hostname: &str) -> anyhow::Result<()> {
+        std::fs::write(self.node_root(hostname).join("kubesim-down"), b"")?;
+        self.agent(hostname).kill();
+        Ok(())
+    }
+
+    /// What `rpoolctl sandbox revive-host` does.
+    fn revive_host(&mut self, hostname: &str) -> anyhow::Result<()> {
+        std::fs::remove_file(self.node_root(hostname).join("kubesim-down"))?;
+        self.agent(hostname).restart()
+    }
+
+    async fn pool(&self, name: &str) -> Option<Pool> {
+        let mut admin = self.admin().await.ok()?;
+        admin
+            .get_pool(GetPoolRequest { name: name.into() })
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
+        eventually(Duration::from_secs(60), what, || async {
+            let pool = self.pool(name).await;
+            let seen = pool.as_ref().map(|p| {
+                (
+                    p.phase.clone(),
+                    p.phase_reason.clone(),
+                    p.members
+                        .iter()
+                        .map(|m| format!("{}:{}:{}", m.hostname, m.role, m.state))
+                        .collect::<Vec<_>>(),
+                )
+            });
+            (pool.filter(|p| done(p)), seen)
+        })
+        .await
+    }
+
+    async fn create(&self, spec: PoolSpec) -> anyhow::Result<Pool> {
+        let name = spec.name.clone();
+        self.admin()
+            .await?
+            .create_pool(CreatePoolRequest {
+                spec: Some(spec),
+                dry_run: false,
+            })
+            .await?;
+        self.wait_pool(&name, "pool ready", |p| p.phase == "ready").await
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        match self.admin().await {
+            Ok(mut admin) => admin
+                .list_events(ListEventsRequest {
+                    pool: String::new(),
+                    after_index: 0,
+                    limit: 1000,
+                })
+                .await
+                .map(|r| r.into_inner().events)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    async fn wait_event(&self, kind: &str, about: &str) -> anyhow::Result<Event> {
+        eventually(
+            Duration::from_secs(60),
+            &format!("a {kind} event about {about}"),
+            || async {
+                let events = self.events().await;
+                let found = events
+                    .iter()
+                    .find(|e| e.kind == kind && e.message.contains(about))
+                    .cloned();
+                let kinds: Vec<String> = events.iter().rev().take(8).map(|e| e.message.clone()).collect();
+                (found, kinds)
+            },
+        )
+        .await
+    }
+
+    async fn host_state(&self, hostname: &str) -> Option<(i32, String)> {
+        let hosts = self.cluster.hosts().await.ok()?;
+        by_hostname(&hosts, hostname).map(|h| (h.state, h.pool.clone()))
+    }
+
+    /// Kubesim's clusters: for each, node name → node root (None once
+    /// reset), and etcd member names.
+    fn kubesim_clusters(&self) -> anyhow::Result<Vec<SimCluster>> {
+        let mut out = Vec::new();
+        let dir = self.kubesim.state_dir.join("clusters");
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path().join("cluster.json");
+            let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            let nodes = cluster["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    (
+                        n["name"].as_str().unwrap_or_default().to_string(),
+                        n["node_root"].as_str().map(str::to_string),
+                    )
+                })
+                .collect();
+            let etcd = cluster["etcd_members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| m["name"].as_str().unwrap_or_default().to_string())
+                .collect();
+            out.push((nodes, etcd));
+        }
+        Ok(out)
+    }
+
+    /// No host's node root is a live node of two clusters (or twice of one).
+    fn assert_no_host_in_two_clusters(&self) -> anyhow::Result<()> {
+        let mut seen = BTreeMap::new();
+        for (i, (nodes, _)) in self.kubesim_clusters()?.iter().enumerate() {
+            for (name, root) in nodes {
+                if let Some(root) = root
+                    && let Some(other) = seen.insert(root.clone(), (i, name.clone()))
+                {
+                    anyhow::bail!("{root} is node {name} of cluster {i} and {other:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Node names kubesim holds for the cluster of `pool`.
+    fn kubesim_nodes(&self, pool: &Pool) -> anyhow::Result<Vec<(String, String)>> {
+        let cp = pool
+            .members
+            .iter()
+            .find(|m| m.role == "control-plane" && m.state == "joined")
+            .expect("a joined control plane");
+        self.kubesim.nodes(&self.node_root(&cp.hostname))
+    }
+}
+
+fn spec(name: &str, cores: u64, memory_gib: u64, control_planes: u32) -> PoolSpec {
+    PoolSpec {
+        name: name.to_string(),
+        cores,
+        memory_bytes: memory_gib * GIB,
+        control_planes,
+        ..PoolSpec::default()
+    }
+}
+
+fn expected_nodes(pool: &Pool) -> Vec<(String, String)> {
+    let mut nodes: Vec<(String, String)> = pool
+        .members
+        .iter()
+        .map(|m| (m.node_name.clone(), m.role.clone()))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// Puts a `sleep` in front of kubesim's `kubeadm` (the agents run it by
+/// this path), keeping argv[0] so kubesim still answers as kubeadm.
+fn slow_kubeadm(kubesim: &Kubesim, delay: Duration) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = kubesim.bin_dir.join("kubeadm");
+    let tmp = kubesim.bin_dir.join("kubeadm.tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "#!/bin/bash\nsleep {}\nexec -a kubeadm {} \"$@\"\n",
+            delay.as_secs_f64(),
+            rpool_tests::bin("kubesim").display()
+        ),
+    )?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+fn hostnames(pool: &Pool) -> Vec<String> {
+    let mut names: Vec<String> = pool.members.iter().map(|m| m.hostname.clone()).collect();
+    names.sort();
+    names
+}
+
+/// One control plane, workers of 8 cores / 32 GiB, one spare.
+fn worker_fleet() -> Vec<Profile> {
+    vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("w-b1", "b", 8, "32GiB"),
+        Profile::new("w-c1", "c", 8, "32GiB"),
+        Profile::new("w-c2", "c", 8, "32GiB"),
+    ]
+}
+
+#[tokio::test]
+async fn a_dead_worker_is_replaced_and_when_it_returns_it_is_reset_into_the_fleet() -> anyhow::Result<()> {
+    let mut world = World::start(worker_fleet()).await?;
+    let pool = world.create(spec("web", 16, 64, 1)).await?;
+    let before = hostnames(&pool);
+    let dead = pool
+        .members
+        .iter()
+        .find(|m| m.role == "worker")
+        .expect("a worker")
+        .clone();
+
+    let killed = Instant::now();
+    world.kill_host(&dead.hostname)?;
+    let healed = world
+        .wait_pool("web", "a replacement worker joined and the dead one gone", |p| {
+            p.phase == "ready"
+                && !p.members.iter().any(|m| m.host_id == dead.host_id)
+                && p.members
+                    .iter()
+                    .filter(|m| m.role == "worker" && m.state == "joined")
+                    .count()
+                    == 2
+        })
+        .await?;
+    let took = killed.elapsed();
+    eprintln!(
+        "worker {} replaced and its node deleted {took:?} after the kill",
+        dead.hostname
+    );
+    let down_after = Duration::from_millis(u64::from(Liveness::FAST.down_after_ms));
+    assert!(took < down_after + HEAL_BOUND, "healing took {took:?}");
+    let replacing = world.wait_event("host_replacing", &dead.hostname).await?;
+    assert!(
+        replacing
+            .message
+            .contains(&format!("host {} down (no heartbeat for", dead.hostname))
+            && replacing.message.contains("replacing with "),
+        "{}",
+        replacing.message
+    );
+    assert!(healed.worker_cores >= 16, "{healed:?}");
+    assert_eq!(
+        world.kubesim_nodes(&healed)?,
+        expected_nodes(&healed),
+        "kubesim: the dead node is deleted, the replacement joined"
+    );
+    let after = hostnames(&healed);
+    assert_eq!(after.len(), before.len());
+    assert!(!after.contains(&dead.hostname));
+    world.assert_no_host_in_two_clusters()?;
+
+    let hosts = world.cluster.hosts().await?;
+    let gone = by_hostname(&hosts, &dead.hostname).expect("the dead host is still listed");
+    assert_eq!(
+        (gone.state, gone.pool.as_str()),
+        (HostState::Down as i32, ""),
+        "out of its pool"
+    );
+    assert!(gone.state_reason.contains("fenced"), "{}", gone.state_reason);
+
+    // The dead host returns: it is reset and back in the fleet, in no cluster.
+    world.revive_host(&dead.hostname)?;
+    world.wait_event("host_unfenced", &dead.hostname).await?;
+    eventually(
+        Duration::from_secs(20),
+        "the revived host ready in the fleet",
+        || async {
+            let state = world.host_state(&dead.hostname).await;
+            (
+                state
+                    .as_ref()
+                    .filter(|(s, pool)| *s == HostState::Ready as i32 && pool.is_empty())
+                    .map(|_| ()),
+                state,
+            )
+        },
+    )
+    .await?;
+    let root = world.node_root(&dead.hostname).display().to_string();
+    for (nodes, _) in world.kubesim_clusters()? {
+        assert!(
+            !nodes.values().any(|r| r.as_deref() == Some(root.as_str())),
+            "the revived host is still a node somewhere: {nodes:?}"
+        );
+    }
+    assert!(
+        !world
+            .node_root(&dead.hostname)
+            .join("etc/kubernetes/kubelet.conf")
+            .exists(),
+        "kubeadm reset ran on the revived host"
+    );
+    world.assert_no_host_in_two_clusters()?;
+    // The pool did not change because of the return.
+    let pool = world.pool("web").await.expect("pool web");
+    assert_eq!(hostnames(&pool), after);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dead_control_plane_of_three_leaves_etcd_and_is_replaced() -> anyhow::Result<()> {
+    let mut world = World::start(vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("cp-b", "b", 4, "8GiB"),
+        Profile::new("cp-c", "c", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("spare-b", "b", 4, "16GiB"),
+        Profile::new("spare-c", "c", 8, "64GiB"),
+    ])
+    .await?;
+    let pool = world.create(spec("db", 8, 32, 3)).await?;
+    let cps: Vec<String> = pool
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane")
+        .map(|m| m.hostname.clone())
+        .collect();
+    assert_eq!(cps.len(), 3, "{pool:?}");
+    let dead = pool
+        .members
+        .iter()
+        .find(|m| m.hostname == "cp-b")
+        .expect("cp-b is a control plane (zone b's smallest)")
+        .clone();
+    let etcd_before: Vec<String> = world
+        .kubesim_clusters()?
+        .into_iter()
+        .find(|(nodes, _)| nodes.contains_key(&dead.node_name))
+        .map(|(_, etcd)| etcd)
+        .unwrap_or_default();
+    assert!(etcd_before.contains(&dead.node_name), "{etcd_before:?}");
+
+    let killed = Instant::now();
+    world.kill_host("cp-b")?;
+    let healed = world
+        .wait_pool("db", "a replacement control plane joined", |p| {
+            p.phase == "ready"
+                && !p.members.iter().any(|m| m.host_id == dead.host_id)
+                && p.members
+                    .iter()
+                    .filter(|m| m.role == "control-plane" && m.state == "joined")
+                    .count()
+                    == 3
+        })
+        .await?;
+    let down_after = Duration::from_millis(u64::from(Liveness::FAST.down_after_ms));
+    eprintln!(
+        "control plane cp-b replaced {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() < down_after + HEAL_BOUND,
+        "took {:?}",
+        killed.elapsed()
+    );
+    let replacement = healed
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane" && !cps.contains(&m.hostname))
+        .expect("a new control plane");
+    assert_eq!(
+        replacement.hostname, "spare-b",
+        "zone b gets its control plane back"
+    );
+    assert_eq!(world.kubesim_nodes(&healed)?, expected_nodes(&healed));
+    let (_, etcd) = world
+        .kubesim_clusters()?
+        .into_iter()
+        .find(|(nodes, _)| nodes.contains_key(&replacement.node_name))
+        .expect("the pool's cluster");
+    let mut etcd = etcd;
+    etcd.sort();
+    let mut want: Vec<String> = healed
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane")
+        .map(|m| m.node_name.clone())
+        .collect();
+    want.sort();
+    assert_eq!(etcd, want, "the dead etcd member is removed, the new one added");
+    let events = world.events().await;
+    assert!(
+        events.iter().any(|e| e.kind == "task_done"
+            && e.message
+                .contains(&format!("etcd member {} removed", dead.node_name))),
+        "{:?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    world.assert_no_host_in_two_clusters()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn half_the_hosts_silenced_at_once_replace_nothing_and_raise_one_alert() -> anyhow::Result<()> {
+    let mut world = World::start(vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("w-b1", "b", 8, "32GiB"),
+        Profile::new("w-c1", "c", 8, "32GiB"),
+        Profile::new("w-c2", "c", 8, "32GiB"),
+        Profile::new("w-c3", "c", 8, "32GiB"),
+    ])
+    .await?;
+    let pool = world.create(spec("web", 16, 64, 1)).await?;
+    let workers: Vec<String> = pool
+        .members
+        .iter()
+        .filter(|m| m.role == "worker")
+        .map(|m| m.hostname.clone())
+        .collect();
+    let spare: Vec<String> = ["w-a1", "w-b1", "w-c1", "w-c2", "w-c3"]
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|h| !workers.contains(h))
+        .collect();
+    // Both workers and one spare: 3 of 6 hosts silent at once.
+    let silenced = [workers[0].clone(), workers[1].clone(), spare[0].clone()];
+    for h in &silenced {
+        world.kill_host(h)?;
+    }
+    let alert = world.wait_event("storm", "storm: ").await?;
+    assert!(
+        alert.message.contains("hosts silent at once") || alert.message.contains("members of pool web"),
+        "{}",
+        alert.message
+    );
+    // Wait until all three are declared down, then a few planner rounds.
+    eventually(Duration::from_secs(20), "the silenced hosts down", || async {
+        let mut states = Vec::new();
+        for h in &silenced {
+            states.push(world.host_state(h).await.map(|s| s.0));
+        }
+        let all = states.iter().all(|s| *s == Some(HostState::Down as i32));
+        (all.then_some(()), states)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // absence: planner rounds every 200 ms
+    let events = world.events().await;
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "storm").count(),
+        1,
+        "one alert"
+    );
+    assert!(
+        !events.iter().any(|e| e.kind == "host_replacing"),
+        "nothing replaced during a storm"
+    );
+    let pool = world.pool("web").await.expect("pool web");
+    assert_eq!(hostnames(&pool).len(), 3);
+    // They come back: the storm is over, nothing was replaced.
+    for h in &silenced {
+        world.revive_host(h)?;
+    }
+    world.wait_event("storm_over", "storm over").await?;
+    let pool = world
+        .wait_pool("web", "pool web ready", |p| p.phase == "ready")
+        .await?;
+    assert!(workers.iter().all(|w| hostnames(&pool).contains(w)));
+    world.assert_no_host_in_two_clusters()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_kill_in_the_middle_of_a_healing_completes_the_replacement_exactly_once()
+-> anyhow::Result<()> {
+    let mut world = World::start(worker_fleet()).await?;
+    let pool = world.create(spec("web", 16, 64, 1)).await?;
+    let dead = pool
+        .members
+        .iter()
+        .find(|m| m.role == "worker")
+        .expect("a worker")
+        .clone();
+    // Joins from now on take 2 s more (kubeadm runs behind a sleep), so
+    // the leader surely dies while the replacement is joining.
+    slow_kubeadm(&world.kubesim, Duration::from_secs(2))?;
+    world.kill_host(&dead.hostname)?;
+    world.wait_event("host_replacing", &dead.hostname).await?;
+    let mid = world.pool("web").await.expect("pool web");
+    assert_eq!(mid.phase, "healing", "{mid:?}");
+    assert!(
+        mid.members.iter().any(|m| m.state == "joining") && mid.members.iter().any(|m| m.state == "replaced"),
+        "{mid:?}"
+    );
+    // Mid-healing: the leader dies.
+    let leader = world.cluster.leader().await?;
+    world.cluster.get(leader).kill();
+    let healed = world
+        .wait_pool("web", "the replacement done under the new leader", |p| {
+            p.phase == "ready"
+                && !p.members.iter().any(|m| m.host_id == dead.host_id)
+                && p.members.iter().filter(|m| m.state == "joined").count() == 3
+        })
+        .await?;
+    assert_eq!(healed.members.len(), 3, "one replacement, not two: {healed:?}");
+    let events = world.events().await;
+    let replacing: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == "host_replacing" && e.host_id == dead.host_id)
+        .collect();
+    assert_eq!(replacing.len(), 1, "{replacing:?}");
+    assert_eq!(
+        world.kubesim_nodes(&healed)?,
+        expected_nodes(&healed),
+        "one new node"
+    );
+    world.assert_no_host_in_two_clusters()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sandbox_kill_host_and_revive_host_take_a_host_down_and_bring_it_back() -> anyhow::Result<()> {
+    use rpool_tests::{binaries, ctl, free_port_range, json_of};
+    let home = tempfile::tempdir()?;
+    let dir = home.path().join("sandbox");
+    let dir_s = dir.to_str().expect("utf-8 temp dir");
+    let port = free_port_range(3).to_string();
+    let bin_dir = binaries().to_str().expect("utf-8 path").to_string();
+    struct Down<'a>(&'a std::path::Path, &'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = ctl(self.0, &["sandbox", "down", "--dir", self.1]);
+        }
+    }
+    let _down = Down(home.path(), dir_s);
+    let up = ctl(
+        home.path(),
+        &[
+            "sandbox",
+            "up",
+            "--agents",
+            "3",
+            "--dir",
+            dir_s,
+            "--port",
+            &port,
+            "--bin-dir",
+            &bin_dir,
+        ],
+    );
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
+    let agent = &record["agents"][1];
+    let name = agent["name"].as_str().expect("agent name").to_string();
+    let pid = agent["pid"].as_u64().expect("pid");
+    let agent_dir = std::path::PathBuf::from(agent["dir"].as_str().expect("dir"));
+    let host_id = std::fs::read_to_string(agent_dir.join("state/host_id"))?
+        .trim()
+        .to_string();
+    let state_of = |home: &std::path::Path| -> Option<String> {
+        let hosts = json_of(&ctl(home, &["host", "list", "-o", "json"])).ok()?;
+        hosts
+            .as_array()?
+            .iter()
+            .find(|h| h["host_id"] == host_id.as_str())
+            .and_then(|h| h["state"].as_str().map(str::to_string))
+    };
+
+    // Unknown hosts and reviving a live one are refused with distinct codes.
+    let unknown = ctl(home.path(), &["sandbox", "kill-host", "nope", "--dir", dir_s]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let live = ctl(
+        home.path(),
+        &[
+            "sandbox",
+            "revive-host",
+            &name,
+            "--dir",
+            dir_s,
+            "--bin-dir",
+            &bin_dir,
+        ],
+    );
+    assert_eq!(
+        live.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+
+    let kill = ctl(
+        home.path(),
+        &["sandbox", "kill-host", &host_id[..8], "--dir", dir_s],
+    );
+    assert!(kill.status.success(), "{}", String::from_utf8_lossy(&kill.stderr));
+    // The agent is gone (a zombie counts as gone).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        "agent still running: {stat}"
+    );
+    assert!(
+        agent_dir.join("node/kubesim-down").exists(),
+        "kubesim marker written"
+    );
+    eventually(Duration::from_secs(30), "the killed host down", || async {
+        let state = state_of(home.path());
+        (state.as_deref().filter(|s| *s == "down").map(|_| ()), state)
+    })
+    .await?;
+
+    let revive = ctl(
+        home.path(),
+        &[
+            "sandbox",
+            "revive-host",
+            &name,
+            "--dir",
+            dir_s,
+            "--bin-dir",
+            &bin_dir,
+        ],
+    );
+    assert!(
+        revive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revive.stderr)
+    );
+    assert!(
+        !agent_dir.join("node/kubesim-down").exists(),
+        "kubesim marker removed"
+    );
+    eventually(Duration::from_secs(30), "the revived host ready", || async {
+        let state = state_of(home.path());
+        (state.as_deref().filter(|s| *s == "ready").map(|_| ()), state)
+    })
+    .await?;
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
+    assert_ne!(
+        record["agents"][1]["pid"].as_u64(),
+        Some(pid),
+        "the new pid is recorded"
+    );
+    Ok(())
+}
