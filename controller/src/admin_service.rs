@@ -105,7 +105,7 @@ impl AdminSvc {
                 let channel = self
                     .shared
                     .tls
-                    .endpoint(&address)
+                    .controller_endpoint(&address, status.leader_id)
                     .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(Duration::from_secs(30))
@@ -160,7 +160,7 @@ impl AdminSvc {
                         status.applied_index,
                     ))
                 } else {
-                    peer_status(&shared, &address).await
+                    peer_status(&shared, id, &address).await
                 };
                 let match_index = status.progress.get(&id).copied().unwrap_or_default();
                 let (role, term, commit_index, applied_index) = match own {
@@ -204,9 +204,9 @@ impl AdminSvc {
 }
 
 /// A peer's own role, term, commit and applied index, if it answers.
-async fn peer_status(shared: &Shared, address: &str) -> Option<(Role, u64, u64, u64)> {
+async fn peer_status(shared: &Shared, id: u64, address: &str) -> Option<(Role, u64, u64, u64)> {
     let ask = async {
-        let mut client = crate::admin_client(shared, address).await.ok()?;
+        let mut client = crate::admin_client(shared, id, address).await.ok()?;
         let status = client.status(StatusRequest {}).await.ok()?.into_inner();
         Some((
             parse_role(&status.role),
@@ -811,7 +811,7 @@ impl AdminService for AdminSvc {
             info!(id, "leadership transferred");
             // The new leader answers with its view of the group.
             let address = self.shared.address_of(id).unwrap_or_default();
-            if let Ok(mut client) = crate::admin_client(&self.shared, &address).await
+            if let Ok(mut client) = crate::admin_client(&self.shared, id, &address).await
                 && let Ok(list) = client.list_controllers(ListControllersRequest {}).await
             {
                 return Ok(list);

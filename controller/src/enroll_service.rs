@@ -113,10 +113,10 @@ fn signer_config(shared: &Shared) -> Option<SignerConfig> {
 
 /// A lazily connected channel (mutual TLS with this controller's own
 /// certificate) to the controller at `address`.
-fn leader_channel(shared: &Shared, address: &str) -> Result<Channel, rpool_proto::tls::TlsError> {
+fn leader_channel(shared: &Shared, id: u64, address: &str) -> Result<Channel, rpool_proto::tls::TlsError> {
     Ok(shared
         .tls
-        .endpoint(address)?
+        .controller_endpoint(address, id)?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .connect_lazy())
@@ -171,7 +171,7 @@ impl EnrollSvc {
         let channel = match &*cached {
             Some((cached_address, channel)) if *cached_address == address => channel.clone(),
             _ => {
-                let channel = leader_channel(&self.shared, &address)
+                let channel = leader_channel(&self.shared, status.leader_id, &address)
                     .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?;
                 *cached = Some((address, channel.clone()));
                 channel

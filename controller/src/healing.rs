@@ -6,6 +6,10 @@
 //! 1. **Storm check** ([`storm`]): when more than `storm_fleet_share` of all
 //!    hosts, or at least `storm_pool_share` of one pool's members, are
 //!    suspect or down (at least two hosts either way), nothing is replaced.
+//!    A fleet host (in no pool) silent for longer than
+//!    [`STALE_FLEET_SILENCE_MS`] is a dead or retired spare, not part of a
+//!    network event: it counts neither as silent nor in the fleet, so a few
+//!    long-dead spares cannot hold healing off for ever.
 //!    One `storm` alert goes out when that starts and one `storm_over` when
 //!    it ends (edge-triggered on the latest such event, so a new leader does
 //!    not repeat it).
@@ -53,6 +57,8 @@ pub const STORM: &str = "storm";
 pub const STORM_OVER: &str = "storm_over";
 /// Fewest silent hosts that make a storm: one host failing never does.
 pub const STORM_MIN_HOSTS: usize = 2;
+/// A fleet host silent longer than this no longer counts for storms.
+pub const STALE_FLEET_SILENCE_MS: u64 = 10 * 60 * 1000;
 /// A pending task with no result this long after its deadline is failed
 /// by the controller.
 pub const EXPIRY_GRACE_MS: u64 = 30_000;
@@ -78,14 +84,29 @@ fn silent(host: &HostRecord) -> bool {
     matches!(host.state, HostState::Suspect | HostState::Down) && host.fenced.is_none()
 }
 
+/// A spare that has been silent so long it is no longer news (see
+/// [`STALE_FLEET_SILENCE_MS`]).
+fn stale_spare(host: &HostRecord, now: u64) -> bool {
+    host.pool.is_none()
+        && matches!(host.state, HostState::Suspect | HostState::Down)
+        && now.saturating_sub(host.state_since_unix_ms) > STALE_FLEET_SILENCE_MS
+}
+
+/// (silent hosts, hosts) counted for the fleet-wide storm rule.
+fn fleet_silence(state: &StateMachine, now: u64) -> (usize, usize) {
+    let counted = state.hosts().values().filter(|h| !stale_spare(h, now));
+    counted.fold((0, 0), |(quiet, total), h| {
+        (quiet + usize::from(silent(h)), total + 1)
+    })
+}
+
 fn percent(share: f64) -> String {
     format!("{:.0}%", share * 100.0)
 }
 
 /// Why the current silence is a storm, or `None`.
-pub fn storm(state: &StateMachine, config: &HealingConfig) -> Option<String> {
-    let total = state.hosts().len();
-    let quiet = state.hosts().values().filter(|h| silent(h)).count();
+pub fn storm(state: &StateMachine, config: &HealingConfig, now: u64) -> Option<String> {
+    let (quiet, total) = fleet_silence(state, now);
     if quiet >= STORM_MIN_HOSTS && quiet as f64 > config.storm_fleet_share * total as f64 {
         return Some(format!(
             "storm: {quiet} of {total} hosts silent at once (> {} of the fleet); not replacing; check the network",
@@ -122,14 +143,11 @@ pub fn plan_storm_edges(state: &StateMachine, storm: Option<&str>, now: u64, out
     let (kind, severity, message) = match (storm, raised) {
         (Some(why), false) => (STORM, Severity::Alert, why.to_owned()),
         (None, true) => {
-            let quiet = state.hosts().values().filter(|h| silent(h)).count();
+            let (quiet, total) = fleet_silence(state, now);
             (
                 STORM_OVER,
                 Severity::Info,
-                format!(
-                    "storm over: {quiet} of {} hosts silent; down members are replaced again",
-                    state.hosts().len()
-                ),
+                format!("storm over: {quiet} of {total} hosts silent; down members are replaced again"),
             )
         }
         _ => return,
@@ -769,6 +787,32 @@ mod tests {
         assert!(w.plan().is_empty());
         assert_eq!(w.alerts().len(), 1);
         assert!(w.sm.tasks().is_empty());
+    }
+
+    #[test]
+    fn long_dead_spares_do_not_make_a_storm_but_fresh_silence_does() {
+        let mut w = three_cp_world();
+        // Two spares died long ago...
+        for h in ["f1", "f2"] {
+            w.set(h, HostState::Down);
+        }
+        w.now += STALE_FLEET_SILENCE_MS + 1;
+        // ...so one worker dying now is a failure to heal, not a storm.
+        w.set("w1", HostState::Down);
+        let seen = w.plan();
+        assert!(
+            !seen.iter().any(|s| s.contains("storm")),
+            "stale spares raised a storm: {seen:?}"
+        );
+        assert!(seen.iter().any(|s| s.starts_with("replace")), "{seen:?}");
+        // The same spares going silent together with it are a storm.
+        let mut w = three_cp_world();
+        for h in ["f1", "f2"] {
+            w.set(h, HostState::Down);
+        }
+        w.set("w1", HostState::Down);
+        w.set("w2", HostState::Down);
+        assert_eq!(w.plan(), vec!["alert storm"]);
     }
 
     #[test]

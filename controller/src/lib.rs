@@ -196,10 +196,10 @@ impl tonic::service::Interceptor for ForwardMark {
 
 /// A client for the admin API of the controller at `address` (mutual TLS,
 /// marked as a controller's own call).
-pub(crate) async fn admin_client(shared: &Shared, address: &str) -> anyhow::Result<PeerAdminClient> {
+pub(crate) async fn admin_client(shared: &Shared, id: u64, address: &str) -> anyhow::Result<PeerAdminClient> {
     let channel = shared
         .tls
-        .endpoint(address)?
+        .controller_endpoint(address, id)?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(5))
         .connect()

@@ -52,7 +52,7 @@ pub fn plan(state: &StateMachine, now_unix_ms: u64) -> Vec<Command> {
 pub fn plan_with(state: &StateMachine, now_unix_ms: u64, healing: &HealingConfig) -> Vec<Command> {
     let mut out = Vec::new();
     let storm = if healing.enabled {
-        healing::storm(state, healing)
+        healing::storm(state, healing, now_unix_ms)
     } else {
         None
     };

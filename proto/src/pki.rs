@@ -341,6 +341,14 @@ fn set_validity(params: &mut CertificateParams, ttl: Duration) {
     params.not_after = (now + ttl).into();
 }
 
+/// The DNS name every controller certificate carries for its id.
+/// Controllers connecting to a peer expect this name (not the address's),
+/// so the certificate of another controller answering at that address is
+/// refused at the handshake.
+pub fn controller_server_name(id: u64) -> String {
+    format!("controller-{id}.rpool.internal")
+}
+
 fn leaf_params(identity: &Identity, sans: &[String], ttl: Duration) -> Result<CertificateParams, PkiError> {
     identity.validate()?;
     let mut params = CertificateParams::default();
@@ -351,6 +359,11 @@ fn leaf_params(identity: &Identity, sans: &[String], ttl: Duration) -> Result<Ce
     params
         .subject_alt_names
         .push(SanType::URI(identity.uri().try_into()?));
+    if let Identity::Controller(id) = identity {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(controller_server_name(*id).try_into()?));
+    }
     for san in sans {
         let san = san.trim();
         let entry = match san.parse::<std::net::IpAddr>() {

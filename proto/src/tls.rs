@@ -183,6 +183,17 @@ impl TlsMaterial {
     /// An `https://` endpoint for `addr` (`host:port`, optionally with an
     /// `http://`/`https://` prefix) using this material.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TlsError> {
+        self.endpoint_named(addr, None)
+    }
+
+    /// An `https://` endpoint for controller `id` at `addr`: the server must
+    /// present controller `id`'s certificate (see
+    /// [`crate::pki::controller_server_name`]), whatever else answers there.
+    pub fn controller_endpoint(&self, addr: &str, id: u64) -> Result<Endpoint, TlsError> {
+        self.endpoint_named(addr, Some(&crate::pki::controller_server_name(id)))
+    }
+
+    fn endpoint_named(&self, addr: &str, server_name: Option<&str>) -> Result<Endpoint, TlsError> {
         let (authority, host) = split_addr(addr)?;
         let endpoint =
             Endpoint::from_shared(format!("https://{authority}")).map_err(|e| TlsError::Address {
@@ -190,7 +201,7 @@ impl TlsMaterial {
                 reason: e.to_string(),
             })?;
         endpoint
-            .tls_config(self.client_tls(&host))
+            .tls_config(self.client_tls(server_name.unwrap_or(&host)))
             .map_err(|e| TlsError::Address {
                 addr: addr.to_string(),
                 reason: e.to_string(),
@@ -309,6 +320,29 @@ mod tests {
         verifier
             .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
             .is_ok()
+    }
+
+    #[test]
+    fn a_controller_certificate_answers_to_its_own_id_name_only() {
+        let ca = Ca::generate("ca").unwrap();
+        let two = ca
+            .issue(&Identity::Controller(2), &["10.0.0.12".into()], DAY)
+            .unwrap();
+        let name = |id| pki::controller_server_name(id);
+        assert!(server_cert_ok(&ca, &two.cert_pem, &name(2)));
+        assert!(server_cert_ok(&ca, &two.cert_pem, "10.0.0.12"));
+        // A peer dialling controller 3 refuses controller 2's certificate,
+        // even at controller 3's address.
+        assert!(!server_cert_ok(&ca, &two.cert_pem, &name(3)));
+        assert!(!server_cert_ok(&ca, &two.cert_pem, &name(22)));
+        // Admin and agent certificates carry no controller name.
+        let admin = ca.issue(&Identity::Admin("a".into()), &[], DAY).unwrap();
+        assert!(!server_cert_ok(&ca, &admin.cert_pem, &name(2)));
+        let ep = TlsMaterial::from_pem(ca.cert_pem(), &two.cert_pem, &two.key_pem)
+            .unwrap()
+            .controller_endpoint("10.0.0.13:7443", 3)
+            .unwrap();
+        assert_eq!(ep.uri().to_string(), "https://10.0.0.13:7443/");
     }
 
     #[test]

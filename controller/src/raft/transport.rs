@@ -179,7 +179,7 @@ async fn run_peer(
     };
     let mut backoff = BACKOFF_MIN;
     loop {
-        let endpoint = match tls.endpoint(&address) {
+        let endpoint = match tls.controller_endpoint(&address, to) {
             Ok(endpoint) => endpoint
                 .connect_timeout(Duration::from_secs(1))
                 .http2_keep_alive_interval(Duration::from_secs(1))
