@@ -523,7 +523,8 @@ pub(crate) async fn drain(
         if member.role != Role::Worker {
             return Err(Status::failed_precondition(format!(
                 "host {host_id} is a control plane of pool {name}; only workers can be drained \
-                 (control-plane replacement comes with healing)"
+                 (a control plane is replaced when its host is down: stop its agent and the pool \
+                 heals, removing its etcd member first)"
             )));
         }
         if matches!(member.state, MemberState::Leaving { .. }) {
