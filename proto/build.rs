@@ -14,9 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rpool/v1/raft.proto",
         "rpool/v1/enroll.proto",
     ];
-    for proto in protos {
-        println!("cargo:rerun-if-changed={proto}");
-    }
+    // The whole directory: the files above import others (pool.proto,
+    // task.proto), and an edit to any of them must regenerate the code.
+    println!("cargo:rerun-if-changed=rpool");
     println!("cargo:rerun-if-env-changed=PROTOC");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);

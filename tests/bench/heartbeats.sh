@@ -268,7 +268,7 @@ print(f"""
 | arrival lag (leader clock − sent_at) p50 / p90 / p99 | ≤ {G.get('p50_le_ms')} / ≤ {G.get('p90_le_ms')} / ≤ {G.get('p99_le_ms')} ms | |
 | leader CPU (steady) | {L.get('cpu_percent_of_one_core')} % of one core | < 100 % |
 | leader RSS (peak sample / VmHWM) | {L.get('rss_peak_mib')} / {c['leader_vmhwm_mib']} MiB | |
-| loadgen CPU (steady, nice 10) | {LG.get('cpu_percent_of_one_core')} % of one core | |
+| loadgen CPU (steady, nice {os.environ.get('LOADGEN_NICE', '10')}) | {LG.get('cpu_percent_of_one_core')} % of one core | |
 | errors / reconnects / redirects | {lg['errors']} / {lg['reconnects']} / {lg['redirects']} | |
 | killed agents detected down (min / median / max) | {d['detected']}/{lg['killed']}: {d['min']} / {d['median']} / {d['max']} ms | ≤ down_after (5,000 ms) |
 | false positives | {lg['false_positives']} | 0 |
