@@ -10,7 +10,7 @@ use crate::command::{Command, HostRecord, HostState};
 use crate::liveness::unix_ms_now;
 use crate::node::ProposeError;
 use crate::placement::{self, Candidate, Request};
-use crate::pool::{MemberState, PoolRecord, PoolSpec, Role};
+use crate::pool::{Member, MemberState, PoolRecord, PoolSpec, Role};
 use crate::state::StateMachine;
 use crate::validate::{Invalid, dns_label};
 
@@ -510,7 +510,7 @@ pub(crate) async fn drain(
             .host(host_id)
             .ok_or_else(|| Status::not_found(format!("no host with id {host_id}")))?;
         let Some(name) = host.pool.clone() else {
-            return Ok(None);
+            return Ok::<_, Status>(None);
         };
         let pool = sm
             .pools()
@@ -520,15 +520,12 @@ pub(crate) async fn drain(
             .members
             .get(host_id)
             .ok_or_else(|| Status::internal(format!("host {host_id} is not a member of its pool {name}")))?;
-        if member.role != Role::Worker {
-            return Err(Status::failed_precondition(format!(
-                "host {host_id} is a control plane of pool {name}; only workers can be drained \
-                 (a control plane is replaced when its host is down: stop its agent and the pool \
-                 heals, removing its etcd member first)"
-            )));
-        }
         if matches!(member.state, MemberState::Leaving { .. }) {
-            return Ok(Some((name, Vec::new(), true)));
+            return Ok(Some((name, Vec::new(), true, member.role)));
+        }
+        if member.role == Role::ControlPlane {
+            let add = control_plane_replacement(sm, pool, host)?;
+            return Ok(Some((name, vec![add], false, Role::ControlPlane)));
         }
         let (cores, memory) = crate::planner::worker_totals(sm, pool);
         let (left_cores, left_memory) = (
@@ -542,24 +539,36 @@ pub(crate) async fn drain(
         };
         let add = placement::grow(&candidates(sm), left_cores, left_memory, &want)
             .map_err(|e| Status::failed_precondition(format!("no replacement for host {host_id}: {e}")))?;
-        Ok(Some((name, add, false)))
+        Ok(Some((name, add, false, Role::Worker)))
     })?;
-    let views = |ids: &[String]| {
+    let views = |ids: &[String], role: Role| {
         shared
             .node
-            .read(|sm| hosts_as_members(sm, ids, Role::Worker, MemberState::Joining.as_str()))
+            .read(|sm| hosts_as_members(sm, ids, role, MemberState::Joining.as_str()))
     };
     if dry_run {
         return Ok(match plan {
-            Some((name, add, _)) => (name, views(&add)),
+            Some((name, add, _, role)) => (name, views(&add, role)),
             None => (String::new(), Vec::new()),
         });
     }
     set_cordon(shared, host_id, true).await?;
-    let Some((name, add, already_leaving)) = plan else {
+    let Some((name, add, already_leaving, role)) = plan else {
         return Ok((String::new(), Vec::new()));
     };
-    if !already_leaving {
+    if !already_leaving && role == Role::ControlPlane {
+        let replacement = add
+            .first()
+            .cloned()
+            .ok_or_else(|| Status::internal("a control-plane drain without a replacement"))?;
+        let command = Command::DrainControlPlane {
+            pool: name.clone(),
+            host_id: host_id.to_owned(),
+            replacement,
+            at_unix_ms: unix_ms_now(),
+        };
+        shared.node.propose(command).await.map_err(propose_error)?;
+    } else if !already_leaving {
         let spec = shared
             .node
             .read(|sm| sm.pools().get(&name).map(|p| (p.spec.cores, p.spec.memory_bytes)))
@@ -574,5 +583,59 @@ pub(crate) async fn drain(
         };
         shared.node.propose(command).await.map_err(propose_error)?;
     }
-    Ok((name, views(&add)))
+    Ok((name, views(&add, role)))
+}
+
+/// The host that replaces the live control plane `host` of `pool` when
+/// it is drained (placed like healing's replacements: the zone with the
+/// fewest other control planes), or why the drain is refused: a single
+/// control plane, `host` serving the pool's API endpoint, another control
+/// plane not joined and ready, or no free host.
+pub(crate) fn control_plane_replacement(
+    sm: &StateMachine,
+    pool: &PoolRecord,
+    host: &HostRecord,
+) -> Result<String, Status> {
+    let name = &pool.spec.name;
+    let host_id = &host.host_id;
+    let others: Vec<&Member> = pool
+        .members
+        .values()
+        .filter(|m| m.role == Role::ControlPlane && m.host_id != *host_id)
+        .collect();
+    if others.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "host {host_id} is the only control plane of pool {name}: a 1-control-plane pool cannot lose its \
+             only control plane; create the pool with 3 control planes"
+        )));
+    }
+    if pool.control_plane_endpoint == endpoint(host) {
+        return Err(Status::failed_precondition(format!(
+            "host {host_id} serves the API endpoint {} of pool {name}: it cannot be drained (moving the \
+             endpoint needs a virtual IP, which is not supported); drain another control plane",
+            pool.control_plane_endpoint
+        )));
+    }
+    for m in &others {
+        let state = sm.host(&m.host_id).map(|h| h.state);
+        if m.state != MemberState::Joined || state != Some(HostState::Ready) {
+            return Err(Status::failed_precondition(format!(
+                "control plane {} of pool {name} is {} (host {}): drain {host_id} once every other control \
+                 plane is joined and ready",
+                m.host_id,
+                m.state.as_str(),
+                state.map_or("unknown", |s| s.as_str())
+            )));
+        }
+    }
+    let mut rest = pool.clone();
+    rest.members.remove(host_id);
+    let fleet = candidates(sm);
+    crate::healing::choose_control_plane(sm, &rest, &fleet).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "no replacement control plane for host {host_id}: no ready, uncordoned host is free in the fleet \
+             ({} free)",
+            fleet.len()
+        ))
+    })
 }

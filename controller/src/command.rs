@@ -287,6 +287,18 @@ pub enum Command {
         why: String,
         at_unix_ms: u64,
     },
+    /// An admin drains the live control plane `host_id` of `pool`:
+    /// `replacement` joins as a control plane first, then the old one is
+    /// drained, its etcd member removed (by another control plane), its
+    /// node deleted and the host reset. Refused unless `host_id` is a
+    /// joined control plane and `replacement` is free, so it happens once
+    /// even across leader changes.
+    DrainControlPlane {
+        pool: String,
+        host_id: String,
+        replacement: String,
+        at_unix_ms: u64,
+    },
     /// Healing needs a human (storm, lost quorum, nothing fits) or an
     /// alert ends: an event with `severity`; with `degrade`, the pool turns
     /// `degraded` with `message` as its reason. A repeat changes nothing.
@@ -379,6 +391,7 @@ impl Command {
             Command::FinishTask { .. } => "finish_task",
             Command::SetPoolPhase { .. } => "set_pool_phase",
             Command::ReplaceMember { .. } => "replace_member",
+            Command::DrainControlPlane { .. } => "drain_control_plane",
             Command::Alert { .. } => "alert",
             Command::CreateToken { .. } => "create_token",
             Command::UseToken { .. } => "use_token",

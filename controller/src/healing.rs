@@ -301,6 +301,14 @@ pub fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Ve
             }
         }
         Role::ControlPlane => {
+            if matches!(dead.state, MemberState::Leaving { .. }) {
+                // Drained by an admin: its replacement is placed already.
+                out.push(replace(
+                    Vec::new(),
+                    format!("{who} while leaving the pool: removing its etcd member and node"),
+                ));
+                return;
+            }
             let cps: Vec<&Member> = pool
                 .members
                 .values()
@@ -363,7 +371,11 @@ pub fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Ve
 /// A fleet host for a new control plane: in the zone with the fewest of
 /// the pool's other control planes, the smallest host there (big ones stay
 /// for workers), ties by id.
-fn choose_control_plane(state: &StateMachine, pool: &PoolRecord, fleet: &[Candidate]) -> Option<String> {
+pub(crate) fn choose_control_plane(
+    state: &StateMachine,
+    pool: &PoolRecord,
+    fleet: &[Candidate],
+) -> Option<String> {
     let zones: Vec<String> = pool
         .members
         .values()

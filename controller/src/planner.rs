@@ -10,7 +10,8 @@
 //!    used stale): `refresh_join_token` on a joined control plane first;
 //! 5. joining members: `join_control_plane` / `join_worker`;
 //! 6. leaving members, once no member is still joining (replacements
-//!    first): `drain_node`, then `delete_node` (both run on a joined
+//!    first): `drain_node`, then (a leaving control plane)
+//!    `remove_etcd_member`, then `delete_node` (all run on another, joined
 //!    control plane), then `reset` on the member;
 //! 7. everyone joined and no addons yet: `install_addons`;
 //! 8. nothing left to do: phase `ready`.
@@ -227,17 +228,27 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, heal: bool, out:
             }
             continue;
         }
-        let MemberState::Leaving { drained, deleted } = member.state else {
+        let MemberState::Leaving {
+            drained,
+            deleted,
+            etcd_removed,
+        } = member.state
+        else {
             continue;
         };
         let target_node = member.node_name.clone();
         let step = if !drained {
             // Replacements join first: capacity never dips while a host
-            // is moved out (drain, maintenance).
+            // is moved out (drain, maintenance), and a leaving control
+            // plane's replacement is in etcd before it goes.
             if !joining.is_empty() {
                 continue;
             }
             Some(TaskKind::DrainNode { target_node })
+        } else if member.role == Role::ControlPlane && !etcd_removed {
+            // The runner is another control plane (a leaving one is not
+            // `joined`): etcd shrinks before the node goes.
+            Some(TaskKind::RemoveEtcdMember { target_node })
         } else if !deleted {
             Some(TaskKind::DeleteNode { target_node })
         } else {
@@ -650,5 +661,159 @@ mod tests {
         assert_eq!(w.plan(), vec!["refresh_join_token@h1"]);
         w.run_tasks();
         assert_eq!(w.plan(), vec!["join_worker@w2"]);
+    }
+
+    /// A 3-control-plane pool (endpoint h1) with a worker, settled, and a
+    /// free host h4 in zone c.
+    fn three_control_planes() -> World {
+        let mut w = World::new(&[
+            ("h1", "a", 8),
+            ("h2", "b", 8),
+            ("h3", "c", 8),
+            ("w1", "a", 16),
+            ("h4", "c", 4),
+            ("h5", "b", 4),
+        ]);
+        create(&mut w, &["h1", "h2", "h3"], &["w1"]);
+        w.settle();
+        w
+    }
+
+    #[test]
+    fn a_drained_control_plane_is_replaced_first_then_drained_removed_from_etcd_deleted_and_reset() {
+        let mut w = three_control_planes();
+        let pool = w.pool().clone();
+        let h2 = w.sm.host("h2").unwrap().clone();
+        // The replacement goes to the zone h2 leaves (b), smallest host.
+        let replacement = crate::admin_pools::control_plane_replacement(&w.sm, &pool, &h2).unwrap();
+        assert_eq!(replacement, "h5");
+        // What the admin path proposes: cordon, then the drain.
+        w.apply(Command::SetHostState {
+            host_id: "h2".into(),
+            state: crate::command::HostState::Cordoned,
+            reason: "cordoned by an admin".into(),
+            at_unix_ms: w.now,
+        });
+        let drain = Command::DrainControlPlane {
+            pool: "web".into(),
+            host_id: "h2".into(),
+            replacement: replacement.clone(),
+            at_unix_ms: w.now,
+        };
+        w.apply(drain.clone());
+        // A repeat (after a leader change) is refused and changes nothing.
+        let index = w.sm.applied_index() + 1;
+        assert!(w.sm.apply(index, &drain).is_err());
+        assert_eq!(
+            w.plan(),
+            vec!["join_control_plane@h5"],
+            "the replacement joins etcd before anything leaves"
+        );
+        w.run_tasks();
+        assert_eq!(
+            w.plan(),
+            vec!["drain_node@h1"],
+            "kubectl runs on another control plane"
+        );
+        w.run_tasks();
+        assert_eq!(
+            w.plan(),
+            vec!["remove_etcd_member@h1"],
+            "etcd shrinks on another control plane before the node goes"
+        );
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["delete_node@h1"]);
+        w.run_tasks();
+        assert_eq!(w.plan(), vec!["reset@h2"], "the reset comes last");
+        w.run_tasks();
+        w.settle();
+        assert_eq!(w.pool().phase, PoolPhase::Ready, "{}", w.pool().phase_reason);
+        let mut cps: Vec<&str> = w
+            .pool()
+            .members
+            .values()
+            .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
+            .map(|m| m.host_id.as_str())
+            .collect();
+        cps.sort();
+        assert_eq!(cps, vec!["h1", "h3", "h5"]);
+        let h2 = w.sm.host("h2").unwrap();
+        assert_eq!(h2.pool, None, "back in the fleet");
+        assert_eq!(h2.state, crate::command::HostState::Cordoned, "and cordoned");
+        assert!(h2.fenced.is_none());
+    }
+
+    #[test]
+    fn draining_a_control_plane_is_refused_for_one_control_plane_the_endpoint_or_no_free_host() {
+        // A single control plane.
+        let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("h4", "b", 8)]);
+        create(&mut w, &["h1"], &["w1"]);
+        w.settle();
+        let h1 = w.sm.host("h1").unwrap().clone();
+        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("cannot lose its only control plane")
+                && err.message().contains("create the pool with 3 control planes"),
+            "{}",
+            err.message()
+        );
+        let index = w.sm.applied_index() + 1;
+        let refused = w.sm.apply(
+            index,
+            &Command::DrainControlPlane {
+                pool: "web".into(),
+                host_id: "h1".into(),
+                replacement: "h4".into(),
+                at_unix_ms: w.now,
+            },
+        );
+        assert!(refused.is_err(), "the state machine refuses it too");
+        assert_eq!(w.pool().members["h1"].state, MemberState::Joined);
+
+        // The endpoint host.
+        let mut w = three_control_planes();
+        let h1 = w.sm.host("h1").unwrap().clone();
+        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("API endpoint h1:6443") && err.message().contains("virtual IP"),
+            "{}",
+            err.message()
+        );
+
+        // Another control plane not ready.
+        w.apply(Command::SetHostState {
+            host_id: "h3".into(),
+            state: crate::command::HostState::Suspect,
+            reason: "missed heartbeats".into(),
+            at_unix_ms: w.now,
+        });
+        let h2 = w.sm.host("h2").unwrap().clone();
+        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
+        assert!(err.message().contains("control plane h3"), "{}", err.message());
+        w.apply(Command::SetHostState {
+            host_id: "h3".into(),
+            state: crate::command::HostState::Ready,
+            reason: "back".into(),
+            at_unix_ms: w.now,
+        });
+
+        // No free host.
+        for id in ["h4", "h5"] {
+            w.apply(Command::SetHostState {
+                host_id: id.into(),
+                state: crate::command::HostState::Cordoned,
+                reason: "cordoned by an admin".into(),
+                at_unix_ms: w.now,
+            });
+        }
+        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("no replacement control plane") && err.message().contains("0 free"),
+            "{}",
+            err.message()
+        );
     }
 }

@@ -132,10 +132,14 @@ impl Role {
 pub enum MemberState {
     Joining,
     Joined,
-    /// Being released: drained, then its node deleted, then reset.
+    /// Being released: drained, then (a control plane) its etcd member
+    /// removed by another control plane, then its node deleted, then reset.
     Leaving {
         drained: bool,
         deleted: bool,
+        /// Control planes only (workers have no etcd member).
+        #[serde(default)]
+        etcd_removed: bool,
     },
     /// Its host is down and being replaced (see [`crate::healing`]): a
     /// healthy control plane removes its etcd member (control planes

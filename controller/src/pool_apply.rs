@@ -239,6 +239,7 @@ impl StateMachine {
                         member.state = MemberState::Leaving {
                             drained: !joined,
                             deleted: !joined,
+                            etcd_removed: true,
                         };
                     }
                 }
@@ -295,6 +296,7 @@ impl StateMachine {
                     member.state = MemberState::Leaving {
                         drained: true,
                         deleted: true,
+                        etcd_removed: true,
                     };
                 }
                 pool.phase = PoolPhase::Deleting;
@@ -420,6 +422,12 @@ impl StateMachine {
                 why,
                 at_unix_ms,
             } => self.replace_member(index, pool, host_id, replacements, why, *at_unix_ms),
+            Command::DrainControlPlane {
+                pool,
+                host_id,
+                replacement,
+                at_unix_ms,
+            } => self.drain_control_plane(index, pool, host_id, replacement, *at_unix_ms),
             Command::Alert {
                 pool: name,
                 host_id,
@@ -584,7 +592,7 @@ impl StateMachine {
                 let drain = matches!(task.kind, TaskKind::DrainNode { .. });
                 if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node) {
                     match &mut target.state {
-                        MemberState::Leaving { drained, deleted } => {
+                        MemberState::Leaving { drained, deleted, .. } => {
                             if drain {
                                 *drained = true;
                             } else {
@@ -603,7 +611,8 @@ impl StateMachine {
             }
             (TaskKind::RemoveEtcdMember { target_node }, _) => {
                 if let Some(target) = pool.members.values_mut().find(|m| m.node_name == *target_node)
-                    && let MemberState::Replaced { etcd_removed, .. } = &mut target.state
+                    && let MemberState::Replaced { etcd_removed, .. }
+                    | MemberState::Leaving { etcd_removed, .. } = &mut target.state
                 {
                     *etcd_removed = true;
                 }
@@ -672,6 +681,88 @@ fn target_node(kind: &TaskKind) -> Option<&str> {
 }
 
 impl StateMachine {
+    /// `DrainControlPlane`: `replacement` joins as a control plane and the
+    /// live control plane `host_id` turns `leaving` (drain, etcd member
+    /// removal, node deletion, reset: the planner orders them). Refused
+    /// unless `host_id` is a joined control plane of a pool with more than
+    /// one, so a repeat (after a leader change) changes nothing.
+    fn drain_control_plane(
+        &self,
+        index: u64,
+        name: &str,
+        host_id: &str,
+        replacement: &str,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let mut pool = self.pool_for_change(name)?;
+        let control_planes = pool
+            .members
+            .values()
+            .filter(|m| m.role == Role::ControlPlane)
+            .count();
+        if control_planes < 2 {
+            return Err(refused(format!(
+                "pool {name} has a single control plane: it cannot be drained"
+            )));
+        }
+        let member = pool
+            .members
+            .get_mut(host_id)
+            .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
+            .ok_or_else(|| {
+                refused(format!(
+                    "host {host_id} is not a joined control plane of pool {name}"
+                ))
+            })?;
+        member.state = MemberState::Leaving {
+            drained: false,
+            deleted: false,
+            etcd_removed: false,
+        };
+        let leaving_node = member.node_name.clone();
+        let mut b = Builder {
+            index,
+            at_unix_ms,
+            more: More::default(),
+        };
+        let host = self.joinable(replacement, name)?;
+        pool.members.insert(
+            replacement.to_owned(),
+            Member {
+                host_id: replacement.to_owned(),
+                role: Role::ControlPlane,
+                node_name: node_name(host),
+                state: MemberState::Joining,
+                order: pool.next_order,
+                last_error: String::new(),
+            },
+        );
+        pool.next_order += 1;
+        b.more.hosts.push(HostRecord {
+            pool: Some(name.to_owned()),
+            ..host.clone()
+        });
+        pool.phase = PoolPhase::Resizing;
+        pool.phase_reason = format!(
+            "control plane {} joining to replace {} (drained by an admin)",
+            self.hostname(replacement),
+            self.hostname(host_id)
+        );
+        b.event(
+            name,
+            host_id,
+            "control_plane_draining",
+            format!(
+                "pool {name}: draining control plane {} (node {leaving_node}); {} joins as a control plane \
+                 first, then the old one is drained, its etcd member removed and its node deleted",
+                self.hostname(host_id),
+                self.hostname(replacement)
+            ),
+        );
+        b.more.pools.push((name.to_owned(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
     /// `ReplaceMember`: the dead member turns `replaced` (or, in a pool
     /// being destroyed, leaves at once), its replacements join, and the
     /// tasks addressed to it or about its node are dropped (the planner
@@ -759,8 +850,16 @@ impl StateMachine {
             });
         }
         if let Some(dead) = pool.members.get_mut(host_id) {
+            // A control plane drained by an admin may have left etcd already.
+            let etcd_gone = matches!(
+                dead.state,
+                MemberState::Leaving {
+                    etcd_removed: true,
+                    ..
+                }
+            );
             dead.state = MemberState::Replaced {
-                etcd_removed: dead.role == Role::Worker,
+                etcd_removed: dead.role == Role::Worker || etcd_gone,
                 deleted: false,
             };
         }

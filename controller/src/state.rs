@@ -304,6 +304,7 @@ impl StateMachine {
             | Command::FinishTask { .. }
             | Command::SetPoolPhase { .. }
             | Command::ReplaceMember { .. }
+            | Command::DrainControlPlane { .. }
             | Command::Alert { .. }) => self.plan_pool(index, command),
             command @ (Command::CreateToken { .. }
             | Command::UseToken { .. }

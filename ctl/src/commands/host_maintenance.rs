@@ -29,7 +29,10 @@ pub struct CordonArgs {
 
 /// Cordon a host and move it out of its pool: when the pool would fall
 /// below its request, replacement workers join first; then the host is
-/// drained, deleted from the cluster and reset. Workers only.
+/// drained, deleted from the cluster and reset. A control plane (of a pool
+/// with 3 or more, not the one serving the API endpoint) is replaced by a
+/// new control plane that joins etcd first; then it is drained, its etcd
+/// member removed, its node deleted and the host reset.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:

@@ -467,6 +467,130 @@ async fn a_dead_control_plane_of_three_leaves_etcd_and_is_replaced() -> anyhow::
 }
 
 #[tokio::test]
+async fn draining_a_live_control_plane_joins_its_replacement_first_and_leaves_etcd() -> anyhow::Result<()> {
+    let world = World::start(vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("cp-b", "b", 4, "8GiB"),
+        Profile::new("cp-c", "c", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("spare-b", "b", 4, "16GiB"),
+        Profile::new("spare-c", "c", 8, "64GiB"),
+    ])
+    .await?;
+    let pool = world.create(spec("db", 8, 32, 3)).await?;
+    let cps: Vec<String> = pool
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane")
+        .map(|m| m.hostname.clone())
+        .collect();
+    assert_eq!(cps.len(), 3, "{pool:?}");
+    // Simulated hosts: the endpoint is the first control plane's hostname.
+    let endpoint_host = pool
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane" && pool.control_plane_endpoint == format!("{}:6443", m.hostname))
+        .expect("a control plane serves the endpoint")
+        .clone();
+    let leaving = pool
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane" && m.host_id != endpoint_host.host_id)
+        .expect("a control plane that is not the endpoint")
+        .clone();
+
+    // The endpoint host is refused, and nothing changes.
+    let err = world
+        .admin()
+        .await?
+        .drain_host(rpool_proto::v1::DrainHostRequest {
+            host_id: endpoint_host.host_id.clone(),
+            dry_run: false,
+        })
+        .await
+        .expect_err("draining the endpoint host is refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("API endpoint"), "{}", err.message());
+    let (state, in_pool) = world.host_state(&endpoint_host.hostname).await.expect("host");
+    assert_eq!((state, in_pool.as_str()), (HostState::Ready as i32, "db"));
+
+    // rpoolctl host drain on another control plane.
+    let home = world.agents[0].dir.clone();
+    let out = rpool_tests::ctl(
+        &home,
+        &[
+            "--controller",
+            &world.cluster.addr_list(),
+            "host",
+            "drain",
+            &leaving.host_id[..8],
+            "--yes",
+            "--wait",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pool = world
+        .wait_pool("db", "pool db ready with a new control plane", |p| {
+            p.phase == "ready"
+                && !p.members.iter().any(|m| m.host_id == leaving.host_id)
+                && p.members
+                    .iter()
+                    .filter(|m| m.role == "control-plane" && m.state == "joined")
+                    .count()
+                    == 3
+        })
+        .await?;
+    let replacement = pool
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane" && !cps.contains(&m.hostname))
+        .expect("a new control plane")
+        .clone();
+    assert_eq!(world.kubesim_nodes(&pool)?, expected_nodes(&pool));
+    let (nodes, mut etcd) = world
+        .kubesim_clusters()?
+        .into_iter()
+        .find(|(nodes, _)| nodes.contains_key(&replacement.node_name))
+        .expect("the pool's cluster");
+    assert!(
+        !nodes.contains_key(&leaving.node_name),
+        "the old node is gone: {nodes:?}"
+    );
+    etcd.sort();
+    let mut want: Vec<String> = pool
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane")
+        .map(|m| m.node_name.clone())
+        .collect();
+    want.sort();
+    assert_eq!(etcd, want, "etcd holds exactly the pool's control planes");
+
+    // Order: the replacement joined before the old node was drained, and
+    // its etcd member went (on another control plane) before its node.
+    let events: Vec<String> = world.events().await.into_iter().map(|e| e.message).collect();
+    let at = |what: &str| events.iter().position(|e| e.contains(what));
+    let joined = at(&format!("{} joined as control-plane", replacement.hostname));
+    let drained = at(&format!("node {} drained", leaving.node_name));
+    let removed = at(&format!("etcd member {} removed", leaving.node_name));
+    let deleted = at(&format!("node {} deleted", leaving.node_name));
+    let reset = at(&format!("{} reset and back in the fleet", leaving.hostname));
+    assert!(
+        joined.is_some() && joined < drained && drained < removed && removed < deleted && deleted < reset,
+        "{joined:?} {drained:?} {removed:?} {deleted:?} {reset:?}: {events:#?}"
+    );
+    let removed_by = &events[removed.expect("removed")];
+    assert!(
+        !removed_by.contains(&format!("via {})", leaving.hostname)),
+        "{removed_by}"
+    );
+    let (state, in_pool) = world.host_state(&leaving.hostname).await.expect("host");
+    assert_eq!((state, in_pool.as_str()), (HostState::Cordoned as i32, ""));
+    world.assert_no_host_in_two_clusters()?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn half_the_hosts_silenced_at_once_replace_nothing_and_raise_one_alert() -> anyhow::Result<()> {
     let mut world = World::start(vec![
         Profile::new("cp-a", "a", 4, "8GiB"),
