@@ -24,7 +24,7 @@
 //! Requests are validated first ([`crate::validate`]); errors map to
 //! `tonic::Status` in one place, `From<AdminError> for Status`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpool_proto::v1::admin_service_client::AdminServiceClient;
@@ -34,7 +34,6 @@ use rpool_proto::v1::{
     ListHostsRequest, ListHostsResponse, RemoveControllerRequest, SetHostLabelsRequest, StatusRequest,
     StatusResponse, TransferLeaderRequest,
 };
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
@@ -59,14 +58,14 @@ const AMBIGUOUS_MATCHES_SHOWN: usize = 10;
 pub struct AdminSvc {
     shared: Arc<Shared>,
     /// Channel to the leader, reused while the leader's address holds.
-    leader: Mutex<Option<(String, Channel)>>,
+    leader: crate::LeaderLink,
 }
 
 impl AdminSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         AdminSvc {
             shared,
-            leader: Mutex::new(None),
+            leader: crate::LeaderLink::default(),
         }
     }
 
@@ -78,43 +77,9 @@ impl AdminSvc {
     /// [`FORWARDED`] (our id) and the original caller's identity (for the
     /// leader's logs; see [`crate::authz`]).
     fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<crate::PeerAdminClient>, Status> {
-        let status = self.shared.node.status();
-        if status.role == Role::Leader {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let Some(channel) = self.leader.channel(&self.shared, forwarded)? else {
             return Ok(None);
-        }
-        if request.metadata().contains_key(FORWARDED) {
-            return Err(Status::unavailable(
-                "leadership is changing (this controller was forwarded a request but does not lead); retry",
-            ));
-        }
-        if status.leader_id == 0 {
-            return Err(Status::unavailable(
-                "no controller leads yet (election in progress); retry",
-            ));
-        }
-        let address = self.shared.address_of(status.leader_id).ok_or_else(|| {
-            Status::unavailable(format!(
-                "the address of leader {} is unknown; retry",
-                status.leader_id
-            ))
-        })?;
-        let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match &*cached {
-            Some((cached_address, channel)) if *cached_address == address => channel.clone(),
-            _ => {
-                let channel = self
-                    .shared
-                    .tls
-                    .controller_endpoint(&address, status.leader_id)
-                    .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(30))
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(20))
-                    .connect_lazy();
-                *cached = Some((address, channel.clone()));
-                channel
-            }
         };
         let mark = crate::ForwardMark::new(self.shared.config.id, crate::authz::caller(request));
         Ok(Some(AdminServiceClient::with_interceptor(channel, mark)))

@@ -18,8 +18,8 @@
 //! logged and counted ([`denials`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rpool_proto::pki::{Ca, Identity};
@@ -35,7 +35,6 @@ use crate::admin_service::FORWARDED;
 use crate::command::Command;
 use crate::liveness::unix_ms_now;
 use crate::node::ProposeError;
-use crate::raft::node::Role;
 use crate::state::ApplyError;
 use crate::tokens;
 use crate::validate::Invalid;
@@ -111,17 +110,6 @@ fn signer_config(shared: &Shared) -> Option<SignerConfig> {
     })
 }
 
-/// A lazily connected channel (mutual TLS with this controller's own
-/// certificate) to the controller at `address`.
-fn leader_channel(shared: &Shared, id: u64, address: &str) -> Result<Channel, rpool_proto::tls::TlsError> {
-    Ok(shared
-        .tls
-        .controller_endpoint(address, id)?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
-}
-
 /// The pin of this controller's CA (`sha256:<hex>`), `None` without TLS.
 pub(crate) fn ca_pin(shared: &Shared) -> Option<String> {
     let config = signer_config(shared)?;
@@ -133,49 +121,23 @@ pub(crate) fn ca_pin(shared: &Shared) -> Option<String> {
 pub struct EnrollSvc {
     shared: Arc<Shared>,
     /// Channel to the leader, reused while the leader's address holds.
-    leader: Mutex<Option<(String, Channel)>>,
+    leader: crate::LeaderLink,
 }
 
 impl EnrollSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         EnrollSvc {
             shared,
-            leader: Mutex::new(None),
+            leader: crate::LeaderLink::default(),
         }
     }
 
     /// `None` when this controller leads; otherwise a client for the
     /// leader (never for a request that was already forwarded once).
     fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<EnrollServiceClient<Channel>>, Status> {
-        let status = self.shared.node.status();
-        if status.role == Role::Leader {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let Some(channel) = self.leader.channel(&self.shared, forwarded)? else {
             return Ok(None);
-        }
-        if request.metadata().contains_key(FORWARDED) {
-            return Err(Status::unavailable(
-                "leadership is changing (this controller was forwarded a request but does not lead); retry",
-            ));
-        }
-        if status.leader_id == 0 {
-            return Err(Status::unavailable(
-                "no controller leads yet (election in progress); retry",
-            ));
-        }
-        let address = self.shared.address_of(status.leader_id).ok_or_else(|| {
-            Status::unavailable(format!(
-                "the address of leader {} is unknown; retry",
-                status.leader_id
-            ))
-        })?;
-        let mut cached = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-        let channel = match &*cached {
-            Some((cached_address, channel)) if *cached_address == address => channel.clone(),
-            _ => {
-                let channel = leader_channel(&self.shared, status.leader_id, &address)
-                    .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?;
-                *cached = Some((address, channel.clone()));
-                channel
-            }
         };
         Ok(Some(
             EnrollServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -194,6 +194,63 @@ impl tonic::service::Interceptor for ForwardMark {
     }
 }
 
+/// A follower's channel to the current leader, for forwarding calls; made
+/// lazily and reused while the leader's address holds.
+#[derive(Default)]
+pub(crate) struct LeaderLink(Mutex<Option<(String, Channel)>>);
+
+impl LeaderLink {
+    /// `None` when this controller leads; otherwise a channel to the leader
+    /// (mutual TLS with this controller's certificate, expecting the
+    /// leader's id). A request that was already forwarded once is never
+    /// forwarded again: leadership is moving, the caller gets UNAVAILABLE
+    /// and retries.
+    pub(crate) fn channel(
+        &self,
+        shared: &Shared,
+        already_forwarded: bool,
+    ) -> Result<Option<Channel>, tonic::Status> {
+        use tonic::Status;
+        let status = shared.node.status();
+        if status.role == raft::node::Role::Leader {
+            return Ok(None);
+        }
+        if already_forwarded {
+            return Err(Status::unavailable(
+                "leadership is changing (this controller was forwarded a request but does not lead); retry",
+            ));
+        }
+        if status.leader_id == 0 {
+            return Err(Status::unavailable(
+                "no controller leads yet (election in progress); retry",
+            ));
+        }
+        let address = shared.address_of(status.leader_id).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the address of leader {} is unknown; retry",
+                status.leader_id
+            ))
+        })?;
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_address, channel)) = &*cached
+            && *cached_address == address
+        {
+            return Ok(Some(channel.clone()));
+        }
+        let channel = shared
+            .tls
+            .controller_endpoint(&address, status.leader_id)
+            .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(30))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect_lazy();
+        *cached = Some((address, channel.clone()));
+        Ok(Some(channel))
+    }
+}
+
 /// A client for the admin API of the controller at `address` (mutual TLS,
 /// marked as a controller's own call).
 pub(crate) async fn admin_client(shared: &Shared, id: u64, address: &str) -> anyhow::Result<PeerAdminClient> {
