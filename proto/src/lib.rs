@@ -3,6 +3,8 @@
 //! - [`v1`]: messages and gRPC services generated from `rpool/v1/*.proto`
 //!   (`AgentService`: one bidirectional stream per agent; `AdminService`: what
 //!   `rpoolctl` calls). The `.proto` files document every field and unit.
+//! - [`clock`]: wall-clock milliseconds since the Unix epoch, read in one
+//!   place.
 //! - [`units`]: parsing and printing of sizes (`64GiB`) and durations (`10m`)
 //!   the way users type them, shared by configs and the CLI.
 //! - [`pki`]: the rpool CA, certificates whose identity is a
@@ -14,6 +16,7 @@
 //! - [`metrics`]: Prometheus counters, gauges and histograms, the text
 //!   exposition format and a small `GET /metrics` HTTP server.
 
+pub mod clock;
 pub mod metrics;
 pub mod pinned;
 pub mod pki;
