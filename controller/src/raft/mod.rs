@@ -18,6 +18,11 @@ pub mod node;
 mod sim;
 pub mod transport;
 
+// What the rest of the controller uses of this layer. Code outside `raft/`
+// imports these paths only, so the layer can be rearranged inside.
+pub use crate::node::{NodeHandle, ProposeError};
+pub use node::{RaftStatus, Role, add_voter, remove_voter};
+
 use std::fmt::Write as _;
 
 /// A slog logger whose records go to `tracing` under target `raft`, with
