@@ -52,7 +52,7 @@ pub struct Config {
     /// The Prometheus `/metrics` endpoint (off unless `listen` is set).
     pub metrics: crate::metrics::MetricsConfig,
     /// Where events are POSTed (off unless `url` is set).
-    pub webhook: crate::webhook::WebhookConfig,
+    pub webhook: crate::leader::webhook::WebhookConfig,
     /// Mutual TLS: the CA, this controller's certificate and key, and the
     /// CA key used to sign agent certificates at enrollment.
     pub tls: TlsConfig,
@@ -61,7 +61,7 @@ pub struct Config {
 /// `[healing]`: whether down pool members are replaced, and the storm
 /// thresholds above which nothing is replaced and an alert goes out
 /// instead (many hosts silent at once is a network problem, not failing
-/// hosts). See [`crate::healing`].
+/// hosts). See [`crate::policy::healing`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealingConfig {
@@ -263,7 +263,7 @@ impl Default for Config {
             liveness: LivenessConfig::default(),
             healing: HealingConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
-            webhook: crate::webhook::WebhookConfig::default(),
+            webhook: crate::leader::webhook::WebhookConfig::default(),
             tls: TlsConfig::default(),
         }
     }

@@ -53,34 +53,14 @@
 //! If the store fails, the replica stops, and `run` shuts down and returns
 //! the error: a controller that cannot persist must not acknowledge.
 
-pub mod admin_autoscale;
-pub mod admin_pools;
-pub mod admin_service;
-pub mod admin_tokens;
-pub mod agent_service;
-pub mod authz;
-pub mod autoscale;
-pub mod autoscale_apply;
-pub mod autoscaler;
-pub mod command;
+pub mod api;
 pub mod config;
-pub mod enroll_service;
-pub mod healing;
-pub mod liveness;
+pub mod leader;
 pub mod metrics;
-pub mod node;
-pub mod placement;
-pub mod planner;
-pub mod pool;
-pub mod pool_apply;
+pub mod policy;
 pub mod raft;
-pub mod replicated;
+pub mod replica;
 pub mod state;
-pub mod store;
-pub mod tasks;
-pub mod tokens;
-pub mod validate;
-pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -113,15 +93,15 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// What every service shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) node: node::NodeHandle,
-    pub(crate) liveness: Arc<Mutex<liveness::Liveness>>,
+    pub(crate) node: replica::NodeHandle,
+    pub(crate) liveness: Arc<Mutex<leader::liveness::Liveness>>,
     pub(crate) started: Instant,
     /// Turns true when the controller shuts down.
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Agent sessions' outbound queues, for task delivery.
-    pub(crate) links: tasks::Links,
+    pub(crate) links: leader::dispatch::Links,
     /// Autoscaling windows and latest judgements (leader memory).
-    pub(crate) autoscale: Mutex<autoscaler::AutoscaleTracker>,
+    pub(crate) autoscale: Mutex<leader::autoscaler::AutoscaleTracker>,
     /// This controller's TLS material (server config, and client config
     /// for calls to other controllers).
     pub(crate) tls: rpool_proto::tls::TlsMaterial,
@@ -145,7 +125,7 @@ impl Shared {
 
 /// Every member's address: the initial group overlaid with replicated
 /// membership changes, restricted to the current voters and learners.
-fn member_addresses(config: &Config, node: &node::NodeHandle) -> BTreeMap<u64, String> {
+fn member_addresses(config: &Config, node: &replica::NodeHandle) -> BTreeMap<u64, String> {
     let status = node.status();
     let mut known = config.initial_members();
     node.read(|sm| known.extend(sm.members().iter().map(|(id, a)| (*id, a.clone()))));
@@ -186,9 +166,9 @@ impl ForwardMark {
 impl tonic::service::Interceptor for ForwardMark {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let metadata = request.metadata_mut();
-        metadata.insert(admin_service::FORWARDED, self.by.clone());
+        metadata.insert(api::admin::FORWARDED, self.by.clone());
         if let Some(caller) = &self.on_behalf_of {
-            metadata.insert(authz::FORWARDED_FOR, caller.clone());
+            metadata.insert(api::authz::FORWARDED_FOR, caller.clone());
         }
         Ok(request)
     }
@@ -290,14 +270,14 @@ pub async fn run(
         .context("loading the TLS files ([tls])")?;
     let started = Instant::now();
     let metrics_listener = metrics::bind(&config).await?;
-    let webhook_client = webhook::prepare(&config.webhook)?;
+    let webhook_client = leader::webhook::prepare(&config.webhook)?;
 
     // 1. Store, state and log.
     let data_dir = config.data_dir.clone();
     let (store, state) = tokio::task::spawn_blocking(move || {
-        let store = store::Store::open(&data_dir)?;
+        let store = replica::store::Store::open(&data_dir)?;
         let state = store.load()?;
-        Ok::<_, store::StoreError>((store, state))
+        Ok::<_, replica::store::StoreError>((store, state))
     })
     .await
     .context("opening the state store")??;
@@ -327,7 +307,7 @@ pub async fn run(
     raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;
     raft_config.election_tick = config.raft.election_ticks as usize;
     raft_config.snapshot_every = config.raft.snapshot_every;
-    let machine = replicated::Replicated::new(store.clone(), state.clone());
+    let machine = replica::apply::Replicated::new(store.clone(), state.clone());
     let (raft_handle, mut node_task) = raft::node::start(
         raft_config,
         store.db().clone(),
@@ -344,15 +324,22 @@ pub async fn run(
             raft::transport::PeerEvent::SnapshotSent(peer, ok) => report.report_snapshot(peer, ok),
         });
     }
-    let node = node::NodeHandle::new(raft_handle, state);
+    let node = replica::NodeHandle::new(raft_handle, state);
     let sync = tokio::spawn(sync_peers(
         config.clone(),
         node.clone(),
         transport.clone(),
         stop_rx.clone(),
     ));
-    let live = Arc::new(Mutex::new(liveness::Liveness::new(config.liveness, started)));
-    let ticker = tokio::spawn(liveness::run_ticker(node.clone(), live.clone(), stop_rx.clone()));
+    let live = Arc::new(Mutex::new(leader::liveness::Liveness::new(
+        config.liveness,
+        started,
+    )));
+    let ticker = tokio::spawn(leader::liveness::run_ticker(
+        node.clone(),
+        live.clone(),
+        stop_rx.clone(),
+    ));
 
     // 3. Serve.
     let shared = Arc::new(Shared {
@@ -361,20 +348,20 @@ pub async fn run(
         liveness: live,
         started,
         shutdown: stop_rx.clone(),
-        links: tasks::Links::default(),
+        links: leader::dispatch::Links::default(),
         autoscale: Default::default(),
         tls: tls.clone(),
     });
-    let planner = tokio::spawn(tasks::run(shared.clone()));
+    let planner = tokio::spawn(leader::dispatch::run(shared.clone()));
     let metrics_server = metrics::start(metrics_listener, shared.clone());
-    let webhook = webhook::start(webhook_client, shared.clone());
-    let agent = AgentServiceServer::new(agent_service::AgentSvc::new(shared.clone()))
+    let webhook = leader::webhook::start(webhook_client, shared.clone());
+    let agent = AgentServiceServer::new(api::agent::AgentSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let enroll = rpool_proto::v1::enroll_service_server::EnrollServiceServer::new(
-        enroll_service::EnrollSvc::new(shared.clone()),
+        api::enroll::EnrollSvc::new(shared.clone()),
     )
-    .max_decoding_message_size(enroll_service::MAX_MESSAGE_BYTES);
-    let admin = AdminServiceServer::new(admin_service::AdminSvc::new(shared.clone()))
+    .max_decoding_message_size(api::enroll::MAX_MESSAGE_BYTES);
+    let admin = AdminServiceServer::new(api::admin::AdminSvc::new(shared.clone()))
         .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let peers = RaftServiceServer::new(raft::transport::RaftPeerService::new(
         node.raft().clone(),
@@ -390,7 +377,7 @@ pub async fn run(
         // (enrollment), required per service by the authorization layer.
         .tls_config(tls.server_tls())
         .context("configuring TLS")?
-        .layer(authz::AuthzLayer)
+        .layer(api::authz::AuthzLayer)
         .add_service(agent)
         .add_service(admin)
         .add_service(enroll)
@@ -447,7 +434,7 @@ pub async fn run(
 /// from the config and from replicated membership changes).
 async fn sync_peers(
     config: Config,
-    node: node::NodeHandle,
+    node: replica::NodeHandle,
     transport: Arc<raft::transport::GrpcTransport>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -487,7 +474,7 @@ mod tests {
     use tonic::Streaming;
 
     use super::*;
-    use crate::validate::tests::{ID, good_heartbeat, good_hello};
+    use crate::api::validate::tests::{ID, good_heartbeat, good_hello};
 
     struct Running {
         addr: String,

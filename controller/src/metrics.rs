@@ -21,8 +21,8 @@ use tracing::info;
 
 use crate::Shared;
 use crate::config::FieldError;
-use crate::pool::PoolPhase;
 use crate::raft::node::Role;
+use crate::state::pool::PoolPhase;
 
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,8 +201,8 @@ fn snapshot(shared: &Shared) -> Snapshot {
         leader_id: status.leader_id,
         agents_connected,
         events_retained,
-        authz_denied: Some(crate::authz::denied_total()),
-        enroll_denied: crate::enroll_service::denials(),
+        authz_denied: Some(crate::api::authz::denied_total()),
+        enroll_denied: crate::api::enroll::denials(),
     }
 }
 

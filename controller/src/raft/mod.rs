@@ -20,7 +20,6 @@ pub mod transport;
 
 // What the rest of the controller uses of this layer. Code outside `raft/`
 // imports these paths only, so the layer can be rearranged inside.
-pub use crate::node::{NodeHandle, ProposeError};
 pub use node::{RaftStatus, Role, add_voter, remove_voter};
 
 use std::fmt::Write as _;

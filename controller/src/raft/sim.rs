@@ -62,7 +62,7 @@
 //!    index, in a controller's log up to its commit index or applied by a
 //!    state machine, is the only one ever seen there.
 //! 3. Replicas at the same applied index hold identical state (the
-//!    `crate::state::StateMachine` values compared after every apply,
+//!    `crate::state::State` values compared after every apply,
 //!    snapshot restore and restart).
 //! 4. Acknowledged writes survive: an acknowledged proposal's command is
 //!    the committed entry at the acknowledged index; at the end, replaying
@@ -108,11 +108,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::node::StateMachine as _;
 use super::node::{Core, Input, ProposeError, RaftConfig, RaftStatus, Transport};
-use crate::command::tests::facts;
-use crate::command::{Command, HostState};
-use crate::replicated::{Applied, Replicated};
-use crate::state::StateMachine;
-use crate::store::Store;
+use crate::replica::apply::{Applied, Replicated};
+use crate::replica::store::Store;
+use crate::state::State;
+use crate::state::command::tests::facts;
+use crate::state::command::{Command, HostState};
 
 /// Controllers in the group.
 const NODES: u64 = 3;
@@ -144,7 +144,7 @@ struct Applying {
     index: u64,
     /// `None` for a snapshot restore.
     content: Option<Content>,
-    state: StateMachine,
+    state: State,
 }
 
 type Observations = Arc<Mutex<Vec<Applying>>>;
@@ -152,7 +152,7 @@ type Observations = Arc<Mutex<Vec<Applying>>>;
 /// The real [`Replicated`] state machine, reporting what it applies.
 struct Observed {
     inner: Replicated,
-    state: Arc<RwLock<StateMachine>>,
+    state: Arc<RwLock<State>>,
     node: u64,
     seen: Observations,
 }
@@ -334,7 +334,7 @@ struct Sim {
     logger: slog::Logger,
     leaders: BTreeMap<u64, u64>,
     committed: BTreeMap<u64, Committed>,
-    states: BTreeMap<u64, StateMachine>,
+    states: BTreeMap<u64, State>,
     calls: Vec<Call>,
     acked: Vec<(u64, Vec<u8>)>,
     max_acked: u64,
@@ -390,7 +390,7 @@ impl Sim {
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             leaders: BTreeMap::new(),
             committed: BTreeMap::new(),
-            states: BTreeMap::from([(0, StateMachine::new())]),
+            states: BTreeMap::from([(0, State::new())]),
             calls: Vec::new(),
             acked: Vec::new(),
             max_acked: 0,
@@ -833,7 +833,7 @@ impl Sim {
                 let name = format!("p{}", self.rng.u8(0..2));
                 let worker = format!("h{}", self.rng.u8(0..HOSTS));
                 Command::CreatePool {
-                    spec: crate::pool::PoolSpec {
+                    spec: crate::state::pool::PoolSpec {
                         name,
                         cores: 8,
                         memory_bytes: 8 << 30,
@@ -1123,7 +1123,7 @@ impl Sim {
     /// are in that log at their index, dropped ones nowhere.
     fn final_checks(&mut self) -> Result<(), String> {
         let last = *self.committed.keys().next_back().unwrap_or(&0);
-        let mut model = StateMachine::new();
+        let mut model = State::new();
         for index in 1..=last {
             let Some(entry) = self.committed.get(&index) else {
                 return Err(format!(

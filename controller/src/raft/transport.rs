@@ -258,7 +258,7 @@ impl<O> RaftPeerService<O> {
 impl<O: Send + 'static> RaftService for RaftPeerService<O> {
     async fn send(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<RaftAck>, Status> {
         // The authorization layer admitted only a controller certificate.
-        let sender = match crate::authz::caller(&request) {
+        let sender = match crate::api::authz::caller(&request) {
             Some(Identity::Controller(id)) => *id,
             _ => {
                 return Err(Status::permission_denied(
@@ -274,7 +274,7 @@ impl<O: Send + 'static> RaftService for RaftPeerService<O> {
                 _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
             };
             let Some(batch) = batch else { break };
-            crate::authz::check_raft_sender(sender, batch.from).map_err(|d| {
+            crate::api::authz::check_raft_sender(sender, batch.from).map_err(|d| {
                 d.record(
                     &Identity::Controller(sender).to_string(),
                     "/rpool.v1.RaftService/Send",

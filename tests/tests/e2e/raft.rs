@@ -86,7 +86,8 @@ async fn trio_with_a_host(
 
 /// Admin labels of `host_id` as stored in a stopped controller's data dir.
 fn stored_labels(controller: &Controller, host_id: &str) -> (u64, BTreeMap<String, String>) {
-    let store = rpool_controller::store::Store::open(&controller.dir.join("data")).expect("open store");
+    let store =
+        rpool_controller::replica::store::Store::open(&controller.dir.join("data")).expect("open store");
     let state = store.load().expect("load store");
     let labels = state
         .host(host_id)

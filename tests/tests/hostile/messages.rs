@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use prost::Message;
-use rpool_controller::admin_pools;
-use rpool_controller::validate::{self, limits::*};
+use rpool_controller::api::admin::pools;
+use rpool_controller::api::validate::{self, limits::*};
 use rpool_proto::v1;
 
 use crate::values::{Gen, run};
@@ -273,7 +273,7 @@ fn pool_spec_validation_holds_on_hostile_input() {
             pod_network_cidr: cidr(g),
             service_cidr: cidr(g),
         };
-        match admin_pools::spec("spec", Some(&spec)) {
+        match pools::spec("spec", Some(&spec)) {
             Ok(s) => {
                 assert!(is_dns_label(&s.name, 40), "accepted pool name {:?}", s.name);
                 assert!((1..=1_000_000).contains(&s.cores));

@@ -4,17 +4,20 @@
 //! Every state change is a [`Command`] proposed through
 //! [`NodeHandle::propose`]: it is serialized, appended to the Raft log,
 //! replicated, and answered once a quorum has it durably and this replica
-//! has applied it ([`crate::replicated`]). Readers take short looks at the
+//! has applied it ([`crate::replica::apply`]). Readers take short looks at the
 //! applied state through [`NodeHandle::read`] (a shared `RwLock`, never held
 //! across an `.await`); a read that must be current first calls
 //! [`NodeHandle::read_barrier`] (Raft ReadIndex).
 
+pub mod apply;
+pub mod store;
+
 use std::sync::{Arc, RwLock};
 
-use crate::command::Command;
 use crate::raft::node::{self as raft_node, RaftHandle, RaftStatus, Role};
-use crate::replicated::Applied;
-use crate::state::{ApplyError, ApplyOutcome, StateMachine};
+use crate::replica::apply::Applied;
+use crate::state::command::Command;
+use crate::state::{ApplyError, ApplyOutcome, State};
 
 /// Why a proposal was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +47,11 @@ impl From<raft_node::ProposeError> for ProposeError {
 #[derive(Clone)]
 pub struct NodeHandle {
     raft: RaftHandle<Applied>,
-    state: Arc<RwLock<StateMachine>>,
+    state: Arc<RwLock<State>>,
 }
 
 impl NodeHandle {
-    pub fn new(raft: RaftHandle<Applied>, state: Arc<RwLock<StateMachine>>) -> NodeHandle {
+    pub fn new(raft: RaftHandle<Applied>, state: Arc<RwLock<State>>) -> NodeHandle {
         NodeHandle { raft, state }
     }
 
@@ -72,7 +75,7 @@ impl NodeHandle {
     }
 
     /// Runs `f` on the applied state. Keep `f` short.
-    pub fn read<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
         f(&guard)
     }

@@ -1,37 +1,30 @@
-//! The leader's side of tasks: the planner loop, delivery to agents, and
-//! results coming back.
+//! The leader's side of tasks: the planner loop and delivery to agents.
 //!
 //! 1. Every [`PLAN_EVERY`], while this controller leads, after a ReadIndex
 //!    barrier (so it plans on everything committed, including what an
-//!    earlier leader proposed), run [`crate::planner::plan`] and propose its
+//!    earlier leader proposed), run [`crate::policy::planner::plan`] and propose its
 //!    commands one by one.
 //! 2. Deliver every pending task whose host has a session here and that
 //!    this session has not been sent yet (a new session, e.g. after a
 //!    leader change, gets its pending tasks again: the agent deduplicates).
-//! 3. A `TaskResult` from an agent is checked (it must be for a task of
-//!    that very host) and becomes a `FinishTask` command.
+//!
+//! Results coming back are the API's part: [`crate::api::task_result`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use rpool_proto::v1::{self, ControllerMessage, TaskResult, controller_message};
+use rpool_proto::v1::{self, ControllerMessage, controller_message};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::Shared;
-use crate::command::Command;
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
-use crate::pool::{JoinSecrets, Secret, TaskKind, TaskRecord, TaskState};
-use crate::validate::Invalid;
+use crate::replica::ProposeError;
+use crate::state::pool::{JoinSecrets, TaskKind, TaskRecord, TaskState};
+use rpool_proto::clock::unix_ms_now;
 
 /// How often the planner runs on the leader.
 pub const PLAN_EVERY: Duration = Duration::from_millis(200);
-/// Longest error text kept from an agent.
-const ERROR_MAX_CHARS: usize = 4_096;
-/// Largest kubeconfig accepted from an agent.
-const KUBECONFIG_MAX_BYTES: usize = 1 << 20;
 
 /// The outbound half of one agent session, and what it has been sent.
 pub(crate) struct Link {
@@ -106,7 +99,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         }
         TaskKind::DrainNode { target_node } => Kind::DrainNode(v1::DrainNode {
             target_node: target_node.clone(),
-            timeout_s: crate::pool::DRAIN_TIMEOUT_S as u32,
+            timeout_s: crate::state::pool::DRAIN_TIMEOUT_S as u32,
         }),
         TaskKind::DeleteNode { target_node } => Kind::DeleteNode(v1::DeleteNode {
             target_node: target_node.clone(),
@@ -193,64 +186,6 @@ pub(crate) fn deliver(shared: &Shared) {
     }
 }
 
-/// Handles a `TaskResult` from the session of `host_id`.
-pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult) -> Result<(), Status> {
-    if result.task_id.is_empty() || result.task_id.len() > 256 {
-        return Err(Invalid::new("task_result.task_id", "must be 1..=256 characters").into());
-    }
-    if result.kubeconfig.len() > KUBECONFIG_MAX_BYTES {
-        return Err(Invalid::new(
-            "task_result.kubeconfig",
-            format!(
-                "{} bytes is out of range (accepted at most {KUBECONFIG_MAX_BYTES})",
-                result.kubeconfig.len()
-            ),
-        )
-        .into());
-    }
-    let owner = shared
-        .node
-        .read(|sm| sm.tasks().get(&result.task_id).map(|t| t.host_id.clone()));
-    match owner {
-        None => {
-            debug!(task_id = %result.task_id, "result for a task that is not pending; ignored");
-            return Ok(());
-        }
-        Some(owner) if owner != host_id => {
-            warn!(task_id = %result.task_id, host_id, owner = %owner, "agent reported a task of another host");
-            return Err(Status::permission_denied(format!(
-                "task {} belongs to another host",
-                result.task_id
-            )));
-        }
-        Some(_) => {}
-    }
-    let pending_since = shared.node.read(|sm| {
-        sm.tasks()
-            .get(&result.task_id)
-            .filter(|t| t.attempt == result.attempt && t.state == TaskState::Pending)
-            .map(|t| (t.kind.as_str(), t.issued_at_unix_ms))
-    });
-    if let Some((kind, issued_at_unix_ms)) = pending_since {
-        crate::metrics::record_task(kind, result.ok, issued_at_unix_ms, unix_ms_now());
-    }
-    let error: String = result.error.chars().take(ERROR_MAX_CHARS).collect();
-    info!(task_id = %result.task_id, attempt = result.attempt, ok = result.ok, already_done = result.already_done, duration_ms = result.duration_ms, "task finished");
-    let command = Command::FinishTask {
-        task_id: result.task_id,
-        attempt: result.attempt,
-        ok: result.ok,
-        error,
-        join: result.join.as_ref().map(JoinSecrets::from_proto),
-        kubeconfig: (!result.kubeconfig.is_empty()).then(|| Secret::new(result.kubeconfig)),
-        at_unix_ms: unix_ms_now(),
-    };
-    match shared.node.propose(command).await {
-        Ok(_) | Err(ProposeError::Rejected(_)) => Ok(()),
-        Err(e) => Err(crate::agent_service::propose_status(e)),
-    }
-}
-
 /// The planner and delivery loop; runs for the controller's lifetime and
 /// acts only while this controller leads.
 pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
@@ -270,7 +205,7 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
         }
         let commands = shared
             .node
-            .read(|sm| crate::planner::plan_with(sm, unix_ms_now(), &shared.config.healing));
+            .read(|sm| crate::policy::planner::plan_with(sm, unix_ms_now(), &shared.config.healing));
         for command in commands {
             match shared.node.propose(command).await {
                 Ok(_) => {}
@@ -281,7 +216,7 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
                 }
             }
         }
-        crate::autoscaler::tick(&shared).await;
+        crate::leader::autoscaler::tick(&shared).await;
         deliver(&shared);
     }
 }

@@ -4,25 +4,31 @@
 //! Applying is split in two so that nothing becomes visible before it is
 //! durable:
 //!
-//! 1. [`StateMachine::plan`] checks a command against the current state and
+//! 1. [`State::plan`] checks a command against the current state and
 //!    computes the [`Change`] it makes. It is pure: no clock, no I/O, no
 //!    mutation. A command that does not fit (wrong index, unknown host, a
 //!    second registration with other facts) is rejected here and changes
 //!    nothing.
-//! 2. The caller persists the change (see [`crate::store`]) and then
-//!    [`StateMachine::commit`]s it, which cannot fail.
+//! 2. The caller persists the change (see [`crate::replica::store`]) and then
+//!    [`State::commit`]s it, which cannot fail.
 //!
-//! [`StateMachine::apply`] does both steps in memory, for tests and for
+//! [`State::apply`] does both steps in memory, for tests and for
 //! replaying.
 //!
 //! Idempotence: re-registering a host with identical facts, updating with
 //! identical facts, or setting the state a host already has are accepted as
 //! no-ops ([`ApplyOutcome::Unchanged`]); they still consume their index.
 
+pub mod autoscale_apply;
+pub mod command;
+pub mod pool;
+pub mod pool_apply;
+pub mod tokens;
+
 use std::collections::BTreeMap;
 
-use crate::command::{Command, HostRecord, HostState};
-use crate::pool::{Event, MAX_EVENTS, PoolRecord, TaskRecord};
+use crate::state::command::{Command, HostRecord, HostState};
+use crate::state::pool::{Event, MAX_EVENTS, PoolRecord, TaskRecord};
 
 /// Records a pool command changes besides `Change::record`. `None` in
 /// `pools` / `tasks` deletes the record.
@@ -33,18 +39,18 @@ pub struct More {
     pub tasks: Vec<(String, Option<TaskRecord>)>,
     pub events: Vec<Event>,
     /// Bootstrap tokens (`None` deletes).
-    pub tokens: crate::tokens::TokenChanges,
+    pub tokens: crate::state::tokens::TokenChanges,
 }
 
 /// All hosts and the applied index.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StateMachine {
+pub struct State {
     hosts: BTreeMap<String, HostRecord>,
     pub(crate) pools: BTreeMap<String, PoolRecord>,
     pub(crate) tasks: BTreeMap<String, TaskRecord>,
     pub(crate) events: std::collections::VecDeque<Event>,
-    /// Bootstrap tokens by id ([`crate::tokens`]).
-    pub(crate) tokens: BTreeMap<String, crate::tokens::TokenRecord>,
+    /// Bootstrap tokens by id ([`crate::state::tokens`]).
+    pub(crate) tokens: BTreeMap<String, crate::state::tokens::TokenRecord>,
     /// Controller group: id -> address, changed by Raft membership entries.
     members: BTreeMap<u64, String>,
     applied_index: u64,
@@ -109,8 +115,8 @@ pub enum ApplyError {
 pub const MAX_ADMIN_LABELS: usize = 64;
 
 /// The effect of one planned command: the record to write (if any) and the
-/// new applied index. Produced by [`StateMachine::plan`], consumed by
-/// [`StateMachine::commit`].
+/// new applied index. Produced by [`State::plan`], consumed by
+/// [`State::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// Index the command was applied at.
@@ -135,10 +141,10 @@ impl Change {
     }
 }
 
-impl StateMachine {
+impl State {
     /// An empty state machine (no hosts, applied index 0).
     pub fn new() -> Self {
-        StateMachine::default()
+        State::default()
     }
 
     /// Rebuilds a state machine from persisted parts.
@@ -147,11 +153,11 @@ impl StateMachine {
         members: BTreeMap<u64, String>,
         applied_index: u64,
     ) -> Self {
-        StateMachine {
+        State {
             hosts,
             members,
             applied_index,
-            ..StateMachine::default()
+            ..State::default()
         }
     }
 
@@ -345,7 +351,7 @@ impl StateMachine {
     }
 
     /// Makes a planned change visible. The change must come from
-    /// [`StateMachine::plan`] on this very state (the single writer plans
+    /// [`State::plan`] on this very state (the single writer plans
     /// and commits one command at a time); a stale change is ignored.
     pub fn commit(&mut self, change: Change) -> ApplyOutcome {
         if change.index != self.applied_index + 1 {
@@ -426,12 +432,12 @@ impl StateMachine {
     }
 
     /// Bootstrap tokens by id.
-    pub fn tokens(&self) -> &BTreeMap<String, crate::tokens::TokenRecord> {
+    pub fn tokens(&self) -> &BTreeMap<String, crate::state::tokens::TokenRecord> {
         &self.tokens
     }
 
     /// Replaces the bootstrap tokens (restoring a snapshot or loading).
-    pub fn set_tokens(&mut self, tokens: BTreeMap<String, crate::tokens::TokenRecord>) {
+    pub fn set_tokens(&mut self, tokens: BTreeMap<String, crate::state::tokens::TokenRecord>) {
         self.tokens = tokens;
     }
 
@@ -448,7 +454,7 @@ impl StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
+    use crate::state::command::tests::facts;
 
     fn register(id: &str, at: u64) -> Command {
         Command::RegisterHost {
@@ -557,7 +563,7 @@ mod tests {
             ),
         ];
         for (name, setup, cmd, want) in cases {
-            let mut sm = StateMachine::new();
+            let mut sm = State::new();
             for (i, c) in setup.iter().enumerate() {
                 sm.apply(i as u64 + 1, c)
                     .unwrap_or_else(|e| panic!("{name}: setup: {e}"));
@@ -575,7 +581,7 @@ mod tests {
 
     #[test]
     fn an_out_of_order_index_is_rejected_and_changes_nothing() {
-        let mut sm = StateMachine::new();
+        let mut sm = State::new();
         sm.apply(1, &register("h1", 10)).unwrap();
         let before = sm.clone();
         for index in [1, 3, 0] {
@@ -592,7 +598,7 @@ mod tests {
 
     #[test]
     fn state_changes_record_reason_and_time_from_the_command_only() {
-        let mut sm = StateMachine::new();
+        let mut sm = State::new();
         sm.apply(1, &register("h1", 10)).unwrap();
         let h = sm.host("h1").unwrap();
         assert_eq!(
@@ -622,7 +628,7 @@ mod tests {
             set("a", HostState::Ready, 5),
         ];
         let run = || {
-            let mut sm = StateMachine::new();
+            let mut sm = State::new();
             for (i, c) in log.iter().enumerate() {
                 sm.apply(i as u64 + 1, c).unwrap();
             }
@@ -633,7 +639,7 @@ mod tests {
 
     #[test]
     fn prefixes_and_counts_see_every_host() {
-        let mut sm = StateMachine::new();
+        let mut sm = State::new();
         sm.apply(1, &register("abc1", 1)).unwrap();
         sm.apply(2, &register("abc2", 1)).unwrap();
         sm.apply(3, &register("abd1", 1)).unwrap();

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use rpool_proto::v1;
 
-use crate::command::HostState;
+use crate::state::command::HostState;
 
 /// A field that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

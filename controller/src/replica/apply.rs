@@ -15,10 +15,10 @@ use raft::prelude::{ConfChange, ConfChangeType};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use crate::command::{Command, HostRecord};
-use crate::pool::MAX_EVENTS;
-use crate::state::{ApplyError, ApplyOutcome, StateMachine};
-use crate::store::Store;
+use crate::replica::store::Store;
+use crate::state::command::{Command, HostRecord};
+use crate::state::pool::MAX_EVENTS;
+use crate::state::{ApplyError, ApplyOutcome, State};
 
 /// What applying one entry produced, for the proposer.
 pub type Applied = (u64, Result<ApplyOutcome, ApplyError>);
@@ -30,14 +30,14 @@ pub struct SnapshotData {
     pub members: BTreeMap<u64, String>,
     pub hosts: Vec<HostRecord>,
     #[serde(default)]
-    pub pools: Vec<crate::pool::PoolRecord>,
+    pub pools: Vec<crate::state::pool::PoolRecord>,
     #[serde(default)]
-    pub tasks: Vec<crate::pool::TaskRecord>,
+    pub tasks: Vec<crate::state::pool::TaskRecord>,
     #[serde(default)]
-    pub events: Vec<crate::pool::Event>,
+    pub events: Vec<crate::state::pool::Event>,
     /// Bootstrap tokens (secrets hashed).
     #[serde(default)]
-    pub tokens: Vec<crate::tokens::TokenRecord>,
+    pub tokens: Vec<crate::state::tokens::TokenRecord>,
 }
 
 /// The state machine with its store, shared with readers through `state`.
@@ -49,13 +49,13 @@ pub struct SnapshotData {
 /// crash replays it from the log.
 pub struct Replicated {
     store: Store,
-    state: Arc<RwLock<StateMachine>>,
+    state: Arc<RwLock<State>>,
     pending: sled::Batch,
     pending_writes: usize,
 }
 
 impl Replicated {
-    pub fn new(store: Store, state: Arc<RwLock<StateMachine>>) -> Replicated {
+    pub fn new(store: Store, state: Arc<RwLock<State>>) -> Replicated {
         Replicated {
             store,
             state,
@@ -74,11 +74,11 @@ impl Replicated {
         self.store.db().apply_batch(batch).map_err(|e| format!("{e:#}"))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, StateMachine> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, StateMachine> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -180,7 +180,7 @@ impl crate::raft::node::StateMachine for Replicated {
             ));
         }
         let hosts = data.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
-        let mut restored = StateMachine::from_parts(hosts, data.members, data.applied_index);
+        let mut restored = State::from_parts(hosts, data.members, data.applied_index);
         restored.set_pool_state(
             data.pools.into_iter().map(|p| (p.spec.name.clone(), p)).collect(),
             data.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
@@ -234,9 +234,9 @@ fn log_outcome(index: u64, command: &Command, outcome: &ApplyOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
-    use crate::pool::PoolSpec;
     use crate::raft::node::StateMachine as _;
+    use crate::state::command::tests::facts;
+    use crate::state::pool::PoolSpec;
 
     fn commands() -> Vec<Command> {
         let mut out: Vec<Command> = ["h1", "h2"]
@@ -249,9 +249,9 @@ mod tests {
             })
             .collect();
         out.push(Command::CreateToken {
-            token: crate::tokens::TokenRecord {
+            token: crate::state::tokens::TokenRecord {
                 id: "abcdef".into(),
-                secret_sha256: crate::tokens::secret_sha256("0123456789abcdef"),
+                secret_sha256: crate::state::tokens::secret_sha256("0123456789abcdef"),
                 description: "rack 1".into(),
                 created_at_unix_ms: 1,
                 expires_at_unix_ms: 1_000_000,
@@ -275,9 +275,9 @@ mod tests {
             control_plane_endpoint: "h1:6443".into(),
             at_unix_ms: 2,
         });
-        out.extend(crate::planner::plan(
+        out.extend(crate::policy::planner::plan(
             &{
-                let mut sm = StateMachine::new();
+                let mut sm = State::new();
                 for (i, c) in out.iter().enumerate() {
                     sm.apply(i as u64 + 1, c).unwrap();
                 }
@@ -314,7 +314,7 @@ mod tests {
             // A snapshot restores the same state.
             let other = tempfile::tempdir().unwrap();
             let other_store = Store::open(other.path()).unwrap();
-            let restored = Arc::new(RwLock::new(StateMachine::new()));
+            let restored = Arc::new(RwLock::new(State::new()));
             let mut follower = Replicated::new(other_store.clone(), restored.clone());
             follower.restore(expected.applied_index(), &snapshot).unwrap();
             assert_eq!(*restored.read().unwrap(), expected);

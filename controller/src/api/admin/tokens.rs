@@ -1,5 +1,5 @@
 //! The bootstrap-token half of `AdminService`: create, list, revoke (see
-//! [`crate::tokens`]). Run on the leader (the caller forwards); list reads
+//! [`crate::state::tokens`]). Run on the leader (the caller forwards); list reads
 //! after a ReadIndex barrier.
 //!
 //! A token's secret exists in clear only in the `CreateToken` answer: it
@@ -10,12 +10,13 @@ use rpool_proto::v1;
 use tonic::Status;
 
 use crate::Shared;
-use crate::command::Command;
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
-use crate::state::{ApplyError, StateMachine};
-use crate::tokens::{self, TokenRecord};
-use crate::validate::Invalid;
+use crate::api::status::{Refusal, propose_status};
+use crate::api::validate::Invalid;
+use crate::replica::ProposeError;
+use crate::state::command::Command;
+use crate::state::tokens::{self, TokenRecord};
+use crate::state::{ApplyError, State};
+use rpool_proto::clock::unix_ms_now;
 
 /// Shortest token lifetime (s). One second so that expiry can be tested
 /// end to end without a clock of its own; `rpoolctl` defaults to 1 h.
@@ -116,7 +117,7 @@ pub fn info(record: &TokenRecord, now_unix_ms: u64) -> v1::TokenInfo {
 }
 
 /// Every token, by creation time then id.
-pub fn list(sm: &StateMachine, now_unix_ms: u64) -> Vec<v1::TokenInfo> {
+pub fn list(sm: &State, now_unix_ms: u64) -> Vec<v1::TokenInfo> {
     let mut out: Vec<&TokenRecord> = sm.tokens().values().collect();
     out.sort_by(|a, b| (a.created_at_unix_ms, &a.id).cmp(&(b.created_at_unix_ms, &b.id)));
     out.into_iter().map(|t| info(t, now_unix_ms)).collect()
@@ -125,8 +126,7 @@ pub fn list(sm: &StateMachine, now_unix_ms: u64) -> Vec<v1::TokenInfo> {
 fn propose_error(e: ProposeError) -> Status {
     match e {
         ProposeError::Rejected(ApplyError::Refused(m)) if m.starts_with("no token") => Status::not_found(m),
-        ProposeError::Rejected(e) => Status::failed_precondition(e.to_string()),
-        other => crate::agent_service::propose_status(other),
+        other => propose_status(other, Refusal::Precondition),
     }
 }
 
@@ -162,7 +162,7 @@ pub(crate) async fn create(
                     token: format!("{id}.{secret}"),
                     id,
                     expires_at_unix_ms,
-                    ca_pin: crate::enroll_service::ca_pin(shared).unwrap_or_default(),
+                    ca_pin: crate::api::enroll::ca_pin(shared).unwrap_or_default(),
                 });
             }
             Err(ProposeError::Rejected(ApplyError::Refused(m)))
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn lists_show_state_and_never_the_secret_hash() {
-        let mut sm = StateMachine::new();
+        let mut sm = State::new();
         let record = |id: &str, at: u64| TokenRecord {
             id: id.to_owned(),
             secret_sha256: tokens::secret_sha256("0123456789abcdef"),

@@ -4,7 +4,7 @@
 //! monotonic time of the last heartbeat and the latest observations
 //! (utilization, health, clock skew, whether a session is connected here).
 //! Only the resulting state changes go through
-//! [`NodeHandle::propose`](crate::node::NodeHandle::propose).
+//! [`NodeHandle::propose`](crate::replica::NodeHandle::propose).
 //!
 //! The decision is a pure function, [`Liveness::transitions`], of (state
 //! machine, observations, now): silent longer than `suspect_after_ms`, a
@@ -20,16 +20,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use rpool_proto::clock::unix_ms_now;
 use rpool_proto::v1;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::command::{Command, HostState};
 use crate::config::LivenessConfig;
-use crate::node::{NodeHandle, ProposeError};
-use crate::state::StateMachine;
+use crate::replica::{NodeHandle, ProposeError};
+use crate::state::State;
+use crate::state::command::{Command, HostState};
 
 /// How often the ticker looks for silent hosts.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -180,7 +181,7 @@ impl Liveness {
     /// lock. So while the state is unchanged since a full scan that found
     /// every ready/suspect host observed, only the observations are checked
     /// (no lookups) and the few silent ones looked up. Same result.
-    pub fn transitions(&self, hosts: &StateMachine, now: Instant) -> Vec<Transition> {
+    pub fn transitions(&self, hosts: &State, now: Instant) -> Vec<Transition> {
         if self.all_observed_at.get() == Some(hosts.applied_index()) {
             let suspect_after = self.config.suspect_after();
             let mut silent: Vec<&String> = self
@@ -210,7 +211,12 @@ impl Liveness {
     }
 
     /// The transition due for one host at `now`, if any.
-    fn judge(&self, host_id: &str, record: &crate::command::HostRecord, now: Instant) -> Option<Transition> {
+    fn judge(
+        &self,
+        host_id: &str,
+        record: &crate::state::command::HostRecord,
+        now: Instant,
+    ) -> Option<Transition> {
         if !matches!(record.state, HostState::Ready | HostState::Suspect) {
             return None;
         }
@@ -254,13 +260,6 @@ fn seconds_tenths(d: Duration) -> String {
 fn skew_ms(agent_unix_ms: u64, controller_unix_ms: u64) -> i64 {
     let diff = i128::from(agent_unix_ms) - i128::from(controller_unix_ms);
     diff.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
-}
-
-/// Controller wall clock in Unix ms (0 if the clock is before 1970).
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Every [`TICK`], while this controller leads, proposes the transitions
@@ -329,14 +328,14 @@ pub fn log_grace(liveness: &Liveness, known_hosts: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
+    use crate::state::command::tests::facts;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn machine(hosts: &[(&str, HostState)]) -> StateMachine {
-        let mut sm = StateMachine::new();
+    fn machine(hosts: &[(&str, HostState)]) -> State {
+        let mut sm = State::new();
         for (id, state) in hosts {
             let i = sm.applied_index() + 1;
             sm.apply(

@@ -1,5 +1,5 @@
 //! How the autoscaling commands change the state machine (part of
-//! [`StateMachine::plan`], pure like the rest of it).
+//! [`State::plan`], pure like the rest of it).
 //!
 //! - `SetAutoscale` stores or removes a pool's policy (an `autoscale_set`
 //!   event says which); the time of the last autoscaler change is kept.
@@ -10,14 +10,14 @@
 //!   policy any more or is not `ready` (an admin resize, healing or a
 //!   deletion got there first), so a stale decision changes nothing.
 
-use crate::command::Command;
-use crate::pool::{AutoscalePolicy, Event, PoolPhase};
-use crate::state::{ApplyError, ApplyOutcome, Change, More, StateMachine};
+use crate::state::command::Command;
+use crate::state::pool::{AutoscalePolicy, Event, PoolPhase};
+use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 
 /// `16..=64 worker cores, cpu target 70%, memory target 80%, up-window 1m,
 /// down-window 10m, cooldown 5m`.
 pub fn describe(policy: &AutoscalePolicy) -> String {
-    use crate::autoscale::span;
+    use crate::policy::autoscale::span;
     format!(
         "{}..={} worker cores, cpu target {}%, memory target {}%, up-window {}, down-window {}, cooldown {}",
         policy.min_cores,
@@ -30,7 +30,7 @@ pub fn describe(policy: &AutoscalePolicy) -> String {
     )
 }
 
-impl StateMachine {
+impl State {
     pub(crate) fn plan_autoscale(&self, index: u64, command: &Command) -> Result<Change, ApplyError> {
         match command {
             Command::SetAutoscale {

@@ -31,13 +31,13 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 
 use crate::Shared;
-use crate::admin_service::FORWARDED;
-use crate::command::Command;
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
+use crate::api::admin::FORWARDED;
+use crate::api::validate::Invalid;
+use crate::replica::ProposeError;
 use crate::state::ApplyError;
-use crate::tokens;
-use crate::validate::Invalid;
+use crate::state::command::Command;
+use crate::state::tokens;
+use rpool_proto::clock::unix_ms_now;
 
 /// Largest `Enroll`/`Renew` message accepted (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 10;
@@ -58,7 +58,7 @@ fn deny(reason: &str, message: String) -> Status {
 
 /// Checks an `EnrollRequest`'s fields (not the token's validity).
 pub fn validate_enroll(r: &EnrollRequest) -> Result<tokens::ParsedToken, Invalid> {
-    crate::validate::host_id("enroll.host_id", &r.host_id)?;
+    crate::api::validate::host_id("enroll.host_id", &r.host_id)?;
     rpool_proto::pinned::check_csr_pem(&r.csr_pem).map_err(|p| Invalid::new("enroll.csr_pem", p))?;
     tokens::parse("enroll.token", &r.token)
         .map_err(|e| Invalid::new("enroll.token", strip_field(&e.to_string())))
@@ -219,7 +219,12 @@ impl EnrollService for EnrollSvc {
         match self.shared.node.propose(command).await {
             Ok(_) => {}
             Err(ProposeError::Rejected(ApplyError::Refused(m))) => return Err(deny("refused", m)),
-            Err(e) => return Err(crate::agent_service::propose_status(e)),
+            Err(e) => {
+                return Err(crate::api::status::propose_status(
+                    e,
+                    crate::api::status::Refusal::Race,
+                ));
+            }
         }
         let cert_pem = ca
             .sign_csr(&request.get_ref().csr_pem, &identity, config.agent_cert_ttl)
@@ -276,7 +281,7 @@ mod tests {
 
     #[test]
     fn enroll_requests_are_checked_field_by_field_and_never_echo_the_token() {
-        let id = crate::validate::tests::ID;
+        let id = crate::api::validate::tests::ID;
         let (csr, _) = rpool_proto::pki::new_csr(&Identity::Agent(id.to_owned())).unwrap();
         let token = "abcdef.0123456789abcdef";
         assert_eq!(validate_enroll(&request(token, id, &csr)).unwrap().id, "abcdef");

@@ -1,9 +1,9 @@
 //! The autoscaler on the leader: window tracking in memory, decisions, and
 //! proposing them.
 //!
-//! Every planner tick ([`crate::tasks::run`], after its ReadIndex barrier)
+//! Every planner tick ([`crate::leader::dispatch::run`], after its ReadIndex barrier)
 //! [`tick`] feeds each pool with a policy its current signals (from the
-//! liveness observations), decides with [`crate::autoscale::decide`], keeps
+//! liveness observations), decides with [`crate::policy::autoscale::decide`], keeps
 //! the latest decision and its explanation per pool (served by `GetPool`),
 //! and proposes a scale as `Command::AutoscalePool`. Nothing here is
 //! replicated except that command: after a leader change (a new Raft term)
@@ -15,11 +15,11 @@ use rpool_proto::v1;
 use tracing::{debug, info};
 
 use crate::Shared;
-use crate::autoscale::{self, PoolFacts, Reported, Signals, Windows};
-use crate::command::Command;
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
-use crate::state::StateMachine;
+use crate::policy::autoscale::{self, PoolFacts, Reported, Signals, Windows};
+use crate::replica::ProposeError;
+use crate::state::State;
+use crate::state::command::Command;
+use rpool_proto::clock::unix_ms_now;
 
 /// The latest judgement of one pool.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +70,7 @@ impl AutoscaleTracker {
     pub fn step(
         &mut self,
         term: u64,
-        sm: &StateMachine,
+        sm: &State,
         reported: impl Fn(&str) -> Option<Reported>,
         now_ms: u64,
     ) -> Vec<Command> {
@@ -92,7 +92,7 @@ impl AutoscaleTracker {
             track.windows.observe(
                 &policy,
                 &signals,
-                facts.phase == crate::pool::PoolPhase::Ready,
+                facts.phase == crate::state::pool::PoolPhase::Ready,
                 now_ms,
             );
             let decision = autoscale::decide(&policy, &facts, &track.windows, &signals, now_ms);
@@ -166,14 +166,14 @@ mod tests {
     //! agents would): no sockets, no clock.
 
     use super::*;
-    use crate::command::tests::facts;
-    use crate::pool::{AutoscalePolicy, JoinSecrets, PoolPhase, PoolSpec, Secret, TaskState};
     use crate::state::ApplyError;
+    use crate::state::command::tests::facts;
+    use crate::state::pool::{AutoscalePolicy, JoinSecrets, PoolPhase, PoolSpec, Secret, TaskState};
 
     const S: u64 = 1_000;
     const T0: u64 = 1_700_000_000_000;
 
-    fn apply(sm: &mut StateMachine, command: Command) -> Result<(), ApplyError> {
+    fn apply(sm: &mut State, command: Command) -> Result<(), ApplyError> {
         let index = sm.applied_index() + 1;
         match sm.plan(index, &command) {
             Ok(change) => {
@@ -188,9 +188,9 @@ mod tests {
     }
 
     /// Plans and finishes tasks until the pool settles.
-    fn settle(sm: &mut StateMachine, now: u64) {
+    fn settle(sm: &mut State, now: u64) {
         for _ in 0..30 {
-            for command in crate::planner::plan(sm, now) {
+            for command in crate::policy::planner::plan(sm, now) {
                 let _ = apply(sm, command);
             }
             let pending: Vec<_> = sm
@@ -202,7 +202,8 @@ mod tests {
             for task in pending {
                 let join = matches!(
                     task.kind,
-                    crate::pool::TaskKind::InitControlPlane | crate::pool::TaskKind::RefreshJoinToken
+                    crate::state::pool::TaskKind::InitControlPlane
+                        | crate::state::pool::TaskKind::RefreshJoinToken
                 )
                 .then(|| JoinSecrets {
                     control_plane_endpoint: "h1:6443".into(),
@@ -245,8 +246,8 @@ mod tests {
     }
 
     /// h1 control plane, h2 worker (16c), h3 free (16c); pool web ready.
-    fn world() -> StateMachine {
-        let mut sm = StateMachine::new();
+    fn world() -> State {
+        let mut sm = State::new();
         for id in ["h1", "h2", "h3"] {
             apply(
                 &mut sm,
@@ -432,7 +433,7 @@ mod tests {
         let sm = world();
         let mut json = serde_json::to_value(&sm.pools()["web"]).unwrap();
         json.as_object_mut().unwrap().remove("autoscale");
-        let pool: crate::pool::PoolRecord = serde_json::from_value(json).unwrap();
+        let pool: crate::state::pool::PoolRecord = serde_json::from_value(json).unwrap();
         assert_eq!(pool.autoscale, Default::default());
     }
 }

@@ -11,11 +11,10 @@ use rpool_proto::v1::{self, SetAutoscaleRequest};
 use tonic::Status;
 
 use crate::Shared;
-use crate::command::Command;
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
-use crate::pool::AutoscalePolicy;
-use crate::validate::Invalid;
+use crate::api::validate::Invalid;
+use crate::state::command::Command;
+use crate::state::pool::AutoscalePolicy;
+use rpool_proto::clock::unix_ms_now;
 
 /// Worker cores a policy may name.
 pub const CORES_MAX: u64 = 1_000_000;
@@ -80,7 +79,7 @@ pub fn policy(field: &str, policy: Option<&v1::AutoscalePolicy>) -> Result<Optio
 
 /// Validates what a follower can check before forwarding.
 pub fn check(request: &SetAutoscaleRequest) -> Result<Option<AutoscalePolicy>, Invalid> {
-    crate::admin_pools::pool_name("set_autoscale.name", &request.name)?;
+    crate::api::admin::pools::pool_name("set_autoscale.name", &request.name)?;
     policy("set_autoscale.policy", request.policy.as_ref())
 }
 
@@ -98,15 +97,19 @@ pub(crate) async fn set(shared: &Shared, request: SetAutoscaleRequest) -> Result
     };
     match shared.node.propose(command).await {
         Ok(_) => {}
-        Err(ProposeError::Rejected(e)) => return Err(Status::failed_precondition(e.to_string())),
-        Err(e) => return Err(crate::agent_service::propose_status(e)),
+        Err(e) => {
+            return Err(crate::api::status::propose_status(
+                e,
+                crate::api::status::Refusal::Precondition,
+            ));
+        }
     }
     shared
         .node
         .read(|sm| {
             sm.pools()
                 .get(&name)
-                .map(|p| crate::admin_pools::pool_view(sm, p, false))
+                .map(|p| crate::api::admin::pools::pool_view(sm, p, false))
         })
         .map(|p| with_status(shared, p))
         .ok_or_else(|| Status::not_found(format!("pool {name} is gone")))

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use rpool_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::pool::{JoinSecrets, PoolPhase, PoolSpec, Secret, TaskRecord};
+use crate::state::pool::{JoinSecrets, PoolPhase, PoolSpec, Secret, TaskRecord};
 
 /// Lifecycle state of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -163,7 +163,7 @@ pub struct HostRecord {
     /// Set when the host was removed from its pool while down (healing):
     /// it is reset when it comes back and never placed before that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fenced: Option<crate::pool::Fence>,
+    pub fenced: Option<crate::state::pool::Fence>,
 }
 
 impl HostRecord {
@@ -198,7 +198,7 @@ impl HostRecord {
 }
 
 /// A change to the replicated state. Applied by
-/// [`StateMachine::apply`](crate::state::StateMachine::apply).
+/// [`State::apply`](crate::state::State::apply).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
@@ -275,7 +275,7 @@ pub enum Command {
     },
     /// Healing: the member `host_id` of `pool` is down; `replacements` join
     /// with its role, and it is cleaned out of the cluster (etcd member,
-    /// node) and fenced (see [`crate::healing`]). Refused unless the host
+    /// node) and fenced (see [`crate::policy::healing`]). Refused unless the host
     /// is down and the member not already replaced, so a replacement
     /// happens once even across leader changes.
     ReplaceMember {
@@ -308,7 +308,7 @@ pub enum Command {
         host_id: String,
         /// e.g. "storm", "storm_over", "quorum_lost", "no_replacement".
         kind: String,
-        severity: crate::pool::Severity,
+        severity: crate::state::pool::Severity,
         message: String,
         degrade: bool,
         at_unix_ms: u64,
@@ -323,9 +323,9 @@ pub enum Command {
         remove: Vec<String>,
     },
     /// A new bootstrap token (its secret only as a hash); prunes tokens
-    /// expired for a day (see [`crate::tokens`]).
+    /// expired for a day (see [`crate::state::tokens`]).
     CreateToken {
-        token: crate::tokens::TokenRecord,
+        token: crate::state::tokens::TokenRecord,
         /// Proposer's clock (Unix ms).
         at_unix_ms: u64,
     },
@@ -345,7 +345,7 @@ pub enum Command {
     /// Sets (`Some`) or removes (`None`) a pool's autoscaling policy.
     SetAutoscale {
         pool: String,
-        policy: Option<crate::pool::AutoscalePolicy>,
+        policy: Option<crate::state::pool::AutoscalePolicy>,
         at_unix_ms: u64,
     },
     /// The leader's autoscaler adds or releases one worker: applied as the

@@ -1,17 +1,17 @@
 //! How pool commands change the state machine (the pool half of
-//! [`StateMachine::plan`]). Pure like the rest of `plan`: the change is
+//! [`State::plan`]). Pure like the rest of `plan`: the change is
 //! computed from the current state and the command only.
 //!
 //! The rules that keep a host in at most one pool live here: a command that
 //! would put a host that is not `ready`, or that already belongs to a pool,
 //! into a pool is refused as a whole.
 
-use crate::command::{Command, HostRecord, HostState};
-use crate::pool::{
+use crate::state::command::{Command, HostRecord, HostState};
+use crate::state::pool::{
     Event, Fence, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, Secret, Severity,
     TaskKind, TaskRecord, TaskState,
 };
-use crate::state::{ApplyError, ApplyOutcome, Change, More, StateMachine};
+use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 use rpool_proto::units::format_size;
 
 /// Kubernetes node name for a host: its hostname, lower case, characters
@@ -73,7 +73,7 @@ impl Builder {
     }
 }
 
-impl StateMachine {
+impl State {
     /// A host that may join `pool`: known, ready, in no pool.
     fn joinable(&self, host_id: &str, pool: &str) -> Result<&HostRecord, ApplyError> {
         let host = self
@@ -456,8 +456,8 @@ impl StateMachine {
                     pool.phase = PoolPhase::Degraded;
                     pool.phase_reason = message.clone();
                     b.more.pools.push((name.clone(), Some(pool)));
-                } else if crate::healing::is_edge_kind(kind)
-                    && crate::healing::last_edge(self).is_some_and(|last| last.kind == *kind)
+                } else if crate::state::pool::is_edge_kind(kind)
+                    && crate::state::pool::last_edge(self).is_some_and(|last| last.kind == *kind)
                 {
                     // Edge-triggered (storm, storm_over): once per edge.
                     return Ok(Change::unchanged(index));
@@ -490,7 +490,7 @@ impl StateMachine {
         attempt: u32,
         ok: bool,
         error: &str,
-        join: Option<&crate::pool::JoinSecrets>,
+        join: Option<&crate::state::pool::JoinSecrets>,
         kubeconfig: Option<&Secret>,
         at_unix_ms: u64,
     ) -> Result<Change, ApplyError> {
@@ -680,7 +680,7 @@ fn target_node(kind: &TaskKind) -> Option<&str> {
     }
 }
 
-impl StateMachine {
+impl State {
     /// `DrainControlPlane`: `replacement` joins as a control plane and the
     /// live control plane `host_id` turns `leaving` (drain, etcd member
     /// removal, node deletion, reset: the planner orders them). Refused

@@ -41,20 +41,16 @@
 
 use rpool_proto::units::format_size;
 
-use crate::admin_pools::candidates;
-use crate::command::{Command, HostRecord, HostState};
 use crate::config::HealingConfig;
-use crate::placement::{self, Candidate, Request};
-use crate::pool::{
-    Event, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, Severity, TaskKind,
-    TaskRecord, TaskState,
+use crate::policy::fleet::{candidates, endpoint};
+use crate::policy::placement::{self, Candidate, Request};
+use crate::state::State;
+use crate::state::command::{Command, HostRecord, HostState};
+use crate::state::pool::{
+    MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, STORM, STORM_OVER, Severity,
+    TaskKind, TaskRecord, TaskState, storm_raised,
 };
-use crate::state::StateMachine;
 
-/// Event kind when a storm starts (severity alert).
-pub const STORM: &str = "storm";
-/// Event kind when a storm ends.
-pub const STORM_OVER: &str = "storm_over";
 /// Fewest silent hosts that make a storm: one host failing never does.
 pub const STORM_MIN_HOSTS: usize = 2;
 /// A fleet host silent longer than this no longer counts for storms.
@@ -62,21 +58,6 @@ pub const STALE_FLEET_SILENCE_MS: u64 = 10 * 60 * 1000;
 /// A pending task with no result this long after its deadline is failed
 /// by the controller.
 pub const EXPIRY_GRACE_MS: u64 = 30_000;
-
-/// Kinds that are edge-triggered: at most one per edge.
-pub fn is_edge_kind(kind: &str) -> bool {
-    kind == STORM || kind == STORM_OVER
-}
-
-/// The latest storm or storm-over event, if any is still kept.
-pub fn last_edge(state: &StateMachine) -> Option<&Event> {
-    state.events().iter().rev().find(|e| is_edge_kind(&e.kind))
-}
-
-/// True when a storm alert is out and not yet over.
-pub fn storm_raised(state: &StateMachine) -> bool {
-    last_edge(state).is_some_and(|e| e.kind == STORM)
-}
 
 /// A host that stopped heartbeating and is not handled yet (fenced hosts
 /// were dealt with already).
@@ -93,7 +74,7 @@ fn stale_spare(host: &HostRecord, now: u64) -> bool {
 }
 
 /// (silent hosts, hosts) counted for the fleet-wide storm rule.
-fn fleet_silence(state: &StateMachine, now: u64) -> (usize, usize) {
+fn fleet_silence(state: &State, now: u64) -> (usize, usize) {
     let counted = state.hosts().values().filter(|h| !stale_spare(h, now));
     counted.fold((0, 0), |(quiet, total), h| {
         (quiet + usize::from(silent(h)), total + 1)
@@ -105,7 +86,7 @@ fn percent(share: f64) -> String {
 }
 
 /// Why the current silence is a storm, or `None`.
-pub fn storm(state: &StateMachine, config: &HealingConfig, now: u64) -> Option<String> {
+pub fn storm(state: &State, config: &HealingConfig, now: u64) -> Option<String> {
     let (quiet, total) = fleet_silence(state, now);
     if quiet >= STORM_MIN_HOSTS && quiet as f64 > config.storm_fleet_share * total as f64 {
         return Some(format!(
@@ -138,7 +119,7 @@ pub fn storm(state: &StateMachine, config: &HealingConfig, now: u64) -> Option<S
 
 /// The storm edge due now, if any: `storm` when one starts, `storm_over`
 /// when it ends.
-pub fn plan_storm_edges(state: &StateMachine, storm: Option<&str>, now: u64, out: &mut Vec<Command>) {
+pub fn plan_storm_edges(state: &State, storm: Option<&str>, now: u64, out: &mut Vec<Command>) {
     let raised = storm_raised(state);
     let (kind, severity, message) = match (storm, raised) {
         (Some(why), false) => (STORM, Severity::Alert, why.to_owned()),
@@ -165,7 +146,7 @@ pub fn plan_storm_edges(state: &StateMachine, storm: Option<&str>, now: u64, out
 
 /// A joined control plane on a ready host (lowest order) to run kubectl
 /// and etcdctl on; never a suspect or down one.
-pub fn healthy_runner<'a>(state: &StateMachine, pool: &'a PoolRecord) -> Option<&'a Member> {
+pub fn healthy_runner<'a>(state: &State, pool: &'a PoolRecord) -> Option<&'a Member> {
     pool.members
         .values()
         .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
@@ -178,7 +159,7 @@ pub fn healthy_runner<'a>(state: &StateMachine, pool: &'a PoolRecord) -> Option<
 }
 
 /// True when a member's host is down (replaced members excluded).
-pub fn member_down(state: &StateMachine, member: &Member) -> bool {
+pub fn member_down(state: &State, member: &Member) -> bool {
     !matches!(member.state, MemberState::Replaced { .. })
         && state
             .host(&member.host_id)
@@ -186,7 +167,7 @@ pub fn member_down(state: &StateMachine, member: &Member) -> bool {
 }
 
 /// "h12 (zone b, 16c/64GiB)".
-fn describe(state: &StateMachine, host_id: &str) -> String {
+fn describe(state: &State, host_id: &str) -> String {
     match state.host(host_id) {
         Some(h) => format!(
             "{} (zone {}, {}c/{})",
@@ -199,7 +180,7 @@ fn describe(state: &StateMachine, host_id: &str) -> String {
     }
 }
 
-fn hostname(state: &StateMachine, host_id: &str) -> String {
+fn hostname(state: &State, host_id: &str) -> String {
     state
         .host(host_id)
         .map_or_else(|| host_id.to_owned(), |h| h.facts.hostname.clone())
@@ -207,7 +188,7 @@ fn hostname(state: &StateMachine, host_id: &str) -> String {
 
 /// The replacement decision for `pool` this round (one dead member at a
 /// time), or an alert when none is possible.
-pub fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Vec<Command>) {
+pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, out: &mut Vec<Command>) {
     if pool.join.is_none() && pool.phase != PoolPhase::Deleting {
         return; // no cluster yet: nothing to heal (init is retried instead)
     }
@@ -258,7 +239,7 @@ pub fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Ve
                 ));
                 return;
             }
-            let (cores, memory) = crate::planner::worker_totals(state, pool);
+            let (cores, memory) = crate::policy::planner::worker_totals(state, pool);
             let (dead_cores, dead_memory) = state.host(&dead.host_id).map_or((0, 0), |h| {
                 (
                     u64::from(h.facts.inventory.logical_cores),
@@ -371,11 +352,7 @@ pub fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, out: &mut Ve
 /// A fleet host for a new control plane: in the zone with the fewest of
 /// the pool's other control planes, the smallest host there (big ones stay
 /// for workers), ties by id.
-pub(crate) fn choose_control_plane(
-    state: &StateMachine,
-    pool: &PoolRecord,
-    fleet: &[Candidate],
-) -> Option<String> {
+pub fn choose_control_plane(state: &State, pool: &PoolRecord, fleet: &[Candidate]) -> Option<String> {
     let zones: Vec<String> = pool
         .members
         .values()
@@ -396,8 +373,58 @@ pub(crate) fn choose_control_plane(
         .map(|c| c.host_id.clone())
 }
 
+/// The host that replaces the live control plane `host` of `pool` when
+/// it is drained (placed like healing's replacements: the zone with the
+/// fewest other control planes), or why the drain is refused (a failed
+/// precondition, as text): a single control plane, `host` serving the pool's API endpoint, another control
+/// plane not joined and ready, or no free host.
+pub fn control_plane_replacement(sm: &State, pool: &PoolRecord, host: &HostRecord) -> Result<String, String> {
+    let name = &pool.spec.name;
+    let host_id = &host.host_id;
+    let others: Vec<&Member> = pool
+        .members
+        .values()
+        .filter(|m| m.role == Role::ControlPlane && m.host_id != *host_id)
+        .collect();
+    if others.is_empty() {
+        return Err(format!(
+            "host {host_id} is the only control plane of pool {name}: a 1-control-plane pool cannot lose its \
+             only control plane; create the pool with 3 control planes"
+        ));
+    }
+    if pool.control_plane_endpoint == endpoint(host) {
+        return Err(format!(
+            "host {host_id} serves the API endpoint {} of pool {name}: it cannot be drained (moving the \
+             endpoint needs a virtual IP, which is not supported); drain another control plane",
+            pool.control_plane_endpoint
+        ));
+    }
+    for m in &others {
+        let state = sm.host(&m.host_id).map(|h| h.state);
+        if m.state != MemberState::Joined || state != Some(HostState::Ready) {
+            return Err(format!(
+                "control plane {} of pool {name} is {} (host {}): drain {host_id} once every other control \
+                 plane is joined and ready",
+                m.host_id,
+                m.state.as_str(),
+                state.map_or("unknown", |s| s.as_str())
+            ));
+        }
+    }
+    let mut rest = pool.clone();
+    rest.members.remove(host_id);
+    let fleet = candidates(sm);
+    choose_control_plane(sm, &rest, &fleet).ok_or_else(|| {
+        format!(
+            "no replacement control plane for host {host_id}: no ready, uncordoned host is free in the fleet \
+             ({} free)",
+            fleet.len()
+        )
+    })
+}
+
 /// Resets for fenced hosts that are back (`ready`), and their retries.
-pub fn plan_fences(state: &StateMachine, now: u64, out: &mut Vec<Command>) {
+pub fn plan_fences(state: &State, now: u64, out: &mut Vec<Command>) {
     for host in state.hosts().values() {
         let Some(fence) = &host.fenced else {
             continue;
@@ -455,7 +482,7 @@ pub fn plan_fences(state: &StateMachine, now: u64, out: &mut Vec<Command>) {
 /// Pending tasks with no result [`EXPIRY_GRACE_MS`] after their deadline
 /// fail (the agent enforces the deadline itself, so a live agent has
 /// reported by then).
-pub fn plan_expired(state: &StateMachine, now: u64, out: &mut Vec<Command>) {
+pub fn plan_expired(state: &State, now: u64, out: &mut Vec<Command>) {
     for task in state.tasks().values() {
         if task.state != TaskState::Pending || now <= task.deadline_unix_ms.saturating_add(EXPIRY_GRACE_MS) {
             continue;
@@ -485,14 +512,14 @@ mod tests {
     //! Healing decisions, driven purely like the planner's tests: a pool is
     //! built by running the planner and "agents", then hosts go down.
     use super::*;
-    use crate::command::tests::facts;
-    use crate::planner::plan_with;
-    use crate::pool::{JoinSecrets, PoolSpec, Secret};
+    use crate::policy::planner::plan_with;
+    use crate::state::command::tests::facts;
+    use crate::state::pool::{JoinSecrets, PoolSpec, Secret};
 
     const GIB: u64 = 1 << 30;
 
     struct World {
-        sm: StateMachine,
+        sm: State,
         now: u64,
         config: HealingConfig,
     }
@@ -500,7 +527,7 @@ mod tests {
     impl World {
         fn new(hosts: &[(&str, &str, u32)]) -> World {
             let mut w = World {
-                sm: StateMachine::new(),
+                sm: State::new(),
                 now: 1_000,
                 config: HealingConfig::default(),
             };
@@ -616,7 +643,7 @@ mod tests {
             self.pool().members.keys().cloned().collect()
         }
 
-        fn alerts(&self) -> Vec<&Event> {
+        fn alerts(&self) -> Vec<&crate::state::pool::Event> {
             self.sm
                 .events()
                 .iter()

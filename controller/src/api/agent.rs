@@ -12,22 +12,22 @@
 //!    reconnected").
 //! 4. The controller answers with a `Welcome` (its id, liveness settings).
 //! 5. Each `Heartbeat` is validated (strictly increasing `seq`, memory used
-//!    within the host's memory, ...), recorded in [`Liveness`](crate::liveness::Liveness), and
+//!    within the host's memory, ...), recorded in [`Liveness`](crate::leader::liveness::Liveness), and
 //!    reconciled: new facts -> `UpdateHost`; suspect or down ->
 //!    `SetHostState ready` ("heartbeat resumed"). Plain heartbeats never touch
 //!    the log.
 //!
-//! Only agent certificates reach this service ([`crate::authz`]); the
+//! Only agent certificates reach this service ([`crate::api::authz`]); the
 //! Hello's host id must be the certificate's (else `PERMISSION_DENIED`), and
-//! one identity holds at most [`crate::authz::MAX_SESSIONS_PER_IDENTITY`]
+//! one identity holds at most [`crate::api::authz::MAX_SESSIONS_PER_IDENTITY`]
 //! streams at once (else `RESOURCE_EXHAUSTED`).
 //!
 //! Any invalid message ends the stream with `INVALID_ARGUMENT` naming the
 //! field; nothing from that message is applied. When the stream ends the
 //! host is marked disconnected; its liveness clock keeps running.
 //!
-//! Internal errors map to `tonic::Status` in one place,
-//! `propose_status`.
+//! Proposal failures map to `tonic::Status` in one place,
+//! [`crate::api::status`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,12 +44,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Shared;
-use crate::command::{Command, HostFacts, HostRecord, HostState};
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
+use crate::api::status::{Refusal, propose_status};
+use crate::api::validate::{self, Invalid};
 use crate::raft::node::Role;
-use crate::state::StateMachine;
-use crate::validate::{self, Invalid};
+use crate::replica::ProposeError;
+use crate::state::State;
+use crate::state::command::{Command, HostFacts, HostRecord, HostState};
+use rpool_proto::clock::unix_ms_now;
 
 /// How long a new stream may take to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +64,7 @@ pub struct AgentSvc {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
     permits: Arc<Semaphore>,
-    per_identity: crate::authz::SessionLimiter,
+    per_identity: crate::api::authz::SessionLimiter,
 }
 
 impl AgentSvc {
@@ -72,7 +73,7 @@ impl AgentSvc {
             shared,
             sessions: Arc::new(Sessions::default()),
             permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
-            per_identity: crate::authz::SessionLimiter::default(),
+            per_identity: crate::api::authz::SessionLimiter::default(),
         }
     }
 }
@@ -142,16 +143,6 @@ impl Sessions {
         if live.get(host_id).is_some_and(|s| s.session == session) {
             live.remove(host_id);
         }
-    }
-}
-
-/// The single mapping from proposal failures to gRPC statuses.
-pub(crate) fn propose_status(e: ProposeError) -> Status {
-    match e {
-        // Lost a race with another writer twice in a row: the agent retries.
-        ProposeError::Rejected(e) => Status::aborted(format!("state changed concurrently: {e}")),
-        ProposeError::Stopped => Status::unavailable("the controller is shutting down"),
-        ProposeError::Unavailable(e) => Status::unavailable(format!("not committed, retry: {e}")),
     }
 }
 
@@ -227,7 +218,7 @@ pub(crate) fn heartbeat_commands(
 
 /// Proposes what `compute` asks for on the current state. If another writer
 /// got in between (a rejection), recomputes once from the fresh state.
-async fn reconcile(shared: &Shared, compute: impl Fn(&StateMachine) -> Vec<Command>) -> Result<(), Status> {
+async fn reconcile(shared: &Shared, compute: impl Fn(&State) -> Vec<Command>) -> Result<(), Status> {
     for attempt in 0..2 {
         let commands = shared.node.read(&compute);
         let mut raced = false;
@@ -239,7 +230,7 @@ async fn reconcile(shared: &Shared, compute: impl Fn(&StateMachine) -> Vec<Comma
                     raced = true;
                     break;
                 }
-                Err(e) => return Err(propose_status(e)),
+                Err(e) => return Err(propose_status(e, Refusal::Race)),
             }
         }
         if !raced {
@@ -272,7 +263,7 @@ impl AgentService for AgentSvc {
     ) -> Result<Response<Self::SessionStream>, Status> {
         const METHOD: &str = "/rpool.v1.AgentService/Session";
         // The authorization layer admitted only agent certificates.
-        let cert_host = match crate::authz::caller(&request) {
+        let cert_host = match crate::api::authz::caller(&request) {
             Some(rpool_proto::pki::Identity::Agent(host)) => host.clone(),
             _ => {
                 return Err(Status::permission_denied(
@@ -400,7 +391,7 @@ async fn session_body(
         }
     };
     validate::hello(&hello)?;
-    crate::authz::check_hello_host(cert_host, &hello.host_id).map_err(|d| {
+    crate::api::authz::check_hello_host(cert_host, &hello.host_id).map_err(|d| {
         d.record(
             &rpool_proto::pki::Identity::Agent(cert_host.to_owned()).to_string(),
             "/rpool.v1.AgentService/Session",
@@ -447,7 +438,7 @@ async fn session_body(
         return Ok(End::AgentGone);
     }
     shared.links.register(&host_id, session, tx.clone());
-    crate::tasks::deliver(shared);
+    crate::leader::dispatch::deliver(shared);
     info!(
         hostname = facts.hostname.as_str(),
         zone = facts.zone.as_str(),
@@ -474,7 +465,7 @@ async fn session_body(
         let hb = match message.msg {
             Some(Msg::Heartbeat(hb)) => hb,
             Some(Msg::TaskResult(result)) => {
-                crate::tasks::on_result(shared, &host_id, result).await?;
+                crate::api::task_result::on_result(shared, &host_id, result).await?;
                 continue;
             }
             Some(Msg::Hello(_)) => {
@@ -537,7 +528,7 @@ async fn redirect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
+    use crate::state::command::tests::facts;
 
     fn record(state: HostState) -> HostRecord {
         HostRecord {

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::config::FieldError;
-use crate::pool::{Event, Severity};
+use crate::state::pool::{Event, Severity};
 
 /// How often the event log is checked for new events.
 pub const TAIL_EVERY: Duration = Duration::from_millis(200);

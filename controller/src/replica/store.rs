@@ -7,10 +7,10 @@
 //! |----------------------|-----------------------------|
 //! | `host/{host_id}`     | JSON [`HostRecord`]         |
 //! | `member/{id}`        | controller address (UTF-8)  |
-//! | `pool/{name}`        | JSON [`PoolRecord`](crate::pool::PoolRecord) |
-//! | `task/{id}`          | JSON [`TaskRecord`](crate::pool::TaskRecord) |
-//! | `event/{index}`      | JSON [`Event`](crate::pool::Event), index big-endian |
-//! | `token/{id}`         | JSON [`TokenRecord`](crate::tokens::TokenRecord) (secret hashed) |
+//! | `pool/{name}`        | JSON [`PoolRecord`](crate::state::pool::PoolRecord) |
+//! | `task/{id}`          | JSON [`TaskRecord`](crate::state::pool::TaskRecord) |
+//! | `event/{index}`      | JSON [`Event`](crate::state::pool::Event), index big-endian |
+//! | `token/{id}`         | JSON [`TokenRecord`](crate::state::tokens::TokenRecord) (secret hashed) |
 //! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
 //!
 //! The Raft log lives in the same database, tree `raft`
@@ -28,8 +28,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::command::HostRecord;
-use crate::state::{Change, StateMachine};
+use crate::state::command::HostRecord;
+use crate::state::{Change, State};
 
 const HOST_PREFIX: &str = "host/";
 const MEMBER_PREFIX: &str = "member/";
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// Rebuilds the state machine from what is stored.
-    pub fn load(&self) -> Result<StateMachine, StoreError> {
+    pub fn load(&self) -> Result<State, StoreError> {
         let mut hosts = BTreeMap::new();
         for item in self.db.scan_prefix(HOST_PREFIX) {
             let (key, value) = item?;
@@ -144,14 +144,14 @@ impl Store {
             let address = String::from_utf8(value.to_vec()).map_err(|_| corrupt("address is not UTF-8"))?;
             members.insert(id, address);
         }
-        let pools = load_json(&self.db, POOL_PREFIX, |p: &crate::pool::PoolRecord| {
+        let pools = load_json(&self.db, POOL_PREFIX, |p: &crate::state::pool::PoolRecord| {
             p.spec.name.clone()
         })?;
-        let tasks = load_json(&self.db, TASK_PREFIX, |t: &crate::pool::TaskRecord| {
+        let tasks = load_json(&self.db, TASK_PREFIX, |t: &crate::state::pool::TaskRecord| {
             t.task_id.clone()
         })?;
-        let events: std::collections::VecDeque<crate::pool::Event> =
-            load_json(&self.db, EVENT_PREFIX, |e: &crate::pool::Event| {
+        let events: std::collections::VecDeque<crate::state::pool::Event> =
+            load_json(&self.db, EVENT_PREFIX, |e: &crate::state::pool::Event| {
                 format!("{:020}", e.index)
             })?
             .into_values()
@@ -166,12 +166,12 @@ impl Store {
                 u64::from_be_bytes(bytes)
             }
         };
-        let mut state = StateMachine::from_parts(hosts, members, applied_index);
+        let mut state = State::from_parts(hosts, members, applied_index);
         state.set_pool_state(pools, tasks, events);
         state.set_tokens(load_json(
             &self.db,
             TOKEN_PREFIX,
-            |t: &crate::tokens::TokenRecord| t.id.clone(),
+            |t: &crate::state::tokens::TokenRecord| t.id.clone(),
         )?);
         Ok(state)
     }
@@ -229,7 +229,7 @@ impl Store {
 
     /// Adds to `batch` the removal of stored events older than
     /// `first_kept` (the state machine keeps the newest
-    /// [`MAX_EVENTS`](crate::pool::MAX_EVENTS)). Usually finds one or none.
+    /// [`MAX_EVENTS`](crate::state::pool::MAX_EVENTS)). Usually finds one or none.
     pub fn prune_events_into(&self, batch: &mut sled::Batch, first_kept: u64) -> Result<(), StoreError> {
         for key in self
             .db
@@ -259,7 +259,7 @@ impl Store {
 
     /// Replaces everything stored with `state` in one atomic batch (a
     /// snapshot from the leader), and flushes.
-    pub fn replace_all(&self, state: &StateMachine) -> Result<(), StoreError> {
+    pub fn replace_all(&self, state: &State) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for prefix in [
             HOST_PREFIX,
@@ -353,10 +353,10 @@ fn encode(record: &HostRecord) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
-    use crate::command::{Command, HostState};
+    use crate::state::command::tests::facts;
+    use crate::state::command::{Command, HostState};
 
-    async fn apply_and_persist(store: &Store, sm: &mut StateMachine, cmd: Command) {
+    async fn apply_and_persist(store: &Store, sm: &mut State, cmd: Command) {
         let change = sm.plan(sm.applied_index() + 1, &cmd).unwrap();
         store.persist(&change).await.unwrap();
         sm.commit(change);
@@ -365,10 +365,10 @@ mod tests {
     #[tokio::test]
     async fn a_reopened_store_holds_every_persisted_command() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sm = StateMachine::new();
+        let mut sm = State::new();
         {
             let store = Store::open(dir.path()).unwrap();
-            assert_eq!(store.load().unwrap(), StateMachine::new());
+            assert_eq!(store.load().unwrap(), State::new());
             apply_and_persist(
                 &store,
                 &mut sm,

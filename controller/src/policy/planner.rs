@@ -16,7 +16,7 @@
 //! 7. everyone joined and no addons yet: `install_addons`;
 //! 8. nothing left to do: phase `ready`.
 //!
-//! Healing ([`crate::healing`]) comes first in each pool: a down member is
+//! Healing ([`crate::policy::healing`]) comes first in each pool: a down member is
 //! replaced (or an alert raised); its cleanup runs in step 6 like a
 //! leaving member's (`remove_etcd_member`, `delete_node` on a healthy
 //! control plane; a worker's only once its replacement joined), and a
@@ -31,26 +31,26 @@
 
 use rpool_proto::units::format_size;
 
-use crate::command::Command;
 use crate::config::HealingConfig;
-use crate::healing;
-use crate::pool::{
+use crate::policy::healing;
+use crate::state::State;
+use crate::state::command::Command;
+use crate::state::pool::{
     MAX_TASK_ATTEMPTS, MemberState, PoolPhase, PoolRecord, Role, TaskKind, TaskRecord, TaskState,
 };
-use crate::state::StateMachine;
 
 /// Join secrets are refreshed when they expire within this margin.
 pub const REFRESH_MARGIN_MS: u64 = 10 * 60 * 1_000;
 
 /// Commands that move every pool a step toward its spec, with the default
 /// `[healing]` settings.
-pub fn plan(state: &StateMachine, now_unix_ms: u64) -> Vec<Command> {
+pub fn plan(state: &State, now_unix_ms: u64) -> Vec<Command> {
     plan_with(state, now_unix_ms, &HealingConfig::default())
 }
 
 /// Commands that move every pool a step toward its spec, healing as
 /// `healing` says.
-pub fn plan_with(state: &StateMachine, now_unix_ms: u64, healing: &HealingConfig) -> Vec<Command> {
+pub fn plan_with(state: &State, now_unix_ms: u64, healing: &HealingConfig) -> Vec<Command> {
     let mut out = Vec::new();
     let storm = if healing.enabled {
         healing::storm(state, healing, now_unix_ms)
@@ -69,7 +69,7 @@ pub fn plan_with(state: &StateMachine, now_unix_ms: u64, healing: &HealingConfig
     out
 }
 
-fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, heal: bool, out: &mut Vec<Command>) {
+fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: bool, out: &mut Vec<Command>) {
     let name = &pool.spec.name;
     if heal {
         let before = out.len();
@@ -311,7 +311,7 @@ fn plan_pool(state: &StateMachine, pool: &PoolRecord, now: u64, heal: bool, out:
 
 /// Cores and memory of the pool's workers that are not leaving (nor
 /// replaced).
-pub fn worker_totals(state: &StateMachine, pool: &PoolRecord) -> (u64, u64) {
+pub fn worker_totals(state: &State, pool: &PoolRecord) -> (u64, u64) {
     pool.members
         .values()
         .filter(|m| {
@@ -337,20 +337,20 @@ mod tests {
     //! would. No sockets, no processes, no clock.
 
     use super::*;
-    use crate::command::tests::facts;
-    use crate::pool::{JoinSecrets, PoolSpec, Secret};
+    use crate::state::command::tests::facts;
+    use crate::state::pool::{JoinSecrets, PoolSpec, Secret};
 
     const GIB: u64 = 1 << 30;
 
     struct World {
-        sm: StateMachine,
+        sm: State,
         now: u64,
     }
 
     impl World {
         fn new(hosts: &[(&str, &str, u32)]) -> World {
             let mut w = World {
-                sm: StateMachine::new(),
+                sm: State::new(),
                 now: 1_000,
             };
             for (id, zone, cores) in hosts {
@@ -685,12 +685,12 @@ mod tests {
         let pool = w.pool().clone();
         let h2 = w.sm.host("h2").unwrap().clone();
         // The replacement goes to the zone h2 leaves (b), smallest host.
-        let replacement = crate::admin_pools::control_plane_replacement(&w.sm, &pool, &h2).unwrap();
+        let replacement = crate::policy::healing::control_plane_replacement(&w.sm, &pool, &h2).unwrap();
         assert_eq!(replacement, "h5");
         // What the admin path proposes: cordon, then the drain.
         w.apply(Command::SetHostState {
             host_id: "h2".into(),
-            state: crate::command::HostState::Cordoned,
+            state: crate::state::command::HostState::Cordoned,
             reason: "cordoned by an admin".into(),
             at_unix_ms: w.now,
         });
@@ -739,7 +739,11 @@ mod tests {
         assert_eq!(cps, vec!["h1", "h3", "h5"]);
         let h2 = w.sm.host("h2").unwrap();
         assert_eq!(h2.pool, None, "back in the fleet");
-        assert_eq!(h2.state, crate::command::HostState::Cordoned, "and cordoned");
+        assert_eq!(
+            h2.state,
+            crate::state::command::HostState::Cordoned,
+            "and cordoned"
+        );
         assert!(h2.fenced.is_none());
     }
 
@@ -750,13 +754,12 @@ mod tests {
         create(&mut w, &["h1"], &["w1"]);
         w.settle();
         let h1 = w.sm.host("h1").unwrap().clone();
-        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
         assert!(
-            err.message().contains("cannot lose its only control plane")
-                && err.message().contains("create the pool with 3 control planes"),
+            err.contains("cannot lose its only control plane")
+                && err.contains("create the pool with 3 control planes"),
             "{}",
-            err.message()
+            err
         );
         let index = w.sm.applied_index() + 1;
         let refused = w.sm.apply(
@@ -774,27 +777,26 @@ mod tests {
         // The endpoint host.
         let mut w = three_control_planes();
         let h1 = w.sm.host("h1").unwrap().clone();
-        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
         assert!(
-            err.message().contains("API endpoint h1:6443") && err.message().contains("virtual IP"),
+            err.contains("API endpoint h1:6443") && err.contains("virtual IP"),
             "{}",
-            err.message()
+            err
         );
 
         // Another control plane not ready.
         w.apply(Command::SetHostState {
             host_id: "h3".into(),
-            state: crate::command::HostState::Suspect,
+            state: crate::state::command::HostState::Suspect,
             reason: "missed heartbeats".into(),
             at_unix_ms: w.now,
         });
         let h2 = w.sm.host("h2").unwrap().clone();
-        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
-        assert!(err.message().contains("control plane h3"), "{}", err.message());
+        let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
+        assert!(err.contains("control plane h3"), "{}", err);
         w.apply(Command::SetHostState {
             host_id: "h3".into(),
-            state: crate::command::HostState::Ready,
+            state: crate::state::command::HostState::Ready,
             reason: "back".into(),
             at_unix_ms: w.now,
         });
@@ -803,17 +805,16 @@ mod tests {
         for id in ["h4", "h5"] {
             w.apply(Command::SetHostState {
                 host_id: id.into(),
-                state: crate::command::HostState::Cordoned,
+                state: crate::state::command::HostState::Cordoned,
                 reason: "cordoned by an admin".into(),
                 at_unix_ms: w.now,
             });
         }
-        let err = crate::admin_pools::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h2).unwrap_err();
         assert!(
-            err.message().contains("no replacement control plane") && err.message().contains("0 free"),
+            err.contains("no replacement control plane") && err.contains("0 free"),
             "{}",
-            err.message()
+            err
         );
     }
 }

@@ -288,16 +288,16 @@ pub fn plan_revoke(tokens: &BTreeMap<String, TokenRecord>, id: &str) -> Result<O
     }))
 }
 
-impl crate::state::StateMachine {
-    /// The token half of [`StateMachine::plan`](crate::state::StateMachine::plan).
+impl crate::state::State {
+    /// The token half of [`State::plan`](crate::state::State::plan).
     /// A refused use becomes `ApplyError::Refused` with the [`Denied`]
     /// message (never the secret).
     pub(crate) fn plan_token(
         &self,
         index: u64,
-        command: &crate::command::Command,
+        command: &crate::state::command::Command,
     ) -> Result<crate::state::Change, crate::state::ApplyError> {
-        use crate::command::Command;
+        use crate::state::command::Command;
         use crate::state::{ApplyError, ApplyOutcome, Change};
         let refused = |e: &dyn std::fmt::Display| ApplyError::Refused(e.to_string());
         let mut change = Change {
@@ -318,7 +318,7 @@ impl crate::state::StateMachine {
                 let used =
                     plan_use(&self.tokens, token_id, secret_sha256, *at_unix_ms).map_err(|e| refused(&e))?;
                 change.more.tokens.push((used.id.clone(), Some(used)));
-                change.more.events.push(crate::pool::Event {
+                change.more.events.push(crate::state::pool::Event {
                     index,
                     at_unix_ms: *at_unix_ms,
                     pool: String::new(),
@@ -559,9 +559,9 @@ mod tests {
 
     #[test]
     fn the_state_machine_counts_uses_records_an_event_and_refuses_the_second_use() {
-        use crate::command::Command;
-        use crate::state::{ApplyError, StateMachine};
-        let mut sm = StateMachine::new();
+        use crate::state::command::Command;
+        use crate::state::{ApplyError, State};
+        let mut sm = State::new();
         sm.apply(
             1,
             &Command::CreateToken {

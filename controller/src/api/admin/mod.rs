@@ -17,12 +17,16 @@
 //! else runs on the leader: a follower forwards the request to the leader
 //! (marked with [`FORWARDED`] so it is never forwarded twice) and relays the
 //! answer. The leader serves reads after a ReadIndex round
-//! ([`NodeHandle::read_barrier`](crate::node::NodeHandle::read_barrier)), so
+//! ([`NodeHandle::read_barrier`](crate::replica::NodeHandle::read_barrier)), so
 //! they are linearizable, and its live observations (connected,
 //! utilization) are the only ones there are.
 //!
-//! Requests are validated first ([`crate::validate`]); errors map to
+//! Requests are validated first ([`crate::api::validate`]); errors map to
 //! `tonic::Status` in one place, `From<AdminError> for Status`.
+
+pub mod autoscale;
+pub mod pools;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,11 +42,11 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use crate::Shared;
-use crate::agent_service::propose_status;
-use crate::command::{Command, HostRecord};
-use crate::liveness::{Liveness, Observation};
+use crate::api::status::{Refusal, membership_status, propose_status};
+use crate::api::validate::{self, Invalid};
+use crate::leader::liveness::{Liveness, Observation};
 use crate::raft::node::{Role, add_voter, remove_voter};
-use crate::validate::{self, Invalid};
+use crate::state::command::{Command, HostRecord};
 
 /// Metadata key marking a request a follower forwarded to the leader.
 pub const FORWARDED: &str = "x-rpool-forwarded-by";
@@ -75,20 +79,24 @@ impl AdminSvc {
     ///
     /// The forwarded call uses this controller's certificate, marked with
     /// [`FORWARDED`] (our id) and the original caller's identity (for the
-    /// leader's logs; see [`crate::authz`]).
+    /// leader's logs; see [`crate::api::authz`]).
     fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<crate::PeerAdminClient>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let Some(channel) = self.leader.channel(&self.shared, forwarded)? else {
             return Ok(None);
         };
-        let mark = crate::ForwardMark::new(self.shared.config.id, crate::authz::caller(request));
+        let mark = crate::ForwardMark::new(self.shared.config.id, crate::api::authz::caller(request));
         Ok(Some(AdminServiceClient::with_interceptor(channel, mark)))
     }
 
     /// Waits until this leader has applied everything committed so far
     /// (ReadIndex), so the read that follows is linearizable.
     async fn barrier(&self) -> Result<(), Status> {
-        self.shared.node.read_barrier().await.map_err(propose_status)
+        self.shared
+            .node
+            .read_barrier()
+            .await
+            .map_err(|e| propose_status(e, Refusal::Race))
     }
 
     fn forwarded<T>(&self, message: T) -> Request<T> {
@@ -327,13 +335,13 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::CreatePoolRequest>,
     ) -> Result<Response<v1::CreatePoolResponse>, Status> {
-        crate::admin_pools::spec("create_pool.spec", request.get_ref().spec.as_ref())?;
+        crate::api::admin::pools::spec("create_pool.spec", request.get_ref().spec.as_ref())?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.create_pool(self.forwarded(request.into_inner())).await;
         }
         self.barrier().await?;
         Ok(Response::new(
-            crate::admin_pools::create(&self.shared, request.into_inner()).await?,
+            crate::api::admin::pools::create(&self.shared, request.into_inner()).await?,
         ))
     }
 
@@ -349,7 +357,7 @@ impl AdminService for AdminSvc {
         let pools = self.shared.node.read(|sm| {
             sm.pools()
                 .values()
-                .map(|p| crate::admin_pools::pool_view(sm, p, false))
+                .map(|p| crate::api::admin::pools::pool_view(sm, p, false))
                 .collect()
         });
         Ok(Response::new(v1::ListPoolsResponse { pools }))
@@ -357,7 +365,7 @@ impl AdminService for AdminSvc {
 
     #[instrument(skip_all, fields(pool = %request.get_ref().name))]
     async fn get_pool(&self, request: Request<v1::GetPoolRequest>) -> Result<Response<v1::Pool>, Status> {
-        crate::admin_pools::pool_name("get_pool.name", &request.get_ref().name)?;
+        crate::api::admin::pools::pool_name("get_pool.name", &request.get_ref().name)?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.get_pool(self.forwarded(request.into_inner())).await;
         }
@@ -368,9 +376,9 @@ impl AdminService for AdminSvc {
             .read(|sm| {
                 sm.pools()
                     .get(name)
-                    .map(|p| crate::admin_pools::pool_view(sm, p, true))
+                    .map(|p| crate::api::admin::pools::pool_view(sm, p, true))
             })
-            .map(|p| crate::admin_autoscale::with_status(&self.shared, p))
+            .map(|p| crate::api::admin::autoscale::with_status(&self.shared, p))
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no pool named {name}")))
     }
@@ -380,13 +388,13 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::SetAutoscaleRequest>,
     ) -> Result<Response<v1::Pool>, Status> {
-        crate::admin_autoscale::check(request.get_ref())?;
+        crate::api::admin::autoscale::check(request.get_ref())?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.set_autoscale(self.forwarded(request.into_inner())).await;
         }
         self.barrier().await?;
         Ok(Response::new(
-            crate::admin_autoscale::set(&self.shared, request.into_inner()).await?,
+            crate::api::admin::autoscale::set(&self.shared, request.into_inner()).await?,
         ))
     }
 
@@ -400,7 +408,7 @@ impl AdminService for AdminSvc {
         }
         self.barrier().await?;
         Ok(Response::new(
-            crate::admin_pools::resize(&self.shared, request.into_inner()).await?,
+            crate::api::admin::pools::resize(&self.shared, request.into_inner()).await?,
         ))
     }
 
@@ -414,7 +422,7 @@ impl AdminService for AdminSvc {
         }
         self.barrier().await?;
         Ok(Response::new(
-            crate::admin_pools::destroy(&self.shared, &request.get_ref().name).await?,
+            crate::api::admin::pools::destroy(&self.shared, &request.get_ref().name).await?,
         ))
     }
 
@@ -423,7 +431,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::GetKubeconfigRequest>,
     ) -> Result<Response<v1::Kubeconfig>, Status> {
-        crate::admin_pools::pool_name("get_kubeconfig.name", &request.get_ref().name)?;
+        crate::api::admin::pools::pool_name("get_kubeconfig.name", &request.get_ref().name)?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.get_kubeconfig(self.forwarded(request.into_inner())).await;
         }
@@ -450,7 +458,7 @@ impl AdminService for AdminSvc {
         let events = self
             .shared
             .node
-            .read(|sm| crate::admin_pools::events(sm, request.get_ref()))?;
+            .read(|sm| crate::api::admin::pools::events(sm, request.get_ref()))?;
         Ok(Response::new(v1::ListEventsResponse { events }))
     }
 
@@ -462,7 +470,7 @@ impl AdminService for AdminSvc {
         let mut request = request.into_inner();
         self.shared
             .node
-            .read(|sm| crate::admin_pools::events(sm, &request))?;
+            .read(|sm| crate::api::admin::pools::events(sm, &request))?;
         let shared = self.shared.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -476,7 +484,7 @@ impl AdminService for AdminSvc {
                 }
                 let events = shared
                     .node
-                    .read(|sm| crate::admin_pools::events(sm, &request))
+                    .read(|sm| crate::api::admin::pools::events(sm, &request))
                     .unwrap_or_default();
                 for event in events {
                     request.after_index = event.index;
@@ -586,10 +594,10 @@ impl AdminService for AdminSvc {
         };
         match self.shared.node.propose(command).await {
             Ok(_) => {}
-            Err(crate::node::ProposeError::Rejected(e)) => {
+            Err(crate::replica::ProposeError::Rejected(e)) => {
                 return Err(Status::invalid_argument(format!("set_host_labels: {e}")));
             }
-            Err(e) => return Err(propose_status(e)),
+            Err(e) => return Err(propose_status(e, Refusal::Race)),
         }
         Ok(Response::new(self.get(&GetHostRequest {
             host_id: host.host_id,
@@ -606,7 +614,7 @@ impl AdminService for AdminSvc {
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
-        crate::admin_pools::set_cordon(&self.shared, &host.host_id, true).await?;
+        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, true).await?;
         Ok(Response::new(self.get(&GetHostRequest {
             host_id: host.host_id,
         })?))
@@ -622,7 +630,7 @@ impl AdminService for AdminSvc {
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
-        crate::admin_pools::set_cordon(&self.shared, &host.host_id, false).await?;
+        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, false).await?;
         Ok(Response::new(self.get(&GetHostRequest {
             host_id: host.host_id,
         })?))
@@ -642,7 +650,7 @@ impl AdminService for AdminSvc {
             host_id: request.get_ref().host_id.clone(),
         })?;
         let (pool, replacements) =
-            crate::admin_pools::drain(&self.shared, &host.host_id, request.get_ref().dry_run).await?;
+            crate::api::admin::pools::drain(&self.shared, &host.host_id, request.get_ref().dry_run).await?;
         Ok(Response::new(v1::DrainHostResponse {
             host: Some(self.get(&GetHostRequest {
                 host_id: host.host_id,
@@ -790,12 +798,12 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        crate::admin_tokens::validate_create(request.get_ref())?;
+        crate::api::admin::tokens::validate_create(request.get_ref())?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.create_token(self.forwarded(request.into_inner())).await;
         }
         Ok(Response::new(
-            crate::admin_tokens::create(&self.shared, request.get_ref()).await?,
+            crate::api::admin::tokens::create(&self.shared, request.get_ref()).await?,
         ))
     }
 
@@ -808,8 +816,11 @@ impl AdminService for AdminSvc {
             return leader.list_tokens(self.forwarded(request.into_inner())).await;
         }
         self.barrier().await?;
-        let now = crate::liveness::unix_ms_now();
-        let tokens = self.shared.node.read(|sm| crate::admin_tokens::list(sm, now));
+        let now = rpool_proto::clock::unix_ms_now();
+        let tokens = self
+            .shared
+            .node
+            .read(|sm| crate::api::admin::tokens::list(sm, now));
         Ok(Response::new(v1::ListTokensResponse { tokens }))
     }
 
@@ -818,13 +829,13 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::TokenInfo>, Status> {
-        crate::admin_tokens::token_id("revoke_token.id", &request.get_ref().id)?;
+        crate::api::admin::tokens::token_id("revoke_token.id", &request.get_ref().id)?;
         if let Some(mut leader) = self.leader_client(&request)? {
             return leader.revoke_token(self.forwarded(request.into_inner())).await;
         }
         self.barrier().await?;
         Ok(Response::new(
-            crate::admin_tokens::revoke(&self.shared, &request.get_ref().id).await?,
+            crate::api::admin::tokens::revoke(&self.shared, &request.get_ref().id).await?,
         ))
     }
 }
@@ -833,24 +844,16 @@ impl AdminService for AdminSvc {
 /// replicated state, so any controller can serve a follow).
 pub type EventStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::Event, Status>> + Send>>;
 
-/// Membership change failures: refusals are preconditions, the rest retry.
-fn membership_status(e: crate::raft::node::ProposeError) -> Status {
-    match e {
-        crate::raft::node::ProposeError::Rejected(message) => Status::failed_precondition(message),
-        other => Status::unavailable(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::tests::facts;
-    use crate::command::{Command, HostState};
     use crate::config::LivenessConfig;
-    use crate::state::StateMachine;
+    use crate::state::State;
+    use crate::state::command::tests::facts;
+    use crate::state::command::{Command, HostState};
 
-    fn machine(ids: &[&str]) -> StateMachine {
-        let mut sm = StateMachine::new();
+    fn machine(ids: &[&str]) -> State {
+        let mut sm = State::new();
         for (i, id) in ids.iter().enumerate() {
             sm.apply(
                 i as u64 + 1,

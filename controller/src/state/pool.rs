@@ -141,7 +141,7 @@ pub enum MemberState {
         #[serde(default)]
         etcd_removed: bool,
     },
-    /// Its host is down and being replaced (see [`crate::healing`]): a
+    /// Its host is down and being replaced (see [`crate::policy::healing`]): a
     /// healthy control plane removes its etcd member (control planes
     /// only), then deletes its node; then it leaves the pool and its host
     /// is fenced.
@@ -382,7 +382,7 @@ impl Severity {
 }
 
 /// The mark on a host that was removed from its pool while down (see
-/// [`crate::healing`]): when it comes back it is told `kubeadm reset`
+/// [`crate::policy::healing`]): when it comes back it is told `kubeadm reset`
 /// before it may be placed again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fence {
@@ -410,6 +410,25 @@ impl Event {
 
 /// Events kept in the state machine (older ones are dropped).
 pub const MAX_EVENTS: usize = 10_000;
+
+/// Event kind when a storm starts (severity alert).
+pub const STORM: &str = "storm";
+/// Event kind when a storm ends.
+pub const STORM_OVER: &str = "storm_over";
+/// Kinds that are edge-triggered: at most one per edge.
+pub fn is_edge_kind(kind: &str) -> bool {
+    kind == STORM || kind == STORM_OVER
+}
+
+/// The latest storm or storm-over event, if any is still kept.
+pub fn last_edge(state: &crate::state::State) -> Option<&Event> {
+    state.events().iter().rev().find(|e| is_edge_kind(&e.kind))
+}
+
+/// True when a storm alert is out and not yet over.
+pub fn storm_raised(state: &crate::state::State) -> bool {
+    last_edge(state).is_some_and(|e| e.kind == STORM)
+}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@
 //!    restarts every window. Pending pods count only once the pool has
 //!    been ready for [`PENDING_SETTLE_MS`] (a count taken while it was
 //!    still changing may be a few seconds old). The windows live in leader memory
-//!    ([`crate::autoscaler`]); after a leader change they start over, so a
+//!    ([`crate::leader::autoscaler`]); after a leader change they start over, so a
 //!    new leader waits a full window before it acts (it never acts on
 //!    less than a window of its own observations).
 //! 3. **Decision** ([`decide`]), in this order: nothing unless the pool is
@@ -42,10 +42,10 @@ use std::time::Duration;
 use rpool_proto::units::{format_duration, format_size};
 use rpool_proto::v1;
 
-use crate::command::{Command, HostState};
-use crate::placement::{self, Candidate, Request};
-use crate::pool::{AutoscalePolicy, MemberState, PoolPhase, PoolRecord, Role};
-use crate::state::StateMachine;
+use crate::policy::placement::{self, Candidate, Request};
+use crate::state::State;
+use crate::state::command::{Command, HostState};
+use crate::state::pool::{AutoscalePolicy, MemberState, PoolPhase, PoolRecord, Role};
 
 /// Smallest memory request a pool may have (as `ResizePool` accepts).
 const MEMORY_REQUEST_MIN: u64 = 1 << 30;
@@ -157,7 +157,7 @@ pub struct PoolFacts {
 
 impl PoolFacts {
     /// The facts of `pool` in `sm`.
-    pub fn of(sm: &StateMachine, pool: &PoolRecord) -> PoolFacts {
+    pub fn of(sm: &State, pool: &PoolRecord) -> PoolFacts {
         let host = |id: &str| {
             sm.host(id).map(|h| Host {
                 host_id: h.host_id.clone(),
@@ -173,7 +173,7 @@ impl PoolFacts {
             .filter(|m| m.role == Role::Worker && !matches!(m.state, MemberState::Leaving { .. }))
             .filter_map(|m| host(&m.host_id))
             .collect();
-        let fleet = crate::admin_pools::candidates(sm)
+        let fleet = crate::policy::fleet::candidates(sm)
             .iter()
             .filter_map(|c| host(&c.host_id))
             .collect();
@@ -275,7 +275,7 @@ pub struct Reported {
 /// The signals of `pool`, from what each host last reported
 /// (`reported(host_id)`). Only joined workers in state `ready` count
 /// toward utilization; only joined control planes toward pending pods.
-pub fn signals(sm: &StateMachine, pool: &PoolRecord, reported: impl Fn(&str) -> Option<Reported>) -> Signals {
+pub fn signals(sm: &State, pool: &PoolRecord, reported: impl Fn(&str) -> Option<Reported>) -> Signals {
     let (mut cpu_weighted, mut cores, mut used, mut total) = (0.0f64, 0u64, 0u64, 0u64);
     let mut pending: Option<u32> = None;
     for m in pool.members.values().filter(|m| m.state == MemberState::Joined) {

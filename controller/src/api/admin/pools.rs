@@ -6,13 +6,15 @@ use rpool_proto::v1::{self, CreatePoolRequest, ResizePoolRequest};
 use tonic::Status;
 
 use crate::Shared;
-use crate::command::{Command, HostRecord, HostState};
-use crate::liveness::unix_ms_now;
-use crate::node::ProposeError;
-use crate::placement::{self, Candidate, Request};
-use crate::pool::{Member, MemberState, PoolRecord, PoolSpec, Role};
-use crate::state::StateMachine;
-use crate::validate::{Invalid, dns_label};
+use crate::api::status::{Refusal, propose_status};
+use crate::api::validate::{Invalid, dns_label};
+use crate::policy::fleet::{candidate, candidates, endpoint};
+use crate::policy::placement::{self, Candidate, Request};
+use crate::replica::ProposeError;
+use crate::state::State;
+use crate::state::command::{Command, HostRecord, HostState};
+use crate::state::pool::{MemberState, PoolRecord, PoolSpec, Role};
+use rpool_proto::clock::unix_ms_now;
 
 /// Defaults for fields a `PoolSpec` leaves empty.
 pub const DEFAULT_KUBERNETES_VERSION: &str = "v1.32.0";
@@ -53,7 +55,7 @@ fn cidr(field: &str, value: &str) -> Result<(), Invalid> {
             field,
             format!(
                 "{} is not a CIDR (accepted an IPv4 address/0..=32 or IPv6 address/0..=128, e.g. 10.244.0.0/16)",
-                crate::validate::show(value)
+                crate::api::validate::show(value)
             ),
         ))
     }
@@ -95,7 +97,7 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
             format!("{field}.kubernetes_version"),
             format!(
                 "{} is not a version (accepted vMAJOR.MINOR.PATCH with 1..=5 digits each, e.g. v1.32.0)",
-                crate::validate::show(&version)
+                crate::api::validate::show(&version)
             ),
         ));
     }
@@ -122,45 +124,6 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
     })
 }
 
-/// Hosts that may be placed: ready (not suspect, down or cordoned), in no
-/// pool, not fenced (replaced while down and not reset since).
-pub fn candidates(state: &StateMachine) -> Vec<Candidate> {
-    state
-        .hosts()
-        .values()
-        .filter(|h| h.state == HostState::Ready && h.pool.is_none() && h.fenced.is_none())
-        .map(candidate)
-        .collect()
-}
-
-fn candidate(h: &HostRecord) -> Candidate {
-    Candidate {
-        host_id: h.host_id.clone(),
-        zone: h.facts.zone.clone(),
-        cores: h.facts.inventory.logical_cores,
-        memory_bytes: h.facts.inventory.memory_total_bytes,
-    }
-}
-
-/// API server endpoint for a pool whose first control plane is `host`:
-/// its first non-loopback address, or (simulated hardware, where every host
-/// shares the machine's addresses) its hostname; port 6443.
-pub fn endpoint(host: &HostRecord) -> String {
-    let address = host
-        .facts
-        .addresses
-        .iter()
-        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
-        .find(|a| !a.is_loopback());
-    match address {
-        Some(ip) if !host.facts.simulated => match ip {
-            std::net::IpAddr::V4(v4) => format!("{v4}:6443"),
-            std::net::IpAddr::V6(v6) => format!("[{v6}]:6443"),
-        },
-        _ => format!("{}:6443", host.facts.hostname),
-    }
-}
-
 /// A host as a (would-be) pool member with `role` in `state` ("" when not
 /// applicable): dry runs, hosts added or released by a resize or a drain.
 fn host_as_member(host: &HostRecord, role: Role, state: &str) -> v1::PoolMember {
@@ -169,7 +132,7 @@ fn host_as_member(host: &HostRecord, role: Role, state: &str) -> v1::PoolMember 
         hostname: host.facts.hostname.clone(),
         zone: host.facts.zone.clone(),
         role: role.as_str().to_owned(),
-        node_name: crate::pool_apply::node_name(host),
+        node_name: crate::state::pool_apply::node_name(host),
         state: state.to_owned(),
         cores: host.facts.inventory.logical_cores,
         memory_bytes: host.facts.inventory.memory_total_bytes,
@@ -178,14 +141,14 @@ fn host_as_member(host: &HostRecord, role: Role, state: &str) -> v1::PoolMember 
 }
 
 /// [`host_as_member`] for each known host of `ids`.
-fn hosts_as_members(sm: &StateMachine, ids: &[String], role: Role, state: &str) -> Vec<v1::PoolMember> {
+fn hosts_as_members(sm: &State, ids: &[String], role: Role, state: &str) -> Vec<v1::PoolMember> {
     ids.iter()
         .filter_map(|id| sm.host(id))
         .map(|h| host_as_member(h, role, state))
         .collect()
 }
 
-fn member_view(state: &StateMachine, m: &crate::pool::Member) -> v1::PoolMember {
+fn member_view(state: &State, m: &crate::state::pool::Member) -> v1::PoolMember {
     let host = state.host(&m.host_id);
     v1::PoolMember {
         host_id: m.host_id.clone(),
@@ -203,10 +166,10 @@ fn member_view(state: &StateMachine, m: &crate::pool::Member) -> v1::PoolMember 
 }
 
 /// The wire form of a pool (never with secrets).
-pub fn pool_view(state: &StateMachine, pool: &PoolRecord, events: bool) -> v1::Pool {
-    let mut members: Vec<&crate::pool::Member> = pool.members.values().collect();
+pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
+    let mut members: Vec<&crate::state::pool::Member> = pool.members.values().collect();
     members.sort_by_key(|m| (m.role, m.order));
-    let (worker_cores, worker_memory_bytes) = crate::planner::worker_totals(state, pool);
+    let (worker_cores, worker_memory_bytes) = crate::policy::planner::worker_totals(state, pool);
     let recent_events = if events {
         let mine: Vec<_> = state
             .events()
@@ -238,11 +201,9 @@ pub fn pool_view(state: &StateMachine, pool: &PoolRecord, events: bool) -> v1::P
     }
 }
 
-fn propose_error(e: ProposeError) -> Status {
-    match e {
-        ProposeError::Rejected(e) => Status::failed_precondition(e.to_string()),
-        other => crate::agent_service::propose_status(other),
-    }
+/// A failed proposal of an admin pool call.
+fn refused(e: ProposeError) -> Status {
+    propose_status(e, Refusal::Precondition)
 }
 
 /// Placements tried when a concurrent change takes a chosen host first.
@@ -295,7 +256,7 @@ pub(crate) async fn create(
             {
                 continue;
             }
-            Err(e) => return Err(propose_error(e)),
+            Err(e) => return Err(refused(e)),
         }
     }
     let pool = shared
@@ -306,12 +267,7 @@ pub(crate) async fn create(
 }
 
 /// What a pool would look like with `placement` (dry run).
-fn preview(
-    sm: &StateMachine,
-    spec: &PoolSpec,
-    placement: &placement::Placement,
-    endpoint: String,
-) -> v1::Pool {
+fn preview(sm: &State, spec: &PoolSpec, placement: &placement::Placement, endpoint: String) -> v1::Pool {
     let joining = MemberState::Joining.as_str();
     v1::Pool {
         spec: Some(spec.to_proto()),
@@ -422,7 +378,7 @@ pub(crate) async fn resize(
         release,
         at_unix_ms: unix_ms_now(),
     };
-    shared.node.propose(command).await.map_err(propose_error)?;
+    shared.node.propose(command).await.map_err(refused)?;
     response.pool = shared
         .node
         .read(|sm| sm.pools().get(&request.name).map(|p| pool_view(sm, p, true)));
@@ -438,14 +394,14 @@ pub(crate) async fn destroy(shared: &Shared, name: &str) -> Result<v1::Pool, Sta
         pool: name.to_owned(),
         at_unix_ms: unix_ms_now(),
     };
-    shared.node.propose(command).await.map_err(propose_error)?;
+    shared.node.propose(command).await.map_err(refused)?;
     shared
         .node
         .read(|sm| sm.pools().get(name).map(|p| pool_view(sm, p, true)))
         .ok_or_else(|| Status::not_found(format!("pool {name} is already gone")))
 }
 
-pub fn events(sm: &StateMachine, request: &v1::ListEventsRequest) -> Result<Vec<v1::Event>, Status> {
+pub fn events(sm: &State, request: &v1::ListEventsRequest) -> Result<Vec<v1::Event>, Status> {
     if !request.pool.is_empty() {
         pool_name("list_events.pool", &request.pool)?;
     }
@@ -493,7 +449,7 @@ pub(crate) async fn set_cordon(shared: &Shared, host_id: &str, cordon: bool) -> 
         reason: reason.to_owned(),
         at_unix_ms: unix_ms_now(),
     };
-    shared.node.propose(command).await.map_err(propose_error)?;
+    shared.node.propose(command).await.map_err(refused)?;
     Ok(())
 }
 
@@ -524,10 +480,11 @@ pub(crate) async fn drain(
             return Ok(Some((name, Vec::new(), true, member.role)));
         }
         if member.role == Role::ControlPlane {
-            let add = control_plane_replacement(sm, pool, host)?;
+            let add = crate::policy::healing::control_plane_replacement(sm, pool, host)
+                .map_err(Status::failed_precondition)?;
             return Ok(Some((name, vec![add], false, Role::ControlPlane)));
         }
-        let (cores, memory) = crate::planner::worker_totals(sm, pool);
+        let (cores, memory) = crate::policy::planner::worker_totals(sm, pool);
         let (left_cores, left_memory) = (
             cores - u64::from(host.facts.inventory.logical_cores),
             memory - host.facts.inventory.memory_total_bytes,
@@ -567,7 +524,7 @@ pub(crate) async fn drain(
             replacement,
             at_unix_ms: unix_ms_now(),
         };
-        shared.node.propose(command).await.map_err(propose_error)?;
+        shared.node.propose(command).await.map_err(refused)?;
     } else if !already_leaving {
         let spec = shared
             .node
@@ -581,61 +538,7 @@ pub(crate) async fn drain(
             release: vec![host_id.to_owned()],
             at_unix_ms: unix_ms_now(),
         };
-        shared.node.propose(command).await.map_err(propose_error)?;
+        shared.node.propose(command).await.map_err(refused)?;
     }
     Ok((name, views(&add, role)))
-}
-
-/// The host that replaces the live control plane `host` of `pool` when
-/// it is drained (placed like healing's replacements: the zone with the
-/// fewest other control planes), or why the drain is refused: a single
-/// control plane, `host` serving the pool's API endpoint, another control
-/// plane not joined and ready, or no free host.
-pub(crate) fn control_plane_replacement(
-    sm: &StateMachine,
-    pool: &PoolRecord,
-    host: &HostRecord,
-) -> Result<String, Status> {
-    let name = &pool.spec.name;
-    let host_id = &host.host_id;
-    let others: Vec<&Member> = pool
-        .members
-        .values()
-        .filter(|m| m.role == Role::ControlPlane && m.host_id != *host_id)
-        .collect();
-    if others.is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "host {host_id} is the only control plane of pool {name}: a 1-control-plane pool cannot lose its \
-             only control plane; create the pool with 3 control planes"
-        )));
-    }
-    if pool.control_plane_endpoint == endpoint(host) {
-        return Err(Status::failed_precondition(format!(
-            "host {host_id} serves the API endpoint {} of pool {name}: it cannot be drained (moving the \
-             endpoint needs a virtual IP, which is not supported); drain another control plane",
-            pool.control_plane_endpoint
-        )));
-    }
-    for m in &others {
-        let state = sm.host(&m.host_id).map(|h| h.state);
-        if m.state != MemberState::Joined || state != Some(HostState::Ready) {
-            return Err(Status::failed_precondition(format!(
-                "control plane {} of pool {name} is {} (host {}): drain {host_id} once every other control \
-                 plane is joined and ready",
-                m.host_id,
-                m.state.as_str(),
-                state.map_or("unknown", |s| s.as_str())
-            )));
-        }
-    }
-    let mut rest = pool.clone();
-    rest.members.remove(host_id);
-    let fleet = candidates(sm);
-    crate::healing::choose_control_plane(sm, &rest, &fleet).ok_or_else(|| {
-        Status::failed_precondition(format!(
-            "no replacement control plane for host {host_id}: no ready, uncordoned host is free in the fleet \
-             ({} free)",
-            fleet.len()
-        ))
-    })
 }
