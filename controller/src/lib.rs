@@ -68,15 +68,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::admin_service_server::AdminServiceServer;
 use rpool_proto::v1::agent_service_server::AgentServiceServer;
 use rpool_proto::v1::raft_service_server::RaftServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Server};
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -136,115 +134,6 @@ fn member_addresses(config: &Config, node: &replica::NodeHandle) -> BTreeMap<u64
         known.retain(|id, _| members.contains(id));
     }
     known
-}
-
-/// An admin client used by one controller to call another: mutual TLS
-/// with the controller's own certificate, every call marked with
-/// `x-rpool-forwarded-by: <own id>` (the only way a controller identity is
-/// admitted to the admin API, see [`authz`]) and, when it carries a
-/// forwarded request, `x-rpool-forwarded-for: <original caller>`.
-pub(crate) type PeerAdminClient = AdminServiceClient<InterceptedService<Channel, ForwardMark>>;
-
-/// Marks calls to another controller (see [`PeerAdminClient`]).
-#[derive(Clone)]
-pub(crate) struct ForwardMark {
-    by: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    on_behalf_of: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-}
-
-impl ForwardMark {
-    pub(crate) fn new(own_id: u64, on_behalf_of: Option<&rpool_proto::pki::Identity>) -> ForwardMark {
-        ForwardMark {
-            by: own_id.into(),
-            // Identities are restricted to URI-safe ASCII, so this only
-            // fails for a value that could not have passed authorization.
-            on_behalf_of: on_behalf_of.and_then(|id| id.uri().parse().ok()),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for ForwardMark {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let metadata = request.metadata_mut();
-        metadata.insert(api::admin::FORWARDED, self.by.clone());
-        if let Some(caller) = &self.on_behalf_of {
-            metadata.insert(api::authz::FORWARDED_FOR, caller.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A follower's channel to the current leader, for forwarding calls; made
-/// lazily and reused while the leader's address holds.
-#[derive(Default)]
-pub(crate) struct LeaderLink(Mutex<Option<(String, Channel)>>);
-
-impl LeaderLink {
-    /// `None` when this controller leads; otherwise a channel to the leader
-    /// (mutual TLS with this controller's certificate, expecting the
-    /// leader's id). A request that was already forwarded once is never
-    /// forwarded again: leadership is moving, the caller gets UNAVAILABLE
-    /// and retries.
-    pub(crate) fn channel(
-        &self,
-        shared: &Shared,
-        already_forwarded: bool,
-    ) -> Result<Option<Channel>, tonic::Status> {
-        use tonic::Status;
-        let status = shared.node.status();
-        if status.role == raft::node::Role::Leader {
-            return Ok(None);
-        }
-        if already_forwarded {
-            return Err(Status::unavailable(
-                "leadership is changing (this controller was forwarded a request but does not lead); retry",
-            ));
-        }
-        if status.leader_id == 0 {
-            return Err(Status::unavailable(
-                "no controller leads yet (election in progress); retry",
-            ));
-        }
-        let address = shared.address_of(status.leader_id).ok_or_else(|| {
-            Status::unavailable(format!(
-                "the address of leader {} is unknown; retry",
-                status.leader_id
-            ))
-        })?;
-        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_address, channel)) = &*cached
-            && *cached_address == address
-        {
-            return Ok(Some(channel.clone()));
-        }
-        let channel = shared
-            .tls
-            .controller_endpoint(&address, status.leader_id)
-            .map_err(|e| Status::internal(format!("leader address {address:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .connect_lazy();
-        *cached = Some((address, channel.clone()));
-        Ok(Some(channel))
-    }
-}
-
-/// A client for the admin API of the controller at `address` (mutual TLS,
-/// marked as a controller's own call).
-pub(crate) async fn admin_client(shared: &Shared, id: u64, address: &str) -> anyhow::Result<PeerAdminClient> {
-    let channel = shared
-        .tls
-        .controller_endpoint(address, id)?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    Ok(AdminServiceClient::with_interceptor(
-        channel,
-        ForwardMark::new(shared.config.id, None),
-    ))
 }
 
 /// Resolves once `flag` is true (or its sender is gone). Holds no lock
@@ -529,7 +418,9 @@ mod tests {
         tls
     }
 
-    async fn admin_client(addr: &str) -> Result<AdminServiceClient<Channel>, tonic::transport::Error> {
+    async fn admin_client(
+        addr: &str,
+    ) -> Result<AdminServiceClient<tonic::transport::Channel>, tonic::transport::Error> {
         let channel = test_pki().admin.endpoint(addr).unwrap().connect().await?;
         Ok(AdminServiceClient::new(channel))
     }

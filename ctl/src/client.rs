@@ -36,8 +36,16 @@ macro_rules! rpc {
     }};
 }
 
-/// First pause before retrying an UNAVAILABLE answer (doubles up to 1 s).
-const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Pause before retrying an UNAVAILABLE answer. Fixed and short: an
+/// election takes a few hundred milliseconds and the retry that finds the
+/// new leader should come within 100 ms of its election, while a retry
+/// costs the controllers one small RPC that fails fast.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Longest wait for another controller to accept a connection during a
+/// retry: controllers sit on one LAN, so a peer that does not answer this
+/// fast is down or cut off, and the next one is tried.
+const RETRY_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Longest wait for one address to accept a connection, so a dead first
 /// controller does not eat the whole timeout before the next is tried.
@@ -142,8 +150,9 @@ pub fn unreachable(tried: &[(String, String)]) -> Failure {
 impl Controller {
     /// Runs one RPC (built by `rpc` from a client) within the timeout,
     /// mapping errors to exit codes. An UNAVAILABLE answer (a controller
-    /// that went away, or a leader election in progress) is retried with
-    /// backoff, moving through the other addresses, until the timeout: a
+    /// that went away, a leader election in progress, a forwarded call
+    /// abandoned because leadership moved) is retried every [`RETRY_PAUSE`],
+    /// moving through the other addresses, until the timeout: a
     /// failover is invisible to the user beyond a short delay. Every rpool
     /// admin write is idempotent or refuses a repeat with a clear message.
     pub async fn call<T, F, Fut>(&self, mut rpc: F) -> Result<T, Failure>
@@ -152,7 +161,6 @@ impl Controller {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pause = RETRY_FIRST;
         let mut next = self
             .addresses
             .iter()
@@ -167,16 +175,15 @@ impl Controller {
                 Ok(Err(status)) => return Err(status_failure(&status, &self.address())),
                 Err(_) => return Err(self.timed_out()),
             };
-            if tokio::time::Instant::now() + pause >= deadline {
+            if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
                 return Err(status_failure(&status, &self.address()));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(RETRY_PAUSE).await;
             // Move on to the next controller that accepts a connection.
             for _ in 0..self.addresses.len() {
                 next = (next + 1) % self.addresses.len();
                 let address = self.addresses[next].clone();
-                if let Ok(channel) = connect_one(&address, Duration::from_secs(1)).await {
+                if let Ok(channel) = connect_one(&address, RETRY_CONNECT_TIMEOUT).await {
                     *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
                         (AdminServiceClient::new(channel), address);
                     break;

@@ -31,7 +31,7 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::warn;
 
-use crate::api::admin::FORWARDED;
+use crate::api::forward::FORWARDED;
 
 /// Metadata carrying the identity a follower forwarded an admin call for
 /// (for the leader's logs only: authorization uses the certificate).

@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument, warn};
 
 use crate::Shared;
-use crate::api::admin::FORWARDED;
+use crate::api::forward::{LeaderLink, Route, forwarded_request, relay, was_forwarded};
 use crate::api::validate::Invalid;
 use crate::replica::ProposeError;
 use crate::state::ApplyError;
@@ -121,41 +121,29 @@ pub(crate) fn ca_pin(shared: &Shared) -> Option<String> {
 pub struct EnrollSvc {
     shared: Arc<Shared>,
     /// Channel to the leader, reused while the leader's address holds.
-    leader: crate::LeaderLink,
+    leader: LeaderLink,
 }
 
 impl EnrollSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         EnrollSvc {
             shared,
-            leader: crate::LeaderLink::default(),
+            leader: LeaderLink::default(),
         }
     }
 
     /// `None` when this controller leads; otherwise a client for the
-    /// leader (never for a request that was already forwarded once).
-    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<EnrollServiceClient<Channel>>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        let Some(channel) = self.leader.channel(&self.shared, forwarded)? else {
+    /// leader and the route it takes (see [`crate::api::forward`]).
+    fn leader_client<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<(EnrollServiceClient<Channel>, Route)>, Status> {
+        let Some(route) = self.leader.route(&self.shared, was_forwarded(request))? else {
             return Ok(None);
         };
-        Ok(Some(
-            EnrollServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
-        ))
-    }
-
-    fn forwarded<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            FORWARDED,
-            self.shared
-                .config
-                .id
-                .to_string()
-                .parse()
-                .expect("digits are valid metadata"),
-        );
-        request
+        let client =
+            EnrollServiceClient::new(route.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Some((client, route)))
     }
 
     fn signer(&self) -> Result<(SignerConfig, Ca), Status> {
@@ -174,8 +162,9 @@ impl EnrollService for EnrollSvc {
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn enroll(&self, request: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
         let token = validate_enroll(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.enroll(self.forwarded(request.into_inner())).await;
+        if let Some((mut client, route)) = self.leader_client(&request)? {
+            let forwarded = forwarded_request(self.shared.config.id, request.into_inner());
+            return relay(&self.shared, &self.leader, &route, client.enroll(forwarded)).await;
         }
         // Able to sign before anything is spent.
         let (config, ca) = self.signer()?;

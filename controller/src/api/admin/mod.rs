@@ -15,7 +15,7 @@
 //!
 //! Only `Status` is answered by whichever controller is asked. Everything
 //! else runs on the leader: a follower forwards the request to the leader
-//! (marked with [`FORWARDED`] so it is never forwarded twice) and relays the
+//! (marked with [`crate::api::forward::FORWARDED`] so it is never forwarded twice) and relays the
 //! answer. The leader serves reads after a ReadIndex round
 //! ([`NodeHandle::read_barrier`](crate::replica::NodeHandle::read_barrier)), so
 //! they are linearizable, and its live observations (connected,
@@ -42,14 +42,15 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use crate::Shared;
+use crate::api::forward::{
+    ForwardMark, LeaderLink, PeerAdminClient, Route, forwarded_request, relay, was_forwarded,
+};
 use crate::api::status::{Refusal, membership_status, propose_status};
 use crate::api::validate::{self, Invalid};
 use crate::leader::liveness::{Liveness, Observation};
 use crate::raft::node::{Role, add_voter, remove_voter};
 use crate::state::command::{Command, HostRecord};
 
-/// Metadata key marking a request a follower forwarded to the leader.
-pub const FORWARDED: &str = "x-rpool-forwarded-by";
 /// How long the leader waits for a peer's own status in ListControllers.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long TransferLeader waits for the new leader to take over.
@@ -58,35 +59,50 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Matches listed in an "ambiguous prefix" error.
 const AMBIGUOUS_MATCHES_SHOWN: usize = 10;
 
+/// Answers from the leader when this controller does not lead: forwards
+/// the call ([`crate::api::forward::relay`]) and returns its answer.
+macro_rules! forward_unless_leader {
+    ($svc:ident, $request:ident, $method:ident) => {
+        if let Some((mut client, route)) = $svc.leader_client(&$request)? {
+            let forwarded = forwarded_request($svc.shared.config.id, $request.into_inner());
+            return relay(&$svc.shared, &$svc.leader, &route, client.$method(forwarded)).await;
+        }
+    };
+}
+
+/// [`forward_unless_leader`], then, on the leader, the ReadIndex barrier
+/// (what follows reads everything committed before the call).
+macro_rules! forward_or_barrier {
+    ($svc:ident, $request:ident, $method:ident) => {
+        forward_unless_leader!($svc, $request, $method);
+        $svc.barrier().await?;
+    };
+}
+
 /// The service.
 pub struct AdminSvc {
     shared: Arc<Shared>,
     /// Channel to the leader, reused while the leader's address holds.
-    leader: crate::LeaderLink,
+    leader: LeaderLink,
 }
 
 impl AdminSvc {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         AdminSvc {
             shared,
-            leader: crate::LeaderLink::default(),
+            leader: LeaderLink::default(),
         }
     }
 
     /// `None` when this controller leads (serve here); otherwise a client
-    /// for the leader. A request that was already forwarded once is not
-    /// forwarded again (leadership is moving: the caller retries).
-    ///
-    /// The forwarded call uses this controller's certificate, marked with
-    /// [`FORWARDED`] (our id) and the original caller's identity (for the
-    /// leader's logs; see [`crate::api::authz`]).
-    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<crate::PeerAdminClient>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        let Some(channel) = self.leader.channel(&self.shared, forwarded)? else {
+    /// for the leader and the route it takes (see [`crate::api::forward`]).
+    fn leader_client<T>(&self, request: &Request<T>) -> Result<Option<(PeerAdminClient, Route)>, Status> {
+        let Some(route) = self.leader.route(&self.shared, was_forwarded(request))? else {
             return Ok(None);
         };
-        let mark = crate::ForwardMark::new(self.shared.config.id, crate::api::authz::caller(request));
-        Ok(Some(AdminServiceClient::with_interceptor(channel, mark)))
+        let mark = ForwardMark::new(self.shared.config.id, crate::api::authz::caller(request));
+        let client = AdminServiceClient::with_interceptor(route.channel.clone(), mark);
+        Ok(Some((client, route)))
     }
 
     /// Waits until this leader has applied everything committed so far
@@ -97,20 +113,6 @@ impl AdminSvc {
             .read_barrier()
             .await
             .map_err(|e| propose_status(e, Refusal::Race))
-    }
-
-    fn forwarded<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            FORWARDED,
-            self.shared
-                .config
-                .id
-                .to_string()
-                .parse()
-                .expect("digits are valid metadata"),
-        );
-        request
     }
 
     /// The group as this leader sees it, with each member's own view.
@@ -179,7 +181,9 @@ impl AdminSvc {
 /// A peer's own role, term, commit and applied index, if it answers.
 async fn peer_status(shared: &Shared, id: u64, address: &str) -> Option<(Role, u64, u64, u64)> {
     let ask = async {
-        let mut client = crate::admin_client(shared, id, address).await.ok()?;
+        let mut client = crate::api::forward::admin_client(shared, id, address)
+            .await
+            .ok()?;
         let status = client.status(StatusRequest {}).await.ok()?.into_inner();
         Some((
             parse_role(&status.role),
@@ -336,10 +340,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::CreatePoolRequest>,
     ) -> Result<Response<v1::CreatePoolResponse>, Status> {
         crate::api::admin::pools::spec("create_pool.spec", request.get_ref().spec.as_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.create_pool(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, create_pool);
         Ok(Response::new(
             crate::api::admin::pools::create(&self.shared, request.into_inner()).await?,
         ))
@@ -350,10 +351,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::ListPoolsRequest>,
     ) -> Result<Response<v1::ListPoolsResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.list_pools(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, list_pools);
         let pools = self.shared.node.read(|sm| {
             sm.pools()
                 .values()
@@ -366,10 +364,7 @@ impl AdminService for AdminSvc {
     #[instrument(skip_all, fields(pool = %request.get_ref().name))]
     async fn get_pool(&self, request: Request<v1::GetPoolRequest>) -> Result<Response<v1::Pool>, Status> {
         crate::api::admin::pools::pool_name("get_pool.name", &request.get_ref().name)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.get_pool(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, get_pool);
         let name = &request.get_ref().name;
         self.shared
             .node
@@ -389,10 +384,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::SetAutoscaleRequest>,
     ) -> Result<Response<v1::Pool>, Status> {
         crate::api::admin::autoscale::check(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.set_autoscale(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, set_autoscale);
         Ok(Response::new(
             crate::api::admin::autoscale::set(&self.shared, request.into_inner()).await?,
         ))
@@ -403,10 +395,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::ResizePoolRequest>,
     ) -> Result<Response<v1::ResizePoolResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.resize_pool(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, resize_pool);
         Ok(Response::new(
             crate::api::admin::pools::resize(&self.shared, request.into_inner()).await?,
         ))
@@ -417,10 +406,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::DestroyPoolRequest>,
     ) -> Result<Response<v1::Pool>, Status> {
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.destroy_pool(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, destroy_pool);
         Ok(Response::new(
             crate::api::admin::pools::destroy(&self.shared, &request.get_ref().name).await?,
         ))
@@ -432,10 +418,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::GetKubeconfigRequest>,
     ) -> Result<Response<v1::Kubeconfig>, Status> {
         crate::api::admin::pools::pool_name("get_kubeconfig.name", &request.get_ref().name)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.get_kubeconfig(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, get_kubeconfig);
         let name = &request.get_ref().name;
         let content = self
             .shared
@@ -455,6 +438,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
+        forward_or_barrier!(self, request, list_events);
         let events = self
             .shared
             .node
@@ -468,9 +452,13 @@ impl AdminService for AdminSvc {
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let mut request = request.into_inner();
+        // Checked first (bad input changes nothing), then a ReadIndex round
+        // (here or through the leader) so a partitioned replica refuses
+        // instead of following from a stale copy.
         self.shared
             .node
             .read(|sm| crate::api::admin::pools::events(sm, &request))?;
+        self.barrier().await?;
         let shared = self.shared.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -546,10 +534,7 @@ impl AdminService for AdminSvc {
         request: Request<ListHostsRequest>,
     ) -> Result<Response<ListHostsResponse>, Status> {
         validate::list_hosts(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.list_hosts(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, list_hosts);
         let hosts = self.list(request.get_ref())?;
         Ok(Response::new(ListHostsResponse { hosts }))
     }
@@ -557,10 +542,7 @@ impl AdminService for AdminSvc {
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn get_host(&self, request: Request<GetHostRequest>) -> Result<Response<v1::Host>, Status> {
         validate::get_host(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.get_host(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, get_host);
         Ok(Response::new(self.get(request.get_ref())?))
     }
 
@@ -570,9 +552,7 @@ impl AdminService for AdminSvc {
         request: Request<SetHostLabelsRequest>,
     ) -> Result<Response<v1::Host>, Status> {
         validate::set_host_labels(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.set_host_labels(self.forwarded(request.into_inner())).await;
-        }
+        forward_unless_leader!(self, request, set_host_labels);
         // No read barrier up front: the proposal itself is linearizable.
         // Only a lookup that finds nothing is repeated after one, in case
         // this leader has not applied everything committed yet.
@@ -607,10 +587,7 @@ impl AdminService for AdminSvc {
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn cordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
         validate::host_id_prefix("cordon_host.host_id", &request.get_ref().host_id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.cordon_host(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, cordon_host);
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
@@ -623,10 +600,7 @@ impl AdminService for AdminSvc {
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn uncordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
         validate::host_id_prefix("uncordon_host.host_id", &request.get_ref().host_id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.uncordon_host(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, uncordon_host);
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
@@ -642,10 +616,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::DrainHostRequest>,
     ) -> Result<Response<v1::DrainHostResponse>, Status> {
         validate::host_id_prefix("drain_host.host_id", &request.get_ref().host_id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.drain_host(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, drain_host);
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
@@ -665,11 +636,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<ListControllersRequest>,
     ) -> Result<Response<ListControllersResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader
-                .list_controllers(self.forwarded(request.into_inner()))
-                .await;
-        }
+        forward_unless_leader!(self, request, list_controllers);
         Ok(Response::new(self.controllers().await))
     }
 
@@ -681,9 +648,7 @@ impl AdminService for AdminSvc {
         let req = request.get_ref();
         validate::controller_id("add_controller.id", req.id)?;
         validate::controller_address("add_controller.address", &req.address)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.add_controller(self.forwarded(request.into_inner())).await;
-        }
+        forward_unless_leader!(self, request, add_controller);
         let status = self.shared.node.status();
         if status.voters.contains(&req.id) || status.learners.contains(&req.id) {
             return Err(Status::already_exists(format!(
@@ -708,11 +673,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<ListControllersResponse>, Status> {
         let id = request.get_ref().id;
         validate::controller_id("remove_controller.id", id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader
-                .remove_controller(self.forwarded(request.into_inner()))
-                .await;
-        }
+        forward_unless_leader!(self, request, remove_controller);
         let status = self.shared.node.status();
         if !status.voters.contains(&id) && !status.learners.contains(&id) {
             return Err(Status::not_found(format!("controller {id} is not a member")));
@@ -753,9 +714,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<ListControllersResponse>, Status> {
         let id = request.get_ref().id;
         validate::controller_id("transfer_leader.id", id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.transfer_leader(self.forwarded(request.into_inner())).await;
-        }
+        forward_unless_leader!(self, request, transfer_leader);
         let status = self.shared.node.status();
         if !status.voters.contains(&id) {
             return Err(Status::not_found(format!(
@@ -784,7 +743,7 @@ impl AdminService for AdminSvc {
             info!(id, "leadership transferred");
             // The new leader answers with its view of the group.
             let address = self.shared.address_of(id).unwrap_or_default();
-            if let Ok(mut client) = crate::admin_client(&self.shared, id, &address).await
+            if let Ok(mut client) = crate::api::forward::admin_client(&self.shared, id, &address).await
                 && let Ok(list) = client.list_controllers(ListControllersRequest {}).await
             {
                 return Ok(list);
@@ -799,9 +758,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         crate::api::admin::tokens::validate_create(request.get_ref())?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.create_token(self.forwarded(request.into_inner())).await;
-        }
+        forward_unless_leader!(self, request, create_token);
         Ok(Response::new(
             crate::api::admin::tokens::create(&self.shared, request.get_ref()).await?,
         ))
@@ -812,10 +769,7 @@ impl AdminService for AdminSvc {
         &self,
         request: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.list_tokens(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, list_tokens);
         let now = rpool_proto::clock::unix_ms_now();
         let tokens = self
             .shared
@@ -830,10 +784,7 @@ impl AdminService for AdminSvc {
         request: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::TokenInfo>, Status> {
         crate::api::admin::tokens::token_id("revoke_token.id", &request.get_ref().id)?;
-        if let Some(mut leader) = self.leader_client(&request)? {
-            return leader.revoke_token(self.forwarded(request.into_inner())).await;
-        }
-        self.barrier().await?;
+        forward_or_barrier!(self, request, revoke_token);
         Ok(Response::new(
             crate::api::admin::tokens::revoke(&self.shared, &request.get_ref().id).await?,
         ))
