@@ -1,0 +1,308 @@
+//! A pool's life in the state machine: created (all hosts ready and in no
+//! pool, or refused whole), resized, destroyed, its phase set, alerts.
+
+use rpool_proto::units::format_size;
+
+use super::{Builder, node_name, refused};
+use crate::state::command::HostRecord;
+use crate::state::pool::{Member, MemberState, PoolPhase, PoolRecord, PoolSpec, Role, Secret, Severity};
+use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
+
+impl State {
+    /// Creates a pool of hosts that are all ready and in no pool, or refuses it whole.
+    pub(super) fn create_pool(
+        &self,
+        index: u64,
+        spec: &PoolSpec,
+        control_planes: &[String],
+        workers: &[String],
+        control_plane_endpoint: &str,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        if self.pools.contains_key(&spec.name) {
+            return Err(refused(format!("pool {} already exists", spec.name)));
+        }
+        let mut b = Builder {
+            index,
+            at_unix_ms: at_unix_ms,
+            more: More::default(),
+        };
+        let mut pool = PoolRecord {
+            spec: spec.clone(),
+            phase: PoolPhase::Provisioning,
+            phase_reason: "placing and joining hosts".to_owned(),
+            members: Default::default(),
+            control_plane_endpoint: control_plane_endpoint.to_owned(),
+            created_at_unix_ms: at_unix_ms,
+            join: None,
+            kubeconfig: Secret::default(),
+            addons_installed: false,
+            next_order: 0,
+            autoscale: Default::default(),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let roles = control_planes
+            .iter()
+            .map(|h| (h, Role::ControlPlane))
+            .chain(workers.iter().map(|h| (h, Role::Worker)));
+        let (mut cores, mut memory) = (0u64, 0u64);
+        for (host_id, role) in roles {
+            if !seen.insert(host_id.clone()) {
+                return Err(refused(format!("host {host_id} is listed twice")));
+            }
+            let host = self.joinable(host_id, &spec.name)?;
+            if role == Role::Worker {
+                cores += u64::from(host.facts.inventory.logical_cores);
+                memory += host.facts.inventory.memory_total_bytes;
+            }
+            pool.members.insert(
+                host_id.clone(),
+                Member {
+                    host_id: host_id.clone(),
+                    role,
+                    node_name: node_name(host),
+                    state: MemberState::Joining,
+                    order: pool.next_order,
+                    last_error: String::new(),
+                },
+            );
+            pool.next_order += 1;
+            b.more.hosts.push(HostRecord {
+                pool: Some(spec.name.clone()),
+                ..host.clone()
+            });
+        }
+        if control_planes.is_empty() {
+            return Err(refused("a pool needs at least one control plane"));
+        }
+        b.event(
+            &spec.name,
+            "",
+            "pool_created",
+            format!(
+                "pool {} created: {} control plane(s) ({}), {} worker(s) with {cores} cores / {} \
+                 for {} cores / {} requested",
+                spec.name,
+                control_planes.len(),
+                control_planes
+                    .iter()
+                    .map(|h| self.hostname(h))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                workers.len(),
+                format_size(memory),
+                spec.cores,
+                format_size(spec.memory_bytes),
+            ),
+        );
+        b.more.pools.push((spec.name.clone(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
+    /// Adds and releases workers of a pool; the new requested size is recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn resize_pool(
+        &self,
+        index: u64,
+        name: &str,
+        cores: u64,
+        memory_bytes: u64,
+        add: &[String],
+        release: &[String],
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let mut pool = self.pool_for_change(name)?;
+        let mut b = Builder {
+            index,
+            at_unix_ms: at_unix_ms,
+            more: More::default(),
+        };
+        for host_id in add {
+            let host = self.joinable(host_id, name)?;
+            pool.members.insert(
+                host_id.clone(),
+                Member {
+                    host_id: host_id.clone(),
+                    role: Role::Worker,
+                    node_name: node_name(host),
+                    state: MemberState::Joining,
+                    order: pool.next_order,
+                    last_error: String::new(),
+                },
+            );
+            pool.next_order += 1;
+            b.more.hosts.push(HostRecord {
+                pool: Some(name.to_owned()),
+                ..host.clone()
+            });
+        }
+        for host_id in release {
+            let member = pool
+                .members
+                .get_mut(host_id)
+                .filter(|m| m.role == Role::Worker)
+                .ok_or_else(|| refused(format!("host {host_id} is not a worker of pool {name}")))?;
+            // Leaving already, or replaced (healing cleans it up).
+            if !matches!(
+                member.state,
+                MemberState::Leaving { .. } | MemberState::Replaced { .. }
+            ) {
+                // A node that never joined has nothing to drain.
+                let joined = member.state == MemberState::Joined;
+                member.state = MemberState::Leaving {
+                    drained: !joined,
+                    deleted: !joined,
+                    etcd_removed: true,
+                };
+            }
+        }
+        let before = (pool.spec.cores, pool.spec.memory_bytes);
+        pool.spec.cores = cores;
+        pool.spec.memory_bytes = memory_bytes;
+        pool.phase = PoolPhase::Resizing;
+        pool.phase_reason = format!("{} host(s) joining, {} leaving", add.len(), release.len());
+        b.event(
+            name,
+            "",
+            "pool_resized",
+            format!(
+                "pool {name} resized from {} cores / {} to {cores} cores / {}: +{} worker(s) ({}), \
+                 -{} worker(s) ({})",
+                before.0,
+                format_size(before.1),
+                format_size(memory_bytes),
+                add.len(),
+                add.iter()
+                    .map(|h| self.hostname(h))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                release.len(),
+                release
+                    .iter()
+                    .map(|h| self.hostname(h))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        );
+        b.more.pools.push((name.to_owned(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
+    /// Starts deleting a pool: its members are reset, then released.
+    pub(super) fn destroy_pool(&self, index: u64, name: &str, at_unix_ms: u64) -> Result<Change, ApplyError> {
+        let mut pool = self
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+        if pool.phase == PoolPhase::Deleting {
+            return Ok(Change::unchanged(index));
+        }
+        let mut b = Builder {
+            index,
+            at_unix_ms: at_unix_ms,
+            more: More::default(),
+        };
+        for member in pool.members.values_mut() {
+            // The cluster goes as a whole: no drain, no node deletion.
+            member.state = MemberState::Leaving {
+                drained: true,
+                deleted: true,
+                etcd_removed: true,
+            };
+        }
+        pool.phase = PoolPhase::Deleting;
+        pool.phase_reason = "resetting every host".to_owned();
+        // Steps still pending for this pool are moot.
+        for task in self.tasks.values().filter(|t| t.pool == *name) {
+            b.more.tasks.push((task.task_id.clone(), None));
+        }
+        b.event(
+            name,
+            "",
+            "pool_deleting",
+            format!(
+                "pool {name} is being destroyed: resetting {} host(s)",
+                pool.members.len()
+            ),
+        );
+        b.more.pools.push((name.to_owned(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
+    /// Sets a pool's phase and the reason shown for it.
+    pub(super) fn set_pool_phase(
+        &self,
+        index: u64,
+        name: &str,
+        phase: PoolPhase,
+        reason: &str,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let mut pool = self
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+        if pool.phase == phase && pool.phase_reason == *reason {
+            return Ok(Change::unchanged(index));
+        }
+        let mut b = Builder {
+            index,
+            at_unix_ms: at_unix_ms,
+            more: More::default(),
+        };
+        b.event(
+            name,
+            "",
+            "pool_phase",
+            format!("pool {name} is {}: {reason}", phase.as_str()),
+        );
+        pool.phase = phase;
+        pool.phase_reason = reason.to_owned();
+        b.more.pools.push((name.to_owned(), Some(pool)));
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+
+    /// Records an alert event; optionally marks the pool degraded. Edge kinds (storm, storm_over) once per edge.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn alert(
+        &self,
+        index: u64,
+        name: &str,
+        host_id: &str,
+        kind: &str,
+        severity: Severity,
+        message: &str,
+        degrade: bool,
+        at_unix_ms: u64,
+    ) -> Result<Change, ApplyError> {
+        let mut b = Builder {
+            index,
+            at_unix_ms: at_unix_ms,
+            more: More::default(),
+        };
+        if degrade {
+            let mut pool = self
+                .pools
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+            if pool.phase == PoolPhase::Deleting
+                || (pool.phase == PoolPhase::Degraded && pool.phase_reason == *message)
+            {
+                return Ok(Change::unchanged(index));
+            }
+            pool.phase = PoolPhase::Degraded;
+            pool.phase_reason = message.to_owned();
+            b.more.pools.push((name.to_owned(), Some(pool)));
+        } else if crate::state::pool::is_edge_kind(kind)
+            && crate::state::pool::last_edge(self).is_some_and(|last| last.kind == *kind)
+        {
+            // Edge-triggered (storm, storm_over): once per edge.
+            return Ok(Change::unchanged(index));
+        }
+        b.event_with(name, host_id, kind, severity, message.to_owned());
+        Ok(b.done(ApplyOutcome::Updated))
+    }
+}

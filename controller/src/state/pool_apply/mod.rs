@@ -1,0 +1,383 @@
+//! How pool commands change the state machine (the pool half of
+//! [`State::plan`]). Pure like the rest of `plan`: the change is
+//! computed from the current state and the command only.
+//!
+//! The rules that keep a host in at most one pool live here: a command that
+//! would put a host that is not `ready`, or that already belongs to a pool,
+//! into a pool is refused as a whole.
+//!
+//! - [`lifecycle`]: create, resize, destroy, phase, alerts.
+//! - [`tasks`]: tasks issued and finished, fenced hosts' resets.
+//! - [`repair`]: a dead member replaced, a control plane drained.
+
+mod lifecycle;
+mod repair;
+mod tasks;
+
+use crate::state::command::{Command, HostRecord, HostState};
+use crate::state::pool::{Event, PoolPhase, PoolRecord, Severity};
+use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
+
+/// Kubernetes node name for a host: its hostname, lower case, characters
+/// outside `[a-z0-9.-]` replaced by `-`.
+pub fn node_name(host: &HostRecord) -> String {
+    host.facts
+        .hostname
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// Backoff before retrying a failed task: 2 s, 4 s, 8 s, ...
+fn retry_delay_ms(attempt: u32) -> u64 {
+    1_000u64 << attempt.min(8)
+}
+
+fn refused(message: impl Into<String>) -> ApplyError {
+    ApplyError::Refused(message.into())
+}
+
+struct Builder {
+    index: u64,
+    at_unix_ms: u64,
+    more: More,
+}
+
+impl Builder {
+    fn event(&mut self, pool: &str, host_id: &str, kind: &str, message: String) {
+        self.event_with(pool, host_id, kind, Severity::Info, message);
+    }
+
+    fn event_with(&mut self, pool: &str, host_id: &str, kind: &str, severity: Severity, message: String) {
+        self.more.events.push(Event {
+            index: self.index,
+            at_unix_ms: self.at_unix_ms,
+            pool: pool.to_owned(),
+            host_id: host_id.to_owned(),
+            kind: kind.to_owned(),
+            message,
+            severity,
+        });
+    }
+
+    fn done(self, outcome: ApplyOutcome) -> Change {
+        Change {
+            index: self.index,
+            record: None,
+            more: self.more,
+            outcome,
+        }
+    }
+}
+
+impl State {
+    /// A host that may join `pool`: known, ready, in no pool.
+    fn joinable(&self, host_id: &str, pool: &str) -> Result<&HostRecord, ApplyError> {
+        let host = self
+            .host(host_id)
+            .ok_or_else(|| refused(format!("no host with id {host_id}")))?;
+        if let Some(other) = &host.pool {
+            return Err(refused(format!("host {host_id} already belongs to pool {other}")));
+        }
+        if let Some(fence) = &host.fenced {
+            return Err(refused(format!(
+                "host {host_id} was replaced in pool {} while down and is not reset yet; it cannot join pool {pool}",
+                fence.pool
+            )));
+        }
+        if host.state != HostState::Ready {
+            return Err(refused(format!(
+                "host {host_id} is {}, not ready; it cannot join pool {pool}",
+                host.state.as_str()
+            )));
+        }
+        Ok(host)
+    }
+
+    fn hostname(&self, host_id: &str) -> String {
+        self.host(host_id)
+            .map_or_else(|| host_id.to_owned(), |h| h.facts.hostname.clone())
+    }
+
+    pub(crate) fn plan_pool(&self, index: u64, command: &Command) -> Result<Change, ApplyError> {
+        match command {
+            Command::CreatePool {
+                spec,
+                control_planes,
+                workers,
+                control_plane_endpoint,
+                at_unix_ms,
+            } => self.create_pool(
+                index,
+                spec,
+                control_planes,
+                workers,
+                control_plane_endpoint,
+                *at_unix_ms,
+            ),
+            Command::ResizePool {
+                pool: name,
+                cores,
+                memory_bytes,
+                add,
+                release,
+                at_unix_ms,
+            } => self.resize_pool(index, name, *cores, *memory_bytes, add, release, *at_unix_ms),
+            Command::DestroyPool {
+                pool: name,
+                at_unix_ms,
+            } => self.destroy_pool(index, name, *at_unix_ms),
+            Command::IssueTask { task } => self.issue_task(index, task),
+            Command::FinishTask {
+                task_id,
+                attempt,
+                ok,
+                error,
+                join,
+                kubeconfig,
+                at_unix_ms,
+            } => self.finish_task(
+                index,
+                task_id,
+                *attempt,
+                *ok,
+                error,
+                join.as_ref(),
+                kubeconfig.as_ref(),
+                *at_unix_ms,
+            ),
+            Command::SetPoolPhase {
+                pool: name,
+                phase,
+                reason,
+                at_unix_ms,
+            } => self.set_pool_phase(index, name, *phase, reason, *at_unix_ms),
+            Command::ReplaceMember {
+                pool,
+                host_id,
+                replacements,
+                why,
+                at_unix_ms,
+            } => self.replace_member(index, pool, host_id, replacements, why, *at_unix_ms),
+            Command::DrainControlPlane {
+                pool,
+                host_id,
+                replacement,
+                at_unix_ms,
+            } => self.drain_control_plane(index, pool, host_id, replacement, *at_unix_ms),
+            Command::Alert {
+                pool: name,
+                host_id,
+                kind,
+                severity,
+                message,
+                degrade,
+                at_unix_ms,
+            } => self.alert(
+                index,
+                name,
+                host_id,
+                kind,
+                *severity,
+                message,
+                *degrade,
+                *at_unix_ms,
+            ),
+            _ => unreachable!("plan_pool is only called with pool commands"),
+        }
+    }
+
+    /// The pool `name`, cloned for a change; refused while it is deleting.
+    fn pool_for_change(&self, name: &str) -> Result<PoolRecord, ApplyError> {
+        let pool = self
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApplyError::UnknownPool(name.to_owned()))?;
+        if pool.phase == PoolPhase::Deleting {
+            return Err(refused(format!("pool {name} is being destroyed")));
+        }
+        Ok(pool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::command::tests::facts;
+    use crate::state::pool::PoolSpec;
+
+    /// A state with hosts `ids` registered (ready, 8 cores each).
+    fn fleet(ids: &[&str]) -> State {
+        let mut sm = State::new();
+        for id in ids {
+            let register = Command::RegisterHost {
+                host_id: (*id).to_owned(),
+                agent_version: "0.1.0".to_owned(),
+                facts: facts(id, 8),
+                at_unix_ms: 1,
+            };
+            sm.apply(sm.applied_index() + 1, &register).unwrap();
+        }
+        sm
+    }
+
+    fn apply(sm: &mut State, command: &Command) -> Result<ApplyOutcome, ApplyError> {
+        sm.apply(sm.applied_index() + 1, command)
+    }
+
+    fn create(name: &str, control_planes: &[&str], workers: &[&str]) -> Command {
+        Command::CreatePool {
+            spec: PoolSpec {
+                name: name.to_owned(),
+                cores: 8,
+                memory_bytes: 1 << 30,
+                control_planes: control_planes.len() as u32,
+                kubernetes_version: "v1.32.0".to_owned(),
+                pod_network_cidr: "10.244.0.0/16".to_owned(),
+                service_cidr: "10.96.0.0/12".to_owned(),
+            },
+            control_planes: control_planes.iter().map(|h| (*h).to_owned()).collect(),
+            workers: workers.iter().map(|h| (*h).to_owned()).collect(),
+            control_plane_endpoint: "10.0.0.1:6443".to_owned(),
+            at_unix_ms: 10,
+        }
+    }
+
+    fn refusal(result: Result<ApplyOutcome, ApplyError>) -> String {
+        match result {
+            Err(ApplyError::Refused(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_create_puts_every_host_in_the_pool_or_none() {
+        let mut sm = fleet(&["a", "b", "c"]);
+        apply(&mut sm, &create("web", &["a"], &["b"])).unwrap();
+        assert_eq!(sm.host("a").unwrap().pool.as_deref(), Some("web"));
+        assert_eq!(sm.host("b").unwrap().pool.as_deref(), Some("web"));
+        let pool = &sm.pools()["web"];
+        assert_eq!(pool.phase, PoolPhase::Provisioning);
+        assert_eq!(pool.members.len(), 2);
+
+        // A second pool naming a taken host is refused whole: "c" stays free.
+        let before = sm.applied_index();
+        let message = refusal(apply(&mut sm, &create("db", &["c"], &["b"])));
+        assert!(
+            message.contains("host b already belongs to pool web"),
+            "{message}"
+        );
+        assert!(sm.host("c").unwrap().pool.is_none());
+        assert!(!sm.pools().contains_key("db"));
+        assert_eq!(sm.applied_index(), before, "a refused command is not applied");
+
+        let message = refusal(apply(&mut sm, &create("web", &["c"], &[])));
+        assert!(message.contains("already exists"), "{message}");
+        let message = refusal(apply(&mut sm, &create("db", &["c"], &["c"])));
+        assert!(message.contains("listed twice"), "{message}");
+        let message = refusal(apply(&mut sm, &create("db", &[], &["c"])));
+        assert!(message.contains("at least one control plane"), "{message}");
+    }
+
+    #[test]
+    fn a_host_that_is_not_ready_cannot_join() {
+        let mut sm = fleet(&["a", "b"]);
+        let down = Command::SetHostState {
+            host_id: "b".to_owned(),
+            state: HostState::Down,
+            reason: "silent".to_owned(),
+            at_unix_ms: 5,
+        };
+        apply(&mut sm, &down).unwrap();
+        let message = refusal(apply(&mut sm, &create("web", &["a"], &["b"])));
+        assert!(message.contains("host b is down, not ready"), "{message}");
+        assert!(sm.host("a").unwrap().pool.is_none());
+    }
+
+    #[test]
+    fn phase_changes_and_alerts_are_recorded_once() {
+        let mut sm = fleet(&["a"]);
+        apply(&mut sm, &create("web", &["a"], &[])).unwrap();
+        let ready = Command::SetPoolPhase {
+            pool: "web".to_owned(),
+            phase: PoolPhase::Ready,
+            reason: "all members joined".to_owned(),
+            at_unix_ms: 20,
+        };
+        assert_eq!(apply(&mut sm, &ready).unwrap(), ApplyOutcome::Updated);
+        assert_eq!(apply(&mut sm, &ready).unwrap(), ApplyOutcome::Unchanged);
+        assert_eq!(sm.pools()["web"].phase, PoolPhase::Ready);
+
+        let storm = Command::Alert {
+            pool: String::new(),
+            host_id: String::new(),
+            kind: crate::state::pool::STORM.to_owned(),
+            severity: Severity::Alert,
+            message: "many hosts silent".to_owned(),
+            degrade: false,
+            at_unix_ms: 30,
+        };
+        assert_eq!(apply(&mut sm, &storm).unwrap(), ApplyOutcome::Updated);
+        assert_eq!(
+            apply(&mut sm, &storm).unwrap(),
+            ApplyOutcome::Unchanged,
+            "one event per edge"
+        );
+        assert!(crate::state::pool::storm_raised(&sm));
+
+        let degrade = Command::Alert {
+            pool: "web".to_owned(),
+            host_id: "a".to_owned(),
+            kind: "member_failed".to_owned(),
+            severity: Severity::Alert,
+            message: "join failed".to_owned(),
+            degrade: true,
+            at_unix_ms: 40,
+        };
+        apply(&mut sm, &degrade).unwrap();
+        let pool = &sm.pools()["web"];
+        assert_eq!(pool.phase, PoolPhase::Degraded);
+        assert_eq!(pool.phase_reason, "join failed");
+        assert_eq!(apply(&mut sm, &degrade).unwrap(), ApplyOutcome::Unchanged);
+    }
+
+    #[test]
+    fn a_destroyed_pool_refuses_further_changes() {
+        let mut sm = fleet(&["a", "b", "c"]);
+        apply(&mut sm, &create("web", &["a"], &["b"])).unwrap();
+        let destroy = Command::DestroyPool {
+            pool: "web".to_owned(),
+            at_unix_ms: 50,
+        };
+        apply(&mut sm, &destroy).unwrap();
+        assert_eq!(sm.pools()["web"].phase, PoolPhase::Deleting);
+        let resize = Command::ResizePool {
+            pool: "web".to_owned(),
+            cores: 16,
+            memory_bytes: 2 << 30,
+            add: vec!["c".to_owned()],
+            release: vec![],
+            at_unix_ms: 60,
+        };
+        assert!(apply(&mut sm, &resize).is_err());
+        assert!(
+            sm.host("c").unwrap().pool.is_none(),
+            "nothing joins a pool being deleted"
+        );
+    }
+
+    #[test]
+    fn node_names_are_lower_case_dns_characters() {
+        let mut host = fleet(&["a"]).host("a").unwrap().clone();
+        host.facts.hostname = "Rack1_Node 7.example".to_owned();
+        assert_eq!(node_name(&host), "rack1-node-7.example");
+    }
+}
