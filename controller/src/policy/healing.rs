@@ -512,133 +512,17 @@ mod tests {
     //! Healing decisions, driven purely like the planner's tests: a pool is
     //! built by running the planner and "agents", then hosts go down.
     use super::*;
-    use crate::policy::planner::plan_with;
+    use crate::policy::testing::{GIB, World};
     use crate::state::command::tests::facts;
-    use crate::state::pool::{JoinSecrets, PoolSpec, Secret};
 
-    const GIB: u64 = 1 << 30;
-
-    struct World {
-        sm: State,
-        now: u64,
-        config: HealingConfig,
+    /// A world whose hosts answer tasks only while they are ready.
+    fn world(hosts: &[(&str, &str, u32)]) -> World {
+        let mut w = World::new(hosts);
+        w.only_ready_hosts_answer = true;
+        w
     }
 
     impl World {
-        fn new(hosts: &[(&str, &str, u32)]) -> World {
-            let mut w = World {
-                sm: State::new(),
-                now: 1_000,
-                config: HealingConfig::default(),
-            };
-            for (id, zone, cores) in hosts {
-                let mut f = facts(id, *cores);
-                f.zone = zone.to_string();
-                w.apply(Command::RegisterHost {
-                    host_id: id.to_string(),
-                    agent_version: "0.1.0".into(),
-                    facts: f,
-                    at_unix_ms: 1,
-                });
-            }
-            w
-        }
-
-        fn apply(&mut self, command: Command) {
-            let index = self.sm.applied_index() + 1;
-            self.sm
-                .apply(index, &command)
-                .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-        }
-
-        /// Plans once and applies; returns "kind@host" of issued tasks and
-        /// the kinds of other commands.
-        fn plan(&mut self) -> Vec<String> {
-            let mut seen = Vec::new();
-            for command in plan_with(&self.sm, self.now, &self.config) {
-                match &command {
-                    Command::IssueTask { task } => {
-                        seen.push(format!("{}@{}", task.kind.as_str(), task.host_id))
-                    }
-                    Command::ReplaceMember {
-                        host_id,
-                        replacements,
-                        ..
-                    } => seen.push(format!("replace {host_id} by {}", replacements.join("+"))),
-                    Command::Alert { kind, .. } => seen.push(format!("alert {kind}")),
-                    _ => {}
-                }
-                self.apply(command);
-            }
-            seen
-        }
-
-        /// Finishes pending tasks (those of hosts that are ready) as agents would.
-        fn run_tasks(&mut self) {
-            let pending: Vec<TaskRecord> = self
-                .sm
-                .tasks()
-                .values()
-                .filter(|t| t.state == TaskState::Pending)
-                .filter(|t| {
-                    self.sm
-                        .host(&t.host_id)
-                        .is_some_and(|h| h.state == HostState::Ready)
-                })
-                .cloned()
-                .collect();
-            for task in pending {
-                let join =
-                    matches!(task.kind, TaskKind::InitControlPlane | TaskKind::RefreshJoinToken).then(|| {
-                        JoinSecrets {
-                            control_plane_endpoint: "c1:6443".into(),
-                            token: Secret::new("abcdef.0123456789abcdef"),
-                            ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
-                            certificate_key: Secret::new("1".repeat(64)),
-                            token_expires_unix_ms: self.now + 24 * 3_600_000,
-                            certificate_key_expires_unix_ms: self.now + 2 * 3_600_000,
-                        }
-                    });
-                self.apply(Command::FinishTask {
-                    task_id: task.task_id.clone(),
-                    attempt: task.attempt,
-                    ok: true,
-                    error: String::new(),
-                    join,
-                    kubeconfig: None,
-                    at_unix_ms: self.now,
-                });
-            }
-        }
-
-        /// Plans and runs until a round issues nothing (bounded); returns
-        /// everything seen.
-        fn settle(&mut self) -> Vec<String> {
-            let mut all = Vec::new();
-            for _ in 0..30 {
-                let seen = self.plan();
-                self.run_tasks();
-                if seen.is_empty() {
-                    return all;
-                }
-                all.extend(seen);
-            }
-            panic!("never settled: {all:?}");
-        }
-
-        fn set(&mut self, host: &str, state: HostState) {
-            self.apply(Command::SetHostState {
-                host_id: host.into(),
-                state,
-                reason: "no heartbeat for 5.0s".into(),
-                at_unix_ms: self.now,
-            });
-        }
-
-        fn pool(&self) -> &PoolRecord {
-            self.sm.pools().get("web").expect("pool web")
-        }
-
         fn members(&self) -> Vec<String> {
             self.pool().members.keys().cloned().collect()
         }
@@ -653,28 +537,14 @@ mod tests {
     }
 
     fn create(w: &mut World, control_planes: &[&str], workers: &[&str], cores: u64) {
-        w.apply(Command::CreatePool {
-            spec: PoolSpec {
-                name: "web".into(),
-                cores,
-                memory_bytes: GIB,
-                control_planes: control_planes.len() as u32,
-                kubernetes_version: "v1.32.0".into(),
-                pod_network_cidr: "10.244.0.0/16".into(),
-                service_cidr: "10.96.0.0/12".into(),
-            },
-            control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
-            workers: workers.iter().map(|s| s.to_string()).collect(),
-            control_plane_endpoint: "c1:6443".into(),
-            at_unix_ms: w.now,
-        });
+        w.create(control_planes, workers, cores, GIB);
         w.settle();
         assert_eq!(w.pool().phase, PoolPhase::Ready, "{}", w.pool().phase_reason);
     }
 
     /// Three control planes in zones a/b/c, two workers, and a fleet.
     fn three_cp_world() -> World {
-        let mut w = World::new(&[
+        let mut w = world(&[
             ("c1", "a", 4),
             ("c2", "b", 4),
             ("c3", "c", 4),
@@ -722,7 +592,7 @@ mod tests {
 
     #[test]
     fn a_down_worker_whose_pool_is_still_covered_is_only_removed() {
-        let mut w = World::new(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "b", 8), ("f1", "a", 8)]);
+        let mut w = world(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "b", 8), ("f1", "a", 8)]);
         create(&mut w, &["c1"], &["w1", "w2"], 8);
         w.set("w2", HostState::Down);
         assert_eq!(w.plan(), vec!["replace w2 by "]);
@@ -856,7 +726,7 @@ mod tests {
 
     #[test]
     fn half_of_a_pool_silent_is_a_storm_even_in_a_big_fleet() {
-        let mut w = World::new(&[
+        let mut w = world(&[
             ("c1", "a", 4),
             ("w1", "a", 8),
             ("w2", "b", 8),
@@ -880,7 +750,7 @@ mod tests {
 
     #[test]
     fn no_fit_degrades_with_what_is_missing_and_is_retried_when_the_fleet_changes() {
-        let mut w = World::new(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "b", 8), ("w3", "b", 8)]);
+        let mut w = world(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "b", 8), ("w3", "b", 8)]);
         create(&mut w, &["c1"], &["w1", "w2", "w3"], 24);
         w.set("w3", HostState::Down);
         assert_eq!(w.plan(), vec!["alert no_replacement"]);
@@ -971,7 +841,7 @@ mod tests {
 
     #[test]
     fn a_task_with_no_result_long_after_its_deadline_fails() {
-        let mut w = World::new(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "a", 8)]);
+        let mut w = world(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "a", 8)]);
         create(&mut w, &["c1"], &["w1"], 8);
         w.apply(Command::ResizePool {
             pool: "web".into(),
@@ -1004,7 +874,7 @@ mod tests {
 
     #[test]
     fn a_down_member_of_a_pool_being_destroyed_is_fenced_so_the_pool_can_go() {
-        let mut w = World::new(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "a", 8), ("w3", "a", 8)]);
+        let mut w = world(&[("c1", "a", 4), ("w1", "a", 8), ("w2", "a", 8), ("w3", "a", 8)]);
         create(&mut w, &["c1"], &["w1", "w2", "w3"], 24);
         w.set("w1", HostState::Down);
         w.apply(Command::DestroyPool {

@@ -18,3 +18,5 @@ pub mod fleet;
 pub mod healing;
 pub mod placement;
 pub mod planner;
+#[cfg(test)]
+pub(crate) mod testing;

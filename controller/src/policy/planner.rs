@@ -337,123 +337,11 @@ mod tests {
     //! would. No sockets, no processes, no clock.
 
     use super::*;
-    use crate::state::command::tests::facts;
-    use crate::state::pool::{JoinSecrets, PoolSpec, Secret};
-
-    const GIB: u64 = 1 << 30;
-
-    struct World {
-        sm: State,
-        now: u64,
-    }
-
-    impl World {
-        fn new(hosts: &[(&str, &str, u32)]) -> World {
-            let mut w = World {
-                sm: State::new(),
-                now: 1_000,
-            };
-            for (id, zone, cores) in hosts {
-                let mut f = facts(id, *cores);
-                f.zone = zone.to_string();
-                w.apply(Command::RegisterHost {
-                    host_id: id.to_string(),
-                    agent_version: "0.1.0".into(),
-                    facts: f,
-                    at_unix_ms: 1,
-                });
-            }
-            w
-        }
-
-        fn apply(&mut self, command: Command) {
-            let index = self.sm.applied_index() + 1;
-            self.sm
-                .apply(index, &command)
-                .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-        }
-
-        /// Runs the planner once and applies what it proposes; returns the
-        /// kinds of the tasks it issued.
-        fn plan(&mut self) -> Vec<String> {
-            let commands = plan(&self.sm, self.now);
-            let mut issued = Vec::new();
-            for command in commands {
-                if let Command::IssueTask { task } = &command {
-                    issued.push(format!("{}@{}", task.kind.as_str(), task.host_id));
-                }
-                self.apply(command);
-            }
-            issued
-        }
-
-        /// Finishes every pending task successfully, as agents would.
-        fn run_tasks(&mut self) {
-            let pending: Vec<TaskRecord> = self
-                .sm
-                .tasks()
-                .values()
-                .filter(|t| t.state == TaskState::Pending)
-                .cloned()
-                .collect();
-            for task in pending {
-                let join =
-                    matches!(task.kind, TaskKind::InitControlPlane | TaskKind::RefreshJoinToken).then(|| {
-                        JoinSecrets {
-                            control_plane_endpoint: "h1:6443".into(),
-                            token: Secret::new("abcdef.0123456789abcdef"),
-                            ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
-                            certificate_key: Secret::new("1".repeat(64)),
-                            token_expires_unix_ms: self.now + 24 * 3_600_000,
-                            certificate_key_expires_unix_ms: self.now + 2 * 3_600_000,
-                        }
-                    });
-                self.apply(Command::FinishTask {
-                    task_id: task.task_id.clone(),
-                    attempt: task.attempt,
-                    ok: true,
-                    error: String::new(),
-                    join,
-                    kubeconfig: Some(Secret::new("apiVersion: v1")),
-                    at_unix_ms: self.now,
-                });
-            }
-        }
-
-        /// Plans and runs until nothing is issued any more (bounded).
-        fn settle(&mut self) {
-            for _ in 0..20 {
-                let issued = self.plan();
-                self.run_tasks();
-                if issued.is_empty() && self.sm.tasks().is_empty() {
-                    self.plan();
-                    return;
-                }
-            }
-            panic!("the pool never settled: {:?}", self.sm.tasks());
-        }
-
-        fn pool(&self) -> &PoolRecord {
-            self.sm.pools().get("web").expect("pool web")
-        }
-    }
+    use crate::policy::testing::{GIB, World};
+    use crate::state::pool::PoolSpec;
 
     fn create(w: &mut World, control_planes: &[&str], workers: &[&str]) {
-        w.apply(Command::CreatePool {
-            spec: PoolSpec {
-                name: "web".into(),
-                cores: 16,
-                memory_bytes: 128 * GIB,
-                control_planes: control_planes.len() as u32,
-                kubernetes_version: "v1.32.0".into(),
-                pod_network_cidr: "10.244.0.0/16".into(),
-                service_cidr: "10.96.0.0/12".into(),
-            },
-            control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
-            workers: workers.iter().map(|s| s.to_string()).collect(),
-            control_plane_endpoint: "h1:6443".into(),
-            at_unix_ms: w.now,
-        });
+        w.create(control_planes, workers, 16, 128 * GIB);
     }
 
     #[test]
@@ -468,10 +356,10 @@ mod tests {
         create(&mut w, &["h1", "h2", "h3"], &["w1", "w2"]);
         assert_eq!(w.pool().phase, PoolPhase::Provisioning);
         // Only init, on the first control plane, until it is done.
-        assert_eq!(w.plan(), vec!["init_control_plane@h1"]);
-        assert!(w.plan().is_empty(), "a pending init is not issued twice");
+        assert_eq!(w.plan_tasks(), vec!["init_control_plane@h1"]);
+        assert!(w.plan_tasks().is_empty(), "a pending init is not issued twice");
         w.run_tasks();
-        let mut joins = w.plan();
+        let mut joins = w.plan_tasks();
         joins.sort();
         assert_eq!(
             joins,
@@ -483,9 +371,9 @@ mod tests {
             ]
         );
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["install_addons@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["install_addons@h1"]);
         w.run_tasks();
-        w.plan();
+        w.plan_tasks();
         assert_eq!(w.pool().phase, PoolPhase::Ready, "{}", w.pool().phase_reason);
         assert!(w.pool().members.values().all(|m| m.state == MemberState::Joined));
         // Secrets are kept but never shown.
@@ -496,7 +384,7 @@ mod tests {
     fn shrinking_drains_deletes_then_resets_and_releases_the_host() {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
         create(&mut w, &["h1"], &["w1", "w2"]);
-        w.settle();
+        w.settle_idle();
         w.apply(Command::ResizePool {
             pool: "web".into(),
             cores: 8,
@@ -506,16 +394,16 @@ mod tests {
             at_unix_ms: w.now,
         });
         assert_eq!(
-            w.plan(),
+            w.plan_tasks(),
             vec!["drain_node@h1"],
             "kubectl runs on the control plane"
         );
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["delete_node@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["delete_node@h1"]);
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["reset@w2"]);
+        assert_eq!(w.plan_tasks(), vec!["reset@w2"]);
         w.run_tasks();
-        w.plan();
+        w.plan_tasks();
         assert_eq!(w.pool().phase, PoolPhase::Ready);
         assert!(!w.pool().members.contains_key("w2"));
         assert_eq!(w.sm.host("w2").unwrap().pool, None, "released to the fleet");
@@ -526,7 +414,7 @@ mod tests {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8)]);
         create(&mut w, &["h1"], &["w1"]);
         for attempt in 1..=MAX_TASK_ATTEMPTS {
-            let issued = w.plan();
+            let issued = w.plan_tasks();
             assert_eq!(issued.len(), 1, "attempt {attempt}: {issued:?}");
             let task = w.sm.tasks().values().next().unwrap().clone();
             assert_eq!(task.attempt, attempt);
@@ -539,7 +427,7 @@ mod tests {
                 kubeconfig: None,
                 at_unix_ms: w.now,
             });
-            assert!(w.plan().is_empty(), "retried before its backoff");
+            assert!(w.plan_tasks().is_empty(), "retried before its backoff");
             w.now += 60_000;
         }
         assert_eq!(w.pool().phase, PoolPhase::Degraded);
@@ -548,19 +436,19 @@ mod tests {
             "{}",
             w.pool().phase_reason
         );
-        assert!(w.plan().is_empty(), "no retry after the last attempt");
+        assert!(w.plan_tasks().is_empty(), "no retry after the last attempt");
     }
 
     #[test]
     fn destroying_resets_every_host_and_the_pool_goes_with_the_last() {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
         create(&mut w, &["h1"], &["w1", "w2"]);
-        w.settle();
+        w.settle_idle();
         w.apply(Command::DestroyPool {
             pool: "web".into(),
             at_unix_ms: w.now,
         });
-        let mut resets = w.plan();
+        let mut resets = w.plan_tasks();
         resets.sort();
         assert_eq!(resets, vec!["reset@h1", "reset@w1", "reset@w2"]);
         w.run_tasks();
@@ -611,13 +499,13 @@ mod tests {
     fn join_secrets_are_refreshed_before_they_expire_even_with_nothing_to_join() {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8)]);
         create(&mut w, &["h1"], &["w1"]);
-        w.settle();
+        w.settle_idle();
         assert_eq!(w.pool().phase, PoolPhase::Ready);
         // Uploaded certificates last 2 h: shortly before, they are renewed.
         w.now += 2 * 3_600_000 - REFRESH_MARGIN_MS + 1;
-        assert_eq!(w.plan(), vec!["refresh_join_token@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["refresh_join_token@h1"]);
         w.run_tasks();
-        assert!(w.plan().is_empty(), "fresh secrets need no refresh");
+        assert!(w.plan_tasks().is_empty(), "fresh secrets need no refresh");
         assert_eq!(w.pool().phase, PoolPhase::Ready);
     }
 
@@ -625,7 +513,7 @@ mod tests {
     fn a_replacement_joins_before_the_host_it_replaces_is_drained() {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
         create(&mut w, &["h1"], &["w1"]);
-        w.settle();
+        w.settle_idle();
         w.apply(Command::ResizePool {
             pool: "web".into(),
             cores: 16,
@@ -635,19 +523,19 @@ mod tests {
             at_unix_ms: w.now,
         });
         assert_eq!(
-            w.plan(),
+            w.plan_tasks(),
             vec!["join_worker@w2"],
             "no drain while the replacement joins"
         );
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["drain_node@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["drain_node@h1"]);
     }
 
     #[test]
     fn stale_join_secrets_are_refreshed_before_a_join() {
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("w2", "b", 8)]);
         create(&mut w, &["h1"], &["w1"]);
-        w.settle();
+        w.settle_idle();
         // A day later the token has expired; growing needs a fresh one.
         w.now += 25 * 3_600_000;
         w.apply(Command::ResizePool {
@@ -658,9 +546,9 @@ mod tests {
             release: vec![],
             at_unix_ms: w.now,
         });
-        assert_eq!(w.plan(), vec!["refresh_join_token@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["refresh_join_token@h1"]);
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["join_worker@w2"]);
+        assert_eq!(w.plan_tasks(), vec!["join_worker@w2"]);
     }
 
     /// A 3-control-plane pool (endpoint h1) with a worker, settled, and a
@@ -675,7 +563,7 @@ mod tests {
             ("h5", "b", 4),
         ]);
         create(&mut w, &["h1", "h2", "h3"], &["w1"]);
-        w.settle();
+        w.settle_idle();
         w
     }
 
@@ -705,28 +593,28 @@ mod tests {
         let index = w.sm.applied_index() + 1;
         assert!(w.sm.apply(index, &drain).is_err());
         assert_eq!(
-            w.plan(),
+            w.plan_tasks(),
             vec!["join_control_plane@h5"],
             "the replacement joins etcd before anything leaves"
         );
         w.run_tasks();
         assert_eq!(
-            w.plan(),
+            w.plan_tasks(),
             vec!["drain_node@h1"],
             "kubectl runs on another control plane"
         );
         w.run_tasks();
         assert_eq!(
-            w.plan(),
+            w.plan_tasks(),
             vec!["remove_etcd_member@h1"],
             "etcd shrinks on another control plane before the node goes"
         );
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["delete_node@h1"]);
+        assert_eq!(w.plan_tasks(), vec!["delete_node@h1"]);
         w.run_tasks();
-        assert_eq!(w.plan(), vec!["reset@h2"], "the reset comes last");
+        assert_eq!(w.plan_tasks(), vec!["reset@h2"], "the reset comes last");
         w.run_tasks();
-        w.settle();
+        w.settle_idle();
         assert_eq!(w.pool().phase, PoolPhase::Ready, "{}", w.pool().phase_reason);
         let mut cps: Vec<&str> = w
             .pool()
@@ -752,7 +640,7 @@ mod tests {
         // A single control plane.
         let mut w = World::new(&[("h1", "a", 8), ("w1", "a", 8), ("h4", "b", 8)]);
         create(&mut w, &["h1"], &["w1"]);
-        w.settle();
+        w.settle_idle();
         let h1 = w.sm.host("h1").unwrap().clone();
         let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
         assert!(
