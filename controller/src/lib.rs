@@ -66,6 +66,7 @@ pub mod command;
 pub mod config;
 pub mod enroll_service;
 pub mod healing;
+pub mod kube;
 pub mod liveness;
 pub mod metrics;
 pub mod node;
