@@ -28,6 +28,8 @@
 //! Every input error is a [`KubeFieldError`] naming the field and what is
 //! accepted.
 
+pub mod cidr;
+pub mod network;
 pub mod versions;
 
 use std::fmt;
