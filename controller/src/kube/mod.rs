@@ -31,6 +31,10 @@
 pub mod cidr;
 pub mod network;
 pub mod versions;
+pub mod yaml;
+
+#[cfg(test)]
+pub(crate) mod kubectl;
 
 use std::fmt;
 
