@@ -17,7 +17,8 @@
 //! - [`kubeadm`]: `InitConfiguration` + `ClusterConfiguration` and
 //!   `JoinConfiguration` (kubeadm.k8s.io/v1beta4) from a plain input struct.
 //! - [`kubeadm_check`]: `check_kubeadm_config(yaml)`, what kubeadm rejects
-//!   in such a file; free of controller types so kubesim can call it.
+//!   in such a file; free of controller types so kubesim can call it
+//!   ([`kubeadm_schema`]: the v1beta4 fields it knows).
 //! - [`images`]: where each addon image is pulled from (upstream, or the
 //!   pool's image repository for air-gapped sites).
 //! - [`flannel`]: a complete flannel deployment; [`cni_check`]: what a node
@@ -29,6 +30,9 @@
 //! accepted.
 
 pub mod cidr;
+pub mod kubeadm;
+pub mod kubeadm_check;
+pub mod kubeadm_schema;
 pub mod network;
 pub mod versions;
 pub mod yaml;
