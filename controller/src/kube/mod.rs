@@ -30,10 +30,14 @@
 //! accepted.
 
 pub mod cidr;
+pub mod cni_check;
+pub mod flannel;
+pub mod images;
 pub mod kubeadm;
 pub mod kubeadm_check;
 pub mod kubeadm_schema;
 pub mod network;
+pub mod objects;
 pub mod versions;
 pub mod yaml;
 
