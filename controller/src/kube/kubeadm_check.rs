@@ -25,8 +25,8 @@
 //!   (with `token`, `apiServerEndpoint` and `caCertHashes`, unless
 //!   `unsafeSkipCAVerification`) and `file` (with `kubeConfigPath`).
 //!
-//! [`check_config_flags`] refuses flags that kubeadm will not mix with
-//! `--config`.
+//! (Flags mixed with `--config` are kubesim's own check, in its kubeadm
+//! command-line model.)
 //!
 //! Errors name the document kind and field path; secrets are never echoed.
 
@@ -76,46 +76,6 @@ pub fn check_kubeadm_config_for(command: KubeadmCommand, yaml: &str) -> Result<(
             Err("kubeadm join --config: the file holds no JoinConfiguration".into())
         }
         _ => Ok(()),
-    }
-}
-
-/// Flags kubeadm accepts next to `--config` (without dashes); every
-/// `skip-*` flag is accepted too.
-const FLAGS_WITH_CONFIG: [&str; 10] = [
-    "config",
-    "ignore-preflight-errors",
-    "dry-run",
-    "kubeconfig",
-    "node-name",
-    "kubeconfig-dir",
-    "upload-certs",
-    "print-join-command",
-    "rootfs",
-    "v",
-];
-
-/// Refuses a command line that mixes `--config` with other flags, as
-/// kubeadm does ("can not mix '--config' with arguments [...]").
-pub fn check_config_flags(args: &[&str]) -> Result<(), String> {
-    let names: Vec<&str> = args
-        .iter()
-        .filter_map(|a| {
-            a.strip_prefix("--")
-                .or_else(|| a.strip_prefix('-').filter(|n| n.len() == 1))
-        })
-        .map(|a| a.split('=').next().unwrap_or(a))
-        .collect();
-    if !names.contains(&"config") {
-        return Ok(());
-    }
-    let mixed: Vec<&str> = names
-        .into_iter()
-        .filter(|n| !FLAGS_WITH_CONFIG.contains(n) && *n != "log-file" && !n.starts_with("skip-"))
-        .collect();
-    if mixed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("can not mix '--config' with arguments {mixed:?}"))
     }
 }
 

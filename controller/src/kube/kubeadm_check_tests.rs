@@ -299,31 +299,6 @@ fn join_discovery_rules() {
 }
 
 #[test]
-fn flags_are_not_mixed_with_config() {
-    check_config_flags(&[
-        "init",
-        "--config",
-        "/tmp/k.yaml",
-        "--upload-certs",
-        "--skip-phases=addon/kube-proxy",
-        "-v=5",
-    ])
-    .unwrap();
-    check_config_flags(&["init", "--pod-network-cidr=10.244.0.0/16"]).unwrap();
-    assert_eq!(
-        check_config_flags(&[
-            "init",
-            "--config=/tmp/k.yaml",
-            "--pod-network-cidr=10.244.0.0/16",
-            "--cri-socket",
-            "x"
-        ])
-        .unwrap_err(),
-        "can not mix '--config' with arguments [\"pod-network-cidr\", \"cri-socket\"]"
-    );
-}
-
-#[test]
 fn format_predicates() {
     assert!(is_image_repository("registry.k8s.io"));
     assert!(is_image_repository("10.0.0.5:5000/mirror/k8s"));
