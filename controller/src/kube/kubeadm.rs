@@ -130,6 +130,20 @@ pub fn endpoint(address: IpAddr) -> String {
     }
 }
 
+/// The API server certificate's extra names: the VIP (if any), then every
+/// control plane's address and name, without repeats.
+pub fn cert_sans(vip: Option<IpAddr>, control_planes: &[(&str, IpAddr)]) -> Vec<String> {
+    let mut sans: Vec<String> = vip.iter().map(IpAddr::to_string).collect();
+    for (name, address) in control_planes {
+        for san in [address.to_string(), (*name).to_owned()] {
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+    }
+    sans
+}
+
 impl ClusterInput {
     /// Checks the text fields.
     pub fn check(&self) -> Result<(), KubeFieldError> {
@@ -482,6 +496,76 @@ pub(crate) mod tests {
             doc.at(&["controlPlane", "certificateKey"])
                 .and_then(|n| n.as_str()),
             Some(KEY)
+        );
+    }
+
+    #[test]
+    fn cert_sans_hold_the_vip_and_every_control_plane_once() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let sans = cert_sans(
+            Some(ip("192.0.2.100")),
+            &[
+                ("cp-1", ip("192.0.2.11")),
+                ("cp-2", ip("192.0.2.12")),
+                ("cp-1", ip("192.0.2.11")),
+            ],
+        );
+        assert_eq!(sans, ["192.0.2.100", "192.0.2.11", "cp-1", "192.0.2.12", "cp-2"]);
+        assert_eq!(cert_sans(None, &[("cp-1", ip("fd00::11"))]), ["fd00::11", "cp-1"]);
+    }
+
+    /// Whatever the controller's network checks accept, kubeadm's accept
+    /// too (random networks; the seed is printed, RPOOL_SEED replays one).
+    #[test]
+    fn networks_the_controller_accepts_pass_kubeadms_check() {
+        let fresh = std::env::var("RPOOL_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..));
+        println!("fresh seed {fresh} (replay with RPOOL_SEED={fresh})");
+        for seed in [1, 42, fresh] {
+            controller_networks_pass_kubeadm(seed);
+        }
+    }
+
+    fn controller_networks_pass_kubeadm(seed: u64) {
+        use crate::kube::network::{Fleet, PoolNetworkInput, check_pool_network};
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut accepted = 0;
+        for _ in 0..2_000 {
+            let v6 = rng.bool();
+            let (bits, base) = if v6 {
+                (128u32, "fd00:10::")
+            } else {
+                (32, "10.0.0.0")
+            };
+            let pod = format!("{base}/{}", rng.u32(bits.saturating_sub(90).max(4)..=bits));
+            let service = format!(
+                "{}/{}",
+                if v6 { "fd00:20::" } else { "172.16.0.0" },
+                rng.u32(bits.saturating_sub(30)..=bits)
+            );
+            let input = PoolNetworkInput {
+                pod_cidr: &pod,
+                service_cidr: &service,
+                max_nodes: rng.u32(1..=300),
+                ..Default::default()
+            };
+            let Ok(net) = check_pool_network(&input, Fleet::default()) else {
+                continue;
+            };
+            accepted += 1;
+            let mut c = cluster();
+            c.pod_subnets = net.pod.iter().map(ToString::to_string).collect();
+            c.service_subnets = net.service.iter().map(ToString::to_string).collect();
+            let text = init_config(&c, &node("cp-1", "192.0.2.11"), &secrets()).unwrap();
+            if let Err(e) = check_kubeadm_config(&text) {
+                panic!("seed {seed}: {pod} / {service} accepted by the controller, refused by kubeadm: {e}");
+            }
+        }
+        assert!(
+            accepted > 50,
+            "seed {seed}: only {accepted} accepted, the generator is off"
         );
     }
 

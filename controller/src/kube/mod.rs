@@ -19,6 +19,8 @@
 //! - [`kubeadm_check`]: `check_kubeadm_config(yaml)`, what kubeadm rejects
 //!   in such a file; free of controller types so kubesim can call it
 //!   ([`kubeadm_schema`]: the v1beta4 fields it knows).
+//! - [`objects`]: builders for the object pieces manifests repeat (headers,
+//!   RBAC, volumes, mounts, env).
 //! - [`images`]: where each addon image is pulled from (upstream, or the
 //!   pool's image repository for air-gapped sites).
 //! - [`flannel`]: a complete flannel deployment; [`cni_check`]: what a node
@@ -27,7 +29,9 @@
 //! - [`metallb`]: MetalLB (native mode) and a pool's address range.
 //!
 //! Every input error is a [`KubeFieldError`] naming the field and what is
-//! accepted.
+//! accepted. Tests run the real `kubectl` client offline on every manifest
+//! (module `kubectl`, test-only; skipped with a printed reason when kubectl
+//! is not on PATH).
 
 pub mod cidr;
 pub mod cni_check;
