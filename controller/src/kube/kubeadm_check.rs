@@ -18,7 +18,7 @@
 //!   families), service network at most 20 host bits and at least 10
 //!   addresses, pod network against the node mask (24/64 or the
 //!   controller manager's `node-cidr-mask-size-ipv4/6`, at most 16 bits
-//!   apart), addresses and ports, `controlPlaneEndpoint` as host[:port], the
+//!   apart), addresses and ports, `controlPlaneEndpoint` as `host[:port]`, the
 //!   CRI socket's `unix://` scheme, taint effects, bootstrap token and CA
 //!   hash formats, the certificate key, image pull policy, names.
 //! - JoinConfiguration: `discovery` holds exactly one of `bootstrapToken`
