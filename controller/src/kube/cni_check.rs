@@ -7,8 +7,10 @@
 //! else the first):
 //!
 //! 1. It runs on the host network (no pod network exists before it).
-//! 2. It tolerates the control-plane NoSchedule taint (every node needs a
-//!    network).
+//! 2. It tolerates the NoSchedule taints of control planes and of NotReady
+//!    nodes (every node needs a network, and a node stays NotReady until
+//!    its CNI runs; the DaemonSet controller adds no toleration for
+//!    `node.kubernetes.io/not-ready:NoSchedule`).
 //! 3. It runs as a ServiceAccount defined in the manifest, bound by a
 //!    ClusterRoleBinding to a ClusterRole of the manifest that grants get,
 //!    list and watch on nodes.
@@ -69,10 +71,10 @@ pub fn check_documents(docs: &[Node]) -> Result<(), Vec<String>> {
             "{prefix}: hostNetwork is not true (no pod network exists before the CNI runs)"
         ));
     }
-    if !tolerates_control_plane(&spec) {
-        missing.push(format!(
-            "{prefix}: the control-plane taint (node-role.kubernetes.io/control-plane:NoSchedule) is not tolerated"
-        ));
+    for taint in NODE_TAINTS {
+        if !tolerates(&spec, taint) {
+            missing.push(format!("{prefix}: the taint {taint}:NoSchedule is not tolerated"));
+        }
     }
     check_rbac(docs, &spec, namespace, &prefix, &mut missing);
     check_config(docs, &spec, namespace, &prefix, &mut missing);
@@ -125,14 +127,25 @@ fn mounted_host_paths(ds: &Node) -> Vec<String> {
         .collect()
 }
 
-fn tolerates_control_plane(spec: &Node) -> bool {
+/// NoSchedule taints (without value) a CNI pod must tolerate.
+const NODE_TAINTS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node.kubernetes.io/not-ready",
+];
+
+/// Whether a toleration of the pod matches the NoSchedule taint `key`
+/// (no value).
+fn tolerates(spec: &Node, key: &str) -> bool {
     let tolerations = spec.get("tolerations").map(Node::items).unwrap_or_default();
     tolerations.iter().any(|t| {
-        let key = str_at(t, &["key"]);
+        let t_key = str_at(t, &["key"]);
         let effect = str_at(t, &["effect"]);
         let operator = t.get("operator").and_then(Node::as_str).unwrap_or("Equal");
-        let key_ok =
-            (key.is_empty() && operator == "Exists") || key == "node-role.kubernetes.io/control-plane";
+        let key_ok = match operator {
+            "Exists" => t_key.is_empty() || t_key == key,
+            "Equal" => t_key == key && str_at(t, &["value"]).is_empty(),
+            _ => false,
+        };
         key_ok && (effect.is_empty() || effect == "NoSchedule")
     })
 }
@@ -431,8 +444,33 @@ mod tests {
                 Box::new(|d| remove(d, "DaemonSet", &POD[..3], &|kv| kv.get("hostNetwork").is_some())),
             ),
             (
-                "control-plane taint",
+                "the taint node-role.kubernetes.io/control-plane:NoSchedule is not tolerated",
                 Box::new(|d| remove(d, "DaemonSet", &POD[..3], &|kv| kv.get("tolerations").is_some())),
+            ),
+            (
+                "the taint node.kubernetes.io/not-ready:NoSchedule is not tolerated",
+                Box::new(|d| {
+                    let only_control_plane = parse(
+                        "- key: node-role.kubernetes.io/control-plane\n  operator: Exists\n  effect: NoSchedule\n",
+                    )
+                    .unwrap()
+                    .remove(0);
+                    let ds = d
+                        .iter_mut()
+                        .find(|doc| str_at(doc, &["kind"]) == "DaemonSet")
+                        .unwrap();
+                    let mut node = ds;
+                    for key in &POD[..3] {
+                        let Node::Map(pairs) = node else {
+                            panic!("no {key}")
+                        };
+                        node = &mut pairs.iter_mut().find(|(k, _)| k == key).unwrap().1;
+                    }
+                    let Node::Map(pairs) = node else {
+                        panic!("no pod spec")
+                    };
+                    pairs.iter_mut().find(|(k, _)| k == "tolerations").unwrap().1 = only_control_plane;
+                }),
             ),
         ];
         for (expected, cut) in cases {
