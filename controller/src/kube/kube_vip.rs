@@ -89,10 +89,13 @@ pub fn static_pod(input: &KubeVipInput<'_>) -> Result<String, KubeFieldError> {
     let prefix_len = if input.vip.is_ipv4() { "32" } else { "128" };
     let port = API_SERVER_PORT.to_string();
     let vip = input.vip.to_string();
-    let settings: [(&str, &str); 14] = [
+    // The VIP's prefix: `vip_subnet` in current kube-vip, `vip_cidr` in
+    // older releases (which default it to 32, wrong for IPv6): both set.
+    let settings: [(&str, &str); 15] = [
         ("vip_arp", "true"),
         ("port", &port),
         ("vip_interface", input.interface),
+        ("vip_subnet", prefix_len),
         ("vip_cidr", prefix_len),
         ("dns_mode", "first"),
         ("cp_enable", "true"),
@@ -202,6 +205,7 @@ mod tests {
             ("svc_enable", "false"),
             ("port", "6443"),
             ("vip_cidr", "32"),
+            ("vip_subnet", "32"),
         ] {
             assert_eq!(env_value(pod, name), Some(value), "{name}");
         }
@@ -218,7 +222,11 @@ mod tests {
             ..input(Kubeconfig::Admin)
         })
         .unwrap();
-        assert_eq!(env_value(&parse(&v6).unwrap()[0], "vip_cidr"), Some("128"));
+        let v6 = &parse(&v6).unwrap()[0];
+        assert_eq!(
+            (env_value(v6, "vip_cidr"), env_value(v6, "vip_subnet")),
+            (Some("128"), Some("128"))
+        );
     }
 
     #[test]
