@@ -163,6 +163,15 @@ fn crds() -> Vec<Y> {
             open_object(),
             true,
         ),
+        // Newer speakers report BGP status too; an unused CRD is harmless,
+        // a missing watched one stops the speaker.
+        crd(
+            "servicebgpstatuses",
+            "ServiceBGPStatus",
+            &beta1,
+            open_object(),
+            true,
+        ),
     ]
 }
 
@@ -200,7 +209,16 @@ fn rbac() -> Vec<Y> {
                 rule(&[""], &["services", "endpoints", "nodes", "namespaces"], &read),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &read),
                 rule(&[""], &["events"], &["create", "patch"]),
-                rule(&[GROUP], &["servicel2statuses", "servicel2statuses/status"], &all),
+                rule(
+                    &[GROUP],
+                    &[
+                        "servicel2statuses",
+                        "servicel2statuses/status",
+                        "servicebgpstatuses",
+                        "servicebgpstatuses/status",
+                    ],
+                    &all,
+                ),
             ],
         ),
         role(
@@ -412,7 +430,7 @@ mod tests {
         assert_eq!(kinds[0], "Namespace");
         assert_eq!(
             kinds.iter().filter(|k| *k == "CustomResourceDefinition").count(),
-            7
+            8
         );
         for kind in [
             "ServiceAccount",
