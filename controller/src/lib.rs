@@ -55,6 +55,7 @@
 
 pub mod api;
 pub mod config;
+pub mod kube;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
