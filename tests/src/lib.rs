@@ -52,8 +52,8 @@ pub fn binaries() -> &'static Path {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace)
             .args(["build", "--quiet", "--bins", "--profile", &profile])
-            .args(["-p", "rpool-controller", "-p", "rpool-agent", "-p", "rpoolctl"])
-            // kubesim is a bin of rpool-agent: built too.
+            .args(["-p", "rpool-controller", "-p", "rpool-agent"])
+            .args(["-p", "rpoolctl", "-p", "kubesim"])
             .arg("--target-dir")
             .arg(&target_dir)
             .status()
