@@ -1239,7 +1239,7 @@ mod tests {
                 msg: Some(ControllerMsg::Task(rpool_proto::v1::Task {
                     task_id: "fetch-1".into(),
                     attempt: 1,
-                    deadline_unix_ms: crate::kube::unix_ms_now() + 60_000,
+                    deadline_unix_ms: rpool_proto::clock::unix_ms_now() + 60_000,
                     pool: "web".into(),
                     node_name: "n1".into(),
                     kind: Some(rpool_proto::v1::task::Kind::FetchKubeconfig(

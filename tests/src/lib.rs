@@ -729,16 +729,19 @@ impl Agent {
         if let Some(sim) = kubesim {
             let node_root = dir.join("node");
             std::fs::create_dir_all(&node_root)?;
+            // kubesim (the agent's children) takes the node root from its
+            // environment; the agent's driver from `[kube] host_root`.
+            kube = format!(
+                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\ncommand_timeout_s = 60\nhost_root = \"{}\"\n",
+                sim.bin_dir.join("kubeadm").display(),
+                sim.bin_dir.join("kubectl").display(),
+                node_root.display()
+            );
             env = vec![
                 ("KUBESIM_STATE_DIR".to_string(), sim.state_dir.clone()),
                 ("KUBESIM_NODE_ROOT".to_string(), node_root),
                 ("KUBESIM_HOSTNAME".to_string(), PathBuf::from(&profile.hostname)),
             ];
-            kube = format!(
-                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\ncommand_timeout_s = 60\n",
-                sim.bin_dir.join("kubeadm").display(),
-                sim.bin_dir.join("kubectl").display()
-            );
         }
         let list = controllers
             .iter()

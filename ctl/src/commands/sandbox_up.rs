@@ -255,7 +255,14 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: 
         write(&hardware, &profile::hardware_toml(plan))?;
         write(
             &layout::agent_config(&dir),
-            &profile::agent_toml(addresses, plan, &layout::agent_state(&dir), &hardware, &kube_bin),
+            &profile::agent_toml(
+                addresses,
+                plan,
+                &layout::agent_state(&dir),
+                &hardware,
+                &kube_bin,
+                &node_root,
+            ),
         )?;
     }
     Ok(())
