@@ -722,15 +722,7 @@ mod tests {
         let layout = Layout::new("/sb".into());
         let record = Record {
             port: 7440,
-            controllers: (1..=3)
-                .map(|id| ControllerRecord {
-                    name: Layout::controller_name(id),
-                    id,
-                    pid: 100 + id as u32,
-                    address: format!("127.0.0.1:{}", 7439 + id),
-                    dir: layout.controller_dir(id),
-                })
-                .collect(),
+            controllers: layout::three_controllers(&layout),
             controller_pid: None,
             agents: vec![],
             started_at_unix_ms: 0,
