@@ -196,6 +196,11 @@ pub struct KubeConfig {
     pub admin_kubeconfig: PathBuf,
     /// Longest a single `kubeadm`/`kubectl` call may run before it is killed.
     pub command_timeout_s: u64,
+    /// Where this host's filesystem is for the files the driver reads and
+    /// cleans itself (`/etc/kubernetes`, `/var/lib/kubelet`, `/var/lib/etcd`,
+    /// `/etc/cni`): empty (the default) means `/`. The sandbox and the
+    /// tests set a simulated host's directory.
+    pub host_root: PathBuf,
 }
 
 impl Default for KubeConfig {
@@ -205,6 +210,7 @@ impl Default for KubeConfig {
             kubectl_path: PathBuf::from("/usr/bin/kubectl"),
             admin_kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
             command_timeout_s: 600,
+            host_root: PathBuf::new(),
         }
     }
 }
@@ -388,6 +394,13 @@ impl Config {
                     "an absolute file path",
                 ));
             }
+        }
+        if !self.kube.host_root.as_os_str().is_empty() && !self.kube.host_root.is_absolute() {
+            return Err(FieldError::invalid(
+                "kube.host_root",
+                format!("{:?} is relative", self.kube.host_root.display().to_string()),
+                "empty (the root) or an absolute directory path",
+            ));
         }
         let (lo, hi) = COMMAND_TIMEOUT_S_RANGE;
         if !(lo..=hi).contains(&self.kube.command_timeout_s) {
@@ -643,6 +656,34 @@ command_timeout_s = 600
                     .starts_with(&format!("{bad} is out of range (accepted 200..=300000"))
             );
         }
+    }
+
+    #[test]
+    fn the_kube_host_root_is_empty_or_absolute() {
+        let mut config = valid();
+        assert_eq!(
+            config.kube.host_root,
+            PathBuf::new(),
+            "the default is the real root"
+        );
+        config.kube.host_root = PathBuf::from("sim/node");
+        let err = field_error(&config);
+        assert_eq!(err.field, "kube.host_root");
+        assert!(
+            err.message.contains("\"sim/node\" is relative"),
+            "{}",
+            err.message
+        );
+        for ok in ["", "/", "/var/lib/sandbox/node"] {
+            config.kube.host_root = PathBuf::from(ok);
+            config.validate().unwrap();
+        }
+        let config = Config::from_toml(
+            "controllers = [\"127.0.0.1:1\"]\n[kube]\nhost_root = \"/sb/node\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        assert_eq!(config.kube.host_root, PathBuf::from("/sb/node"));
     }
 
     #[test]

@@ -254,8 +254,7 @@ pub async fn ensure_certificate(
                 }
             }
         })?;
-    let identity = Identity::agent(host_id).map_err(|e| EnrollError::Config(format!("host id: {e}")))?;
-    let (csr_pem, key_pem) = pki::new_csr(&identity).map_err(|e| EnrollError::Write(e.to_string()))?;
+    let (csr_pem, key_pem) = new_csr(host_id)?;
     let answer = EnrollServiceClient::new(channel)
         .enroll(EnrollRequest {
             token,
@@ -263,10 +262,7 @@ pub async fn ensure_certificate(
             csr_pem,
         })
         .await
-        .map_err(|s| EnrollError::Refused {
-            code: s.code(),
-            message: s.message().to_owned(),
-        })?
+        .map_err(refused)?
         .into_inner();
     let ca_pin =
         pki::pin_of_cert_pem(&answer.ca_pem).map_err(|e| EnrollError::BadAnswer(format!("CA: {e}")))?;
@@ -337,15 +333,11 @@ pub async fn renew(dir: &Path, host_id: &str, addr: &str) -> Result<SystemTime, 
         .connect()
         .await
         .map_err(|e| connect(pinned::error_chain(&e)))?;
-    let identity = Identity::agent(host_id).map_err(|e| EnrollError::Config(format!("host id: {e}")))?;
-    let (csr_pem, key_pem) = pki::new_csr(&identity).map_err(|e| EnrollError::Write(e.to_string()))?;
+    let (csr_pem, key_pem) = new_csr(host_id)?;
     let answer = EnrollServiceClient::new(channel)
         .renew(RenewRequest { csr_pem })
         .await
-        .map_err(|s| EnrollError::Refused {
-            code: s.code(),
-            message: s.message().to_owned(),
-        })?
+        .map_err(refused)?
         .into_inner();
     // Same CA as before: a renewal never changes whom we trust.
     let (old, new) = (
@@ -428,6 +420,20 @@ pub async fn run_renewer(
                 retry = (retry * 2).min(RENEW_RETRY_MAX);
             }
         }
+    }
+}
+
+/// A new key and a CSR for this host's agent identity: `(csr_pem, key_pem)`.
+fn new_csr(host_id: &str) -> Result<(String, String), EnrollError> {
+    let identity = Identity::agent(host_id).map_err(|e| EnrollError::Config(format!("host id: {e}")))?;
+    pki::new_csr(&identity).map_err(|e| EnrollError::Write(e.to_string()))
+}
+
+/// The controller's refusal of an enroll or renew call.
+fn refused(status: tonic::Status) -> EnrollError {
+    EnrollError::Refused {
+        code: status.code(),
+        message: status.message().to_owned(),
     }
 }
 

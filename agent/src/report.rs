@@ -7,8 +7,9 @@
 //! read for every report.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use rpool_proto::clock::unix_ms_now;
 use rpool_proto::v1::{HealthCheck, HealthStatus, HostFacts, Inventory, Utilization};
 
 use crate::config::Config;
@@ -112,7 +113,7 @@ impl Reporter {
             self.networks.refresh(true);
             self.slow = Slow::read(&self.networks);
         }
-        let sent_at_unix_ms = now_unix_ms();
+        let sent_at_unix_ms = unix_ms_now();
         let mut health = self.health.run(sent_at_unix_ms);
         let (facts, utilization) = if let Some(sim) = &mut self.sim {
             sim.poll();
@@ -179,13 +180,6 @@ impl Reporter {
 
 fn read_limits() -> CgroupLimits {
     inventory::read_cgroup_limits("/proc".as_ref(), "/sys/fs/cgroup".as_ref())
-}
-
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

@@ -638,6 +638,18 @@ mod tests {
 
     type Out = Pin<Box<dyn Stream<Item = Result<ControllerMessage, tonic::Status>> + Send>>;
 
+    /// The first message of a session, which must be the Hello.
+    async fn read_hello(inbound: &mut tonic::Streaming<AgentMessage>) -> Result<Hello, tonic::Status> {
+        match inbound.message().await? {
+            Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(h)),
+            }) => Ok(h),
+            other => Err(tonic::Status::invalid_argument(format!(
+                "expected hello, got {other:?}"
+            ))),
+        }
+    }
+
     #[tonic::async_trait]
     impl AgentService for FakeController {
         type SessionStream = Out;
@@ -648,18 +660,8 @@ mod tests {
         ) -> Result<tonic::Response<Out>, tonic::Status> {
             let mut inbound = request.into_inner();
             // Like a real controller: read the Hello before answering.
-            match inbound.message().await? {
-                Some(AgentMessage {
-                    msg: Some(AgentMsg::Hello(h)),
-                }) => {
-                    self.events.send(Event::Hello(h)).unwrap();
-                }
-                other => {
-                    return Err(tonic::Status::invalid_argument(format!(
-                        "expected hello, got {other:?}"
-                    )));
-                }
-            }
+            let hello = read_hello(&mut inbound).await?;
+            self.events.send(Event::Hello(hello)).unwrap();
             let (out_tx, out_rx) = mpsc::channel(4);
             out_tx
                 .send(Ok(ControllerMessage {
@@ -791,6 +793,33 @@ mod tests {
         host_id
     }
 
+    /// `crate::run(config)` on its own task, until [`RunningAgent::stop`].
+    struct RunningAgent {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    }
+
+    impl RunningAgent {
+        fn start(config: Config) -> RunningAgent {
+            let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crate::run(config, async {
+                let _ = stop_rx.await;
+            }));
+            RunningAgent { stop, task }
+        }
+
+        /// Shutdown ends the agent's half of the stream and `run` returns
+        /// `Ok` within [`WAIT`].
+        async fn stop(self) {
+            self.stop.send(()).expect("the agent is still running");
+            timeout(WAIT, self.task)
+                .await
+                .expect("agent stops promptly")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
     fn config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         let config = config_without_tls(dir, addr);
         write_agent_tls(&config);
@@ -826,10 +855,7 @@ mod tests {
         let config = config_without_tls(dir.path(), addr);
         let files = config.tls_files();
         let for_agent = config.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(for_agent, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(for_agent);
         // The agent creates its host id, then fails on the missing files
         // (and keeps retrying) without ever reaching the controller.
         let host_id_file = dir.path().join("state/host_id");
@@ -844,8 +870,7 @@ mod tests {
         assert!(files.cert.exists());
         let hello = next_hello(&mut events).await;
         assert_eq!(hello.host_id, host_id);
-        let _ = stop_tx.send(());
-        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        agent.stop().await;
         server.handle.abort();
     }
 
@@ -859,10 +884,7 @@ mod tests {
 
         let config = config(dir.path(), addr);
         let hw = config.simulate.clone().unwrap().file;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(config, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(config);
 
         // 1. Hello first, with the persisted id, the simulated facts and heartbeat 1.
         let hello = next_hello(&mut events).await;
@@ -931,12 +953,7 @@ mod tests {
         assert_eq!(hb.seq, 2);
 
         // 5. Shutdown ends the agent's half of the stream and run returns Ok.
-        stop_tx.send(()).unwrap();
-        timeout(WAIT, agent)
-            .await
-            .expect("agent stops promptly")
-            .unwrap()
-            .unwrap();
+        agent.stop().await;
         loop {
             match next(&mut events).await {
                 Event::Ended(status) => {
@@ -964,18 +981,8 @@ mod tests {
             request: tonic::Request<tonic::Streaming<AgentMessage>>,
         ) -> Result<tonic::Response<Out>, tonic::Status> {
             let mut inbound = request.into_inner();
-            match inbound.message().await? {
-                Some(AgentMessage {
-                    msg: Some(AgentMsg::Hello(_)),
-                }) => {
-                    let _ = self.hellos.send(Instant::now());
-                }
-                other => {
-                    return Err(tonic::Status::invalid_argument(format!(
-                        "expected hello, got {other:?}"
-                    )));
-                }
-            }
+            read_hello(&mut inbound).await?;
+            let _ = self.hellos.send(Instant::now());
             let redirect = ControllerMessage {
                 msg: Some(ControllerMsg::Redirect(Redirect {
                     leader_id: self.leader_id,
@@ -1029,10 +1036,7 @@ mod tests {
             initial_backoff_ms: 5_000,
             max_backoff_ms: 10_000,
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(config, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(config);
 
         let redirected_at = timeout(WAIT, follower_hellos.recv()).await.unwrap().unwrap();
         let hello = next_hello(&mut events).await;
@@ -1051,8 +1055,7 @@ mod tests {
             "the agent stays on the leader"
         );
 
-        stop_tx.send(()).unwrap();
-        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        agent.stop().await;
     }
 
     #[tokio::test]
@@ -1069,10 +1072,7 @@ mod tests {
             initial_backoff_ms: 400,
             max_backoff_ms: 400,
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(config, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(config);
         // a, b, a at once; then a backoff (400ms with jitter: >= 200ms).
         let t1 = timeout(WAIT, a_hellos.recv()).await.unwrap().unwrap();
         let t2 = timeout(WAIT, b_hellos.recv()).await.unwrap().unwrap();
@@ -1081,8 +1081,7 @@ mod tests {
         assert!(t2 - t1 < Duration::from_millis(190), "{:?}", t2 - t1);
         assert!(t3 - t2 < Duration::from_millis(190), "{:?}", t3 - t2);
         assert!(t4 - t3 >= Duration::from_millis(190), "{:?}", t4 - t3);
-        stop_tx.send(()).unwrap();
-        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        agent.stop().await;
     }
 
     fn targets(list: &[&str]) -> Targets {
@@ -1196,10 +1195,7 @@ mod tests {
             initial_backoff_ms: 10,
             max_backoff_ms: 400,
         };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(config, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(config);
         let first = timeout(WAIT, attempts.recv()).await.unwrap().unwrap();
         let second = timeout(WAIT, attempts.recv()).await.unwrap().unwrap();
         // max 400ms with jitter 0.5x..1.5x: at least 200ms, not initial's 10ms.
@@ -1208,8 +1204,7 @@ mod tests {
             "{:?}",
             second - first
         );
-        stop_tx.send(()).unwrap();
-        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        agent.stop().await;
     }
 
     /// Sends one task after the Welcome and reports every task result.
@@ -1239,7 +1234,7 @@ mod tests {
                 msg: Some(ControllerMsg::Task(rpool_proto::v1::Task {
                     task_id: "fetch-1".into(),
                     attempt: 1,
-                    deadline_unix_ms: crate::kube::unix_ms_now() + 60_000,
+                    deadline_unix_ms: rpool_proto::clock::unix_ms_now() + 60_000,
                     pool: "web".into(),
                     node_name: "n1".into(),
                     kind: Some(rpool_proto::v1::task::Kind::FetchKubeconfig(
@@ -1291,10 +1286,7 @@ mod tests {
                 .unwrap();
         });
         let config = config(dir.path(), addr);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(crate::run(config, async {
-            let _ = stop_rx.await;
-        }));
+        let agent = RunningAgent::start(config);
         // fetch_kubeconfig on a host that is no control plane: a failure,
         // persisted, then reported.
         let first = timeout(WAIT, results.recv()).await.unwrap().unwrap();
@@ -1311,7 +1303,6 @@ mod tests {
             let again = timeout(WAIT, results.recv()).await.unwrap().unwrap();
             assert_eq!(again, first);
         }
-        stop_tx.send(()).unwrap();
-        timeout(WAIT, agent).await.unwrap().unwrap().unwrap();
+        agent.stop().await;
     }
 }

@@ -29,13 +29,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpool_proto::clock::unix_ms_now;
 use rpool_proto::v1::task::Kind;
 use rpool_proto::v1::{JoinSecrets, Task, TaskResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::kube::{self, Driver, InitRequest, JoinInfo, unix_ms_now};
+use crate::kube::{self, Driver, InitRequest, JoinInfo};
 
 /// Tasks waiting to run.
 pub const QUEUE: usize = 64;

@@ -1,18 +1,11 @@
-//! Wall-clock helpers for human output: now, UTC timestamps, ages.
+//! Wall-clock helpers for human output: UTC timestamps, ages.
 //!
 //! Renderers take `now_ms` as an argument so tests are deterministic; only
-//! `exec` functions read the clock.
+//! `exec` functions read the clock (`rpool_proto::clock::unix_ms_now`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rpool_proto::units::format_duration;
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// `2023-11-14T22:13:20Z` (UTC, whole seconds); `-` for 0.
 pub fn format_utc(unix_ms: u64) -> String {

@@ -52,8 +52,8 @@ pub fn binaries() -> &'static Path {
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace)
             .args(["build", "--quiet", "--bins", "--profile", &profile])
-            .args(["-p", "rpool-controller", "-p", "rpool-agent", "-p", "rpoolctl"])
-            // kubesim is a bin of rpool-agent: built too.
+            .args(["-p", "rpool-controller", "-p", "rpool-agent"])
+            .args(["-p", "rpoolctl", "-p", "kubesim"])
             .arg("--target-dir")
             .arg(&target_dir)
             .status()
@@ -729,16 +729,19 @@ impl Agent {
         if let Some(sim) = kubesim {
             let node_root = dir.join("node");
             std::fs::create_dir_all(&node_root)?;
+            // kubesim (the agent's children) takes the node root from its
+            // environment; the agent's driver from `[kube] host_root`.
+            kube = format!(
+                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\ncommand_timeout_s = 60\nhost_root = \"{}\"\n",
+                sim.bin_dir.join("kubeadm").display(),
+                sim.bin_dir.join("kubectl").display(),
+                node_root.display()
+            );
             env = vec![
                 ("KUBESIM_STATE_DIR".to_string(), sim.state_dir.clone()),
                 ("KUBESIM_NODE_ROOT".to_string(), node_root),
                 ("KUBESIM_HOSTNAME".to_string(), PathBuf::from(&profile.hostname)),
             ];
-            kube = format!(
-                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\ncommand_timeout_s = 60\n",
-                sim.bin_dir.join("kubeadm").display(),
-                sim.bin_dir.join("kubectl").display()
-            );
         }
         let list = controllers
             .iter()

@@ -23,6 +23,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Args;
+use rpool_proto::clock::unix_ms_now;
 use rpool_proto::units::format_duration;
 use rpool_proto::v1::{Host, HostState, ListHostsRequest, PoolSpec, ResizePoolRequest};
 use tokio::time::Instant;
@@ -351,7 +352,7 @@ impl Demo<'_> {
     async fn show(&mut self) -> anyhow::Result<String> {
         self.step(2, &format!("show pool {}", self.name));
         let view = PoolView::from(&pool_show::get(self.ctl, &self.name).await?);
-        (self.out)(&nest(&pool_show::render(&view, crate::clock::now_unix_ms())));
+        (self.out)(&nest(&pool_show::render(&view, unix_ms_now())));
         let c = view.counts();
         Ok(format!(
             "{} joined of {} ({} control plane(s), {} worker(s))",

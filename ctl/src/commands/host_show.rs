@@ -1,6 +1,6 @@
 //! `rpoolctl host show ID`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -42,14 +42,8 @@ pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
     let view = HostView::from(&host);
     match args.output.output {
         Format::Json => output::print_json(&view),
-        Format::Table => output::print(&render(&view, now_unix_ms())),
+        Format::Table => output::print(&render(&view, rpool_proto::clock::unix_ms_now())),
     }
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ago(now_ms: u64, then_ms: u64) -> String {

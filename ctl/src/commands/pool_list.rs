@@ -32,7 +32,7 @@ pub async fn exec(args: ListArgs, settings: &Settings) -> anyhow::Result<()> {
     let pools: Vec<PoolView> = response.pools.iter().map(PoolView::from).collect();
     match args.output.output {
         Format::Json => output::print_json(&pools),
-        Format::Table => output::print(&render(&pools, clock::now_unix_ms())),
+        Format::Table => output::print(&render(&pools, rpool_proto::clock::unix_ms_now())),
     }
 }
 

@@ -34,7 +34,7 @@ pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
     let view = PoolView::from(&get(&ctl, &args.name).await?);
     match args.output.output {
         Format::Json => output::print_json(&view),
-        Format::Table => output::print(&render(&view, clock::now_unix_ms())),
+        Format::Table => output::print(&render(&view, rpool_proto::clock::unix_ms_now())),
     }
 }
 

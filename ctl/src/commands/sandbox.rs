@@ -119,22 +119,14 @@ pub fn processes(layout: &Layout, record: &Record) -> Vec<Proc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::layout::{AgentRecord, ControllerRecord};
+    use crate::sandbox::layout::{AgentRecord, three_controllers};
 
     #[test]
     fn agents_come_before_controllers_and_old_records_still_name_their_controller() {
         let layout = Layout::new("/sb".into());
         let mut record = Record {
             port: 7440,
-            controllers: (1..=3)
-                .map(|id| ControllerRecord {
-                    name: format!("controller-{id}"),
-                    id,
-                    pid: 100 + id as u32,
-                    address: format!("127.0.0.1:{}", 7439 + id),
-                    dir: layout.controller_dir(id),
-                })
-                .collect(),
+            controllers: three_controllers(&layout),
             controller_pid: None,
             agents: vec![AgentRecord {
                 name: "agent-1".into(),

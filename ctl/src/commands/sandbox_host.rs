@@ -8,8 +8,7 @@
 //! marker and starts the agent again with the same config and environment;
 //! its pid is written back to `sandbox.json`.
 
-use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -220,7 +219,8 @@ pub fn exec_revive(args: ReviveHostArgs, env: &Env) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => anyhow::bail!("removing {}: {e}", marker.display()),
     }
-    let pid = start_agent(&layout, &agent_bin, &host)?;
+    // As `sandbox up` started it: same config, kubesim environment and log.
+    let pid = process::start_agent(&agent_bin, &layout, &host.agent.dir, &host.hostname)?.id();
     record.agents[host.index].pid = pid;
     record.save(&layout.record())?;
     output::print(&format!(
@@ -228,24 +228,6 @@ pub fn exec_revive(args: ReviveHostArgs, env: &Env) -> anyhow::Result<()> {
          If it was replaced while down, the controllers reset it and return it to the fleet.\n",
         host.label()
     ))
-}
-
-/// Starts the agent of `host` as `sandbox up` did: same config, kubesim
-/// environment and log. Returns its pid.
-fn start_agent(layout: &Layout, agent_bin: &Path, host: &Host) -> anyhow::Result<u32> {
-    let dir = &host.agent.dir;
-    let state = layout.kubesim_state();
-    let node_root = host.node_root();
-    let envs: [(&str, &OsStr); 3] = [
-        ("KUBESIM_STATE_DIR", state.as_os_str()),
-        ("KUBESIM_NODE_ROOT", node_root.as_os_str()),
-        ("KUBESIM_HOSTNAME", OsStr::new(&host.hostname)),
-    ];
-    let config = layout::agent_config(dir);
-    let args: [&OsStr; 2] = [OsStr::new("--config"), config.as_os_str()];
-    let child = process::spawn_detached(agent_bin, &args, &envs, dir, &layout::log_file(dir))
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", agent_bin.display()))?;
-    Ok(child.id())
 }
 
 #[cfg(test)]

@@ -1,17 +1,13 @@
 //! `rpoolctl sandbox up`.
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use rpool_proto::clock::unix_ms_now;
 use rpool_proto::units::format_duration;
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
-use rpool_proto::v1::{HostState, ListHostsRequest, ListHostsResponse, StatusRequest};
-use tonic::transport::Channel;
+use rpool_proto::v1::HostState;
 
 use super::sandbox::{DirArgs, processes};
 use crate::client;
@@ -19,8 +15,10 @@ use crate::exit::{self, Failure};
 use crate::output;
 use crate::sandbox::layout::{self, AgentRecord, ControllerRecord, Layout, Record};
 use crate::sandbox::pki;
-use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, KUBESIM_BIN, Proc};
+use crate::sandbox::poller::Poller;
+use crate::sandbox::process::{self, AGENT_BIN, CONTROLLER_BIN, KUBESIM_BIN, Proc, Started};
 use crate::sandbox::profile::{self, AgentPlan};
+use crate::sandbox::progress::{Progress, end_progress_line};
 use crate::sandbox::{is_managed_config, managed_config};
 use crate::settings::{Env, Settings, Source};
 
@@ -28,9 +26,6 @@ use crate::settings::{Env, Settings, Source};
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 /// How often `up` polls the controllers while waiting.
 const POLL: Duration = Duration::from_millis(200);
-/// Bound on one connect or one RPC while polling, so a controller that hangs
-/// does not stall the wait.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Accepted `--controllers` values: Raft groups of odd size.
 pub const GROUP_SIZES: [u16; 3] = [1, 3, 5];
 /// Log lines shown when startup fails.
@@ -92,13 +87,6 @@ pub fn group_addresses(port: u16, controllers: u16) -> Result<Vec<String>, Failu
     Ok(profile::controller_addresses(port, controllers))
 }
 
-/// A process started by this `up`, with its handle so it can be reaped.
-struct Started {
-    proc: Proc,
-    child: Child,
-    log: PathBuf,
-}
-
 pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Result<()> {
     let layout = args.dir.layout(env)?;
     let wait = settings.timeout_flag.unwrap_or(DEFAULT_WAIT);
@@ -143,7 +131,7 @@ pub async fn exec(args: UpArgs, settings: &Settings, env: &Env) -> anyhow::Resul
         _ = tokio::signal::ctrl_c() => Err(Failure::new(exit::UNEXPECTED, "interrupted").into()),
     };
     if let Err(err) = result {
-        stop_children(&mut started, Duration::from_secs(5)).await;
+        process::stop_started(&mut started, Duration::from_secs(5)).await;
         let _ = std::fs::remove_file(layout.record());
         let code = exit::code_of(&err);
         return Err(Failure::new(
@@ -255,7 +243,14 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: 
         write(&hardware, &profile::hardware_toml(plan))?;
         write(
             &layout::agent_config(&dir),
-            &profile::agent_toml(addresses, plan, &layout::agent_state(&dir), &hardware, &kube_bin),
+            &profile::agent_toml(
+                addresses,
+                plan,
+                &layout::agent_state(&dir),
+                &hardware,
+                &kube_bin,
+                &node_root,
+            ),
         )?;
     }
     Ok(())
@@ -265,68 +260,12 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn spawn(
-    binary: &Path,
-    config: &Path,
-    dir: &Path,
-    envs: &[(&str, &OsStr)],
-    proc: Proc,
-) -> anyhow::Result<Started> {
-    let log = layout::log_file(dir);
-    let args: [&OsStr; 2] = [OsStr::new("--config"), config.as_os_str()];
-    let child = process::spawn_detached(binary, &args, envs, dir, &log)
-        .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
-    Ok(Started {
-        proc: Proc {
-            pid: child.id(),
-            ..proc
-        },
-        child,
-        log,
-    })
-}
-
-/// Stops processes this `up` started. They are our unreaped children, so
-/// their pids cannot have been reused: signal them directly. SIGTERM, poll up
-/// to `grace`, then SIGKILL and reap.
-async fn stop_children(started: &mut [Started], grace: Duration) {
-    for s in started.iter_mut() {
-        if let Ok(None) = s.child.try_wait() {
-            // SAFETY: plain syscall on our own unreaped child.
-            unsafe {
-                libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM);
-            }
-        }
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && started.iter_mut().any(|s| matches!(s.child.try_wait(), Ok(None))) {
-        // Async sleep: lets the runtime close our gRPC connection, which a
-        // gracefully stopping controller waits for.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for s in started.iter_mut() {
-        if let Ok(None) = s.child.try_wait() {
-            let _ = s.child.kill();
-            let _ = s.child.wait();
-        }
-    }
-}
-
 /// Fails with the tail of the log of the first started process that exited.
 fn check_exited(started: &mut [Started]) -> anyhow::Result<()> {
     for s in started.iter_mut() {
         if let Ok(Some(status)) = s.child.try_wait() {
-            let tail = process::tail(&s.log, TAIL_LINES);
             end_progress_line();
-            eprintln!("--- last lines of {} ---", s.log.display());
-            eprintln!("{tail}");
-            eprintln!("---");
+            process::print_tail(&s.log, TAIL_LINES);
             anyhow::bail!(
                 "{} (pid {}) exited during startup ({status}); see {}",
                 s.proc.name,
@@ -355,7 +294,7 @@ async fn start_and_wait(
         controllers: Vec::new(),
         controller_pid: None,
         agents: Vec::new(),
-        started_at_unix_ms: now_unix_ms(),
+        started_at_unix_ms: unix_ms_now(),
     };
 
     // 1. The controllers, then wait until one of them reports a leader.
@@ -375,18 +314,17 @@ async fn start_and_wait(
         let dir = layout.controller_dir(id);
         let config = layout::controller_config(&dir);
         let name = Layout::controller_name(id);
-        let controller = spawn(
-            controller_bin,
-            &config,
-            &dir,
-            &[],
+        let no_env: [(&str, &str); 0] = [];
+        let controller = Started::new(
+            process::start(controller_bin, &config, &dir, &no_env)?,
             Proc {
                 name: name.clone(),
                 pid: 0,
                 binary: CONTROLLER_BIN,
                 needle: config.to_string_lossy().into_owned(),
             },
-        )?;
+            &dir,
+        );
         record.controllers.push(ControllerRecord {
             name,
             id,
@@ -441,26 +379,16 @@ async fn start_and_wait(
     );
     for plan in plans {
         let dir = layout.agent_dir(&plan.name);
-        // What kubesim needs to know which simulated machine it runs on.
-        let state = layout.kubesim_state();
-        let node_root = layout::agent_node_root(&dir);
-        let envs: [(&str, &OsStr); 3] = [
-            ("KUBESIM_STATE_DIR", state.as_os_str()),
-            ("KUBESIM_NODE_ROOT", node_root.as_os_str()),
-            ("KUBESIM_HOSTNAME", OsStr::new(&plan.hostname)),
-        ];
-        let agent = spawn(
-            agent_bin,
-            &layout::agent_config(&dir),
-            &dir,
-            &envs,
+        let agent = Started::new(
+            process::start_agent(agent_bin, layout, &dir, &plan.hostname)?,
             Proc {
                 name: plan.name.clone(),
                 pid: 0,
                 binary: AGENT_BIN,
                 needle: dir.to_string_lossy().into_owned(),
             },
-        )?;
+            &dir,
+        );
         record.agents.push(AgentRecord {
             name: plan.name.clone(),
             pid: agent.proc.pid,
@@ -525,104 +453,9 @@ pub fn leader_line(leader_id: &str, leader_address: &str) -> String {
     )
 }
 
-/// Asks the sandbox's controllers, one at a time, keeping the connection
-/// that answered; a failure moves on to the next controller.
-struct Poller {
-    addresses: Vec<String>,
-    next: usize,
-    client: Option<AdminServiceClient<Channel>>,
-}
-
-impl Poller {
-    fn new(addresses: Vec<String>) -> Self {
-        Self {
-            addresses,
-            next: 0,
-            client: None,
-        }
-    }
-
-    /// The connected client, connecting to the next controller if needed.
-    async fn client(&mut self) -> Option<AdminServiceClient<Channel>> {
-        if self.client.is_none() {
-            let address = &self.addresses[self.next];
-            self.next = (self.next + 1) % self.addresses.len();
-            let channel = client::connect_one(address, PROBE_TIMEOUT).await.ok()?;
-            self.client = Some(AdminServiceClient::new(channel));
-        }
-        self.client.clone()
-    }
-
-    /// One round over the controllers: `(leader_id, leader_address)` from the
-    /// first that names a leader, `None` when none does (yet).
-    async fn leader(&mut self) -> Option<(String, String)> {
-        for _ in 0..self.addresses.len() {
-            let Some(mut admin) = self.client().await else {
-                continue;
-            };
-            if let Ok(Ok(response)) =
-                tokio::time::timeout(PROBE_TIMEOUT, admin.status(StatusRequest {})).await
-            {
-                let status = response.into_inner();
-                if has_leader(&status.leader_id) {
-                    return Some((status.leader_id, status.leader_address));
-                }
-            }
-            // Not answering or no leader known here: ask the next one.
-            self.client = None;
-        }
-        None
-    }
-
-    /// An `[enroll]` section with a new bootstrap token good for `agents`
-    /// enrollments (one hour), or `None` when no controller made one.
-    async fn enroll_section(&mut self, agents: usize) -> Option<String> {
-        let mut admin = self.client().await?;
-        let request = rpool_proto::v1::CreateTokenRequest {
-            ttl_seconds: 3_600,
-            uses: u32::try_from(agents).unwrap_or(u32::MAX).clamp(1, 10_000),
-            description: "sandbox agents".to_string(),
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT * 2, admin.create_token(request)).await {
-            Ok(Ok(created)) => {
-                let created = created.into_inner();
-                Some(format!(
-                    "\n# Written by `rpoolctl sandbox up`: the agent enrolls with this\n\
-                     # bootstrap token on its first start.\n\
-                     [enroll]\ntoken = \"{}\"\nca_pin = \"{}\"\n",
-                    created.token, created.ca_pin
-                ))
-            }
-            _ => {
-                self.client = None;
-                None
-            }
-        }
-    }
-
-    async fn list_hosts(&mut self) -> Option<ListHostsResponse> {
-        let mut admin = self.client().await?;
-        let request = ListHostsRequest::default();
-        match tokio::time::timeout(PROBE_TIMEOUT * 2, admin.list_hosts(request)).await {
-            Ok(Ok(response)) => Some(response.into_inner()),
-            _ => {
-                self.client = None;
-                None
-            }
-        }
-    }
-}
-
-/// `Status.leader_id` names a leader ("" and "0" mean none known).
-pub fn has_leader(leader_id: &str) -> bool {
-    !leader_id.is_empty() && leader_id != "0"
-}
-
 fn timed_out(wait: Duration, log: &Path, what: &str) -> anyhow::Error {
     end_progress_line();
-    eprintln!("--- last lines of {} ---", log.display());
-    eprintln!("{}", process::tail(log, TAIL_LINES));
-    eprintln!("---");
+    process::print_tail(log, TAIL_LINES);
     Failure::new(
         exit::TIMED_OUT,
         format!(
@@ -632,60 +465,6 @@ fn timed_out(wait: Duration, log: &Path, what: &str) -> anyhow::Error {
         ),
     )
     .into()
-}
-
-/// "waiting for N agents... k/N ready" on stderr: rewritten in place on a
-/// terminal, one line per change otherwise.
-struct Progress {
-    total: usize,
-    last: Option<usize>,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        Self {
-            total,
-            last: None,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn line(&self, ready: usize) -> String {
-        progress_line(self.total, ready)
-    }
-
-    fn show(&mut self, ready: usize) {
-        if self.last == Some(ready) {
-            return;
-        }
-        self.last = Some(ready);
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[2K{}", self.line(ready));
-        } else {
-            let _ = writeln!(err, "{}", self.line(ready));
-        }
-        let _ = err.flush();
-    }
-
-    fn finish(&mut self) {
-        if self.tty && self.last.is_some() {
-            eprintln!();
-        }
-    }
-}
-
-/// Ends an in-place progress line on a terminal before other output.
-fn end_progress_line() {
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-}
-
-/// The progress text.
-pub fn progress_line(total: usize, ready: usize) -> String {
-    format!("waiting for {total} agents... {ready}/{total} ready")
 }
 
 /// Writes the managed ctl.toml unless the user has their own; returns
@@ -781,6 +560,8 @@ fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::poller::has_leader;
+    use crate::sandbox::progress::progress_line;
 
     #[test]
     fn prepare_wipes_old_state_and_writes_every_config_file() {
@@ -941,15 +722,7 @@ mod tests {
         let layout = Layout::new("/sb".into());
         let record = Record {
             port: 7440,
-            controllers: (1..=3)
-                .map(|id| ControllerRecord {
-                    name: Layout::controller_name(id),
-                    id,
-                    pid: 100 + id as u32,
-                    address: format!("127.0.0.1:{}", 7439 + id),
-                    dir: layout.controller_dir(id),
-                })
-                .collect(),
+            controllers: layout::three_controllers(&layout),
             controller_pid: None,
             agents: vec![],
             started_at_unix_ms: 0,

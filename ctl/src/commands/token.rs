@@ -17,7 +17,7 @@ use rpool_proto::v1::{
 use serde::Serialize;
 
 use crate::client;
-use crate::clock::{format_utc, now_unix_ms};
+use crate::clock::format_utc;
 use crate::confirm::{self, Confirmation};
 use crate::output::{self, Format, OutputArgs};
 use crate::settings::Settings;
@@ -216,7 +216,7 @@ async fn list(args: ListArgs, settings: &Settings) -> anyhow::Result<()> {
     let tokens: Vec<TokenView> = response.tokens.iter().map(TokenView::from).collect();
     match args.output.output {
         Format::Json => output::print_json(&tokens),
-        Format::Table => output::print(&render_list(&tokens, now_unix_ms())),
+        Format::Table => output::print(&render_list(&tokens, rpool_proto::clock::unix_ms_now())),
     }
 }
 

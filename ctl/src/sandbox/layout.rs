@@ -158,6 +158,21 @@ impl Record {
     }
 }
 
+/// Test fixture: the records of a group of three controllers in `layout`
+/// (ids 1..=3, pids 101..=103, ports 7440..=7442).
+#[cfg(test)]
+pub fn three_controllers(layout: &Layout) -> Vec<ControllerRecord> {
+    (1..=3)
+        .map(|id| ControllerRecord {
+            name: Layout::controller_name(id),
+            id,
+            pid: 100 + id as u32,
+            address: format!("127.0.0.1:{}", 7439 + id),
+            dir: layout.controller_dir(id),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

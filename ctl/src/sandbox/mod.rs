@@ -9,6 +9,8 @@
 //!   agents and admin.
 //! - [`process`]: finding the binaries, spawning detached processes, checking
 //!   a pid is still ours, and stopping with bounded waits.
+//! - [`poller`], [`progress`]: how `sandbox up` waits for its controllers
+//!   and agents, and shows it.
 //!
 //! Layout of `{dir}`:
 //! ```text
@@ -20,8 +22,10 @@
 
 pub mod layout;
 pub mod pki;
+pub mod poller;
 pub mod process;
 pub mod profile;
+pub mod progress;
 
 /// First line of a `ctl.toml` that `sandbox up` wrote and `sandbox down` may remove.
 pub const MANAGED_HEADER: &str = "# managed by rpoolctl sandbox";

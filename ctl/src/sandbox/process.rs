@@ -1,12 +1,17 @@
-//! Sandbox processes: finding binaries, spawning detached, checking a pid is
-//! still ours, stopping with bounded waits. Linux only (`/proc`).
+//! Sandbox processes: finding binaries, starting them detached (a
+//! controller or an agent with its config, log and kubesim environment),
+//! checking a pid is still ours, stopping with bounded waits (by pid from
+//! `sandbox.json`, or the children `sandbox up` itself started), and log
+//! tails. Linux only (`/proc`).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::layout::{self, Layout};
 
 /// Binary names.
 pub const CONTROLLER_BIN: &str = "rpool-controller";
@@ -59,10 +64,10 @@ fn is_executable(path: &Path) -> bool {
 /// Starts `binary args...` in its own session (setsid, so a Ctrl-C in the
 /// terminal does not reach it), stdin from /dev/null, stdout and stderr
 /// appended to `log`, working dir `cwd`, `NO_COLOR=1`.
-pub fn spawn_detached(
+pub fn spawn_detached<K: AsRef<OsStr>, V: AsRef<OsStr>>(
     binary: &Path,
     args: &[&OsStr],
-    envs: &[(&str, &OsStr)],
+    envs: &[(K, V)],
     cwd: &Path,
     log: &Path,
 ) -> std::io::Result<Child> {
@@ -70,7 +75,7 @@ pub fn spawn_detached(
     let err = out.try_clone()?;
     let mut cmd = Command::new(binary);
     cmd.args(args)
-        .envs(envs.iter().copied())
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         // Plain log files: ask tracing-subscriber for no ANSI colours.
         .env("NO_COLOR", "1")
@@ -87,6 +92,49 @@ pub fn spawn_detached(
         });
     }
     cmd.spawn()
+}
+
+/// Starts `binary --config CONFIG` detached (see [`spawn_detached`]) in
+/// `dir`, appending to `dir/log`, with `envs` added to the environment.
+pub fn start<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+    envs: &[(K, V)],
+) -> anyhow::Result<Child> {
+    let args: [&OsStr; 2] = [OsStr::new("--config"), config.as_os_str()];
+    spawn_detached(binary, &args, envs, dir, &layout::log_file(dir))
+        .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))
+}
+
+/// What kubesim (the agent's `kubeadm`/`kubectl`) needs to know which
+/// simulated machine it runs on: the shared state, the host's node root
+/// (also the agent's `[kube] host_root`) and its hostname.
+pub fn kubesim_env(layout: &Layout, agent_dir: &Path, hostname: &str) -> [(&'static str, OsString); 3] {
+    [
+        ("KUBESIM_STATE_DIR", layout.kubesim_state().into_os_string()),
+        (
+            "KUBESIM_NODE_ROOT",
+            layout::agent_node_root(agent_dir).into_os_string(),
+        ),
+        ("KUBESIM_HOSTNAME", OsString::from(hostname)),
+    ]
+}
+
+/// Starts the agent in `agent_dir` (its `agent.toml`, log and kubesim
+/// environment), as `sandbox up` and `sandbox revive-host` do.
+pub fn start_agent(
+    agent_bin: &Path,
+    layout: &Layout,
+    agent_dir: &Path,
+    hostname: &str,
+) -> anyhow::Result<Child> {
+    start(
+        agent_bin,
+        &layout::agent_config(agent_dir),
+        agent_dir,
+        &kubesim_env(layout, agent_dir, hostname),
+    )
 }
 
 /// Whether a `/proc/PID/cmdline` (NUL-separated) is `binary` run with an
@@ -196,6 +244,61 @@ fn wait_gone(mut procs: Vec<Proc>, limit: Duration) -> Vec<Proc> {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// A process this rpoolctl started and has not reaped yet.
+pub struct Started {
+    pub proc: Proc,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Started {
+    /// `child`, started in `dir` (log `dir/log`), as the process `proc`
+    /// (its pid filled in).
+    pub fn new(child: Child, proc: Proc, dir: &Path) -> Started {
+        Started {
+            proc: Proc {
+                pid: child.id(),
+                ..proc
+            },
+            child,
+            log: layout::log_file(dir),
+        }
+    }
+}
+
+/// Stops processes this rpoolctl started. They are our unreaped children, so
+/// their pids cannot have been reused: signal them directly. SIGTERM, poll up
+/// to `grace`, then SIGKILL and reap.
+pub async fn stop_started(started: &mut [Started], grace: Duration) {
+    for s in started.iter_mut() {
+        if let Ok(None) = s.child.try_wait() {
+            // SAFETY: plain syscall on our own unreaped child.
+            unsafe {
+                libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && started.iter_mut().any(|s| matches!(s.child.try_wait(), Ok(None))) {
+        // Async sleep: lets the runtime close our gRPC connection, which a
+        // gracefully stopping controller waits for.
+        tokio::time::sleep(POLL).await;
+    }
+    for s in started.iter_mut() {
+        if let Ok(None) = s.child.try_wait() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+}
+
+/// Prints the last `lines` lines of `log` to stderr between markers.
+pub fn print_tail(log: &Path, lines: usize) {
+    eprintln!("--- last lines of {} ---", log.display());
+    eprintln!("{}", tail(log, lines));
+    eprintln!("---");
 }
 
 /// The last `lines` lines of a log file (empty if unreadable).

@@ -150,6 +150,7 @@ struct AgentFile<'a> {
 struct KubeSection {
     kubeadm_path: String,
     kubectl_path: String,
+    host_root: String,
 }
 
 #[derive(Serialize)]
@@ -159,13 +160,16 @@ struct SimulateSection<'a> {
 
 /// `agent.toml` for one sandbox agent; `controllers` is every controller's
 /// address (a follower redirects the agent to the leader).
-/// Pool tasks run `kubeadm`/`kubectl` from `kube_bin` (symlinks to kubesim).
+/// Pool tasks run `kubeadm`/`kubectl` from `kube_bin` (symlinks to kubesim);
+/// the driver finds the host's kubeadm files under `node_root` (the
+/// directory kubesim is given as this host's node root).
 pub fn agent_toml(
     controllers: &[String],
     agent: &AgentPlan,
     state_dir: &Path,
     hardware_file: &Path,
     kube_bin: &Path,
+    node_root: &Path,
 ) -> String {
     let file = AgentFile {
         controllers: controllers.to_vec(),
@@ -174,6 +178,7 @@ pub fn agent_toml(
         kube: KubeSection {
             kubeadm_path: kube_bin.join("kubeadm").to_string_lossy().into_owned(),
             kubectl_path: kube_bin.join("kubectl").to_string_lossy().into_owned(),
+            host_root: node_root.to_string_lossy().into_owned(),
         },
         simulate: SimulateSection {
             file: &hardware_file.to_string_lossy(),
@@ -329,6 +334,7 @@ mod tests {
             Path::new("/sb/agents/agent-1/state"),
             Path::new("/sb/agents/agent-1/hardware.toml"),
             Path::new("/sb/kubesim/bin"),
+            Path::new("/sb/agents/agent-1/node"),
         );
         let v: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(
@@ -339,6 +345,7 @@ mod tests {
             v["kube"]["kubectl_path"].as_str(),
             Some("/sb/kubesim/bin/kubectl")
         );
+        assert_eq!(v["kube"]["host_root"].as_str(), Some("/sb/agents/agent-1/node"));
         let controllers: Vec<&str> = v["controllers"]
             .as_array()
             .unwrap()

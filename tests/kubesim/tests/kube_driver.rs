@@ -54,6 +54,7 @@ impl Lab {
         let config = KubeConfig {
             kubeadm_path: self.bin.join("kubeadm"),
             kubectl_path: self.bin.join("kubectl"),
+            host_root: root.clone(),
             ..KubeConfig::default()
         };
         let driver = Driver::new(&config, agent_state.join("tmp"))

@@ -23,6 +23,7 @@ fn driver(dir: &std::path::Path, host: &str) -> (Driver, PathBuf) {
     let config = KubeConfig {
         kubeadm_path: bin.join("kubeadm"),
         kubectl_path: bin.join("kubectl"),
+        host_root: root.clone(),
         ..KubeConfig::default()
     };
     let driver = Driver::new(&config, dir.join("tmp").join(host))

@@ -1,0 +1,95 @@
+//! Joining a cluster: `kubeadm join --config F` as a worker or a control
+//! plane ([`Driver::join`]), after checking that the request is well
+//! formed and that the host is not already a node (of this cluster in this
+//! role: nothing to do; of another one or in another role: refused). The
+//! secrets travel in the staged file `F` (see `staging`), never in argv.
+
+use std::path::Path;
+
+use tracing::info;
+
+use super::checks::{check_endpoint, check_node_name, is_ca_hash, is_hex64, is_token};
+use super::parse::same_endpoint;
+use super::staging::{JOIN_CONFIG_PREFIX, RemoveOnDrop, join_command, write_private};
+use super::{APISERVER_MANIFEST, Driver, JoinInfo, KUBELET_CONF, KubeError, io_err};
+
+impl Driver {
+    /// `kubeadm join` as a worker or (with the certificate key) as a control
+    /// plane. Returns `true` when this host had already joined that cluster
+    /// in that role (nothing run).
+    pub async fn join(
+        &self,
+        join: &JoinInfo,
+        node_name: &str,
+        control_plane: bool,
+    ) -> Result<bool, KubeError> {
+        check_endpoint("join.control_plane_endpoint", &join.endpoint)?;
+        check_node_name(node_name)?;
+        if !is_token(&join.token) {
+            return Err(KubeError::Refused(
+                "join.token: not a bootstrap token (accepted \"[a-z0-9]{6}.[a-z0-9]{16}\")".to_owned(),
+            ));
+        }
+        if !is_ca_hash(&join.ca_cert_hash) {
+            return Err(KubeError::Refused(format!(
+                "join.ca_cert_hash: {:?} is invalid (accepted \"sha256:<64 hex>\")",
+                join.ca_cert_hash
+            )));
+        }
+        let key = if control_plane {
+            match join.certificate_key.as_deref() {
+                Some(k) if is_hex64(k) => Some(k),
+                Some(_) => {
+                    return Err(KubeError::Refused(
+                        "join.certificate_key: invalid (accepted 64 hex characters)".to_owned(),
+                    ));
+                }
+                None => {
+                    return Err(KubeError::Refused(
+                        "join.certificate_key: missing; a control-plane join needs the certificate key"
+                            .to_owned(),
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(server) = self.kubeconfig_server(Path::new(KUBELET_CONF))? {
+            if !same_endpoint(&server, &join.endpoint) {
+                return Err(KubeError::Refused(format!(
+                    "this host is already a node of the cluster at {server}, not {}; reset it first",
+                    join.endpoint
+                )));
+            }
+            let is_cp = self.host_path(Path::new(APISERVER_MANIFEST)).exists();
+            if is_cp != control_plane {
+                let (is, asked) = if is_cp {
+                    ("a control plane", "a worker")
+                } else {
+                    ("a worker", "a control plane")
+                };
+                return Err(KubeError::Refused(format!(
+                    "this host already joined the cluster at {server} as {is}, not as {asked}; reset it first"
+                )));
+            }
+            info!(endpoint = %join.endpoint, control_plane, "already joined; nothing to do");
+            return Ok(true);
+        }
+        let dir = self.kubeadm_dir()?;
+        let path = dir.join(format!(
+            "{JOIN_CONFIG_PREFIX}{}-{:08x}.json",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let (args, config) = join_command(join, node_name, key, &path);
+        // Removes the file however this call ends (error, timeout, or this
+        // future being dropped by a task deadline or shutdown).
+        let staged = RemoveOnDrop(path.clone());
+        write_private(&path, config.as_bytes()).map_err(io_err(&path))?;
+        let result = self.kubeadm(&args).await;
+        drop(staged);
+        result?;
+        info!(endpoint = %join.endpoint, node = node_name, control_plane, "kubeadm join done");
+        Ok(false)
+    }
+}
