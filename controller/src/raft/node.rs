@@ -10,7 +10,8 @@
 //! 2. if raft-rs has a `Ready`: publish leadership changes; send `messages`
 //!    (a leader may send before persisting, raft thesis 10.2.1); install a
 //!    snapshot; apply committed entries; append new entries; persist the hard
-//!    state; **flush sled**; send `persisted_messages`; `advance`; record the
+//!    state; **sync the log** (fdatasync, [`LogStore::sync`]); send
+//!    `persisted_messages`; `advance`; record the
 //!    new commit index, send and apply what `advance` returned;
 //!    `advance_apply`;
 //! 3. answer proposals whose entries were applied, read-index waiters whose
@@ -18,10 +19,18 @@
 //!    applied since the last snapshot.
 //!
 //! The loop body is synchronous and lives in [`Core`] (inputs, ticks, the
-//! two halves of a `Ready` cycle around the flush, compaction); the task is
-//! a thin async shell that owns the input queue and the ticker and flushes
-//! with `flush_async`. The deterministic simulator (`sim`, tests only)
-//! drives the same `Core` with a virtual clock and blocking flushes.
+//! two halves of a `Ready` cycle around the sync, compaction); the task is
+//! a thin async shell that owns the input queue and the ticker and syncs
+//! the log between them. The deterministic simulator (`sim`, tests only)
+//! drives the same `Core` with a virtual clock and a crash model that
+//! loses whatever was not synced.
+//!
+//! Checks on open ([`Core::open`]): the log's own ([`LogStore::open`]),
+//! then the applied index of the state store against the log (at least the
+//! snapshot index, at most the last entry). While running, a heartbeat
+//! from a leader that counts on entries this replica no longer holds (its
+//! data was lost or wiped) stops the node, and marks the log damaged so
+//! that it refuses every later start, instead of raft-rs' panic.
 //!
 //! Proposals carry an id in the entry's context, unique across replicas
 //! and restarts (a random start per run, `first_proposal_id`); the node that
@@ -32,14 +41,18 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::durable::sync_state;
 use super::log_store::{LogError, LogStore};
 
 /// Most inputs handled before the next `Ready`: bounds latency under load.
@@ -52,7 +65,7 @@ pub trait StateMachine: Send + 'static {
     /// Index of the last applied entry (persisted with the state).
     fn applied_index(&self) -> u64;
     /// Applies a committed command at `index`, persisting the change and the
-    /// index together (no flush needed: the entry is durable in the log).
+    /// index together (no sync needed: the entry is durable in the log).
     /// An error means the state could not be persisted: the node stops.
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
     /// Records that `index` carried no command (a new leader's empty entry).
@@ -92,12 +105,20 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// A proposal not applied within this time fails (outcome unknown).
     pub propose_timeout: Duration,
+    /// The Raft log ([`LogStore`]): `{data_dir}/raft`.
+    pub log_dir: PathBuf,
+    /// The sled directory of the applied state, synced before the log that
+    /// would replay it is dropped: `{data_dir}/state`.
+    pub state_dir: PathBuf,
 }
 
 impl RaftConfig {
-    pub fn new(id: u64, voters: Vec<u64>) -> RaftConfig {
+    /// Defaults for controller `id` storing under `data_dir`.
+    pub fn new(id: u64, voters: Vec<u64>, data_dir: &Path) -> RaftConfig {
         RaftConfig {
             id,
+            log_dir: data_dir.join("raft"),
+            state_dir: data_dir.join("state"),
             bootstrap_voters: voters,
             tick_ms: 50,
             heartbeat_tick: 2,
@@ -269,8 +290,11 @@ pub enum NodeError {
     Log(#[from] LogError),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
-    #[error("flushing the data dir: {0}")]
+    #[error("state store: {0}")]
     Flush(#[from] sled::Error),
+    /// The state store and the log disagree: one of them lost data.
+    #[error("damaged data: {0}. {REMEDY}", REMEDY = super::log_store::REMEDY)]
+    Mismatch(String),
     #[error("restoring a snapshot at index {index}: {reason}")]
     Restore { index: u64, reason: String },
     #[error("applying entry {index}: {reason}")]
@@ -327,6 +351,9 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
     /// so the snapshot a new member receives names it in its ConfState
     /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
     snapshot_now: bool,
+    /// Set when a peer showed that this replica lost acknowledged data:
+    /// the next `Ready` cycle stops the node with it.
+    lost: Option<NodeError>,
 }
 
 /// The replica task: the core plus its input queue.
@@ -426,7 +453,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => {
-                    self.core.db.flush_async().await?;
+                    self.core.sync_log()?;
+                    self.core.sync_state()?;
                     return Ok(());
                 }
                 _ = ticker.tick() => self.core.tick(Instant::now()),
@@ -446,25 +474,17 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    /// One `Ready` cycle, flushing sled asynchronously.
+    /// One `Ready` cycle. The sync blocks this thread (the replica's own)
+    /// for one fdatasync: nothing else could go on before it anyway.
     async fn on_ready(&mut self) -> Result<(), NodeError> {
-        let Some(ready) = self.core.begin_ready()? else {
-            return Ok(());
-        };
-        self.core.db.flush_async().await?;
-        self.core.finish_ready(ready)?;
-        if self.core.compaction_due() {
-            self.core.db.flush_async().await?;
-            self.core.compact()?;
-        }
-        self.core.publish_status();
-        Ok(())
+        self.core.on_ready_blocking()
     }
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
-    /// Opens the log in `db` (tree `raft`), bootstrapping it when empty,
-    /// and builds the `RawNode`. `tune` may adjust raft-rs' configuration
+    /// Opens and checks the log in `config.log_dir` against the state in
+    /// `db` (see the module header), bootstrapping it when empty, and builds
+    /// the `RawNode`. `tune` may adjust raft-rs' configuration
     /// before it is validated (the simulator pins the election timeout);
     /// proposal and read ids start at `first_id`.
     #[allow(clippy::too_many_arguments)]
@@ -478,12 +498,21 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         first_id: u64,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<Core<S, T>, NodeError> {
-        let log = LogStore::open(db.open_tree("raft")?)?;
+        if db.tree_names().iter().any(|name| &name[..] == b"raft") && !db.open_tree("raft")?.is_empty() {
+            return Err(NodeError::Mismatch(format!(
+                "{} holds a raft log in the format of an earlier rpool (sled tree `raft`)",
+                config.state_dir.display()
+            )));
+        }
+        let applied = machine.applied_index();
+        // A log may be created only for a state store that never applied
+        // anything: otherwise the log was lost.
+        let log = LogStore::open(&config.log_dir, config.id, applied == 0)?;
+        check_applied(&config, &log, applied)?;
         if log.is_empty() && !config.bootstrap_voters.is_empty() {
             let mut conf_state = ConfState::default();
             conf_state.voters = config.bootstrap_voters.clone();
             log.set_conf_state(&conf_state)?;
-            db.flush()?;
         }
         // The commit index is persisted lazily (see `finish_ready`): after a
         // crash it may trail what the state machine applied, which raft-rs
@@ -528,6 +557,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             reads: BTreeMap::new(),
             reads_ready: VecDeque::new(),
             snapshot_now: false,
+            lost: None,
         };
         core.publish_status();
         Ok(core)
@@ -538,11 +568,14 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         &self.raw
     }
 
-    /// The database holding the log (and the state, in the controller):
-    /// the owner flushes it between the two halves of a `Ready` cycle.
-    #[cfg(test)]
-    pub(super) fn db(&self) -> &sled::Db {
-        &self.db
+    /// Makes the log durable: between the two halves of a `Ready` cycle.
+    pub(super) fn sync_log(&mut self) -> Result<(), NodeError> {
+        Ok(self.log.sync()?)
+    }
+
+    /// Makes the applied state durable (sled flush + fdatasync).
+    pub(super) fn sync_state(&self) -> Result<(), NodeError> {
+        Ok(sync_state(&self.db, &self.config.state_dir)?)
     }
 
     #[cfg(test)]
@@ -630,7 +663,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             Input::Step(message) => {
                 // A message for another node or from a removed peer is
                 // dropped; raft-rs ignores stale terms itself.
-                if message.to == self.config.id {
+                if message.to == self.config.id && !self.lost_data(&message) {
                     let _ = self.raw.step(message);
                 }
             }
@@ -673,6 +706,36 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         }
     }
 
+    /// True (and the node set to stop) when `message` is a heartbeat of
+    /// the current leader that commits past this replica's last entry: the
+    /// leader counts on entries we acknowledged and no longer hold (raft-rs
+    /// would panic). The log is marked damaged so no restart trusts it.
+    fn lost_data(&mut self, message: &Message) -> bool {
+        let last = self.raw.raft.raft_log.last_index();
+        if message.get_msg_type() != MessageType::MsgHeartbeat
+            || message.term < self.raw.raft.term
+            || message.commit <= last
+        {
+            return false;
+        }
+        let detail = format!(
+            "leader {} (term {}) counts on this replica holding entry {}, but its log ends at {}: \
+             acknowledged entries were lost (a wiped or damaged data dir, or a disk that lies about syncs)",
+            message.from, message.term, message.commit, last
+        );
+        tracing::error!(controller = self.config.id, "{detail}");
+        if let Err(e) = self.log.mark_damaged(&detail) {
+            tracing::error!(error = %e, "could not mark the raft log as damaged");
+        }
+        if self.lost.is_none() {
+            self.lost = Some(NodeError::Log(LogError::Damaged {
+                path: self.log.dir().to_owned(),
+                detail,
+            }));
+        }
+        true
+    }
+
     fn next_id(&mut self) -> u64 {
         let id = self.next_proposal;
         self.next_proposal = self.next_proposal.wrapping_add(1);
@@ -685,6 +748,9 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     /// `Ready` to hand to [`Core::finish_ready`] once `db` is flushed, or
     /// `None` when raft-rs had nothing ready (no flush needed).
     pub(super) fn begin_ready(&mut self) -> Result<Option<raft::Ready>, NodeError> {
+        if let Some(lost) = self.lost.take() {
+            return Err(lost);
+        }
         if !self.raw.has_ready() {
             self.answer_reads();
             return Ok(None);
@@ -735,17 +801,14 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         Ok(())
     }
 
-    /// A whole `Ready` cycle with blocking flushes (`db.flush()`): the same
-    /// steps as the task's loop, for a caller without a runtime.
-    #[cfg(test)]
+    /// A whole `Ready` cycle: begin, sync the log, finish, compact if due.
     pub(super) fn on_ready_blocking(&mut self) -> Result<(), NodeError> {
         let Some(ready) = self.begin_ready()? else {
             return Ok(());
         };
-        self.db.flush()?;
+        self.sync_log()?;
         self.finish_ready(ready)?;
         if self.compaction_due() {
-            self.db.flush()?;
             self.compact()?;
         }
         self.publish_status();
@@ -757,6 +820,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         self.machine
             .restore(index, &snapshot.data)
             .map_err(|reason| NodeError::Restore { index, reason })?;
+        // Durable before the log forgets what the state replaced.
+        self.sync_state()?;
         self.log.apply_snapshot(snapshot)?;
         self.applied_since_snapshot = 0;
         // Our proposals at or below the snapshot may or may not be in it:
@@ -849,9 +914,10 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
 
     /// Compacts the log into a snapshot of the state machine. The state
     /// batch of every applied entry must be on disk before the log that
-    /// could replay it is dropped: the owner flushes `db` first.
+    /// could replay it is dropped: the state store is synced first.
     pub(super) fn compact(&mut self) -> Result<(), NodeError> {
         self.snapshot_now = false;
+        self.sync_state()?;
         let applied = self.machine.applied_index();
         self.log.compact(applied, self.machine.snapshot())?;
         self.applied_since_snapshot = 0;
@@ -916,6 +982,31 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             }
         });
     }
+}
+
+/// The state store's applied index must lie within what the log can
+/// account for: not below its snapshot (the entries between were dropped,
+/// so the state would silently stay older) and not past its last entry
+/// (the log lost entries the state applied).
+fn check_applied(config: &RaftConfig, log: &LogStore, applied: u64) -> Result<(), NodeError> {
+    let (snapshot, last) = (log.snapshot_index(), log.last_index_now());
+    if applied < snapshot {
+        return Err(NodeError::Mismatch(format!(
+            "the state store {} has applied up to entry {applied}, older than the snapshot at {snapshot} \
+             in {}: the state store lost data",
+            config.state_dir.display(),
+            config.log_dir.display()
+        )));
+    }
+    if applied > last {
+        return Err(NodeError::Mismatch(format!(
+            "the state store {} has applied entry {applied}, but the log in {} ends at {last}: \
+             the log lost entries",
+            config.state_dir.display(),
+            config.log_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A conf change adding `id` as a voter; `context` carries its address.
@@ -1030,12 +1121,13 @@ mod tests {
         let (_stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = BTreeMap::new();
         for id in 1..=3u64 {
-            let db = sled::open(dirs[id as usize - 1].path()).unwrap();
+            let dir = dirs[id as usize - 1].path();
+            let db = sled::open(dir.join("state")).unwrap();
             let machine = ListMachine {
                 applied: 0,
                 items: vec![],
             };
-            let mut config = RaftConfig::new(id, vec![1, 2, 3]);
+            let mut config = RaftConfig::new(id, vec![1, 2, 3], dir);
             config.snapshot_every = 50;
             let (handle, task) = start(
                 config,

@@ -8,8 +8,8 @@
 //! the production state machine on the production storage:
 //!
 //! - **real**: raft-rs' `RawNode`, [`super::log_store::LogStore`], the
-//!   [`Replicated`] state machine over a real [`Store`] (sled, one temp dir
-//!   per controller, the Raft log in the same database as in
+//!   [`Replicated`] state machine over a real [`Store`] (one temp dir per
+//!   controller: sled in `state/`, the write-ahead log in `raft/`, as in
 //!   `crate::run`), JSON-encoded [`Command`]s (`RegisterHost`,
 //!   `SetHostState`, `SetHostLabels`, `CreatePool`, `DestroyPool`) proposed exactly as
 //!   `NodeHandle::propose` does (the same `Input::Propose` path, replies on
@@ -18,7 +18,7 @@
 //!   clock through an `Instant` offset from a fixed base), the network (a
 //!   queue of in-flight raft messages), the agents and admins (clients that
 //!   propose to a random controller or to the leader and read), and the
-//!   flush, which is sled's blocking `flush()` instead of `flush_async()`.
+//!   crash (see Faults).
 //!
 //! Events: tick controller `i` (every `tick_ms`, each with its own phase);
 //! deliver a message; a client proposal or read; crash, restart; isolate a
@@ -42,15 +42,24 @@
 //! delay (1–4 ticks; delays reorder messages). Every few dozen ticks a chaos
 //! event: crash a random controller or the leader (at most one down at a
 //! time) and restart it later; isolate a random controller or the leader
-//! (in both directions) and heal later. A crash happens only after a flush:
-//! either between events, after a complete `Ready` cycle, or in the middle
-//! of one, right after the flush that follows [`Core::begin_ready`] (so
+//! (in both directions) and heal later. A crash happens between events
+//! (after a complete `Ready` cycle) or in the middle of one, after
+//! [`Core::begin_ready`] and either after or before the log's sync (so
 //! persisted messages are never sent, `advance` is never called and what it
 //! would have committed is never applied). The core and every sled handle
-//! are dropped and the same directory is reopened. sled flushes on drop,
-//! so nothing written is lost: what a crash exercises is the restart —
-//! state and applied index reloaded from the store, the log replayed after
-//! it, callers lost, a fresh election timeout — not torn writes.
+//! are dropped and the same directory is reopened, through a storage fault
+//! model:
+//!
+//! - the log: of the bytes written after its last fdatasync, the crash
+//!   keeps all, none, or a prefix whose last 1–64 bytes are garbage (a torn
+//!   write); synced bytes are never touched;
+//! - the state store (sled): half of the crashes roll it back to a copy
+//!   taken when it was last synced (compaction, snapshot install), or to
+//!   nothing before the first; its applied entries are replayed from the log.
+//!
+//! So a crash exercises the restart — the log's torn-tail recovery and
+//! self-checks, state and applied index reloaded, the log replayed after
+//! it, callers lost, a fresh election timeout.
 //! A message dropped for a partition or a down peer is reported to its
 //! sender as unreachable; a snapshot message reports its delivery or loss,
 //! as the gRPC transport does.
@@ -79,8 +88,8 @@
 //! # Running
 //!
 //! `cargo test -p rpool-controller simulation` runs seeds `0..N`,
-//! `N = RPOOL_SIM_SEEDS` (default 200); `RPOOL_SIM_SEED=k` runs seed `k`
-//! alone. A failure names the seed and how to reproduce it, with the last
+//! `N = RPOOL_SIM_SEEDS` (default 200), then 10 fresh random seeds
+//! (printed first); `RPOOL_SIM_SEED=k` runs seed `k` alone. A failure names the seed and how to reproduce it, with the last
 //! events before it; `RPOOL_SIM_TRACE=1` prints every event as it runs.
 //!
 //! # What it found
@@ -233,6 +242,9 @@ struct SimNode {
     incarnation: u64,
     /// Highest index of this node's log already checked as committed.
     checked: u64,
+    /// Snapshot index of the log when the state store was last synced
+    /// (then copied to `state.synced`, what a crash rolls sled back to).
+    synced_snapshot: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +316,10 @@ struct Summary {
     crashes: u64,
     /// Of which in the middle of a `Ready` cycle.
     mid_ready_crashes: u64,
+    /// Unsynced log bytes lost or torn by crashes.
+    lost_log_bytes: u64,
+    /// Crashes that rolled sled back to its last sync.
+    state_rollbacks: u64,
     partitions: u64,
     snapshots: u64,
     final_applied: u64,
@@ -372,6 +388,7 @@ impl Sim {
                 outbox: Arc::new(Outbox::default()),
                 incarnation: 0,
                 checked: 0,
+                synced_snapshot: 0,
             })
             .collect();
         let mut sim = Sim {
@@ -482,7 +499,7 @@ impl Sim {
             node: id,
             seen: self.seen.clone(),
         };
-        let mut config = RaftConfig::new(id, (1..=NODES).collect());
+        let mut config = RaftConfig::new(id, (1..=NODES).collect(), &dir);
         config.tick_ms = TICK_MS;
         config.snapshot_every = self.rng.u64(15..=60);
         let election = config.election_tick + self.rng.usize(0..config.election_tick);
@@ -524,6 +541,7 @@ impl Sim {
 
     fn crash(&mut self, id: u64) {
         let node = self.node_mut(id);
+        let unsynced = node.core.as_ref().map(|c| c.log().unsynced());
         // Every sled handle lives in the core: dropping it releases the
         // directory (sled flushes on drop).
         node.core = None;
@@ -532,6 +550,73 @@ impl Sim {
         node.outbox.0.lock().unwrap().clear();
         self.summary.crashes += 1;
         self.note(format!("controller {id} crashed"));
+        if let Some((segment, synced, len)) = unsynced {
+            self.lose_unsynced_log(id, &segment, synced, len);
+        }
+        self.lose_unsynced_state(id);
+    }
+
+    /// The storage fault model for the log: of the bytes written after the
+    /// last fdatasync, the disk kept all, none, or a prefix whose end is
+    /// torn (overwritten with garbage). Synced bytes are never touched.
+    fn lose_unsynced_log(&mut self, id: u64, segment: &std::path::Path, synced: u64, len: u64) {
+        if len == synced {
+            return;
+        }
+        let unsynced = len - synced;
+        let (kept, torn) = match self.rng.u8(0..4) {
+            0 => (unsynced, 0),
+            1 => (0, 0),
+            _ => {
+                let kept = self.rng.u64(1..=unsynced);
+                (kept, self.rng.u64(1..=kept.min(64)))
+            }
+        };
+        let mut bytes = std::fs::read(segment).expect("reading the crashed segment");
+        bytes.truncate((synced + kept) as usize);
+        let end = bytes.len();
+        for byte in &mut bytes[end - torn as usize..] {
+            *byte = self.rng.u8(..);
+        }
+        std::fs::write(segment, &bytes).expect("writing the crashed segment");
+        self.summary.lost_log_bytes += unsynced - kept + torn;
+        self.note(format!(
+            "controller {id}: the crash kept {kept} of {unsynced} unsynced log bytes, {torn} of them torn"
+        ));
+    }
+
+    /// The storage fault model for the state store: half of the crashes
+    /// lose everything sled wrote since the state was last synced (the
+    /// copy taken then, or nothing before the first sync).
+    fn lose_unsynced_state(&mut self, id: u64) {
+        if !self.rng.bool() {
+            return;
+        }
+        let dir = self.node(id).dir.clone();
+        let (state, synced) = (dir.join("state"), dir.join("state.synced"));
+        let _ = std::fs::remove_dir_all(&state);
+        if synced.exists() {
+            copy_dir(&synced, &state).expect("restoring the synced state copy");
+        }
+        self.summary.state_rollbacks += 1;
+        self.note(format!("controller {id}: the crash lost sled's unsynced writes"));
+    }
+
+    /// After a `Ready` cycle: if the log was compacted or a snapshot
+    /// installed, the state store was just synced: copy it.
+    fn note_state_sync(&mut self, id: u64) {
+        let Some(core) = self.node(id).core.as_ref() else {
+            return;
+        };
+        let index = core.log().snapshot_index();
+        if index == self.node(id).synced_snapshot {
+            return;
+        }
+        let dir = self.node(id).dir.clone();
+        let copy = dir.join("state.synced");
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&dir.join("state"), &copy).expect("copying the synced state");
+        self.node_mut(id).synced_snapshot = index;
     }
 
     fn note(&mut self, line: String) {
@@ -565,16 +650,19 @@ impl Sim {
         };
         core.on_ready_blocking()
             .map_err(|e| format!("controller {id} stopped: {e}"))?;
+        self.note_state_sync(id);
         self.ship(id);
         self.observe(id)?;
         self.poll_calls()
     }
 
-    /// The first half of a `Ready` cycle and its flush, then a crash before
-    /// the second half: persisted messages never sent, `advance` never
-    /// called, entries committed by it never applied. Waits for a `Ready`
-    /// with something in it.
+    /// The first half of a `Ready` cycle, the log sync or not, then a crash
+    /// before the second half: persisted messages never sent, `advance`
+    /// never called, entries committed by it never applied; without the
+    /// sync, what the cycle wrote is subject to [`Sim::lose_unsynced_log`].
+    /// Waits for a `Ready` with something in it.
     fn ready_then_crash(&mut self, id: u64) -> Result<(), String> {
+        let synced = self.rng.bool();
         let Some(core) = self.node_mut(id).core.as_mut() else {
             self.crash_mid_ready = None;
             return Ok(());
@@ -585,17 +673,21 @@ impl Sim {
         let Some(ready) = begun else {
             return self.poll_calls();
         };
-        core.db()
-            .flush()
-            .map_err(|e| format!("controller {id}: flush: {e}"))?;
+        if synced {
+            core.sync_log()
+                .map_err(|e| format!("controller {id}: sync: {e}"))?;
+        }
         drop(ready);
+        // A snapshot installed by `begin_ready` synced the state store.
+        self.note_state_sync(id);
         // What `begin_ready` handed the transport may have left.
         self.ship(id);
         self.observe(id)?;
         self.crash_mid_ready = None;
         self.summary.mid_ready_crashes += 1;
+        let when = if synced { "after" } else { "before" };
         self.note(format!(
-            "controller {id} crashing between the flush and the end of its Ready"
+            "controller {id} crashing {when} the log sync of its Ready"
         ));
         self.crash(id);
         let after = self.rng.u64(5..=80) * TICK_MS;
@@ -1246,6 +1338,20 @@ fn describe_event(event: &Event) -> String {
     }
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let target = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_dir(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one seed; a panic inside (raft-rs asserts, sled) is a failure too.
 fn run_seed(seed: u64) -> Result<Summary, String> {
     let mut sim = std::panic::catch_unwind(|| Sim::new(seed)).map_err(|p| panic_text(&p))??;
@@ -1279,8 +1385,14 @@ fn seeds() -> Vec<u64> {
         .ok()
         .map(|n| n.trim().parse().expect("RPOOL_SIM_SEEDS is a number"))
         .unwrap_or(200u64);
-    (0..count).collect()
+    // Fixed seeds, then fresh ones (printed, so a failure can be replayed).
+    let fresh: Vec<u64> = (0..FRESH_SEEDS).map(|_| fastrand::u64(1_000_000..)).collect();
+    eprintln!("simulation: fresh seeds this run: {fresh:?}");
+    (0..count).chain(fresh).collect()
 }
+
+/// Random seeds run after the fixed ones.
+const FRESH_SEEDS: usize = 10;
 
 #[test]
 fn simulation_holds_invariants_over_many_seeds() {
@@ -1297,6 +1409,8 @@ fn simulation_holds_invariants_over_many_seeds() {
                 total.reads += summary.reads;
                 total.crashes += summary.crashes;
                 total.mid_ready_crashes += summary.mid_ready_crashes;
+                total.lost_log_bytes += summary.lost_log_bytes;
+                total.state_rollbacks += summary.state_rollbacks;
                 total.partitions += summary.partitions;
                 total.snapshots += summary.snapshots;
             }
@@ -1307,7 +1421,8 @@ fn simulation_holds_invariants_over_many_seeds() {
     }
     eprintln!(
         "simulation: {} seeds in {:.1?}: {} events, {} writes acknowledged, {} dropped, {} unknown, {} reads, \
-         {} crashes ({} mid-Ready), {} partitions, {} snapshots sent",
+         {} crashes ({} mid-Ready, {} unsynced log bytes lost or torn, {} sled rollbacks), {} partitions, \
+         {} snapshots sent",
         seeds.len(),
         started.elapsed(),
         total.events,
@@ -1317,6 +1432,8 @@ fn simulation_holds_invariants_over_many_seeds() {
         total.reads,
         total.crashes,
         total.mid_ready_crashes,
+        total.lost_log_bytes,
+        total.state_rollbacks,
         total.partitions,
         total.snapshots
     );
