@@ -19,6 +19,9 @@
 pub mod durable;
 pub mod log_store;
 pub mod node;
+mod node_core;
+mod node_errors;
+mod node_handle;
 #[cfg(test)]
 mod sim;
 pub mod snapshot_file;

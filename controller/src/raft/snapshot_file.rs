@@ -71,6 +71,8 @@ pub fn read(dir: &Path) -> Result<Option<Snapshot>, LogError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::field_reassign_with_default)]
+
     use super::*;
 
     #[test]
