@@ -196,12 +196,6 @@ impl LogStore {
                             .into(),
                     ));
                 }
-                if dir.exists() && !wal::list_segments(dir)?.is_empty() {
-                    return Err(damaged(
-                        member,
-                        "segments exist but the MEMBER file is missing".into(),
-                    ));
-                }
                 Self::init(dir, id)?
             }
             Err(e) => return Err(wal::io(&member, e)),
@@ -225,11 +219,17 @@ impl LogStore {
         Ok(store)
     }
 
-    /// Creates `dir` with its `MEMBER` file and an empty first segment.
+    /// Creates `dir` with its `MEMBER` file and an empty first segment. A
+    /// first start interrupted before `MEMBER` may have left files: they
+    /// hold nothing anyone relied on, and go.
     fn init(dir: &Path, id: u64) -> Result<Wal, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| wal::io(dir, e))?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             wal::sync_dir(parent)?;
+        }
+        for item in std::fs::read_dir(dir).map_err(|e| wal::io(dir, e))? {
+            let path = item.map_err(|e| wal::io(dir, e))?.path();
+            std::fs::remove_file(&path).map_err(|e| wal::io(&path, e))?;
         }
         let wal = Wal::create(dir, &LogState::default())?;
         // Written last: a log without MEMBER holds nothing worth keeping.
@@ -431,13 +431,15 @@ impl LogStore {
 }
 
 impl Inner {
-    /// Applies `records` to the state and appends them as one batch. A
-    /// failure leaves the memory and the file apart: the node stops on it.
+    /// Applies `records` to the state and appends them as one batch; the
+    /// file gets nothing the state refused. A failure leaves the memory
+    /// ahead of the file: the node stops on it.
     fn write_records(&mut self, records: Vec<Record>) -> Result<(), LogError> {
-        for record in &records {
-            self.state.apply(record.clone()).map_err(LogError::Invalid)?;
+        let batch = wal::encode_batch(&records);
+        for record in records {
+            self.state.apply(record).map_err(LogError::Invalid)?;
         }
-        self.wal.append(&records)
+        self.wal.append(&batch)
     }
 
     fn rotate(&mut self) -> Result<(), LogError> {

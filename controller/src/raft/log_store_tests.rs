@@ -323,3 +323,14 @@ fn a_missing_snapshot_file_under_a_compacted_log_is_damage() {
         .to_string();
     assert!(text.contains("snapshot file holds nothing"), "{text}");
 }
+
+#[test]
+fn a_first_start_interrupted_before_member_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft = dir.path().join("raft");
+    std::fs::create_dir_all(&raft).unwrap();
+    std::fs::write(raft.join("00000000000000000001.wal"), b"RPWAL001 half").unwrap();
+    let store = LogStore::open(&raft, 1, true).unwrap();
+    assert!(store.is_empty());
+    assert_eq!(wal::list_segments(&raft).unwrap().len(), 1);
+}

@@ -323,14 +323,11 @@ impl Wal {
         })
     }
 
-    /// Appends one batch (not yet durable: see [`Wal::sync`]).
-    pub fn append(&mut self, records: &[Record]) -> Result<(), LogError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let bytes = encode_batch(records);
-        self.file.write_all(&bytes).map_err(|e| io(&self.path, e))?;
-        self.len += bytes.len() as u64;
+    /// Appends one batch made by [`encode_batch`] (not yet durable: see
+    /// [`Wal::sync`]).
+    pub fn append(&mut self, batch: &[u8]) -> Result<(), LogError> {
+        self.file.write_all(batch).map_err(|e| io(&self.path, e))?;
+        self.len += batch.len() as u64;
         Ok(())
     }
 
