@@ -192,6 +192,7 @@ pub async fn run(
         } else {
             members.keys().copied().collect()
         },
+        &config.data_dir,
     );
     raft_config.tick_ms = config.raft.tick_ms;
     raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;

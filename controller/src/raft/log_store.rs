@@ -1,50 +1,55 @@
-//! The Raft log on disk: raft-rs `Storage` over a sled tree.
+//! The Raft log: raft-rs `Storage` over our write-ahead log ([`super::wal`])
+//! and snapshot file ([`super::snapshot_file`]) in `{data_dir}/raft/`.
 //!
-//! Layout of the tree (keys are bytes, integers big-endian so that sled's
-//! ordering is index order):
-//! - `e` + index (8 bytes): an `eraftpb::Entry`;
-//! - `hs`: the `HardState` (term, vote, commit);
-//! - `cs`: the `ConfState` (voters, learners);
-//! - `snap`: the last state-machine snapshot (`eraftpb::Snapshot`, metadata
-//!   and data), written by compaction or received from the leader.
+//! The live log (entries after the last snapshot, hard state, conf state)
+//! is held in memory as a [`LogState`]; every change is a [`Record`] applied
+//! to it and appended to the live segment, so replaying the segment on open
+//! rebuilds the same state. Writes are not durable until [`LogStore::sync`]
+//! (fdatasync), which the node calls once per `Ready`, before it sends
+//! `persisted_messages` or acknowledges anything (sync-before-ack). The
+//! conf state, a snapshot and compaction are synced at once.
 //!
-//! Writes go into the tree without flushing; the node flushes the database
-//! once per `Ready`, before it sends `persisted_messages` or acknowledges a
-//! proposal (flush-before-ack). The first and last index, the hard state, the
-//! conf state and the snapshot metadata are cached in memory so that raft-rs'
-//! hot calls (`term`, `last_index`) cost no disk read.
+//! Compaction: the snapshot file is written first, then a new segment with
+//! a checkpoint of what is left; older segments are deleted. The log stays
+//! at most `snapshot_every` entries (plus the unapplied tail), in memory
+//! and on disk.
 
 // raft-rs messages are protobuf 2 structs, built field by field.
 #![allow(clippy::field_reassign_with_default)]
 
-use std::sync::{Arc, RwLock};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-const HARD_STATE: &[u8] = b"hs";
-const CONF_STATE: &[u8] = b"cs";
-const SNAPSHOT: &[u8] = b"snap";
-const ENTRY_PREFIX: u8 = b'e';
+use super::snapshot_file;
+use super::wal::{self, Record, Wal};
 
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = ENTRY_PREFIX;
-    key[1..].copy_from_slice(&index.to_be_bytes());
-    key
-}
+/// What to do with a replica whose data is damaged or lost.
+pub const REMEDY: &str = "This controller's data can no longer be trusted: do not restart it on this data dir. \
+     Remove it from the group (`rpoolctl controller remove ID` on a healthy controller), \
+     wipe its data dir, and add it back as a new member under a new id \
+     (`rpoolctl controller add NEW_ID ADDRESS`; README, \"Replacing a controller\")";
 
-/// Errors reading or writing the log: sled I/O or a record that does not
-/// decode (a corrupt data dir). Both make the node stop rather than guess.
+/// Errors reading or writing the log. All of them stop the node: it must
+/// not acknowledge what it cannot persist, nor serve a log it cannot trust.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("raft log I/O: {0}")]
-    Io(#[from] sled::Error),
-    #[error("raft log record {key} does not decode: {source}")]
-    Corrupt {
-        key: String,
-        source: protobuf::ProtobufError,
+    #[error("raft log I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
+    /// Damaged or missing data, found by a check: names the file.
+    #[error("damaged raft data in {path}: {detail}. {REMEDY}")]
+    Damaged { path: PathBuf, detail: String },
+    /// A write raft-rs should never ask for (a gap, a rewrite of the
+    /// snapshot): a bug, reported instead of a panic.
+    #[error("refused raft log write: {0}")]
+    Invalid(String),
     #[error("raft log is missing entry {0} inside its range")]
     Missing(u64),
 }
@@ -55,84 +60,261 @@ impl From<LogError> for raft::Error {
     }
 }
 
+/// The log as the records written so far make it.
 #[derive(Debug, Clone, Default)]
-struct Cached {
-    hard_state: HardState,
-    conf_state: ConfState,
-    /// Index and term of the last snapshot (0, 0 when none): the log starts
-    /// right after it.
-    snapshot_index: u64,
-    snapshot_term: u64,
-    /// Last index in the log (== snapshot_index when the log is empty).
-    last_index: u64,
+pub struct LogState {
+    pub hard_state: HardState,
+    pub conf_state: ConfState,
+    /// Index and term of the last snapshot (0, 0 when none): the log
+    /// starts right after it.
+    pub snapshot_index: u64,
+    pub snapshot_term: u64,
+    /// Entries `snapshot_index + 1 ..= last_index()`.
+    pub entries: VecDeque<Entry>,
 }
 
-/// raft-rs storage over a sled tree. Cheap to clone; every clone shares the
-/// same tree and cache.
+impl LogState {
+    pub fn last_index(&self) -> u64 {
+        self.snapshot_index + self.entries.len() as u64
+    }
+
+    /// Term of the entry at `index`, if the log holds it (or it is the
+    /// snapshot's last one).
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
+        }
+        if index < self.snapshot_index || index > self.last_index() {
+            return None;
+        }
+        Some(self.entries[(index - self.snapshot_index - 1) as usize].term)
+    }
+
+    /// Applies one record, as a replay or a live write does.
+    pub fn apply(&mut self, record: Record) -> Result<(), String> {
+        match record {
+            Record::Entry(entry) => {
+                if entry.index <= self.snapshot_index {
+                    return Err(format!(
+                        "entry {} is at or below the snapshot at {}",
+                        entry.index, self.snapshot_index
+                    ));
+                }
+                if entry.index > self.last_index() + 1 {
+                    return Err(format!(
+                        "entry {} leaves a gap after {}",
+                        entry.index,
+                        self.last_index()
+                    ));
+                }
+                self.entries
+                    .truncate((entry.index - self.snapshot_index - 1) as usize);
+                self.entries.push_back(entry);
+            }
+            Record::HardState(hard_state) => self.hard_state = hard_state,
+            Record::ConfState(conf_state) => self.conf_state = conf_state,
+            Record::Snapshot { index, term } => {
+                if index < self.snapshot_index {
+                    return Err(format!(
+                        "snapshot mark {index} is behind the snapshot at {}",
+                        self.snapshot_index
+                    ));
+                }
+                // Keep the entries after it only if the log agrees with the
+                // snapshot on its last entry (log matching), as raft-rs does.
+                if self.term_of(index) == Some(term) {
+                    self.entries.drain(..(index - self.snapshot_index) as usize);
+                } else {
+                    self.entries.clear();
+                }
+                self.snapshot_index = index;
+                self.snapshot_term = term;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that rebuild this state from nothing.
+    pub fn checkpoint(&self) -> Vec<Record> {
+        let mut records = vec![Record::Snapshot {
+            index: self.snapshot_index,
+            term: self.snapshot_term,
+        }];
+        records.extend(self.entries.iter().cloned().map(Record::Entry));
+        records.push(Record::ConfState(self.conf_state.clone()));
+        records.push(Record::HardState(self.hard_state.clone()));
+        records
+    }
+}
+
+struct Inner {
+    state: LogState,
+    wal: Wal,
+}
+
+/// raft-rs storage over the write-ahead log. Cheap to clone; every clone
+/// shares the same log.
 #[derive(Clone)]
 pub struct LogStore {
-    tree: sled::Tree,
-    cached: Arc<RwLock<Cached>>,
+    dir: PathBuf,
+    inner: Arc<RwLock<Inner>>,
 }
 
-fn decode<M: protobuf::Message>(key: &[u8], bytes: &[u8]) -> Result<M, LogError> {
-    M::parse_from_bytes(bytes).map_err(|source| LogError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
-
-fn encode<M: protobuf::Message>(message: &M) -> Vec<u8> {
-    message
-        .write_to_bytes()
-        .expect("encoding a raft message into memory cannot fail")
+/// Text of the `MEMBER` file of controller `id`'s log.
+fn member_text(id: u64) -> String {
+    format!("rpool raft log of controller {id}\n")
 }
 
 impl LogStore {
-    /// Opens the log in `tree`, reading back what an earlier run persisted.
-    pub fn open(tree: sled::Tree) -> Result<LogStore, LogError> {
-        let mut cached = Cached::default();
-        if let Some(bytes) = tree.get(HARD_STATE)? {
-            cached.hard_state = decode(HARD_STATE, &bytes)?;
+    /// Opens the log of controller `id` in `dir`, checking it: checksums
+    /// (a torn last write is cut off), the owner in `MEMBER`, the snapshot
+    /// file against the log, the hard state's commit against the last
+    /// entry. A directory without `MEMBER` is initialised empty only if
+    /// `may_init` (the caller knows the replica never had data);
+    /// otherwise the log was lost and opening fails.
+    pub fn open(dir: &Path, id: u64, may_init: bool) -> Result<LogStore, LogError> {
+        let damaged = |path: PathBuf, detail: String| LogError::Damaged { path, detail };
+        if let Ok(text) = std::fs::read_to_string(dir.join(wal::DAMAGED_FILE)) {
+            return Err(damaged(dir.join(wal::DAMAGED_FILE), text.trim().to_owned()));
         }
-        if let Some(bytes) = tree.get(CONF_STATE)? {
-            cached.conf_state = decode(CONF_STATE, &bytes)?;
-        }
-        if let Some(bytes) = tree.get(SNAPSHOT)? {
-            let snapshot: Snapshot = decode(SNAPSHOT, &bytes)?;
-            cached.snapshot_index = snapshot.get_metadata().index;
-            cached.snapshot_term = snapshot.get_metadata().term;
-        }
-        cached.last_index = match tree.scan_prefix([ENTRY_PREFIX]).next_back() {
-            Some(item) => {
-                let (key, _) = item?;
-                u64::from_be_bytes(key[1..9].try_into().expect("entry keys are 9 bytes"))
+        let member = dir.join(wal::MEMBER_FILE);
+        let mut state = LogState::default();
+        let wal = match std::fs::read_to_string(&member) {
+            Ok(text) if text == member_text(id) => Wal::open(dir, &mut state)?,
+            Ok(text) => {
+                return Err(damaged(
+                    member,
+                    format!("this log belongs to another controller ({:?})", text.trim()),
+                ));
             }
-            None => cached.snapshot_index,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !may_init {
+                    return Err(damaged(
+                        dir.to_owned(),
+                        "the raft log is missing (no MEMBER file) while the state store holds \
+                         applied entries: the log was wiped or lost"
+                            .into(),
+                    ));
+                }
+                Self::init(dir, id)?
+            }
+            Err(e) => return Err(wal::io(&member, e)),
         };
-        Ok(LogStore {
-            tree,
-            cached: Arc::new(RwLock::new(cached)),
-        })
+        let store = LogStore {
+            dir: dir.to_owned(),
+            inner: Arc::new(RwLock::new(Inner { state, wal })),
+        };
+        store.reconcile_snapshot()?;
+        let inner = store.read();
+        let (commit, last) = (inner.state.hard_state.commit, inner.state.last_index());
+        if commit > last {
+            return Err(damaged(
+                dir.to_owned(),
+                format!(
+                    "the hard state says entry {commit} is committed but the log ends at {last}: entries were lost"
+                ),
+            ));
+        }
+        drop(inner);
+        Ok(store)
+    }
+
+    /// Creates `dir` with its `MEMBER` file and an empty first segment. A
+    /// first start interrupted before `MEMBER` may have left files: they
+    /// hold nothing anyone relied on, and go.
+    fn init(dir: &Path, id: u64) -> Result<Wal, LogError> {
+        std::fs::create_dir_all(dir).map_err(|e| wal::io(dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            wal::sync_dir(parent)?;
+        }
+        for item in std::fs::read_dir(dir).map_err(|e| wal::io(dir, e))? {
+            let path = item.map_err(|e| wal::io(dir, e))?.path();
+            std::fs::remove_file(&path).map_err(|e| wal::io(&path, e))?;
+        }
+        let wal = Wal::create(dir, &LogState::default())?;
+        // Written last: a log without MEMBER holds nothing worth keeping.
+        wal::write_atomic(dir, wal::MEMBER_FILE, member_text(id).as_bytes())?;
+        Ok(wal)
+    }
+
+    /// Completes a compaction or snapshot install interrupted between
+    /// writing the snapshot file and recording it in the log; a snapshot
+    /// file behind the log (or missing) is damage.
+    fn reconcile_snapshot(&self) -> Result<(), LogError> {
+        let file = snapshot_file::read(&self.dir)?;
+        let mut inner = self.write();
+        let logged = inner.state.snapshot_index;
+        let (index, term) = file
+            .as_ref()
+            .map(|s| (s.get_metadata().index, s.get_metadata().term))
+            .unwrap_or_default();
+        if index < logged {
+            return Err(LogError::Damaged {
+                path: snapshot_file::path(&self.dir),
+                detail: format!(
+                    "the log starts after a snapshot at {logged} but the snapshot file holds {}",
+                    if file.is_some() {
+                        format!("index {index}")
+                    } else {
+                        "nothing".into()
+                    }
+                ),
+            });
+        }
+        if index == logged {
+            return Ok(());
+        }
+        let Some(snapshot) = file else { return Ok(()) };
+        tracing::warn!(index, "raft log: completing an interrupted snapshot");
+        let mut records = vec![Record::Snapshot { index, term }];
+        if inner.state.term_of(index) != Some(term) {
+            // An installed snapshot: it replaces the log and its membership.
+            let mut hard_state = inner.state.hard_state.clone();
+            hard_state.commit = hard_state.commit.max(index);
+            hard_state.term = hard_state.term.max(term);
+            records.push(Record::ConfState(
+                snapshot.get_metadata().get_conf_state().clone(),
+            ));
+            records.push(Record::HardState(hard_state));
+        }
+        inner.write_records(records)?;
+        inner.rotate()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// True when nothing was ever persisted: a brand-new member.
     pub fn is_empty(&self) -> bool {
-        let c = self.cached.read().unwrap();
-        c.last_index == 0 && c.conf_state.voters.is_empty() && c.hard_state.term == 0
+        let s = &self.read().state;
+        s.last_index() == 0 && s.conf_state.voters.is_empty() && s.hard_state.term == 0
     }
 
     pub fn hard_state(&self) -> HardState {
-        self.cached.read().unwrap().hard_state.clone()
+        self.read().state.hard_state.clone()
     }
 
     pub fn conf_state(&self) -> ConfState {
-        self.cached.read().unwrap().conf_state.clone()
+        self.read().state.conf_state.clone()
     }
 
     /// Index of the last snapshot, the point the log was compacted to.
     pub fn snapshot_index(&self) -> u64 {
-        self.cached.read().unwrap().snapshot_index
+        self.read().state.snapshot_index
+    }
+
+    pub fn last_index_now(&self) -> u64 {
+        self.read().state.last_index()
     }
 
     pub fn set_hard_state(&self, hard_state: &HardState) -> Result<(), LogError> {
@@ -146,10 +328,12 @@ impl LogStore {
         self.set_hard_state(&hard_state)
     }
 
+    /// Records a new membership, durably at once: the conf change entry it
+    /// comes from is applied (and may be recorded as applied) right away.
     pub fn set_conf_state(&self, conf_state: &ConfState) -> Result<(), LogError> {
-        self.tree.insert(CONF_STATE, encode(conf_state))?;
-        self.cached.write().unwrap().conf_state = conf_state.clone();
-        Ok(())
+        let mut inner = self.write();
+        inner.write_records(vec![Record::ConfState(conf_state.clone())])?;
+        inner.wal.sync()
     }
 
     /// Appends `entries`, replacing any existing suffix from the first new
@@ -159,124 +343,114 @@ impl LogStore {
     }
 
     /// What one `Ready` writes to the log: `entries` (replacing any
-    /// existing suffix from the first new index on: a new leader may
-    /// overwrite uncommitted entries) and the new hard state, in ONE sled
-    /// batch, so a Ready costs one write however much it carries.
+    /// existing suffix from the first new index on) and then the new hard
+    /// state, in ONE batch (one `write`). Entries first: if a crash tears
+    /// the batch, no hard state survives that commits a lost entry.
     pub fn persist_ready(&self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), LogError> {
-        if entries.is_empty() && hard_state.is_none() {
+        let mut records: Vec<Record> = entries.iter().cloned().map(Record::Entry).collect();
+        records.extend(hard_state.cloned().map(Record::HardState));
+        if records.is_empty() {
             return Ok(());
         }
-        let mut cached = self.cached.write().unwrap();
-        let mut batch = sled::Batch::default();
-        if let Some(first) = entries.first() {
-            assert!(
-                first.index > cached.snapshot_index,
-                "append at {} overlaps the snapshot at {}",
-                first.index,
-                cached.snapshot_index
-            );
-            assert!(
-                first.index <= cached.last_index + 1,
-                "append at {} leaves a gap after {}",
-                first.index,
-                cached.last_index
-            );
-            for index in first.index..=cached.last_index {
-                batch.remove(&entry_key(index));
-            }
-            for entry in entries {
-                batch.insert(&entry_key(entry.index), encode(entry));
-            }
+        self.write().write_records(records)
+    }
+
+    /// Makes everything written so far durable (fdatasync), replacing the
+    /// segment by a checkpoint first when it grew past its limit.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let mut inner = self.write();
+        if inner.wal.wants_rotation() {
+            return inner.rotate();
         }
-        if let Some(hard_state) = hard_state {
-            batch.insert(HARD_STATE, encode(hard_state));
-        }
-        self.tree.apply_batch(batch)?;
-        if let Some(last) = entries.last() {
-            cached.last_index = last.index;
-        }
-        if let Some(hard_state) = hard_state {
-            cached.hard_state = hard_state.clone();
-        }
-        Ok(())
+        inner.wal.sync()
     }
 
     /// Installs a snapshot received from the leader: the log restarts after
-    /// it. The caller restores the state machine from `snapshot.data`.
+    /// it. The caller restores the state machine from `snapshot.data`, and
+    /// makes it durable, first.
     pub fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), LogError> {
         let meta = snapshot.get_metadata();
-        let mut cached = self.cached.write().unwrap();
-        let mut batch = sled::Batch::default();
-        for index in cached.snapshot_index + 1..=cached.last_index {
-            batch.remove(&entry_key(index));
-        }
-        batch.insert(SNAPSHOT, encode(snapshot));
-        batch.insert(CONF_STATE, encode(meta.get_conf_state()));
-        let mut hard_state = cached.hard_state.clone();
+        snapshot_file::write(&self.dir, snapshot)?;
+        let mut inner = self.write();
+        let mut hard_state = inner.state.hard_state.clone();
         hard_state.commit = hard_state.commit.max(meta.index);
         hard_state.term = hard_state.term.max(meta.term);
-        batch.insert(HARD_STATE, encode(&hard_state));
-        self.tree.apply_batch(batch)?;
-        cached.hard_state = hard_state;
-        cached.conf_state = meta.get_conf_state().clone();
-        cached.snapshot_index = meta.index;
-        cached.snapshot_term = meta.term;
-        cached.last_index = meta.index;
-        Ok(())
+        inner.write_records(vec![
+            Record::Snapshot {
+                index: meta.index,
+                term: meta.term,
+            },
+            Record::ConfState(meta.get_conf_state().clone()),
+            Record::HardState(hard_state),
+        ])?;
+        // An installed snapshot replaces the whole log: drop the old one.
+        inner.state.entries.clear();
+        inner.rotate()
     }
 
     /// Stores `data`, the state machine as of applied entry `index`, as the
-    /// snapshot, and drops the log up to and including `index`.
+    /// snapshot, and drops the log up to and including `index`. The caller
+    /// makes the state machine durable first.
     pub fn compact(&self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
-        let term = raft::Storage::term(self, index).map_err(|e| match e {
-            raft::Error::Store(StorageError::Other(inner)) => match inner.downcast::<LogError>() {
-                Ok(log_error) => *log_error,
-                Err(other) => panic!("unexpected storage error: {other}"),
-            },
-            _ => LogError::Missing(index),
-        })?;
-        let mut cached = self.cached.write().unwrap();
-        if index <= cached.snapshot_index {
-            return Ok(());
-        }
-        assert!(index <= cached.last_index, "compacting past the log end");
+        let (term, conf_state) = {
+            let inner = self.read();
+            if index <= inner.state.snapshot_index {
+                return Ok(());
+            }
+            let term = inner.state.term_of(index).ok_or(LogError::Missing(index))?;
+            (term, inner.state.conf_state.clone())
+        };
         let mut snapshot = Snapshot::default();
         snapshot.data = data.into();
         let mut meta = SnapshotMetadata::default();
         meta.index = index;
         meta.term = term;
-        meta.set_conf_state(cached.conf_state.clone());
+        meta.set_conf_state(conf_state);
         snapshot.set_metadata(meta);
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT, encode(&snapshot));
-        for i in cached.snapshot_index + 1..=index {
-            batch.remove(&entry_key(i));
-        }
-        self.tree.apply_batch(batch)?;
-        cached.snapshot_index = index;
-        cached.snapshot_term = term;
-        Ok(())
+        snapshot_file::write(&self.dir, &snapshot)?;
+        let mut inner = self.write();
+        inner.write_records(vec![Record::Snapshot { index, term }])?;
+        inner.rotate()
     }
 
     /// The stored snapshot, if any (data included).
     pub fn stored_snapshot(&self) -> Result<Option<Snapshot>, LogError> {
-        match self.tree.get(SNAPSHOT)? {
-            Some(bytes) => Ok(Some(decode(SNAPSHOT, &bytes)?)),
-            None => Ok(None),
-        }
+        snapshot_file::read(&self.dir)
     }
 
-    fn read_entry(&self, index: u64) -> Result<Entry, LogError> {
-        let key = entry_key(index);
-        let bytes = self.tree.get(key)?.ok_or(LogError::Missing(index))?;
-        decode(&key, &bytes)
+    /// Marks the log as damaged: every later open fails with `detail`.
+    pub fn mark_damaged(&self, detail: &str) -> Result<(), LogError> {
+        wal::write_atomic(&self.dir, wal::DAMAGED_FILE, detail.as_bytes())
+    }
+
+    /// The live segment, its durable length and its length (simulator).
+    #[cfg(test)]
+    pub fn unsynced(&self) -> (PathBuf, u64, u64) {
+        self.read().wal.unsynced()
+    }
+}
+
+impl Inner {
+    /// Applies `records` to the state and appends them as one batch; the
+    /// file gets nothing the state refused. A failure leaves the memory
+    /// ahead of the file: the node stops on it.
+    fn write_records(&mut self, records: Vec<Record>) -> Result<(), LogError> {
+        let batch = wal::encode_batch(&records);
+        for record in records {
+            self.state.apply(record).map_err(LogError::Invalid)?;
+        }
+        self.wal.append(&batch)
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        self.wal.rotate(&self.state)
     }
 }
 
 impl raft::Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        let c = self.cached.read().unwrap();
-        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+        let s = &self.read().state;
+        Ok(RaftState::new(s.hard_state.clone(), s.conf_state.clone()))
     }
 
     fn entries(
@@ -286,56 +460,36 @@ impl raft::Storage for LogStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        let (first, last) = {
-            let c = self.cached.read().unwrap();
-            (c.snapshot_index + 1, c.last_index)
-        };
-        if low < first {
+        let inner = self.read();
+        let s = &inner.state;
+        if low <= s.snapshot_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        assert!(high <= last + 1, "entries [{low}, {high}) past last index {last}");
-        let max_size = max_size.into();
-        let mut entries = Vec::with_capacity((high - low).min(1024) as usize);
-        let mut size = 0u64;
-        for item in self.tree.range(entry_key(low)..entry_key(high)) {
-            let (key, bytes) = item.map_err(LogError::from)?;
-            let entry: Entry = decode(&key, &bytes)?;
-            size += bytes.len() as u64;
-            if !entries.is_empty() && max_size.is_some_and(|max| size > max) {
-                break;
-            }
-            entries.push(entry);
+        if high > s.last_index() + 1 || low > high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let expected = entries.first().map(|e| e.index);
-        if expected != Some(low) && low < high {
-            return Err(LogError::Missing(low).into());
-        }
+        let from = (low - s.snapshot_index - 1) as usize;
+        let to = (high - s.snapshot_index - 1) as usize;
+        let mut entries: Vec<Entry> = s.entries.range(from..to).cloned().collect();
+        raft::util::limit_size(&mut entries, max_size.into());
         Ok(entries)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (snapshot_index, snapshot_term, last) = {
-            let c = self.cached.read().unwrap();
-            (c.snapshot_index, c.snapshot_term, c.last_index)
-        };
-        if idx == snapshot_index {
-            return Ok(snapshot_term);
-        }
-        if idx < snapshot_index {
+        let s = &self.read().state;
+        if idx < s.snapshot_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if idx > last {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        Ok(self.read_entry(idx)?.term)
+        s.term_of(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.cached.read().unwrap().snapshot_index + 1)
+        Ok(self.read().state.snapshot_index + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.cached.read().unwrap().last_index)
+        Ok(self.read().state.last_index())
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
@@ -347,140 +501,5 @@ impl raft::Storage for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use raft::Storage;
-
-    fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("cmd-{index}").into_bytes().into();
-        e
-    }
-
-    fn open(dir: &std::path::Path) -> (sled::Db, LogStore) {
-        let db = sled::open(dir).unwrap();
-        let store = LogStore::open(db.open_tree("raft").unwrap()).unwrap();
-        (db, store)
-    }
-
-    #[test]
-    fn appended_entries_hard_state_and_conf_state_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (db, store) = open(dir.path());
-            assert!(store.is_empty());
-            store.append(&[entry(1, 1), entry(2, 1), entry(3, 2)]).unwrap();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.vote = 3;
-            hs.commit = 2;
-            store.set_hard_state(&hs).unwrap();
-            let mut cs = ConfState::default();
-            cs.voters = vec![1, 2, 3];
-            store.set_conf_state(&cs).unwrap();
-            db.flush().unwrap();
-        }
-        let (_db, store) = open(dir.path());
-        assert!(!store.is_empty());
-        let state = store.initial_state().unwrap();
-        assert_eq!(
-            (
-                state.hard_state.term,
-                state.hard_state.vote,
-                state.hard_state.commit
-            ),
-            (2, 3, 2)
-        );
-        assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
-        assert_eq!(
-            (store.first_index().unwrap(), store.last_index().unwrap()),
-            (1, 3)
-        );
-        assert_eq!(store.term(3).unwrap(), 2);
-        let got = store
-            .entries(1, 4, None, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn a_conflicting_append_replaces_the_uncommitted_suffix() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, store) = open(dir.path());
-        store
-            .append(&[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)])
-            .unwrap();
-        store.append(&[entry(3, 2)]).unwrap();
-        assert_eq!(store.last_index().unwrap(), 3);
-        assert_eq!(store.term(3).unwrap(), 2);
-        assert!(matches!(
-            store.term(4),
-            Err(raft::Error::Store(StorageError::Unavailable))
-        ));
-        let got = store
-            .entries(1, 4, None, GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(got.len(), 3);
-    }
-
-    #[test]
-    fn compaction_drops_the_prefix_and_keeps_its_term() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, store) = open(dir.path());
-        store
-            .append(&(1..=10).map(|i| entry(i, 1 + i / 5)).collect::<Vec<_>>())
-            .unwrap();
-        store.compact(6, b"state at 6".to_vec()).unwrap();
-        assert_eq!(store.first_index().unwrap(), 7);
-        assert_eq!(store.term(6).unwrap(), 2);
-        assert!(matches!(
-            store.term(5),
-            Err(raft::Error::Store(StorageError::Compacted))
-        ));
-        assert!(matches!(
-            store.entries(5, 8, None, GetEntriesContext::empty(false)),
-            Err(raft::Error::Store(StorageError::Compacted))
-        ));
-        let snap = store.snapshot(0, 2).unwrap();
-        assert_eq!(snap.get_metadata().index, 6);
-        assert_eq!(&snap.data[..], b"state at 6");
-        assert!(
-            store.snapshot(7, 2).is_err(),
-            "a snapshot older than requested was served"
-        );
-        // Size limit: at least one entry, then stop at the budget.
-        let one = store
-            .entries(7, 11, Some(1), GetEntriesContext::empty(false))
-            .unwrap();
-        assert_eq!(one.len(), 1);
-    }
-
-    #[test]
-    fn an_installed_snapshot_replaces_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (db, store) = open(dir.path());
-            store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
-            let mut snapshot = Snapshot::default();
-            snapshot.data = b"leader state".to_vec().into();
-            let meta = snapshot.mut_metadata();
-            meta.index = 50;
-            meta.term = 4;
-            meta.mut_conf_state().voters = vec![1, 2, 3];
-            store.apply_snapshot(&snapshot).unwrap();
-            db.flush().unwrap();
-        }
-        let (_db, store) = open(dir.path());
-        assert_eq!(
-            (store.first_index().unwrap(), store.last_index().unwrap()),
-            (51, 50)
-        );
-        assert_eq!(store.term(50).unwrap(), 4);
-        assert_eq!(store.hard_state().commit, 50);
-        assert_eq!(store.conf_state().voters, vec![1, 2, 3]);
-        store.append(&[entry(51, 4)]).unwrap();
-        assert_eq!(store.last_index().unwrap(), 51);
-    }
-}
+#[path = "log_store_tests.rs"]
+mod tests;

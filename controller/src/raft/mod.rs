@@ -1,7 +1,11 @@
 //! Raft replication of the controller's state machine, on raft-rs.
 //!
-//! - [`log_store`]: the Raft log, hard state, conf state and snapshot in a
-//!   sled tree (`raft`), implementing raft-rs' `Storage`.
+//! - [`log_store`]: the Raft log, hard state, conf state and snapshot,
+//!   implementing raft-rs' `Storage`, checked on open; over
+//!   [`wal`] (our segmented write-ahead log, fdatasync before any
+//!   acknowledgement) and [`snapshot_file`], in `{data_dir}/raft/`.
+//! - [`durable`]: making sled's applied state durable (flush + fdatasync of
+//!   its files) before the log it would replay is dropped.
 //! - [`node`]: one replica: the `RawNode` owned by a single task, its
 //!   `Ready` loop (flush before anything is acknowledged or sent as
 //!   persisted), proposals, ReadIndex reads, membership changes, log
@@ -12,11 +16,17 @@
 //! raft-rs logs through `slog`; [`logger`] bridges those records into
 //! `tracing` (target `raft`).
 
+pub mod durable;
 pub mod log_store;
 pub mod node;
+mod node_core;
+mod node_errors;
+mod node_handle;
 #[cfg(test)]
 mod sim;
+pub mod snapshot_file;
 pub mod transport;
+pub mod wal;
 
 // What the rest of the controller uses of this layer. Code outside `raft/`
 // imports these paths only, so the layer can be rearranged inside.

@@ -10,7 +10,8 @@
 //! 2. if raft-rs has a `Ready`: publish leadership changes; send `messages`
 //!    (a leader may send before persisting, raft thesis 10.2.1); install a
 //!    snapshot; apply committed entries; append new entries; persist the hard
-//!    state; **flush sled**; send `persisted_messages`; `advance`; record the
+//!    state; **sync the log** (fdatasync, [`LogStore::sync`]); send
+//!    `persisted_messages`; `advance`; record the
 //!    new commit index, send and apply what `advance` returned;
 //!    `advance_apply`;
 //! 3. answer proposals whose entries were applied, read-index waiters whose
@@ -18,10 +19,23 @@
 //!    applied since the last snapshot.
 //!
 //! The loop body is synchronous and lives in [`Core`] (inputs, ticks, the
-//! two halves of a `Ready` cycle around the flush, compaction); the task is
-//! a thin async shell that owns the input queue and the ticker and flushes
-//! with `flush_async`. The deterministic simulator (`sim`, tests only)
-//! drives the same `Core` with a virtual clock and blocking flushes.
+//! two halves of a `Ready` cycle around the sync, compaction); the task is
+//! a thin async shell that owns the input queue and the ticker and syncs
+//! the log between them. The deterministic simulator (`sim`, tests only)
+//! drives the same `Core` with a virtual clock and a crash model that
+//! loses whatever was not synced.
+//!
+//! Checks on open ([`Core::open`]): the log's own ([`LogStore::open`]),
+//! then the applied index of the state store against the log (at least the
+//! snapshot index, at most the last entry). While running, a heartbeat
+//! from a leader that counts on entries this replica no longer holds (its
+//! data was lost or wiped) stops the node, and marks the log damaged so
+//! that it refuses every later start, instead of raft-rs' panic.
+//!
+//! Files: this one (the [`StateMachine`] and [`Transport`] the node needs,
+//! [`RaftConfig`], [`start`] and the async driver); `node_core.rs`
+//! ([`Core`]: the synchronous loop body); `node_handle.rs` ([`RaftHandle`],
+//! what callers see); `node_errors.rs` ([`NodeError`]).
 //!
 //! Proposals carry an id in the entry's context, unique across replicas
 //! and restarts (a random start per run, `first_proposal_id`); the node that
@@ -31,16 +45,18 @@
 // raft-rs messages are protobuf 2 structs, built field by field.
 #![allow(clippy::field_reassign_with_default)]
 
-use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
-use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
-use tokio::sync::{mpsc, oneshot, watch};
+use raft::prelude::{ConfChange, Message};
+use tokio::sync::{mpsc, watch};
 
-use super::log_store::{LogError, LogStore};
+pub(super) use super::node_core::Core;
+pub use super::node_core::{add_voter, remove_voter};
+pub use super::node_errors::NodeError;
+pub(super) use super::node_handle::Input;
+pub use super::node_handle::{ProposeError, RaftHandle, RaftStatus, Role, until};
 
 /// Most inputs handled before the next `Ready`: bounds latency under load.
 const MAX_INPUTS_PER_READY: usize = 4096;
@@ -52,7 +68,7 @@ pub trait StateMachine: Send + 'static {
     /// Index of the last applied entry (persisted with the state).
     fn applied_index(&self) -> u64;
     /// Applies a committed command at `index`, persisting the change and the
-    /// index together (no flush needed: the entry is durable in the log).
+    /// index together (no sync needed: the entry is durable in the log).
     /// An error means the state could not be persisted: the node stops.
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
     /// Records that `index` carried no command (a new leader's empty entry).
@@ -92,12 +108,20 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// A proposal not applied within this time fails (outcome unknown).
     pub propose_timeout: Duration,
+    /// The Raft log ([`LogStore`]): `{data_dir}/raft`.
+    pub log_dir: PathBuf,
+    /// The sled directory of the applied state, synced before the log that
+    /// would replay it is dropped: `{data_dir}/state`.
+    pub state_dir: PathBuf,
 }
 
 impl RaftConfig {
-    pub fn new(id: u64, voters: Vec<u64>) -> RaftConfig {
+    /// Defaults for controller `id` storing under `data_dir`.
+    pub fn new(id: u64, voters: Vec<u64>, data_dir: &Path) -> RaftConfig {
         RaftConfig {
             id,
+            log_dir: data_dir.join("raft"),
+            state_dir: data_dir.join("state"),
             bootstrap_voters: voters,
             tick_ms: 50,
             heartbeat_tick: 2,
@@ -106,227 +130,6 @@ impl RaftConfig {
             propose_timeout: Duration::from_secs(5),
         }
     }
-}
-
-/// Why a proposal or read failed. All but `Rejected` are worth a retry.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ProposeError {
-    #[error("no leader is known yet; retry shortly")]
-    NoLeader,
-    #[error("not applied within {0:?}; the outcome is unknown")]
-    Timeout(Duration),
-    #[error("the entry was replaced after a leader change; retry")]
-    Dropped,
-    #[error("the raft node has stopped")]
-    Stopped,
-    #[error("{0}")]
-    Rejected(String),
-}
-
-/// Observable state of the replica, published on every change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RaftStatus {
-    pub id: u64,
-    pub leader_id: u64,
-    pub role: Role,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub voters: Vec<u64>,
-    pub learners: Vec<u64>,
-    /// Leader only: match index of each peer.
-    pub progress: BTreeMap<u64, u64>,
-    /// Leader only: members heard from within the last election timeout
-    /// (the leader included).
-    pub recent_active: Vec<u64>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Role {
-    #[default]
-    Follower,
-    PreCandidate,
-    Candidate,
-    Leader,
-}
-
-impl From<StateRole> for Role {
-    fn from(role: StateRole) -> Role {
-        match role {
-            StateRole::Follower => Role::Follower,
-            StateRole::PreCandidate => Role::PreCandidate,
-            StateRole::Candidate => Role::Candidate,
-            StateRole::Leader => Role::Leader,
-        }
-    }
-}
-
-pub(super) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
-
-pub(super) enum Input<O> {
-    Propose {
-        data: Vec<u8>,
-        reply: Reply<O>,
-    },
-    ReadIndex {
-        reply: Reply<u64>,
-    },
-    ConfChange {
-        change: ConfChange,
-        reply: Reply<ConfState>,
-    },
-    TransferLeader {
-        to: u64,
-    },
-    Step(Message),
-    Unreachable(u64),
-    SnapshotSent(u64, bool),
-}
-
-/// Cheap, cloneable access to the replica task.
-pub struct RaftHandle<O> {
-    inputs: mpsc::Sender<Input<O>>,
-    status: watch::Receiver<RaftStatus>,
-}
-
-impl<O> Clone for RaftHandle<O> {
-    fn clone(&self) -> Self {
-        RaftHandle {
-            inputs: self.inputs.clone(),
-            status: self.status.clone(),
-        }
-    }
-}
-
-impl<O: Send + 'static> RaftHandle<O> {
-    /// Replicates `data` and returns what applying it produced, once it is
-    /// committed by a quorum and applied here.
-    pub async fn propose(&self, data: Vec<u8>) -> Result<O, ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Input::Propose { data, reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
-    }
-
-    /// Waits until this replica has applied everything committed before the
-    /// call (raft ReadIndex): a read served after it is linearizable.
-    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Input::ReadIndex { reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
-    }
-
-    /// Adds a voter, or removes one; returns the new configuration.
-    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Input::ConfChange { change, reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
-    }
-
-    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
-        self.send(Input::TransferLeader { to }).await
-    }
-
-    /// Hands a message from a peer to the replica (applies backpressure).
-    pub async fn step(&self, message: Message) -> Result<(), ProposeError> {
-        self.send(Input::Step(message)).await
-    }
-
-    /// Tells raft-rs a peer could not be reached, so it probes instead of
-    /// streaming appends into the void.
-    pub fn report_unreachable(&self, peer: u64) {
-        let _ = self.inputs.try_send(Input::Unreachable(peer));
-    }
-
-    /// Tells raft-rs whether a snapshot reached a peer's stream, so the
-    /// peer's progress leaves the snapshot state either way.
-    pub fn report_snapshot(&self, peer: u64, delivered: bool) {
-        let _ = self.inputs.try_send(Input::SnapshotSent(peer, delivered));
-    }
-
-    pub fn status(&self) -> RaftStatus {
-        self.status.borrow().clone()
-    }
-
-    pub fn watch_status(&self) -> watch::Receiver<RaftStatus> {
-        self.status.clone()
-    }
-
-    async fn send(&self, input: Input<O>) -> Result<(), ProposeError> {
-        self.inputs.send(input).await.map_err(|_| ProposeError::Stopped)
-    }
-}
-
-/// Resolves once `status` satisfies `condition` (or the replica is gone).
-/// Holds no lock across an await.
-pub async fn until(status: &mut watch::Receiver<RaftStatus>, condition: impl FnMut(&RaftStatus) -> bool) {
-    let _ = status.wait_for(condition).await;
-}
-
-/// Errors that stop the replica: the data dir can no longer be trusted.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error(transparent)]
-    Log(#[from] LogError),
-    #[error("raft: {0}")]
-    Raft(#[from] raft::Error),
-    #[error("flushing the data dir: {0}")]
-    Flush(#[from] sled::Error),
-    #[error("restoring a snapshot at index {index}: {reason}")]
-    Restore { index: u64, reason: String },
-    #[error("applying entry {index}: {reason}")]
-    Apply { index: u64, reason: String },
-    #[error("starting the raft thread: {0}")]
-    Runtime(String),
-}
-
-struct Pending<O> {
-    reply: Reply<O>,
-    deadline: Instant,
-}
-
-/// A read waiting for its ReadIndex answer. raft-rs silently drops a read
-/// index request that reaches a leader which has not yet committed an entry
-/// in its term (or a follower with no leader), so unanswered requests are
-/// issued again every [`READ_RETRY_TICKS`] ticks until their deadline.
-struct PendingRead {
-    reply: Reply<u64>,
-    deadline: Instant,
-    ticks_waiting: u32,
-}
-
-/// Ticks an unanswered read index request waits before it is issued again.
-const READ_RETRY_TICKS: u32 = 4;
-
-/// The replica's state and every step of its loop, synchronous: the
-/// `RawNode`, the log, the state machine and the callers waiting for an
-/// answer. Time comes in as an argument and durability as a flush the owner
-/// does between [`Core::begin_ready`] and [`Core::finish_ready`], so the
-/// tokio task ([`start`]) and the deterministic simulator (`sim`) drive the
-/// very same code.
-///
-/// Pending maps are ordered (`BTreeMap`), so that the order of answers and
-/// of re-issued reads depends on nothing but the inputs.
-pub(super) struct Core<S: StateMachine, T: Transport> {
-    config: RaftConfig,
-    raw: RawNode<LogStore>,
-    log: LogStore,
-    db: sled::Db,
-    machine: S,
-    transport: Arc<T>,
-    status: watch::Sender<RaftStatus>,
-    next_proposal: u64,
-    proposals: BTreeMap<u64, Pending<S::Output>>,
-    /// Log index of each proposal made while leader.
-    proposed_at: BTreeMap<u64, u64>,
-    conf_changes: BTreeMap<u64, Pending<ConfState>>,
-    /// Read-index requests by context id, then waiting for an applied index.
-    reads: BTreeMap<u64, PendingRead>,
-    reads_ready: VecDeque<(u64, Reply<u64>)>,
-    applied_since_snapshot: u64,
-    /// Set by a membership change: the next compaction happens right away,
-    /// so the snapshot a new member receives names it in its ConfState
-    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
-    snapshot_now: bool,
 }
 
 /// The replica task: the core plus its input queue.
@@ -390,13 +193,7 @@ pub fn start<S: StateMachine, T: Transport>(
             Err(_) => panic!("the raft thread of controller {id} panicked"),
         }
     });
-    Ok((
-        RaftHandle {
-            inputs: input_tx,
-            status: status_rx,
-        },
-        task,
-    ))
+    Ok((RaftHandle::new(input_tx, status_rx), task))
 }
 
 /// First proposal (and read) id of this run of the replica.
@@ -426,7 +223,8 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => {
-                    self.core.db.flush_async().await?;
+                    self.core.sync_log()?;
+                    self.core.sync_state()?;
                     return Ok(());
                 }
                 _ = ticker.tick() => self.core.tick(Instant::now()),
@@ -446,638 +244,13 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         }
     }
 
-    /// One `Ready` cycle, flushing sled asynchronously.
+    /// One `Ready` cycle. The sync blocks this thread (the replica's own)
+    /// for one fdatasync: nothing else could go on before it anyway.
     async fn on_ready(&mut self) -> Result<(), NodeError> {
-        let Some(ready) = self.core.begin_ready()? else {
-            return Ok(());
-        };
-        self.core.db.flush_async().await?;
-        self.core.finish_ready(ready)?;
-        if self.core.compaction_due() {
-            self.core.db.flush_async().await?;
-            self.core.compact()?;
-        }
-        self.core.publish_status();
-        Ok(())
-    }
-}
-
-impl<S: StateMachine, T: Transport> Core<S, T> {
-    /// Opens the log in `db` (tree `raft`), bootstrapping it when empty,
-    /// and builds the `RawNode`. `tune` may adjust raft-rs' configuration
-    /// before it is validated (the simulator pins the election timeout);
-    /// proposal and read ids start at `first_id`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn open(
-        config: RaftConfig,
-        db: sled::Db,
-        machine: S,
-        transport: Arc<T>,
-        logger: &slog::Logger,
-        status: watch::Sender<RaftStatus>,
-        first_id: u64,
-        tune: impl FnOnce(&mut raft::Config),
-    ) -> Result<Core<S, T>, NodeError> {
-        let log = LogStore::open(db.open_tree("raft")?)?;
-        if log.is_empty() && !config.bootstrap_voters.is_empty() {
-            let mut conf_state = ConfState::default();
-            conf_state.voters = config.bootstrap_voters.clone();
-            log.set_conf_state(&conf_state)?;
-            db.flush()?;
-        }
-        // The commit index is persisted lazily (see `finish_ready`): after a
-        // crash it may trail what the state machine applied, which raft-rs
-        // refuses. Everything applied was committed, so raise it.
-        if machine.applied_index() > log.hard_state().commit {
-            log.set_commit(machine.applied_index())?;
-        }
-        let mut raft_config = raft::Config {
-            id: config.id,
-            election_tick: config.election_tick,
-            heartbeat_tick: config.heartbeat_tick,
-            applied: machine.applied_index(),
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: ReadOnlyOption::Safe,
-            ..Default::default()
-        };
-        tune(&mut raft_config);
-        raft_config.validate()?;
-        let mut raw = RawNode::new(&raft_config, log.clone(), logger)?;
-        // A group of one needs no election timeout to find out it leads.
-        if raw.raft.prs().conf().voters().ids().len() == 1
-            && raw.raft.prs().conf().voters().contains(config.id)
-        {
-            raw.campaign()?;
-        }
-        let core = Core {
-            applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
-            config,
-            raw,
-            log,
-            db,
-            machine,
-            transport,
-            status,
-            next_proposal: first_id,
-            proposals: BTreeMap::new(),
-            proposed_at: BTreeMap::new(),
-            conf_changes: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            reads_ready: VecDeque::new(),
-            snapshot_now: false,
-        };
-        core.publish_status();
-        Ok(core)
-    }
-
-    #[cfg(test)]
-    pub(super) fn raw(&self) -> &RawNode<LogStore> {
-        &self.raw
-    }
-
-    /// The database holding the log (and the state, in the controller):
-    /// the owner flushes it between the two halves of a `Ready` cycle.
-    #[cfg(test)]
-    pub(super) fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
-    #[cfg(test)]
-    pub(super) fn log(&self) -> &LogStore {
-        &self.log
-    }
-
-    #[cfg(test)]
-    pub(super) fn machine(&self) -> &S {
-        &self.machine
-    }
-
-    /// One tick of the Raft clock: elections, heartbeats, read retries and
-    /// expired callers.
-    pub(super) fn tick(&mut self, now: Instant) {
-        self.raw.tick();
-        self.retry_reads();
-        self.expire(now);
-    }
-
-    /// Handles one input; `now` sets the deadline of a caller who waits.
-    pub(super) fn handle(&mut self, input: Input<S::Output>, now: Instant) {
-        let deadline = now + self.config.propose_timeout;
-        match input {
-            Input::Propose { data, reply } => {
-                if self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
-                    return;
-                }
-                let id = self.next_id();
-                match self.raw.propose(id.to_be_bytes().to_vec(), data) {
-                    Ok(()) => {
-                        if self.raw.raft.state == StateRole::Leader {
-                            // Known slot: if another entry lands there, ours was dropped.
-                            self.proposed_at.insert(self.raw.raft.raft_log.last_index(), id);
-                        }
-                        self.proposals.insert(id, Pending { reply, deadline });
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(ProposeError::NoLeader));
-                    }
-                }
-            }
-            Input::ReadIndex { reply } => {
-                if self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
-                    return;
-                }
-                let id = self.next_id();
-                self.issue_read(id);
-                self.reads.insert(
-                    id,
-                    PendingRead {
-                        reply,
-                        deadline,
-                        ticks_waiting: 0,
-                    },
-                );
-            }
-            Input::ConfChange { change, reply } => {
-                if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::Rejected(format!(
-                        "membership changes go through the leader (controller {})",
-                        self.raw.raft.leader_id
-                    ))));
-                    return;
-                }
-                if self.raw.raft.has_pending_conf() {
-                    let _ = reply.send(Err(ProposeError::Rejected(
-                        "another membership change is in progress; one at a time".into(),
-                    )));
-                    return;
-                }
-                let id = self.next_id();
-                match self.raw.propose_conf_change(id.to_be_bytes().to_vec(), change) {
-                    Ok(()) => {
-                        self.conf_changes.insert(id, Pending { reply, deadline });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ProposeError::Rejected(e.to_string())));
-                    }
-                }
-            }
-            Input::TransferLeader { to } => self.raw.transfer_leader(to),
-            Input::Step(message) => {
-                // A message for another node or from a removed peer is
-                // dropped; raft-rs ignores stale terms itself.
-                if message.to == self.config.id {
-                    let _ = self.raw.step(message);
-                }
-            }
-            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
-            Input::SnapshotSent(peer, delivered) => {
-                let status = if delivered {
-                    SnapshotStatus::Finish
-                } else {
-                    SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(peer, status);
-            }
-        }
-    }
-
-    /// Asks for a read index, unless this leader could not answer yet (no
-    /// entry committed in its term): then the tick retries it.
-    fn issue_read(&mut self, id: u64) {
-        let raft = &self.raw.raft;
-        if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
-            return;
-        }
-        self.raw.read_index(id.to_be_bytes().to_vec());
-    }
-
-    /// Issues again the read index requests that got no answer.
-    fn retry_reads(&mut self) {
-        let mut again = Vec::new();
-        for (id, read) in &mut self.reads {
-            read.ticks_waiting += 1;
-            if read.ticks_waiting >= READ_RETRY_TICKS {
-                read.ticks_waiting = 0;
-                again.push(*id);
-            }
-        }
-        if self.raw.raft.leader_id != raft::INVALID_ID {
-            for id in again {
-                self.issue_read(id);
-            }
-        }
-    }
-
-    fn next_id(&mut self) -> u64 {
-        let id = self.next_proposal;
-        self.next_proposal = self.next_proposal.wrapping_add(1);
-        id
-    }
-
-    /// First half of a `Ready` cycle, everything before the flush: send
-    /// `messages`, install a snapshot, apply committed entries, append new
-    /// entries, persist the hard state, collect read states. Returns the
-    /// `Ready` to hand to [`Core::finish_ready`] once `db` is flushed, or
-    /// `None` when raft-rs had nothing ready (no flush needed).
-    pub(super) fn begin_ready(&mut self) -> Result<Option<raft::Ready>, NodeError> {
-        if !self.raw.has_ready() {
-            self.answer_reads();
-            return Ok(None);
-        }
-        let mut ready = self.raw.ready();
-        if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
-        }
-        if !ready.snapshot().is_empty() {
-            let snapshot = ready.snapshot().clone();
-            self.install_snapshot(&snapshot)?;
-        }
-        let committed = ready.take_committed_entries();
-        self.apply_entries(committed)?;
-        // Entries and hard state in one write.
-        self.log.persist_ready(ready.entries(), ready.hs())?;
-        for read in ready.take_read_states() {
-            let id = u64::from_be_bytes(read.request_ctx[..8].try_into().unwrap_or_default());
-            if let Some(pending) = self.reads.remove(&id) {
-                self.reads_ready.push_back((read.index, pending.reply));
-            }
-        }
-        Ok(Some(ready))
-    }
-
-    /// Second half of a `Ready` cycle, once everything written by
-    /// [`Core::begin_ready`] is durable: send `persisted_messages`,
-    /// `advance`, record the new commit index, send and apply what `advance`
-    /// returned, `advance_apply`, answer reads. The owner then compacts if
-    /// [`Core::compaction_due`] (after another flush) and publishes the
-    /// status.
-    pub(super) fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), NodeError> {
-        if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
-        }
-        // A commit index learnt here is not written on its own: the next
-        // Ready's hard state carries it, and `Core::open` raises a stored
-        // commit that is behind the applied index (everything applied was
-        // committed), so nothing waits on it.
-        let mut light = self.raw.advance(ready);
-        if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
-        }
-        let committed = light.take_committed_entries();
-        self.apply_entries(committed)?;
-        self.raw.advance_apply();
-        self.answer_reads();
-        Ok(())
-    }
-
-    /// A whole `Ready` cycle with blocking flushes (`db.flush()`): the same
-    /// steps as the task's loop, for a caller without a runtime.
-    #[cfg(test)]
-    pub(super) fn on_ready_blocking(&mut self) -> Result<(), NodeError> {
-        let Some(ready) = self.begin_ready()? else {
-            return Ok(());
-        };
-        self.db.flush()?;
-        self.finish_ready(ready)?;
-        if self.compaction_due() {
-            self.db.flush()?;
-            self.compact()?;
-        }
-        self.publish_status();
-        Ok(())
-    }
-
-    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
-        let index = snapshot.get_metadata().index;
-        self.machine
-            .restore(index, &snapshot.data)
-            .map_err(|reason| NodeError::Restore { index, reason })?;
-        self.log.apply_snapshot(snapshot)?;
-        self.applied_since_snapshot = 0;
-        // Our proposals at or below the snapshot may or may not be in it:
-        // their entries will never be applied here one by one, so they can
-        // be neither answered nor called dropped. They time out (outcome
-        // unknown). Answering them `Dropped` when the next entry applied,
-        // as before, told callers that committed writes were lost (found
-        // by the simulator, seed 8).
-        self.proposed_at = self.proposed_at.split_off(&(index + 1));
-        Ok(())
-    }
-
-    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
-        let mut last = 0;
-        for entry in entries {
-            let id = (entry.context.len() == 8)
-                .then(|| u64::from_be_bytes(entry.context[..8].try_into().unwrap()));
-            // Proposals placed at or before this index by an earlier term of
-            // ours and not this entry were overwritten: tell their callers.
-            while let Some((&index, &proposed)) = self.proposed_at.first_key_value() {
-                if index > entry.index {
-                    break;
-                }
-                self.proposed_at.pop_first();
-                if Some(proposed) != id
-                    && let Some(pending) = self.proposals.remove(&proposed)
-                {
-                    let _ = pending.reply.send(Err(ProposeError::Dropped));
-                }
-            }
-            let index = entry.index;
-            let failed = |reason| NodeError::Apply { index, reason };
-            match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => {
-                    self.machine.skip(entry.index).map_err(failed)?;
-                }
-                EntryType::EntryNormal => {
-                    let output = self.machine.apply(entry.index, &entry.data).map_err(failed)?;
-                    if let Some(pending) = id.and_then(|id| self.proposals.remove(&id)) {
-                        let _ = pending.reply.send(Ok(output));
-                    }
-                }
-                EntryType::EntryConfChange => {
-                    let change =
-                        ConfChange::parse_from_bytes(&entry.data).map_err(|e| NodeError::Restore {
-                            index: entry.index,
-                            reason: format!("bad conf change: {e}"),
-                        })?;
-                    let conf_state = self.raw.apply_conf_change(&change)?;
-                    self.log.set_conf_state(&conf_state)?;
-                    self.machine
-                        .apply_conf_change(entry.index, &change)
-                        .map_err(failed)?;
-                    // Whoever hears the answer must see the new membership.
-                    self.publish_status();
-                    self.snapshot_now = true;
-                    if let Some(pending) = id.and_then(|id| self.conf_changes.remove(&id)) {
-                        let _ = pending.reply.send(Ok(conf_state));
-                    }
-                }
-                EntryType::EntryConfChangeV2 => {
-                    // Never proposed by rpool (single-step changes only).
-                    self.machine.skip(entry.index).map_err(failed)?;
-                }
-            }
-            self.applied_since_snapshot += 1;
-            last = entry.index;
-        }
-        self.machine
-            .end_batch()
-            .map_err(|reason| NodeError::Apply { index: last, reason })
-    }
-
-    fn answer_reads(&mut self) {
-        let applied = self.machine.applied_index();
-        while let Some((index, _)) = self.reads_ready.front() {
-            if *index > applied {
-                break;
-            }
-            let (index, reply) = self.reads_ready.pop_front().unwrap();
-            let _ = reply.send(Ok(index));
-        }
-    }
-
-    /// True when the log should be compacted now (`snapshot_every` entries
-    /// applied since the last snapshot, or a membership change).
-    pub(super) fn compaction_due(&self) -> bool {
-        self.applied_since_snapshot >= self.config.snapshot_every || self.snapshot_now
-    }
-
-    /// Compacts the log into a snapshot of the state machine. The state
-    /// batch of every applied entry must be on disk before the log that
-    /// could replay it is dropped: the owner flushes `db` first.
-    pub(super) fn compact(&mut self) -> Result<(), NodeError> {
-        self.snapshot_now = false;
-        let applied = self.machine.applied_index();
-        self.log.compact(applied, self.machine.snapshot())?;
-        self.applied_since_snapshot = 0;
-        Ok(())
-    }
-
-    fn expire(&mut self, now: Instant) {
-        let timeout = ProposeError::Timeout(self.config.propose_timeout);
-        expire(&mut self.proposals, now, &timeout);
-        expire(&mut self.conf_changes, now, &timeout);
-        let expired: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(read) = self.reads.remove(&id) {
-                let _ = read.reply.send(Err(timeout.clone()));
-            }
-        }
-    }
-
-    /// Publishes the observable status if it changed.
-    pub(super) fn publish_status(&self) {
-        let raft = &self.raw.raft;
-        let conf = raft.prs().conf().to_conf_state();
-        let leader = raft.state == StateRole::Leader;
-        let progress = if leader {
-            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
-        } else {
-            BTreeMap::new()
-        };
-        let mut recent_active: Vec<u64> = if leader {
-            raft.prs()
-                .iter()
-                .filter(|(id, pr)| pr.recent_active || **id == self.config.id)
-                .map(|(id, _)| *id)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        recent_active.sort_unstable();
-        let status = RaftStatus {
-            id: self.config.id,
-            leader_id: raft.leader_id,
-            role: raft.state.into(),
-            term: raft.term,
-            commit_index: raft.raft_log.committed,
-            applied_index: self.machine.applied_index(),
-            voters: conf.voters.clone(),
-            learners: conf.learners.clone(),
-            progress,
-            recent_active,
-        };
-        self.status.send_if_modified(|old| {
-            if *old != status {
-                *old = status;
-                true
-            } else {
-                false
-            }
-        });
-    }
-}
-
-/// A conf change adding `id` as a voter; `context` carries its address.
-pub fn add_voter(id: u64, address: &str) -> ConfChange {
-    let mut change = ConfChange::default();
-    change.set_change_type(ConfChangeType::AddNode);
-    change.node_id = id;
-    change.context = address.as_bytes().to_vec().into();
-    change
-}
-
-pub fn remove_voter(id: u64) -> ConfChange {
-    let mut change = ConfChange::default();
-    change.set_change_type(ConfChangeType::RemoveNode);
-    change.node_id = id;
-    change
-}
-
-fn expire<T>(pending: &mut BTreeMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
-    let expired: Vec<u64> = pending
-        .iter()
-        .filter(|(_, p)| p.deadline <= now)
-        .map(|(id, _)| *id)
-        .collect();
-    for id in expired {
-        if let Some(p) = pending.remove(&id) {
-            let _ = p.reply.send(Err(error.clone()));
-        }
+        self.core.on_ready_blocking()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    //! Three replicas in one process over an in-memory transport: election,
-    //! replication, forwarding from a follower, failover and compaction.
-
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// Applied payloads in order; persists nothing but the index.
-    struct ListMachine {
-        applied: u64,
-        items: Vec<Vec<u8>>,
-    }
-
-    impl StateMachine for ListMachine {
-        type Output = u64;
-        fn applied_index(&self) -> u64 {
-            self.applied
-        }
-        fn apply(&mut self, index: u64, data: &[u8]) -> Result<u64, String> {
-            self.items.push(data.to_vec());
-            self.applied = index;
-            Ok(index)
-        }
-        fn skip(&mut self, index: u64) -> Result<(), String> {
-            self.applied = index;
-            Ok(())
-        }
-        fn apply_conf_change(&mut self, index: u64, _: &ConfChange) -> Result<(), String> {
-            self.skip(index)
-        }
-        fn snapshot(&self) -> Vec<u8> {
-            self.items.join(&b'\n')
-        }
-        fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-            self.items = data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
-            self.applied = index;
-            Ok(())
-        }
-    }
-
-    /// Delivers each message to its destination's handle, if it is up.
-    #[derive(Default)]
-    struct Net(Mutex<BTreeMap<u64, RaftHandle<u64>>>);
-
-    struct Link(Arc<Net>);
-
-    impl Transport for Link {
-        fn send(&self, messages: Vec<Message>) {
-            let handles = self.0.0.lock().unwrap();
-            for message in messages {
-                if let Some(handle) = handles.get(&message.to).cloned() {
-                    tokio::spawn(async move {
-                        let _ = handle.step(message).await;
-                    });
-                }
-            }
-        }
-    }
-
-    async fn leader_of(net: &Net, ask: u64, not: u64) -> u64 {
-        for _ in 0..200 {
-            let status = net.0.lock().unwrap().get(&ask).map(|h| h.status());
-            if let Some(status) = status
-                && status.leader_id != 0
-                && status.leader_id != not
-            {
-                return status.leader_id;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no leader other than {not} within 5s");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn three_replicas_elect_replicate_forward_fail_over_and_compact() {
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let net = Arc::new(Net::default());
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = BTreeMap::new();
-        for id in 1..=3u64 {
-            let db = sled::open(dirs[id as usize - 1].path()).unwrap();
-            let machine = ListMachine {
-                applied: 0,
-                items: vec![],
-            };
-            let mut config = RaftConfig::new(id, vec![1, 2, 3]);
-            config.snapshot_every = 50;
-            let (handle, task) = start(
-                config,
-                db,
-                machine,
-                Arc::new(Link(net.clone())),
-                logger.clone(),
-                stop_rx.clone(),
-            )
-            .unwrap();
-            net.0.lock().unwrap().insert(id, handle);
-            tasks.insert(id, task);
-        }
-        let handle = |id: u64| net.0.lock().unwrap()[&id].clone();
-
-        let leader = leader_of(&net, 1, 0).await;
-        let mut last = 0;
-        for i in 0..120u32 {
-            let index = handle(leader)
-                .propose(format!("v{i}").into_bytes())
-                .await
-                .unwrap();
-            assert!(index > last, "indexes must grow: {index} after {last}");
-            last = index;
-        }
-        // Compaction ran (every 50 entries) on the leader.
-        assert!(handle(leader).status().commit_index >= 120);
-
-        // A follower's proposal is forwarded to the leader and answered.
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        handle(follower)
-            .propose(b"from a follower".to_vec())
-            .await
-            .unwrap();
-        let read = handle(follower).read_barrier().await.unwrap();
-        assert!(read > last, "the read index covers the follower's write");
-
-        // Kill the leader: another is elected and commits.
-        tasks.remove(&leader).unwrap().abort();
-        net.0.lock().unwrap().remove(&leader);
-        let next = leader_of(&net, follower, leader).await;
-        assert_ne!(next, leader);
-        handle(next).propose(b"after failover".to_vec()).await.unwrap();
-    }
-}
+#[path = "node_tests.rs"]
+mod tests;

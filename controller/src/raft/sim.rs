@@ -8,8 +8,8 @@
 //! the production state machine on the production storage:
 //!
 //! - **real**: raft-rs' `RawNode`, [`super::log_store::LogStore`], the
-//!   [`Replicated`] state machine over a real [`Store`] (sled, one temp dir
-//!   per controller, the Raft log in the same database as in
+//!   [`Replicated`] state machine over a real [`Store`] (one temp dir per
+//!   controller: sled in `state/`, the write-ahead log in `raft/`, as in
 //!   `crate::run`), JSON-encoded [`Command`]s (`RegisterHost`,
 //!   `SetHostState`, `SetHostLabels`, `CreatePool`, `DestroyPool`) proposed exactly as
 //!   `NodeHandle::propose` does (the same `Input::Propose` path, replies on
@@ -18,7 +18,7 @@
 //!   clock through an `Instant` offset from a fixed base), the network (a
 //!   queue of in-flight raft messages), the agents and admins (clients that
 //!   propose to a random controller or to the leader and read), and the
-//!   flush, which is sled's blocking `flush()` instead of `flush_async()`.
+//!   crash (see Faults).
 //!
 //! Events: tick controller `i` (every `tick_ms`, each with its own phase);
 //! deliver a message; a client proposal or read; crash, restart; isolate a
@@ -42,15 +42,24 @@
 //! delay (1–4 ticks; delays reorder messages). Every few dozen ticks a chaos
 //! event: crash a random controller or the leader (at most one down at a
 //! time) and restart it later; isolate a random controller or the leader
-//! (in both directions) and heal later. A crash happens only after a flush:
-//! either between events, after a complete `Ready` cycle, or in the middle
-//! of one, right after the flush that follows [`Core::begin_ready`] (so
+//! (in both directions) and heal later. A crash happens between events
+//! (after a complete `Ready` cycle) or in the middle of one, after
+//! [`Core::begin_ready`] and either after or before the log's sync (so
 //! persisted messages are never sent, `advance` is never called and what it
 //! would have committed is never applied). The core and every sled handle
-//! are dropped and the same directory is reopened. sled flushes on drop,
-//! so nothing written is lost: what a crash exercises is the restart —
-//! state and applied index reloaded from the store, the log replayed after
-//! it, callers lost, a fresh election timeout — not torn writes.
+//! are dropped and the same directory is reopened, through a storage fault
+//! model:
+//!
+//! - the log: of the bytes written after its last fdatasync, the crash
+//!   keeps all, none, or a prefix whose last 1–64 bytes are garbage (a torn
+//!   write); synced bytes are never touched;
+//! - the state store (sled): half of the crashes roll it back to a copy
+//!   taken when it was last synced (compaction, snapshot install), or to
+//!   nothing before the first; its applied entries are replayed from the log.
+//!
+//! So a crash exercises the restart — the log's torn-tail recovery and
+//! self-checks, state and applied index reloaded, the log replayed after
+//! it, callers lost, a fresh election timeout.
 //! A message dropped for a partition or a down peer is reported to its
 //! sender as unreachable; a snapshot message reports its delivery or loss,
 //! as the gRPC transport does.
@@ -76,11 +85,18 @@
 //! and a final write acknowledged. A seed must also have acknowledged
 //! writes during the chaos.
 //!
+//! # Files
+//!
+//! This one (model, events, the loop); `sim_machine.rs` (the instrumented
+//! state machine and outbox), `sim_clients.rs` (agents and admins),
+//! `sim_storage.rs` (the storage fault model), `sim_checks.rs` (the
+//! invariants), `sim_runner.rs` (a seed to convergence, the seeds, tests).
+//!
 //! # Running
 //!
 //! `cargo test -p rpool-controller simulation` runs seeds `0..N`,
-//! `N = RPOOL_SIM_SEEDS` (default 200); `RPOOL_SIM_SEED=k` runs seed `k`
-//! alone. A failure names the seed and how to reproduce it, with the last
+//! `N = RPOOL_SIM_SEEDS` (default 200), then 10 fresh random seeds
+//! (printed first); `RPOOL_SIM_SEED=k` runs seed `k` alone. A failure names the seed and how to reproduce it, with the last
 //! events before it; `RPOOL_SIM_TRACE=1` prints every event as it runs.
 //!
 //! # What it found
@@ -108,11 +124,25 @@ use tokio::sync::{oneshot, watch};
 
 use super::node::StateMachine as _;
 use super::node::{Core, Input, ProposeError, RaftConfig, RaftStatus, Transport};
-use crate::replica::apply::{Applied, Replicated};
-use crate::replica::store::Store;
-use crate::state::State;
 use crate::state::command::tests::facts;
 use crate::state::command::{Command, HostState};
+use crate::replica::apply::{Applied, Replicated};
+use crate::state::State;
+use crate::replica::store::Store;
+
+#[path = "sim_checks.rs"]
+mod checks;
+#[path = "sim_clients.rs"]
+mod clients;
+#[path = "sim_machine.rs"]
+mod machine;
+#[path = "sim_runner.rs"]
+mod runner;
+#[path = "sim_storage.rs"]
+mod storage;
+
+use checks::describe_event;
+use machine::{Applying, Observations, Observed, Outbox};
 
 /// Controllers in the group.
 const NODES: u64 = 3;
@@ -138,88 +168,6 @@ enum Content {
     Conf(Vec<u8>),
 }
 
-/// One observation from inside a state machine.
-struct Applying {
-    node: u64,
-    index: u64,
-    /// `None` for a snapshot restore.
-    content: Option<Content>,
-    state: State,
-}
-
-type Observations = Arc<Mutex<Vec<Applying>>>;
-
-/// The real [`Replicated`] state machine, reporting what it applies.
-struct Observed {
-    inner: Replicated,
-    state: Arc<RwLock<State>>,
-    node: u64,
-    seen: Observations,
-}
-
-impl Observed {
-    fn record(&self, index: u64, content: Option<Content>) {
-        let state = self.state.read().unwrap().clone();
-        self.seen.lock().unwrap().push(Applying {
-            node: self.node,
-            index,
-            content,
-            state,
-        });
-    }
-}
-
-impl super::node::StateMachine for Observed {
-    type Output = Applied;
-
-    fn applied_index(&self) -> u64 {
-        self.inner.applied_index()
-    }
-
-    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, String> {
-        let output = self.inner.apply(index, data)?;
-        self.record(index, Some(Content::Command(data.to_vec())));
-        Ok(output)
-    }
-
-    fn skip(&mut self, index: u64) -> Result<(), String> {
-        self.inner.skip(index)?;
-        self.record(index, Some(Content::Empty));
-        Ok(())
-    }
-
-    fn end_batch(&mut self) -> Result<(), String> {
-        self.inner.end_batch()
-    }
-
-    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
-        self.inner.apply_conf_change(index, change)?;
-        let bytes = change.write_to_bytes().map_err(|e| e.to_string())?;
-        self.record(index, Some(Content::Conf(bytes)));
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.inner.snapshot()
-    }
-
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        self.inner.restore(index, data)?;
-        self.record(index, None);
-        Ok(())
-    }
-}
-
-/// Collects what a core sends; the loop puts it on the simulated network.
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Message>>);
-
-impl Transport for Outbox {
-    fn send(&self, messages: Vec<Message>) {
-        self.0.lock().unwrap().extend(messages);
-    }
-}
-
 type SimCore = Core<Observed, Outbox>;
 
 struct SimNode {
@@ -233,6 +181,9 @@ struct SimNode {
     incarnation: u64,
     /// Highest index of this node's log already checked as committed.
     checked: u64,
+    /// Snapshot index of the log when the state store was last synced
+    /// (then copied to `state.synced`, what a crash rolls sled back to).
+    synced_snapshot: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +255,10 @@ struct Summary {
     crashes: u64,
     /// Of which in the middle of a `Ready` cycle.
     mid_ready_crashes: u64,
+    /// Unsynced log bytes lost or torn by crashes.
+    lost_log_bytes: u64,
+    /// Crashes that rolled sled back to its last sync.
+    state_rollbacks: u64,
     partitions: u64,
     snapshots: u64,
     final_applied: u64,
@@ -372,6 +327,7 @@ impl Sim {
                 outbox: Arc::new(Outbox::default()),
                 incarnation: 0,
                 checked: 0,
+                synced_snapshot: 0,
             })
             .collect();
         let mut sim = Sim {
@@ -482,7 +438,7 @@ impl Sim {
             node: id,
             seen: self.seen.clone(),
         };
-        let mut config = RaftConfig::new(id, (1..=NODES).collect());
+        let mut config = RaftConfig::new(id, (1..=NODES).collect(), &dir);
         config.tick_ms = TICK_MS;
         config.snapshot_every = self.rng.u64(15..=60);
         let election = config.election_tick + self.rng.usize(0..config.election_tick);
@@ -522,18 +478,6 @@ impl Sim {
         Ok(())
     }
 
-    fn crash(&mut self, id: u64) {
-        let node = self.node_mut(id);
-        // Every sled handle lives in the core: dropping it releases the
-        // directory (sled flushes on drop).
-        node.core = None;
-        node._status = None;
-        node.incarnation += 1;
-        node.outbox.0.lock().unwrap().clear();
-        self.summary.crashes += 1;
-        self.note(format!("controller {id} crashed"));
-    }
-
     fn note(&mut self, line: String) {
         if self.trace.len() == TRACE {
             self.trace.pop_front();
@@ -565,16 +509,19 @@ impl Sim {
         };
         core.on_ready_blocking()
             .map_err(|e| format!("controller {id} stopped: {e}"))?;
+        self.note_state_sync(id);
         self.ship(id);
         self.observe(id)?;
         self.poll_calls()
     }
 
-    /// The first half of a `Ready` cycle and its flush, then a crash before
-    /// the second half: persisted messages never sent, `advance` never
-    /// called, entries committed by it never applied. Waits for a `Ready`
-    /// with something in it.
+    /// The first half of a `Ready` cycle, the log sync or not, then a crash
+    /// before the second half: persisted messages never sent, `advance`
+    /// never called, entries committed by it never applied; without the
+    /// sync, what the cycle wrote is subject to [`Sim::lose_unsynced_log`].
+    /// Waits for a `Ready` with something in it.
     fn ready_then_crash(&mut self, id: u64) -> Result<(), String> {
+        let synced = self.rng.bool();
         let Some(core) = self.node_mut(id).core.as_mut() else {
             self.crash_mid_ready = None;
             return Ok(());
@@ -585,17 +532,21 @@ impl Sim {
         let Some(ready) = begun else {
             return self.poll_calls();
         };
-        core.db()
-            .flush()
-            .map_err(|e| format!("controller {id}: flush: {e}"))?;
+        if synced {
+            core.sync_log()
+                .map_err(|e| format!("controller {id}: sync: {e}"))?;
+        }
         drop(ready);
+        // A snapshot installed by `begin_ready` synced the state store.
+        self.note_state_sync(id);
         // What `begin_ready` handed the transport may have left.
         self.ship(id);
         self.observe(id)?;
         self.crash_mid_ready = None;
         self.summary.mid_ready_crashes += 1;
+        let when = if synced { "after" } else { "before" };
         self.note(format!(
-            "controller {id} crashing between the flush and the end of its Ready"
+            "controller {id} crashing {when} the log sync of its Ready"
         ));
         self.crash(id);
         let after = self.rng.u64(5..=80) * TICK_MS;
@@ -666,251 +617,6 @@ impl Sim {
             self.input(from, Input::SnapshotSent(to, true))?;
         }
         Ok(())
-    }
-
-    /// Checks what controller `id` shows and what its state machine applied.
-    fn observe(&mut self, id: u64) -> Result<(), String> {
-        let (term, leader) = {
-            let raft = &self.node(id).core.as_ref().expect("observed while up").raw().raft;
-            (raft.term, raft.state == StateRole::Leader)
-        };
-        self.summary.max_term = self.summary.max_term.max(term);
-        if leader {
-            let first = *self.leaders.entry(term).or_insert(id);
-            if first != id {
-                return Err(format!(
-                    "two leaders in term {term}: controllers {first} and {id}"
-                ));
-            }
-        }
-        // The log up to the commit index.
-        let core = self.node(id).core.as_ref().expect("observed while up");
-        let raft = &core.raw().raft;
-        let log = core.log();
-        let commit = raft.raft_log.committed.min(log.last_index().unwrap_or(0));
-        let from = (self.node(id).checked + 1).max(log.first_index().unwrap_or(1));
-        let mut seen = Vec::new();
-        if from <= commit {
-            let entries = log
-                .entries(from, commit + 1, None, GetEntriesContext::empty(false))
-                .map_err(|e| format!("controller {id}: reading its log {from}..={commit}: {e}"))?;
-            for entry in entries {
-                let content = match entry.get_entry_type() {
-                    EntryType::EntryNormal if entry.data.is_empty() => Content::Empty,
-                    EntryType::EntryNormal => Content::Command(entry.data.to_vec()),
-                    _ => {
-                        let change = ConfChange::parse_from_bytes(&entry.data).map_err(|e| e.to_string())?;
-                        Content::Conf(change.write_to_bytes().map_err(|e| e.to_string())?)
-                    }
-                };
-                seen.push((entry.index, Some(entry.term), content));
-            }
-        }
-        if commit > self.node(id).checked {
-            self.node_mut(id).checked = commit;
-        }
-        for (index, term, content) in seen {
-            self.committed_at(id, index, term, content)?;
-        }
-        let applied: Vec<Applying> = std::mem::take(&mut *self.seen.lock().unwrap());
-        for applying in applied {
-            if let Some(content) = applying.content {
-                self.committed_at(applying.node, applying.index, None, content)?;
-            }
-            match self.states.get(&applying.index) {
-                None => {
-                    self.states.insert(applying.index, applying.state);
-                }
-                Some(first) if *first == applying.state => {}
-                Some(first) => {
-                    return Err(format!(
-                        "controller {} at applied index {} holds {:?}, another replica held {:?}",
-                        applying.node, applying.index, applying.state, first
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn committed_at(
-        &mut self,
-        node: u64,
-        index: u64,
-        term: Option<u64>,
-        content: Content,
-    ) -> Result<(), String> {
-        match self.committed.get_mut(&index) {
-            None => {
-                self.committed.insert(index, Committed { term, content });
-            }
-            Some(first) => {
-                if first.content != content || (term.is_some() && first.term.is_some() && first.term != term)
-                {
-                    return Err(format!(
-                        "committed entry {index} changed: first (term {:?}) {}, now at controller {node} (term {:?}) {}",
-                        first.term,
-                        describe(&first.content),
-                        term,
-                        describe(&content)
-                    ));
-                }
-                if first.term.is_none() {
-                    first.term = term;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Collects the answers clients got.
-    fn poll_calls(&mut self) -> Result<(), String> {
-        let mut still = Vec::with_capacity(self.calls.len());
-        for mut call in std::mem::take(&mut self.calls) {
-            match &mut call {
-                Call::Write { node, data, answer } => match answer.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => {
-                        still.push(call);
-                        continue;
-                    }
-                    Err(oneshot::error::TryRecvError::Closed) => self.summary.unknown += 1,
-                    Ok(Ok((index, _outcome))) => {
-                        let found = self.committed.get(&index).map(|c| &c.content);
-                        if found != Some(&Content::Command(data.clone())) {
-                            return Err(format!(
-                                "controller {node} acknowledged {} at index {index}, but the entry committed there is {}",
-                                describe(&Content::Command(data.clone())),
-                                found.map_or("unknown".to_owned(), describe)
-                            ));
-                        }
-                        self.summary.acked += 1;
-                        self.max_acked = self.max_acked.max(index);
-                        self.acked.push((index, std::mem::take(data)));
-                    }
-                    Ok(Err(ProposeError::Dropped)) => {
-                        if self.verbose {
-                            eprintln!("t={}ms controller {node} answered Dropped", self.now);
-                        }
-                        self.summary.dropped += 1;
-                        self.dropped.push((*node, self.now, std::mem::take(data)));
-                    }
-                    Ok(Err(_)) => self.summary.unknown += 1,
-                },
-                Call::Read { node, floor, answer } => match answer.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => {
-                        still.push(call);
-                        continue;
-                    }
-                    Ok(Ok(index)) => {
-                        if index < *floor {
-                            return Err(format!(
-                                "controller {node} answered a read at index {index}, but index {floor} \
-                                 was acknowledged before the read was issued"
-                            ));
-                        }
-                        self.summary.reads += 1;
-                    }
-                    _ => {}
-                },
-            }
-        }
-        still.append(&mut self.calls);
-        self.calls = still;
-        Ok(())
-    }
-
-    /// An agent or admin command; every one is unique (its sequence number
-    /// is in it), so an entry names its proposal.
-    fn command(&mut self) -> Command {
-        let seq = self.next_command;
-        self.next_command += 1;
-        let host_id = format!("h{}", self.rng.u8(0..HOSTS));
-        match self.rng.u8(0..12) {
-            // Pool commands: most are refused (busy or unready hosts), which
-            // still consumes an index; accepted ones change hosts, pools and
-            // events together, which the reload checks must see on disk.
-            10 => {
-                let name = format!("p{}", self.rng.u8(0..2));
-                let worker = format!("h{}", self.rng.u8(0..HOSTS));
-                Command::CreatePool {
-                    spec: crate::state::pool::PoolSpec {
-                        name,
-                        cores: 8,
-                        memory_bytes: 8 << 30,
-                        control_planes: 1,
-                        kubernetes_version: "v1.32.0".to_owned(),
-                        pod_network_cidr: "10.244.0.0/16".to_owned(),
-                        service_cidr: "10.96.0.0/12".to_owned(),
-                    },
-                    control_planes: vec![host_id.clone()],
-                    workers: vec![worker],
-                    control_plane_endpoint: format!("{host_id}:6443"),
-                    at_unix_ms: seq,
-                }
-            }
-            11 => Command::DestroyPool {
-                pool: format!("p{}", self.rng.u8(0..2)),
-                at_unix_ms: seq,
-            },
-            0..=2 => Command::RegisterHost {
-                facts: facts(&host_id, 8),
-                host_id,
-                agent_version: "0.1.0".to_owned(),
-                at_unix_ms: seq,
-            },
-            3..=6 => Command::SetHostState {
-                host_id,
-                state: HostState::ALL[self.rng.usize(0..HostState::ALL.len())],
-                reason: format!("simulated #{seq}"),
-                at_unix_ms: seq,
-            },
-            _ => {
-                let key = format!("k{}", self.rng.u8(0..4));
-                let remove = if self.rng.bool() {
-                    vec![format!("k{}", self.rng.u8(0..4))]
-                } else {
-                    Vec::new()
-                };
-                Command::SetHostLabels {
-                    host_id,
-                    set: BTreeMap::from([(key, "v".to_owned()), ("seq".to_owned(), seq.to_string())]),
-                    remove,
-                }
-            }
-        }
-    }
-
-    /// A client picks a controller: the leader half of the time (an admin
-    /// that followed a redirect), any controller otherwise (an agent).
-    fn pick(&mut self) -> Option<u64> {
-        let leader = self.leader();
-        let id = match leader {
-            Some(leader) if self.rng.bool() => leader,
-            _ => self.rng.u64(1..=NODES),
-        };
-        self.is_up(id).then_some(id)
-    }
-
-    fn propose(&mut self, id: u64) -> Result<(), String> {
-        let command = self.command();
-        let data = serde_json::to_vec(&command).expect("commands encode");
-        let (reply, answer) = oneshot::channel();
-        self.calls.push(Call::Write {
-            node: id,
-            data: data.clone(),
-            answer,
-        });
-        self.input(id, Input::Propose { data, reply })
-    }
-
-    fn read(&mut self, id: u64) -> Result<(), String> {
-        let (reply, answer) = oneshot::channel();
-        self.calls.push(Call::Read {
-            node: id,
-            floor: self.max_acked,
-            answer,
-        });
-        self.input(id, Input::ReadIndex { reply })
     }
 
     fn chaos_event(&mut self) {
@@ -1043,290 +749,5 @@ impl Sim {
         }
         self.now = until_ms;
         Ok(())
-    }
-
-    /// Everything up, same applied index everywhere, one leader.
-    fn converged(&self) -> bool {
-        let applied: BTreeSet<(u64, u64)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.core.as_ref())
-            .map(|c| (c.machine().applied_index(), c.raw().raft.raft_log.committed))
-            .collect();
-        self.down().is_empty()
-            && applied.len() == 1
-            && applied.iter().all(|(a, c)| a == c)
-            && self.leader().is_some()
-            && self.calls.is_empty()
-    }
-
-    fn run(&mut self) -> Result<Summary, String> {
-        self.run_until(CHAOS_TICKS * TICK_MS)?;
-        // Heal everything.
-        self.chaos = false;
-        self.crash_mid_ready = None;
-        if self.isolated.take().is_some() {
-            self.note("partition healed (end of chaos)".to_owned());
-        }
-        for id in self.down() {
-            self.boot(id)?;
-        }
-        let acked_in_chaos = self.summary.acked;
-        if acked_in_chaos == 0 {
-            return Err("no write was acknowledged during the run".to_owned());
-        }
-        // Stop the client load so that the trio can quiesce, then one last
-        // write must go through.
-        self.queue
-            .retain(|_, e| !matches!(e, Event::Propose | Event::Read | Event::Chaos));
-        let deadline = self.now + CONVERGE_TICKS * TICK_MS;
-        let mut final_write: Option<u64> = None;
-        loop {
-            if self.now >= deadline {
-                return Err(format!(
-                    "no convergence within {CONVERGE_TICKS} ticks after healing: {}",
-                    self.describe_nodes()
-                ));
-            }
-            let until = self.now + TICK_MS;
-            self.run_until(until)?;
-            match final_write {
-                None => {
-                    if let Some(leader) = self.leader() {
-                        final_write = Some(self.summary.acked);
-                        self.propose(leader)?;
-                    }
-                }
-                Some(before) => {
-                    if self.summary.acked > before && self.converged() {
-                        break;
-                    }
-                    if self.calls.is_empty() && self.summary.acked == before {
-                        // The final write failed (leader change): retry.
-                        final_write = None;
-                    }
-                }
-            }
-        }
-        self.final_checks()?;
-        let mut summary = self.summary.clone();
-        summary.final_applied = self.nodes[0]
-            .core
-            .as_ref()
-            .map_or(0, |c| c.machine().applied_index());
-        summary.digest = self.digest();
-        Ok(summary)
-    }
-
-    /// Replays the committed log from scratch: every replica's final state
-    /// and every state seen at an index must match it; acknowledged writes
-    /// are in that log at their index, dropped ones nowhere.
-    fn final_checks(&mut self) -> Result<(), String> {
-        let last = *self.committed.keys().next_back().unwrap_or(&0);
-        let mut model = State::new();
-        for index in 1..=last {
-            let Some(entry) = self.committed.get(&index) else {
-                return Err(format!(
-                    "no replica ever showed committed entry {index} (of {last})"
-                ));
-            };
-            match &entry.content {
-                Content::Command(data) => match serde_json::from_slice::<Command>(data) {
-                    Ok(command) => {
-                        if model.apply(index, &command).is_err() {
-                            model.skip(index);
-                        }
-                    }
-                    Err(_) => model.skip(index),
-                },
-                Content::Empty | Content::Conf(_) => model.skip(index),
-            }
-            if let Some(state) = self.states.get(&index)
-                && *state != model
-            {
-                return Err(format!(
-                    "the state at index {index} is not the replay of the committed log: {state:?} vs {model:?}"
-                ));
-            }
-        }
-        for node in &self.nodes {
-            let core = node.core.as_ref().expect("all up at the end");
-            let state = core.machine().state.read().unwrap().clone();
-            if state.applied_index() != last || state != model {
-                return Err(format!(
-                    "controller {} ended at {} with a state other than the replay of the committed log (to {last})",
-                    node.id,
-                    state.applied_index()
-                ));
-            }
-        }
-        for (index, data) in &self.acked {
-            if self.committed.get(index).map(|c| &c.content) != Some(&Content::Command(data.clone())) {
-                return Err(format!("acknowledged write at {index} is not in the final log"));
-            }
-        }
-        let commands: BTreeSet<&Vec<u8>> = self
-            .committed
-            .values()
-            .filter_map(|c| match &c.content {
-                Content::Command(data) => Some(data),
-                _ => None,
-            })
-            .collect();
-        for (node, at, data) in &self.dropped {
-            if commands.contains(data) {
-                return Err(format!(
-                    "controller {node} answered {} with Dropped at t={at}ms, but it committed",
-                    describe(&Content::Command(data.clone()))
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn digest(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        // Fixed keys: the digest must not change between runs.
-        let mut hasher = std::hash::BuildHasher::build_hasher(&std::hash::BuildHasherDefault::<
-            std::collections::hash_map::DefaultHasher,
-        >::default());
-        for (index, entry) in &self.committed {
-            index.hash(&mut hasher);
-            entry.term.hash(&mut hasher);
-            format!("{:?}", entry.content).hash(&mut hasher);
-        }
-        self.leaders.hash(&mut hasher);
-        hasher.finish()
-    }
-
-    fn describe_nodes(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| match &n.core {
-                None => format!("[{} down]", n.id),
-                Some(c) => {
-                    let raft = &c.raw().raft;
-                    format!(
-                        "[{} {:?} term {} leader {} commit {} applied {}]",
-                        n.id,
-                        raft.state,
-                        raft.term,
-                        raft.leader_id,
-                        raft.raft_log.committed,
-                        c.machine().applied_index()
-                    )
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-}
-
-fn describe(content: &Content) -> String {
-    match content {
-        Content::Empty => "an empty entry".to_owned(),
-        Content::Command(data) => format!("command {}", String::from_utf8_lossy(data)),
-        Content::Conf(_) => "a membership change".to_owned(),
-    }
-}
-
-fn describe_event(event: &Event) -> String {
-    match event {
-        Event::Deliver(m) => format!(
-            "deliver {:?} {} -> {} term {} index {} commit {} entries {}",
-            m.get_msg_type(),
-            m.from,
-            m.to,
-            m.term,
-            m.index,
-            m.commit,
-            m.entries.len()
-        ),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Runs one seed; a panic inside (raft-rs asserts, sled) is a failure too.
-fn run_seed(seed: u64) -> Result<Summary, String> {
-    let mut sim = std::panic::catch_unwind(|| Sim::new(seed)).map_err(|p| panic_text(&p))??;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run()));
-    let failure = match result {
-        Ok(Ok(summary)) => return Ok(summary),
-        Ok(Err(e)) => e,
-        Err(panic) => panic_text(&panic),
-    };
-    Err(format!(
-        "{failure}\n  controllers: {}\n  last events:\n    {}",
-        sim.describe_nodes(),
-        sim.trace.iter().cloned().collect::<Vec<_>>().join("\n    ")
-    ))
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic".to_owned());
-    format!("panicked: {text}")
-}
-
-fn seeds() -> Vec<u64> {
-    if let Ok(seed) = std::env::var("RPOOL_SIM_SEED") {
-        return vec![seed.trim().parse().expect("RPOOL_SIM_SEED is a number")];
-    }
-    let count = std::env::var("RPOOL_SIM_SEEDS")
-        .ok()
-        .map(|n| n.trim().parse().expect("RPOOL_SIM_SEEDS is a number"))
-        .unwrap_or(200u64);
-    (0..count).collect()
-}
-
-#[test]
-fn simulation_holds_invariants_over_many_seeds() {
-    let started = Instant::now();
-    let mut total = Summary::default();
-    let seeds = seeds();
-    for &seed in &seeds {
-        match run_seed(seed) {
-            Ok(summary) => {
-                total.events += summary.events;
-                total.acked += summary.acked;
-                total.dropped += summary.dropped;
-                total.unknown += summary.unknown;
-                total.reads += summary.reads;
-                total.crashes += summary.crashes;
-                total.mid_ready_crashes += summary.mid_ready_crashes;
-                total.partitions += summary.partitions;
-                total.snapshots += summary.snapshots;
-            }
-            Err(what) => panic!(
-                "seed {seed} failed: {what}\nreproduce with RPOOL_SIM_SEED={seed} cargo test -p rpool-controller simulation"
-            ),
-        }
-    }
-    eprintln!(
-        "simulation: {} seeds in {:.1?}: {} events, {} writes acknowledged, {} dropped, {} unknown, {} reads, \
-         {} crashes ({} mid-Ready), {} partitions, {} snapshots sent",
-        seeds.len(),
-        started.elapsed(),
-        total.events,
-        total.acked,
-        total.dropped,
-        total.unknown,
-        total.reads,
-        total.crashes,
-        total.mid_ready_crashes,
-        total.partitions,
-        total.snapshots
-    );
-}
-
-#[test]
-fn same_seed_same_run() {
-    for seed in [3, 11] {
-        let first = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
-        let second = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
-        assert_eq!(first, second, "seed {seed} did not replay identically");
     }
 }

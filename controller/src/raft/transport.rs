@@ -94,7 +94,7 @@ impl GrpcTransport {
         if peer == self.id {
             return;
         }
-        let mut peers = self.peers.lock().unwrap();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if peers.get(&peer).is_some_and(|p| p.address == address) {
             return;
         }
@@ -121,7 +121,7 @@ impl GrpcTransport {
     }
 
     pub fn remove_peer(&self, peer: u64) {
-        if let Some(old) = self.peers.lock().unwrap().remove(&peer) {
+        if let Some(old) = self.peers.lock().unwrap_or_else(|e| e.into_inner()).remove(&peer) {
             old.task.abort();
         }
     }
@@ -135,7 +135,7 @@ impl GrpcTransport {
 
 impl Drop for GrpcTransport {
     fn drop(&mut self) {
-        for (_, peer) in self.peers.lock().unwrap().drain() {
+        for (_, peer) in self.peers.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             peer.task.abort();
         }
     }
@@ -145,7 +145,7 @@ impl Transport for GrpcTransport {
     fn send(&self, messages: Vec<Message>) {
         let mut unreachable = Vec::new();
         {
-            let peers = self.peers.lock().unwrap();
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             for message in messages {
                 let to = message.to;
                 match peers.get(&to) {

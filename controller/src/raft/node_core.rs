@@ -1,0 +1,633 @@
+//! The replica's loop body, synchronous: [`Core`] owns the `RawNode`, the
+//! log, the state machine and the callers waiting for an answer; the async
+//! driver ([`super::node::start`]) and the simulator (`sim`) call it.
+
+// raft-rs messages are protobuf 2 structs, built field by field.
+#![allow(clippy::field_reassign_with_default)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use tokio::sync::watch;
+
+use super::durable::sync_state;
+use super::log_store::{LogError, LogStore};
+use super::node::{RaftConfig, StateMachine, Transport};
+use super::node_errors::NodeError;
+use super::node_handle::{Input, ProposeError, RaftStatus, Reply};
+
+struct Pending<O> {
+    reply: Reply<O>,
+    deadline: Instant,
+}
+
+/// A read waiting for its ReadIndex answer. raft-rs silently drops a read
+/// index request that reaches a leader which has not yet committed an entry
+/// in its term (or a follower with no leader), so unanswered requests are
+/// issued again every [`READ_RETRY_TICKS`] ticks until their deadline.
+struct PendingRead {
+    reply: Reply<u64>,
+    deadline: Instant,
+    ticks_waiting: u32,
+}
+
+/// Ticks an unanswered read index request waits before it is issued again.
+const READ_RETRY_TICKS: u32 = 4;
+
+/// The replica's state and every step of its loop, synchronous: the
+/// `RawNode`, the log, the state machine and the callers waiting for an
+/// answer. Time comes in as an argument and durability as a flush the owner
+/// does between [`Core::begin_ready`] and [`Core::finish_ready`], so the
+/// tokio task ([`super::node::start`]) and the deterministic simulator (`sim`) drive the
+/// very same code.
+///
+/// Pending maps are ordered (`BTreeMap`), so that the order of answers and
+/// of re-issued reads depends on nothing but the inputs.
+pub(super) struct Core<S: StateMachine, T: Transport> {
+    pub(super) config: RaftConfig,
+    raw: RawNode<LogStore>,
+    log: LogStore,
+    db: sled::Db,
+    machine: S,
+    transport: Arc<T>,
+    status: watch::Sender<RaftStatus>,
+    next_proposal: u64,
+    proposals: BTreeMap<u64, Pending<S::Output>>,
+    /// Log index of each proposal made while leader.
+    proposed_at: BTreeMap<u64, u64>,
+    conf_changes: BTreeMap<u64, Pending<ConfState>>,
+    /// Read-index requests by context id, then waiting for an applied index.
+    reads: BTreeMap<u64, PendingRead>,
+    reads_ready: VecDeque<(u64, Reply<u64>)>,
+    applied_since_snapshot: u64,
+    /// Set by a membership change: the next compaction happens right away,
+    /// so the snapshot a new member receives names it in its ConfState
+    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
+    snapshot_now: bool,
+    /// Set when a peer showed that this replica lost acknowledged data:
+    /// the next `Ready` cycle stops the node with it.
+    lost: Option<NodeError>,
+}
+
+impl<S: StateMachine, T: Transport> Core<S, T> {
+    /// Opens and checks the log in `config.log_dir` against the state in
+    /// `db` (see the module header), bootstrapping it when empty, and builds
+    /// the `RawNode`. `tune` may adjust raft-rs' configuration
+    /// before it is validated (the simulator pins the election timeout);
+    /// proposal and read ids start at `first_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open(
+        config: RaftConfig,
+        db: sled::Db,
+        machine: S,
+        transport: Arc<T>,
+        logger: &slog::Logger,
+        status: watch::Sender<RaftStatus>,
+        first_id: u64,
+        tune: impl FnOnce(&mut raft::Config),
+    ) -> Result<Core<S, T>, NodeError> {
+        if db.tree_names().iter().any(|name| &name[..] == b"raft") && !db.open_tree("raft")?.is_empty() {
+            return Err(NodeError::Mismatch(format!(
+                "{} holds a raft log in the format of an earlier rpool (sled tree `raft`)",
+                config.state_dir.display()
+            )));
+        }
+        let applied = machine.applied_index();
+        // A log may be created only for a state store that never applied
+        // anything: otherwise the log was lost.
+        let log = LogStore::open(&config.log_dir, config.id, applied == 0)?;
+        check_applied(&config, &log, applied)?;
+        if log.is_empty() && !config.bootstrap_voters.is_empty() {
+            let mut conf_state = ConfState::default();
+            conf_state.voters = config.bootstrap_voters.clone();
+            log.set_conf_state(&conf_state)?;
+        }
+        // The commit index is persisted lazily (see `finish_ready`): after a
+        // crash it may trail what the state machine applied, which raft-rs
+        // refuses. Everything applied was committed, so raise it.
+        if machine.applied_index() > log.hard_state().commit {
+            log.set_commit(machine.applied_index())?;
+        }
+        let mut raft_config = raft::Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            applied: machine.applied_index(),
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        tune(&mut raft_config);
+        raft_config.validate()?;
+        let mut raw = RawNode::new(&raft_config, log.clone(), logger)?;
+        // A group of one needs no election timeout to find out it leads.
+        if raw.raft.prs().conf().voters().ids().len() == 1
+            && raw.raft.prs().conf().voters().contains(config.id)
+        {
+            raw.campaign()?;
+        }
+        let core = Core {
+            applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
+            config,
+            raw,
+            log,
+            db,
+            machine,
+            transport,
+            status,
+            next_proposal: first_id,
+            proposals: BTreeMap::new(),
+            proposed_at: BTreeMap::new(),
+            conf_changes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            reads_ready: VecDeque::new(),
+            snapshot_now: false,
+            lost: None,
+        };
+        core.publish_status();
+        Ok(core)
+    }
+
+    #[cfg(test)]
+    pub(super) fn raw(&self) -> &RawNode<LogStore> {
+        &self.raw
+    }
+
+    /// Makes the log durable: between the two halves of a `Ready` cycle.
+    pub(super) fn sync_log(&mut self) -> Result<(), NodeError> {
+        Ok(self.log.sync()?)
+    }
+
+    /// Makes the applied state durable (sled flush + fdatasync).
+    pub(super) fn sync_state(&self) -> Result<(), NodeError> {
+        Ok(sync_state(&self.db, &self.config.state_dir)?)
+    }
+
+    #[cfg(test)]
+    pub(super) fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    #[cfg(test)]
+    pub(super) fn machine(&self) -> &S {
+        &self.machine
+    }
+
+    /// One tick of the Raft clock: elections, heartbeats, read retries and
+    /// expired callers.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.raw.tick();
+        self.retry_reads();
+        self.expire(now);
+    }
+
+    /// Handles one input; `now` sets the deadline of a caller who waits.
+    pub(super) fn handle(&mut self, input: Input<S::Output>, now: Instant) {
+        let deadline = now + self.config.propose_timeout;
+        match input {
+            Input::Propose { data, reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                let id = self.next_id();
+                match self.raw.propose(id.to_be_bytes().to_vec(), data) {
+                    Ok(()) => {
+                        if self.raw.raft.state == StateRole::Leader {
+                            // Known slot: if another entry lands there, ours was dropped.
+                            self.proposed_at.insert(self.raw.raft.raft_log.last_index(), id);
+                        }
+                        self.proposals.insert(id, Pending { reply, deadline });
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(ProposeError::NoLeader));
+                    }
+                }
+            }
+            Input::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    return;
+                }
+                let id = self.next_id();
+                self.issue_read(id);
+                self.reads.insert(
+                    id,
+                    PendingRead {
+                        reply,
+                        deadline,
+                        ticks_waiting: 0,
+                    },
+                );
+            }
+            Input::ConfChange { change, reply } => {
+                if self.raw.raft.state != StateRole::Leader {
+                    let _ = reply.send(Err(ProposeError::Rejected(format!(
+                        "membership changes go through the leader (controller {})",
+                        self.raw.raft.leader_id
+                    ))));
+                    return;
+                }
+                if self.raw.raft.has_pending_conf() {
+                    let _ = reply.send(Err(ProposeError::Rejected(
+                        "another membership change is in progress; one at a time".into(),
+                    )));
+                    return;
+                }
+                let id = self.next_id();
+                match self.raw.propose_conf_change(id.to_be_bytes().to_vec(), change) {
+                    Ok(()) => {
+                        self.conf_changes.insert(id, Pending { reply, deadline });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::Rejected(e.to_string())));
+                    }
+                }
+            }
+            Input::TransferLeader { to } => self.raw.transfer_leader(to),
+            Input::Step(message) => {
+                // A message for another node or from a removed peer is
+                // dropped; raft-rs ignores stale terms itself.
+                if message.to == self.config.id && !self.lost_data(&message) {
+                    let _ = self.raw.step(message);
+                }
+            }
+            Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::SnapshotSent(peer, delivered) => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+        }
+    }
+
+    /// Asks for a read index, unless this leader could not answer yet (no
+    /// entry committed in its term): then the tick retries it.
+    fn issue_read(&mut self, id: u64) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader && !raft.commit_to_current_term() {
+            return;
+        }
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Issues again the read index requests that got no answer.
+    fn retry_reads(&mut self) {
+        let mut again = Vec::new();
+        for (id, read) in &mut self.reads {
+            read.ticks_waiting += 1;
+            if read.ticks_waiting >= READ_RETRY_TICKS {
+                read.ticks_waiting = 0;
+                again.push(*id);
+            }
+        }
+        if self.raw.raft.leader_id != raft::INVALID_ID {
+            for id in again {
+                self.issue_read(id);
+            }
+        }
+    }
+
+    /// True (and the node set to stop) when `message` is a heartbeat of
+    /// the current leader that commits past this replica's last entry: the
+    /// leader counts on entries we acknowledged and no longer hold (raft-rs
+    /// would panic). The log is marked damaged so no restart trusts it.
+    fn lost_data(&mut self, message: &Message) -> bool {
+        let last = self.raw.raft.raft_log.last_index();
+        if message.get_msg_type() != MessageType::MsgHeartbeat
+            || message.term < self.raw.raft.term
+            || message.commit <= last
+        {
+            return false;
+        }
+        let detail = format!(
+            "leader {} (term {}) counts on this replica holding entry {}, but its log ends at {}: \
+             acknowledged entries were lost (a wiped or damaged data dir, or a disk that lies about syncs)",
+            message.from, message.term, message.commit, last
+        );
+        tracing::error!(controller = self.config.id, "{detail}");
+        if let Err(e) = self.log.mark_damaged(&detail) {
+            tracing::error!(error = %e, "could not mark the raft log as damaged");
+        }
+        if self.lost.is_none() {
+            self.lost = Some(NodeError::Log(LogError::Damaged {
+                path: self.log.dir().to_owned(),
+                detail,
+            }));
+        }
+        true
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_proposal;
+        self.next_proposal = self.next_proposal.wrapping_add(1);
+        id
+    }
+
+    /// First half of a `Ready` cycle, everything before the flush: send
+    /// `messages`, install a snapshot, apply committed entries, append new
+    /// entries, persist the hard state, collect read states. Returns the
+    /// `Ready` to hand to [`Core::finish_ready`] once `db` is flushed, or
+    /// `None` when raft-rs had nothing ready (no flush needed).
+    pub(super) fn begin_ready(&mut self) -> Result<Option<raft::Ready>, NodeError> {
+        if let Some(lost) = self.lost.take() {
+            return Err(lost);
+        }
+        if !self.raw.has_ready() {
+            self.answer_reads();
+            return Ok(None);
+        }
+        let mut ready = self.raw.ready();
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.install_snapshot(&snapshot)?;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        // Entries and hard state in one write.
+        self.log.persist_ready(ready.entries(), ready.hs())?;
+        for read in ready.take_read_states() {
+            let id = u64::from_be_bytes(read.request_ctx[..8].try_into().unwrap_or_default());
+            if let Some(pending) = self.reads.remove(&id) {
+                self.reads_ready.push_back((read.index, pending.reply));
+            }
+        }
+        Ok(Some(ready))
+    }
+
+    /// Second half of a `Ready` cycle, once everything written by
+    /// [`Core::begin_ready`] is durable: send `persisted_messages`,
+    /// `advance`, record the new commit index, send and apply what `advance`
+    /// returned, `advance_apply`, answer reads. The owner then compacts if
+    /// [`Core::compaction_due`] (after another flush) and publishes the
+    /// status.
+    pub(super) fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), NodeError> {
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        // A commit index learnt here is not written on its own: the next
+        // Ready's hard state carries it, and `Core::open` raises a stored
+        // commit that is behind the applied index (everything applied was
+        // committed), so nothing waits on it.
+        let mut light = self.raw.advance(ready);
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply();
+        self.answer_reads();
+        Ok(())
+    }
+
+    /// A whole `Ready` cycle: begin, sync the log, finish, compact if due.
+    pub(super) fn on_ready_blocking(&mut self) -> Result<(), NodeError> {
+        let Some(ready) = self.begin_ready()? else {
+            return Ok(());
+        };
+        self.sync_log()?;
+        self.finish_ready(ready)?;
+        if self.compaction_due() {
+            self.compact()?;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        let index = snapshot.get_metadata().index;
+        self.machine
+            .restore(index, &snapshot.data)
+            .map_err(|reason| NodeError::Restore { index, reason })?;
+        // Durable before the log forgets what the state replaced.
+        self.sync_state()?;
+        self.log.apply_snapshot(snapshot)?;
+        self.applied_since_snapshot = 0;
+        // Our proposals at or below the snapshot may or may not be in it:
+        // their entries will never be applied here one by one, so they can
+        // be neither answered nor called dropped. They time out (outcome
+        // unknown). Answering them `Dropped` when the next entry applied,
+        // as before, told callers that committed writes were lost (found
+        // by the simulator, seed 8).
+        self.proposed_at = self.proposed_at.split_off(&(index + 1));
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
+        let mut last = 0;
+        for entry in entries {
+            let id = (entry.context.len() == 8)
+                .then(|| u64::from_be_bytes(entry.context[..8].try_into().unwrap()));
+            // Proposals placed at or before this index by an earlier term of
+            // ours and not this entry were overwritten: tell their callers.
+            while let Some((&index, &proposed)) = self.proposed_at.first_key_value() {
+                if index > entry.index {
+                    break;
+                }
+                self.proposed_at.pop_first();
+                if Some(proposed) != id
+                    && let Some(pending) = self.proposals.remove(&proposed)
+                {
+                    let _ = pending.reply.send(Err(ProposeError::Dropped));
+                }
+            }
+            let index = entry.index;
+            let failed = |reason| NodeError::Apply { index, reason };
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => {
+                    self.machine.skip(entry.index).map_err(failed)?;
+                }
+                EntryType::EntryNormal => {
+                    let output = self.machine.apply(entry.index, &entry.data).map_err(failed)?;
+                    if let Some(pending) = id.and_then(|id| self.proposals.remove(&id)) {
+                        let _ = pending.reply.send(Ok(output));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let change =
+                        ConfChange::parse_from_bytes(&entry.data).map_err(|e| NodeError::Restore {
+                            index: entry.index,
+                            reason: format!("bad conf change: {e}"),
+                        })?;
+                    let conf_state = self.raw.apply_conf_change(&change)?;
+                    self.log.set_conf_state(&conf_state)?;
+                    self.machine
+                        .apply_conf_change(entry.index, &change)
+                        .map_err(failed)?;
+                    // Whoever hears the answer must see the new membership.
+                    self.publish_status();
+                    self.snapshot_now = true;
+                    if let Some(pending) = id.and_then(|id| self.conf_changes.remove(&id)) {
+                        let _ = pending.reply.send(Ok(conf_state));
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // Never proposed by rpool (single-step changes only).
+                    self.machine.skip(entry.index).map_err(failed)?;
+                }
+            }
+            self.applied_since_snapshot += 1;
+            last = entry.index;
+        }
+        self.machine
+            .end_batch()
+            .map_err(|reason| NodeError::Apply { index: last, reason })
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.machine.applied_index();
+        while let Some((index, _)) = self.reads_ready.front() {
+            if *index > applied {
+                break;
+            }
+            let (index, reply) = self.reads_ready.pop_front().unwrap();
+            let _ = reply.send(Ok(index));
+        }
+    }
+
+    /// True when the log should be compacted now (`snapshot_every` entries
+    /// applied since the last snapshot, or a membership change).
+    pub(super) fn compaction_due(&self) -> bool {
+        self.applied_since_snapshot >= self.config.snapshot_every || self.snapshot_now
+    }
+
+    /// Compacts the log into a snapshot of the state machine. The state
+    /// batch of every applied entry must be on disk before the log that
+    /// could replay it is dropped: the state store is synced first.
+    pub(super) fn compact(&mut self) -> Result<(), NodeError> {
+        self.snapshot_now = false;
+        self.sync_state()?;
+        let applied = self.machine.applied_index();
+        self.log.compact(applied, self.machine.snapshot())?;
+        self.applied_since_snapshot = 0;
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = ProposeError::Timeout(self.config.propose_timeout);
+        expire(&mut self.proposals, now, &timeout);
+        expire(&mut self.conf_changes, now, &timeout);
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(read) = self.reads.remove(&id) {
+                let _ = read.reply.send(Err(timeout.clone()));
+            }
+        }
+    }
+
+    /// Publishes the observable status if it changed.
+    pub(super) fn publish_status(&self) {
+        let raft = &self.raw.raft;
+        let conf = raft.prs().conf().to_conf_state();
+        let leader = raft.state == StateRole::Leader;
+        let progress = if leader {
+            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        let mut recent_active: Vec<u64> = if leader {
+            raft.prs()
+                .iter()
+                .filter(|(id, pr)| pr.recent_active || **id == self.config.id)
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        recent_active.sort_unstable();
+        let status = RaftStatus {
+            id: self.config.id,
+            leader_id: raft.leader_id,
+            role: raft.state.into(),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.machine.applied_index(),
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            progress,
+            recent_active,
+        };
+        self.status.send_if_modified(|old| {
+            if *old != status {
+                *old = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The state store's applied index must lie within what the log can
+/// account for: not below its snapshot (the entries between were dropped,
+/// so the state would silently stay older) and not past its last entry
+/// (the log lost entries the state applied).
+fn check_applied(config: &RaftConfig, log: &LogStore, applied: u64) -> Result<(), NodeError> {
+    let (snapshot, last) = (log.snapshot_index(), log.last_index_now());
+    if applied < snapshot {
+        return Err(NodeError::Mismatch(format!(
+            "the state store {} has applied up to entry {applied}, older than the snapshot at {snapshot} \
+             in {}: the state store lost data",
+            config.state_dir.display(),
+            config.log_dir.display()
+        )));
+    }
+    if applied > last {
+        return Err(NodeError::Mismatch(format!(
+            "the state store {} has applied entry {applied}, but the log in {} ends at {last}: \
+             the log lost entries",
+            config.state_dir.display(),
+            config.log_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A conf change adding `id` as a voter; `context` carries its address.
+pub fn add_voter(id: u64, address: &str) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::AddNode);
+    change.node_id = id;
+    change.context = address.as_bytes().to_vec().into();
+    change
+}
+
+pub fn remove_voter(id: u64) -> ConfChange {
+    let mut change = ConfChange::default();
+    change.set_change_type(ConfChangeType::RemoveNode);
+    change.node_id = id;
+    change
+}
+
+fn expire<T>(pending: &mut BTreeMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
+    let expired: Vec<u64> = pending
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    for id in expired {
+        if let Some(p) = pending.remove(&id) {
+            let _ = p.reply.send(Err(error.clone()));
+        }
+    }
+}

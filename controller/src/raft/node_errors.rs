@@ -1,0 +1,23 @@
+//! Why a replica stopped ([`NodeError`]).
+
+use super::log_store::LogError;
+
+/// Errors that stop the replica: the data dir can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("state store: {0}")]
+    Flush(#[from] sled::Error),
+    /// The state store and the log disagree: one of them lost data.
+    #[error("damaged data: {0}. {REMEDY}", REMEDY = super::log_store::REMEDY)]
+    Mismatch(String),
+    #[error("restoring a snapshot at index {index}: {reason}")]
+    Restore { index: u64, reason: String },
+    #[error("applying entry {index}: {reason}")]
+    Apply { index: u64, reason: String },
+    #[error("starting the raft thread: {0}")]
+    Runtime(String),
+}

@@ -1,0 +1,168 @@
+//! What callers of the replica see: [`RaftHandle`] (propose, read barrier,
+//! membership, status), the [`Input`]s it sends to the replica task, and
+//! why a call failed ([`ProposeError`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use raft::StateRole;
+use raft::prelude::{ConfChange, ConfState, Message};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why a proposal or read failed. All but `Rejected` are worth a retry.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("no leader is known yet; retry shortly")]
+    NoLeader,
+    #[error("not applied within {0:?}; the outcome is unknown")]
+    Timeout(Duration),
+    #[error("the entry was replaced after a leader change; retry")]
+    Dropped,
+    #[error("the raft node has stopped")]
+    Stopped,
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Observable state of the replica, published on every change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader_id: u64,
+    pub role: Role,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Leader only: match index of each peer.
+    pub progress: BTreeMap<u64, u64>,
+    /// Leader only: members heard from within the last election timeout
+    /// (the leader included).
+    pub recent_active: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl From<StateRole> for Role {
+    fn from(role: StateRole) -> Role {
+        match role {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+pub(super) enum Input<O> {
+    Propose {
+        data: Vec<u8>,
+        reply: Reply<O>,
+    },
+    ReadIndex {
+        reply: Reply<u64>,
+    },
+    ConfChange {
+        change: ConfChange,
+        reply: Reply<ConfState>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    Step(Message),
+    Unreachable(u64),
+    SnapshotSent(u64, bool),
+}
+
+/// Cheap, cloneable access to the replica task.
+pub struct RaftHandle<O> {
+    inputs: mpsc::Sender<Input<O>>,
+    status: watch::Receiver<RaftStatus>,
+}
+
+impl<O> Clone for RaftHandle<O> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            inputs: self.inputs.clone(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+impl<O: Send + 'static> RaftHandle<O> {
+    pub(super) fn new(inputs: mpsc::Sender<Input<O>>, status: watch::Receiver<RaftStatus>) -> RaftHandle<O> {
+        RaftHandle { inputs, status }
+    }
+
+    /// Replicates `data` and returns what applying it produced, once it is
+    /// committed by a quorum and applied here.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<O, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::Propose { data, reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Waits until this replica has applied everything committed before the
+    /// call (raft ReadIndex): a read served after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::ReadIndex { reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Adds a voter, or removes one; returns the new configuration.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Input::ConfChange { change, reply }).await?;
+        answer.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+        self.send(Input::TransferLeader { to }).await
+    }
+
+    /// Hands a message from a peer to the replica (applies backpressure).
+    pub async fn step(&self, message: Message) -> Result<(), ProposeError> {
+        self.send(Input::Step(message)).await
+    }
+
+    /// Tells raft-rs a peer could not be reached, so it probes instead of
+    /// streaming appends into the void.
+    pub fn report_unreachable(&self, peer: u64) {
+        let _ = self.inputs.try_send(Input::Unreachable(peer));
+    }
+
+    /// Tells raft-rs whether a snapshot reached a peer's stream, so the
+    /// peer's progress leaves the snapshot state either way.
+    pub fn report_snapshot(&self, peer: u64, delivered: bool) {
+        let _ = self.inputs.try_send(Input::SnapshotSent(peer, delivered));
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn watch_status(&self) -> watch::Receiver<RaftStatus> {
+        self.status.clone()
+    }
+
+    async fn send(&self, input: Input<O>) -> Result<(), ProposeError> {
+        self.inputs.send(input).await.map_err(|_| ProposeError::Stopped)
+    }
+}
+
+/// Resolves once `status` satisfies `condition` (or the replica is gone).
+/// Holds no lock across an await.
+pub async fn until(status: &mut watch::Receiver<RaftStatus>, condition: impl FnMut(&RaftStatus) -> bool) {
+    let _ = status.wait_for(condition).await;
+}

@@ -1,0 +1,191 @@
+//! Three replicas in one process over an in-memory transport: election,
+//! replication, forwarding from a follower, failover and compaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::*;
+
+/// Applied payloads in order; persists nothing but the index.
+struct ListMachine {
+    applied: u64,
+    items: Vec<Vec<u8>>,
+}
+
+impl StateMachine for ListMachine {
+    type Output = u64;
+    fn applied_index(&self) -> u64 {
+        self.applied
+    }
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<u64, String> {
+        self.items.push(data.to_vec());
+        self.applied = index;
+        Ok(index)
+    }
+    fn skip(&mut self, index: u64) -> Result<(), String> {
+        self.applied = index;
+        Ok(())
+    }
+    fn apply_conf_change(&mut self, index: u64, _: &ConfChange) -> Result<(), String> {
+        self.skip(index)
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.items.join(&b'\n')
+    }
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        self.items = data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        self.applied = index;
+        Ok(())
+    }
+}
+
+/// Delivers each message to its destination's handle, if it is up.
+#[derive(Default)]
+struct Net(Mutex<BTreeMap<u64, RaftHandle<u64>>>);
+
+struct Link(Arc<Net>);
+
+impl Transport for Link {
+    fn send(&self, messages: Vec<Message>) {
+        let handles = self.0.0.lock().unwrap();
+        for message in messages {
+            if let Some(handle) = handles.get(&message.to).cloned() {
+                tokio::spawn(async move {
+                    let _ = handle.step(message).await;
+                });
+            }
+        }
+    }
+}
+
+async fn leader_of(net: &Net, ask: u64, not: u64) -> u64 {
+    for _ in 0..200 {
+        let status = net.0.lock().unwrap().get(&ask).map(|h| h.status());
+        if let Some(status) = status
+            && status.leader_id != 0
+            && status.leader_id != not
+        {
+            return status.leader_id;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no leader other than {not} within 5s");
+}
+
+/// Starts replica `id` of a trio on `dir` (sled in `dir/state`, the log in
+/// `dir/raft`) and puts its handle on the network.
+fn boot(id: u64, dir: &Path, net: &Arc<Net>, stop: watch::Receiver<bool>) -> Result<NodeTask, NodeError> {
+    // The store's open waits out sled's lock of an earlier run.
+    let db = crate::replica::store::Store::open(dir).unwrap().db().clone();
+    let machine = ListMachine {
+        applied: 0,
+        items: vec![],
+    };
+    let mut config = RaftConfig::new(id, vec![1, 2, 3], dir);
+    config.snapshot_every = 50;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let (handle, task) = start(config, db, machine, Arc::new(Link(net.clone())), logger, stop)?;
+    net.0.lock().unwrap().insert(id, handle);
+    Ok(task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_elect_replicate_forward_fail_over_and_compact() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let net = Arc::new(Net::default());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = BTreeMap::new();
+    for id in 1..=3u64 {
+        let task = boot(id, dirs[id as usize - 1].path(), &net, stop_rx.clone()).unwrap();
+        tasks.insert(id, task);
+    }
+    let handle = |id: u64| net.0.lock().unwrap()[&id].clone();
+
+    let leader = leader_of(&net, 1, 0).await;
+    let mut last = 0;
+    for i in 0..120u32 {
+        let index = handle(leader)
+            .propose(format!("v{i}").into_bytes())
+            .await
+            .unwrap();
+        assert!(index > last, "indexes must grow: {index} after {last}");
+        last = index;
+    }
+    // Compaction ran (every 50 entries) on the leader.
+    assert!(handle(leader).status().commit_index >= 120);
+
+    // A follower's proposal is forwarded to the leader and answered.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    handle(follower)
+        .propose(b"from a follower".to_vec())
+        .await
+        .unwrap();
+    let read = handle(follower).read_barrier().await.unwrap();
+    assert!(read > last, "the read index covers the follower's write");
+
+    // Kill the leader: another is elected and commits.
+    tasks.remove(&leader).unwrap().abort();
+    net.0.lock().unwrap().remove(&leader);
+    let next = leader_of(&net, follower, leader).await;
+    assert_ne!(next, leader);
+    handle(next).propose(b"after failover".to_vec()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_on_a_wiped_data_dir_stops_and_then_refuses_to_start() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let net = Arc::new(Net::default());
+    let mut stops = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
+    for id in 1..=3u64 {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tasks.insert(id, boot(id, dirs[id as usize - 1].path(), &net, stop_rx).unwrap());
+        stops.insert(id, stop_tx);
+    }
+    let leader = leader_of(&net, 1, 0).await;
+    let handle = |id: u64| net.0.lock().unwrap()[&id].clone();
+    for i in 0..20u32 {
+        handle(leader)
+            .propose(format!("v{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    // Every follower acknowledged the writes (the leader counts on them).
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut status = handle(leader).watch_status();
+    let acked = handle(leader).status().commit_index;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        until(&mut status, |s| {
+            s.progress.get(&follower).is_some_and(|m| *m >= acked)
+        }),
+    )
+    .await
+    .expect("the follower catches up");
+
+    // Stop the follower cleanly, wipe its data dir, start it under its id.
+    stops[&follower].send_replace(true);
+    net.0.lock().unwrap().remove(&follower);
+    tasks.remove(&follower).unwrap().await.unwrap().unwrap();
+    let dir = dirs[follower as usize - 1].path();
+    for sub in ["state", "raft"] {
+        std::fs::remove_dir_all(dir.join(sub)).unwrap();
+    }
+    let (_stop, stop_rx) = watch::channel(false);
+    let task = boot(follower, dir, &net, stop_rx.clone()).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the wiped replica stops within one heartbeat or so")
+        .unwrap();
+    let text = stopped.unwrap_err().to_string();
+    assert!(text.contains("acknowledged entries were lost"), "{text}");
+    assert!(text.contains("controller remove"), "the remedy is named: {text}");
+    net.0.lock().unwrap().remove(&follower);
+
+    // Every later start refuses at once, with the same reason.
+    let text = boot(follower, dir, &net, stop_rx).err().unwrap().to_string();
+    assert!(text.contains("acknowledged entries were lost"), "{text}");
+    // The other two carry on.
+    handle(leader).propose(b"still".to_vec()).await.unwrap();
+}
