@@ -4,41 +4,16 @@
 //! kind and outcome, and the process's RSS and CPU time.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use rpool_proto::metrics::{
     Counter, Encoder, Gauge, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
 };
-use serde::Deserialize;
 
-use crate::config::FieldError;
-
-/// `[metrics]`: the Prometheus endpoint of the agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
-    /// default) turns it off.
-    pub listen: String,
-}
-
-impl MetricsConfig {
-    /// The address to serve on, `None` when off.
-    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| FieldError {
-            field: "metrics.listen".to_owned(),
-            message: format!(
-                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9465\", or \"\" for off)",
-                self.listen
-            ),
-        })
-    }
-}
+/// `[metrics]`: the Prometheus endpoint of the agent (off unless `listen`
+/// is set); its error message suggests port 9465.
+pub type MetricsConfig = rpool_proto::config::MetricsConfig<9465>;
 
 /// Heartbeats whose send time is remembered to match acknowledgements.
 const IN_FLIGHT: usize = 16;

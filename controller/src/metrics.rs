@@ -8,51 +8,22 @@
 //! deliveries. Read at scrape time: hosts by state, pools by phase, Raft
 //! term / commit / applied index, leadership, connected agent sessions.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use rpool_proto::metrics::{
     Counter, Encoder, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
 };
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::Shared;
-use crate::config::FieldError;
 use crate::pool::PoolPhase;
 use crate::raft::node::Role;
 
-/// `[metrics]`: the Prometheus endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
-    /// default) turns the endpoint off.
-    pub listen: String,
-}
-
-impl MetricsConfig {
-    /// The address to serve on, `None` when off.
-    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| FieldError {
-            field: "metrics.listen",
-            problem: format!(
-                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9464\", or \"\" for off)",
-                self.listen
-            ),
-        })
-    }
-
-    /// Checks the section.
-    pub fn validate(&self) -> Result<(), FieldError> {
-        self.address().map(|_| ())
-    }
-}
+/// `[metrics]`: the Prometheus endpoint (off unless `listen` is set); its
+/// error message suggests port 9464.
+pub type MetricsConfig = rpool_proto::config::MetricsConfig<9464>;
 
 /// What the controller counts. See [`global`].
 #[derive(Debug)]

@@ -81,46 +81,45 @@ impl Default for WebhookConfig {
     }
 }
 
-fn range(field: &'static str, value: impl std::fmt::Display, accepted: &str) -> FieldError {
-    FieldError {
-        field,
-        problem: format!("{value} is out of range (accepted {accepted})"),
-    }
-}
-
 impl WebhookConfig {
     /// Checks the section; errors name `webhook.<key>` and the accepted range.
     pub fn validate(&self) -> Result<(), FieldError> {
         if !self.url.is_empty() {
-            Target::parse(&self.url).map_err(|problem| FieldError {
-                field: "webhook.url",
-                problem,
-            })?;
+            Target::parse(&self.url).map_err(|problem| FieldError::new("webhook.url", problem))?;
         }
-        if self.ca.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(FieldError {
-                field: "webhook.ca",
-                problem: "empty path (accepted a PEM file path)".to_owned(),
-            });
+        if let Some(ca) = &self.ca {
+            FieldError::first_empty_path([("webhook.ca", ca.as_path())], "a PEM file path")?;
         }
         if !(1..=100_000).contains(&self.queue) {
-            return Err(range("webhook.queue", self.queue, "1..=100000"));
+            return Err(FieldError::out_of_range(
+                "webhook.queue",
+                self.queue,
+                "1..=100000",
+            ));
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
-            return Err(range("webhook.timeout_ms", self.timeout_ms, "100..=60000"));
+            return Err(FieldError::out_of_range(
+                "webhook.timeout_ms",
+                self.timeout_ms,
+                "100..=60000",
+            ));
         }
         if !(1..=20).contains(&self.max_attempts) {
-            return Err(range("webhook.max_attempts", self.max_attempts, "1..=20"));
+            return Err(FieldError::out_of_range(
+                "webhook.max_attempts",
+                self.max_attempts,
+                "1..=20",
+            ));
         }
         if !(10..=60_000).contains(&self.initial_backoff_ms) {
-            return Err(range(
+            return Err(FieldError::out_of_range(
                 "webhook.initial_backoff_ms",
                 self.initial_backoff_ms,
                 "10..=60000",
             ));
         }
         if !(self.initial_backoff_ms..=600_000).contains(&self.max_backoff_ms) {
-            return Err(range(
+            return Err(FieldError::out_of_range(
                 "webhook.max_backoff_ms",
                 self.max_backoff_ms,
                 &format!(
