@@ -8,7 +8,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use rpool_proto::metrics::{
-    Counter, Encoder, Gauge, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
+    Counter, Exposition, Gauge, Histogram, HistogramVec, LATENCY_BUCKETS_S, TASK_BUCKETS_S, histogram,
+    observe_duration,
 };
 
 /// `[metrics]`: the Prometheus endpoint of the agent (off unless `listen`
@@ -37,7 +38,7 @@ pub struct Metrics {
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     heartbeats_sent: Counter::default(),
-    heartbeat_rtt: Histogram::new(LATENCY_BUCKETS_S),
+    heartbeat_rtt: histogram(LATENCY_BUCKETS_S),
     reconnects: Counter::default(),
     session_connected: Gauge::default(),
     task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
@@ -67,7 +68,7 @@ impl Metrics {
         if let Some(i) = q.iter().position(|(s, _)| *s == seq) {
             let (_, sent) = q[i];
             q.drain(..=i);
-            self.heartbeat_rtt.observe_duration(sent.elapsed());
+            observe_duration(&self.heartbeat_rtt, sent.elapsed());
         }
     }
 
@@ -82,43 +83,33 @@ impl Metrics {
 
 /// The exposition of `m` plus process RSS and CPU.
 pub fn encode(m: &Metrics) -> String {
-    let mut e = Encoder::new();
-    e.single(
+    let mut e = Exposition::new();
+    e.counter(
         "rpool_agent_heartbeats_sent_total",
         "Heartbeats sent to the controller.",
-        Kind::Counter,
-        m.heartbeats_sent.get() as f64,
-    );
-    e.header(
-        "rpool_agent_heartbeat_rtt_seconds",
-        "Heartbeat send to HeartbeatAck.",
-        Kind::Histogram,
+        m.heartbeats_sent.get(),
     );
     e.histogram(
         "rpool_agent_heartbeat_rtt_seconds",
-        &[],
-        &m.heartbeat_rtt.snapshot(),
+        "Heartbeat send to HeartbeatAck.",
+        &m.heartbeat_rtt,
     );
-    e.single(
+    e.counter(
         "rpool_agent_reconnects_total",
         "Sessions that ended and were retried.",
-        Kind::Counter,
-        m.reconnects.get() as f64,
+        m.reconnects.get(),
     );
-    e.single(
+    e.gauge(
         "rpool_agent_session_connected",
         "1 while a session with the leader is up.",
-        Kind::Gauge,
-        m.session_connected.get() as f64,
+        m.session_connected.get(),
     );
-    e.header(
+    e.histogram_vec(
         "rpool_agent_task_duration_seconds",
         "Task run times, by kind and outcome.",
-        Kind::Histogram,
+        &m.task_duration,
     );
-    m.task_duration
-        .encode(&mut e, "rpool_agent_task_duration_seconds");
-    rpool_proto::metrics::encode_process(&mut e);
+    e.process();
     e.finish()
 }
 
