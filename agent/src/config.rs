@@ -47,28 +47,9 @@ pub enum ConfigError {
     },
 }
 
-/// A bad value found by [`Config::validate`]: which field and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    fn out_of_range(field: impl Into<String>, value: impl std::fmt::Display, range: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            message: format!("{value} is out of range (accepted {range})"),
-        }
-    }
-
-    fn invalid(field: impl Into<String>, problem: impl std::fmt::Display, what: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            message: format!("{problem} (accepted {what})"),
-        }
-    }
-}
+/// A bad value found by [`Config::validate`]: which field and what is wrong
+/// (shared by every binary).
+pub use rpool_proto::config::FieldError;
 
 /// The whole agent configuration (`agent.toml`). Every key is optional in
 /// the file except `controllers`, which may instead come from `--controller`.
@@ -293,7 +274,7 @@ impl Config {
                 .map(str::to_owned)
                 .unwrap_or_else(|| file.clone()),
             field: e.field,
-            message: e.message,
+            message: e.problem,
         })?;
         Ok(config)
     }
@@ -435,10 +416,9 @@ impl Config {
             return Err(FieldError::invalid("simulate.file", "empty path", "a file path"));
         }
         if let Some(enroll) = &self.enroll {
-            enroll.validate().map_err(|e| FieldError {
-                field: e.field.to_owned(),
-                message: e.message,
-            })?;
+            enroll
+                .validate()
+                .map_err(|e| FieldError::new(e.field, e.message))?;
         }
         self.metrics.address()?;
         if self.tls.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
@@ -557,7 +537,7 @@ command_timeout_s = 600
     fn missing_controllers_are_rejected_and_the_flag_is_suggested() {
         let err = field_error(&Config::default());
         assert_eq!(err.field, "controllers");
-        assert!(err.message.contains("--controller"), "{}", err.message);
+        assert!(err.problem.contains("--controller"), "{}", err.problem);
     }
 
     #[test]
@@ -566,7 +546,7 @@ command_timeout_s = 600
         config.controllers = (0..8).map(|i| format!("10.0.0.{i}:7443")).collect();
         let err = field_error(&config);
         assert_eq!(err.field, "controllers");
-        assert_eq!(err.message, "8 entries is out of range (accepted 1..=7 entries)");
+        assert_eq!(err.problem, "8 entries is out of range (accepted 1..=7 entries)");
     }
 
     #[test]
@@ -584,7 +564,7 @@ command_timeout_s = 600
             config.controllers = vec!["10.0.0.1:7443".to_owned(), bad.to_owned()];
             let err = field_error(&config);
             assert_eq!(err.field, "controllers[1]", "{bad}");
-            assert!(err.message.contains("accepted \"host:port\""), "{}", err.message);
+            assert!(err.problem.contains("accepted \"host:port\""), "{}", err.problem);
         }
         let mut config = valid();
         config.controllers = vec!["[::1]:7443".into(), "ctl-1.example:7443".into()];
@@ -617,7 +597,7 @@ command_timeout_s = 600
         config.labels.insert("rack".into(), "x".repeat(254));
         let err = field_error(&config);
         assert_eq!(err.field, "labels.rack");
-        assert!(err.message.contains("at most 253"), "{}", err.message);
+        assert!(err.problem.contains("at most 253"), "{}", err.problem);
     }
 
     #[test]
@@ -626,7 +606,7 @@ command_timeout_s = 600
         config.health.min_free_disk = "1G".into();
         let err = field_error(&config);
         assert_eq!(err.field, "health.min_free_disk");
-        assert!(err.message.contains("(accepted a size"), "{}", err.message);
+        assert!(err.problem.contains("(accepted a size"), "{}", err.problem);
     }
 
     #[test]
@@ -638,7 +618,7 @@ command_timeout_s = 600
             let err = field_error(&config);
             assert_eq!(err.field, "reconnect.initial_backoff_ms");
             assert_eq!(
-                err.message,
+                err.problem,
                 format!("{bad} is out of range (accepted 10..=60000)")
             );
         }
@@ -652,7 +632,7 @@ command_timeout_s = 600
             let err = field_error(&config);
             assert_eq!(err.field, "reconnect.max_backoff_ms");
             assert!(
-                err.message
+                err.problem
                     .starts_with(&format!("{bad} is out of range (accepted 200..=300000"))
             );
         }
@@ -670,9 +650,9 @@ command_timeout_s = 600
         let err = field_error(&config);
         assert_eq!(err.field, "kube.host_root");
         assert!(
-            err.message.contains("\"sim/node\" is relative"),
+            err.problem.contains("\"sim/node\" is relative"),
             "{}",
-            err.message
+            err.problem
         );
         for ok in ["", "/", "/var/lib/sandbox/node"] {
             config.kube.host_root = PathBuf::from(ok);
@@ -692,7 +672,7 @@ command_timeout_s = 600
         config.kube.kubectl_path = PathBuf::from("kubectl");
         let err = field_error(&config);
         assert_eq!(err.field, "kube.kubectl_path");
-        assert!(err.message.contains("absolute"), "{}", err.message);
+        assert!(err.problem.contains("absolute"), "{}", err.problem);
 
         let mut config = valid();
         config.kube.admin_kubeconfig = PathBuf::new();
@@ -704,7 +684,7 @@ command_timeout_s = 600
             let err = field_error(&config);
             assert_eq!(err.field, "kube.command_timeout_s");
             assert_eq!(
-                err.message,
+                err.problem,
                 format!("{bad} is out of range (accepted 10..=86400)")
             );
         }

@@ -86,7 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(address) = config
         .metrics
         .address()
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.problem))?
     {
         let listener = tokio::net::TcpListener::bind(address)
             .await

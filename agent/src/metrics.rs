@@ -4,41 +4,17 @@
 //! kind and outcome, and the process's RSS and CPU time.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use rpool_proto::metrics::{
-    Counter, Encoder, Gauge, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
+    Counter, Exposition, Gauge, Histogram, HistogramVec, LATENCY_BUCKETS_S, TASK_BUCKETS_S, histogram,
+    observe_duration,
 };
-use serde::Deserialize;
 
-use crate::config::FieldError;
-
-/// `[metrics]`: the Prometheus endpoint of the agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
-    /// default) turns it off.
-    pub listen: String,
-}
-
-impl MetricsConfig {
-    /// The address to serve on, `None` when off.
-    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| FieldError {
-            field: "metrics.listen".to_owned(),
-            message: format!(
-                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9465\", or \"\" for off)",
-                self.listen
-            ),
-        })
-    }
-}
+/// `[metrics]`: the Prometheus endpoint of the agent (off unless `listen`
+/// is set); its error message suggests port 9465.
+pub type MetricsConfig = rpool_proto::config::MetricsConfig<9465>;
 
 /// Heartbeats whose send time is remembered to match acknowledgements.
 const IN_FLIGHT: usize = 16;
@@ -62,7 +38,7 @@ pub struct Metrics {
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     heartbeats_sent: Counter::default(),
-    heartbeat_rtt: Histogram::new(LATENCY_BUCKETS_S),
+    heartbeat_rtt: histogram(LATENCY_BUCKETS_S),
     reconnects: Counter::default(),
     session_connected: Gauge::default(),
     task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
@@ -92,7 +68,7 @@ impl Metrics {
         if let Some(i) = q.iter().position(|(s, _)| *s == seq) {
             let (_, sent) = q[i];
             q.drain(..=i);
-            self.heartbeat_rtt.observe_duration(sent.elapsed());
+            observe_duration(&self.heartbeat_rtt, sent.elapsed());
         }
     }
 
@@ -107,43 +83,33 @@ impl Metrics {
 
 /// The exposition of `m` plus process RSS and CPU.
 pub fn encode(m: &Metrics) -> String {
-    let mut e = Encoder::new();
-    e.single(
+    let mut e = Exposition::new();
+    e.counter(
         "rpool_agent_heartbeats_sent_total",
         "Heartbeats sent to the controller.",
-        Kind::Counter,
-        m.heartbeats_sent.get() as f64,
-    );
-    e.header(
-        "rpool_agent_heartbeat_rtt_seconds",
-        "Heartbeat send to HeartbeatAck.",
-        Kind::Histogram,
+        m.heartbeats_sent.get(),
     );
     e.histogram(
         "rpool_agent_heartbeat_rtt_seconds",
-        &[],
-        &m.heartbeat_rtt.snapshot(),
+        "Heartbeat send to HeartbeatAck.",
+        &m.heartbeat_rtt,
     );
-    e.single(
+    e.counter(
         "rpool_agent_reconnects_total",
         "Sessions that ended and were retried.",
-        Kind::Counter,
-        m.reconnects.get() as f64,
+        m.reconnects.get(),
     );
-    e.single(
+    e.gauge(
         "rpool_agent_session_connected",
         "1 while a session with the leader is up.",
-        Kind::Gauge,
-        m.session_connected.get() as f64,
+        m.session_connected.get(),
     );
-    e.header(
+    e.histogram_vec(
         "rpool_agent_task_duration_seconds",
         "Task run times, by kind and outcome.",
-        Kind::Histogram,
+        &m.task_duration,
     );
-    m.task_duration
-        .encode(&mut e, "rpool_agent_task_duration_seconds");
-    rpool_proto::metrics::encode_process(&mut e);
+    e.process();
     e.finish()
 }
 

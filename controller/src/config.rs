@@ -10,7 +10,6 @@
 //! /etc/rpool/controller.toml: liveness.down_after_ms: 100 is out of range (accepted 3001..=3600000)
 //! ```
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,15 +139,14 @@ impl TlsConfig {
     /// Checks `agent_cert_ttl`: a duration in `5s..=365d`.
     fn validate_agent_cert_ttl(&self) -> Result<(), FieldError> {
         let field = "tls.agent_cert_ttl";
-        let ttl = rpool_proto::units::parse_duration(&self.agent_cert_ttl).map_err(|e| FieldError {
-            field,
-            problem: format!("{e} (accepted 5s..=365d)"),
-        })?;
+        let ttl = rpool_proto::units::parse_duration(&self.agent_cert_ttl)
+            .map_err(|e| FieldError::invalid(field, e, "5s..=365d"))?;
         if !(Self::AGENT_CERT_TTL_MIN..=Self::AGENT_CERT_TTL_MAX).contains(&ttl) {
-            return Err(FieldError {
+            return Err(FieldError::out_of_range(
                 field,
-                problem: format!("{:?} is out of range (accepted 5s..=365d)", self.agent_cert_ttl),
-            });
+                format!("{:?}", self.agent_cert_ttl),
+                "5s..=365d",
+            ));
         }
         Ok(())
     }
@@ -164,19 +162,15 @@ impl TlsConfig {
 
     /// Paths are not empty (the files themselves: [`TlsConfig::load`]).
     pub fn validate(&self) -> Result<(), FieldError> {
-        for (field, path) in [
-            ("tls.ca", &self.ca),
-            ("tls.cert", &self.cert),
-            ("tls.key", &self.key),
-            ("tls.ca_key", &self.ca_key),
-        ] {
-            if path.as_os_str().is_empty() {
-                return Err(FieldError {
-                    field,
-                    problem: "empty path (accepted a PEM file path)".to_owned(),
-                });
-            }
-        }
+        FieldError::first_empty_path(
+            [
+                ("tls.ca", self.ca.as_path()),
+                ("tls.cert", self.cert.as_path()),
+                ("tls.key", self.key.as_path()),
+                ("tls.ca_key", self.ca_key.as_path()),
+            ],
+            "a PEM file path",
+        )?;
         self.validate_agent_cert_ttl()?;
         Ok(())
     }
@@ -308,23 +302,9 @@ impl LivenessConfig {
     }
 }
 
-/// A field of the configuration that breaks a rule. Displays as
-/// `{field}: {problem}`; [`ConfigError::Invalid`] adds the file name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Dotted path of the field, e.g. `liveness.down_after_ms`.
-    pub field: &'static str,
-    /// What is wrong and what is accepted.
-    pub problem: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for FieldError {}
+/// A field of the configuration that breaks a rule (shared by every
+/// binary); [`ConfigError::Invalid`] adds the file name.
+pub use rpool_proto::config::FieldError;
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -363,13 +343,6 @@ impl ConfigError {
     }
 }
 
-fn out_of_range(field: &'static str, value: impl fmt::Display, accepted: String) -> FieldError {
-    FieldError {
-        field,
-        problem: format!("{value} is out of range (accepted {accepted})"),
-    }
-}
-
 impl Config {
     /// Parses TOML text. `file` names the source in error messages. Does not
     /// validate: call [`Config::validate`] after applying flag overrides.
@@ -395,41 +368,40 @@ impl Config {
     /// Checks every rule; the error names the first field that breaks one.
     pub fn validate(&self) -> Result<(), FieldError> {
         if !(1..=MAX_ID).contains(&self.id) {
-            return Err(out_of_range("id", self.id, format!("1..={MAX_ID}")));
+            return Err(FieldError::out_of_range("id", self.id, &format!("1..={MAX_ID}")));
         }
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(FieldError {
-                field: "data_dir",
-                problem: "empty path (accepted a directory path)".to_owned(),
-            });
-        }
+        FieldError::first_empty_path([("data_dir", self.data_dir.as_path())], "a directory path")?;
         if let Some(advertise) = &self.advertise {
             check_address("advertise", advertise)?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for peer in &self.peers {
             if !(1..=MAX_ID).contains(&peer.id) {
-                return Err(out_of_range("peers.id", peer.id, format!("1..={MAX_ID}")));
+                return Err(FieldError::out_of_range(
+                    "peers.id",
+                    peer.id,
+                    &format!("1..={MAX_ID}"),
+                ));
             }
             if !seen.insert(peer.id) {
                 return Err(FieldError {
-                    field: "peers.id",
+                    field: "peers.id".into(),
                     problem: format!("{} is listed twice (accepted unique ids)", peer.id),
                 });
             }
             check_address("peers.address", &peer.address)?;
         }
         if self.peers.len() > 7 {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "peers",
                 self.peers.len(),
-                "0..=7 controllers".to_owned(),
+                "0..=7 controllers",
             ));
         }
         if let Some(me) = self.peers.iter().find(|p| p.id == self.id) {
             if self.advertise.as_deref().is_some_and(|a| a != me.address) {
                 return Err(FieldError {
-                    field: "advertise",
+                    field: "advertise".into(),
                     problem: format!(
                         "{:?} differs from this controller's peers entry {:?} (accepted the same address)",
                         self.advertise.as_deref().unwrap_or_default(),
@@ -439,7 +411,7 @@ impl Config {
             }
         } else if self.advertise.is_none() && !self.peers.is_empty() && self.listen.ip().is_unspecified() {
             return Err(FieldError {
-                field: "advertise",
+                field: "advertise".into(),
                 problem: format!(
                     "missing while listen is the wildcard {} (accepted the host:port peers reach this controller at)",
                     self.listen
@@ -448,51 +420,51 @@ impl Config {
         }
         let r = &self.raft;
         if !(10..=1_000).contains(&r.tick_ms) {
-            return Err(out_of_range("raft.tick_ms", r.tick_ms, "10..=1000".to_owned()));
+            return Err(FieldError::out_of_range("raft.tick_ms", r.tick_ms, "10..=1000"));
         }
         if !(1..=100).contains(&r.heartbeat_ticks) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "raft.heartbeat_ticks",
                 r.heartbeat_ticks,
-                "1..=100".to_owned(),
+                "1..=100",
             ));
         }
         if !(r.heartbeat_ticks + 1..=1_000).contains(&r.election_ticks) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "raft.election_ticks",
                 r.election_ticks,
-                format!("{}..=1000, more than heartbeat_ticks", r.heartbeat_ticks + 1),
+                &format!("{}..=1000, more than heartbeat_ticks", r.heartbeat_ticks + 1),
             ));
         }
         if !(100..=10_000_000).contains(&r.snapshot_every) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "raft.snapshot_every",
                 r.snapshot_every,
-                "100..=10000000".to_owned(),
+                "100..=10000000",
             ));
         }
         let l = &self.liveness;
         if !(100..=60_000).contains(&l.heartbeat_interval_ms) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "liveness.heartbeat_interval_ms",
                 l.heartbeat_interval_ms,
-                "100..=60000".to_owned(),
+                "100..=60000",
             ));
         }
         let min_suspect = 2 * l.heartbeat_interval_ms;
         if !(min_suspect..=600_000).contains(&l.suspect_after_ms) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "liveness.suspect_after_ms",
                 l.suspect_after_ms,
-                format!("{min_suspect}..=600000, at least 2*heartbeat_interval_ms"),
+                &format!("{min_suspect}..=600000, at least 2*heartbeat_interval_ms"),
             ));
         }
         let min_down = l.suspect_after_ms + 1;
         if !(min_down..=3_600_000).contains(&l.down_after_ms) {
-            return Err(out_of_range(
+            return Err(FieldError::out_of_range(
                 "liveness.down_after_ms",
                 l.down_after_ms,
-                format!("{min_down}..=3600000, more than suspect_after_ms"),
+                &format!("{min_down}..=3600000, more than suspect_after_ms"),
             ));
         }
         let h = &self.healing;
@@ -501,7 +473,7 @@ impl Config {
             ("healing.storm_pool_share", h.storm_pool_share),
         ] {
             if !(share > 0.0 && share <= 1.0) {
-                return Err(out_of_range(field, share, "0.0 < x <= 1.0".to_owned()));
+                return Err(FieldError::out_of_range(field, share, "0.0 < x <= 1.0"));
             }
         }
         self.metrics.validate()?;
@@ -548,7 +520,7 @@ impl Config {
 /// `host:port` with a non-empty host and a port 1..=65535.
 fn check_address(field: &'static str, address: &str) -> Result<(), FieldError> {
     let bad = || FieldError {
-        field,
+        field: field.into(),
         problem: format!("{address:?} is not host:port (accepted e.g. 10.0.0.11:7443 or ctl-1.example:7443)"),
     };
     let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;

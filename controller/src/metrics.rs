@@ -8,51 +8,23 @@
 //! deliveries. Read at scrape time: hosts by state, pools by phase, Raft
 //! term / commit / applied index, leadership, connected agent sessions.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use rpool_proto::metrics::{
-    Counter, Encoder, Histogram, HistogramVec, Kind, LATENCY_BUCKETS_S, TASK_BUCKETS_S,
+    Counter, Exposition, Histogram, HistogramVec, LATENCY_BUCKETS_S, TASK_BUCKETS_S, histogram,
+    observe_duration,
 };
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::Shared;
-use crate::config::FieldError;
 use crate::raft::node::Role;
 use crate::state::pool::PoolPhase;
 
-/// `[metrics]`: the Prometheus endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Socket address (`ip:port`) serving `GET /metrics`; empty (the
-    /// default) turns the endpoint off.
-    pub listen: String,
-}
-
-impl MetricsConfig {
-    /// The address to serve on, `None` when off.
-    pub fn address(&self) -> Result<Option<SocketAddr>, FieldError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|_| FieldError {
-            field: "metrics.listen",
-            problem: format!(
-                "{:?} is not a socket address (accepted ip:port such as \"127.0.0.1:9464\", or \"\" for off)",
-                self.listen
-            ),
-        })
-    }
-
-    /// Checks the section.
-    pub fn validate(&self) -> Result<(), FieldError> {
-        self.address().map(|_| ())
-    }
-}
+/// `[metrics]`: the Prometheus endpoint (off unless `listen` is set); its
+/// error message suggests port 9464.
+pub type MetricsConfig = rpool_proto::config::MetricsConfig<9464>;
 
 /// What the controller counts. See [`global`].
 #[derive(Debug)]
@@ -81,8 +53,8 @@ pub struct Metrics {
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     heartbeats: Counter::default(),
-    heartbeat_processing: Histogram::new(LATENCY_BUCKETS_S),
-    heartbeat_lag: Histogram::new(LATENCY_BUCKETS_S),
+    heartbeat_processing: histogram(LATENCY_BUCKETS_S),
+    heartbeat_lag: histogram(LATENCY_BUCKETS_S),
     heartbeat_acks_dropped: Counter::default(),
     task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
     events: Counter::default(),
@@ -113,7 +85,7 @@ pub(crate) fn ack_heartbeat(
 ) {
     let m = global();
     m.heartbeats.inc();
-    m.heartbeat_processing.observe_duration(arrived.elapsed());
+    observe_duration(&m.heartbeat_processing, arrived.elapsed());
     let ack = rpool_proto::v1::ControllerMessage {
         msg: Some(rpool_proto::v1::controller_message::Msg::HeartbeatAck(
             rpool_proto::v1::HeartbeatAck { seq },
@@ -209,130 +181,99 @@ fn snapshot(shared: &Shared) -> Snapshot {
 /// The exposition of `snap` and the counters in `m`. Pure apart from the
 /// process RSS/CPU lines.
 pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
-    let mut e = Encoder::new();
-    e.header("rpool_hosts", "Hosts by state.", Kind::Gauge);
-    for (state, n) in &snap.hosts_by_state {
-        e.sample("rpool_hosts", &[("state", state)], *n as f64);
-    }
-    e.header("rpool_pools", "Pools by phase.", Kind::Gauge);
-    for (phase, n) in &snap.pools_by_phase {
-        e.sample("rpool_pools", &[("phase", phase)], *n as f64);
-    }
-    e.single(
-        "rpool_raft_term",
-        "Current Raft term.",
-        Kind::Gauge,
-        snap.term as f64,
-    );
-    e.single(
+    let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut e = Exposition::new();
+    e.gauge_by("rpool_hosts", "Hosts by state.", "state", &snap.hosts_by_state);
+    e.gauge_by("rpool_pools", "Pools by phase.", "phase", &snap.pools_by_phase);
+    e.gauge("rpool_raft_term", "Current Raft term.", gauge(snap.term));
+    e.gauge(
         "rpool_raft_commit_index",
         "Highest Raft log index known to be committed.",
-        Kind::Gauge,
-        snap.commit_index as f64,
+        gauge(snap.commit_index),
     );
-    e.single(
+    e.gauge(
         "rpool_raft_applied_index",
         "Highest Raft log index applied to the state here.",
-        Kind::Gauge,
-        snap.applied_index as f64,
+        gauge(snap.applied_index),
     );
-    e.single(
+    e.gauge(
         "rpool_raft_is_leader",
         "1 when this controller leads.",
-        Kind::Gauge,
-        if snap.is_leader { 1.0 } else { 0.0 },
+        i64::from(snap.is_leader),
     );
-    e.single(
+    e.gauge(
         "rpool_raft_leader_id",
         "Id of the current leader, 0 when unknown.",
-        Kind::Gauge,
-        snap.leader_id as f64,
+        gauge(snap.leader_id),
     );
-    e.single(
+    e.gauge(
         "rpool_agent_sessions",
         "Agent sessions connected to this controller.",
-        Kind::Gauge,
-        snap.agents_connected as f64,
+        gauge(snap.agents_connected),
     );
-    e.single(
+    e.counter(
         "rpool_heartbeats_total",
         "Agent heartbeats processed by this controller.",
-        Kind::Counter,
-        m.heartbeats.get() as f64,
-    );
-    e.header(
-        "rpool_heartbeat_processing_seconds",
-        "Time from a heartbeat's arrival to its acknowledgement.",
-        Kind::Histogram,
+        m.heartbeats.get(),
     );
     e.histogram(
         "rpool_heartbeat_processing_seconds",
-        &[],
-        &m.heartbeat_processing.snapshot(),
+        "Time from a heartbeat's arrival to its acknowledgement.",
+        &m.heartbeat_processing,
     );
-    e.header(
+    e.histogram(
         "rpool_heartbeat_lag_seconds",
         "Controller clock at arrival minus the agent's sent_at (network, queueing and clock skew).",
-        Kind::Histogram,
+        &m.heartbeat_lag,
     );
-    e.histogram("rpool_heartbeat_lag_seconds", &[], &m.heartbeat_lag.snapshot());
-    e.single(
+    e.counter(
         "rpool_heartbeat_acks_dropped_total",
         "Heartbeat acknowledgements not sent because the session queue was full.",
-        Kind::Counter,
-        m.heartbeat_acks_dropped.get() as f64,
+        m.heartbeat_acks_dropped.get(),
     );
-    e.header(
+    e.histogram_vec(
         "rpool_task_duration_seconds",
         "Task durations from issue to result, by kind and outcome (leader).",
-        Kind::Histogram,
+        &m.task_duration,
     );
-    m.task_duration.encode(&mut e, "rpool_task_duration_seconds");
-    e.single(
+    e.counter(
         "rpool_events_total",
         "Events committed since this controller started.",
-        Kind::Counter,
-        m.events.get() as f64,
+        m.events.get(),
     );
-    e.single(
+    e.gauge(
         "rpool_events_retained",
         "Events kept in the replicated event log.",
-        Kind::Gauge,
-        snap.events_retained as f64,
+        gauge(snap.events_retained),
     );
     if let Some(denied) = snap.authz_denied {
-        e.single(
+        e.counter(
             "rpool_authz_denied_total",
             "Requests refused by authorization.",
-            Kind::Counter,
-            denied as f64,
+            denied,
         );
     }
-    e.single(
+    e.counter(
         "rpool_enroll_denied_total",
         "Agent enrollments refused (bad, expired, revoked or used-up token, or a connected host).",
-        Kind::Counter,
-        snap.enroll_denied as f64,
+        snap.enroll_denied,
     );
-    e.single(
+    e.counter(
         "rpool_webhook_deliveries_total",
         "Events delivered to the webhook (2xx answer).",
-        Kind::Counter,
-        m.webhook_deliveries.get() as f64,
+        m.webhook_deliveries.get(),
     );
-    e.single(
+    e.counter(
         "rpool_webhook_failures_total",
         "Webhook attempts that failed (every retry counts).",
-        Kind::Counter,
-        m.webhook_failures.get() as f64,
+        m.webhook_failures.get(),
     );
-    e.single(
+    e.counter(
         "rpool_webhook_dropped_total",
         "Events not delivered: queue full or every attempt failed.",
-        Kind::Counter,
-        m.webhook_dropped.get() as f64,
+        m.webhook_dropped.get(),
     );
-    rpool_proto::metrics::encode_process(&mut e);
+    e.process();
     e.finish()
 }
 
@@ -390,8 +331,8 @@ mod tests {
     fn the_exposition_names_every_state_phase_and_raft_value() {
         let m = Metrics {
             heartbeats: Counter::default(),
-            heartbeat_processing: Histogram::new(LATENCY_BUCKETS_S),
-            heartbeat_lag: Histogram::new(LATENCY_BUCKETS_S),
+            heartbeat_processing: histogram(LATENCY_BUCKETS_S),
+            heartbeat_lag: histogram(LATENCY_BUCKETS_S),
             heartbeat_acks_dropped: Counter::default(),
             task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
             events: Counter::default(),
@@ -399,7 +340,7 @@ mod tests {
             webhook_failures: Counter::default(),
             webhook_dropped: Counter::default(),
         };
-        m.heartbeats.add(3);
+        m.heartbeats.inc_by(3);
         m.task_duration.observe(&["join_worker", "ok"], 12.0);
         let snap = Snapshot {
             hosts_by_state: vec![("ready", 2), ("down", 1)],

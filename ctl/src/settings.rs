@@ -71,16 +71,7 @@ pub struct CtlConfig {
 /// `[tls]` of `ctl.toml`: every key optional (default: `pki/ca.crt`,
 /// `pki/admin.crt`, `pki/admin.key` next to `ctl.toml`); relative paths are
 /// relative to the directory of `ctl.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CtlTls {
-    /// CA certificate the controllers' certificates must chain to.
-    pub ca: Option<PathBuf>,
-    /// Admin certificate (chain) presented to the controllers.
-    pub cert: Option<PathBuf>,
-    /// Its private key.
-    pub key: Option<PathBuf>,
-}
+pub type CtlTls = rpool_proto::config::TlsPaths;
 
 impl CtlConfig {
     /// Parses and validates the text of `file`.
@@ -203,26 +194,24 @@ pub fn resolve_tls(
     file: Option<&CtlConfig>,
     config_path: Option<&Path>,
 ) -> Option<rpool_proto::tls::TlsFiles> {
-    let dir = config_path.map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf());
     let section = file.and_then(|f| f.tls.clone()).unwrap_or_default();
-    let pick = |flag: &Option<PathBuf>, env: &Option<String>, from_file: Option<PathBuf>, default: &str| {
-        if let Some(path) = flag {
-            return Some(path.clone());
-        }
-        if let Some(path) = env {
-            return Some(PathBuf::from(path));
-        }
-        match (from_file, &dir) {
-            (Some(path), Some(dir)) if path.is_relative() => Some(dir.join(path)),
-            (Some(path), _) => Some(path),
-            (None, Some(dir)) => Some(dir.join("pki").join(default)),
-            (None, None) => None,
-        }
+    let from_file = config_path.map(|p| {
+        let dir = p.parent().unwrap_or(Path::new("."));
+        section.resolve(
+            dir,
+            &rpool_proto::tls::TlsFiles::in_dir(&dir.join("pki"), "admin"),
+        )
+    });
+    let pick = |flag: &Option<PathBuf>, env: &Option<String>, from_file: Option<&PathBuf>| {
+        flag.clone()
+            .or_else(|| env.as_ref().map(PathBuf::from))
+            .or_else(|| from_file.cloned())
     };
+    let f = from_file.as_ref();
     Some(rpool_proto::tls::TlsFiles {
-        ca: pick(&global.tls_ca, &env.tls_ca, section.ca, "ca.crt")?,
-        cert: pick(&global.tls_cert, &env.tls_cert, section.cert, "admin.crt")?,
-        key: pick(&global.tls_key, &env.tls_key, section.key, "admin.key")?,
+        ca: pick(&global.tls_ca, &env.tls_ca, f.map(|f| &f.ca))?,
+        cert: pick(&global.tls_cert, &env.tls_cert, f.map(|f| &f.cert))?,
+        key: pick(&global.tls_key, &env.tls_key, f.map(|f| &f.key))?,
     })
 }
 

@@ -3,6 +3,8 @@
 //! - [`v1`]: messages and gRPC services generated from `rpool/v1/*.proto`
 //!   (`AgentService`: one bidirectional stream per agent; `AdminService`: what
 //!   `rpoolctl` calls). The `.proto` files document every field and unit.
+//! - [`config`]: what every binary's config shares: [`config::FieldError`]
+//!   (the field and what is accepted), the `[metrics]` section, `[tls]` paths.
 //! - [`clock`]: wall-clock milliseconds since the Unix epoch, read in one
 //!   place.
 //! - [`units`]: parsing and printing of sizes (`64GiB`) and durations (`10m`)
@@ -17,6 +19,7 @@
 //!   exposition format and a small `GET /metrics` HTTP server.
 
 pub mod clock;
+pub mod config;
 pub mod metrics;
 pub mod pinned;
 pub mod pki;

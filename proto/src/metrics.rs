@@ -1,41 +1,43 @@
-//! Prometheus metrics shared by the controller and the agent: lock-free
-//! counters, gauges and fixed-bucket histograms, the text exposition format
-//! 0.0.4, and a tiny HTTP/1.1 server that answers `GET /metrics`.
+//! Prometheus metrics shared by the controller and the agent: counters,
+//! gauges and fixed-bucket histograms from `prometheus-client`, their
+//! exposition in the Prometheus text format 0.0.4, and an HTTP/1.1 server
+//! (hyper, routed by axum) that answers `GET /metrics`.
 //!
-//! Why hand-rolled: the endpoint is GET-only, and a full HTTP stack (or a
-//! metrics crate) would add dependencies to every binary for ~200 lines.
-//!
-//! Limits ([`MAX_CONNECTIONS`], [`MAX_REQUEST_BYTES`], [`REQUEST_TIMEOUT`]):
-//! a scraper that opens too many connections, sends a huge request or
-//! dribbles bytes is cut off; it can never make the daemon buffer without
-//! bound or hold tasks open forever.
+//! Limits ([`MAX_CONNECTIONS`], [`MAX_REQUEST_BYTES`], [`REQUEST_TIMEOUT`],
+//! [`MAX_SERIES`]): a scraper that opens too many connections, sends a huge
+//! request or dribbles bytes is cut off; it can never make the daemon buffer
+//! without bound or hold tasks open forever, and a label set chosen by
+//! callers cannot grow a family without bound.
 //!
 //! Use: keep [`Counter`]/[`Gauge`]/[`Histogram`]/[`HistogramVec`] values in
 //! a struct, and give [`serve`] a function that renders them with an
-//! [`Encoder`] on each scrape.
+//! [`Exposition`] on each scrape (values read at scrape time are added to
+//! the same exposition as gauges).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Metric, Registry};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 /// Scrapes served at once; more connections are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
-/// Largest request head accepted (request line and headers), bytes.
+/// Largest request head accepted (request line and headers), bytes; hyper
+/// answers 431 beyond it (8 KiB is also hyper's smallest buffer).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Time a client has to send its request head, and we have to write the answer.
+/// Time a client has to send its request head, and (again) we have to
+/// write the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Distinct label sets one [`HistogramVec`] keeps; further ones are folded
 /// into a series whose label values are all `"other"`.
 pub const MAX_SERIES: usize = 256;
 /// `Content-Type` of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Latency buckets in seconds, 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS_S: &[f64] = &[
@@ -46,301 +48,174 @@ pub const TASK_BUCKETS_S: &[f64] = &[
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0,
 ];
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// A monotonically increasing count (`inc`, `inc_by`, `get`).
+pub type Counter = prometheus_client::metrics::counter::Counter<u64>;
+/// A value that goes up and down (`set`, `inc_by`, `get`).
+pub type Gauge = prometheus_client::metrics::gauge::Gauge<i64>;
+/// A histogram with fixed upper bounds (`le`); see [`histogram`].
+pub type Histogram = prometheus_client::metrics::histogram::Histogram;
 
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    /// The current count.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// An empty histogram over `bounds` (strictly increasing, finite).
+pub fn histogram(bounds: &'static [f64]) -> Histogram {
+    debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds must increase");
+    Histogram::new(bounds.iter().copied())
 }
 
-/// A value that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    /// Sets the value.
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    /// Adds `d` (may be negative).
-    pub fn add(&self, d: i64) {
-        self.0.fetch_add(d, Ordering::Relaxed);
-    }
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// Records a duration in seconds in `h`.
+pub fn observe_duration(h: &Histogram, d: Duration) {
+    h.observe(d.as_secs_f64());
 }
 
-/// A histogram with fixed upper bounds (`le`), cumulative on output.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// One per bound, plus the `+Inf` bucket; not cumulative.
-    counts: Vec<AtomicU64>,
-    /// Sum of observations, as `f64` bits.
-    sum_bits: AtomicU64,
-}
+/// Label pairs of one series, in the order the family names them.
+type LabelSet = Vec<(&'static str, String)>;
 
-/// A consistent-enough copy of a [`Histogram`] for output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// `(upper bound, cumulative count)`, the last bound is `+Inf`.
-    pub buckets: Vec<(f64, u64)>,
-    /// Sum of observations.
-    pub sum: f64,
-    /// Number of observations (equals the `+Inf` bucket).
-    pub count: u64,
-}
+/// Makes the histograms of a [`HistogramVec`] (all with the same bounds).
+#[derive(Debug, Clone, Copy)]
+struct Buckets(&'static [f64]);
 
-impl Histogram {
-    /// An empty histogram over `bounds` (strictly increasing, finite).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        debug_assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds must increase");
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-        }
-    }
-
-    /// Records one observation. NaN is ignored.
-    pub fn observe(&self, v: f64) {
-        if v.is_nan() {
-            return;
-        }
-        let i = self.bounds.partition_point(|b| *b < v);
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        let mut current = self.sum_bits.load(Ordering::Relaxed);
-        loop {
-            let next = (f64::from_bits(current) + v).to_bits();
-            match self
-                .sum_bits
-                .compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(seen) => current = seen,
-            }
-        }
-    }
-
-    /// Records a duration in seconds.
-    pub fn observe_duration(&self, d: Duration) {
-        self.observe(d.as_secs_f64());
-    }
-
-    /// Cumulative buckets, sum and count.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut total = 0u64;
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Ordering::Relaxed);
-            let le = self.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((le, total));
-        }
-        HistogramSnapshot {
-            buckets,
-            sum: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
-            count: total,
-        }
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        histogram(self.0)
     }
 }
 
 /// Histograms by label values (e.g. task kind and outcome), at most
-/// [`MAX_SERIES`] of them.
+/// [`MAX_SERIES`] of them plus one `"other"` series.
 #[derive(Debug)]
 pub struct HistogramVec {
-    bounds: &'static [f64],
     label_names: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, Arc<Histogram>>>,
+    family: Family<LabelSet, Histogram, Buckets>,
+    /// Series created so far; held while deciding whether a new one fits.
+    admitted: Mutex<usize>,
 }
 
 impl HistogramVec {
     /// An empty family; every series uses `bounds` and `label_names`.
     pub fn new(bounds: &'static [f64], label_names: &'static [&'static str]) -> Self {
         HistogramVec {
-            bounds,
             label_names,
-            series: Mutex::new(BTreeMap::new()),
+            family: Family::new_with_constructor(Buckets(bounds)),
+            admitted: Mutex::new(0),
         }
     }
 
-    /// The series for `values` (one per label name), created on first use.
-    pub fn with(&self, values: &[&str]) -> Arc<Histogram> {
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let mut key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        key.resize(self.label_names.len(), String::new());
-        if !series.contains_key(&key) && series.len() >= MAX_SERIES {
-            key = vec!["other".to_owned(); self.label_names.len()];
-        }
-        series
-            .entry(key)
-            .or_insert_with(|| Arc::new(Histogram::new(self.bounds)))
-            .clone()
-    }
-
-    /// Records `v` in the series for `values`.
+    /// Records `v` in the series for `values` (one per label name; missing
+    /// ones are empty), created on first use.
     pub fn observe(&self, values: &[&str], v: f64) {
-        self.with(values).observe(v);
-    }
-
-    /// Writes every series under `name` (the header must already be written).
-    pub fn encode(&self, e: &mut Encoder, name: &str) {
-        let series: Vec<(Vec<String>, Arc<Histogram>)> = self
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut key: LabelSet = self
+            .label_names
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .enumerate()
+            .map(|(i, name)| (*name, values.get(i).copied().unwrap_or_default().to_owned()))
             .collect();
-        for (values, h) in series {
-            let labels: Vec<(&str, &str)> = self
-                .label_names
-                .iter()
-                .copied()
-                .zip(values.iter().map(String::as_str))
-                .collect();
-            e.histogram(name, &labels, &h.snapshot());
+        if self.family.get(&key).is_none() {
+            let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+            if self.family.get(&key).is_none() {
+                if *admitted >= MAX_SERIES {
+                    key.iter_mut().for_each(|(_, value)| *value = "other".to_owned());
+                }
+                if self.family.get(&key).is_none() {
+                    *admitted += 1;
+                    drop(self.family.get_or_create(&key));
+                }
+            }
         }
+        self.family.get_or_create(&key).observe(v);
+    }
+
+    /// Series kept, the `"other"` one included.
+    pub fn series(&self) -> usize {
+        *self.admitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Metric type, as the `# TYPE` line names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Only goes up.
-    Counter,
-    /// Goes up and down.
-    Gauge,
-    /// Buckets, sum and count.
-    Histogram,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
-/// Builds a text exposition (format 0.0.4).
+/// One scrape's exposition: metrics are registered under their full series
+/// name (counters end in `_total`), then [`Exposition::finish`] writes the
+/// Prometheus text format 0.0.4 (no `# EOF`, counters' `# TYPE` under the
+/// `_total` name, `le` as Go's client writes it).
 #[derive(Debug, Default)]
-pub struct Encoder {
-    out: String,
+pub struct Exposition {
+    registry: Registry,
 }
 
-impl Encoder {
+/// prometheus-client appends a full stop to every help text: drop ours.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
+}
+
+impl Exposition {
     /// An empty exposition.
     pub fn new() -> Self {
-        Encoder::default()
+        Exposition::default()
     }
 
-    /// `# HELP` and `# TYPE` lines for the family `name`.
-    pub fn header(&mut self, name: &str, help: &str, kind: Kind) {
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+    fn add(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.register(name, help_text(help), metric);
     }
 
-    /// One sample line: `name{labels} value`.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        write_labels(&mut self.out, labels, None);
-        self.out.push(' ');
-        self.out.push_str(&format_value(value));
-        self.out.push('\n');
+    /// A counter; `name` is the series name and ends in `_total`.
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.add(counter_family(name), help, ConstCounter::new(value));
     }
 
-    /// Header plus one unlabelled sample.
-    pub fn single(&mut self, name: &str, help: &str, kind: Kind, value: f64) {
-        self.header(name, help, kind);
-        self.sample(name, &[], value);
+    /// A counter with a fractional value (`name` ends in `_total`).
+    pub fn counter_f64(&mut self, name: &str, help: &str, value: f64) {
+        self.add(counter_family(name), help, ConstCounter::new(value));
     }
 
-    /// `name_bucket{..., le="…"}` lines, `name_sum` and `name_count`.
-    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
-        for (le, count) in &h.buckets {
-            let _ = write!(self.out, "{name}_bucket");
-            write_labels(&mut self.out, labels, Some(&format_value(*le)));
-            let _ = writeln!(self.out, " {count}");
+    /// A gauge without labels.
+    pub fn gauge(&mut self, name: &str, help: &str, value: i64) {
+        self.add(name, help, ConstGauge::new(value));
+    }
+
+    /// A gauge family with one label: one series per `(label value, value)`.
+    pub fn gauge_by(&mut self, name: &str, help: &str, label: &'static str, series: &[(&str, u64)]) {
+        let family = Family::<LabelSet, Gauge>::default();
+        for (value, n) in series {
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            family.get_or_create(&vec![(label, (*value).to_owned())]).set(n);
         }
-        let _ = write!(self.out, "{name}_sum");
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {}", format_value(h.sum));
-        let _ = write!(self.out, "{name}_count");
-        write_labels(&mut self.out, labels, None);
-        let _ = writeln!(self.out, " {}", h.count);
+        self.add(name, help, family);
     }
 
-    /// The finished text.
+    /// A histogram without labels.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
+        self.add(name, help, h.clone());
+    }
+
+    /// Every series of a [`HistogramVec`].
+    pub fn histogram_vec(&mut self, name: &str, help: &str, v: &HistogramVec) {
+        self.add(name, help, v.family.clone());
+    }
+
+    /// `process_resident_memory_bytes` and `process_cpu_seconds_total`.
+    pub fn process(&mut self) {
+        let rss = i64::try_from(process_rss_bytes()).unwrap_or(i64::MAX);
+        self.gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss,
+        );
+        self.counter_f64(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            process_cpu_seconds(),
+        );
+    }
+
+    /// The text, format 0.0.4.
     pub fn finish(self) -> String {
-        self.out
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
     }
 }
 
-fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
-    if labels.is_empty() && le.is_none() {
-        return;
-    }
-    out.push('{');
-    let mut first = true;
-    for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-    }
-    out.push('}');
-}
-
-/// Label values escape `\`, `"` and newline.
-pub fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// HELP text escapes `\` and newline.
-pub fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// `+Inf`, `-Inf`, `NaN`, integers without a fraction, else Rust's
-/// shortest round-trip form.
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v == f64::INFINITY {
-        "+Inf".to_owned()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".to_owned()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
+/// prometheus-client adds `_total` to a counter's name itself.
+fn counter_family(name: &str) -> &str {
+    debug_assert!(name.ends_with("_total"), "counter {name} must end in _total");
+    name.strip_suffix("_total").unwrap_or(name)
 }
 
 /// Resident set size of this process in bytes (Linux `/proc/self/statm`),
@@ -373,113 +248,37 @@ pub fn process_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-/// Writes the process metrics every exporter has (`process_resident_memory_bytes`,
-/// `process_cpu_seconds_total`).
-pub fn encode_process(e: &mut Encoder) {
-    e.single(
-        "process_resident_memory_bytes",
-        "Resident memory size in bytes.",
-        Kind::Gauge,
-        process_rss_bytes() as f64,
-    );
-    e.single(
-        "process_cpu_seconds_total",
-        "Total user and system CPU time spent in seconds.",
-        Kind::Counter,
-        process_cpu_seconds(),
-    );
-}
-
-/// What a request head asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Metrics,
-    NotFound,
-    MethodNotAllowed,
-    BadRequest,
-}
-
-/// Routes a request head (pure).
-fn route(head: &str) -> Route {
-    let Some(line) = head.lines().next() else {
-        return Route::BadRequest;
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
-        return Route::BadRequest;
-    };
-    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
-        return Route::BadRequest;
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    match (method, path) {
-        ("GET", "/metrics") => Route::Metrics,
-        (_, "/metrics") => Route::MethodNotAllowed,
-        _ => Route::NotFound,
-    }
-}
-
-fn response(status: &str, content_type: &str, body: &str, extra: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
-        body.len()
-    )
-}
-
-/// Reads the request head (up to the blank line) within the limits.
-async fn read_head(stream: &mut TcpStream) -> Option<Result<String, ()>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(Ok(String::from_utf8_lossy(&buf[..end]).into_owned()));
-        }
-        if buf.len() > MAX_REQUEST_BYTES {
-            return Some(Err(()));
-        }
-    }
-}
-
-async fn handle(mut stream: TcpStream, render: &(dyn Fn() -> String + Send + Sync)) {
-    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Some(h)) => h,
-        Ok(None) | Err(_) => return,
-    };
-    let text = "text/plain; charset=utf-8";
-    let answer = match head.map(|h| route(&h)) {
-        Ok(Route::Metrics) => response("200 OK", CONTENT_TYPE, &render(), ""),
-        Ok(Route::NotFound) => response("404 Not Found", text, "not found; try /metrics\n", ""),
-        Ok(Route::MethodNotAllowed) => {
-            response("405 Method Not Allowed", text, "only GET\n", "Allow: GET\r\n")
-        }
-        Ok(Route::BadRequest) => response("400 Bad Request", text, "bad request\n", ""),
-        Err(()) => response(
-            "431 Request Header Fields Too Large",
-            text,
-            "request head too large\n",
-            "",
-        ),
-    };
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
+/// The `/metrics` routes: `GET` renders, other methods get 405 (with
+/// `Allow`), other paths 404.
+fn router(render: Arc<dyn Fn() -> String + Send + Sync>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = render();
+                async move { ([(header::CONTENT_TYPE, CONTENT_TYPE)], text) }
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found; try /metrics\n") })
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves. `render`
 /// builds the exposition for each scrape. Connections beyond
-/// [`MAX_CONNECTIONS`] are closed at once.
+/// [`MAX_CONNECTIONS`] are closed at once; each connection carries one
+/// request (no keep-alive).
 pub async fn serve(
     listener: TcpListener,
     render: Arc<dyn Fn() -> String + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let service = hyper_util::service::TowerToHyperService::new(router(render));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .keep_alive(false)
+        .title_case_headers(true);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -498,9 +297,11 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let render = render.clone();
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
         tokio::spawn(async move {
-            handle(stream, &*render).await;
+            // Reading the head is bounded by `header_read_timeout`; the
+            // whole exchange by twice that.
+            let _ = tokio::time::timeout(2 * REQUEST_TIMEOUT, connection).await;
             drop(permit);
         });
     }
@@ -509,51 +310,61 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[test]
-    fn the_exposition_has_help_type_escaped_labels_and_cumulative_buckets() {
-        static B: &[f64] = &[0.01, 0.1];
-        let h = Histogram::new(B);
-        h.observe(0.005);
-        h.observe(0.05);
-        h.observe(0.05);
-        h.observe(3.0);
-        h.observe(f64::NAN);
-        let mut e = Encoder::new();
-        e.header(
+    fn the_exposition_is_prometheus_text_with_escaped_labels_and_cumulative_buckets() {
+        static B: &[f64] = &[0.01, 0.1, 10.0];
+        let h = histogram(B);
+        for v in [0.005, 0.05, 0.05, 30.0] {
+            h.observe(v);
+        }
+        let v = HistogramVec::new(B, &["kind"]);
+        v.observe(&["join"], 3.0);
+        let mut e = Exposition::new();
+        e.gauge_by(
             "rpool_hosts",
             "Hosts by state.\nSecond line \\ here.",
-            Kind::Gauge,
+            "state",
+            &[("re\"a\\dy\n", 3)],
         );
-        e.sample("rpool_hosts", &[("state", "re\"a\\dy\n")], 3.0);
-        e.header("rpool_lat_seconds", "Latency.", Kind::Histogram);
-        e.histogram("rpool_lat_seconds", &[("kind", "join")], &h.snapshot());
-        e.single("rpool_up", "Up.", Kind::Counter, 0.25);
+        e.histogram("rpool_lat_seconds", "Latency.", &h);
+        e.histogram_vec("rpool_task_seconds", "Tasks.", &v);
+        e.counter("rpool_up_total", "Up.", 7);
+        e.counter_f64("rpool_cpu_seconds_total", "CPU.", 0.25);
+        e.gauge("rpool_term", "Term.", -1);
         let text = e.finish();
         let want = "# HELP rpool_hosts Hosts by state.\\nSecond line \\\\ here.\n\
                     # TYPE rpool_hosts gauge\n\
                     rpool_hosts{state=\"re\\\"a\\\\dy\\n\"} 3\n\
                     # HELP rpool_lat_seconds Latency.\n\
                     # TYPE rpool_lat_seconds histogram\n\
-                    rpool_lat_seconds_bucket{kind=\"join\",le=\"0.01\"} 1\n\
-                    rpool_lat_seconds_bucket{kind=\"join\",le=\"0.1\"} 3\n\
-                    rpool_lat_seconds_bucket{kind=\"join\",le=\"+Inf\"} 4\n\
-                    rpool_lat_seconds_sum{kind=\"join\"} 3.105\n\
-                    rpool_lat_seconds_count{kind=\"join\"} 4\n\
-                    # HELP rpool_up Up.\n\
-                    # TYPE rpool_up counter\n\
-                    rpool_up 0.25\n";
+                    rpool_lat_seconds_bucket{le=\"0.01\"} 1\n\
+                    rpool_lat_seconds_bucket{le=\"0.1\"} 3\n\
+                    rpool_lat_seconds_bucket{le=\"10\"} 3\n\
+                    rpool_lat_seconds_bucket{le=\"+Inf\"} 4\n\
+                    rpool_lat_seconds_sum 30.105\n\
+                    rpool_lat_seconds_count 4\n\
+                    # HELP rpool_task_seconds Tasks.\n\
+                    # TYPE rpool_task_seconds histogram\n\
+                    rpool_task_seconds_bucket{kind=\"join\",le=\"0.01\"} 0\n\
+                    rpool_task_seconds_bucket{kind=\"join\",le=\"0.1\"} 0\n\
+                    rpool_task_seconds_bucket{kind=\"join\",le=\"10\"} 1\n\
+                    rpool_task_seconds_bucket{kind=\"join\",le=\"+Inf\"} 1\n\
+                    rpool_task_seconds_sum{kind=\"join\"} 3.0\n\
+                    rpool_task_seconds_count{kind=\"join\"} 1\n\
+                    # HELP rpool_up_total Up.\n\
+                    # TYPE rpool_up_total counter\n\
+                    rpool_up_total 7\n\
+                    # HELP rpool_cpu_seconds_total CPU.\n\
+                    # TYPE rpool_cpu_seconds_total counter\n\
+                    rpool_cpu_seconds_total 0.25\n\
+                    # HELP rpool_term Term.\n\
+                    # TYPE rpool_term gauge\n\
+                    rpool_term -1\n";
         assert_eq!(text, want);
-    }
-
-    #[test]
-    fn values_format_as_prometheus_expects() {
-        assert_eq!(format_value(f64::INFINITY), "+Inf");
-        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_value(f64::NAN), "NaN");
-        assert_eq!(format_value(42.0), "42");
-        assert_eq!(format_value(-1.0), "-1");
-        assert_eq!(format_value(0.5), "0.5");
+        assert!(!text.contains("# EOF"));
     }
 
     #[test]
@@ -562,21 +373,35 @@ mod tests {
         for i in 0..MAX_SERIES + 10 {
             v.observe(&[&format!("k{i}"), "ok"], 0.001);
         }
-        let series = v.series.lock().unwrap();
-        assert_eq!(series.len(), MAX_SERIES + 1, "256 real series and one 'other'");
-        let other = &series[&vec!["other".to_owned(), "other".to_owned()]];
-        assert_eq!(other.snapshot().count, 10);
+        assert_eq!(v.series(), MAX_SERIES + 1, "256 real series and one 'other'");
+        let mut e = Exposition::new();
+        e.histogram_vec("rpool_t_seconds", "T.", &v);
+        let text = e.finish();
+        assert!(
+            text.lines()
+                .any(|l| l == "rpool_t_seconds_count{kind=\"other\",outcome=\"other\"} 10"),
+            "{text}"
+        );
+        // An existing series still takes observations once the family is full.
+        v.observe(&["k0", "ok"], 0.001);
+        assert_eq!(v.series(), MAX_SERIES + 1);
     }
 
     #[test]
-    fn requests_are_routed_by_method_and_path() {
-        assert_eq!(route("GET /metrics HTTP/1.1\r\nHost: x"), Route::Metrics);
-        assert_eq!(route("GET /metrics?name[]=x HTTP/1.0"), Route::Metrics);
-        assert_eq!(route("GET / HTTP/1.1"), Route::NotFound);
-        assert_eq!(route("POST /metrics HTTP/1.1"), Route::MethodNotAllowed);
-        assert_eq!(route("GET /metrics"), Route::BadRequest);
-        assert_eq!(route("GET /metrics SPDY/3"), Route::BadRequest);
-        assert_eq!(route(""), Route::BadRequest);
+    fn process_metrics_are_read_from_proc() {
+        let mut e = Exposition::new();
+        e.process();
+        let text = e.finish();
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap();
+        assert!(rss > 0, "{text}");
+        assert!(
+            text.contains("\n# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
     }
 
     async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
@@ -598,13 +423,8 @@ mod tests {
         let seen = scrapes.clone();
         let render: Arc<dyn Fn() -> String + Send + Sync> = Arc::new(move || {
             seen.inc();
-            let mut e = Encoder::new();
-            e.single(
-                "rpool_scrapes_total",
-                "Scrapes.",
-                Kind::Counter,
-                seen.get() as f64,
-            );
+            let mut e = Exposition::new();
+            e.counter("rpool_scrapes_total", "Scrapes.", seen.get());
             e.finish()
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

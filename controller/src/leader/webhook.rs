@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
@@ -37,7 +36,8 @@ use crate::state::pool::{Event, Severity};
 
 /// How often the event log is checked for new events.
 pub const TAIL_EVERY: Duration = Duration::from_millis(200);
-/// Largest webhook answer read (status line and headers are all we need).
+/// Largest webhook answer read: the head (hyper's read buffer) and,
+/// separately, the body (read and discarded).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024;
 /// The system roots used for `https` when `ca` is not set.
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -81,46 +81,45 @@ impl Default for WebhookConfig {
     }
 }
 
-fn range(field: &'static str, value: impl std::fmt::Display, accepted: &str) -> FieldError {
-    FieldError {
-        field,
-        problem: format!("{value} is out of range (accepted {accepted})"),
-    }
-}
-
 impl WebhookConfig {
     /// Checks the section; errors name `webhook.<key>` and the accepted range.
     pub fn validate(&self) -> Result<(), FieldError> {
         if !self.url.is_empty() {
-            Target::parse(&self.url).map_err(|problem| FieldError {
-                field: "webhook.url",
-                problem,
-            })?;
+            Target::parse(&self.url).map_err(|problem| FieldError::new("webhook.url", problem))?;
         }
-        if self.ca.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(FieldError {
-                field: "webhook.ca",
-                problem: "empty path (accepted a PEM file path)".to_owned(),
-            });
+        if let Some(ca) = &self.ca {
+            FieldError::first_empty_path([("webhook.ca", ca.as_path())], "a PEM file path")?;
         }
         if !(1..=100_000).contains(&self.queue) {
-            return Err(range("webhook.queue", self.queue, "1..=100000"));
+            return Err(FieldError::out_of_range(
+                "webhook.queue",
+                self.queue,
+                "1..=100000",
+            ));
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
-            return Err(range("webhook.timeout_ms", self.timeout_ms, "100..=60000"));
+            return Err(FieldError::out_of_range(
+                "webhook.timeout_ms",
+                self.timeout_ms,
+                "100..=60000",
+            ));
         }
         if !(1..=20).contains(&self.max_attempts) {
-            return Err(range("webhook.max_attempts", self.max_attempts, "1..=20"));
+            return Err(FieldError::out_of_range(
+                "webhook.max_attempts",
+                self.max_attempts,
+                "1..=20",
+            ));
         }
         if !(10..=60_000).contains(&self.initial_backoff_ms) {
-            return Err(range(
+            return Err(FieldError::out_of_range(
                 "webhook.initial_backoff_ms",
                 self.initial_backoff_ms,
                 "10..=60000",
             ));
         }
         if !(self.initial_backoff_ms..=600_000).contains(&self.max_backoff_ms) {
-            return Err(range(
+            return Err(FieldError::out_of_range(
                 "webhook.max_backoff_ms",
                 self.max_backoff_ms,
                 &format!(
@@ -337,7 +336,7 @@ async fn tail(shared: Arc<Shared>, queue: Shared2, enabled: bool) {
         let (new, newest_index) = shared
             .node
             .read(|sm| select_new(sm.events(), seen, Severity::Info));
-        metrics.events.add(new.len() as u64);
+        metrics.events.inc_by(new.len() as u64);
         if leader && !was_leader {
             // Start from the newest event: history is not re-sent.
             debug!(
@@ -422,7 +421,10 @@ async fn send_loop(shared: Arc<Shared>, queue: Shared2, client: Client) {
     }
 }
 
-/// Sends one POST to the configured endpoint.
+/// Sends one POST to the configured endpoint: hyper's HTTP/1.1 client on
+/// one connection per POST (plain TCP or tokio-rustls). Redirects are never
+/// followed (a 3xx is a failure), the answer is read up to
+/// [`MAX_RESPONSE_BYTES`], and the caller bounds the time.
 pub(crate) struct Client {
     target: Target,
     tls: Option<tokio_rustls::TlsConnector>,
@@ -435,19 +437,9 @@ impl Client {
             .await
             .map_err(|e| format!("connecting to {}:{}: {e}", t.host, t.port))?;
         let _ = tcp.set_nodelay(true);
-        let host_header = if t.host.contains(':') {
-            format!("[{}]:{}", t.host, t.port)
-        } else {
-            format!("{}:{}", t.host, t.port)
-        };
-        let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: rpool-controller/{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-            t.path,
-            rpool_proto::VERSION,
-            payload.len()
-        );
+        let request = self.request(payload)?;
         match &self.tls {
-            None => exchange(tcp, &request).await,
+            None => exchange(hyper_util::rt::TokioIo::new(tcp), request).await,
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(t.host.clone())
                     .map_err(|e| format!("webhook host {:?}: {e}", t.host))?;
@@ -455,51 +447,87 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {}: {e}", t.host))?;
-                exchange(stream, &request).await
+                exchange(hyper_util::rt::TokioIo::new(stream), request).await
             }
         }
     }
+
+    /// `POST {path}` with the JSON body, `Host`, `User-Agent` and
+    /// `Connection: close`.
+    fn request(
+        &self,
+        payload: &str,
+    ) -> Result<hyper::Request<http_body_util::Full<hyper::body::Bytes>>, String> {
+        use hyper::header;
+        let t = &self.target;
+        let host = if t.host.contains(':') {
+            format!("[{}]:{}", t.host, t.port)
+        } else {
+            format!("{}:{}", t.host, t.port)
+        };
+        hyper::Request::post(t.path.as_str())
+            .header(header::HOST, host)
+            .header(
+                header::USER_AGENT,
+                format!("rpool-controller/{}", rpool_proto::VERSION),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONNECTION, "close")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                payload.to_owned(),
+            )))
+            .map_err(|e| format!("building the request: {e}"))
+    }
 }
 
-/// Writes `request`, reads the status line; 2xx is success.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, request: &str) -> Result<(), String> {
-    s.write_all(request.as_bytes())
+/// Sends `request` on a fresh HTTP/1.1 connection over `io` and judges the
+/// answer by its status; the body is read (at most [`MAX_RESPONSE_BYTES`])
+/// and dropped.
+async fn exchange<I>(
+    io: I,
+    request: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> Result<(), String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .max_buf_size(MAX_RESPONSE_BYTES)
+        .handshake(io)
         .await
         .map_err(|e| format!("sending: {e}"))?;
-    s.flush().await.map_err(|e| format!("sending: {e}"))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_RESPONSE_BYTES {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let status_line = text.lines().next().unwrap_or_default();
-    parse_status(status_line)
+    // Drives the connection; ends with the exchange (dropped with `_driver`).
+    let driver = tokio::spawn(connection);
+    let _driver = AbortOnDrop(driver);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    let status = response.status();
+    let _ = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await;
+    judge(status)
 }
 
-/// `Ok` for a 2xx status line, else the status as an error.
-fn parse_status(line: &str) -> Result<(), String> {
-    let code = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP answer: {:?}",
-                line.chars().take(80).collect::<String>()
-            )
-        })?;
-    if (200..300).contains(&code) {
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `Ok` for a 2xx status; a redirect or any other status is an error.
+fn judge(status: hyper::StatusCode) -> Result<(), String> {
+    if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        Err(format!("answered {status}; redirects are not followed"))
     } else {
-        Err(format!("answered {}", line.trim()))
+        Err(format!("answered {status}"))
     }
 }
 
@@ -534,6 +562,7 @@ fn tls_connector(ca: Option<&std::path::Path>) -> anyhow::Result<tokio_rustls::T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn event(index: u64, severity: Severity) -> Event {
         Event {
@@ -678,14 +707,19 @@ mod tests {
     }
 
     #[test]
-    fn status_lines_are_judged_by_their_code() {
-        assert_eq!(parse_status("HTTP/1.1 204 No Content"), Ok(()));
+    fn statuses_are_judged_by_their_code_and_redirects_refused() {
+        use hyper::StatusCode;
+        assert_eq!(judge(StatusCode::NO_CONTENT), Ok(()));
         assert!(
-            parse_status("HTTP/1.1 500 Internal Server Error")
+            judge(StatusCode::INTERNAL_SERVER_ERROR)
                 .unwrap_err()
                 .contains("500")
         );
-        assert!(parse_status("garbage").is_err());
+        let redirect = judge(StatusCode::FOUND).unwrap_err();
+        assert!(
+            redirect.contains("302") && redirect.contains("not followed"),
+            "{redirect}"
+        );
     }
 
     #[tokio::test]

@@ -124,11 +124,11 @@ use tokio::sync::{oneshot, watch};
 
 use super::node::StateMachine as _;
 use super::node::{Core, Input, ProposeError, RaftConfig, RaftStatus, Transport};
+use crate::replica::apply::{Applied, Replicated};
+use crate::replica::store::Store;
+use crate::state::State;
 use crate::state::command::tests::facts;
 use crate::state::command::{Command, HostState};
-use crate::replica::apply::{Applied, Replicated};
-use crate::state::State;
-use crate::replica::store::Store;
 
 #[path = "sim_checks.rs"]
 mod checks;
