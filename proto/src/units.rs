@@ -161,6 +161,17 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `60s`, `10m`, `1h30m`: a window or cooldown as admins write it.
+pub fn format_span(ms: u64) -> String {
+    if ms <= 120_000 && ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
+    } else if ms.is_multiple_of(60_000) && ms < 3_600_000 {
+        format!("{}m", ms / 60_000)
+    } else {
+        format_duration(std::time::Duration::from_millis(ms))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +232,14 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(4_250)), "4.2s");
         assert_eq!(format_duration(Duration::from_secs(190)), "3m10s");
         assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
+    }
+
+    #[test]
+    fn spans_read_like_flags() {
+        assert_eq!(format_span(1_000), "1s");
+        assert_eq!(format_span(60_000), "60s");
+        assert_eq!(format_span(600_000), "10m");
+        assert_eq!(format_span(5_400_000), "1h30m");
+        assert_eq!(format_span(1_500), "1.5s");
     }
 }

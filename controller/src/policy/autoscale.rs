@@ -39,7 +39,7 @@
 
 use std::time::Duration;
 
-use rpool_proto::units::{format_duration, format_size};
+use rpool_proto::units::{format_duration, format_size, format_span};
 use rpool_proto::v1;
 
 use crate::policy::placement::{self, Candidate, Request};
@@ -313,17 +313,6 @@ pub fn signals(sm: &State, pool: &PoolRecord, reported: impl Fn(&str) -> Option<
     }
 }
 
-/// `60s`, `10m`, `1h30m`: a window or cooldown as admins write it.
-pub fn span(ms: u64) -> String {
-    if ms <= 120_000 && ms.is_multiple_of(1_000) {
-        format!("{}s", ms / 1_000)
-    } else if ms.is_multiple_of(60_000) && ms < 3_600_000 {
-        format!("{}m", ms / 60_000)
-    } else {
-        format_duration(Duration::from_millis(ms))
-    }
-}
-
 fn pct(v: f64) -> String {
     format!("{:.0}%", v)
 }
@@ -405,7 +394,7 @@ pub fn decide(
         ),
     ];
     if let Some((_, reason, dimension)) = up.iter().find(|(h, _, _)| h.is_some_and(|h| h >= up_window)) {
-        let reason = format!("{reason} for {}", span(up_window));
+        let reason = format!("{reason} for {}", format_span(up_window));
         if have >= policy.max_cores {
             return hold(format!("holding: at max-cores {} ({reason})", policy.max_cores));
         }
@@ -433,7 +422,7 @@ pub fn decide(
     if let Some(h) = held(windows.low_since) {
         let down_window = policy.down_window_ms;
         if h >= down_window {
-            let reason = format!("{low} for {}", span(down_window));
+            let reason = format!("{low} for {}", format_span(down_window));
             return match pick_down(pool, policy) {
                 Some(host) => Decision::ScaleDown {
                     why: format!("pool {name}: {reason}: -1 host {}", host.describe()),
@@ -445,20 +434,20 @@ pub fn decide(
         return hold(format!(
             "holding: {low} for {} of the {} down-window",
             format_duration(Duration::from_millis(h)),
-            span(down_window)
+            format_span(down_window)
         ));
     }
     if let Some((Some(h), reason, _)) = up.iter().find(|(h, _, _)| h.is_some()) {
         return hold(format!(
             "holding: {reason} for {} of the {} up-window",
             format_duration(Duration::from_millis(*h)),
-            span(up_window)
+            format_span(up_window)
         ));
     }
     if pending > 0 && windows.pending_since.is_none() {
         return hold(format!(
             "holding: {pending} pod(s) pending, counted once the pool has been ready for {}",
-            span(PENDING_SETTLE_MS)
+            format_span(PENDING_SETTLE_MS)
         ));
     }
     hold(format!(
@@ -858,14 +847,5 @@ mod tests {
     fn without_signals_it_holds_and_says_so() {
         let d = run(&policy(), &pool(), Signals::default(), T0 + 3_600 * S);
         assert_eq!(d.why(), "holding: no utilization reported by the workers yet");
-    }
-
-    #[test]
-    fn spans_read_like_flags() {
-        assert_eq!(span(1_000), "1s");
-        assert_eq!(span(60_000), "60s");
-        assert_eq!(span(600_000), "10m");
-        assert_eq!(span(5_400_000), "1h30m");
-        assert_eq!(span(1_500), "1.5s");
     }
 }

@@ -17,7 +17,7 @@ use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 /// `16..=64 worker cores, cpu target 70%, memory target 80%, up-window 1m,
 /// down-window 10m, cooldown 5m`.
 pub fn describe(policy: &AutoscalePolicy) -> String {
-    use crate::policy::autoscale::span;
+    use rpool_proto::units::format_span as span;
     format!(
         "{}..={} worker cores, cpu target {}%, memory target {}%, up-window {}, down-window {}, cooldown {}",
         policy.min_cores,
