@@ -2,53 +2,48 @@
 //! agent, admin and Raft gRPC APIs.
 //!
 //! Controllers form a Raft group (raft-rs; three or five in production, one
-//! is allowed). Every state change is a [`command::Command`] committed by a
-//! quorum and applied by every replica to the same deterministic state
-//! machine, persisted in sled. Only the leader keeps agent sessions and
+//! is allowed). Every state change is a [`state::command::Command`]
+//! committed by a quorum (durable in each replica's write-ahead log) and
+//! applied by every replica to the same deterministic state machine,
+//! persisted in sled. Only the leader keeps agent sessions and
 //! judges liveness; followers redirect agents and forward admin requests.
 //!
 //! # Modules
 //!
+//! Grouped by concern; the arrows run one way (`api` → `leader` →
+//! `policy` → `state`), checked by `controller/tests/layers.rs`.
+//!
 //! - [`config`]: `controller.toml`, defaults and validation.
-//! - [`command`]: state-machine commands and records (own serde types, plus
-//!   conversions to and from `rpool_proto::v1`).
-//! - [`state`]: the deterministic state machine (`plan` / `commit` / `apply`).
-//! - [`store`]: sled persistence of the applied state.
-//! - [`raft`]: the Raft log store, the replica task and the peer transport.
-//! - [`replicated`]: the state machine as Raft drives it (apply, snapshot,
-//!   restore).
-//! - [`placement`]: which hosts make up a pool (pure; control planes spread
-//!   over zones, workers covering the request with the least overshoot).
-//! - [`node`]: the handle everything else uses: propose, read, read barrier,
-//!   who leads.
-//! - [`liveness`]: in-memory heartbeats and the pure suspect/down decision,
-//!   plus the ticker that proposes it while this controller leads.
-//! - [`validate`]: validation of every agent and admin message.
+//! - [`state`]: the replicated state machine and its records (pure:
+//!   commands, pools, tasks, events, tokens, `plan` / `commit` / `apply`).
+//! - [`policy`]: pure decisions, time as an argument (placement, planner,
+//!   healing, autoscaling).
+//! - [`replica`]: the handle everything else uses (propose, read, read
+//!   barrier, who leads), the state as Raft drives it, sled persistence.
+//! - [`raft`]: the write-ahead log, the replica task and the peer transport.
+//! - [`leader`]: the loops that act only while leading (liveness, task
+//!   dispatch, autoscaler, webhook).
+//! - [`api`]: the gRPC services (admin, agent, enroll), authorization,
+//!   forwarding to the leader, validation, the status mapping.
+//! - [`kube`]: pure building blocks for real clusters (versions, networks,
+//!   kubeadm files, addon manifests).
 //! - [`metrics`]: the Prometheus `/metrics` endpoint (`[metrics] listen`).
-//! - [`webhook`]: the leader POSTs new events as JSON (`[webhook] url`).
-//! - [`authz`]: who may call which service (mutual TLS identities), in
-//!   front of every service; denial counters.
-//! - [`agent_service`]: `AgentService.Session`, one stream per agent.
-//! - [`admin_service`]: the admin API (hosts, labels, controllers).
-//! - [`tokens`], [`admin_tokens`]: bootstrap tokens (replicated, secrets
-//!   hashed) and their admin RPCs; [`enroll_service`]: `EnrollService`,
-//!   agent certificates for a token (CA pinned by the agent) and renewals.
 //!
 //! # Main loop ([`run`])
 //!
-//! 1. Open sled at `{data_dir}/state`, rebuild the applied state, open the
-//!    Raft log (tree `raft` of the same database).
+//! 1. Open sled at `{data_dir}/state`, rebuild the applied state, open and
+//!    check the Raft log at `{data_dir}/raft`.
 //! 2. Start the Raft replica (bootstrapping the initial group from
 //!    `peers` on first start), the peer transport, the task that keeps the
 //!    transport's peer list in line with the membership, and the liveness
 //!    ticker (active only while leading; every new term starts a full grace
 //!    period).
 //! 3. Serve `AgentService`, `AdminService` and `RaftService` on the given
-//!    listener: mutual TLS only, every request authorized by [`authz`]
+//!    listener: mutual TLS only, every request authorized by [`api::authz`]
 //!    first (HTTP/2 keep-alive, message size limits).
 //! 4. When `shutdown` resolves: close agent sessions, stop the server
 //!    (bounded by [`SHUTDOWN_GRACE`]), stop the ticker and the replica
-//!    (which flushes sled), return.
+//!    (which syncs sled), return.
 //!
 //! If the store fails, the replica stops, and `run` shuts down and returns
 //! the error: a controller that cannot persist must not acknowledge.

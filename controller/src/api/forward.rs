@@ -6,9 +6,9 @@
 //!   original caller ([`crate::api::authz::FORWARDED_FOR`]); a call that was
 //!   already forwarded once is never forwarded again (leadership is moving:
 //!   the caller gets UNAVAILABLE and retries).
-//! - The channel to the leader ([`LeaderLink`]) is made lazily and reused
+//! - The channel to the leader (`LeaderLink`) is made lazily and reused
 //!   while the same controller leads in the same term.
-//! - A forwarded call ([`relay`]) has a deadline ([`FORWARD_DEADLINE`])
+//! - A forwarded call (`relay`) has a deadline ([`FORWARD_DEADLINE`])
 //!   shorter than rpoolctl's, and is abandoned as soon as this controller
 //!   learns of a newer term or another leader: the link is dropped and the
 //!   caller gets UNAVAILABLE at once, so it retries where the new leader is

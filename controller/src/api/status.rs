@@ -5,7 +5,7 @@
 //! change, no quorum in time: retry is safe, commands are idempotent), or
 //! the replica stopped. Whether a refusal is a failed precondition (an admin
 //! asked for something the state does not allow) or a lost race that the
-//! caller retries (an agent's report) depends on the caller: [`Refusal`].
+//! caller retries (an agent's report) depends on the caller: `Refusal`.
 
 use tonic::Status;
 

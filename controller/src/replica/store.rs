@@ -13,14 +13,14 @@
 //! | `token/{id}`         | JSON [`TokenRecord`](crate::state::tokens::TokenRecord) (secret hashed) |
 //! | `meta/applied_index` | `u64`, 8 bytes big-endian   |
 //!
-//! The Raft log lives in the same database, tree `raft`
-//! ([`crate::raft::log_store`]), so one flush makes both durable.
+//! The Raft log lives in `{data_dir}/raft` ([`crate::raft::wal`]).
 //!
 //! Every applied entry writes its changed record *and* the applied index in
-//! one [`sled::Batch`] (atomic). The Raft node flushes after every batch of
-//! log writes, and before it compacts the log; after a crash the store holds
-//! a prefix of the applied entries with a matching applied index, and the
-//! Raft log still holds every entry after it, which are applied again.
+//! one [`sled::Batch`] (atomic). sled is synced (flush + fdatasync of its
+//! files, [`crate::raft::durable`]) before compaction drops log entries and
+//! after a snapshot restore; after a crash the store holds a prefix of the
+//! applied entries with a matching applied index, and the log still holds
+//! every entry after it, which are applied again.
 //!
 //! sled holds a file lock on the directory: every handle must be dropped
 //! before the same path is opened again.

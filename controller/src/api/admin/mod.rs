@@ -60,7 +60,7 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 const AMBIGUOUS_MATCHES_SHOWN: usize = 10;
 
 /// Answers from the leader when this controller does not lead: forwards
-/// the call ([`crate::api::forward::relay`]) and returns its answer.
+/// the call (`api::forward::relay`) and returns its answer.
 macro_rules! forward_unless_leader {
     ($svc:ident, $request:ident, $method:ident) => {
         if let Some((mut client, route)) = $svc.leader_client(&$request)? {
@@ -70,7 +70,7 @@ macro_rules! forward_unless_leader {
     };
 }
 
-/// [`forward_unless_leader`], then, on the leader, the ReadIndex barrier
+/// `forward_unless_leader`, then, on the leader, the ReadIndex barrier
 /// (what follows reads everything committed before the call).
 macro_rules! forward_or_barrier {
     ($svc:ident, $request:ident, $method:ident) => {

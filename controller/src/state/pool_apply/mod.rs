@@ -6,9 +6,9 @@
 //! would put a host that is not `ready`, or that already belongs to a pool,
 //! into a pool is refused as a whole.
 //!
-//! - [`lifecycle`]: create, resize, destroy, phase, alerts.
-//! - [`tasks`]: tasks issued and finished, fenced hosts' resets.
-//! - [`repair`]: a dead member replaced, a control plane drained.
+//! - `lifecycle`: create, resize, destroy, phase, alerts.
+//! - `tasks`: tasks issued and finished, fenced hosts' resets.
+//! - `repair`: a dead member replaced, a control plane drained.
 
 mod lifecycle;
 mod repair;
