@@ -470,3 +470,67 @@ async fn membership_add_transfer_and_remove_through_rpoolctl() -> anyhow::Result
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn controller_remove_decides_on_a_quorum_probe_of_its_own() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (mut cluster, _agent, _host_id) = trio_with_a_host(root.path(), TEST_RAFT).await?;
+    let home = root.path();
+    let addrs = cluster.addr_list();
+    let leader = cluster.leader().await?;
+    let followers: Vec<u64> = cluster
+        .controllers
+        .iter()
+        .map(|c| c.id)
+        .filter(|id| *id != leader)
+        .collect();
+    let (frozen, target) = (followers[0], followers[1]);
+
+    // With one follower stopped, removing the other would leave the leader
+    // and a stopped controller: refused, naming what the probe found, and
+    // nothing changes.
+    cluster.get(frozen).freeze();
+    let out = ctl(
+        home,
+        &[
+            "--controller",
+            &addrs,
+            "controller",
+            "remove",
+            &target.to_string(),
+            "--yes",
+        ],
+    );
+    cluster.get(frozen).resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.contains("would leave 2 voters of which 1 answered"),
+        "{stderr}"
+    );
+
+    // On the healthy trio the same removal goes through at once.
+    let out = ctl(
+        home,
+        &[
+            "--controller",
+            &addrs,
+            "controller",
+            "remove",
+            &target.to_string(),
+            "--yes",
+            "-o",
+            "json",
+        ],
+    );
+    let list = json_of(&out)?;
+    let ids: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&target), "{list:#}");
+    assert_eq!(ids.len(), 2, "{list:#}");
+    Ok(())
+}

@@ -115,6 +115,30 @@ impl AdminSvc {
             .map_err(|e| propose_status(e, Refusal::Race))
     }
 
+    /// How many of `voters` answer a status call within
+    /// `PEER_STATUS_TIMEOUT` in `term` (this controller counts itself
+    /// without asking); all are asked at once.
+    async fn probe_quorum(&self, voters: &[u64], term: u64) -> usize {
+        let asks: Vec<_> = voters
+            .iter()
+            .filter(|&&v| v != self.shared.config.id)
+            .map(|&v| {
+                let shared = self.shared.clone();
+                let address = shared.address_of(v).unwrap_or_default();
+                tokio::spawn(async move { peer_status(&shared, v, &address).await })
+            })
+            .collect();
+        let mut answered = usize::from(voters.contains(&self.shared.config.id));
+        for ask in asks {
+            if let Ok(Some((_, peer_term, _, _))) = ask.await
+                && peer_term == term
+            {
+                answered += 1;
+            }
+        }
+        answered
+    }
+
     /// The group as this leader sees it, with each member's own view.
     async fn controllers(&self) -> ListControllersResponse {
         let status = self.shared.node.status();
@@ -683,18 +707,20 @@ impl AdminService for AdminSvc {
                 "controller {id} leads the group; transfer leadership first (rpoolctl controller transfer-leader)"
             )));
         }
-        // The group left behind must still have a quorum among the
-        // controllers this leader hears from.
+        // The group left behind must still have a quorum. Asked now, of
+        // every remaining voter (the leader counts itself): raft-rs'
+        // recent-activity flags lag a heartbeat round and flap, so they
+        // are not used for this.
         let remaining: Vec<u64> = status.voters.iter().copied().filter(|v| *v != id).collect();
-        let reachable = remaining
-            .iter()
-            .filter(|v| status.recent_active.contains(v))
-            .count();
+        let reachable = self.probe_quorum(&remaining, status.term).await;
         let quorum = remaining.len() / 2 + 1;
         if reachable < quorum {
             return Err(Status::failed_precondition(format!(
-                "removing controller {id} would leave {} voters of which {reachable} are reachable; a quorum needs {quorum}",
-                remaining.len()
+                "removing controller {id} would leave {} voters of which {reachable} answered within {} ms \
+                 in term {}; a quorum needs {quorum}",
+                remaining.len(),
+                PEER_STATUS_TIMEOUT.as_millis(),
+                status.term
             )));
         }
         self.shared
