@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod pinned;
 pub mod pki;
 pub mod tls;
+pub mod token;
 pub mod units;
 
 /// Generated code for package `rpool.v1`.

@@ -313,6 +313,7 @@ fn enroll_token(controllers: &[String]) -> Option<String> {
                         ttl_seconds: 3_600,
                         uses: 0,
                         description: "rpool-tests agent".to_string(),
+                        token: String::new(),
                     };
                     if let Ok(created) = admin.create_token(request).await {
                         return Some(created.into_inner().token);

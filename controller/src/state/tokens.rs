@@ -21,10 +21,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Characters of a token id.
-pub const ID_LEN: usize = 6;
-/// Characters of a token secret.
-pub const SECRET_LEN: usize = 16;
+pub use rpool_proto::token::{ID_LEN, SECRET_LEN, from_random, generate};
 /// Token records kept at once (any state).
 pub const MAX_TOKENS: usize = 10_000;
 /// How long an expired token stays listed before a later `CreateToken`
@@ -168,24 +165,6 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// A fresh token from `random` bytes (36 alphabet characters; a byte is
-/// used only when below 252 so every character is equally likely).
-/// Returns `None` when `random` ran out before 22 characters were drawn.
-pub fn from_random(random: &[u8]) -> Option<(String, String)> {
-    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let chars: String = random
-        .iter()
-        .filter(|&&b| b < 252)
-        .map(|&b| ALPHABET[usize::from(b % 36)] as char)
-        .take(ID_LEN + SECRET_LEN)
-        .collect();
-    if chars.len() < ID_LEN + SECRET_LEN {
-        return None;
-    }
-    let (id, secret) = chars.split_at(ID_LEN);
-    Some((id.to_owned(), secret.to_owned()))
-}
-
 /// Why a token was not accepted. Messages name the token id, never the
 /// secret. An unknown id and a wrong secret read the same, and a token's
 /// state is told only to a caller that knows its secret.
@@ -236,7 +215,11 @@ pub fn plan_create(
     record: &TokenRecord,
     at_unix_ms: u64,
 ) -> Result<TokenChanges, Refused> {
-    if tokens.contains_key(&record.id) {
+    if let Some(existing) = tokens.get(&record.id) {
+        // The same token again (a retried create): nothing changes.
+        if hashes_equal(&existing.secret_sha256, &record.secret_sha256) {
+            return Ok(Vec::new());
+        }
         return Err(Refused::Exists(record.id.clone()));
     }
     let mut changes: TokenChanges = tokens
@@ -308,6 +291,9 @@ impl crate::state::State {
             Command::CreateToken { token, at_unix_ms } => {
                 change.more.tokens =
                     plan_create(&self.tokens, token, *at_unix_ms).map_err(|e| refused(&e))?;
+                if change.more.tokens.is_empty() {
+                    return Ok(Change::unchanged(index));
+                }
             }
             Command::UseToken {
                 token_id,
@@ -537,9 +523,19 @@ mod tests {
                 ("new000".to_owned(), Some(new.clone()))
             ]
         );
+        // Another token under an id in use is refused ...
+        let other = TokenRecord {
+            secret_sha256: secret_sha256("zzzzzzzzzzzzzzzz"),
+            ..record("recent", 1, None)
+        };
+        assert_eq!(
+            plan_create(&tokens, &other, 0),
+            Err(Refused::Exists("recent".into()))
+        );
+        // ... the same token again (a retried create) changes nothing.
         assert_eq!(
             plan_create(&tokens, &record("recent", 1, None), 0),
-            Err(Refused::Exists("recent".into()))
+            Ok(Vec::new())
         );
     }
 

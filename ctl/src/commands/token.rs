@@ -123,10 +123,13 @@ pub struct CreatedView {
 
 async fn create(args: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
+    // Made here, so a retry after a leader change creates nothing twice.
+    let (id, secret) = rpool_proto::token::generate().map_err(anyhow::Error::msg)?;
     let request = CreateTokenRequest {
         ttl_seconds: args.ttl.as_secs(),
         uses: args.uses.unwrap_or(0),
         description: args.description.clone(),
+        token: format!("{id}.{secret}"),
     };
     let created: CreateTokenResponse = crate::rpc!(ctl, create_token, request).context("creating a token")?;
     let view = CreatedView {

@@ -71,6 +71,7 @@ impl Poller {
             ttl_seconds: 3_600,
             uses: u32::try_from(agents).unwrap_or(u32::MAX).clamp(1, 10_000),
             description: "sandbox agents".to_string(),
+            token: String::new(),
         };
         match tokio::time::timeout(PROBE_TIMEOUT * 2, admin.create_token(request)).await {
             Ok(Ok(created)) => {

@@ -511,3 +511,50 @@ async fn a_connected_host_cannot_be_enrolled_again_until_its_agent_is_gone() -> 
     wait_ready(&addr, &impostor).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_retried_token_create_through_a_follower_makes_one_token() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
+    let leader = cluster.leader().await?;
+    let follower = cluster
+        .controllers
+        .iter()
+        .find(|c| c.id != leader)
+        .expect("a follower")
+        .addr();
+    let mut admin = admin_client(&follower).await?;
+    let request = rpool_proto::v1::CreateTokenRequest {
+        ttl_seconds: 600,
+        uses: 3,
+        description: "retried".to_owned(),
+        token: "retry1.0123456789abcdef".to_owned(),
+    };
+    let first = admin.create_token(request.clone()).await?.into_inner();
+    // The same call again, as rpoolctl sends it after a leader change.
+    let again = admin.create_token(request.clone()).await?.into_inner();
+    assert_eq!(first.token, "retry1.0123456789abcdef");
+    assert_eq!(
+        (again.id.as_str(), again.expires_at_unix_ms),
+        ("retry1", first.expires_at_unix_ms)
+    );
+    let listed = admin
+        .list_tokens(rpool_proto::v1::ListTokensRequest {})
+        .await?
+        .into_inner()
+        .tokens;
+    assert_eq!(
+        listed.iter().filter(|t| t.id == "retry1").count(),
+        1,
+        "{listed:?}"
+    );
+    // Another secret under the same id is refused and does not show it.
+    let other = rpool_proto::v1::CreateTokenRequest {
+        token: "retry1.zzzzzzzzzzzzzzzz".to_owned(),
+        ..request
+    };
+    let refused = admin.create_token(other).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(!refused.message().contains("zzzz"), "{}", refused.message());
+    Ok(())
+}

@@ -36,6 +36,8 @@ pub struct NewToken {
     pub ttl_ms: u64,
     pub uses: Option<u32>,
     pub description: String,
+    /// The caller's own token (id, secret), if it sent one.
+    pub token: Option<(String, String)>,
 }
 
 /// Checks a `CreateTokenRequest`; errors name the field and range.
@@ -71,10 +73,22 @@ pub fn validate_create(r: &v1::CreateTokenRequest) -> Result<NewToken, Invalid> 
             "contains a control character (accepted printable text)",
         ));
     }
+    let token = if r.token.is_empty() {
+        None
+    } else {
+        let parsed = tokens::parse("create_token.token", &r.token).map_err(|_| {
+            Invalid::new(
+                "create_token.token",
+                "is not a token (accepted [a-z0-9]{6}.[a-z0-9]{16}, or empty to have one made)",
+            )
+        })?;
+        Some((parsed.id.clone(), parsed.secret().to_owned()))
+    };
     Ok(NewToken {
         ttl_ms: r.ttl_seconds * 1_000,
         uses: (r.uses != 0).then_some(r.uses),
         description: r.description.clone(),
+        token,
     })
 }
 
@@ -95,13 +109,7 @@ pub fn token_id(field: &str, id: &str) -> Result<(), Invalid> {
 
 /// A fresh `(id, secret)` from the system's secure random source.
 fn generate() -> Result<(String, String), Status> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 64];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Status::internal("no system randomness for a token"))?;
-    // 64 bytes hold 22 usable ones with overwhelming probability.
-    tokens::from_random(&bytes).ok_or_else(|| Status::internal("not enough randomness for a token; retry"))
+    tokens::generate().map_err(Status::internal)
 }
 
 /// The wire view of a token at `now` (never the secret).
@@ -139,7 +147,10 @@ pub(crate) async fn create(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (id, secret) = generate()?;
+        let (id, secret) = match &new.token {
+            Some(given) => given.clone(),
+            None => generate()?,
+        };
         let now = unix_ms_now();
         let record = TokenRecord {
             id: id.clone(),
@@ -150,13 +161,18 @@ pub(crate) async fn create(
             uses_left: new.uses,
             revoked: false,
         };
-        let expires_at_unix_ms = record.expires_at_unix_ms;
         let command = Command::CreateToken {
             token: record,
             at_unix_ms: now,
         };
         match shared.node.propose(command).await {
             Ok(_) => {
+                // A repeat of the same token changed nothing: answer with
+                // the record the first call made.
+                let expires_at_unix_ms = shared
+                    .node
+                    .read(|sm| sm.tokens().get(&id).map(|t| t.expires_at_unix_ms))
+                    .ok_or_else(|| Status::internal(format!("token {id} vanished after its creation")))?;
                 tracing::info!(token_id = %id, uses = ?new.uses, ttl_ms = new.ttl_ms, "bootstrap token created");
                 return Ok(v1::CreateTokenResponse {
                     token: format!("{id}.{secret}"),
@@ -166,7 +182,7 @@ pub(crate) async fn create(
                 });
             }
             Err(ProposeError::Rejected(ApplyError::Refused(m)))
-                if m.starts_with("a token with id") && attempt < CREATE_ATTEMPTS =>
+                if m.starts_with("a token with id") && new.token.is_none() && attempt < CREATE_ATTEMPTS =>
             {
                 continue;
             }
@@ -203,6 +219,7 @@ mod tests {
             ttl_seconds,
             uses,
             description: description.to_owned(),
+            token: String::new(),
         }
     }
 
@@ -213,8 +230,30 @@ mod tests {
             Ok(NewToken {
                 ttl_ms: 3_600_000,
                 uses: None,
-                description: "rack 12".to_owned()
+                description: "rack 12".to_owned(),
+                token: None,
             })
+        );
+        let own = v1::CreateTokenRequest {
+            token: "abcdef.0123456789abcdef".to_owned(),
+            ..req(60, 1, "")
+        };
+        assert_eq!(
+            validate_create(&own).unwrap().token,
+            Some(("abcdef".to_owned(), "0123456789abcdef".to_owned()))
+        );
+        let bad = v1::CreateTokenRequest {
+            token: "ABCDEF.secret-not-shown".to_owned(),
+            ..req(60, 1, "")
+        };
+        let message = validate_create(&bad).unwrap_err().to_string();
+        assert!(
+            message.starts_with("create_token.token: is not a token"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("secret-not-shown"),
+            "the value is never echoed: {message}"
         );
         assert_eq!(validate_create(&req(1, 1, "")).unwrap().uses, Some(1));
         assert_eq!(
