@@ -29,9 +29,9 @@ use super::wal::{self, Record, Wal};
 
 /// What to do with a replica whose data is damaged or lost.
 pub const REMEDY: &str = "This controller's data can no longer be trusted: do not restart it on this data dir. \
-     Remove it from the group (`rpoolctl controller remove ID` on a healthy controller), \
-     wipe its data dir, and add it back as a new member under a new id \
-     (`rpoolctl controller add NEW_ID ADDRESS`; README, \"Replacing a controller\")";
+     Replace it: wipe its data dir, start it under a new id (not in its [[peers]]), \
+     run `rpoolctl controller add NEW_ID ADDRESS`, then `rpoolctl controller remove OLD_ID` \
+     (README, \"Replacing a dead controller\")";
 
 /// Errors reading or writing the log. All of them stop the node: it must
 /// not acknowledge what it cannot persist, nor serve a log it cannot trust.
@@ -266,17 +266,18 @@ impl LogStore {
         }
         let Some(snapshot) = file else { return Ok(()) };
         tracing::warn!(index, "raft log: completing an interrupted snapshot");
-        let mut records = vec![Record::Snapshot { index, term }];
-        if inner.state.term_of(index) != Some(term) {
-            // An installed snapshot: it replaces the log and its membership.
-            let mut hard_state = inner.state.hard_state.clone();
-            hard_state.commit = hard_state.commit.max(index);
-            hard_state.term = hard_state.term.max(term);
-            records.push(Record::ConfState(
-                snapshot.get_metadata().get_conf_state().clone(),
-            ));
-            records.push(Record::HardState(hard_state));
-        }
+        // What the interrupted step would have recorded: the snapshot's
+        // membership (the current one for a compaction, nothing having
+        // happened since; the leader's for an install) and a commit index
+        // that covers it. Entries after it stay if the log matches there.
+        let mut hard_state = inner.state.hard_state.clone();
+        hard_state.commit = hard_state.commit.max(index);
+        hard_state.term = hard_state.term.max(term);
+        let records = vec![
+            Record::Snapshot { index, term },
+            Record::ConfState(snapshot.get_metadata().get_conf_state().clone()),
+            Record::HardState(hard_state),
+        ];
         inner.write_records(records)?;
         inner.rotate()
     }

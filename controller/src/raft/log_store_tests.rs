@@ -334,3 +334,31 @@ fn a_first_start_interrupted_before_member_starts_afresh() {
     assert!(store.is_empty());
     assert_eq!(wal::list_segments(&raft).unwrap().len(), 1);
 }
+
+#[test]
+fn an_install_interrupted_after_the_snapshot_file_is_completed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())
+            .unwrap();
+        store.set_hard_state(&hard_state(1, 1, 3)).unwrap();
+        store.sync().unwrap();
+        let mut snapshot = Snapshot::default();
+        let meta = snapshot.mut_metadata();
+        meta.index = 50;
+        meta.term = 4;
+        meta.mut_conf_state().voters = vec![1, 2, 4];
+        snapshot_file::write(&dir.path().join("raft"), &snapshot).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        indexes(&store),
+        (51, 50),
+        "the leader's snapshot replaced the log"
+    );
+    assert_eq!(store.conf_state().voters, vec![1, 2, 4]);
+    let hs = store.hard_state();
+    assert_eq!((hs.term, hs.commit), (4, 50));
+}

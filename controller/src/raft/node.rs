@@ -10,7 +10,7 @@
 //! 2. if raft-rs has a `Ready`: publish leadership changes; send `messages`
 //!    (a leader may send before persisting, raft thesis 10.2.1); install a
 //!    snapshot; apply committed entries; append new entries; persist the hard
-//!    state; **sync the log** (fdatasync, [`LogStore::sync`]); send
+//!    state; **sync the log** (fdatasync, [`LogStore::sync`](super::log_store::LogStore::sync)); send
 //!    `persisted_messages`; `advance`; record the
 //!    new commit index, send and apply what `advance` returned;
 //!    `advance_apply`;
@@ -25,7 +25,7 @@
 //! drives the same `Core` with a virtual clock and a crash model that
 //! loses whatever was not synced.
 //!
-//! Checks on open ([`Core::open`]): the log's own ([`LogStore::open`]),
+//! Checks on open ([`Core::open`]): the log's own ([`LogStore::open`](super::log_store::LogStore::open)),
 //! then the applied index of the state store against the log (at least the
 //! snapshot index, at most the last entry). While running, a heartbeat
 //! from a leader that counts on entries this replica no longer holds (its
@@ -108,7 +108,7 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// A proposal not applied within this time fails (outcome unknown).
     pub propose_timeout: Duration,
-    /// The Raft log ([`LogStore`]): `{data_dir}/raft`.
+    /// The Raft log ([`LogStore`](super::log_store::LogStore)): `{data_dir}/raft`.
     pub log_dir: PathBuf,
     /// The sled directory of the applied state, synced before the log that
     /// would replay it is dropped: `{data_dir}/state`.

@@ -42,7 +42,7 @@ const READ_RETRY_TICKS: u32 = 4;
 
 /// The replica's state and every step of its loop, synchronous: the
 /// `RawNode`, the log, the state machine and the callers waiting for an
-/// answer. Time comes in as an argument and durability as a flush the owner
+/// answer. Time comes in as an argument and durability as a log sync the owner
 /// does between [`Core::begin_ready`] and [`Core::finish_ready`], so the
 /// tokio task ([`super::node::start`]) and the deterministic simulator (`sim`) drive the
 /// very same code.
@@ -336,11 +336,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         id
     }
 
-    /// First half of a `Ready` cycle, everything before the flush: send
+    /// First half of a `Ready` cycle, everything before the log sync: send
     /// `messages`, install a snapshot, apply committed entries, append new
     /// entries, persist the hard state, collect read states. Returns the
-    /// `Ready` to hand to [`Core::finish_ready`] once `db` is flushed, or
-    /// `None` when raft-rs had nothing ready (no flush needed).
+    /// `Ready` to hand to [`Core::finish_ready`] once the log is synced, or
+    /// `None` when raft-rs had nothing ready (no sync needed).
     pub(super) fn begin_ready(&mut self) -> Result<Option<raft::Ready>, NodeError> {
         if let Some(lost) = self.lost.take() {
             return Err(lost);
@@ -374,7 +374,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     /// [`Core::begin_ready`] is durable: send `persisted_messages`,
     /// `advance`, record the new commit index, send and apply what `advance`
     /// returned, `advance_apply`, answer reads. The owner then compacts if
-    /// [`Core::compaction_due`] (after another flush) and publishes the
+    /// [`Core::compaction_due`] (which syncs the state store) and publishes the
     /// status.
     pub(super) fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), NodeError> {
         if !ready.persisted_messages().is_empty() {

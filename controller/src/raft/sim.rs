@@ -203,7 +203,7 @@ enum Event {
     Read,
     Chaos,
     Crash(Target),
-    /// Crash the target in its next `Ready` cycle, right after the flush.
+    /// Crash the target in its next `Ready` cycle, after or before its log sync.
     CrashMidReady(Target),
     Restart(u64),
     /// The transport tells `node` that `peer` could not be reached.
