@@ -132,6 +132,21 @@ fn member_addresses(config: &Config, node: &replica::NodeHandle) -> BTreeMap<u64
     known
 }
 
+/// True when `error` (as `run` returns it) means this controller's data
+/// failed a check: restarting cannot help, the member must be replaced
+/// (the binary exits 65, which the systemd unit does not restart).
+pub fn is_damaged_data(error: &anyhow::Error) -> bool {
+    use raft::log_store::LogError;
+    use raft::node::NodeError;
+    error.chain().any(|e| {
+        matches!(e.downcast_ref::<LogError>(), Some(LogError::Damaged { .. }))
+            || matches!(
+                e.downcast_ref::<NodeError>(),
+                Some(NodeError::Log(LogError::Damaged { .. }) | NodeError::Mismatch(_))
+            )
+    })
+}
+
 /// Resolves once `flag` is true (or its sender is gone). Holds no lock
 /// across an await, unlike `watch::Receiver::wait_for`'s guard.
 pub(crate) async fn stopped(flag: &mut watch::Receiver<bool>) {
@@ -360,6 +375,28 @@ mod tests {
     use tonic::Streaming;
 
     use super::*;
+
+    #[test]
+    fn damaged_data_is_told_apart_from_other_failures() {
+        use crate::raft::log_store::LogError;
+        use crate::raft::node::NodeError;
+        let damaged = || LogError::Damaged {
+            path: "/var/lib/rpool/raft/0001.wal".into(),
+            detail: "checksum mismatch".into(),
+        };
+        let wrapped = anyhow::Error::new(NodeError::Log(damaged())).context("the raft replica stopped");
+        assert!(is_damaged_data(&wrapped));
+        assert!(is_damaged_data(&anyhow::Error::new(damaged()).context("opening")));
+        assert!(is_damaged_data(&anyhow::Error::new(NodeError::Mismatch(
+            "applied 9 > last 4".into()
+        ))));
+        assert!(!is_damaged_data(&anyhow::anyhow!(
+            "binding 127.0.0.1:7443: address in use"
+        )));
+        assert!(!is_damaged_data(&anyhow::Error::new(NodeError::Log(
+            LogError::Missing(4)
+        ))));
+    }
     use crate::api::validate::tests::{ID, good_heartbeat, good_hello};
 
     struct Running {

@@ -2,7 +2,8 @@
 //! the config, binds the listener and calls [`rpool_controller::run`] until
 //! SIGTERM or SIGINT.
 //!
-//! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error.
+//! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error,
+//! 65 damaged or lost data (the member must be replaced; not restarted).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use tracing_subscriber::EnvFilter;
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 64;
+/// The data dir failed a check: restarting cannot help.
+const EXIT_DAMAGED: u8 = 65;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -173,7 +176,14 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         info!("listening on {local}");
         rpool_controller::run(config, listener, shutdown)
             .await
-            .map_err(unexpected)
+            .map_err(|error| Failure {
+                code: if rpool_controller::is_damaged_data(&error) {
+                    EXIT_DAMAGED
+                } else {
+                    EXIT_ERROR
+                },
+                error,
+            })
     })
 }
 
