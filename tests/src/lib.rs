@@ -491,6 +491,25 @@ impl Controller {
         Ok(self.admin().await?.status(StatusRequest {}).await?.into_inner())
     }
 
+    /// `Status` once this controller knows a leader and has applied at
+    /// least the entry a new leader commits first (bounded): what a test
+    /// compares later states against, free of start-up writes.
+    pub async fn settled_status(&self) -> Result<StatusResponse> {
+        eventually(
+            Duration::from_secs(20),
+            "a leader and its first entry applied",
+            || async {
+                let status = self.status().await.ok();
+                let settled = status
+                    .as_ref()
+                    .filter(|s| !s.leader_id.is_empty() && s.leader_id != "0" && s.applied_index > 0)
+                    .cloned();
+                (settled, status)
+            },
+        )
+        .await
+    }
+
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         let request = ListHostsRequest {
             state: String::new(),

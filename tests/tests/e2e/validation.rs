@@ -106,7 +106,7 @@ async fn next(
 async fn hello_claiming_a_billion_cores_is_rejected_and_changes_nothing() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let controller = Controller::start(&root.path().join("controller"), Liveness::FAST).await?;
-    let before = controller.status().await?;
+    let before = controller.settled_status().await?;
 
     let err = match open(&controller, hello(facts(1_000_000_000, 64 << 30))).await {
         Err(status) => status,
@@ -164,7 +164,7 @@ async fn bad_heartbeat_from_a_registered_host_ends_its_session_and_changes_nothi
         ((cpu == Some(42.0)).then_some(()), cpu)
     })
     .await?;
-    let before = controller.status().await?.applied_index;
+    let before = controller.settled_status().await?.applied_index;
 
     // 250 % CPU, and facts claiming 10^9 cores in the same report.
     let mut bad = heartbeat(3, 250.0);
