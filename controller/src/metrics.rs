@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::Shared;
-use crate::raft::node::Role;
+use crate::raft::node::RaftRole;
 use crate::state::pool::PoolPhase;
 
 /// `[metrics]`: the Prometheus endpoint (off unless `listen` is set); its
@@ -169,7 +169,7 @@ fn snapshot(shared: &Shared) -> Snapshot {
         term: status.term,
         commit_index: status.commit_index,
         applied_index: status.applied_index,
-        is_leader: status.role == Role::Leader,
+        is_leader: status.role == RaftRole::Leader,
         leader_id: status.leader_id,
         agents_connected,
         events_retained,

@@ -46,7 +46,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::Shared;
 use crate::api::status::{Refusal, propose_status};
 use crate::api::validate::{self, Invalid};
-use crate::raft::node::Role;
+use crate::raft::node::RaftRole;
 use crate::replica::ProposeError;
 use crate::state::State;
 use crate::state::command::{Command, HostFacts, HostRecord, HostState};
@@ -124,11 +124,12 @@ impl Sessions {
         self.leading
             .get_or_init(|| {
                 let mut status = shared.node.raft().watch_status();
-                let (tx, rx) = tokio::sync::watch::channel(status.borrow_and_update().role == Role::Leader);
+                let (tx, rx) =
+                    tokio::sync::watch::channel(status.borrow_and_update().role == RaftRole::Leader);
                 // Ends when the replica stops (its status sender is dropped).
                 tokio::spawn(async move {
                     while status.changed().await.is_ok() {
-                        let leader = status.borrow_and_update().role == Role::Leader;
+                        let leader = status.borrow_and_update().role == RaftRole::Leader;
                         tx.send_if_modified(|l| std::mem::replace(l, leader) != leader);
                     }
                 });

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::Shared;
-use crate::raft::node::{RaftStatus, Role};
+use crate::raft::node::{RaftRole, RaftStatus};
 
 /// Metadata marking a call one controller makes to another: the caller's
 /// controller id.
@@ -102,7 +102,7 @@ impl LeaderLink {
     /// leader's id), reused while the same leader leads in the same term.
     pub(crate) fn route(&self, shared: &Shared, already_forwarded: bool) -> Result<Option<Route>, Status> {
         let status = shared.node.status();
-        if status.role == Role::Leader {
+        if status.role == RaftRole::Leader {
             return Ok(None);
         }
         if already_forwarded {

@@ -36,9 +36,9 @@ pub(crate) fn propose_status(e: ProposeError, refusal: Refusal) -> Status {
 
 /// The status for a failed membership change (raft-level proposal):
 /// refusals are preconditions, everything else is retried.
-pub(crate) fn membership_status(e: crate::raft::node::ProposeError) -> Status {
+pub(crate) fn membership_status(e: crate::raft::node::SubmitError) -> Status {
     match e {
-        crate::raft::node::ProposeError::Rejected(message) => Status::failed_precondition(message),
+        crate::raft::node::SubmitError::Rejected(message) => Status::failed_precondition(message),
         other => Status::unavailable(other.to_string()),
     }
 }
@@ -68,10 +68,10 @@ mod tests {
         );
         assert_eq!(s.code(), tonic::Code::Unavailable);
         assert!(s.message().contains("retry"), "{}", s.message());
-        let s = membership_status(crate::raft::node::ProposeError::Rejected("2 voters".into()));
+        let s = membership_status(crate::raft::node::SubmitError::Rejected("2 voters".into()));
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert_eq!(
-            membership_status(crate::raft::node::ProposeError::NoLeader).code(),
+            membership_status(crate::raft::node::SubmitError::NoLeader).code(),
             tonic::Code::Unavailable
         );
     }

@@ -30,7 +30,7 @@ pub mod wal;
 
 // What the rest of the controller uses of this layer. Code outside `raft/`
 // imports these paths only, so the layer can be rearranged inside.
-pub use node::{RaftStatus, Role, add_voter, remove_voter};
+pub use node::{RaftRole, RaftStatus, add_voter, remove_voter};
 
 use std::fmt::Write as _;
 

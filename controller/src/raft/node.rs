@@ -56,7 +56,7 @@ pub(super) use super::node_core::Core;
 pub use super::node_core::{add_voter, remove_voter};
 pub use super::node_errors::NodeError;
 pub(super) use super::node_handle::Input;
-pub use super::node_handle::{ProposeError, RaftHandle, RaftStatus, Role, until};
+pub use super::node_handle::{RaftHandle, RaftRole, RaftStatus, SubmitError, until};
 
 /// Most inputs handled before the next `Ready`: bounds latency under load.
 const MAX_INPUTS_PER_READY: usize = 4096;

@@ -20,7 +20,7 @@ use super::durable::sync_state;
 use super::log_store::{LogError, LogStore};
 use super::node::{RaftConfig, StateMachine, Transport};
 use super::node_errors::NodeError;
-use super::node_handle::{Input, ProposeError, RaftStatus, Reply};
+use super::node_handle::{Input, RaftStatus, Reply, SubmitError};
 
 struct Pending<O> {
     reply: Reply<O>,
@@ -196,7 +196,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         match input {
             Input::Propose { data, reply } => {
                 if self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    let _ = reply.send(Err(SubmitError::NoLeader));
                     return;
                 }
                 let id = self.next_id();
@@ -209,13 +209,13 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                         self.proposals.insert(id, Pending { reply, deadline });
                     }
                     Err(_) => {
-                        let _ = reply.send(Err(ProposeError::NoLeader));
+                        let _ = reply.send(Err(SubmitError::NoLeader));
                     }
                 }
             }
             Input::ReadIndex { reply } => {
                 if self.raw.raft.leader_id == raft::INVALID_ID {
-                    let _ = reply.send(Err(ProposeError::NoLeader));
+                    let _ = reply.send(Err(SubmitError::NoLeader));
                     return;
                 }
                 let id = self.next_id();
@@ -231,14 +231,14 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             }
             Input::ConfChange { change, reply } => {
                 if self.raw.raft.state != StateRole::Leader {
-                    let _ = reply.send(Err(ProposeError::Rejected(format!(
+                    let _ = reply.send(Err(SubmitError::Rejected(format!(
                         "membership changes go through the leader (controller {})",
                         self.raw.raft.leader_id
                     ))));
                     return;
                 }
                 if self.raw.raft.has_pending_conf() {
-                    let _ = reply.send(Err(ProposeError::Rejected(
+                    let _ = reply.send(Err(SubmitError::Rejected(
                         "another membership change is in progress; one at a time".into(),
                     )));
                     return;
@@ -249,7 +249,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                         self.conf_changes.insert(id, Pending { reply, deadline });
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(ProposeError::Rejected(e.to_string())));
+                        let _ = reply.send(Err(SubmitError::Rejected(e.to_string())));
                     }
                 }
             }
@@ -443,7 +443,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                 if Some(proposed) != id
                     && let Some(pending) = self.proposals.remove(&proposed)
                 {
-                    let _ = pending.reply.send(Err(ProposeError::Dropped));
+                    let _ = pending.reply.send(Err(SubmitError::Dropped));
                 }
             }
             let index = entry.index;
@@ -519,7 +519,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 
     fn expire(&mut self, now: Instant) {
-        let timeout = ProposeError::Timeout(self.config.propose_timeout);
+        let timeout = SubmitError::Timeout(self.config.propose_timeout);
         expire(&mut self.proposals, now, &timeout);
         expire(&mut self.conf_changes, now, &timeout);
         let expired: Vec<u64> = self
@@ -619,7 +619,7 @@ pub fn remove_voter(id: u64) -> ConfChange {
     change
 }
 
-fn expire<T>(pending: &mut BTreeMap<u64, Pending<T>>, now: Instant, error: &ProposeError) {
+fn expire<T>(pending: &mut BTreeMap<u64, Pending<T>>, now: Instant, error: &SubmitError) {
     let expired: Vec<u64> = pending
         .iter()
         .filter(|(_, p)| p.deadline <= now)

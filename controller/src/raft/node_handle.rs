@@ -1,6 +1,6 @@
 //! What callers of the replica see: [`RaftHandle`] (propose, read barrier,
 //! membership, status), the [`Input`]s it sends to the replica task, and
-//! why a call failed ([`ProposeError`]).
+//! why a call failed ([`SubmitError`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Why a proposal or read failed. All but `Rejected` are worth a retry.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum ProposeError {
+pub enum SubmitError {
     #[error("no leader is known yet; retry shortly")]
     NoLeader,
     #[error("not applied within {0:?}; the outcome is unknown")]
@@ -29,7 +29,7 @@ pub enum ProposeError {
 pub struct RaftStatus {
     pub id: u64,
     pub leader_id: u64,
-    pub role: Role,
+    pub role: RaftRole,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -43,7 +43,7 @@ pub struct RaftStatus {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Role {
+pub enum RaftRole {
     #[default]
     Follower,
     PreCandidate,
@@ -51,18 +51,18 @@ pub enum Role {
     Leader,
 }
 
-impl From<StateRole> for Role {
-    fn from(role: StateRole) -> Role {
+impl From<StateRole> for RaftRole {
+    fn from(role: StateRole) -> RaftRole {
         match role {
-            StateRole::Follower => Role::Follower,
-            StateRole::PreCandidate => Role::PreCandidate,
-            StateRole::Candidate => Role::Candidate,
-            StateRole::Leader => Role::Leader,
+            StateRole::Follower => RaftRole::Follower,
+            StateRole::PreCandidate => RaftRole::PreCandidate,
+            StateRole::Candidate => RaftRole::Candidate,
+            StateRole::Leader => RaftRole::Leader,
         }
     }
 }
 
-pub(super) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+pub(super) type Reply<T> = oneshot::Sender<Result<T, SubmitError>>;
 
 pub(super) enum Input<O> {
     Propose {
@@ -106,33 +106,33 @@ impl<O: Send + 'static> RaftHandle<O> {
 
     /// Replicates `data` and returns what applying it produced, once it is
     /// committed by a quorum and applied here.
-    pub async fn propose(&self, data: Vec<u8>) -> Result<O, ProposeError> {
+    pub async fn propose(&self, data: Vec<u8>) -> Result<O, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::Propose { data, reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
+        answer.await.map_err(|_| SubmitError::Stopped)?
     }
 
     /// Waits until this replica has applied everything committed before the
     /// call (raft ReadIndex): a read served after it is linearizable.
-    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
+    pub async fn read_barrier(&self) -> Result<u64, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::ReadIndex { reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
+        answer.await.map_err(|_| SubmitError::Stopped)?
     }
 
     /// Adds a voter, or removes one; returns the new configuration.
-    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, ProposeError> {
+    pub async fn change_membership(&self, change: ConfChange) -> Result<ConfState, SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.send(Input::ConfChange { change, reply }).await?;
-        answer.await.map_err(|_| ProposeError::Stopped)?
+        answer.await.map_err(|_| SubmitError::Stopped)?
     }
 
-    pub async fn transfer_leader(&self, to: u64) -> Result<(), ProposeError> {
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), SubmitError> {
         self.send(Input::TransferLeader { to }).await
     }
 
     /// Hands a message from a peer to the replica (applies backpressure).
-    pub async fn step(&self, message: Message) -> Result<(), ProposeError> {
+    pub async fn step(&self, message: Message) -> Result<(), SubmitError> {
         self.send(Input::Step(message)).await
     }
 
@@ -156,8 +156,8 @@ impl<O: Send + 'static> RaftHandle<O> {
         self.status.clone()
     }
 
-    async fn send(&self, input: Input<O>) -> Result<(), ProposeError> {
-        self.inputs.send(input).await.map_err(|_| ProposeError::Stopped)
+    async fn send(&self, input: Input<O>) -> Result<(), SubmitError> {
+        self.inputs.send(input).await.map_err(|_| SubmitError::Stopped)
     }
 }
 

@@ -123,7 +123,7 @@ use raft::{GetEntriesContext, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch};
 
 use super::node::StateMachine as _;
-use super::node::{Core, Input, ProposeError, RaftConfig, RaftStatus, Transport};
+use super::node::{Core, Input, RaftConfig, RaftStatus, SubmitError, Transport};
 use crate::replica::apply::{Applied, Replicated};
 use crate::replica::store::Store;
 use crate::state::State;
@@ -226,13 +226,13 @@ enum Call {
     Write {
         node: u64,
         data: Vec<u8>,
-        answer: oneshot::Receiver<Result<Applied, ProposeError>>,
+        answer: oneshot::Receiver<Result<Applied, SubmitError>>,
     },
     Read {
         node: u64,
         /// Highest acknowledged index when the read was issued.
         floor: u64,
-        answer: oneshot::Receiver<Result<u64, ProposeError>>,
+        answer: oneshot::Receiver<Result<u64, SubmitError>>,
     },
 }
 

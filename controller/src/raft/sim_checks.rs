@@ -125,7 +125,7 @@ impl Sim {
                         self.max_acked = self.max_acked.max(index);
                         self.acked.push((index, std::mem::take(data)));
                     }
-                    Ok(Err(ProposeError::Dropped)) => {
+                    Ok(Err(SubmitError::Dropped)) => {
                         if self.verbose {
                             eprintln!("t={}ms controller {node} answered Dropped", self.now);
                         }

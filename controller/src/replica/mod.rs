@@ -14,7 +14,7 @@ pub mod store;
 
 use std::sync::{Arc, RwLock};
 
-use crate::raft::node::{self as raft_node, RaftHandle, RaftStatus, Role};
+use crate::raft::node::{self as raft_node, RaftHandle, RaftRole, RaftStatus};
 use crate::replica::apply::Applied;
 use crate::state::command::Command;
 use crate::state::{ApplyError, ApplyOutcome, State};
@@ -34,10 +34,10 @@ pub enum ProposeError {
     Stopped,
 }
 
-impl From<raft_node::ProposeError> for ProposeError {
-    fn from(e: raft_node::ProposeError) -> Self {
+impl From<raft_node::SubmitError> for ProposeError {
+    fn from(e: raft_node::SubmitError) -> Self {
         match e {
-            raft_node::ProposeError::Stopped => ProposeError::Stopped,
+            raft_node::SubmitError::Stopped => ProposeError::Stopped,
             other => ProposeError::Unavailable(other.to_string()),
         }
     }
@@ -86,7 +86,7 @@ impl NodeHandle {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.status().role == Role::Leader
+        self.raft.status().role == RaftRole::Leader
     }
 
     pub fn raft(&self) -> &RaftHandle<Applied> {

@@ -48,7 +48,7 @@ use crate::api::forward::{
 use crate::api::status::{Refusal, membership_status, propose_status};
 use crate::api::validate::{self, Invalid};
 use crate::leader::liveness::{Liveness, Observation};
-use crate::raft::node::{Role, add_voter, remove_voter};
+use crate::raft::node::{RaftRole, add_voter, remove_voter};
 use crate::state::command::{Command, HostRecord};
 
 /// How long the leader waits for a peer's own status in ListControllers.
@@ -203,7 +203,7 @@ impl AdminSvc {
 }
 
 /// A peer's own role, term, commit and applied index, if it answers.
-async fn peer_status(shared: &Shared, id: u64, address: &str) -> Option<(Role, u64, u64, u64)> {
+async fn peer_status(shared: &Shared, id: u64, address: &str) -> Option<(RaftRole, u64, u64, u64)> {
     let ask = async {
         let mut client = crate::api::forward::admin_client(shared, id, address)
             .await
@@ -223,21 +223,21 @@ async fn peer_status(shared: &Shared, id: u64, address: &str) -> Option<(Role, u
 }
 
 /// The wire name of a Raft role.
-pub fn role_name(role: Role) -> &'static str {
+pub fn role_name(role: RaftRole) -> &'static str {
     match role {
-        Role::Leader => "leader",
-        Role::Follower => "follower",
-        Role::Candidate => "candidate",
-        Role::PreCandidate => "pre-candidate",
+        RaftRole::Leader => "leader",
+        RaftRole::Follower => "follower",
+        RaftRole::Candidate => "candidate",
+        RaftRole::PreCandidate => "pre-candidate",
     }
 }
 
-fn parse_role(name: &str) -> Role {
+fn parse_role(name: &str) -> RaftRole {
     match name {
-        "leader" => Role::Leader,
-        "candidate" => Role::Candidate,
-        "pre-candidate" => Role::PreCandidate,
-        _ => Role::Follower,
+        "leader" => RaftRole::Leader,
+        "candidate" => RaftRole::Candidate,
+        "pre-candidate" => RaftRole::PreCandidate,
+        _ => RaftRole::Follower,
     }
 }
 
