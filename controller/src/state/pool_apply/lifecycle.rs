@@ -3,9 +3,8 @@
 
 use rpool_proto::units::format_size;
 
-use super::{Builder, node_name, refused};
-use crate::state::command::HostRecord;
-use crate::state::pool::{Member, MemberState, PoolPhase, PoolRecord, PoolSpec, Role, Secret, Severity};
+use super::{Builder, refused};
+use crate::state::pool::{MemberState, PoolPhase, PoolRecord, PoolSpec, Role, Secret, Severity};
 use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 
 impl State {
@@ -50,27 +49,11 @@ impl State {
             if !seen.insert(host_id.clone()) {
                 return Err(refused(format!("host {host_id} is listed twice")));
             }
-            let host = self.joinable(host_id, &spec.name)?;
+            let host = self.admit(&mut pool, host_id, role, &mut b)?;
             if role == Role::Worker {
                 cores += u64::from(host.facts.inventory.logical_cores);
                 memory += host.facts.inventory.memory_total_bytes;
             }
-            pool.members.insert(
-                host_id.clone(),
-                Member {
-                    host_id: host_id.clone(),
-                    role,
-                    node_name: node_name(host),
-                    state: MemberState::Joining,
-                    order: pool.next_order,
-                    last_error: String::new(),
-                },
-            );
-            pool.next_order += 1;
-            b.more.hosts.push(HostRecord {
-                pool: Some(spec.name.clone()),
-                ..host.clone()
-            });
         }
         if control_planes.is_empty() {
             return Err(refused("a pool needs at least one control plane"));
@@ -118,23 +101,7 @@ impl State {
             more: More::default(),
         };
         for host_id in add {
-            let host = self.joinable(host_id, name)?;
-            pool.members.insert(
-                host_id.clone(),
-                Member {
-                    host_id: host_id.clone(),
-                    role: Role::Worker,
-                    node_name: node_name(host),
-                    state: MemberState::Joining,
-                    order: pool.next_order,
-                    last_error: String::new(),
-                },
-            );
-            pool.next_order += 1;
-            b.more.hosts.push(HostRecord {
-                pool: Some(name.to_owned()),
-                ..host.clone()
-            });
+            self.admit(&mut pool, host_id, Role::Worker, &mut b)?;
         }
         for host_id in release {
             let member = pool

@@ -15,7 +15,7 @@ mod repair;
 mod tasks;
 
 use crate::state::command::{Command, HostRecord, HostState};
-use crate::state::pool::{Event, PoolPhase, PoolRecord, Severity};
+use crate::state::pool::{Event, Member, MemberState, PoolPhase, PoolRecord, Role, Severity};
 use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 
 /// Kubernetes node name for a host: its hostname, lower case, characters
@@ -98,6 +98,36 @@ impl State {
                 host.state.as_str()
             )));
         }
+        Ok(host)
+    }
+
+    /// Admits `host_id` to `pool` as a joining member with `role`: it must
+    /// be joinable; the host record now names the pool. Returns the host.
+    fn admit(
+        &self,
+        pool: &mut PoolRecord,
+        host_id: &str,
+        role: Role,
+        b: &mut Builder,
+    ) -> Result<&HostRecord, ApplyError> {
+        let name = pool.spec.name.clone();
+        let host = self.joinable(host_id, &name)?;
+        pool.members.insert(
+            host_id.to_owned(),
+            Member {
+                host_id: host_id.to_owned(),
+                role,
+                node_name: node_name(host),
+                state: MemberState::Joining,
+                order: pool.next_order,
+                last_error: String::new(),
+            },
+        );
+        pool.next_order += 1;
+        b.more.hosts.push(HostRecord {
+            pool: Some(name),
+            ..host.clone()
+        });
         Ok(host)
     }
 

@@ -2,9 +2,9 @@
 //! live control plane drained in favour of a new one.
 
 use super::tasks::{fenced, target_node};
-use super::{Builder, node_name, refused};
-use crate::state::command::{HostRecord, HostState};
-use crate::state::pool::{Member, MemberState, PoolPhase, Role};
+use super::{Builder, refused};
+use crate::state::command::HostState;
+use crate::state::pool::{MemberState, PoolPhase, Role};
 use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 
 impl State {
@@ -52,23 +52,7 @@ impl State {
             at_unix_ms,
             more: More::default(),
         };
-        let host = self.joinable(replacement, name)?;
-        pool.members.insert(
-            replacement.to_owned(),
-            Member {
-                host_id: replacement.to_owned(),
-                role: Role::ControlPlane,
-                node_name: node_name(host),
-                state: MemberState::Joining,
-                order: pool.next_order,
-                last_error: String::new(),
-            },
-        );
-        pool.next_order += 1;
-        b.more.hosts.push(HostRecord {
-            pool: Some(name.to_owned()),
-            ..host.clone()
-        });
+        self.admit(&mut pool, replacement, Role::ControlPlane, &mut b)?;
         pool.phase = PoolPhase::Resizing;
         pool.phase_reason = format!(
             "control plane {} joining to replace {} (drained by an admin)",
@@ -158,23 +142,7 @@ impl State {
             if !seen.insert(id.as_str()) {
                 return Err(refused(format!("host {id} is listed twice")));
             }
-            let joining = self.joinable(id, name)?;
-            pool.members.insert(
-                id.clone(),
-                Member {
-                    host_id: id.clone(),
-                    role: member.role,
-                    node_name: node_name(joining),
-                    state: MemberState::Joining,
-                    order: pool.next_order,
-                    last_error: String::new(),
-                },
-            );
-            pool.next_order += 1;
-            b.more.hosts.push(HostRecord {
-                pool: Some(name.to_owned()),
-                ..joining.clone()
-            });
+            self.admit(&mut pool, id, member.role, &mut b)?;
         }
         if let Some(dead) = pool.members.get_mut(host_id) {
             // A control plane drained by an admin may have left etcd already.
