@@ -1,13 +1,11 @@
 //! `rpool-agent`: parses flags, installs logging, loads the config and runs
 //! [`rpool_agent::run`] until SIGTERM or SIGINT.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use rpool_agent::config::{Config, DEFAULT_CONFIG_PATH, Overrides};
-use tracing_subscriber::EnvFilter;
 
 const EX_OK: u8 = 0;
 const EX_ERROR: u8 = 1;
@@ -57,15 +55,7 @@ struct Cli {
 }
 
 fn install_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    rpool_proto::logging::install(matches!(format, LogFormat::Json));
 }
 
 #[tokio::main(flavor = "current_thread")]

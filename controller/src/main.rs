@@ -5,7 +5,6 @@
 //! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error,
 //! 65 damaged or lost data (the member must be replaced; not restarted).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +14,6 @@ use clap::{Parser, ValueEnum};
 use rpool_controller::Config;
 use rpool_controller::config::{DEFAULT_CONFIG_PATH, MAX_ID};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -107,15 +105,7 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RPOOL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    rpool_proto::logging::install(matches!(format, LogFormat::Json));
 }
 
 /// Loads the file (if any), applies flag overrides, validates.

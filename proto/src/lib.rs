@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod pinned;
 pub mod pki;

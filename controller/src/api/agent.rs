@@ -147,6 +147,16 @@ impl Sessions {
     }
 }
 
+/// A suspect or down host heard from again turns ready.
+fn back_to_ready(record: &HostRecord, reason: &str, now_unix_ms: u64) -> Option<Command> {
+    matches!(record.state, HostState::Suspect | HostState::Down).then(|| Command::SetHostState {
+        host_id: record.host_id.clone(),
+        state: HostState::Ready,
+        reason: reason.to_owned(),
+        at_unix_ms: now_unix_ms,
+    })
+}
+
 /// Commands that bring a host's record in line with a Hello. Pure.
 pub(crate) fn hello_commands(
     record: Option<&HostRecord>,
@@ -172,14 +182,7 @@ pub(crate) fn hello_commands(
             at_unix_ms: now_unix_ms,
         });
     }
-    if matches!(record.state, HostState::Suspect | HostState::Down) {
-        out.push(Command::SetHostState {
-            host_id: host_id.to_owned(),
-            state: HostState::Ready,
-            reason: "agent reconnected".to_owned(),
-            at_unix_ms: now_unix_ms,
-        });
-    }
+    out.extend(back_to_ready(record, "agent reconnected", now_unix_ms));
     out
 }
 
@@ -206,14 +209,7 @@ pub(crate) fn heartbeat_commands(
             at_unix_ms: now_unix_ms,
         });
     }
-    if matches!(record.state, HostState::Suspect | HostState::Down) {
-        out.push(Command::SetHostState {
-            host_id: host_id.to_owned(),
-            state: HostState::Ready,
-            reason: "heartbeat resumed".to_owned(),
-            at_unix_ms: now_unix_ms,
-        });
-    }
+    out.extend(back_to_ready(record, "heartbeat resumed", now_unix_ms));
     out
 }
 
