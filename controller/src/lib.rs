@@ -172,6 +172,40 @@ pub async fn run(
     let metrics_listener = metrics::bind(&config).await?;
     let webhook_client = leader::webhook::prepare(&config.webhook)?;
 
+    // 0. A disk that filled up: write nothing until there is room again,
+    // then drop what a cut-short write left (see `replica::disk`).
+    tokio::pin!(shutdown);
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        match replica::disk::free_bytes(&config.data_dir) {
+            Ok(free) if free >= replica::disk::MIN_FREE_BYTES => break,
+            Ok(free) => {
+                if waiting_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                    warn!(
+                        data_dir = %config.data_dir.display(),
+                        free_bytes = free,
+                        need_bytes = replica::disk::MIN_FREE_BYTES,
+                        "the data dir's disk is full: waiting for free space before starting (nothing is written)"
+                    );
+                    waiting_since = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                warn!(data_dir = %config.data_dir.display(), error = %e, "cannot read the free space of the data dir; going on");
+                break;
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(replica::disk::SPACE_POLL) => {}
+        }
+    }
+    for file in replica::disk::remove_unfinished_snapshots(&config.data_dir)
+        .with_context(|| format!("cleaning up {}", config.data_dir.join("state").display()))?
+    {
+        warn!(file = %file.display(), "removed a state snapshot a full disk cut short");
+    }
+
     // 1. Store, state and log.
     let data_dir = config.data_dir.clone();
     let (store, state) = tokio::task::spawn_blocking(move || {
@@ -285,7 +319,6 @@ pub async fn run(
         .add_service(peers)
         .serve_with_incoming_shutdown(incoming, async move { stopped(&mut server_stop).await });
     tokio::pin!(server);
-    tokio::pin!(shutdown);
 
     let mut server_result = None;
     let mut node_result = None;

@@ -3,7 +3,8 @@
 //! SIGTERM or SIGINT.
 //!
 //! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error,
-//! 65 damaged or lost data (the member must be replaced; not restarted).
+//! 65 damaged or lost data (the member must be replaced; not restarted),
+//! 75 the data dir's disk is full (a restart waits for free space).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ const EXIT_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 64;
 /// The data dir failed a check: restarting cannot help.
 const EXIT_DAMAGED: u8 = 65;
+/// The data dir's disk filled up: a restart waits until there is room.
+const EXIT_DISK_FULL: u8 = 75;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -169,10 +172,21 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             .map_err(|error| Failure {
                 code: if rpool_controller::is_damaged_data(&error) {
                     EXIT_DAMAGED
+                } else if rpool_controller::replica::disk::is_disk_full(error.as_ref()) {
+                    EXIT_DISK_FULL
                 } else {
                     EXIT_ERROR
                 },
-                error,
+                error: if rpool_controller::replica::disk::is_disk_full(error.as_ref()) {
+                    error.context(format!(
+                        "the disk of the data dir is full: this controller stopped and wrote nothing more; free \
+                         space there and start it again (systemd does so every few seconds): it waits for \
+                         {} MiB free, then catches up from the others",
+                        rpool_controller::replica::disk::MIN_FREE_BYTES >> 20
+                    ))
+                } else {
+                    error
+                },
             })
     })
 }

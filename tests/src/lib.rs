@@ -416,6 +416,26 @@ impl Controller {
         self.child.is_some()
     }
 
+    /// Waits (bounded by `limit`) for the process to exit by itself;
+    /// `None` if it still runs. An exited process is forgotten, so
+    /// [`Controller::restart`] can start it again.
+    pub async fn exited_within(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let started = Instant::now();
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(Some(status));
+            }
+            if started.elapsed() >= limit {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGSTOP: the process keeps its sockets but does nothing (a hung or
     /// partitioned controller); [`Controller::resume`] undoes it.
     pub fn freeze(&self) {

@@ -40,6 +40,16 @@ pub struct SnapshotData {
     pub tokens: Vec<crate::state::tokens::TokenRecord>,
 }
 
+/// A store error as the Raft node reports it; a full disk is marked with
+/// [`crate::replica::disk::DISK_FULL`] so the binary can tell it apart.
+fn store_failure(e: impl std::error::Error + 'static) -> String {
+    if crate::replica::disk::is_disk_full(&e) {
+        format!("{}: {e:#}", crate::replica::disk::DISK_FULL)
+    } else {
+        format!("{e:#}")
+    }
+}
+
 /// The state machine with its store, shared with readers through `state`.
 ///
 /// The writes of the entries applied in one `Ready` are gathered in one sled
@@ -71,7 +81,7 @@ impl Replicated {
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_writes = 0;
-        self.store.db().apply_batch(batch).map_err(|e| format!("{e:#}"))
+        self.store.db().apply_batch(batch).map_err(store_failure)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -110,7 +120,7 @@ impl crate::raft::node::StateMachine for Replicated {
         };
         self.store
             .write_into(&mut self.pending, &change)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(store_failure)?;
         self.pending_writes += 1;
         // Events past the kept window go from disk as they go from memory.
         let first_kept = {
@@ -124,7 +134,7 @@ impl crate::raft::node::StateMachine for Replicated {
         if let Some(first_kept) = first_kept {
             self.store
                 .prune_events_into(&mut self.pending, first_kept)
-                .map_err(|e| format!("{e:#}"))?;
+                .map_err(store_failure)?;
         }
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
@@ -189,7 +199,7 @@ impl crate::raft::node::StateMachine for Replicated {
         restored.set_tokens(data.tokens.into_iter().map(|t| (t.id.clone(), t)).collect());
         // Older applied entries first, then the snapshot replaces them all.
         self.write_pending()?;
-        self.store.replace_all(&restored).map_err(|e| format!("{e:#}"))?;
+        self.store.replace_all(&restored).map_err(store_failure)?;
         info!(
             index,
             hosts = restored.hosts().len(),

@@ -10,6 +10,7 @@
 //! [`NodeHandle::read_barrier`] (Raft ReadIndex).
 
 pub mod apply;
+pub mod disk;
 pub mod store;
 
 use std::sync::{Arc, RwLock};

@@ -534,3 +534,125 @@ async fn controller_remove_decides_on_a_quorum_probe_of_its_own() -> anyhow::Res
     assert_eq!(ids.len(), 2, "{list:#}");
     Ok(())
 }
+
+/// A small tmpfs mounted at `path` for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` (with the reason printed) where mounting is not allowed: the
+    /// test needs root, as on our CI machines.
+    fn mount(path: &std::path::Path, size_mib: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).ok()?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(path)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); this test needs root",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(SmallDisk(path.to_owned()))
+    }
+
+    /// Writes a filler file until the disk refuses (ENOSPC).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("create the filler");
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_controller_whose_disk_fills_stops_then_waits_for_space_and_catches_up() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    // Controller 3's data dir on its own 96 MiB disk.
+    let Some(disk) = SmallDisk::mount(&root.path().join("controller-3").join("data"), 96) else {
+        return Ok(());
+    };
+    let (mut cluster, _agent, host_id) = trio_with_a_host(root.path(), TEST_RAFT).await?;
+    let filler = disk.fill();
+
+    // Writes go on; controller 3 cannot persist them, stops with exit 75
+    // and says why.
+    let mut writer = Writer::new(&cluster.addrs(), &host_id);
+    let mut exit = None;
+    for i in 0..200 {
+        writer
+            .write("full", &i.to_string(), Duration::from_secs(10))
+            .await?;
+        if let Some(status) = cluster.get(3).exited_within(Duration::ZERO).await? {
+            exit = Some(status);
+            break;
+        }
+    }
+    let exit = match exit {
+        Some(status) => status,
+        None => cluster
+            .get(3)
+            .exited_within(Duration::from_secs(20))
+            .await?
+            .expect("controller 3 still runs on a full disk"),
+    };
+    let log = cluster.get(3).log();
+    assert_eq!(exit.code(), Some(75), "{log}");
+    assert!(log.contains("disk of the data dir is full"), "{log}");
+
+    // The other two carry on.
+    let live: Vec<String> = cluster
+        .controllers
+        .iter()
+        .filter(|c| c.id != 3)
+        .map(|c| c.addr())
+        .collect();
+    Writer::new(&live, &host_id)
+        .write("while", "full", Duration::from_secs(10))
+        .await?;
+
+    // Started again on the full disk, it waits and writes nothing.
+    cluster.get(3).spawn()?;
+    let log_path = cluster.get(3).dir.join("log");
+    eventually(
+        Duration::from_secs(20),
+        "controller 3 waiting for space",
+        || async {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            (log.contains("waiting for free space").then_some(()), ())
+        },
+    )
+    .await?;
+    assert!(
+        cluster
+            .get(3)
+            .exited_within(Duration::from_secs(1))
+            .await?
+            .is_none(),
+        "it must wait, not exit: {}",
+        cluster.get(3).log()
+    );
+
+    // Space returns: it starts by itself and catches up.
+    std::fs::remove_file(&filler)?;
+    cluster.get(3).wait_answering().await?;
+    Writer::new(&cluster.addrs(), &host_id)
+        .write("after", "space", Duration::from_secs(10))
+        .await?;
+    wait_converged(&cluster).await?;
+    Ok(())
+}
