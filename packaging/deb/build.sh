@@ -70,6 +70,8 @@ stage() {
     "$pkg" "$debversion" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     "$maintainer" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)}")" \
     | gzip -9n >"$root/usr/share/doc/$pkg/changelog.Debian.gz"
+  mkdir -p "$root/usr/share/lintian/overrides"
+  install -m 0644 packaging/deb/lintian-overrides "$root/usr/share/lintian/overrides/$pkg"
   for script in postinst prerm postrm; do
     if [ -f "packaging/deb/$pkg.$script" ]; then
       install -m 0755 "packaging/deb/$pkg.$script" "$root/DEBIAN/$script"
@@ -116,10 +118,13 @@ put_example() {
 # finish PKG DEPENDS SHORT LONG: control file (Depends from the binaries'
 # shared libraries, dpkg-shlibdeps) and the .deb.
 finish() {
-  local pkg="$1" extra="$2" short="$3" long="$4" root="$work/$1" shlibs
+  local pkg="$1" extra="$2" short="$3" long="$4" root="$work/$1" shlibs=""
   mkdir -p "$work/shlibs/debian"
   printf 'Source: rpool\n\nPackage: %s\nArchitecture: any\n' "$pkg" >"$work/shlibs/debian/control"
-  shlibs="$(cd "$work/shlibs" && dpkg-shlibdeps -O -e"$root"/usr/bin/* 2>/dev/null | sed -n 's/^shlibs:Depends=//p')"
+  local bins=() f
+  for f in "$root"/usr/bin/*; do bins+=("-e$f"); done
+  shlibs="$(cd "$work/shlibs" && dpkg-shlibdeps -O "${bins[@]}" | sed -n 's/^shlibs:Depends=//p')"
+  [ -n "$shlibs" ] || { echo "build.sh: dpkg-shlibdeps found no dependencies for $pkg" >&2; exit 1; }
   {
     echo "Package: $pkg"
     echo "Version: $debversion"
