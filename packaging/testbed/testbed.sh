@@ -134,8 +134,8 @@ start_agents_docker() {
   done
 }
 
-hosts_up() {
-  [ "$(rpoolctl host list -o json | grep -o '"state": *"up"' | wc -l)" -ge "$hosts" ]
+hosts_ready() {
+  [ "$(rpoolctl host list -o json | grep -o '"state": *"ready"' | wc -l)" -ge "$hosts" ]
 }
 
 up() {
@@ -157,7 +157,7 @@ up() {
   else
     start_agents_docker
   fi
-  wait_for "$hosts hosts up" hosts_up
+  wait_for "$hosts hosts ready" hosts_ready
   rpoolctl host list
   echo "testbed up: rpoolctl --config $dir/ctl.toml ... (or: $0 ctl ...)"
 }
