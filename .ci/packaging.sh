@@ -25,7 +25,7 @@ ls -l "$out/debs"
 
 echo "--- lintian"
 # --fail-on warning: errors and warnings fail; info/pedantic tags are shown.
-lintian --fail-on error,warning --info --no-tag-display-limit "$out"/debs/*.deb
+lintian --fail-on error,warning --info --tag-display-limit 0 "$out"/debs/*.deb
 
 echo "--- systemd-analyze verify (units as installed)"
 root="$out/root"

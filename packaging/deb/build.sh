@@ -8,7 +8,7 @@
 #
 # Needs: cargo, dpkg-deb, dpkg-shlibdeps (dpkg-dev), help2man, strip
 # (binutils): `apt-get install -y dpkg-dev help2man binutils`.
-# Package layout: packaging/deb/README.md.
+# Package layout: packaging/README.md.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
