@@ -3,7 +3,10 @@
 # Debian packages from the debug binaries (same layout as the release ones,
 # no release build needed), runs lintian on them (overrides with reasons in
 # packaging/deb/*.lintian-overrides), and `systemd-analyze verify` on the
-# units as installed. A few minutes once the workspace is built.
+# units as installed. Then, when Docker answers (RPOOL_CI_TESTBED=0 skips it),
+# the FROM-scratch image from the debug binaries and the testbed: 3
+# controllers and 6 agent hosts must come up, enroll and form a pool. A few
+# minutes once the workspace is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,15 @@ fi
 
 echo "--- packages (packaging/deb/build.sh --profile debug)"
 out="$(mktemp -d)"
-trap 'rm -rf "$out"' EXIT
+testbed_up=0
+cleanup() {
+  if [ "$testbed_up" = 1 ]; then
+    RPOOL_TESTBED_DIR="$out/testbed" packaging/testbed/testbed.sh down || true
+    docker rmi rpool:ci >/dev/null 2>&1 || true
+  fi
+  rm -rf "$out"
+}
+trap cleanup EXIT
 packaging/deb/build.sh --profile debug --out "$out/debs"
 ls -l "$out/debs"
 
@@ -31,4 +42,16 @@ echo "--- systemd-analyze verify (units as installed)"
 root="$out/root"
 for deb in "$out"/debs/*.deb; do dpkg-deb -x "$deb" "$root"; done
 packaging/deb/verify-units.sh "$root"
+if [ "${RPOOL_CI_TESTBED:-1}" = 1 ] && docker info >/dev/null 2>&1; then
+  echo "--- image (debug binaries) and testbed"
+  cargo build --locked --bin kubesim   # wherever kubesim lives (agent today, its own crate later)
+  packaging/image.sh --profile debug --tag rpool:ci
+  export RPOOL_IMAGE=rpool:ci RPOOL_TESTBED_DIR="$out/testbed"
+  testbed_up=1
+  packaging/testbed/testbed.sh up
+  packaging/testbed/testbed.sh ctl pool create ci --cores 16 --memory 32GiB --wait --timeout 60s
+  packaging/testbed/testbed.sh ctl pool list
+else
+  echo "--- image and testbed skipped (no Docker, or RPOOL_CI_TESTBED=0)"
+fi
 echo "packaging ok"

@@ -33,9 +33,9 @@ bindir="target/$profile"
 if [ "$build" = 1 ]; then
   flag=--release; [ "$profile" = debug ] && flag=
   cargo build --locked $flag -p rpool-agent -p rpool-controller -p rpoolctl --bins
+  cargo build --locked $flag --bin kubesim   # wherever kubesim lives
 fi
 bins=(rpool-controller rpool-agent rpoolctl kubesim)
-# kubesim may live in its own crate; it is built with the agent today.
 for bin in "${bins[@]}"; do
   [ -x "$bindir/$bin" ] || { echo "image.sh: $bindir/$bin is missing (build it, or pass --build)" >&2; exit 66; }
 done
