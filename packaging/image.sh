@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     --build) build=1; shift ;;
     --profile) profile="$2"; shift 2 ;;
     --tag) tag="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "image.sh: unknown argument $1 (accepted --build, --profile release|debug, --tag NAME:TAG)" >&2; exit 64 ;;
   esac
 done

@@ -182,5 +182,5 @@ case "${1:-}" in
   down) down ;;
   status) rpoolctl status; rpoolctl host list ;;
   ctl) shift; rpoolctl "$@" ;;
-  *) sed -n '2,16p' "$0"; exit 64 ;;
+  *) sed -n '2,15p' "$0"; exit 64 ;;
 esac
