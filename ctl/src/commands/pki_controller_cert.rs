@@ -2,8 +2,10 @@
 //! replacement controller, issued by the existing CA in `--dir`.
 //!
 //! The files are `controller-ID.crt`/`.key` in `--dir`, exactly as `pki
-//! init` names them, so a replacement for a dead controller 2 is
-//! `pki controller-cert 2 10.0.0.22:7443 --dir ./pki --force`. The SANs are
+//! init` names them. A controller replacing a dead one gets a new id (then
+//! `rpoolctl controller remove OLD` and `controller add NEW ADDR`);
+//! `--force` re-issues an existing id's certificate (a new key, another
+//! address or name, before expiry). The SANs are
 //! the address's host, localhost, 127.0.0.1 and every `--san`; the
 //! certificate also names `controller-ID.rpool.internal` (added by the CA),
 //! which is what peers check.
@@ -22,13 +24,13 @@ const MAX_EXTRA_SANS: usize = 16;
 
 /// Issue a controller certificate (`controller-ID.crt`/`.key` in --dir)
 /// from the CA in --dir (`ca.crt`, `ca.key`): for a controller joining the
-/// group, or one replacing a dead controller (same id and new address, or a
-/// new id).
+/// group, e.g. one replacing a dead controller (give it a new id), or with
+/// --force to re-issue an existing controller's certificate.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   rpoolctl pki controller-cert 4 10.0.0.14:7443 --dir ./pki
-  rpoolctl pki controller-cert 2 10.0.0.22:7443 --dir ./pki --force   # replace controller 2
+  rpoolctl pki controller-cert 2 10.0.0.12:7443 --dir ./pki --force   # re-issue controller 2's
   rpoolctl pki controller-cert 4 ctl-4.example:7443 --san 10.0.0.14 --dir ./pki
 
 Then copy controller-ID.crt/.key to /etc/rpool/pki/controller.crt/.key on the new host,
@@ -46,7 +48,7 @@ pub struct ControllerCertArgs {
     /// Another DNS name or IP address the controller is reached at (repeatable)
     #[arg(long = "san", value_name = "NAME")]
     pub sans: Vec<String>,
-    /// Overwrite an existing controller-ID.crt/.key (a replacement)
+    /// Overwrite an existing controller-ID.crt/.key (re-issue)
     #[arg(long)]
     pub force: bool,
 }
@@ -192,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replacement_needs_force_and_then_gets_a_new_key_for_the_new_address() {
+    fn reissuing_an_existing_id_needs_force_and_then_gives_a_new_key_for_the_new_address() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         init_pki(&dir);
