@@ -8,6 +8,7 @@
 #   packaging/testbed/testbed.sh up [--compose]   # start (plain docker, or docker-compose)
 #   packaging/testbed/testbed.sh status           # rpoolctl status + host list
 #   packaging/testbed/testbed.sh ctl ARGS...      # rpoolctl against the testbed
+#   packaging/testbed/testbed.sh replace-controller 2 4   # controller 2 dies, a new 4 replaces it
 #   packaging/testbed/testbed.sh down             # remove containers, network, volumes, files
 #
 # Needs the image (packaging/image.sh). RPOOL_IMAGE (default rpool:VERSION)
@@ -113,14 +114,41 @@ TOML
   done
 }
 
+start_controller() {
+  local n="$1"
+  docker run -d --name "rpool-ctl-$n" --hostname "ctl-$n" --network "$net" --ip "$subnet.$((10 + n))" \
+    -v "rpool-testbed-ctl-$n:/var/lib/rpool/controller" -v "$dir/ctl-$n:/etc/rpool:ro" \
+    "$RPOOL_IMAGE" rpool-controller --config /etc/rpool/controller.toml >/dev/null
+}
+
 start_controllers_docker() {
   docker network inspect "$net" >/dev/null 2>&1 || docker network create --subnet "$subnet.0/24" "$net" >/dev/null
   local n
-  for n in $(seq 1 $controllers); do
-    docker run -d --name "rpool-ctl-$n" --hostname "ctl-$n" --network "$net" --ip "$subnet.$((10 + n))" \
-      -v "rpool-testbed-ctl-$n:/var/lib/rpool/controller" -v "$dir/ctl-$n:/etc/rpool:ro" \
-      "$RPOOL_IMAGE" rpool-controller --config /etc/rpool/controller.toml >/dev/null
-  done
+  for n in $(seq 1 $controllers); do start_controller "$n"; done
+}
+
+# Replaces controller OLD (its container is removed, as if the host died)
+# by a new controller NEW (id and address 172.31.250.(10+NEW)), with rpool's
+# own tools: `pki controller-cert`, a config whose id is not among the
+# initial [[peers]] (it starts empty), `controller remove OLD`,
+# `controller add NEW ADDR`.
+replace_controller() {
+  local old="${1:?usage: testbed.sh replace-controller OLD NEW}" new="${2:?usage: testbed.sh replace-controller OLD NEW}"
+  case "$new" in ''|*[!0-9]*) echo "testbed: NEW must be a number in 4..=99 (got $new)" >&2; exit 64 ;; esac
+  [ "$new" -ge 4 ] && [ "$new" -le 99 ] || { echo "testbed: NEW must be in 4..=99 (got $new)" >&2; exit 64; }
+  local c="$dir/ctl-$new"
+  docker run --rm -v "$dir:/testbed" "$RPOOL_IMAGE" \
+    rpoolctl pki controller-cert "$new" "$(ctl_addr "$new")" --dir /testbed/pki >/dev/null
+  mkdir -p "$c/pki"
+  cp "$dir/pki/ca.crt" "$dir/pki/ca.key" "$c/pki/"
+  cp "$dir/pki/controller-$new.crt" "$c/pki/controller.crt"
+  cp "$dir/pki/controller-$new.key" "$c/pki/controller.key"
+  sed -e "0,/^id = .*/s//id = $new/" -e "s/^advertise = .*/advertise = \"$(ctl_addr "$new")\"/" \
+    -e "s/^# controller 1 of/# controller $new of/" "$dir/ctl-1/controller.toml" >"$c/controller.toml"
+  docker rm -f "rpool-ctl-$old" >/dev/null
+  start_controller "$new"
+  rpoolctl controller remove "$old" --yes
+  rpoolctl controller add "$new" "$(ctl_addr "$new")"
 }
 
 start_agents_docker() {
@@ -182,5 +210,6 @@ case "${1:-}" in
   down) down ;;
   status) rpoolctl status; rpoolctl host list ;;
   ctl) shift; rpoolctl "$@" ;;
-  *) sed -n '2,15p' "$0"; exit 64 ;;
+  replace-controller) shift; replace_controller "$@" ;;
+  *) sed -n '2,16p' "$0"; exit 64 ;;
 esac
