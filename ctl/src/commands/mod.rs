@@ -15,6 +15,7 @@ pub mod host_list;
 pub mod host_maintenance;
 pub mod host_show;
 pub mod pki;
+pub mod pki_controller_cert;
 pub mod pool;
 pub mod pool_autoscale;
 pub mod pool_create;

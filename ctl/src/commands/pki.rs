@@ -1,6 +1,7 @@
 //! `rpoolctl pki ...`: the rpool certificate authority on the admin's
 //! machine: `init` (CA, controller and admin certificates), `admin-cert`
-//! (another admin), `pin` (the CA pin agents enroll with).
+//! (another admin), `controller-cert` (a new or replacement controller, in
+//! `pki_controller_cert.rs`), `pin` (the CA pin agents enroll with).
 //!
 //! Private keys are written 0600 (directories 0700), atomically; nothing is
 //! overwritten without `--force`, and a refusal writes nothing.
@@ -30,6 +31,8 @@ pub enum PkiCommand {
     Init(InitArgs),
     /// Issue another admin certificate from the CA in --dir
     AdminCert(AdminCertArgs),
+    /// Issue a certificate for a new or replacement controller from the CA in --dir
+    ControllerCert(super::pki_controller_cert::ControllerCertArgs),
     /// Print the CA pin (sha256 of its public key) that agents enroll with
     Pin(PinArgs),
 }
@@ -97,6 +100,7 @@ pub fn exec(cmd: PkiCommand) -> anyhow::Result<()> {
     match cmd {
         PkiCommand::Init(args) => init(args),
         PkiCommand::AdminCert(args) => admin_cert(args),
+        PkiCommand::ControllerCert(args) => super::pki_controller_cert::exec(args),
         PkiCommand::Pin(args) => pin(args),
     }
 }
@@ -166,7 +170,7 @@ pub fn init_files(dir: &Path, controllers: &[ControllerSpec]) -> Vec<PathBuf> {
 
 /// Refuses (exit 64, nothing written) when any of `files` exists and
 /// `force` is off.
-fn refuse_existing(files: &[PathBuf], force: bool) -> Result<(), Failure> {
+pub(crate) fn refuse_existing(files: &[PathBuf], force: bool) -> Result<(), Failure> {
     if force {
         return Ok(());
     }
@@ -184,7 +188,7 @@ fn refuse_existing(files: &[PathBuf], force: bool) -> Result<(), Failure> {
     )))
 }
 
-fn write_pair(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
+pub(crate) fn write_pair(dir: &Path, name: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<()> {
     pki::write_public(&dir.join(format!("{name}.crt")), cert_pem.as_bytes())?;
     pki::write_private(&dir.join(format!("{name}.key")), key_pem.as_bytes())?;
     Ok(())
@@ -194,7 +198,7 @@ fn admin_identity(name: &str) -> Result<Identity, Failure> {
     Identity::admin(name).map_err(|e| Failure::usage(format!("admin name: {e}")))
 }
 
-fn init(args: InitArgs) -> anyhow::Result<()> {
+pub(crate) fn init(args: InitArgs) -> anyhow::Result<()> {
     let controllers = parse_controllers(&args.controllers)?;
     let admin = admin_identity(&args.admin)?;
     refuse_existing(&init_files(&args.dir, &controllers), args.force)?;
@@ -244,6 +248,11 @@ pub fn init_summary(dir: &Path, controllers: &[ControllerSpec], admin: &str, pin
         ));
     }
     text.push_str(&format!(
+        "  ca.key signs agent certificates at enrollment and renewal: only controllers agents \
+         enroll or renew through need it (in practice all voting controllers, since the leader \
+         signs); never copy it to agent hosts or admin machines, and keep {d}/ca.key offline\n"
+    ));
+    text.push_str(&format!(
         "  rpoolctl: copy {d}/ca.crt, {d}/admin.crt and {d}/admin.key to ~/.config/rpool/pki/ \
          (or point [tls] in ctl.toml at them)\n"
     ));
@@ -253,7 +262,7 @@ pub fn init_summary(dir: &Path, controllers: &[ControllerSpec], admin: &str, pin
     text
 }
 
-fn load_ca(dir: &Path) -> Result<Ca, Failure> {
+pub(crate) fn load_ca(dir: &Path) -> Result<Ca, Failure> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
