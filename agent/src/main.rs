@@ -48,8 +48,10 @@ struct Cli {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Validate the config (and the simulated-hardware file, if any), print
-    /// "config ok" and exit: 0 if valid, 64 if not. Touches nothing.
+    /// Validate the config (and the simulated-hardware file, if any, and the
+    /// TLS files once the certificate exists: key matches certificate, chain
+    /// to the CA, validity, key not readable by all), print "config ok" and
+    /// exit: 0 if valid, 64 if not. Touches nothing.
     #[arg(long)]
     check_config: bool,
 }
@@ -92,6 +94,15 @@ async fn main() -> ExitCode {
             && let Err(e) = rpool_agent::simulate::SimulatedSource::load(&simulate.file)
         {
             eprintln!("error: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+        // The TLS files once the certificate is there (before enrollment or
+        // provisioning there is none, and the agent waits for it).
+        let files = config.tls_files();
+        if files.cert.exists()
+            && let Err(e) = files.check()
+        {
+            eprintln!("error: {}: [tls]: {e}", path.display());
             return ExitCode::from(EX_USAGE);
         }
         println!("config ok: {}", path.display());

@@ -61,8 +61,9 @@ struct Cli {
     /// Log format on stderr. The filter comes from RPOOL_LOG (default "info").
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Validate the config, print "config ok" and exit: 0 if valid, 64 if
-    /// not. Touches nothing (no data dir, no port).
+    /// Validate the config and the TLS files (key matches certificate, chain
+    /// to the CA, validity, keys not readable by all), print "config ok" and
+    /// exit: 0 if valid, 64 if not. Touches nothing (no data dir, no port).
     #[arg(long)]
     check_config: bool,
 }
@@ -141,6 +142,17 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(config)
 }
 
+/// What `--check-config` adds to start-up's checks: the key files (own and,
+/// when present, the CA's) are not readable by every user.
+fn check_tls_files(config: &Config, file: &str) -> Result<(), Failure> {
+    let tls_error = |e: rpool_proto::tls::TlsError| usage(anyhow::anyhow!("{file}: [tls]: {e}"));
+    config.tls.files().check().map_err(tls_error)?;
+    if config.tls.ca_key.exists() {
+        rpool_proto::tls::check_key_mode(&config.tls.ca_key).map_err(tls_error)?;
+    }
+    Ok(())
+}
+
 fn real_main(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli)?;
     if cli.check_config {
@@ -148,6 +160,7 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             .config
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+        check_tls_files(&config, &path.display().to_string())?;
         println!("config ok: {}", path.display());
         return Ok(());
     }

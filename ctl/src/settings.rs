@@ -159,6 +159,22 @@ impl Settings {
     }
 }
 
+/// `rpoolctl --check-config`: `ctl.toml` was already parsed and checked by
+/// [`Settings::resolve`]; the admin TLS files load (key matches
+/// certificate, chain to the CA, validity) and the key is not readable by
+/// every user. Errors exit 64 naming the file.
+pub fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    crate::client::tls_material()?;
+    if let Some(files) = &settings.tls {
+        rpool_proto::tls::check_key_mode(&files.key).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    match &settings.config_path {
+        Some(path) if path.exists() => println!("config ok: {}", path.display()),
+        _ => println!("config ok (no ctl.toml; flags, environment and defaults)"),
+    }
+    Ok(())
+}
+
 /// The ctl config path and whether the user named it explicitly; `None`
 /// when there is nowhere to look (no HOME, e.g. some cron jobs): defaults apply.
 pub fn config_path(flag: Option<&Path>, env: &Env) -> Option<(PathBuf, bool)> {

@@ -12,11 +12,13 @@
 //! - [`pki`]: the rpool CA, certificates whose identity is a
 //!   `urn:rpool:<role>:<name>` URI SAN, CSR signing, CA pins.
 //! - [`tls`]: mutual-TLS server/client configs and endpoints from those
-//!   files, and the peer identity of a request.
+//!   files (checked on load: chain, validity, key matches certificate; and
+//!   for `--check-config` key file mode), and the peer identity of a request.
 //! - [`pinned`]: a TLS client that trusts a controller only through a CA
 //!   pin (`sha256:<hex>` of its SubjectPublicKeyInfo), for enrollment.
-//! - [`metrics`]: Prometheus counters, gauges and histograms, the text
-//!   exposition format and a small `GET /metrics` HTTP server.
+//! - [`metrics`]: Prometheus counters, gauges and histograms
+//!   (`prometheus-client`), the text exposition format 0.0.4, and a bounded
+//!   `GET /metrics` server (axum router on hyper).
 
 pub mod clock;
 pub mod config;

@@ -92,7 +92,9 @@ impl TlsFiles {
             }
         };
         pki::certs_from_pem(&ca_pem).map_err(invalid(&self.ca))?;
+        check_validity(&self.ca, &ca_pem, "CA certificate")?;
         let identity = pki::identity_of_pem(&cert_pem).map_err(invalid(&self.cert))?;
+        check_validity(&self.cert, &cert_pem, "certificate")?;
         pki::verify_issued_by(&cert_pem, &ca_pem).map_err(|e| TlsError::Invalid {
             path: self.cert.clone(),
             reason: format!("{e} (CA {})", self.ca.display()),
@@ -103,6 +105,7 @@ impl TlsFiles {
                 reason: "no PEM private key in file".into(),
             });
         }
+        self.check_key_matches(&cert_pem, &key_pem)?;
         Ok(TlsMaterial {
             ca_pem,
             cert_pem,
@@ -110,6 +113,94 @@ impl TlsFiles {
             identity,
         })
     }
+}
+
+impl TlsFiles {
+    /// [`TlsFiles::load`], and the key file is not readable by every user
+    /// (what `--check-config` runs). Errors name the file.
+    pub fn check(&self) -> Result<TlsMaterial, TlsError> {
+        let material = self.load()?;
+        check_key_mode(&self.key)?;
+        Ok(material)
+    }
+
+    /// The private key is the one the certificate was issued for (the
+    /// check rustls makes when it starts serving, made here so the error
+    /// names the file).
+    fn check_key_matches(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad_key = |reason: String| TlsError::Invalid {
+            path: self.key.clone(),
+            reason,
+        };
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| bad_key(format!("not a PEM private key ({e})")))?;
+        let key = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| bad_key(format!("unusable private key ({e})")))?;
+        let leaf = pki::certs_from_pem(cert_pem).map_err(|e| TlsError::Invalid {
+            path: self.cert.clone(),
+            reason: e.to_string(),
+        })?;
+        let leaf = CertificateDer::from(leaf.into_iter().next().unwrap_or_default());
+        rustls::sign::CertifiedKey::new(vec![leaf], key)
+            .keys_match()
+            .map_err(|_| {
+                bad_key(format!(
+                    "private key does not match the certificate {} (use the key it was issued for)",
+                    self.cert.display()
+                ))
+            })
+    }
+}
+
+/// The first certificate in `pem` is valid now: not expired, not yet to
+/// come. `what` names it in the error.
+fn check_validity(path: &Path, pem: &str, what: &str) -> Result<(), TlsError> {
+    let invalid = |reason: String| TlsError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let der = pki::certs_from_pem(pem).map_err(|e| invalid(e.to_string()))?;
+    let der = der.first().map(Vec::as_slice).unwrap_or_default();
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| invalid(e.to_string()))?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now < validity.not_before {
+        return Err(invalid(format!(
+            "{what} is not valid before {} (check this machine's clock)",
+            validity.not_before
+        )));
+    }
+    if now > validity.not_after {
+        return Err(invalid(format!(
+            "{what} expired on {} (issue a new one)",
+            validity.not_after
+        )));
+    }
+    Ok(())
+}
+
+/// A private key file must not be readable by every user.
+pub fn check_key_mode(path: &Path) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(TlsError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "private key is readable by every user (mode {:04o}; accepted 0600 or 0640: chmod 600 it)",
+                mode & 0o7777
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, TlsError> {
@@ -403,6 +494,72 @@ mod tests {
         pki::write_public(&files.ca, b"hello").unwrap();
         let err = files.load().unwrap_err().to_string();
         assert!(err.contains("ca.crt"), "{err}");
+    }
+
+    /// A self-signed certificate valid from `from` to `to` (Unix seconds).
+    fn cert_valid(from: i64, to: i64) -> String {
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+        params.not_before = ::time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+        params.not_after = ::time::OffsetDateTime::from_unix_timestamp(to).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn expired_and_future_certificates_are_named_with_their_dates() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let path = Path::new("/etc/rpool/pki/x.crt");
+        let past = check_validity(path, &cert_valid(now - 7_200, now - 3_600), "certificate")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            past.starts_with("/etc/rpool/pki/x.crt: certificate expired on "),
+            "{past}"
+        );
+        let future = check_validity(path, &cert_valid(now + 3_600, now + 7_200), "CA certificate")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            future.starts_with("/etc/rpool/pki/x.crt: CA certificate is not valid before "),
+            "{future}"
+        );
+        check_validity(path, &cert_valid(now - 60, now + 60), "certificate").unwrap();
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_or_readable_by_all_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = Ca::generate("ca").unwrap();
+        let files = TlsFiles::in_dir(tmp.path(), "admin");
+        let mine = ca.issue(&Identity::Admin("a".into()), &[], DAY).unwrap();
+        let other = ca.issue(&Identity::Admin("a".into()), &[], DAY).unwrap();
+        pki::write_public(&files.ca, ca.cert_pem().as_bytes()).unwrap();
+        pki::write_public(&files.cert, mine.cert_pem.as_bytes()).unwrap();
+        pki::write_private(&files.key, other.key_pem.as_bytes()).unwrap();
+        let err = files.load().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: private key does not match the certificate",
+                files.key.display()
+            )),
+            "{err}"
+        );
+        pki::write_private(&files.key, mine.key_pem.as_bytes()).unwrap();
+        files.check().unwrap();
+        std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        files.load().unwrap();
+        let err = files.check().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: private key is readable by every user (mode 0644",
+                files.key.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

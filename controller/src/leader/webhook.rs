@@ -754,4 +754,44 @@ mod tests {
         assert!(got[0].contains("Content-Type: application/json\r\n"));
         assert!(got[0].ends_with(&payload));
     }
+
+    #[tokio::test]
+    async fn a_redirect_fails_and_an_oversized_answer_is_cut_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let answers = [
+                "HTTP/1.1 302 Found\r\nLocation: http://example.invalid/\r\nContent-Length: 0\r\n\r\n"
+                    .to_owned(),
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 1 << 20),
+            ];
+            for answer in answers {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while !String::from_utf8_lossy(&buf[..n]).contains('}') {
+                    n += s.read(&mut buf[n..]).await.unwrap();
+                }
+                s.write_all(answer.as_bytes()).await.unwrap();
+                // A body far over the cap, sent until the client hangs up.
+                let chunk = vec![b'x'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            }
+        });
+        let client = Client {
+            target: Target::parse(&format!("http://{addr}/hook")).unwrap(),
+            tls: None,
+        };
+        let payload = body(&event(4, Severity::Info));
+        let redirect = client.post(&payload).await.unwrap_err();
+        assert!(
+            redirect.contains("302") && redirect.contains("not followed"),
+            "{redirect}"
+        );
+        let big = tokio::time::timeout(Duration::from_secs(10), client.post(&payload))
+            .await
+            .expect("an oversized answer does not hold the client");
+        assert_eq!(big, Ok(()));
+        server.abort();
+    }
 }

@@ -66,6 +66,9 @@ pub enum Command {
     Pki(pki::PkiCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
+    /// Check ctl.toml and the admin TLS files (key matches certificate, chain to the CA, validity, key not readable by all), print "config ok": exit 0 if valid, 64 if not
+    #[command(long_flag = "check-config")]
+    CheckConfig,
 }
 
 pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::Result<()> {
@@ -80,5 +83,6 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
         Command::Token(cmd) => token::exec(cmd, settings).await,
         Command::Pki(cmd) => pki::exec(cmd),
         Command::Completions(args) => completions::exec(args),
+        Command::CheckConfig => crate::settings::check_config(settings),
     }
 }

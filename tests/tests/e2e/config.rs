@@ -206,3 +206,188 @@ fn every_binary_has_version_and_help() {
         );
     }
 }
+
+/// Replaces the key at `key` with the key of another certificate from the
+/// test CA (mode 0600): it no longer matches the certificate next to it.
+fn write_foreign_key(key: &Path) {
+    let other = rpool_tests::test_ca()
+        .issue(
+            &rpool_proto::pki::Identity::Admin("someone-else".into()),
+            &[],
+            rpool_tests::TEST_CERT_TTL,
+        )
+        .unwrap();
+    rpool_proto::pki::write_private(key, other.key_pem.as_bytes()).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn controller_with_a_key_that_does_not_match_its_certificate_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = shipped_controller_config_with_pki(dir.path());
+    let key = dir.path().join("pki/controller.key");
+    write_foreign_key(&key);
+    let must_name = [
+        "controller.toml",
+        "[tls]",
+        key.to_str().unwrap(),
+        "private key does not match the certificate",
+    ];
+    let out = run(
+        "rpool-controller",
+        &["--check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert_usage_error(&out, &must_name);
+    // Starting for real stops at the same check, before binding or writing.
+    let out = run("rpool-controller", &["--config", cfg.to_str().unwrap()]);
+    assert_usage_error(&out, &must_name);
+}
+
+#[test]
+fn controller_check_config_refuses_a_world_readable_key_and_an_expired_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = shipped_controller_config_with_pki(dir.path());
+    let pki = dir.path().join("pki");
+    let check = || {
+        run(
+            "rpool-controller",
+            &["--check-config", "--config", cfg.to_str().unwrap()],
+        )
+    };
+    for key in ["controller.key", "ca.key"] {
+        let key = pki.join(key);
+        chmod(&key, 0o644);
+        assert_usage_error(
+            &check(),
+            &[key.to_str().unwrap(), "readable by every user", "mode 0644"],
+        );
+        chmod(&key, 0o600);
+    }
+    assert!(check().status.success());
+
+    // A certificate whose lifetime ends now: refused once it has passed
+    // (second resolution), naming the file and the date.
+    let issued = rpool_tests::test_ca()
+        .issue(
+            &rpool_proto::pki::Identity::Controller(1),
+            &[],
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+    let cert = pki.join("controller.crt");
+    rpool_proto::pki::write_public(&cert, issued.cert_pem.as_bytes()).unwrap();
+    rpool_proto::pki::write_private(&pki.join("controller.key"), issued.key_pem.as_bytes()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = check();
+        if !out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+    };
+    assert_usage_error(&out, &[cert.to_str().unwrap(), "certificate expired on"]);
+}
+
+#[test]
+fn agent_check_config_names_a_mismatched_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let files = rpool_tests::write_tls(
+        &tls,
+        "agent",
+        &rpool_proto::pki::Identity::Agent("h1".into()),
+        &[],
+    )
+    .unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "controllers = [\"127.0.0.1:7443\"]\nstate_dir = \"{}\"\n[tls]\ndir = \"{}\"\n",
+            dir.path().join("state").display(),
+            tls.display()
+        ),
+    )
+    .unwrap();
+    let check = || {
+        run(
+            "rpool-agent",
+            &["--check-config", "--config", cfg.to_str().unwrap()],
+        )
+    };
+    assert!(
+        check().status.success(),
+        "{}",
+        String::from_utf8_lossy(&check().stderr)
+    );
+    write_foreign_key(&files.key);
+    assert_usage_error(
+        &check(),
+        &[
+            "agent.toml",
+            files.key.to_str().unwrap(),
+            "private key does not match the certificate",
+        ],
+    );
+}
+
+#[test]
+fn rpoolctl_with_a_mismatched_key_says_so_naming_the_file_not_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = rpool_tests::write_tls(
+        &dir.path().join("pki"),
+        "admin",
+        &rpool_proto::pki::Identity::Admin("root".into()),
+        &[],
+    )
+    .unwrap();
+    let tls_flags = |args: &[&str]| {
+        let mut all = vec![
+            "--tls-ca",
+            files.ca.to_str().unwrap(),
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        Command::new(bin("rpoolctl"))
+            .args(&all)
+            .env_remove("RPOOL_CTL_CONFIG")
+            .env("HOME", dir.path())
+            .output()
+            .expect("spawn")
+    };
+    let ok = tls_flags(&["--check-config"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("config ok"));
+
+    write_foreign_key(&files.key);
+    let must_name = [
+        files.key.to_str().unwrap(),
+        "private key does not match the certificate",
+    ];
+    assert_usage_error(&tls_flags(&["--check-config"]), &must_name);
+    // A real command against an address where nothing listens: the key is
+    // the problem (64), not the controller (69).
+    let port = rpool_tests::free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    assert_usage_error(&tls_flags(&["--controller", &addr, "status"]), &must_name);
+
+    // A matching key readable by every user is refused by --check-config.
+    let files2 = rpool_tests::write_tls(
+        &dir.path().join("pki"),
+        "admin",
+        &rpool_proto::pki::Identity::Admin("root".into()),
+        &[],
+    )
+    .unwrap();
+    chmod(&files2.key, 0o644);
+    assert_usage_error(
+        &tls_flags(&["--check-config"]),
+        &[files2.key.to_str().unwrap(), "readable by every user"],
+    );
+}

@@ -14,43 +14,73 @@ use tokio::sync::mpsc;
 /// Accepts connections on `listener`, answers `200`, and sends each
 /// request's body (read to its Content-Length) to the returned channel.
 fn webhook_receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<(String, String)> {
+    webhook_receiver_over(listener, None)
+}
+
+/// [`webhook_receiver`], over TLS with `tls` when given.
+fn webhook_receiver_over(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> mpsc::UnboundedReceiver<(String, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
+        while let Ok((s, _)) = listener.accept().await {
             let tx = tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, body) = loop {
-                    let Ok(n) = s.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>())
-                            })
-                            .and_then(Result::ok)
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            break (head.to_owned(), body[..len].to_owned());
-                        }
-                    }
+                let post = match tls {
+                    None => answer_post(s).await,
+                    Some(tls) => match tls.accept(s).await {
+                        Ok(s) => answer_post(s).await,
+                        Err(_) => None,
+                    },
                 };
-                let _ = s
-                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                    .await;
-                let _ = tx.send((head, body));
+                if let Some(post) = post {
+                    let _ = tx.send(post);
+                }
             });
         }
     });
     rx
+}
+
+/// Reads one request (head, and body to its Content-Length) from `s` and
+/// answers `204`.
+async fn answer_post<S>(mut s: S) -> Option<(String, String)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body) = loop {
+        let Ok(n) = s.read(&mut chunk).await else {
+            return None;
+        };
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if body.len() >= len {
+                break (head.to_owned(), body[..len].to_owned());
+            }
+        }
+    };
+    let _ = s
+        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let _ = s.shutdown().await;
+    Some((head, body))
 }
 
 /// `GET path` over plain TCP: (status line, body).
@@ -253,6 +283,105 @@ async fn controller_and_agent_metrics_are_scraped_over_http() -> anyhow::Result<
     assert!(
         seen.get("process_resident_memory_bytes")
             .is_some_and(|b| *b > 0.0)
+    );
+    Ok(())
+}
+
+/// A TLS acceptor presenting a certificate for 127.0.0.1 issued by `ca`.
+fn tls_acceptor(ca: &rpool_proto::pki::Ca) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let issued = ca.issue(
+        &rpool_proto::pki::Identity::Controller(99),
+        &["127.0.0.1".to_owned()],
+        Duration::from_secs(3_600),
+    )?;
+    let chain = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+#[tokio::test]
+async fn the_webhook_posts_over_https_trusting_only_the_configured_ca() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let ours = rpool_proto::pki::Ca::generate("webhook test CA")?;
+    let ca_file = root.path().join("webhook-ca.crt");
+    std::fs::write(&ca_file, ours.cert_pem())?;
+    // One receiver with a certificate from our CA, one from a stranger's.
+    let good = TcpListener::bind("127.0.0.1:0").await?;
+    let good_addr = good.local_addr()?;
+    let mut posts = webhook_receiver_over(good, Some(tls_acceptor(&ours)?));
+    let stranger = rpool_proto::pki::Ca::generate("webhook test CA")?;
+    let bad = TcpListener::bind("127.0.0.1:0").await?;
+    let bad_addr = bad.local_addr()?;
+    let mut refused = webhook_receiver_over(bad, Some(tls_acceptor(&stranger)?));
+
+    let second_metrics = format!("127.0.0.1:{}", free_port());
+    let mut controllers = Vec::new();
+    for (id, addr) in [(1, good_addr), (2, bad_addr)] {
+        let extra = format!(
+            "\n[metrics]\nlisten = \"{}\"\n[webhook]\nurl = \"https://{addr}/rpool/events\"\nca = \"{}\"\ntimeout_ms = 2000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 2\n",
+            if id == 2 { second_metrics.as_str() } else { "" },
+            ca_file.display()
+        );
+        let mut controller = Controller::configure(
+            &root.path().join(format!("c{id}")),
+            1,
+            free_port(),
+            &[],
+            Liveness::FAST,
+            &extra,
+        )?;
+        controller.restart().await?;
+        controllers.push(controller);
+    }
+    let _agents = start_agents(
+        root.path(),
+        &controllers[0],
+        vec![Profile::new("tls-a", "a", 4, "8GiB")],
+    )
+    .await?;
+    let _other = start_agents(
+        &root.path().join("other"),
+        &controllers[1],
+        vec![Profile::new("tls-b", "a", 4, "8GiB")],
+    )
+    .await?;
+
+    let (head, body) = tokio::time::timeout(Duration::from_secs(20), posts.recv())
+        .await?
+        .expect("receiver running");
+    assert!(head.starts_with("POST /rpool/events HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let event: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(event["kind"], "host_enrolled", "{event}");
+
+    // The controller whose endpoint shows a certificate from another CA
+    // never completes a POST; it counts the failures.
+    eventually(
+        Duration::from_secs(20),
+        "webhook failures on the second controller",
+        || async {
+            let scraped = http_get(&second_metrics, "/metrics").await.ok();
+            let failures = scraped
+                .as_ref()
+                .and_then(|(_, body)| samples(body).get("rpool_webhook_failures_total").copied());
+            (failures.filter(|n| *n >= 1.0), scraped)
+        },
+    )
+    .await?;
+    assert!(
+        refused.try_recv().is_err(),
+        "a POST got through to the stranger's endpoint"
     );
     Ok(())
 }
