@@ -250,6 +250,23 @@ enum End {
     Redirected(u64),
 }
 
+/// How a failed read of the agent's stream ends the session. Bytes that do
+/// not decode as an `AgentMessage`, or a message over the size limit, are
+/// the agent's fault: the stream ends with INVALID_ARGUMENT saying so (as
+/// `agent.proto` promises); anything else is the transport failing.
+fn inbound_error(status: Status) -> Result<End, Status> {
+    let undecodable = status.code() == tonic::Code::Internal
+        && status.message().contains("failed to decode Protobuf message");
+    if undecodable || status.code() == tonic::Code::OutOfRange {
+        return Err(Status::invalid_argument(format!(
+            "agent_message: {} (accepted: one AgentMessage of at most {} bytes)",
+            status.message(),
+            crate::MAX_DECODING_MESSAGE_BYTES
+        )));
+    }
+    Ok(End::Transport(status))
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
     type SessionStream = ReceiverStream<Result<ControllerMessage, Status>>;
@@ -369,7 +386,7 @@ async fn session_body(
                 HELLO_TIMEOUT.as_secs()
             )));
         }
-        Ok(Err(status)) => return Ok(End::Transport(status)),
+        Ok(Err(status)) => return inbound_error(status),
         Ok(Ok(None)) => return Ok(End::ClosedByAgent),
         Ok(Ok(Some(AgentMessage {
             msg: Some(Msg::Hello(h)),
@@ -457,7 +474,7 @@ async fn session_body(
         let message = match message {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(End::ClosedByAgent),
-            Err(status) => return Ok(End::Transport(status)),
+            Err(status) => return inbound_error(status),
         };
         let hb = match message.msg {
             Some(Msg::Heartbeat(hb)) => hb,

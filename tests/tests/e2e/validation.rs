@@ -248,3 +248,91 @@ async fn heartbeat_before_hello_is_rejected() -> anyhow::Result<()> {
     assert!(controller.hosts().await?.is_empty());
     Ok(())
 }
+
+/// A codec that sends raw bytes as the request message (what a broken or
+/// hostile agent could put on the wire) and decodes replies as usual.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ControllerMessage;
+    type Encoder = RawEncoder;
+    type Decoder = <tonic_prost::ProstCodec<AgentMessage, ControllerMessage> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(
+            &mut tonic_prost::ProstCodec::<AgentMessage, ControllerMessage>::default(),
+        )
+    }
+}
+
+/// Opens a session and sends `bytes` as its first message.
+async fn open_raw(
+    controller: &Controller,
+    bytes: Vec<u8>,
+) -> Result<Streaming<ControllerMessage>, tonic::Status> {
+    let tls = rpool_tests::tls_material(&rpool_proto::pki::Identity::Agent(HOST_ID.into()));
+    let channel = tls
+        .endpoint(&controller.addr())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/rpool.v1.AgentService/Session");
+    let request = tonic::Request::new(tokio_stream::iter(vec![bytes]));
+    Ok(grpc.streaming(request, path, RawCodec).await?.into_inner())
+}
+
+#[tokio::test]
+async fn garbage_or_oversized_agent_message_ends_the_stream_with_invalid_argument() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let controller = Controller::start(&root.path().join("controller"), Liveness::FAST).await?;
+    let before = controller.settled_status().await?;
+
+    // Bytes that are no AgentMessage (field 1 with wire type 7 does not exist).
+    let err = match open_raw(&controller, vec![0x0f, 0xff, 0xff, 0xff, 0xff, 0x0f]).await {
+        Err(status) => status,
+        Ok(mut replies) => next(&mut replies).await.expect_err("garbage was accepted"),
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("agent_message: "), "{}", err.message());
+    assert!(err.message().contains("4194304 bytes"), "{}", err.message());
+
+    // A Hello over the 4 MiB limit.
+    let mut big = facts(8, 64 << 30);
+    big.labels.insert("padding".into(), "x".repeat(5 << 20));
+    let err = match open(&controller, hello(big)).await {
+        Err(status) => status,
+        Ok((_tx, mut replies)) => next(&mut replies)
+            .await
+            .expect_err("an oversized hello was accepted"),
+    };
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("too large"), "{}", err.message());
+
+    assert!(controller.hosts().await?.is_empty(), "a rejected host was stored");
+    assert_eq!(controller.status().await?.applied_index, before.applied_index);
+    Ok(())
+}
