@@ -180,7 +180,13 @@ pub(crate) async fn relay<R>(
     let outcome = tokio::select! {
         answer = tokio::time::timeout(FORWARD_DEADLINE, call) => match answer {
             Ok(Ok(response)) => return Ok(response),
-            Ok(Err(e)) if e.code() != tonic::Code::Unavailable && e.code() != tonic::Code::DeadlineExceeded => {
+            // The channel's own timeout ends a call as CANCELLED.
+            Ok(Err(e))
+                if !matches!(
+                    e.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) =>
+            {
                 return Err(e);
             }
             Ok(Err(e)) => Status::unavailable(format!(

@@ -656,3 +656,51 @@ async fn a_controller_whose_disk_fills_stops_then_waits_for_space_and_catches_up
     wait_converged(&cluster).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_isolated_follower_refuses_event_reads_instead_of_answering_from_its_copy() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (mut cluster, _agent, _host_id) = trio_with_a_host(root.path(), TEST_RAFT).await?;
+    let leader = cluster.leader().await?;
+    let ids: Vec<u64> = cluster.controllers.iter().map(|c| c.id).collect();
+    let follower = *ids.iter().find(|id| **id != leader).unwrap();
+    let address = cluster.get(follower).addr();
+    let request = rpool_proto::v1::ListEventsRequest {
+        pool: String::new(),
+        after_index: 0,
+        limit: 0,
+    };
+    // Connected, the follower answers (through the leader). The client
+    // waits longer than any server-side deadline, as rpoolctl does.
+    let channel = rpool_tests::admin_tls()
+        .endpoint(&address)?
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await?;
+    let mut admin = AdminServiceClient::new(channel);
+    admin.list_events(request.clone()).await?;
+
+    // Cut off from both others: it must refuse, not serve its own copy.
+    for id in ids.iter().filter(|id| **id != follower) {
+        cluster.get(*id).freeze();
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(15), admin.list_events(request)).await;
+    for id in ids.iter().filter(|id| **id != follower) {
+        cluster.get(*id).resume();
+    }
+    match answer {
+        Ok(Ok(events)) => panic!(
+            "an isolated follower answered from its copy: {} events",
+            events.into_inner().events.len()
+        ),
+        Ok(Err(status)) => assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ),
+            "{status:?}"
+        ),
+        Err(_) => panic!("no answer within 15 s: the follower must refuse, not hang"),
+    }
+    Ok(())
+}
