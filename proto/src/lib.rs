@@ -15,11 +15,14 @@
 //!   files, and the peer identity of a request.
 //! - [`pinned`]: a TLS client that trusts a controller only through a CA
 //!   pin (`sha256:<hex>` of its SubjectPublicKeyInfo), for enrollment.
+//! - [`kube`]: the kubeadm configuration and CNI manifest checks the
+//!   controller and kubesim share (YAML reader/emitter, CIDR arithmetic).
 //! - [`metrics`]: Prometheus counters, gauges and histograms, the text
 //!   exposition format and a small `GET /metrics` HTTP server.
 
 pub mod clock;
 pub mod config;
+pub mod kube;
 pub mod metrics;
 pub mod pinned;
 pub mod pki;

@@ -21,7 +21,7 @@ use super::kubeadm_check::{
 use super::versions::KubeVersion;
 use super::yaml::{Y, emit_documents};
 use super::{KubeFieldError, echo};
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// The API version written.
 pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";

@@ -1,8 +1,8 @@
 //! What kubeadm refuses in a `--config` file: `check_kubeadm_config`.
 //!
-//! Free of controller types (std, [`super::yaml`] and [`super::cidr`]
-//! only) so kubesim can call it, and so it can move to a shared crate with
-//! those two files. Rules, per document:
+//! Std, [`super::yaml`] and [`super::cidr`] only; the controller checks
+//! the files it writes with it and kubesim checks what it is given.
+//! Rules, per document:
 //!
 //! - `apiVersion` and `kind` are present; kubeadm kinds are
 //!   `kubeadm.k8s.io/v1beta4` (InitConfiguration, ClusterConfiguration,
