@@ -142,6 +142,7 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 service_cidr: i.service_cidr,
                 kubernetes_version: i.kubernetes_version,
                 node_name: task.node_name,
+                kubeadm_config: i.kubeadm_config,
             };
             match driver.init(&req).await {
                 Ok(init) => Outcome {
@@ -155,14 +156,27 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
             }
         }
         Some(Kind::JoinControlPlane(j)) => match j.join {
-            Some(s) => done(driver.join(&join_from_proto(&s), &task.node_name, true).await),
+            Some(s) => done(
+                driver
+                    .join(
+                        &join_from_proto(&s),
+                        &task.node_name,
+                        true,
+                        Some(&j.kubeadm_config),
+                    )
+                    .await,
+            ),
             None => Outcome::failed("join_control_plane.join: missing"),
         },
         Some(Kind::JoinWorker(j)) => match j.join {
             Some(s) => {
                 let mut info = join_from_proto(&s);
                 info.certificate_key = None;
-                done(driver.join(&info, &task.node_name, false).await)
+                done(
+                    driver
+                        .join(&info, &task.node_name, false, Some(&j.kubeadm_config))
+                        .await,
+                )
             }
             None => Outcome::failed("join_worker.join: missing"),
         },

@@ -20,6 +20,8 @@
 //! - [`images`]: where each addon image is pulled from (upstream, or the
 //!   pool's image repository for air-gapped sites).
 //! - [`flannel`]: a complete flannel deployment (checked by [`cni_check`]).
+//! - [`render`]: the kubeadm init/join files a task carries, from the
+//!   pool and the host (fresh init secrets drawn here).
 //! - [`kube_vip`]: the kube-vip static pod for a control-plane VIP.
 //! - [`metallb`]: MetalLB (native mode) and a pool's address range.
 //!
@@ -35,6 +37,7 @@ pub mod kubeadm;
 pub mod metallb;
 pub mod network;
 pub mod objects;
+pub mod render;
 pub mod versions;
 
 pub use rpool_proto::kube::{cidr, cni_check, kubeadm_check, kubeadm_schema, yaml};

@@ -16,9 +16,10 @@ use std::time::Duration;
 use rpool_proto::v1::{self, ControllerMessage, controller_message};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::kube::render::{self, HostFacts, JoinFacts, PoolFacts};
 use crate::replica::ProposeError;
 use crate::state::pool::{JoinSecrets, TaskKind, TaskRecord, TaskState};
 use rpool_proto::clock::unix_ms_now;
@@ -71,31 +72,82 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
             kind: Some(Kind::Reset(v1::Reset {})),
         });
     }
-    let (pool_join, endpoint, version, pod_cidr, service_cidr) = shared.node.read(|sm| {
-        sm.pools().get(&task.pool).map(|p| {
-            (
-                p.join.clone(),
-                p.control_plane_endpoint.clone(),
-                p.spec.kubernetes_version.clone(),
-                p.spec.pod_network_cidr.clone(),
-                p.spec.service_cidr.clone(),
-            )
-        })
-    })?;
+    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, control_plane) =
+        shared.node.read(|sm| {
+            let pool = sm.pools().get(&task.pool)?;
+            let control_plane = pool
+                .members
+                .get(&task.host_id)
+                .is_some_and(|m| m.role == crate::state::pool::Role::ControlPlane);
+            Some((
+                pool.join.clone(),
+                pool.control_plane_endpoint.clone(),
+                pool.spec.kubernetes_version.clone(),
+                pool.spec.pod_network_cidr.clone(),
+                pool.spec.service_cidr.clone(),
+                sm.host(&task.host_id).and_then(advertise_address),
+                control_plane,
+            ))
+        })?;
+    let host = HostFacts {
+        node_name: &task.node_name,
+        address,
+        control_plane,
+    };
+    let rendered = |file: Result<String, crate::kube::KubeFieldError>| match file {
+        Ok(text) => Some(text),
+        Err(e) => {
+            // The task stays pending (and times out) rather than run with
+            // a file kubeadm would refuse.
+            warn!(task_id = %task.task_id, pool = %task.pool, error = %e, "cannot render the kubeadm file; task not sent");
+            None
+        }
+    };
+    let join_file = |secrets: &v1::JoinSecrets| {
+        let facts = JoinFacts {
+            endpoint: &secrets.control_plane_endpoint,
+            token: &secrets.token,
+            ca_cert_hash: &secrets.ca_cert_hash,
+            certificate_key: Some(secrets.certificate_key.as_str()).filter(|k| !k.is_empty()),
+        };
+        rendered(render::join_file(&facts, &host))
+    };
     let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
     let kind = match &task.kind {
-        TaskKind::InitControlPlane => Kind::InitControlPlane(v1::InitControlPlane {
-            control_plane_endpoint: endpoint,
-            pod_network_cidr: pod_cidr,
-            service_cidr,
-            kubernetes_version: version,
-        }),
-        TaskKind::JoinControlPlane => Kind::JoinControlPlane(v1::JoinControlPlane { join: Some(join()?) }),
+        TaskKind::InitControlPlane => {
+            let pool = PoolFacts {
+                name: &task.pool,
+                kubernetes_version: &version,
+                pod_cidr: &pod_cidr,
+                service_cidr: &service_cidr,
+                endpoint: &endpoint,
+            };
+            let kubeadm_config = rendered(render::init_file(&pool, &host))?;
+            Kind::InitControlPlane(v1::InitControlPlane {
+                control_plane_endpoint: endpoint,
+                pod_network_cidr: pod_cidr,
+                service_cidr,
+                kubernetes_version: version,
+                kubeadm_config,
+            })
+        }
+        TaskKind::JoinControlPlane => {
+            let secrets = join()?;
+            let kubeadm_config = join_file(&secrets)?;
+            Kind::JoinControlPlane(v1::JoinControlPlane {
+                join: Some(secrets),
+                kubeadm_config,
+            })
+        }
         TaskKind::JoinWorker => {
             let mut secrets = join()?;
             // A worker never needs the certificate key.
             secrets.certificate_key.clear();
-            Kind::JoinWorker(v1::JoinWorker { join: Some(secrets) })
+            let kubeadm_config = join_file(&secrets)?;
+            Kind::JoinWorker(v1::JoinWorker {
+                join: Some(secrets),
+                kubeadm_config,
+            })
         }
         TaskKind::DrainNode { target_node } => Kind::DrainNode(v1::DrainNode {
             target_node: target_node.clone(),
@@ -127,6 +179,20 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         node_name: task.node_name.clone(),
         kind: Some(kind),
     })
+}
+
+/// The address a host's node advertises: its first non-loopback address,
+/// none on simulated hardware (every host there shares the machine's
+/// addresses; kubeadm picks one).
+fn advertise_address(host: &crate::state::command::HostRecord) -> Option<std::net::IpAddr> {
+    if host.facts.simulated {
+        return None;
+    }
+    host.facts
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| !a.is_loopback())
 }
 
 fn pod_cidr_or_default(pool: &str, shared: &Shared) -> String {

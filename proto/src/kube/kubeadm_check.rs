@@ -496,7 +496,9 @@ fn check_join(doc: &Node, errors: &mut Vec<String>) {
 
 /// `host[:port]` (IPv6 in brackets when a port follows); the port
 /// required when `port_required`.
-fn is_host_port(s: &str, port_required: bool) -> bool {
+/// `host[:port]` (`port_required`: `host:port`), host an IP address
+/// (IPv6 in brackets with a port) or a DNS name.
+pub fn is_host_port(s: &str, port_required: bool) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return !port_required;
     }

@@ -203,6 +203,7 @@ fn init_kind() -> Kind {
         pod_network_cidr: "10.244.0.0/16".to_owned(),
         service_cidr: "10.96.0.0/12".to_owned(),
         kubernetes_version: "v1.32.0".to_owned(),
+        kubeadm_config: String::new(),
     })
 }
 
@@ -271,6 +272,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             attempt,
             Kind::JoinWorker(JoinWorker {
                 join: Some(worker_secrets.clone()),
+                kubeadm_config: String::new(),
             }),
         )
     };
@@ -288,6 +290,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             1,
             Kind::JoinControlPlane(JoinControlPlane {
                 join: Some(fresh.clone()),
+                kubeadm_config: String::new(),
             }),
         ))
         .await;
@@ -319,7 +322,10 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
         .run(d.task(
             "join-d",
             1,
-            Kind::JoinControlPlane(JoinControlPlane { join: Some(bad) }),
+            Kind::JoinControlPlane(JoinControlPlane {
+                join: Some(bad),
+                kubeadm_config: String::new(),
+            }),
         ))
         .await;
     assert!(!r.ok);

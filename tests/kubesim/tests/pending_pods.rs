@@ -45,6 +45,7 @@ async fn a_control_plane_counts_unschedulable_pods_through_kubectl() {
         service_cidr: "10.96.0.0/12".to_owned(),
         kubernetes_version: "v1.32.0".to_owned(),
         node_name: "web-a".to_owned(),
+        kubeadm_config: String::new(),
     })
     .await
     .unwrap();
