@@ -2,7 +2,8 @@
 //! pool and a host: `kubeadm init --config` for the first control plane
 //! ([`init_file`], with freshly generated bootstrap token and certificate
 //! key) and `kubeadm join --config` for the others ([`join_file`], with the
-//! pool's current join secrets). Pure apart from the random secrets.
+//! pool's current join secrets), and the CNI manifest the pool's addons
+//! task applies ([`cni_manifest`]). Pure apart from the random secrets.
 //!
 //! The files hold secrets: callers put them only in the task sent to the
 //! host, never in a log, an event or the replicated state.
@@ -12,6 +13,8 @@ use std::net::IpAddr;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::KubeFieldError;
+use super::cidr::Cidr;
+use super::flannel::{Backend, FlannelInput, manifest};
 use super::kubeadm::{
     CONTAINERD_SOCKET, ClusterInput, ControlPlaneJoin, InitSecrets, JoinInput, NodeInput, Taint, init_config,
     join_config,
@@ -122,6 +125,20 @@ pub fn join_file(join: &JoinFacts, host: &HostFacts) -> Result<String, KubeField
         }),
     };
     join_config(&input, &node(host))
+}
+
+/// The CNI every pool gets: our flannel deployment (VXLAN), on the
+/// pool's pod network(s) (`pod_cidr`, comma-separated for dual-stack).
+pub fn cni_manifest(pod_cidr: &str) -> Result<String, KubeFieldError> {
+    let pod_cidrs = split(pod_cidr)
+        .iter()
+        .map(|c| Cidr::parse(c, false).map_err(|e| KubeFieldError::new("pod_network_cidr", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(manifest(&FlannelInput {
+        pod_cidrs: &pod_cidrs,
+        backend: Backend::Vxlan,
+        image_repository: None,
+    }))
 }
 
 /// The host part of `host:port` (`[v6]:port` unbracketed).
@@ -282,6 +299,17 @@ mod tests {
         check_kubeadm_config_for(KubeadmCommand::Join, &text).unwrap();
         assert!(!text.contains("controlPlane") && !text.contains(&key));
         assert!(text.contains("taints: []"), "{text}");
+    }
+
+    #[test]
+    fn the_pools_cni_is_our_flannel_on_its_pod_network_and_passes_the_cni_check() {
+        let text = cni_manifest("10.250.0.0/16").unwrap();
+        crate::kube::cni_check::check_cni_manifest(&text).unwrap();
+        assert!(text.contains("10.250.0.0/16"), "{text}");
+        assert_eq!(
+            cni_manifest("10.250.0.0/99").unwrap_err().field,
+            "pod_network_cidr"
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         Err(e) => {
             // The task stays pending (and times out) rather than run with
             // a file kubeadm would refuse.
-            warn!(task_id = %task.task_id, pool = %task.pool, error = %e, "cannot render the kubeadm file; task not sent");
+            warn!(task_id = %task.task_id, pool = %task.pool, error = %e, "cannot render the file this task carries; task not sent");
             None
         }
     };
@@ -163,7 +163,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         TaskKind::InstallAddons => Kind::InstallAddons(v1::InstallAddons {
             manifests: vec![v1::Manifest {
                 name: "cni".to_owned(),
-                content: cni_manifest(&pod_cidr_or_default(&task.pool, shared)),
+                content: rendered(render::cni_manifest(&pod_cidr))?,
             }],
         }),
         TaskKind::RefreshJoinToken => Kind::RefreshJoinToken(v1::RefreshJoinToken {
@@ -193,29 +193,6 @@ fn advertise_address(host: &crate::state::command::HostRecord) -> Option<std::ne
         .iter()
         .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
         .find(|a| !a.is_loopback())
-}
-
-fn pod_cidr_or_default(pool: &str, shared: &Shared) -> String {
-    shared
-        .node
-        .read(|sm| sm.pools().get(pool).map(|p| p.spec.pod_network_cidr.clone()))
-        .unwrap_or_default()
-}
-
-/// The CNI addon applied to every pool: a flannel-style VXLAN network
-/// (its config and the DaemonSet that runs it on every node), sized to the
-/// pool's pod network. Nodes report Ready only once a pod network runs.
-fn cni_manifest(pod_cidr: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
-         data:\n  net-conf.json: |\n    {{\"Network\": \"{pod_cidr}\", \"Backend\": {{\"Type\": \"vxlan\"}}}}\n\
-         ---\n\
-         apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
-         spec:\n  selector:\n    matchLabels:\n      app: rpool-cni\n  template:\n    metadata:\n      labels:\n\
-         \x20       app: rpool-cni\n    spec:\n      hostNetwork: true\n      tolerations:\n      - operator: Exists\n\
-         \x20     containers:\n      - name: flannel\n        image: docker.io/flannel/flannel:v0.26.1\n\
-         \x20       args: [\"--ip-masq\", \"--kube-subnet-mgr\"]\n        securityContext:\n          privileged: true\n"
-    )
 }
 
 /// Sends every pending task to its host's session, once per session.
@@ -284,29 +261,5 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
         }
         crate::leader::autoscaler::tick(&shared).await;
         deliver(&shared);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cni_manifest_runs_a_daemonset_on_the_pools_pod_network() {
-        let yaml = cni_manifest("10.244.0.0/16");
-        assert!(yaml.contains("\"Network\": \"10.244.0.0/16\""), "{yaml}");
-        assert!(
-            yaml.contains("\n---\napiVersion: apps/v1\nkind: DaemonSet\n"),
-            "{yaml}"
-        );
-        assert!(
-            yaml.contains("\n      labels:\n        app: rpool-cni\n"),
-            "{yaml}"
-        );
-        assert!(
-            yaml.contains("\n      containers:\n      - name: flannel\n"),
-            "{yaml}"
-        );
-        assert!(yaml.contains("\n        args: "), "{yaml}");
     }
 }

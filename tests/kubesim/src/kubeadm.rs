@@ -437,6 +437,7 @@ fn init(argv: &[String]) -> Res {
         }],
         etcd_members: vec![member],
         applied: Vec::new(),
+        cni_missing: None,
     };
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;

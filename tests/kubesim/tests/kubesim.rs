@@ -328,15 +328,13 @@ fn lifecycle_init_join_drain_delete_reset() {
     // NotReady until a pod network is applied.
     assert!(sim.nodes("cp1").iter().all(|n| n.2 == "False"));
     let cni = sim.dir.path().join("cni.yaml");
-    std::fs::write(
-        &cni,
-        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-flannel\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\nspec:\n  template:\n    metadata:\n      name: nope\n",
-    )
-    .unwrap();
+    std::fs::write(&cni, flannel()).unwrap();
     let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
-    assert_eq!(
-        r.out,
-        "namespace/kube-flannel created\ndaemonset.apps/kube-flannel-ds created\n"
+    assert!(r.out.starts_with("namespace/kube-flannel created\n"), "{}", r.out);
+    assert!(
+        r.out.contains("daemonset.apps/kube-flannel-ds created\n"),
+        "{}",
+        r.out
     );
     let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
     assert!(r.out.contains("daemonset.apps/kube-flannel-ds unchanged"));
@@ -935,4 +933,82 @@ fn init_with_a_config_file_uses_its_secrets_and_refuses_what_kubeadm_refuses() {
     assert_eq!(names(&sim.nodes("cp1")), pairs(&[("cfg-cp1", "control-plane")]));
     // A node joins with those secrets.
     join_worker(&sim, "w1", EP, &j).ok();
+}
+
+/// The flannel deployment the controller applies to every pool.
+fn flannel() -> String {
+    rpool_controller::kube::render::cni_manifest("10.244.0.0/16").unwrap()
+}
+
+/// The Ready condition's (status, message) of every node.
+fn ready_messages(sim: &Sim, host: &str) -> Vec<(String, String)> {
+    let r = sim.kubectl(host, &["get", "nodes", "-o", "json"]).ok();
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let c = n["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap();
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_turn_ready_only_with_a_cni_that_can_start_and_say_what_is_missing() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+    join_worker(&sim, "w1", EP, &j).ok();
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(status, "False");
+        assert!(
+            message.ends_with("(kubesim: no CNI DaemonSet applied)"),
+            "{message}"
+        );
+    }
+    // Our manifest without the ClusterRoleBinding: the DaemonSet exists
+    // but flanneld could not read its node; nodes stay NotReady and say so.
+    let full = flannel();
+    let without_binding: Vec<&str> = full
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ClusterRoleBinding"))
+        .collect();
+    assert!(without_binding.len() < full.split("\n---\n").count());
+    let path = sim.dir.path().join("cni.yaml");
+    std::fs::write(&path, without_binding.join("\n---\n")).unwrap();
+    let r = sim.kubectl("cp1", &["apply", "-f", path.to_str().unwrap()]).ok();
+    assert!(
+        r.out.contains("daemonset.apps/kube-flannel-ds created"),
+        "{}",
+        r.out
+    );
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(status, "False");
+        assert!(message.contains("the CNI DaemonSet cannot start: "), "{message}");
+        assert!(message.contains("ClusterRoleBinding"), "{message}");
+    }
+    // The missing piece applied: Ready.
+    std::fs::write(&path, &full).unwrap();
+    let r = sim.kubectl("cp1", &["apply", "-f", path.to_str().unwrap()]).ok();
+    assert!(
+        r.out
+            .contains("clusterrolebinding.rbac.authorization.k8s.io/flannel created"),
+        "{}",
+        r.out
+    );
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(
+            (status.as_str(), message.as_str()),
+            ("True", "kubelet is posting ready status")
+        );
+    }
 }

@@ -58,7 +58,7 @@ async fn a_control_plane_counts_unschedulable_pods_through_kubectl() {
     // With a pod network they run: nothing pending.
     cp.apply(
         "cni",
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: cni\n  namespace: kube-system\n",
+        &rpool_controller::kube::render::cni_manifest("10.244.0.0/16").unwrap(),
     )
     .await
     .unwrap();
