@@ -145,12 +145,15 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 kubeadm_config: i.kubeadm_config,
             };
             match driver.init(&req).await {
-                Ok(init) => Outcome {
-                    ok: true,
-                    join: Some(join_to_proto(init.join)),
-                    kubeconfig: init.kubeconfig,
-                    already_done: init.already_done,
-                    ..Outcome::default()
+                Ok(init) => match pool_kubeconfig(&init.kubeconfig, &task.pool) {
+                    Ok(kubeconfig) => Outcome {
+                        ok: true,
+                        join: Some(join_to_proto(init.join)),
+                        kubeconfig,
+                        already_done: init.already_done,
+                        ..Outcome::default()
+                    },
+                    Err(e) => Outcome::failed(e),
                 },
                 Err(e) => Outcome::failed(e.to_string()),
             }
@@ -202,15 +205,28 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
             },
             Err(e) => Outcome::failed(e.to_string()),
         },
-        Some(Kind::FetchKubeconfig(_)) => match driver.admin_kubeconfig() {
-            Ok(kubeconfig) => Outcome {
-                ok: true,
-                kubeconfig,
-                ..Outcome::default()
-            },
-            Err(e) => Outcome::failed(e.to_string()),
-        },
+        Some(Kind::FetchKubeconfig(_)) => {
+            match driver
+                .admin_kubeconfig()
+                .map_err(|e| e.to_string())
+                .and_then(|k| pool_kubeconfig(&k, &task.pool))
+            {
+                Ok(kubeconfig) => Outcome {
+                    ok: true,
+                    kubeconfig,
+                    ..Outcome::default()
+                },
+                Err(e) => Outcome::failed(e),
+            }
+        }
     }
+}
+
+/// The admin kubeconfig handed to the controller, its cluster, user and
+/// context named `rpool-<pool>` so several pools' files merge cleanly.
+fn pool_kubeconfig(admin: &str, pool: &str) -> Result<String, String> {
+    rpool_proto::kube::kubeconfig::rename_kubeconfig(admin, &format!("rpool-{pool}"))
+        .map_err(|e| format!("admin kubeconfig: {e}"))
 }
 
 /// `[A-Za-z0-9._-]{1,64}`, not starting with '.'.

@@ -9,6 +9,8 @@
 //! - [`kubeadm_check`]: `check_kubeadm_config(yaml)` and
 //!   `check_kubeadm_config_for(command, yaml)`, what kubeadm rejects in a
 //!   kubeadm.k8s.io/v1beta4 file ([`kubeadm_schema`]: the fields it knows).
+//! - [`kubeconfig`]: an admin kubeconfig's cluster, user and context
+//!   renamed `rpool-<pool>` so pools' files merge cleanly.
 //! - [`cni_check`]: `check_cni_manifest(yaml)`, what a node needs from a CNI
 //!   manifest before its network can start.
 
@@ -16,4 +18,5 @@ pub mod cidr;
 pub mod cni_check;
 pub mod kubeadm_check;
 pub mod kubeadm_schema;
+pub mod kubeconfig;
 pub mod yaml;

@@ -238,6 +238,17 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
     let two_h = 2 * 3600 * 1000;
     assert!(join.certificate_key_expires_unix_ms >= before + two_h);
     assert!(init.kubeconfig.contains(&format!("server: https://{ENDPOINT}")));
+    // Named after the pool, so several pools' kubeconfigs merge cleanly.
+    assert!(
+        init.kubeconfig.contains("\ncurrent-context: rpool-web\n"),
+        "{}",
+        init.kubeconfig
+    );
+    assert!(
+        !init.kubeconfig.contains("kubernetes-admin"),
+        "{}",
+        init.kubeconfig
+    );
     assert!(a.stored("init-1", 1).exists(), "result persisted");
     assert_eq!(names(&lab.nodes(&a)), ["web-a/control-plane"]);
     let cluster = lab.cluster_json();
