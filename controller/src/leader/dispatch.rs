@@ -58,8 +58,10 @@ impl Links {
     }
 }
 
-/// The wire form of a task, with the pool's current secrets.
-fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
+/// The wire form of a task, with the pool's current secrets and the files
+/// it carries. `None`: not sendable yet, or (`unrenderable` set, logged
+/// once here) a file could not be rendered from the pool's spec.
+fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bool>) -> Option<v1::Task> {
     use v1::task::Kind;
     if task.kind == TaskKind::Reset {
         // Needs nothing from the pool, which may be gone (a fenced host).
@@ -99,6 +101,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         Err(e) => {
             // The task stays pending (and times out) rather than run with
             // a file kubeadm would refuse.
+            unrenderable.set(true);
             warn!(task_id = %task.task_id, pool = %task.pool, error = %e, "cannot render the file this task carries; task not sent");
             None
         }
@@ -213,7 +216,12 @@ pub(crate) fn deliver(shared: &Shared) {
         if link.delivered.contains(&key) {
             continue;
         }
-        let Some(wire) = to_wire(shared, &task) else {
+        let unrenderable = std::cell::Cell::new(false);
+        let Some(wire) = to_wire(shared, &task, &unrenderable) else {
+            if unrenderable.get() {
+                // Warned once for this session and attempt, not every round.
+                link.delivered.insert(key);
+            }
             continue;
         };
         let message = ControllerMessage {

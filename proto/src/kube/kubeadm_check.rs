@@ -516,6 +516,7 @@ pub fn is_host_port(s: &str, port_required: bool) -> bool {
         .unwrap_or(host);
     port_ok && (host.parse::<IpAddr>().is_ok() || is_dns_subdomain(host))
 }
+
 /// A lowercase RFC 1123 subdomain (node, cluster and DNS names).
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
