@@ -415,3 +415,52 @@ async fn a_command_past_its_timeout_is_killed_and_failures_carry_the_redacted_ta
     assert!(!text.contains("a8uxyaju799qwdjv"), "{text}");
     assert!(text.contains("--token <redacted>"), "{text}");
 }
+
+#[tokio::test]
+async fn init_runs_with_the_controllers_file_staged_0600_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let script = dir.path().join("kubeadm");
+    // Records "ARGS MODE CONTENT-HAS-TOKEN" of the config, then fails (a
+    // refused init: nothing of kubeadm's is left to clean up).
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$* $(stat -c %a \"$3\") $(grep -c {TOKEN} \"$3\")\" >> {}\necho \"bad token {TOKEN}\" >&2\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = KubeConfig {
+        kubeadm_path: script,
+        host_root: dir.path().join("host"),
+        ..KubeConfig::default()
+    };
+    let d = Driver::new(&config, dir.path().join("tmp"));
+    let req = InitRequest {
+        control_plane_endpoint: "cp.example:6443".into(),
+        pod_network_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        kubernetes_version: "v1.32.0".into(),
+        node_name: "web-1".into(),
+        kubeadm_config: format!("bootstrapTokens:\n- token: {TOKEN}\n"),
+    };
+    let err = d.init(&req).await.unwrap_err();
+    assert!(!err.to_string().contains(TOKEN), "{err}");
+    let staged = dir.path().join("tmp").join("kubeadm");
+    assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0, "file removed");
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let words: Vec<&str> = seen.trim().split(' ').collect();
+    // Only --upload-certs beside --config (kubeadm refuses other flags).
+    assert_eq!(words[..2], ["init", "--config"], "{seen}");
+    let name = Path::new(words[2])
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("init-") && name.ends_with(".yaml"), "{seen}");
+    assert!(words[2].starts_with(&staged.display().to_string()), "{seen}");
+    assert_eq!(words[3..], ["--upload-certs", "600", "1"], "{seen}");
+}
