@@ -125,8 +125,11 @@ impl Config {
 pub struct HealthConfig {
     /// Size string (`1GiB`); `disk_free` fails below it on the state_dir filesystem.
     pub min_free_disk: String,
-    pub kubeadm_path: PathBuf,
-    pub kubelet_path: PathBuf,
+    /// Moved to `[kube] kubeadm_path` (the check looks where the tasks run
+    /// kubeadm); refused here with a message saying so.
+    pub kubeadm_path: Option<PathBuf>,
+    /// Moved to `[kube] kubelet_path`; refused here likewise.
+    pub kubelet_path: Option<PathBuf>,
     pub container_runtime_socket: PathBuf,
 }
 
@@ -134,8 +137,8 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             min_free_disk: "1GiB".to_owned(),
-            kubeadm_path: PathBuf::from("/usr/bin/kubeadm"),
-            kubelet_path: PathBuf::from("/usr/bin/kubelet"),
+            kubeadm_path: None,
+            kubelet_path: None,
             container_runtime_socket: PathBuf::from("/run/containerd/containerd.sock"),
         }
     }
@@ -172,6 +175,8 @@ impl Default for ReconnectConfig {
 pub struct KubeConfig {
     pub kubeadm_path: PathBuf,
     pub kubectl_path: PathBuf,
+    /// The kubelet kubeadm starts; only the health check looks at it.
+    pub kubelet_path: PathBuf,
     /// The admin kubeconfig `kubeadm init` writes on a control plane; used
     /// by every `kubectl` call and returned by `fetch_kubeconfig`.
     pub admin_kubeconfig: PathBuf,
@@ -189,6 +194,7 @@ impl Default for KubeConfig {
         KubeConfig {
             kubeadm_path: PathBuf::from("/usr/bin/kubeadm"),
             kubectl_path: PathBuf::from("/usr/bin/kubectl"),
+            kubelet_path: PathBuf::from("/usr/bin/kubelet"),
             admin_kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
             command_timeout_s: 600,
             host_root: PathBuf::new(),
@@ -348,21 +354,39 @@ impl Config {
                 "a size such as \"1GiB\" or \"512MiB\"",
             ));
         }
-        for (field, path) in [
-            ("health.kubeadm_path", &self.health.kubeadm_path),
-            ("health.kubelet_path", &self.health.kubelet_path),
+        for (field, moved, set) in [
             (
-                "health.container_runtime_socket",
-                &self.health.container_runtime_socket,
+                "health.kubeadm_path",
+                "kube.kubeadm_path",
+                self.health.kubeadm_path.is_some(),
+            ),
+            (
+                "health.kubelet_path",
+                "kube.kubelet_path",
+                self.health.kubelet_path.is_some(),
             ),
         ] {
-            if path.as_os_str().is_empty() {
-                return Err(FieldError::invalid(field, "empty path", "a file path"));
+            if set {
+                return Err(FieldError::invalid(
+                    field,
+                    format!(
+                        "moved to [kube] as {moved}: the health check looks where the tasks run the tools"
+                    ),
+                    "the path under [kube] instead",
+                ));
             }
+        }
+        if self.health.container_runtime_socket.as_os_str().is_empty() {
+            return Err(FieldError::invalid(
+                "health.container_runtime_socket",
+                "empty path",
+                "a file path",
+            ));
         }
         for (field, path) in [
             ("kube.kubeadm_path", &self.kube.kubeadm_path),
             ("kube.kubectl_path", &self.kube.kubectl_path),
+            ("kube.kubelet_path", &self.kube.kubelet_path),
             ("kube.admin_kubeconfig", &self.kube.admin_kubeconfig),
         ] {
             if path.as_os_str().is_empty() {
@@ -498,8 +522,6 @@ zone = "default"
 [labels]
 [health]
 min_free_disk = "1GiB"
-kubeadm_path = "/usr/bin/kubeadm"
-kubelet_path = "/usr/bin/kubelet"
 container_runtime_socket = "/run/containerd/containerd.sock"
 [reconnect]
 initial_backoff_ms = 200
@@ -507,6 +529,7 @@ max_backoff_ms = 10000
 [kube]
 kubeadm_path = "/usr/bin/kubeadm"
 kubectl_path = "/usr/bin/kubectl"
+kubelet_path = "/usr/bin/kubelet"
 admin_kubeconfig = "/etc/kubernetes/admin.conf"
 command_timeout_s = 600
 "#;
@@ -514,6 +537,24 @@ command_timeout_s = 600
         assert_eq!(config, valid());
         config.validate().unwrap();
         assert_eq!(config.health.min_free_disk_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn tool_paths_in_health_are_refused_and_point_to_kube() {
+        let text = "controllers = [\"127.0.0.1:7443\"]\n[health]\nkubeadm_path = \"/opt/kubeadm\"\n";
+        let err = Config::from_toml(text, "agent.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("health.kubeadm_path") && text.contains("kube.kubeadm_path"),
+            "{text}"
+        );
+        let text = "controllers = [\"127.0.0.1:7443\"]\n[kube]\nkubelet_path = \"/opt/k/kubelet\"\n";
+        let config = Config::from_toml(text, "agent.toml").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.kube.kubelet_path, PathBuf::from("/opt/k/kubelet"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - `disk_free`: free space on the state_dir filesystem; FAIL below
 //!   `health.min_free_disk`.
-//! - `kubeadm`, `kubelet`: an executable at the configured path, else WARN.
+//! - `kubeadm`, `kubelet`: an executable at `[kube] kubeadm_path` and
+//!   `kubelet_path` (where the tasks run them), else WARN.
 //! - `container_runtime`: the runtime socket exists, else WARN.
 //! - `clock`: the wall clock is after 2025-01-01 and did not step back by
 //!   more than 1s since the previous check, else FAIL.
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rpool_proto::v1::{HealthCheck, HealthStatus};
 
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, KubeConfig};
 
 /// 2025-01-01T00:00:00Z in Unix ms: a clock before this is certainly wrong.
 pub const CLOCK_FLOOR_UNIX_MS: u64 = 1_735_689_600_000;
@@ -35,15 +36,20 @@ pub struct HealthChecker {
     state_dir: PathBuf,
     min_free_disk_bytes: u64,
     config: HealthConfig,
+    kubeadm_path: PathBuf,
+    kubelet_path: PathBuf,
     clock: ClockCheck,
 }
 
 impl HealthChecker {
-    pub fn new(state_dir: &Path, config: &HealthConfig) -> Self {
+    /// The tools are looked for at `kube`'s paths, the ones the tasks run.
+    pub fn new(state_dir: &Path, config: &HealthConfig, kube: &KubeConfig) -> Self {
         HealthChecker {
             state_dir: state_dir.to_owned(),
             min_free_disk_bytes: config.min_free_disk_bytes(),
             config: config.clone(),
+            kubeadm_path: kube.kubeadm_path.clone(),
+            kubelet_path: kube.kubelet_path.clone(),
             clock: ClockCheck::default(),
         }
     }
@@ -59,8 +65,8 @@ impl HealthChecker {
                     format!("cannot stat {}: {e}", self.state_dir.display()),
                 ),
             },
-            executable("kubeadm", &self.config.kubeadm_path),
-            executable("kubelet", &self.config.kubelet_path),
+            executable("kubeadm", &self.kubeadm_path),
+            executable("kubelet", &self.kubelet_path),
             container_runtime(&self.config.container_runtime_socket),
             self.clock.check(now_unix_ms),
         ]
@@ -230,7 +236,7 @@ mod tests {
     #[test]
     fn all_checks_have_valid_names() {
         let dir = tempfile::tempdir().unwrap();
-        let mut checker = HealthChecker::new(dir.path(), &HealthConfig::default());
+        let mut checker = HealthChecker::new(dir.path(), &HealthConfig::default(), &KubeConfig::default());
         let checks = checker.run(CLOCK_FLOOR_UNIX_MS + 1);
         let names: Vec<_> = checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
@@ -242,5 +248,23 @@ mod tests {
                 .iter()
                 .all(|c| c.status != HealthStatus::Unspecified as i32)
         );
+    }
+
+    #[test]
+    fn the_tool_checks_look_at_the_kube_paths_the_tasks_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeadm = dir.path().join("kubeadm");
+        std::fs::write(&kubeadm, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&kubeadm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let kube = KubeConfig {
+            kubeadm_path: kubeadm.clone(),
+            kubelet_path: dir.path().join("kubelet"),
+            ..KubeConfig::default()
+        };
+        let mut checker = HealthChecker::new(dir.path(), &HealthConfig::default(), &kube);
+        let checks = checker.run(CLOCK_FLOOR_UNIX_MS + 1);
+        assert_eq!(status(&checks[1]), HealthStatus::Ok, "{:?}", checks[1]);
+        assert!(checks[1].message.contains(&kubeadm.display().to_string()));
+        assert_eq!(status(&checks[2]), HealthStatus::Warn, "{:?}", checks[2]);
     }
 }

@@ -95,7 +95,7 @@ impl Reporter {
             sampler,
             sim,
             networks,
-            health: HealthChecker::new(&config.state_dir, &config.health),
+            health: HealthChecker::new(&config.state_dir, &config.health, &config.kube),
             slow,
             pending: None,
         })

@@ -142,27 +142,44 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 service_cidr: i.service_cidr,
                 kubernetes_version: i.kubernetes_version,
                 node_name: task.node_name,
+                kubeadm_config: i.kubeadm_config,
             };
             match driver.init(&req).await {
-                Ok(init) => Outcome {
-                    ok: true,
-                    join: Some(join_to_proto(init.join)),
-                    kubeconfig: init.kubeconfig,
-                    already_done: init.already_done,
-                    ..Outcome::default()
+                Ok(init) => match pool_kubeconfig(&init.kubeconfig, &task.pool) {
+                    Ok(kubeconfig) => Outcome {
+                        ok: true,
+                        join: Some(join_to_proto(init.join)),
+                        kubeconfig,
+                        already_done: init.already_done,
+                        ..Outcome::default()
+                    },
+                    Err(e) => Outcome::failed(e),
                 },
                 Err(e) => Outcome::failed(e.to_string()),
             }
         }
         Some(Kind::JoinControlPlane(j)) => match j.join {
-            Some(s) => done(driver.join(&join_from_proto(&s), &task.node_name, true).await),
+            Some(s) => done(
+                driver
+                    .join(
+                        &join_from_proto(&s),
+                        &task.node_name,
+                        true,
+                        Some(&j.kubeadm_config),
+                    )
+                    .await,
+            ),
             None => Outcome::failed("join_control_plane.join: missing"),
         },
         Some(Kind::JoinWorker(j)) => match j.join {
             Some(s) => {
                 let mut info = join_from_proto(&s);
                 info.certificate_key = None;
-                done(driver.join(&info, &task.node_name, false).await)
+                done(
+                    driver
+                        .join(&info, &task.node_name, false, Some(&j.kubeadm_config))
+                        .await,
+                )
             }
             None => Outcome::failed("join_worker.join: missing"),
         },
@@ -188,15 +205,28 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
             },
             Err(e) => Outcome::failed(e.to_string()),
         },
-        Some(Kind::FetchKubeconfig(_)) => match driver.admin_kubeconfig() {
-            Ok(kubeconfig) => Outcome {
-                ok: true,
-                kubeconfig,
-                ..Outcome::default()
-            },
-            Err(e) => Outcome::failed(e.to_string()),
-        },
+        Some(Kind::FetchKubeconfig(_)) => {
+            match driver
+                .admin_kubeconfig()
+                .map_err(|e| e.to_string())
+                .and_then(|k| pool_kubeconfig(&k, &task.pool))
+            {
+                Ok(kubeconfig) => Outcome {
+                    ok: true,
+                    kubeconfig,
+                    ..Outcome::default()
+                },
+                Err(e) => Outcome::failed(e),
+            }
+        }
     }
+}
+
+/// The admin kubeconfig handed to the controller, its cluster, user and
+/// context named `rpool-<pool>` so several pools' files merge cleanly.
+fn pool_kubeconfig(admin: &str, pool: &str) -> Result<String, String> {
+    rpool_proto::kube::kubeconfig::rename_kubeconfig(admin, &format!("rpool-{pool}"))
+        .map_err(|e| format!("admin kubeconfig: {e}"))
 }
 
 /// `[A-Za-z0-9._-]{1,64}`, not starting with '.'.

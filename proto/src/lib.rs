@@ -16,12 +16,15 @@
 //!   for `--check-config` key file mode), and the peer identity of a request.
 //! - [`pinned`]: a TLS client that trusts a controller only through a CA
 //!   pin (`sha256:<hex>` of its SubjectPublicKeyInfo), for enrollment.
+//! - [`kube`]: the kubeadm configuration and CNI manifest checks the
+//!   controller and kubesim share (YAML reader/emitter, CIDR arithmetic).
 //! - [`metrics`]: Prometheus counters, gauges and histograms
 //!   (`prometheus-client`), the text exposition format 0.0.4, and a bounded
 //!   `GET /metrics` server (axum router on hyper).
 
 pub mod clock;
 pub mod config;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod pinned;

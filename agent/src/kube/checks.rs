@@ -60,17 +60,7 @@ pub(super) fn check_endpoint(field: &str, endpoint: &str) -> Result<(), KubeErro
 
 /// A DNS-1123 subdomain (what kubeadm accepts as a node name).
 pub(super) fn check_node_name(name: &str) -> Result<(), KubeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
+    let ok = rpool_proto::kube::kubeadm_check::is_dns_subdomain(name);
     if ok {
         Ok(())
     } else {

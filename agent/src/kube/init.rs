@@ -1,4 +1,6 @@
-//! Creating a cluster and handing out its join secrets: `kubeadm init` on
+//! Creating a cluster and handing out its join secrets: `kubeadm init
+//! --config F --upload-certs` (`F` from the controller, staged 0600 and
+//! removed afterwards) on
 //! the first control plane ([`Driver::init`], idempotent: a host that is
 //! already that cluster's control plane only reads fresh secrets), and
 //! `kubeadm token create` + `kubeadm init phase upload-certs` for the
@@ -13,6 +15,7 @@ use super::checks::{check_cidr, check_endpoint, check_join_fields, check_node_na
 use super::parse::{parse_init_output, parse_join_commands, parse_upload_certs, same_endpoint};
 use super::process::strings;
 use super::redact::display_command;
+use super::staging::{INIT_CONFIG_PREFIX, config_args};
 use super::{
     CERTIFICATE_KEY_TTL, Driver, InitOutcome, InitRequest, JoinInfo, KUBELET_CONF, KubeError, TOKEN_TTL,
 };
@@ -49,23 +52,30 @@ impl Driver {
             )));
         }
         let had_state = self.has_kubeadm_state();
-        let args: Vec<String> = [
-            "init",
-            "--control-plane-endpoint",
-            endpoint,
-            "--upload-certs",
-            "--pod-network-cidr",
-            &req.pod_network_cidr,
-            "--service-cidr",
-            &req.service_cidr,
-            "--kubernetes-version",
-            &req.kubernetes_version,
-            "--node-name",
-            &req.node_name,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        // The controller's file (secrets inside, removed when this call
+        // ends), else (an older controller) flags.
+        let staged = if req.kubeadm_config.is_empty() {
+            None
+        } else {
+            Some(self.stage_kubeadm_config(INIT_CONFIG_PREFIX, &req.kubeadm_config)?)
+        };
+        let args = match &staged {
+            Some(file) => config_args("init", &file.0, &["--upload-certs"]),
+            None => strings(&[
+                "init",
+                "--control-plane-endpoint",
+                endpoint,
+                "--upload-certs",
+                "--pod-network-cidr",
+                &req.pod_network_cidr,
+                "--service-cidr",
+                &req.service_cidr,
+                "--kubernetes-version",
+                &req.kubernetes_version,
+                "--node-name",
+                &req.node_name,
+            ]),
+        };
         let now = unix_ms_now();
         let out = match self.kubeadm(&args).await {
             Ok(out) => out,
@@ -85,6 +95,7 @@ impl Driver {
                 return Err(e);
             }
         };
+        drop(staged);
         let cmd = display_command(&self.kubeadm, &args);
         let parsed = parse_init_output(&out.stdout).map_err(|what| KubeError::Output { cmd, what })?;
         let certificate_key_expires_unix_ms = if parsed.certificate_key.is_some() {

@@ -10,18 +10,21 @@ use tracing::info;
 
 use super::checks::{check_endpoint, check_node_name, is_ca_hash, is_hex64, is_token};
 use super::parse::same_endpoint;
-use super::staging::{JOIN_CONFIG_PREFIX, RemoveOnDrop, join_command, write_private};
-use super::{APISERVER_MANIFEST, Driver, JoinInfo, KUBELET_CONF, KubeError, io_err};
+use super::staging::{JOIN_CONFIG_PREFIX, config_args, join_config};
+use super::{APISERVER_MANIFEST, Driver, JoinInfo, KUBELET_CONF, KubeError};
 
 impl Driver {
-    /// `kubeadm join` as a worker or (with the certificate key) as a control
-    /// plane. Returns `true` when this host had already joined that cluster
-    /// in that role (nothing run).
+    /// `kubeadm join --config F` as a worker or (with the certificate key)
+    /// as a control plane, `F` holding `config` (the controller's
+    /// JoinConfiguration; `None` or empty: a minimal one from `join`).
+    /// Returns `true` when this host had already joined that cluster in that
+    /// role (nothing run).
     pub async fn join(
         &self,
         join: &JoinInfo,
         node_name: &str,
         control_plane: bool,
+        config: Option<&str>,
     ) -> Result<bool, KubeError> {
         check_endpoint("join.control_plane_endpoint", &join.endpoint)?;
         check_node_name(node_name)?;
@@ -75,17 +78,18 @@ impl Driver {
             info!(endpoint = %join.endpoint, control_plane, "already joined; nothing to do");
             return Ok(true);
         }
-        let dir = self.kubeadm_dir()?;
-        let path = dir.join(format!(
-            "{JOIN_CONFIG_PREFIX}{}-{:08x}.json",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        let (args, config) = join_command(join, node_name, key, &path);
-        // Removes the file however this call ends (error, timeout, or this
-        // future being dropped by a task deadline or shutdown).
-        let staged = RemoveOnDrop(path.clone());
-        write_private(&path, config.as_bytes()).map_err(io_err(&path))?;
+        // The controller's file, else (an older controller) a minimal one
+        // from `join`.
+        let fallback;
+        let text = match config {
+            Some(text) if !text.is_empty() => text,
+            _ => {
+                fallback = join_config(join, node_name, key);
+                fallback.as_str()
+            }
+        };
+        let staged = self.stage_kubeadm_config(JOIN_CONFIG_PREFIX, text)?;
+        let args = config_args("join", &staged.0, &[]);
         let result = self.kubeadm(&args).await;
         drop(staged);
         result?;

@@ -7,9 +7,9 @@
 //! # Command lines
 //! | call | command line |
 //! |---|---|
-//! | [`Driver::init`] | `kubeadm init --control-plane-endpoint E --upload-certs --pod-network-cidr C --service-cidr S --kubernetes-version V --node-name N` |
+//! | [`Driver::init`] | `kubeadm init --config F --upload-certs`, `F` the controller's InitConfiguration + ClusterConfiguration (an older controller's task without one: `kubeadm init --control-plane-endpoint E --upload-certs --pod-network-cidr C --service-cidr S --kubernetes-version V --node-name N`) |
 //! | [`Driver::refresh_join`] | `kubeadm token create --print-join-command --kubeconfig A`, then (certificate key wanted) `kubeadm init phase upload-certs --upload-certs --kubeconfig A` |
-//! | [`Driver::join`] | `kubeadm join --config F`, `F` a `JoinConfiguration` (see [`join_command`]) |
+//! | [`Driver::join`] | `kubeadm join --config F`, `F` the controller's `JoinConfiguration` (or, without one, [`join_config`]) |
 //! | [`Driver::reset`] | `kubeadm reset -f --cleanup-tmp-dir`, then the contents of `/etc/cni/net.d` are removed |
 //! | [`Driver::drain`] | `kubectl --kubeconfig A drain N --ignore-daemonsets --delete-emptydir-data --timeout=Ss` |
 //! | [`Driver::delete_node`] | `kubectl --kubeconfig A delete node N` |
@@ -44,11 +44,11 @@
 //! or a PEM private key), and [`JoinInfo`]'s `Debug` hides its secrets.
 //!
 //! No secret is ever on a command line (any local user can read those in
-//! `ps`/`/proc/*/cmdline`): `kubeadm join` reads the token, CA hash and
-//! certificate key from a `JoinConfiguration` file created with mode 0600
-//! in `{scratch_dir}/kubeadm` (mode 0700) and removed when the call ends,
-//! also on failure, timeout or cancellation (files left by a crashed agent
-//! are removed by the next join). `init`, `token create` and
+//! `ps`/`/proc/*/cmdline`): `kubeadm init` and `kubeadm join` read the
+//! token, CA hash and certificate key from a `--config` file created with
+//! mode 0600 in `{scratch_dir}/kubeadm` (mode 0700) and removed when the
+//! call ends, also on failure, timeout or cancellation (files left by a
+//! crashed agent are removed by the next init or join). `token create` and
 //! `upload-certs` take no secret: kubeadm generates them and prints them on
 //! the captured stdout.
 //!
@@ -97,7 +97,7 @@ pub use parse::{
     parse_member_list, parse_upload_certs,
 };
 pub use redact::{display_command, redact};
-pub use staging::join_command;
+pub use staging::{config_args, join_config};
 pub use workloads::PENDING_PODS_TIMEOUT;
 
 use redact::REDACTED;
@@ -212,14 +212,38 @@ impl fmt::Debug for InitOutcome {
     }
 }
 
-/// What `kubeadm init` is asked to build.
-#[derive(Debug, Clone)]
+/// What `kubeadm init` is asked to build. `Debug` hides the config file.
+#[derive(Clone)]
 pub struct InitRequest {
     pub control_plane_endpoint: String,
     pub pod_network_cidr: String,
     pub service_cidr: String,
     pub kubernetes_version: String,
     pub node_name: String,
+    /// The controller's `kubeadm init --config` file (secret: it holds the
+    /// bootstrap token and certificate key); empty: the fields above are
+    /// passed as flags.
+    pub kubeadm_config: String,
+}
+
+impl fmt::Debug for InitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitRequest")
+            .field("control_plane_endpoint", &self.control_plane_endpoint)
+            .field("pod_network_cidr", &self.pod_network_cidr)
+            .field("service_cidr", &self.service_cidr)
+            .field("kubernetes_version", &self.kubernetes_version)
+            .field("node_name", &self.node_name)
+            .field(
+                "kubeadm_config",
+                &if self.kubeadm_config.is_empty() {
+                    ""
+                } else {
+                    REDACTED
+                },
+            )
+            .finish()
+    }
 }
 
 /// Runs `kubeadm`/`kubectl` for the task executor.

@@ -1,7 +1,8 @@
-//! Files the driver hands to the tools: the `JoinConfiguration` holding
-//! the join secrets (mode 0600 in `{scratch_dir}/kubeadm`, mode 0700,
-//! removed when the call ends however it ends; leftovers of a crashed
-//! agent swept by the next join) and the manifests for `kubectl apply`.
+//! Files the driver hands to the tools: the kubeadm `--config` files
+//! holding the init or join secrets (mode 0600 in `{scratch_dir}/kubeadm`,
+//! mode 0700, removed when the call ends however it ends; leftovers of a
+//! crashed agent swept by the next init or join) and the manifests for
+//! `kubectl apply`.
 
 use std::path::{Path, PathBuf};
 
@@ -32,34 +33,48 @@ impl Driver {
         if meta.permissions().mode() & 0o777 != 0o700 {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
         }
-        let own = format!("{JOIN_CONFIG_PREFIX}{}-", std::process::id());
+        let pid = std::process::id();
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(JOIN_CONFIG_PREFIX) && !name.starts_with(&own) {
+                let stale = CONFIG_PREFIXES
+                    .iter()
+                    .any(|p| name.starts_with(p) && !name.starts_with(&format!("{p}{pid}-")));
+                if stale {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
         Ok(dir)
     }
+
+    /// Writes `text` to a new 0600 file `{prefix}{pid}-{random}.yaml` in
+    /// [`Driver::kubeadm_dir`]; the file is removed when the returned guard
+    /// drops (error, timeout, or the caller's future being dropped by a
+    /// task deadline or shutdown).
+    pub(super) fn stage_kubeadm_config(&self, prefix: &str, text: &str) -> Result<RemoveOnDrop, KubeError> {
+        let path = self.kubeadm_dir()?.join(format!(
+            "{prefix}{}-{:08x}.yaml",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let staged = RemoveOnDrop(path.clone());
+        write_private(&path, text.as_bytes()).map_err(io_err(&path))?;
+        Ok(staged)
+    }
 }
 
 /// File name prefix of the staged join configurations.
 pub(super) const JOIN_CONFIG_PREFIX: &str = "join-";
+/// File name prefix of the staged init configurations.
+pub(super) const INIT_CONFIG_PREFIX: &str = "init-";
+const CONFIG_PREFIXES: [&str; 2] = [JOIN_CONFIG_PREFIX, INIT_CONFIG_PREFIX];
 
-/// `kubeadm join --config CONFIG_PATH` and the `JoinConfiguration`
-/// (`kubeadm.k8s.io/v1beta4`, JSON, which kubeadm's YAML loader reads) to
-/// write there: endpoint, token, CA hash, node name and, for a control
-/// plane (`certificate_key`), the certificate key. The secrets are in the
-/// file only; kubeadm rejects mixing `--config` with the flags that carry
-/// them.
-pub fn join_command(
-    join: &JoinInfo,
-    node_name: &str,
-    certificate_key: Option<&str>,
-    config_path: &Path,
-) -> (Vec<String>, String) {
+/// A minimal `JoinConfiguration` (`kubeadm.k8s.io/v1beta4`, JSON, which
+/// kubeadm's YAML loader reads) for when the task carries no file of the
+/// controller's (an older controller): endpoint, token, CA hash, node name
+/// and, for a control plane (`certificate_key`), the certificate key.
+pub fn join_config(join: &JoinInfo, node_name: &str, certificate_key: Option<&str>) -> String {
     let mut config = serde_json::json!({
         "apiVersion": "kubeadm.k8s.io/v1beta4",
         "kind": "JoinConfiguration",
@@ -75,12 +90,21 @@ pub fn join_command(
     if let Some(key) = certificate_key {
         config["controlPlane"] = serde_json::json!({ "certificateKey": key });
     }
-    let args = vec![
-        "join".to_owned(),
+    format!("{config:#}\n")
+}
+
+/// `kubeadm COMMAND --config CONFIG_PATH EXTRA...`. The secrets are in the
+/// file only; kubeadm refuses `--config` mixed with other flags than a few
+/// (`--upload-certs` for init, `--node-name`, `--ignore-preflight-errors`,
+/// `--skip-phases`...), so `extra` holds only those.
+pub fn config_args(command: &str, config_path: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        command.to_owned(),
         "--config".to_owned(),
         config_path.display().to_string(),
     ];
-    (args, format!("{config:#}\n"))
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
 }
 
 /// Removes a file when dropped.

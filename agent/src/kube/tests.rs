@@ -235,22 +235,30 @@ fn debug_output_of_secrets_is_redacted() {
 
 #[test]
 fn join_secrets_go_to_the_config_file_never_to_argv() {
+    use rpool_proto::kube::kubeadm_check::{KubeadmCommand, check_kubeadm_config_for};
     let info = join_info("cp.example:6443");
-    let path = Path::new("/var/lib/rpool/agent/tmp/kubeadm/join-1-0.json");
+    let path = Path::new("/var/lib/rpool/agent/tmp/kubeadm/join-1-0.yaml");
+    let args = config_args("join", path, &[]);
+    assert_eq!(
+        args,
+        [
+            "join",
+            "--config",
+            "/var/lib/rpool/agent/tmp/kubeadm/join-1-0.yaml"
+        ]
+    );
+    assert_eq!(
+        config_args("init", path, &["--upload-certs"])[3..],
+        ["--upload-certs"]
+    );
     for key in [None, Some(KEY)] {
-        let (args, config) = join_command(&info, "web-1", key, path);
-        assert_eq!(
-            args,
-            [
-                "join",
-                "--config",
-                "/var/lib/rpool/agent/tmp/kubeadm/join-1-0.json"
-            ]
-        );
+        let config = join_config(&info, "web-1", key);
         let argv = args.join(" ");
         for secret in [TOKEN, "a8uxyaju799qwdjv", KEY] {
             assert!(!argv.contains(secret), "{argv}");
         }
+        // What kubeadm (and kubesim) accept as a join file.
+        check_kubeadm_config_for(KubeadmCommand::Join, &config).unwrap();
         let v: serde_json::Value = serde_json::from_str(&config).unwrap();
         assert_eq!(v["apiVersion"], "kubeadm.k8s.io/v1beta4");
         assert_eq!(v["kind"], "JoinConfiguration");
@@ -266,6 +274,21 @@ fn join_secrets_go_to_the_config_file_never_to_argv() {
             Some(k) => assert_eq!(v["controlPlane"]["certificateKey"], k),
         }
     }
+}
+
+#[test]
+fn init_requests_never_show_their_config_file() {
+    let req = InitRequest {
+        control_plane_endpoint: "cp.example:6443".into(),
+        pod_network_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        kubernetes_version: "v1.32.0".into(),
+        node_name: "web-1".into(),
+        kubeadm_config: format!("token: {TOKEN}\ncertificateKey: {KEY}\n"),
+    };
+    let text = format!("{req:?}");
+    assert!(!text.contains(TOKEN) && !text.contains(KEY), "{text}");
+    assert!(text.contains("web-1"), "{text}");
 }
 
 #[test]
@@ -339,7 +362,7 @@ async fn the_join_config_is_removed_after_a_timeout_or_a_cancelled_call() {
     std::fs::create_dir_all(&staged).unwrap();
     std::fs::write(staged.join("join-1-deadbeef.json"), "{}").unwrap();
     let d = Driver::new(&config, dir.path().join("tmp")).with_timeout(Duration::from_millis(500));
-    let err = d.join(&info, "web-1", true).await.unwrap_err();
+    let err = d.join(&info, "web-1", true, None).await.unwrap_err();
     assert!(matches!(err, KubeError::Timeout { .. }), "{err}");
     assert!(!err.to_string().contains(KEY), "{err}");
     assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
@@ -349,7 +372,8 @@ async fn the_join_config_is_removed_after_a_timeout_or_a_cancelled_call() {
     );
     // The caller gives up first (task deadline): the future is dropped.
     let d = d.with_timeout(Duration::from_secs(60));
-    let cancelled = tokio::time::timeout(Duration::from_millis(500), d.join(&info, "web-1", false)).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(500), d.join(&info, "web-1", false, None)).await;
     assert!(cancelled.is_err());
     assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
     let seen = std::fs::read_to_string(&seen).unwrap();
@@ -390,4 +414,53 @@ async fn a_command_past_its_timeout_is_killed_and_failures_carry_the_redacted_ta
     assert!(text.contains("exit code 3"), "{text}");
     assert!(!text.contains("a8uxyaju799qwdjv"), "{text}");
     assert!(text.contains("--token <redacted>"), "{text}");
+}
+
+#[tokio::test]
+async fn init_runs_with_the_controllers_file_staged_0600_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let script = dir.path().join("kubeadm");
+    // Records "ARGS MODE CONTENT-HAS-TOKEN" of the config, then fails (a
+    // refused init: nothing of kubeadm's is left to clean up).
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$* $(stat -c %a \"$3\") $(grep -c {TOKEN} \"$3\")\" >> {}\necho \"bad token {TOKEN}\" >&2\nexit 1\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = KubeConfig {
+        kubeadm_path: script,
+        host_root: dir.path().join("host"),
+        ..KubeConfig::default()
+    };
+    let d = Driver::new(&config, dir.path().join("tmp"));
+    let req = InitRequest {
+        control_plane_endpoint: "cp.example:6443".into(),
+        pod_network_cidr: "10.244.0.0/16".into(),
+        service_cidr: "10.96.0.0/12".into(),
+        kubernetes_version: "v1.32.0".into(),
+        node_name: "web-1".into(),
+        kubeadm_config: format!("bootstrapTokens:\n- token: {TOKEN}\n"),
+    };
+    let err = d.init(&req).await.unwrap_err();
+    assert!(!err.to_string().contains(TOKEN), "{err}");
+    let staged = dir.path().join("tmp").join("kubeadm");
+    assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0, "file removed");
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    let words: Vec<&str> = seen.trim().split(' ').collect();
+    // Only --upload-certs beside --config (kubeadm refuses other flags).
+    assert_eq!(words[..2], ["init", "--config"], "{seen}");
+    let name = Path::new(words[2])
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(name.starts_with("init-") && name.ends_with(".yaml"), "{seen}");
+    assert!(words[2].starts_with(&staged.display().to_string()), "{seen}");
+    assert_eq!(words[3..], ["--upload-certs", "600", "1"], "{seen}");
 }

@@ -26,7 +26,7 @@ use super::objects::{
 };
 use super::yaml::{Y, emit_documents};
 use super::{KubeFieldError, echo};
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// The namespace flannel runs in.
 pub const NAMESPACE: &str = "kube-flannel";

@@ -25,7 +25,7 @@ use super::kubeadm::API_SERVER_PORT;
 use super::objects::{capabilities, env, env_field, host_path_volume, mount, object, with};
 use super::yaml::{Y, emit};
 use super::{KubeFieldError, echo};
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// Where the kubelet reads static pods.
 pub const MANIFEST_PATH: &str = "/etc/kubernetes/manifests/kube-vip.yaml";

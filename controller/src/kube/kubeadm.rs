@@ -16,12 +16,12 @@ use std::net::IpAddr;
 
 use super::kubeadm_check::{
     IMAGE_REPOSITORY_MAX_CHARS, NAME_MAX_CHARS, is_bootstrap_token, is_ca_hash, is_cri_socket,
-    is_dns_subdomain, is_image_repository, is_label_key,
+    is_dns_subdomain, is_host_port, is_image_repository, is_label_key,
 };
 use super::versions::KubeVersion;
 use super::yaml::{Y, emit_documents};
 use super::{KubeFieldError, echo};
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// The API version written.
 pub const API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
@@ -38,9 +38,10 @@ pub struct ClusterInput {
     /// `clusterName`: the pool's name.
     pub cluster_name: String,
     pub kubernetes_version: KubeVersion,
-    /// `controlPlaneEndpoint`'s address: the VIP, else the first control
-    /// plane's advertise address. The port is [`API_SERVER_PORT`].
-    pub endpoint: IpAddr,
+    /// `controlPlaneEndpoint`, `host:port` (see [`endpoint`]): the VIP, else
+    /// the first control plane's address, or its name where hosts share
+    /// addresses (simulated hardware).
+    pub endpoint: String,
     /// Pod networks (one, or two with dual-stack), primary family first.
     pub pod_subnets: Vec<String>,
     /// Service networks, same shape.
@@ -62,8 +63,9 @@ pub struct NodeInput {
     /// Taints to register with (empty: none).
     pub taints: Vec<Taint>,
     /// The address the node (and on a control plane, its API server)
-    /// advertises.
-    pub advertise_address: IpAddr,
+    /// advertises; `None`: kubeadm and the kubelet pick one (the address of
+    /// the default route's interface).
+    pub advertise_address: Option<IpAddr>,
 }
 
 /// A taint's effect.
@@ -96,8 +98,8 @@ impl Taint {
 /// How a node joins.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinInput {
-    /// The cluster's endpoint address (the VIP when there is one).
-    pub endpoint: IpAddr,
+    /// The cluster's endpoint, `host:port` (the VIP when there is one).
+    pub endpoint: String,
     /// Bootstrap token `abcdef.0123456789abcdef`.
     pub token: String,
     /// `sha256:<64 hex>` of the cluster CA's public key.
@@ -148,6 +150,7 @@ impl ClusterInput {
     /// Checks the text fields.
     pub fn check(&self) -> Result<(), KubeFieldError> {
         check_name("cluster_name", &self.cluster_name)?;
+        check_endpoint(&self.endpoint)?;
         if let Some(repo) = &self.image_repository {
             check_image_repository("image_repository", repo)?;
         }
@@ -194,6 +197,7 @@ impl NodeInput {
 impl JoinInput {
     /// Checks the secrets' formats (never echoing them).
     pub fn check(&self) -> Result<(), KubeFieldError> {
+        check_endpoint(&self.endpoint)?;
         check_token(&self.token)?;
         if self.ca_cert_hashes.is_empty() || !self.ca_cert_hashes.iter().all(|h| is_ca_hash(h)) {
             return Err(KubeFieldError::new(
@@ -218,7 +222,7 @@ pub fn init_config(
     node.check()?;
     check_token(&secrets.token)?;
     check_certificate_key(&secrets.certificate_key)?;
-    let init = ymap! {
+    let mut init = ymap! {
         "apiVersion" => API_VERSION,
         "kind" => "InitConfiguration",
         "bootstrapTokens" => Y::Seq(vec![ymap! {
@@ -229,8 +233,10 @@ pub fn init_config(
         }]),
         "certificateKey" => secrets.certificate_key.as_str(),
         "nodeRegistration" => node_registration(node),
-        "localAPIEndpoint" => local_api_endpoint(node.advertise_address),
     };
+    if let Some(address) = node.advertise_address {
+        init.push("localAPIEndpoint", local_api_endpoint(address));
+    }
     let mut networking = ymap! {
         "podSubnet" => cluster.pod_subnets.join(","),
         "serviceSubnet" => cluster.service_subnets.join(","),
@@ -241,7 +247,7 @@ pub fn init_config(
         "kind" => "ClusterConfiguration",
         "clusterName" => cluster.cluster_name.as_str(),
         "kubernetesVersion" => cluster.kubernetes_version.to_string(),
-        "controlPlaneEndpoint" => endpoint(cluster.endpoint),
+        "controlPlaneEndpoint" => cluster.endpoint.as_str(),
         "networking" => networking,
         "apiServer" => ymap! { "certSANs" => cluster.cert_sans.clone() },
     };
@@ -262,20 +268,18 @@ pub fn join_config(join: &JoinInput, node: &NodeInput) -> Result<String, KubeFie
         "nodeRegistration" => node_registration(node),
         "discovery" => ymap! {
             "bootstrapToken" => ymap! {
-                "apiServerEndpoint" => endpoint(join.endpoint),
+                "apiServerEndpoint" => join.endpoint.as_str(),
                 "token" => join.token.as_str(),
                 "caCertHashes" => join.ca_cert_hashes.clone(),
             },
         },
     };
     if let Some(cp) = &join.control_plane {
-        doc.push(
-            "controlPlane",
-            ymap! {
-                "localAPIEndpoint" => local_api_endpoint(node.advertise_address),
-                "certificateKey" => cp.certificate_key.as_str(),
-            },
-        );
+        let mut control_plane = ymap! { "certificateKey" => cp.certificate_key.as_str() };
+        if let Some(address) = node.advertise_address {
+            control_plane.push("localAPIEndpoint", local_api_endpoint(address));
+        }
+        doc.push("controlPlane", control_plane);
     }
     Ok(emit_documents(&[doc]))
 }
@@ -293,12 +297,20 @@ fn node_registration(node: &NodeInput) -> Y {
             taint
         })
         .collect();
-    ymap! {
+    let mut registration = ymap! {
         "name" => node.name.as_str(),
         "criSocket" => node.cri_socket.as_str(),
         "taints" => Y::Seq(taints),
-        "kubeletExtraArgs" => Y::Seq(vec![ymap! { "name" => "node-ip", "value" => node.advertise_address.to_string() }]),
+    };
+    if let Some(address) = node.advertise_address {
+        registration.push(
+            "kubeletExtraArgs",
+            Y::Seq(vec![
+                ymap! { "name" => "node-ip", "value" => address.to_string() },
+            ]),
+        );
     }
+    registration
 }
 
 fn local_api_endpoint(address: IpAddr) -> Y {
@@ -327,6 +339,19 @@ fn check_image_repository(field: &str, repo: &str) -> Result<(), KubeFieldError>
         format!(
             "{} is not accepted (accepted a registry host[:port] and optional path, e.g. registry.example:5000/k8s, at most {IMAGE_REPOSITORY_MAX_CHARS} characters)",
             echo(repo)
+        ),
+    ))
+}
+
+fn check_endpoint(endpoint: &str) -> Result<(), KubeFieldError> {
+    if is_host_port(endpoint, true) {
+        return Ok(());
+    }
+    Err(KubeFieldError::new(
+        "control_plane_endpoint",
+        format!(
+            "{} is not accepted (accepted HOST:PORT, HOST an IP address ([IPv6]) or a lowercase DNS name)",
+            echo(endpoint)
         ),
     ))
 }
@@ -365,7 +390,7 @@ pub(crate) mod tests {
         ClusterInput {
             cluster_name: "prod-a".into(),
             kubernetes_version: versions::parse_supported("v", "v1.32.4").unwrap(),
-            endpoint: "192.0.2.100".parse().unwrap(),
+            endpoint: endpoint("192.0.2.100".parse().unwrap()),
             pod_subnets: vec!["10.244.0.0/16".into()],
             service_subnets: vec!["10.96.0.0/12".into()],
             image_repository: Some("registry.example:5000/k8s".into()),
@@ -383,7 +408,7 @@ pub(crate) mod tests {
             name: name.into(),
             cri_socket: CONTAINERD_SOCKET.into(),
             taints: vec![Taint::control_plane()],
-            advertise_address: ip.parse().unwrap(),
+            advertise_address: Some(ip.parse().unwrap()),
         }
     }
 
@@ -396,7 +421,7 @@ pub(crate) mod tests {
 
     pub(crate) fn join(control_plane: bool) -> JoinInput {
         JoinInput {
-            endpoint: "192.0.2.100".parse().unwrap(),
+            endpoint: endpoint("192.0.2.100".parse().unwrap()),
             token: TOKEN.into(),
             ca_cert_hashes: vec![format!("sha256:{}", "ab".repeat(32))],
             control_plane: control_plane.then(|| ControlPlaneJoin {
@@ -460,7 +485,7 @@ pub(crate) mod tests {
     fn without_a_mirror_no_image_repository_is_written_and_ipv6_endpoints_are_bracketed() {
         let mut c = cluster();
         c.image_repository = None;
-        c.endpoint = "fd00::100".parse().unwrap();
+        c.endpoint = endpoint("fd00::100".parse().unwrap());
         c.pod_subnets = vec!["fd00:10:244::/56".into()];
         c.service_subnets = vec!["fd00:10:96::/112".into()];
         let mut n = node("cp-1", "fd00::11");

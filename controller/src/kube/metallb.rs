@@ -22,7 +22,7 @@ use super::objects::{
     service_account, with,
 };
 use super::yaml::{Y, emit_documents};
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// MetalLB's namespace.
 pub const NAMESPACE: &str = "metallb-system";

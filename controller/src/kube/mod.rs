@@ -6,25 +6,22 @@
 //!
 //! - [`versions`]: the Kubernetes versions rpool can deploy (`vX.Y.Z`,
 //!   v1.31.0 to v1.33.x).
-//! - [`cidr`]: IP networks and ranges (`10.0.0.0/24`, `A-B`), family and
-//!   overlap arithmetic; std only.
+//! - [`cidr`], [`yaml`], [`kubeadm_check`], [`kubeadm_schema`],
+//!   [`cni_check`]: re-exported from `rpool_proto::kube` (shared with
+//!   kubesim): network arithmetic, the YAML value/reader, and the kubeadm
+//!   file and CNI manifest checks.
 //! - [`network`]: a pool's pod and service networks, VIP and LB range checked
 //!   like kubeadm does and against the other pools and the hosts; VIP
 //!   allocation from a fleet range.
-//! - [`yaml`]: a small YAML value with an emitter (every manifest is built
-//!   as a value, never by pasting text) and a strict reader (duplicate keys
-//!   rejected) on top of `saphyr-parser`.
 //! - [`kubeadm`]: `InitConfiguration` + `ClusterConfiguration` and
 //!   `JoinConfiguration` (kubeadm.k8s.io/v1beta4) from a plain input struct.
-//! - [`kubeadm_check`]: `check_kubeadm_config(yaml)`, what kubeadm rejects
-//!   in such a file; free of controller types so kubesim can call it
-//!   ([`kubeadm_schema`]: the v1beta4 fields it knows).
 //! - [`objects`]: builders for the object pieces manifests repeat (headers,
 //!   RBAC, volumes, mounts, env).
 //! - [`images`]: where each addon image is pulled from (upstream, or the
 //!   pool's image repository for air-gapped sites).
-//! - [`flannel`]: a complete flannel deployment; [`cni_check`]: what a node
-//!   needs from a CNI manifest (`check_cni_manifest`).
+//! - [`flannel`]: a complete flannel deployment (checked by [`cni_check`]).
+//! - [`render`]: the kubeadm init/join files a task carries, from the
+//!   pool and the host (fresh init secrets drawn here).
 //! - [`kube_vip`]: the kube-vip static pod for a control-plane VIP.
 //! - [`metallb`]: MetalLB (native mode) and a pool's address range.
 //!
@@ -33,19 +30,20 @@
 //! (module `kubectl`, test-only; skipped with a printed reason when kubectl
 //! is not on PATH).
 
-pub mod cidr;
-pub mod cni_check;
 pub mod flannel;
 pub mod images;
 pub mod kube_vip;
 pub mod kubeadm;
-pub mod kubeadm_check;
-pub mod kubeadm_schema;
 pub mod metallb;
 pub mod network;
 pub mod objects;
+pub mod render;
 pub mod versions;
-pub mod yaml;
+
+pub use rpool_proto::kube::{cidr, cni_check, kubeadm_check, kubeadm_schema, yaml};
+
+#[cfg(test)]
+mod cni_check_tests;
 
 #[cfg(test)]
 pub(crate) mod kubectl;

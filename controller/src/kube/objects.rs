@@ -2,7 +2,7 @@
 //! object headers, RBAC, host-path volumes and mounts, downward-API env.
 
 use super::yaml::Y;
-use crate::ymap;
+use rpool_proto::ymap;
 
 /// `apiVersion`, `kind` and `metadata` (name, optional namespace, labels).
 pub fn object(

@@ -16,9 +16,10 @@ use std::time::Duration;
 use rpool_proto::v1::{self, ControllerMessage, controller_message};
 use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::kube::render::{self, HostFacts, JoinFacts, PoolFacts};
 use crate::replica::ProposeError;
 use crate::state::pool::{JoinSecrets, TaskKind, TaskRecord, TaskState};
 use rpool_proto::clock::unix_ms_now;
@@ -57,8 +58,10 @@ impl Links {
     }
 }
 
-/// The wire form of a task, with the pool's current secrets.
-fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
+/// The wire form of a task, with the pool's current secrets and the files
+/// it carries. `None`: not sendable yet, or (`unrenderable` set, logged
+/// once here) a file could not be rendered from the pool's spec.
+fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bool>) -> Option<v1::Task> {
     use v1::task::Kind;
     if task.kind == TaskKind::Reset {
         // Needs nothing from the pool, which may be gone (a fenced host).
@@ -71,31 +74,83 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
             kind: Some(Kind::Reset(v1::Reset {})),
         });
     }
-    let (pool_join, endpoint, version, pod_cidr, service_cidr) = shared.node.read(|sm| {
-        sm.pools().get(&task.pool).map(|p| {
-            (
-                p.join.clone(),
-                p.control_plane_endpoint.clone(),
-                p.spec.kubernetes_version.clone(),
-                p.spec.pod_network_cidr.clone(),
-                p.spec.service_cidr.clone(),
-            )
-        })
-    })?;
+    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, control_plane) =
+        shared.node.read(|sm| {
+            let pool = sm.pools().get(&task.pool)?;
+            let control_plane = pool
+                .members
+                .get(&task.host_id)
+                .is_some_and(|m| m.role == crate::state::pool::Role::ControlPlane);
+            Some((
+                pool.join.clone(),
+                pool.control_plane_endpoint.clone(),
+                pool.spec.kubernetes_version.clone(),
+                pool.spec.pod_network_cidr.clone(),
+                pool.spec.service_cidr.clone(),
+                sm.host(&task.host_id).and_then(advertise_address),
+                control_plane,
+            ))
+        })?;
+    let host = HostFacts {
+        node_name: &task.node_name,
+        address,
+        control_plane,
+    };
+    let rendered = |file: Result<String, crate::kube::KubeFieldError>| match file {
+        Ok(text) => Some(text),
+        Err(e) => {
+            // The task stays pending (and times out) rather than run with
+            // a file kubeadm would refuse.
+            unrenderable.set(true);
+            warn!(task_id = %task.task_id, pool = %task.pool, error = %e, "cannot render the file this task carries; task not sent");
+            None
+        }
+    };
+    let join_file = |secrets: &v1::JoinSecrets| {
+        let facts = JoinFacts {
+            endpoint: &secrets.control_plane_endpoint,
+            token: &secrets.token,
+            ca_cert_hash: &secrets.ca_cert_hash,
+            certificate_key: Some(secrets.certificate_key.as_str()).filter(|k| !k.is_empty()),
+        };
+        rendered(render::join_file(&facts, &host))
+    };
     let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
     let kind = match &task.kind {
-        TaskKind::InitControlPlane => Kind::InitControlPlane(v1::InitControlPlane {
-            control_plane_endpoint: endpoint,
-            pod_network_cidr: pod_cidr,
-            service_cidr,
-            kubernetes_version: version,
-        }),
-        TaskKind::JoinControlPlane => Kind::JoinControlPlane(v1::JoinControlPlane { join: Some(join()?) }),
+        TaskKind::InitControlPlane => {
+            let pool = PoolFacts {
+                name: &task.pool,
+                kubernetes_version: &version,
+                pod_cidr: &pod_cidr,
+                service_cidr: &service_cidr,
+                endpoint: &endpoint,
+            };
+            let kubeadm_config = rendered(render::init_file(&pool, &host))?;
+            Kind::InitControlPlane(v1::InitControlPlane {
+                control_plane_endpoint: endpoint,
+                pod_network_cidr: pod_cidr,
+                service_cidr,
+                kubernetes_version: version,
+                kubeadm_config,
+            })
+        }
+        TaskKind::JoinControlPlane => {
+            let secrets = join()?;
+            let kubeadm_config = join_file(&secrets)?;
+            Kind::JoinControlPlane(v1::JoinControlPlane {
+                join: Some(secrets),
+                kubeadm_config,
+            })
+        }
         TaskKind::JoinWorker => {
             let mut secrets = join()?;
             // A worker never needs the certificate key.
             secrets.certificate_key.clear();
-            Kind::JoinWorker(v1::JoinWorker { join: Some(secrets) })
+            let kubeadm_config = join_file(&secrets)?;
+            Kind::JoinWorker(v1::JoinWorker {
+                join: Some(secrets),
+                kubeadm_config,
+            })
         }
         TaskKind::DrainNode { target_node } => Kind::DrainNode(v1::DrainNode {
             target_node: target_node.clone(),
@@ -111,7 +166,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
         TaskKind::InstallAddons => Kind::InstallAddons(v1::InstallAddons {
             manifests: vec![v1::Manifest {
                 name: "cni".to_owned(),
-                content: cni_manifest(&pod_cidr_or_default(&task.pool, shared)),
+                content: rendered(render::cni_manifest(&pod_cidr))?,
             }],
         }),
         TaskKind::RefreshJoinToken => Kind::RefreshJoinToken(v1::RefreshJoinToken {
@@ -129,27 +184,18 @@ fn to_wire(shared: &Shared, task: &TaskRecord) -> Option<v1::Task> {
     })
 }
 
-fn pod_cidr_or_default(pool: &str, shared: &Shared) -> String {
-    shared
-        .node
-        .read(|sm| sm.pools().get(pool).map(|p| p.spec.pod_network_cidr.clone()))
-        .unwrap_or_default()
-}
-
-/// The CNI addon applied to every pool: a flannel-style VXLAN network
-/// (its config and the DaemonSet that runs it on every node), sized to the
-/// pool's pod network. Nodes report Ready only once a pod network runs.
-fn cni_manifest(pod_cidr: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
-         data:\n  net-conf.json: |\n    {{\"Network\": \"{pod_cidr}\", \"Backend\": {{\"Type\": \"vxlan\"}}}}\n\
-         ---\n\
-         apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: rpool-cni\n  namespace: kube-system\n\
-         spec:\n  selector:\n    matchLabels:\n      app: rpool-cni\n  template:\n    metadata:\n      labels:\n\
-         \x20       app: rpool-cni\n    spec:\n      hostNetwork: true\n      tolerations:\n      - operator: Exists\n\
-         \x20     containers:\n      - name: flannel\n        image: docker.io/flannel/flannel:v0.26.1\n\
-         \x20       args: [\"--ip-masq\", \"--kube-subnet-mgr\"]\n        securityContext:\n          privileged: true\n"
-    )
+/// The address a host's node advertises: its first non-loopback address,
+/// none on simulated hardware (every host there shares the machine's
+/// addresses; kubeadm picks one).
+fn advertise_address(host: &crate::state::command::HostRecord) -> Option<std::net::IpAddr> {
+    if host.facts.simulated {
+        return None;
+    }
+    host.facts
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| !a.is_loopback())
 }
 
 /// Sends every pending task to its host's session, once per session.
@@ -170,7 +216,12 @@ pub(crate) fn deliver(shared: &Shared) {
         if link.delivered.contains(&key) {
             continue;
         }
-        let Some(wire) = to_wire(shared, &task) else {
+        let unrenderable = std::cell::Cell::new(false);
+        let Some(wire) = to_wire(shared, &task, &unrenderable) else {
+            if unrenderable.get() {
+                // Warned once for this session and attempt, not every round.
+                link.delivered.insert(key);
+            }
             continue;
         };
         let message = ControllerMessage {
@@ -218,29 +269,5 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
         }
         crate::leader::autoscaler::tick(&shared).await;
         deliver(&shared);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cni_manifest_runs_a_daemonset_on_the_pools_pod_network() {
-        let yaml = cni_manifest("10.244.0.0/16");
-        assert!(yaml.contains("\"Network\": \"10.244.0.0/16\""), "{yaml}");
-        assert!(
-            yaml.contains("\n---\napiVersion: apps/v1\nkind: DaemonSet\n"),
-            "{yaml}"
-        );
-        assert!(
-            yaml.contains("\n      labels:\n        app: rpool-cni\n"),
-            "{yaml}"
-        );
-        assert!(
-            yaml.contains("\n      containers:\n      - name: flannel\n"),
-            "{yaml}"
-        );
-        assert!(yaml.contains("\n        args: "), "{yaml}");
     }
 }

@@ -5,7 +5,10 @@ use std::fs;
 use std::io::BufRead;
 use std::path::Path;
 
+use rpool_proto::kube::kubeadm_check::KubeadmCommand;
+
 use crate::flags::{self, Parsed, Spec, flag, flag_s, val, val_s};
+use crate::kubeadm_config::config_flags;
 use crate::state::{self, CertKey, Cluster, Env, EtcdMember, Fail, LocalNode, Node, Res, Role, Store, Token};
 
 pub const VERSION: &str = "v1.32.4";
@@ -104,7 +107,8 @@ fn version(argv: &[String]) -> Res {
 
 // ------------------------------------------------------------------ init
 
-const INIT_FLAGS: [Spec; 18] = [
+const INIT_FLAGS: [Spec; 19] = [
+    val("config"),
     val("control-plane-endpoint"),
     flag("upload-certs"),
     val("pod-network-cidr"),
@@ -281,6 +285,11 @@ fn init(argv: &[String]) -> Res {
     if let Some(a) = p.args.first() {
         return Err(fail(format!("unknown command \"{a}\" for \"kubeadm init\"")));
     }
+    let p = if p.has("config") {
+        config_flags(&p, KubeadmCommand::Init)?
+    } else {
+        p
+    };
     let env = Env::from_process()?;
     let root = env.root()?.to_path_buf();
     let name = node_name(&env, &p)?;
@@ -428,6 +437,7 @@ fn init(argv: &[String]) -> Res {
         }],
         etcd_members: vec![member],
         applied: Vec::new(),
+        cni_missing: None,
     };
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;
@@ -911,264 +921,13 @@ const JOIN_FLAGS: [Spec; 14] = [
     val("skip-phases"),
 ];
 
-/// Flags real kubeadm accepts together with `--config`
-/// (`validation.isAllowedFlag`); `skip-*` flags are allowed too.
-const CONFIG_ALLOWED: [&str; 11] = [
-    "config",
-    "ignore-preflight-errors",
-    "dry-run",
-    "kubeconfig",
-    "node-name",
-    "kubeconfig-dir",
-    "upload-certs",
-    "print-join-command",
-    "rootfs",
-    "v",
-    "log-file",
-];
-
-/// kubeadm's `ValidateMixedArguments`: with `--config`, every other flag
-/// set must be an allowed one. pflag visits flags in lexicographic order,
-/// as the `BTreeMap` of parsed values does.
-fn check_mixed(p: &Parsed) -> Res {
-    if !p.has("config") {
-        return Ok(());
-    }
-    let mixed: Vec<&str> = p
-        .values
-        .keys()
-        .map(String::as_str)
-        .filter(|f| !CONFIG_ALLOWED.contains(f) && !f.starts_with("skip-"))
-        .collect();
-    if mixed.is_empty() {
-        return Ok(());
-    }
-    Err(fail(format!(
-        "can not mix '--config' with arguments [{}]",
-        mixed.join(" ")
-    )))
-}
-
-/// A string field of the config file (`None` when absent or null); another
-/// type fails the way Go's JSON decoder does.
-fn config_str(v: &serde_json::Value, pointer: &str, field: &str) -> Res<Option<String>> {
-    match v.pointer(pointer) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(fail(format!(
-            "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go struct field {field} of type string",
-            json_kind(other)
-        ))),
-    }
-}
-
-fn config_strs(v: &serde_json::Value, pointer: &str, field: &str) -> Res<Vec<String>> {
-    match v.pointer(pointer) {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                serde_json::Value::String(s) => Ok(s.clone()),
-                other => Err(fail(format!(
-                    "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go struct field {field} of type string",
-                    json_kind(other)
-                ))),
-            })
-            .collect(),
-        Some(other) => Err(fail(format!(
-            "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go struct field {field} of type []string",
-            json_kind(other)
-        ))),
-    }
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "bool",
-        serde_json::Value::Number(_) => "number",
-        serde_json::Value::String(_) => "string",
-        serde_json::Value::Array(_) => "array",
-        serde_json::Value::Object(_) => "object",
-    }
-}
-
-/// `kubeadm join --config FILE`: reads the `JoinConfiguration` (JSON form
-/// only) and turns it into the flag values the flag path validates, so
-/// both paths share every check. Allowed flags given with `--config`
-/// (`--node-name`, `--ignore-preflight-errors`, `--skip-phases`) apply on
-/// top, as in kubeadm. The positional endpoint is ignored, as in kubeadm.
-///
-/// Test hook: when `KUBESIM_CONFIG_LOG` is set, one line `PATH MODE`
-/// (octal permission bits of the file) is appended to it per read.
-fn join_config(p: &Parsed) -> Res<Parsed> {
-    check_mixed(p)?;
-    let path = p.get("config").unwrap_or("");
-    let text = fs::read_to_string(path).map_err(|e| {
-        fail(format!(
-            "unable to read config from \"{path}\" : open {path}: {}",
-            go_io_error(&e)
-        ))
-    })?;
-    if let Some(log) = std::env::var_os("KUBESIM_CONFIG_LOG") {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0);
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(|e| Fail::new(format!("kubesim: KUBESIM_CONFIG_LOG: {e}")))?;
-        writeln!(f, "{path} {mode:o}").map_err(|e| Fail::new(format!("kubesim: KUBESIM_CONFIG_LOG: {e}")))?;
-    }
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Fail::new(format!(
-            "kubesim: {path}: not JSON ({e}); kubesim supports only the JSON form of a kubeadm config file (JSON is valid YAML; write the JoinConfiguration as JSON)"
-        ))
-    })?;
-    if !v.is_object() {
-        return Err(Fail::new(format!(
-            "kubesim: {path}: not a JSON object; kubesim supports only the JSON form of a kubeadm config file"
-        )));
-    }
-    let api = config_str(&v, "/apiVersion", "TypeMeta.apiVersion")?.unwrap_or_default();
-    let kind = config_str(&v, "/kind", "TypeMeta.kind")?.unwrap_or_default();
-    if kind.is_empty() {
-        return Err(fail(format!(
-            "unable to decode config from \"{path}\": Object 'Kind' is missing in '{}'",
-            text.trim()
-        )));
-    }
-    if !matches!(api.as_str(), "kubeadm.k8s.io/v1beta3" | "kubeadm.k8s.io/v1beta4") {
-        return Err(fail(format!(
-            "unable to decode config from \"{path}\": no kind \"{kind}\" is registered for version \"{api}\" in scheme \"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/scheme/scheme.go:31\""
-        )));
-    }
-    if kind != "JoinConfiguration" {
-        return Err(fail(format!(
-            "no JoinConfiguration kind was found in the YAML file \"{path}\" (found {kind})"
-        )));
-    }
-    let mut out = Parsed::default();
-    let mut set = |flag: &str, value: Option<String>| {
-        if let Some(value) = value {
-            out.values.entry(flag.to_string()).or_default().push(value);
-        }
-    };
-    let bt = "/discovery/bootstrapToken";
-    let field = "JoinConfiguration.discovery.bootstrapToken";
-    set(
-        "discovery-token",
-        config_str(&v, &format!("{bt}/token"), &format!("{field}.token"))?,
-    );
-    set(
-        "tls-bootstrap-token",
-        config_str(
-            &v,
-            "/discovery/tlsBootstrapToken",
-            "JoinConfiguration.discovery.tlsBootstrapToken",
-        )?,
-    );
-    for h in config_strs(
-        &v,
-        &format!("{bt}/caCertHashes"),
-        &format!("{field}.caCertHashes"),
-    )? {
-        set("discovery-token-ca-cert-hash", Some(h));
-    }
-    match v.pointer(&format!("{bt}/unsafeSkipCAVerification")) {
-        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {}
-        Some(serde_json::Value::Bool(true)) => {
-            set("discovery-token-unsafe-skip-ca-verification", Some("true".into()))
-        }
-        Some(other) => {
-            return Err(fail(format!(
-                "error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {} into Go struct field {field}.unsafeSkipCAVerification of type bool",
-                json_kind(other)
-            )));
-        }
-    }
-    set(
-        "node-name",
-        config_str(
-            &v,
-            "/nodeRegistration/name",
-            "JoinConfiguration.nodeRegistration.name",
-        )?,
-    );
-    set(
-        "cri-socket",
-        config_str(
-            &v,
-            "/nodeRegistration/criSocket",
-            "JoinConfiguration.nodeRegistration.criSocket",
-        )?,
-    );
-    for e in config_strs(
-        &v,
-        "/nodeRegistration/ignorePreflightErrors",
-        "JoinConfiguration.nodeRegistration.ignorePreflightErrors",
-    )? {
-        set("ignore-preflight-errors", Some(e));
-    }
-    if v.pointer("/controlPlane").is_some_and(|c| !c.is_null()) {
-        set("control-plane", Some("true".into()));
-        set(
-            "certificate-key",
-            config_str(
-                &v,
-                "/controlPlane/certificateKey",
-                "JoinConfiguration.controlPlane.certificateKey",
-            )?,
-        );
-        set(
-            "apiserver-advertise-address",
-            config_str(
-                &v,
-                "/controlPlane/localAPIEndpoint/advertiseAddress",
-                "JoinConfiguration.controlPlane.localAPIEndpoint.advertiseAddress",
-            )?,
-        );
-    }
-    // Allowed flags override or add to the file.
-    for flag in [
-        "node-name",
-        "ignore-preflight-errors",
-        "skip-phases",
-        "v",
-        "rootfs",
-    ] {
-        for value in p.all(flag) {
-            if flag == "node-name" {
-                out.values.remove(flag);
-            }
-            out.values.entry(flag.to_string()).or_default().push(value);
-        }
-    }
-    if let Some(ep) = config_str(
-        &v,
-        &format!("{bt}/apiServerEndpoint"),
-        &format!("{field}.apiServerEndpoint"),
-    )? {
-        out.args.push(ep);
-    }
-    Ok(out)
-}
-
-/// Go's wording for the common open errors.
-fn go_io_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
-}
-
 fn join(argv: &[String]) -> Res {
     let p = parse(argv, &JOIN_FLAGS)?;
-    let p = if p.has("config") { join_config(&p)? } else { p };
+    let p = if p.has("config") {
+        config_flags(&p, KubeadmCommand::Join)?
+    } else {
+        p
+    };
     let env = Env::from_process()?;
     let root = env.root()?.to_path_buf();
     let cp = p.on("control-plane");

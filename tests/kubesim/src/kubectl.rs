@@ -143,23 +143,56 @@ fn node_labels(n: &Node) -> BTreeMap<String, String> {
     l
 }
 
-/// `NotReady` reason: (status, reason, message).
-fn ready_condition(c: &Cluster, n: &Node) -> (&'static str, &'static str, &'static str) {
+/// `NotReady` reason: (status, reason, message). Without a running pod
+/// network the message is the kubelet's, followed by what kubesim found
+/// missing in the applied CNI manifest.
+fn ready_condition(c: &Cluster, n: &Node) -> (&'static str, &'static str, String) {
     if !c.kubelet_up(n) {
         (
             "Unknown",
             "NodeStatusUnknown",
-            "Kubelet stopped posting node status.",
+            "Kubelet stopped posting node status.".to_owned(),
         )
     } else if !c.network_ready() {
+        let why = match &c.cni_missing {
+            None => "no CNI DaemonSet applied".to_owned(),
+            Some(missing) => format!("the CNI DaemonSet cannot start: {}", missing.join("; ")),
+        };
         (
             "False",
             "KubeletNotReady",
-            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
+            format!(
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized (kubesim: {why})"
+            ),
         )
     } else {
-        ("True", "KubeletReady", "kubelet is posting ready status")
+        (
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status".to_owned(),
+        )
     }
+}
+
+/// `check_cni_manifest` over every object applied to the cluster (the
+/// files in `applied/`); `None` when no DaemonSet is applied.
+fn cni_missing(c: &Cluster, dir: &std::path::Path) -> Option<Vec<String>> {
+    if !c.applied.iter().any(|a| a.kind == "DaemonSet") {
+        return None;
+    }
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    names.sort();
+    let docs: Vec<String> = names
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    Some(
+        rpool_proto::kube::cni_check::check_cni_manifest(&docs.join("\n---\n"))
+            .err()
+            .unwrap_or_default(),
+    )
 }
 
 fn node_json(c: &Cluster, n: &Node, idx: usize, now: u64) -> Value {
@@ -1305,6 +1338,9 @@ fn apply(argv: &[String]) -> Res {
         }
         let suffix = if dry { " (dry run)" } else { "" };
         println!("{resource}/{} {verb}{suffix}", o.name);
+    }
+    if !dry {
+        c.cni_missing = cni_missing(c, &dir);
     }
     let c = c.clone();
     store.save(&c)?;

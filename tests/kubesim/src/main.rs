@@ -101,6 +101,7 @@
 
 mod flags;
 mod kubeadm;
+mod kubeadm_config;
 mod kubectl;
 mod state;
 

@@ -173,6 +173,12 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub etcd_members: Vec<EtcdMember>,
     pub applied: Vec<Applied>,
+    /// What the applied CNI DaemonSet lacks to start
+    /// (`rpool_proto::kube::cni_check` on every applied object, refreshed
+    /// by each apply): `None` before any DaemonSet is applied; empty: the
+    /// pod network runs.
+    #[serde(default)]
+    pub cni_missing: Option<Vec<String>>,
 }
 
 impl Cluster {
@@ -200,9 +206,10 @@ impl Cluster {
             .any(|n| n.role == Role::ControlPlane && self.kubelet_up(n))
     }
 
-    /// Nodes turn Ready once a pod network (an applied DaemonSet) exists.
+    /// Nodes turn Ready once a pod network runs: an applied CNI DaemonSet
+    /// with everything its agent needs to start (see `cni_missing`).
     pub fn network_ready(&self) -> bool {
-        self.applied.iter().any(|a| a.kind == "DaemonSet")
+        self.cni_missing.as_ref().is_some_and(Vec::is_empty)
     }
 
     pub fn node_ready(&self, n: &Node) -> bool {

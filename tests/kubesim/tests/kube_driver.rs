@@ -203,6 +203,7 @@ fn init_kind() -> Kind {
         pod_network_cidr: "10.244.0.0/16".to_owned(),
         service_cidr: "10.96.0.0/12".to_owned(),
         kubernetes_version: "v1.32.0".to_owned(),
+        kubeadm_config: String::new(),
     })
 }
 
@@ -237,6 +238,17 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
     let two_h = 2 * 3600 * 1000;
     assert!(join.certificate_key_expires_unix_ms >= before + two_h);
     assert!(init.kubeconfig.contains(&format!("server: https://{ENDPOINT}")));
+    // Named after the pool, so several pools' kubeconfigs merge cleanly.
+    assert!(
+        init.kubeconfig.contains("\ncurrent-context: rpool-web\n"),
+        "{}",
+        init.kubeconfig
+    );
+    assert!(
+        !init.kubeconfig.contains("kubernetes-admin"),
+        "{}",
+        init.kubeconfig
+    );
     assert!(a.stored("init-1", 1).exists(), "result persisted");
     assert_eq!(names(&lab.nodes(&a)), ["web-a/control-plane"]);
     let cluster = lab.cluster_json();
@@ -271,6 +283,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             attempt,
             Kind::JoinWorker(JoinWorker {
                 join: Some(worker_secrets.clone()),
+                kubeadm_config: String::new(),
             }),
         )
     };
@@ -288,6 +301,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             1,
             Kind::JoinControlPlane(JoinControlPlane {
                 join: Some(fresh.clone()),
+                kubeadm_config: String::new(),
             }),
         ))
         .await;
@@ -319,7 +333,10 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
         .run(d.task(
             "join-d",
             1,
-            Kind::JoinControlPlane(JoinControlPlane { join: Some(bad) }),
+            Kind::JoinControlPlane(JoinControlPlane {
+                join: Some(bad),
+                kubeadm_config: String::new(),
+            }),
         ))
         .await;
     assert!(!r.ok);

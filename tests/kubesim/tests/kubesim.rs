@@ -328,15 +328,13 @@ fn lifecycle_init_join_drain_delete_reset() {
     // NotReady until a pod network is applied.
     assert!(sim.nodes("cp1").iter().all(|n| n.2 == "False"));
     let cni = sim.dir.path().join("cni.yaml");
-    std::fs::write(
-        &cni,
-        "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-flannel\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\nspec:\n  template:\n    metadata:\n      name: nope\n",
-    )
-    .unwrap();
+    std::fs::write(&cni, flannel()).unwrap();
     let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
-    assert_eq!(
-        r.out,
-        "namespace/kube-flannel created\ndaemonset.apps/kube-flannel-ds created\n"
+    assert!(r.out.starts_with("namespace/kube-flannel created\n"), "{}", r.out);
+    assert!(
+        r.out.contains("daemonset.apps/kube-flannel-ds created\n"),
+        "{}",
+        r.out
     );
     let r = sim.kubectl("cp1", &["apply", "-f", cni.to_str().unwrap()]).ok();
     assert!(r.out.contains("daemonset.apps/kube-flannel-ds unchanged"));
@@ -750,7 +748,7 @@ fn join_with_a_config_file_validates_like_the_flags_and_rejects_mixing() {
     ));
     let f = join_config(&sim, "w2.json", "abc", &j.hash, "cfg-w2", None);
     sim.kubeadm("w2", &["join", "--config", &f])
-        .fails("discovery.bootstrapToken.token: Invalid value: \"abc\"");
+        .fails("JoinConfiguration.discovery.bootstrapToken.token: required, of the form [a-z0-9]{6}.[a-z0-9]{16} (value not shown)");
     assert!(!sim.root("w2").join("etc/kubernetes/kubelet.conf").exists());
 
     // Mixing --config with flags kubeadm rejects (listed sorted, without
@@ -800,15 +798,32 @@ fn join_with_a_config_file_validates_like_the_flags_and_rejects_mixing() {
     )
     .ok();
 
-    // Not the JSON form; a missing file.
+    // YAML is read like JSON, and checked as strictly: a file without
+    // discovery, an unknown field, an older apiVersion; a missing file.
     let yaml = sim.dir.path().join("w3.yaml");
+    let yaml_path = yaml.display().to_string();
     std::fs::write(
         &yaml,
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n",
     )
     .unwrap();
-    sim.kubeadm("w3", &["join", "--config", &yaml.display().to_string()])
-        .fails("kubesim supports only the JSON form of a kubeadm config file");
+    sim.kubeadm("w3", &["join", "--config", &yaml_path])
+        .fails("JoinConfiguration.discovery: required");
+    let good = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: {EP}\n    token: {}\n    caCertHashes:\n    - {}\nnodeRegistration:\n  name: cfg-w3\n",
+        j.token, j.hash
+    );
+    std::fs::write(
+        &yaml,
+        good.replace("  name: cfg-w3\n", "  name: cfg-w3\n  nodeIP: 10.0.0.3\n"),
+    )
+    .unwrap();
+    sim.kubeadm("w3", &["join", "--config", &yaml_path])
+        .fails("JoinConfiguration.nodeRegistration: unknown field \"nodeIP\"");
+    std::fs::write(&yaml, good.replace("v1beta4", "v1beta3")).unwrap();
+    sim.kubeadm("w3", &["join", "--config", &yaml_path])
+        .fails("kubeadm.k8s.io/v1beta3");
+    assert!(!sim.root("w3").join("etc/kubernetes/kubelet.conf").exists());
     sim.kubeadm("w3", &["join", "--config", "/nonexistent/join.json"])
         .fails("unable to read config from \"/nonexistent/join.json\"");
     let f = join_config(&sim, "w3.json", &j.token, &j.hash, "cfg-w3", None);
@@ -816,7 +831,9 @@ fn join_with_a_config_file_validates_like_the_flags_and_rejects_mixing() {
     wrong_kind["kind"] = "InitConfiguration".into();
     std::fs::write(&f, wrong_kind.to_string()).unwrap();
     sim.kubeadm("w3", &["join", "--config", &f])
-        .fails("no JoinConfiguration kind was found");
+        .fails("InitConfiguration: unknown field \"discovery\"");
+    std::fs::write(&yaml, &good).unwrap();
+    sim.kubeadm("w3", &["join", "--config", &yaml_path]).ok();
 
     // Control plane: a controlPlane section without the certificate key
     // fails as the flag path does; with it, the host becomes one.
@@ -844,7 +861,154 @@ fn join_with_a_config_file_validates_like_the_flags_and_rejects_mixing() {
             ("cfg-cp2", "control-plane"),
             ("cfg-w1", "worker"),
             ("cfg-w2", "worker"),
+            ("cfg-w3", "worker"),
             ("cp1", "control-plane"),
         ])
     );
+}
+
+/// An InitConfiguration + ClusterConfiguration as rpool's controller
+/// writes them (kubeadm.k8s.io/v1beta4).
+fn init_file(endpoint: &str, token: &str, key: &str, extra_cluster_line: &str) -> String {
+    format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens:\n- token: {token}\n  ttl: 24h0m0s\n  usages:\n  - signing\n  - authentication\n  groups:\n  - system:bootstrappers:kubeadm:default-node-token\ncertificateKey: {key}\nnodeRegistration:\n  name: cfg-cp1\n  criSocket: unix:///run/containerd/containerd.sock\n  taints: []\n---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nclusterName: web\nkubernetesVersion: v1.32.4\ncontrolPlaneEndpoint: \"{endpoint}\"\nnetworking:\n  podSubnet: 10.244.0.0/16\n  serviceSubnet: 10.96.0.0/12\n{extra_cluster_line}"
+    )
+}
+
+#[test]
+fn init_with_a_config_file_uses_its_secrets_and_refuses_what_kubeadm_refuses() {
+    let sim = Sim::new();
+    let token = "abcdef.0123456789abcdef";
+    let key = "5e".repeat(32);
+    let path = sim.dir.path().join("init.yaml");
+    let f = path.display().to_string();
+
+    // Flags that carry settings cannot be mixed with --config.
+    std::fs::write(&path, init_file(EP, token, &key, "")).unwrap();
+    sim.kubeadm(
+        "cp1",
+        &[
+            "init",
+            "--config",
+            &f,
+            "--upload-certs",
+            "--pod-network-cidr",
+            "10.1.0.0/16",
+        ],
+    )
+    .fails("can not mix '--config' with arguments [pod-network-cidr]");
+    // Unknown fields, a wrong apiVersion, a version kubeadm cannot deploy.
+    std::fs::write(&path, init_file(EP, token, &key, "podCIDR: 10.1.0.0/16\n")).unwrap();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("ClusterConfiguration: unknown field \"podCIDR\"");
+    std::fs::write(
+        &path,
+        init_file(EP, token, &key, "").replace("v1beta4", "v1beta3"),
+    )
+    .unwrap();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("kubeadm.k8s.io/v1beta3");
+    std::fs::write(
+        &path,
+        init_file(EP, token, &key, "").replace("v1.32.4", "v1.29.0"),
+    )
+    .unwrap();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("v1.29.0");
+    assert!(!sim.root("cp1").join("etc/kubernetes/admin.conf").exists());
+
+    // The file's token, certificate key, endpoint and node name are used.
+    std::fs::write(&path, init_file(EP, token, &key, "")).unwrap();
+    let r = sim
+        .kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .ok();
+    let j = parse_init(&r.out);
+    assert_eq!(j.token, token);
+    assert_eq!(j.key, key);
+    assert!(
+        r.out.contains(&format!("kubeadm join {EP} --token ")),
+        "{}",
+        r.out
+    );
+    assert_eq!(names(&sim.nodes("cp1")), pairs(&[("cfg-cp1", "control-plane")]));
+    // A node joins with those secrets.
+    join_worker(&sim, "w1", EP, &j).ok();
+}
+
+/// The flannel deployment the controller applies to every pool.
+fn flannel() -> String {
+    rpool_controller::kube::render::cni_manifest("10.244.0.0/16").unwrap()
+}
+
+/// The Ready condition's (status, message) of every node.
+fn ready_messages(sim: &Sim, host: &str) -> Vec<(String, String)> {
+    let r = sim.kubectl(host, &["get", "nodes", "-o", "json"]).ok();
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let c = n["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap();
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_turn_ready_only_with_a_cni_that_can_start_and_say_what_is_missing() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+    join_worker(&sim, "w1", EP, &j).ok();
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(status, "False");
+        assert!(
+            message.ends_with("(kubesim: no CNI DaemonSet applied)"),
+            "{message}"
+        );
+    }
+    // Our manifest without the ClusterRoleBinding: the DaemonSet exists
+    // but flanneld could not read its node; nodes stay NotReady and say so.
+    let full = flannel();
+    let without_binding: Vec<&str> = full
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: ClusterRoleBinding"))
+        .collect();
+    assert!(without_binding.len() < full.split("\n---\n").count());
+    let path = sim.dir.path().join("cni.yaml");
+    std::fs::write(&path, without_binding.join("\n---\n")).unwrap();
+    let r = sim.kubectl("cp1", &["apply", "-f", path.to_str().unwrap()]).ok();
+    assert!(
+        r.out.contains("daemonset.apps/kube-flannel-ds created"),
+        "{}",
+        r.out
+    );
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(status, "False");
+        assert!(message.contains("the CNI DaemonSet cannot start: "), "{message}");
+        assert!(message.contains("ClusterRoleBinding"), "{message}");
+    }
+    // The missing piece applied: Ready.
+    std::fs::write(&path, &full).unwrap();
+    let r = sim.kubectl("cp1", &["apply", "-f", path.to_str().unwrap()]).ok();
+    assert!(
+        r.out
+            .contains("clusterrolebinding.rbac.authorization.k8s.io/flannel created"),
+        "{}",
+        r.out
+    );
+    for (status, message) in ready_messages(&sim, "cp1") {
+        assert_eq!(
+            (status.as_str(), message.as_str()),
+            ("True", "kubelet is posting ready status")
+        );
+    }
 }

@@ -45,6 +45,7 @@ async fn a_control_plane_counts_unschedulable_pods_through_kubectl() {
         service_cidr: "10.96.0.0/12".to_owned(),
         kubernetes_version: "v1.32.0".to_owned(),
         node_name: "web-a".to_owned(),
+        kubeadm_config: String::new(),
     })
     .await
     .unwrap();
@@ -57,7 +58,7 @@ async fn a_control_plane_counts_unschedulable_pods_through_kubectl() {
     // With a pod network they run: nothing pending.
     cp.apply(
         "cni",
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: cni\n  namespace: kube-system\n",
+        &rpool_controller::kube::render::cni_manifest("10.244.0.0/16").unwrap(),
     )
     .await
     .unwrap();

@@ -83,6 +83,41 @@ impl World {
             .expect("a control plane");
         self.kubesim.nodes(&self.agent(&cp.hostname).dir.join("node"))
     }
+
+    /// Waits until kubesim reports every node of the pool Ready: the CNI
+    /// manifest the controller applied passed kubesim's CNI check (its
+    /// NotReady message says what is missing otherwise).
+    async fn wait_nodes_ready(&self, pool: &Pool) -> anyhow::Result<()> {
+        let cp = pool
+            .members
+            .iter()
+            .find(|m| m.role == "control-plane")
+            .expect("a control plane");
+        let root = self.agent(&cp.hostname).dir.join("node");
+        eventually(Duration::from_secs(30), "every node Ready", || async {
+            let out = self.kubesim.kubectl(&root, &["get", "nodes", "-o", "json"]);
+            let conditions: Vec<(String, String)> = rpool_tests::json_of(&out)
+                .ok()
+                .and_then(|v| v["items"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| {
+                    let c = n["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "Ready")?
+                        .clone();
+                    Some((
+                        c["status"].as_str()?.to_owned(),
+                        c["message"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            let ready = conditions.len() == pool.members.len() && conditions.iter().all(|(s, _)| s == "True");
+            (ready.then_some(()), conditions)
+        })
+        .await
+    }
 }
 
 fn spec(name: &str, cores: u64, memory_gib: u64, control_planes: u32) -> PoolSpec {
@@ -169,6 +204,9 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
         expected_nodes(&pool),
         "kubesim holds exactly the chosen nodes"
     );
+    // The flannel manifest the controller applied can start: every node
+    // turns Ready (kubesim checks the DaemonSet, RBAC, config and mounts).
+    world.wait_nodes_ready(&pool).await?;
     assert!(pool.recent_events.iter().any(|e| e.kind == "pool_created"));
 
     // Grow: one more worker joins.

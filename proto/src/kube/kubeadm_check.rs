@@ -1,8 +1,8 @@
 //! What kubeadm refuses in a `--config` file: `check_kubeadm_config`.
 //!
-//! Free of controller types (std, [`super::yaml`] and [`super::cidr`]
-//! only) so kubesim can call it, and so it can move to a shared crate with
-//! those two files. Rules, per document:
+//! Std, [`super::yaml`] and [`super::cidr`] only; the controller checks
+//! the files it writes with it and kubesim checks what it is given.
+//! Rules, per document:
 //!
 //! - `apiVersion` and `kind` are present; kubeadm kinds are
 //!   `kubeadm.k8s.io/v1beta4` (InitConfiguration, ClusterConfiguration,
@@ -496,7 +496,9 @@ fn check_join(doc: &Node, errors: &mut Vec<String>) {
 
 /// `host[:port]` (IPv6 in brackets when a port follows); the port
 /// required when `port_required`.
-fn is_host_port(s: &str, port_required: bool) -> bool {
+/// `host[:port]` (`port_required`: `host:port`), host an IP address
+/// (IPv6 in brackets with a port) or a DNS name.
+pub fn is_host_port(s: &str, port_required: bool) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return !port_required;
     }
@@ -514,6 +516,7 @@ fn is_host_port(s: &str, port_required: bool) -> bool {
         .unwrap_or(host);
     port_ok && (host.parse::<IpAddr>().is_ok() || is_dns_subdomain(host))
 }
+
 /// A lowercase RFC 1123 subdomain (node, cluster and DNS names).
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
