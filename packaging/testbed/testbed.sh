@@ -95,6 +95,8 @@ zone = "$zone"
 [kube]
 kubeadm_path = "/usr/libexec/kubesim/kubeadm"
 kubectl_path = "/usr/libexec/kubesim/kubectl"
+# kubesim keeps this simulated host's /etc/kubernetes under KUBESIM_NODE_ROOT.
+host_root = "/var/lib/rpool/node"
 
 [simulate]
 file = "/etc/rpool/simulated-host.toml"
