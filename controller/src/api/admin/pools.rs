@@ -101,6 +101,9 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
             ),
         ));
     }
+    // The configuration files rpool writes need kubeadm v1.31 or newer.
+    crate::kube::versions::parse_supported(&format!("{field}.kubernetes_version"), &version)
+        .map_err(|e| Invalid::new(e.field, e.message))?;
     let pod = if spec.pod_network_cidr.is_empty() {
         DEFAULT_POD_NETWORK_CIDR
     } else {
@@ -541,4 +544,42 @@ pub(crate) async fn drain(
         shared.node.propose(command).await.map_err(refused)?;
     }
     Ok((name, views(&add, role)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_version(version: &str) -> v1::PoolSpec {
+        v1::PoolSpec {
+            name: "web".into(),
+            cores: 8,
+            memory_bytes: 32 << 30,
+            control_planes: 1,
+            kubernetes_version: version.into(),
+            pod_network_cidr: String::new(),
+            service_cidr: String::new(),
+        }
+    }
+
+    #[test]
+    fn versions_outside_what_the_configuration_files_need_are_refused_naming_the_range() {
+        assert_eq!(
+            spec("s", Some(&with_version(""))).unwrap().kubernetes_version,
+            "v1.32.0"
+        );
+        assert_eq!(
+            spec("s", Some(&with_version("v1.33.2")))
+                .unwrap()
+                .kubernetes_version,
+            "v1.33.2"
+        );
+        for bad in ["v1.30.9", "v1.34.0", "v2.0.0"] {
+            let message = spec("s", Some(&with_version(bad))).unwrap_err().to_string();
+            assert!(message.starts_with("s.kubernetes_version: "), "{message}");
+            assert!(message.contains("v1.31.0 to v1.33.x"), "{message}");
+        }
+        let message = spec("s", Some(&with_version("1.32"))).unwrap_err().to_string();
+        assert!(message.contains("is not a version"), "{message}");
+    }
 }
