@@ -51,17 +51,24 @@ pub struct Metrics {
     pub webhook_dropped: Counter,
 }
 
-static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    heartbeats: Counter::default(),
-    heartbeat_processing: histogram(LATENCY_BUCKETS_S),
-    heartbeat_lag: histogram(LATENCY_BUCKETS_S),
-    heartbeat_acks_dropped: Counter::default(),
-    task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
-    events: Counter::default(),
-    webhook_deliveries: Counter::default(),
-    webhook_failures: Counter::default(),
-    webhook_dropped: Counter::default(),
-});
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    /// Every metric at zero.
+    fn new() -> Metrics {
+        Metrics {
+            heartbeats: Counter::default(),
+            heartbeat_processing: histogram(LATENCY_BUCKETS_S),
+            heartbeat_lag: histogram(LATENCY_BUCKETS_S),
+            heartbeat_acks_dropped: Counter::default(),
+            task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
+            events: Counter::default(),
+            webhook_deliveries: Counter::default(),
+            webhook_failures: Counter::default(),
+            webhook_dropped: Counter::default(),
+        }
+    }
+}
 
 /// This process's metrics.
 pub fn global() -> &'static Metrics {
@@ -329,17 +336,7 @@ mod tests {
 
     #[test]
     fn the_exposition_names_every_state_phase_and_raft_value() {
-        let m = Metrics {
-            heartbeats: Counter::default(),
-            heartbeat_processing: histogram(LATENCY_BUCKETS_S),
-            heartbeat_lag: histogram(LATENCY_BUCKETS_S),
-            heartbeat_acks_dropped: Counter::default(),
-            task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
-            events: Counter::default(),
-            webhook_deliveries: Counter::default(),
-            webhook_failures: Counter::default(),
-            webhook_dropped: Counter::default(),
-        };
+        let m = Metrics::new();
         m.heartbeats.inc_by(3);
         m.task_duration.observe(&["join_worker", "ok"], 12.0);
         let snap = Snapshot {
