@@ -103,14 +103,7 @@ pub fn parse_kubernetes_version(text: &str) -> Result<String, String> {
 
 /// clap value parser for `--pod-network-cidr` / `--service-cidr`.
 pub fn parse_cidr(text: &str) -> Result<String, String> {
-    let ok = text.split_once('/').is_some_and(|(ip, bits)| {
-        let max = match ip.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => 32,
-            Ok(std::net::IpAddr::V6(_)) => 128,
-            Err(_) => return false,
-        };
-        bits.len() <= 3 && bits.parse::<u8>().is_ok_and(|b| b <= max)
-    });
+    let ok = rpool_proto::kube::cidr::is_cidr(text);
     if ok {
         Ok(text.to_string())
     } else {

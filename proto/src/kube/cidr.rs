@@ -58,6 +58,13 @@ pub fn from_u128(family: Family, n: u128) -> IpAddr {
     }
 }
 
+/// True for `ADDRESS/PREFIX` with a prefix of at most 3 digits within the
+/// address family's range (host bits allowed): the shape admins may give
+/// for a pod or service network.
+pub fn is_cidr(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(_, bits)| bits.len() <= 3) && Cidr::parse(text, false).is_ok()
+}
+
 /// An IP network: a network address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {

@@ -40,14 +40,7 @@ pub fn pool_name(field: &str, name: &str) -> Result<(), Invalid> {
 }
 
 fn cidr(field: &str, value: &str) -> Result<(), Invalid> {
-    let ok = value.split_once('/').is_some_and(|(ip, bits)| {
-        let max = match ip.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => 32,
-            Ok(std::net::IpAddr::V6(_)) => 128,
-            Err(_) => return false,
-        };
-        bits.len() <= 3 && bits.parse::<u8>().is_ok_and(|b| b <= max)
-    });
+    let ok = rpool_proto::kube::cidr::is_cidr(value);
     if ok {
         Ok(())
     } else {
