@@ -120,19 +120,9 @@ impl State {
                 pool.phase_reason =
                     format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str());
             }
-            b.more.tasks.push((
-                task_id.to_owned(),
-                Some(TaskRecord {
-                    state: TaskState::Failed,
-                    last_error: error.to_owned(),
-                    retry_at_unix_ms: if last {
-                        u64::MAX
-                    } else {
-                        at_unix_ms + retry_delay_ms(attempt)
-                    },
-                    ..task.clone()
-                }),
-            ));
+            b.more
+                .tasks
+                .push((task_id.to_owned(), Some(failed(task, error, at_unix_ms))));
             b.more.pools.push((task.pool.clone(), Some(pool)));
             return Ok(b.done(ApplyOutcome::Updated));
         }
@@ -319,7 +309,6 @@ impl State {
                 ),
             );
         } else {
-            let last = task.attempt >= MAX_TASK_ATTEMPTS;
             b.event(
                 &task.pool,
                 &task.host_id,
@@ -329,21 +318,26 @@ impl State {
                     task.attempt
                 ),
             );
-            b.more.tasks.push((
-                task.task_id.clone(),
-                Some(TaskRecord {
-                    state: TaskState::Failed,
-                    last_error: error.to_owned(),
-                    retry_at_unix_ms: if last {
-                        u64::MAX
-                    } else {
-                        at_unix_ms + retry_delay_ms(task.attempt)
-                    },
-                    ..task.clone()
-                }),
-            ));
+            b.more
+                .tasks
+                .push((task.task_id.clone(), Some(failed(task, error, at_unix_ms))));
         }
         b.done(ApplyOutcome::Updated)
+    }
+}
+
+/// `task` after a failed attempt: retried with backoff, or never again
+/// after its last attempt.
+fn failed(task: &TaskRecord, error: &str, at_unix_ms: u64) -> TaskRecord {
+    TaskRecord {
+        state: TaskState::Failed,
+        last_error: error.to_owned(),
+        retry_at_unix_ms: if task.attempt >= MAX_TASK_ATTEMPTS {
+            u64::MAX
+        } else {
+            at_unix_ms + retry_delay_ms(task.attempt)
+        },
+        ..task.clone()
     }
 }
 
