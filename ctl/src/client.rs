@@ -68,11 +68,22 @@ pub fn tls_material() -> Result<rpool_proto::tls::TlsMaterial, Failure> {
         ));
     };
     files.load().map_err(|e| {
+        let missing = matches!(
+            &e,
+            rpool_proto::tls::TlsError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound
+        );
         Failure::usage(format!(
-            "{e} (the admin certificate: [tls] in ctl.toml, or --tls-ca/--tls-cert/--tls-key)"
+            "{e} (the admin certificate: [tls] in ctl.toml, or --tls-ca/--tls-cert/--tls-key){}",
+            if missing { MISSING_CERTIFICATE_HINT } else { "" }
         ))
     })
 }
+
+/// Said when the admin certificate files do not exist yet: the usual first
+/// steps, a sandbox on this machine or the servers' PKI.
+const MISSING_CERTIFICATE_HINT: &str = "; to try rpool on this machine, `rpoolctl sandbox up` makes them and \
+     starts a sandbox; for servers, `rpoolctl pki init` (README, \"Install on servers\"), and \
+     --controller ADDRESS to name a controller";
 
 /// Tries each address in order and returns the first that accepts a
 /// connection. If none does: exit 69 with one line naming every address tried.
@@ -245,6 +256,25 @@ pub fn status_failure(status: &tonic::Status, address: &str) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_admin_certificate_files_point_to_the_sandbox_and_the_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        use_tls(Some(rpool_proto::tls::TlsFiles {
+            ca: dir.path().join("pki/ca.crt"),
+            cert: dir.path().join("pki/admin.crt"),
+            key: dir.path().join("pki/admin.key"),
+        }));
+        let failure = tls_material().err().expect("no files, no TLS");
+        assert_eq!(failure.code, exit::USAGE);
+        assert!(failure.message.contains("pki/ca.crt"), "{}", failure.message);
+        assert!(
+            failure.message.contains("rpoolctl sandbox up"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("--controller"), "{}", failure.message);
+    }
 
     #[test]
     fn grpc_codes_map_to_the_documented_exit_codes() {
