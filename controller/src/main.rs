@@ -182,26 +182,32 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         info!("listening on {local}");
         rpool_controller::run(config, listener, shutdown)
             .await
-            .map_err(|error| Failure {
-                code: if rpool_controller::is_damaged_data(&error) {
-                    EXIT_DAMAGED
-                } else if rpool_controller::replica::disk::is_disk_full(error.as_ref()) {
-                    EXIT_DISK_FULL
-                } else {
-                    EXIT_ERROR
-                },
-                error: if rpool_controller::replica::disk::is_disk_full(error.as_ref()) {
-                    error.context(format!(
-                        "the disk of the data dir is full: this controller stopped and wrote nothing more; free \
-                         space there and start it again (systemd does so every few seconds): it waits for \
-                         {} MiB free, then catches up from the others",
-                        rpool_controller::replica::disk::MIN_FREE_BYTES >> 20
-                    ))
-                } else {
-                    error
-                },
-            })
+            .map_err(run_failure)
     })
+}
+
+/// The exit code for an error `run` returned: damaged data and a full disk
+/// have their own (the unit restarts only the second), the rest is 1.
+fn run_failure(error: anyhow::Error) -> Failure {
+    use rpool_controller::replica::disk;
+    if rpool_controller::is_damaged_data(&error) {
+        return Failure {
+            code: EXIT_DAMAGED,
+            error,
+        };
+    }
+    if disk::is_disk_full(error.as_ref()) {
+        return Failure {
+            code: EXIT_DISK_FULL,
+            error: error.context(format!(
+                "the disk of the data dir is full: this controller stopped and wrote nothing more; free space \
+                 there and start it again (systemd does so every few seconds): it waits for {} MiB free, then \
+                 catches up from the others",
+                disk::MIN_FREE_BYTES >> 20
+            )),
+        };
+    }
+    unexpected(error)
 }
 
 /// Resolves on the first SIGTERM or SIGINT. Handlers are installed before

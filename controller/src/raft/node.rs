@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, watch};
 
 pub(super) use super::node_core::Core;
 pub use super::node_core::{add_voter, remove_voter};
-pub use super::node_errors::NodeError;
+pub use super::node_errors::{MachineError, NodeError};
 pub(super) use super::node_handle::Input;
 pub use super::node_handle::{RaftHandle, RaftRole, RaftStatus, SubmitError, until};
 
@@ -70,22 +70,22 @@ pub trait StateMachine: Send + 'static {
     /// Applies a committed command at `index`, persisting the change and the
     /// index together (no sync needed: the entry is durable in the log).
     /// An error means the state could not be persisted: the node stops.
-    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, String>;
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, MachineError>;
     /// Records that `index` carried no command (a new leader's empty entry).
-    fn skip(&mut self, index: u64) -> Result<(), String>;
+    fn skip(&mut self, index: u64) -> Result<(), MachineError>;
     /// Called after each run of applied entries (one per Ready half): a
     /// machine that gathers its writes writes them now.
-    fn end_batch(&mut self) -> Result<(), String> {
+    fn end_batch(&mut self) -> Result<(), MachineError> {
         Ok(())
     }
     /// Records a membership change applied at `index` (persisting, like
     /// `apply`, the index with it). `change.context` holds the address of an
     /// added controller.
-    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String>;
+    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError>;
     /// The whole state as of `applied_index`, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the whole state with a snapshot taken at `index`.
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError>;
 }
 
 /// Where outgoing messages go. Implementations must not block: queue and

@@ -462,7 +462,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                     let change =
                         ConfChange::parse_from_bytes(&entry.data).map_err(|e| NodeError::Restore {
                             index: entry.index,
-                            reason: format!("bad conf change: {e}"),
+                            reason: format!("bad conf change: {e}").into(),
                         })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.log.set_conf_state(&conf_state)?;

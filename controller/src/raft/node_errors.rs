@@ -2,6 +2,10 @@
 
 use super::log_store::LogError;
 
+/// Why the state machine could not apply, skip or restore: its own error,
+/// kept whole (not as text) so callers can tell e.g. a full disk apart.
+pub type MachineError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors that stop the replica: the data dir can no longer be trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -15,9 +19,17 @@ pub enum NodeError {
     #[error("damaged data: {0}. {REMEDY}", REMEDY = super::log_store::REMEDY)]
     Mismatch(String),
     #[error("restoring a snapshot at index {index}: {reason}")]
-    Restore { index: u64, reason: String },
+    Restore {
+        index: u64,
+        #[source]
+        reason: MachineError,
+    },
     #[error("applying entry {index}: {reason}")]
-    Apply { index: u64, reason: String },
+    Apply {
+        index: u64,
+        #[source]
+        reason: MachineError,
+    },
     #[error("starting the raft thread: {0}")]
     Runtime(String),
 }

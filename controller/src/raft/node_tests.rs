@@ -18,22 +18,22 @@ impl StateMachine for ListMachine {
     fn applied_index(&self) -> u64 {
         self.applied
     }
-    fn apply(&mut self, index: u64, data: &[u8]) -> Result<u64, String> {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<u64, MachineError> {
         self.items.push(data.to_vec());
         self.applied = index;
         Ok(index)
     }
-    fn skip(&mut self, index: u64) -> Result<(), String> {
+    fn skip(&mut self, index: u64) -> Result<(), MachineError> {
         self.applied = index;
         Ok(())
     }
-    fn apply_conf_change(&mut self, index: u64, _: &ConfChange) -> Result<(), String> {
+    fn apply_conf_change(&mut self, index: u64, _: &ConfChange) -> Result<(), MachineError> {
         self.skip(index)
     }
     fn snapshot(&self) -> Vec<u8> {
         self.items.join(&b'\n')
     }
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError> {
         self.items = data.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
         self.applied = index;
         Ok(())

@@ -4,6 +4,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use super::*;
+use crate::raft::node::MachineError;
 
 /// One observation from inside a state machine.
 pub(super) struct Applying {
@@ -43,23 +44,23 @@ impl crate::raft::node::StateMachine for Observed {
         self.inner.applied_index()
     }
 
-    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, String> {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, MachineError> {
         let output = self.inner.apply(index, data)?;
         self.record(index, Some(Content::Command(data.to_vec())));
         Ok(output)
     }
 
-    fn skip(&mut self, index: u64) -> Result<(), String> {
+    fn skip(&mut self, index: u64) -> Result<(), MachineError> {
         self.inner.skip(index)?;
         self.record(index, Some(Content::Empty));
         Ok(())
     }
 
-    fn end_batch(&mut self) -> Result<(), String> {
+    fn end_batch(&mut self) -> Result<(), MachineError> {
         self.inner.end_batch()
     }
 
-    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
+    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
         self.inner.apply_conf_change(index, change)?;
         let bytes = change.write_to_bytes().map_err(|e| e.to_string())?;
         self.record(index, Some(Content::Conf(bytes)));
@@ -70,7 +71,7 @@ impl crate::raft::node::StateMachine for Observed {
         self.inner.snapshot()
     }
 
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError> {
         self.inner.restore(index, data)?;
         self.record(index, None);
         Ok(())

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use raft::prelude::{ConfChange, ConfChangeType};
+
+use crate::raft::node::MachineError;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
@@ -40,16 +42,6 @@ pub struct SnapshotData {
     pub tokens: Vec<crate::state::tokens::TokenRecord>,
 }
 
-/// A store error as the Raft node reports it; a full disk is marked with
-/// [`crate::replica::disk::DISK_FULL`] so the binary can tell it apart.
-fn store_failure(e: impl std::error::Error + 'static) -> String {
-    if crate::replica::disk::is_disk_full(&e) {
-        format!("{}: {e:#}", crate::replica::disk::DISK_FULL)
-    } else {
-        format!("{e:#}")
-    }
-}
-
 /// The state machine with its store, shared with readers through `state`.
 ///
 /// The writes of the entries applied in one `Ready` are gathered in one sled
@@ -75,13 +67,13 @@ impl Replicated {
     }
 
     /// Writes what the entries applied since the last call changed.
-    fn write_pending(&mut self) -> Result<(), String> {
+    fn write_pending(&mut self) -> Result<(), MachineError> {
         if self.pending_writes == 0 {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_writes = 0;
-        self.store.db().apply_batch(batch).map_err(store_failure)
+        self.store.db().apply_batch(batch).map_err(MachineError::from)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -100,7 +92,7 @@ impl crate::raft::node::StateMachine for Replicated {
         self.read().applied_index()
     }
 
-    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, String> {
+    fn apply(&mut self, index: u64, data: &[u8]) -> Result<Applied, MachineError> {
         let command: Command = match serde_json::from_slice(data) {
             Ok(command) => command,
             Err(e) => {
@@ -120,7 +112,7 @@ impl crate::raft::node::StateMachine for Replicated {
         };
         self.store
             .write_into(&mut self.pending, &change)
-            .map_err(store_failure)?;
+            .map_err(MachineError::from)?;
         self.pending_writes += 1;
         // Events past the kept window go from disk as they go from memory.
         let first_kept = {
@@ -134,25 +126,25 @@ impl crate::raft::node::StateMachine for Replicated {
         if let Some(first_kept) = first_kept {
             self.store
                 .prune_events_into(&mut self.pending, first_kept)
-                .map_err(store_failure)?;
+                .map_err(MachineError::from)?;
         }
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
         Ok((index, Ok(outcome)))
     }
 
-    fn skip(&mut self, index: u64) -> Result<(), String> {
+    fn skip(&mut self, index: u64) -> Result<(), MachineError> {
         Store::write_applied_into(&mut self.pending, index);
         self.pending_writes += 1;
         self.write().skip(index);
         Ok(())
     }
 
-    fn end_batch(&mut self) -> Result<(), String> {
+    fn end_batch(&mut self) -> Result<(), MachineError> {
         self.write_pending()
     }
 
-    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), String> {
+    fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
         let address = match change.get_change_type() {
             ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
                 Some(String::from_utf8_lossy(&change.context).into_owned())
@@ -180,14 +172,15 @@ impl crate::raft::node::StateMachine for Replicated {
         serde_json::to_vec(&data).expect("the state machine always encodes as JSON")
     }
 
-    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError> {
         let data: SnapshotData =
             serde_json::from_slice(data).map_err(|e| format!("snapshot does not decode: {e}"))?;
         if data.applied_index != index {
             return Err(format!(
                 "snapshot data is at {} but its metadata says {index}",
                 data.applied_index
-            ));
+            )
+            .into());
         }
         let hosts = data.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
         let mut restored = State::from_parts(hosts, data.members, data.applied_index);
@@ -199,7 +192,7 @@ impl crate::raft::node::StateMachine for Replicated {
         restored.set_tokens(data.tokens.into_iter().map(|t| (t.id.clone(), t)).collect());
         // Older applied entries first, then the snapshot replaces them all.
         self.write_pending()?;
-        self.store.replace_all(&restored).map_err(store_failure)?;
+        self.store.replace_all(&restored).map_err(MachineError::from)?;
         info!(
             index,
             hosts = restored.hosts().len(),

@@ -59,10 +59,6 @@ pub fn remove_unfinished_snapshots(data_dir: &Path) -> std::io::Result<Vec<std::
     Ok(removed)
 }
 
-/// How a full disk starts the reason the state machine gives the Raft node
-/// (whose errors are text): see [`is_disk_full`].
-pub const DISK_FULL: &str = "disk full";
-
 fn full(io: &std::io::Error) -> bool {
     matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
         || matches!(
@@ -72,7 +68,7 @@ fn full(io: &std::io::Error) -> bool {
 }
 
 /// True when `error`'s chain holds an I/O error for a full disk (ENOSPC,
-/// or EDQUOT for a quota), or the state machine reported one.
+/// or EDQUOT for a quota).
 pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
@@ -83,14 +79,6 @@ pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
         }
         if let Some(sled::Error::Io(io)) = e.downcast_ref::<sled::Error>()
             && full(io)
-        {
-            return true;
-        }
-        if let Some(
-            crate::raft::node::NodeError::Apply { reason, .. }
-            | crate::raft::node::NodeError::Restore { reason, .. },
-        ) = e.downcast_ref::<crate::raft::node::NodeError>()
-            && reason.starts_with(DISK_FULL)
         {
             return true;
         }
@@ -149,7 +137,7 @@ mod tests {
         assert!(is_disk_full(&custom));
         let apply = crate::raft::node::NodeError::Apply {
             index: 8,
-            reason: format!("{DISK_FULL}: IO error: no space left"),
+            reason: Box::new(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC))),
         };
         assert!(is_disk_full(
             anyhow::Error::new(apply)
