@@ -84,6 +84,36 @@ async fn trio_with_a_host(
     Ok((cluster, agent, host_id))
 }
 
+/// `rpoolctl controller remove ID --yes -o json`: the group left, as JSON
+/// and as ids.
+fn remove_controller(
+    home: &std::path::Path,
+    addrs: &str,
+    id: u64,
+) -> anyhow::Result<(serde_json::Value, Vec<u64>)> {
+    let out = ctl(
+        home,
+        &[
+            "--controller",
+            addrs,
+            "controller",
+            "remove",
+            &id.to_string(),
+            "--yes",
+            "-o",
+            "json",
+        ],
+    );
+    let list = json_of(&out)?;
+    let ids = list
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("not a list: {list:#}"))?
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap_or_default())
+        .collect();
+    Ok((list, ids))
+}
+
 /// Admin labels of `host_id` as stored in a stopped controller's data dir.
 fn stored_labels(controller: &Controller, host_id: &str) -> (u64, BTreeMap<String, String>) {
     let store =
@@ -419,26 +449,7 @@ async fn membership_add_transfer_and_remove_through_rpoolctl() -> anyhow::Result
     );
     json_of(&out)?;
     assert_eq!(cluster.leader().await?, 4);
-    let out = ctl(
-        home,
-        &[
-            "--controller",
-            &addrs,
-            "controller",
-            "remove",
-            "1",
-            "--yes",
-            "-o",
-            "json",
-        ],
-    );
-    let list = json_of(&out)?;
-    let ids: Vec<u64> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_u64().unwrap())
-        .collect();
+    let (list, ids) = remove_controller(home, &addrs, 1)?;
     assert_eq!(ids, vec![2, 3, 4], "{list:#}");
 
     // Removing the leader is refused with a hint.
@@ -510,26 +521,7 @@ async fn controller_remove_decides_on_a_quorum_probe_of_its_own() -> anyhow::Res
     );
 
     // On the healthy trio the same removal goes through at once.
-    let out = ctl(
-        home,
-        &[
-            "--controller",
-            &addrs,
-            "controller",
-            "remove",
-            &target.to_string(),
-            "--yes",
-            "-o",
-            "json",
-        ],
-    );
-    let list = json_of(&out)?;
-    let ids: Vec<u64> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_u64().unwrap())
-        .collect();
+    let (list, ids) = remove_controller(home, &addrs, target)?;
     assert!(!ids.contains(&target), "{list:#}");
     assert_eq!(ids.len(), 2, "{list:#}");
     Ok(())
