@@ -29,7 +29,8 @@ case "$profile" in
 esac
 
 cd "$repo"
-bindir="target/$profile"
+# Cargo puts binaries under CARGO_TARGET_DIR when it is set.
+bindir="$(realpath -m "${CARGO_TARGET_DIR:-target}")/$profile"
 if [ "$build" = 1 ]; then
   flag=--release; [ "$profile" = debug ] && flag=
   cargo build --locked $flag -p rpool-agent -p rpool-controller -p rpoolctl --bins

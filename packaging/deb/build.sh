@@ -33,7 +33,9 @@ for tool in cargo dpkg-deb dpkg-shlibdeps help2man strip; do
 done
 
 cd "$repo"
-bindir="$repo/target/$profile"
+# Cargo puts binaries under CARGO_TARGET_DIR when it is set.
+target_dir="$(realpath -m "${CARGO_TARGET_DIR:-$repo/target}")"
+bindir="$target_dir/$profile"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 debversion="${version}-1"
 arch="$(dpkg --print-architecture)"
