@@ -769,6 +769,7 @@ impl Agent {
         if let Some(sim) = kubesim {
             let node_root = dir.join("node");
             std::fs::create_dir_all(&node_root)?;
+            rpool_proto::sim::create_socket_file(&node_root.join(rpool_proto::sim::CONTAINERD_SOCKET))?;
             // kubesim (the agent's children) takes the node root from its
             // environment; the agent's driver from `[kube] host_root`.
             kube = format!(

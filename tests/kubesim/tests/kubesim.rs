@@ -63,8 +63,11 @@ impl Sim {
         Sim { dir, now: None }
     }
 
+    /// The host's root, with the containerd socket a running runtime leaves.
     fn root(&self, host: &str) -> PathBuf {
-        self.dir.path().join("hosts").join(host)
+        let root = self.dir.path().join("hosts").join(host);
+        rpool_proto::sim::create_socket_file(&root.join(rpool_proto::sim::CONTAINERD_SOCKET)).unwrap();
+        root
     }
 
     fn state(&self) -> PathBuf {
@@ -915,6 +918,14 @@ fn init_with_a_config_file_uses_its_secrets_and_refuses_what_kubeadm_refuses() {
     .unwrap();
     sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
         .fails("v1.29.0");
+    // The criSocket must be a runtime's socket on this host.
+    std::fs::write(
+        &path,
+        init_file(EP, token, &key, "").replace("/run/containerd/containerd.sock", "/run/crio/crio.sock"),
+    )
+    .unwrap();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("[ERROR CRI]: container runtime is not running: output: validate service connection: validate CRI v1 runtime API for endpoint \"unix:///run/crio/crio.sock\": rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial unix /run/crio/crio.sock: connect: no such file or directory\"");
     assert!(!sim.root("cp1").join("etc/kubernetes/admin.conf").exists());
 
     // The file's token, certificate key, endpoint and node name are used.
