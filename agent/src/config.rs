@@ -64,6 +64,11 @@ pub struct Config {
     pub zone: String,
     /// Admin labels reported with the host's facts.
     pub labels: BTreeMap<String, String>,
+    /// The address this host's Kubernetes node advertises (an IP, not
+    /// loopback, unspecified or multicast). Unset: the local address of the
+    /// connection to the controllers, unless that is on a bridge, CNI, veth
+    /// or loopback interface (see [`crate::address`]).
+    pub advertise_address: Option<String>,
     pub health: HealthConfig,
     pub reconnect: ReconnectConfig,
     pub kube: KubeConfig,
@@ -96,6 +101,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/rpool/agent"),
             zone: "default".to_owned(),
             labels: BTreeMap::new(),
+            advertise_address: None,
             health: HealthConfig::default(),
             reconnect: ReconnectConfig::default(),
             kube: KubeConfig::default(),
@@ -130,7 +136,9 @@ pub struct HealthConfig {
     pub kubeadm_path: Option<PathBuf>,
     /// Moved to `[kube] kubelet_path`; refused here likewise.
     pub kubelet_path: Option<PathBuf>,
-    pub container_runtime_socket: PathBuf,
+    /// Moved to `[kube] cri_socket` (the socket kubeadm registers the node
+    /// with is the one the check looks at); refused here likewise.
+    pub container_runtime_socket: Option<PathBuf>,
 }
 
 impl Default for HealthConfig {
@@ -139,7 +147,7 @@ impl Default for HealthConfig {
             min_free_disk: "1GiB".to_owned(),
             kubeadm_path: None,
             kubelet_path: None,
-            container_runtime_socket: PathBuf::from("/run/containerd/containerd.sock"),
+            container_runtime_socket: None,
         }
     }
 }
@@ -187,6 +195,10 @@ pub struct KubeConfig {
     /// `/etc/cni`): empty (the default) means `/`. The sandbox and the
     /// tests set a simulated host's directory.
     pub host_root: PathBuf,
+    /// The CRI endpoint kubeadm registers the node with
+    /// (`unix:///run/containerd/containerd.sock`). Unset: the first known
+    /// runtime socket found under `host_root` (see [`crate::cri`]).
+    pub cri_socket: Option<String>,
 }
 
 impl Default for KubeConfig {
@@ -198,6 +210,7 @@ impl Default for KubeConfig {
             admin_kubeconfig: PathBuf::from("/etc/kubernetes/admin.conf"),
             command_timeout_s: 600,
             host_root: PathBuf::new(),
+            cri_socket: None,
         }
     }
 }
@@ -365,6 +378,11 @@ impl Config {
                 "kube.kubelet_path",
                 self.health.kubelet_path.is_some(),
             ),
+            (
+                "health.container_runtime_socket",
+                "kube.cri_socket",
+                self.health.container_runtime_socket.is_some(),
+            ),
         ] {
             if set {
                 return Err(FieldError::invalid(
@@ -376,11 +394,22 @@ impl Config {
                 ));
             }
         }
-        if self.health.container_runtime_socket.as_os_str().is_empty() {
+        if let Some(socket) = &self.kube.cri_socket
+            && !rpool_proto::kube::kubeadm_check::is_cri_socket(socket)
+        {
             return Err(FieldError::invalid(
-                "health.container_runtime_socket",
-                "empty path",
-                "a file path",
+                "kube.cri_socket",
+                format!("{socket:?} is not accepted"),
+                "unix:///absolute/path, e.g. unix:///run/containerd/containerd.sock",
+            ));
+        }
+        if let Some(address) = &self.advertise_address
+            && let Err(problem) = crate::address::check_advertise(address)
+        {
+            return Err(FieldError::invalid(
+                "advertise_address",
+                format!("{address:?} {problem}"),
+                "an IPv4 or IPv6 address of this host, not loopback, unspecified or multicast",
             ));
         }
         for (field, path) in [
@@ -522,7 +551,6 @@ zone = "default"
 [labels]
 [health]
 min_free_disk = "1GiB"
-container_runtime_socket = "/run/containerd/containerd.sock"
 [reconnect]
 initial_backoff_ms = 200
 max_backoff_ms = 10000
@@ -537,6 +565,43 @@ command_timeout_s = 600
         assert_eq!(config, valid());
         config.validate().unwrap();
         assert_eq!(config.health.min_free_disk_bytes(), 1 << 30);
+    }
+
+    #[test]
+    fn advertise_address_and_cri_socket_are_checked_and_name_their_field() {
+        let mut config = valid();
+        for (bad, problem) in [
+            ("node-1", "is not an IP address"),
+            ("127.0.0.1", "is a loopback address"),
+            ("::", "is the unspecified address"),
+            ("239.1.1.1", "is a multicast address"),
+        ] {
+            config.advertise_address = Some(bad.into());
+            let err = field_error(&config);
+            assert_eq!(err.field, "advertise_address");
+            assert!(err.to_string().contains(problem), "{err}");
+        }
+        config.advertise_address = Some("10.0.0.21".into());
+        config.validate().unwrap();
+        for bad in ["/run/containerd/containerd.sock", "unix://", "tcp://10.0.0.1:1"] {
+            config.kube.cri_socket = Some(bad.into());
+            assert_eq!(field_error(&config).field, "kube.cri_socket", "{bad}");
+        }
+        let text = "controllers = [\"127.0.0.1:1\"]\nadvertise_address = \"2001:db8::7\"\n[kube]\ncri_socket = \"unix:///run/crio/crio.sock\"\n";
+        let config = Config::from_toml(text, "agent.toml").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.kube.cri_socket.as_deref(),
+            Some("unix:///run/crio/crio.sock")
+        );
+        // The old health key is refused and points to the new one.
+        let text = "controllers = [\"127.0.0.1:1\"]\n[health]\ncontainer_runtime_socket = \"/run/x.sock\"\n";
+        let err = Config::from_toml(text, "agent.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.field, "health.container_runtime_socket");
+        assert!(err.to_string().contains("kube.cri_socket"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   `health.min_free_disk`.
 //! - `kubeadm`, `kubelet`: an executable at `[kube] kubeadm_path` and
 //!   `kubelet_path` (where the tasks run them), else WARN.
-//! - `container_runtime`: the runtime socket exists, else WARN.
+//! - `container_runtime`: the CRI socket (`[kube] cri_socket`, else the
+//!   one detected under `[kube] host_root`, see [`crate::cri`]) exists, and
+//!   only one runtime was found when none is configured, else WARN.
 //! - `clock`: the wall clock is after 2025-01-01 and did not step back by
 //!   more than 1s since the previous check, else FAIL.
 
@@ -35,9 +37,10 @@ pub fn check(name: &str, status: HealthStatus, message: impl Into<String>) -> He
 pub struct HealthChecker {
     state_dir: PathBuf,
     min_free_disk_bytes: u64,
-    config: HealthConfig,
     kubeadm_path: PathBuf,
     kubelet_path: PathBuf,
+    cri_socket: Option<String>,
+    host_root: PathBuf,
     clock: ClockCheck,
 }
 
@@ -47,9 +50,10 @@ impl HealthChecker {
         HealthChecker {
             state_dir: state_dir.to_owned(),
             min_free_disk_bytes: config.min_free_disk_bytes(),
-            config: config.clone(),
             kubeadm_path: kube.kubeadm_path.clone(),
             kubelet_path: kube.kubelet_path.clone(),
+            cri_socket: kube.cri_socket.clone(),
+            host_root: kube.host_root.clone(),
             clock: ClockCheck::default(),
         }
     }
@@ -67,7 +71,7 @@ impl HealthChecker {
             },
             executable("kubeadm", &self.kubeadm_path),
             executable("kubelet", &self.kubelet_path),
-            container_runtime(&self.config.container_runtime_socket),
+            crate::cri::detect(self.cri_socket.as_deref(), &self.host_root).health(&self.host_root),
             self.clock.check(now_unix_ms),
         ]
     }
@@ -119,23 +123,6 @@ pub fn executable(name: &str, path: &Path) -> HealthCheck {
             HealthStatus::Warn,
             format!("not found at {}", path.display()),
         ),
-    }
-}
-
-/// OK when the container runtime socket exists, else WARN.
-pub fn container_runtime(socket: &Path) -> HealthCheck {
-    if socket.exists() {
-        check(
-            "container_runtime",
-            HealthStatus::Ok,
-            format!("socket at {}", socket.display()),
-        )
-    } else {
-        check(
-            "container_runtime",
-            HealthStatus::Warn,
-            format!("no socket at {}", socket.display()),
-        )
     }
 }
 
@@ -207,15 +194,6 @@ mod tests {
         assert_eq!(status(&executable("kubeadm", &path)), HealthStatus::Warn);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(status(&executable("kubeadm", &path)), HealthStatus::Ok);
-    }
-
-    #[test]
-    fn the_container_runtime_check_looks_for_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("containerd.sock");
-        assert_eq!(status(&container_runtime(&sock)), HealthStatus::Warn);
-        std::fs::write(&sock, "").unwrap();
-        assert_eq!(status(&container_runtime(&sock)), HealthStatus::Ok);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! Modules:
 //! - [`config`]: `agent.toml`, flag overrides, validation.
 //! - [`identity`]: the persistent host id, hostname, addresses.
+//! - [`address`]: the node's advertise address (config, connection, or a
+//!   physical interface; never a bridge, CNI, veth or loopback one).
+//! - [`cri`]: the CRI socket (config, or detected under `host_root`).
 //! - [`inventory`]: cores and memory from sysinfo, capped by cgroup v2 limits.
 //! - [`utilization`]: CPU share, memory used, load averages.
 //! - [`health`]: local checks (disk, kubeadm, kubelet, runtime socket, clock).
@@ -42,8 +45,11 @@
 //!    retried once on the same controller (initial backoff) before rotating.
 //! 6. On shutdown: close the stream's sending half and return.
 
+pub mod address;
 pub mod backoff;
 pub mod config;
+pub mod connector;
+pub mod cri;
 pub mod enroll;
 pub mod health;
 pub mod identity;

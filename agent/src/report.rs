@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rpool_proto::clock::unix_ms_now;
-use rpool_proto::v1::{HealthCheck, HealthStatus, HostFacts, Inventory, Utilization};
+use rpool_proto::v1::{AdvertiseSource, HealthCheck, HealthStatus, HostFacts, Inventory, Utilization};
 
 use crate::config::Config;
 use crate::health::{self, HealthChecker};
@@ -45,6 +45,7 @@ pub struct Report {
 struct Slow {
     hostname: String,
     addresses: Vec<String>,
+    interfaces: Vec<(String, Vec<std::net::IpAddr>)>,
     limits: CgroupLimits,
     physical_cores: Option<u32>,
     read_at: Instant,
@@ -55,6 +56,7 @@ impl Slow {
         Slow {
             hostname: crate::identity::hostname(),
             addresses: crate::identity::addresses(networks),
+            interfaces: crate::address::interfaces(networks),
             limits: read_limits(),
             physical_cores: inventory::physical_core_count(),
             read_at: Instant::now(),
@@ -75,6 +77,12 @@ pub struct Reporter {
     slow: Slow,
     /// Latest pending-pods count, when a counter runs.
     pending: Option<tokio::sync::watch::Receiver<Option<u32>>>,
+    /// `advertise_address` from agent.toml.
+    advertise: Option<std::net::IpAddr>,
+    /// The local address of the current connection to a controller.
+    connection: Option<std::net::IpAddr>,
+    cri_socket: Option<String>,
+    host_root: std::path::PathBuf,
 }
 
 impl Reporter {
@@ -98,6 +106,13 @@ impl Reporter {
             health: HealthChecker::new(&config.state_dir, &config.health, &config.kube),
             slow,
             pending: None,
+            advertise: config
+                .advertise_address
+                .as_deref()
+                .and_then(|a| crate::address::check_advertise(a).ok()),
+            connection: None,
+            cri_socket: config.kube.cri_socket.clone(),
+            host_root: config.kube.host_root.clone(),
         })
     }
 
@@ -107,6 +122,27 @@ impl Reporter {
         self.pending = Some(rx);
     }
 
+    /// The local address of the connection to the controllers, from which
+    /// the advertise address is derived (see [`crate::address`]).
+    pub fn set_connection_address(&mut self, local: Option<std::net::IpAddr>) {
+        self.connection = local;
+    }
+
+    /// Advertise address, its source, and the CRI socket, as reported.
+    fn node_facts(&self) -> (String, i32, String) {
+        let (address, source) = match crate::address::choose(
+            self.advertise,
+            self.connection,
+            &self.slow.interfaces,
+            std::path::Path::new("/sys/class/net"),
+        ) {
+            Some((ip, source)) => (ip.to_string(), source as i32),
+            None => (String::new(), AdvertiseSource::Unspecified as i32),
+        };
+        let cri = crate::cri::detect(self.cri_socket.as_deref(), &self.host_root);
+        (address, source, cri.socket.unwrap_or_default())
+    }
+
     /// Takes a fresh sample of everything.
     pub fn sample(&mut self) -> Report {
         if self.slow.read_at.elapsed() >= SLOW_REFRESH {
@@ -114,6 +150,7 @@ impl Reporter {
             self.slow = Slow::read(&self.networks);
         }
         let sent_at_unix_ms = unix_ms_now();
+        let (advertise_address, advertise_source, cri_socket) = self.node_facts();
         let mut health = self.health.run(sent_at_unix_ms);
         let (facts, utilization) = if let Some(sim) = &mut self.sim {
             sim.poll();
@@ -148,6 +185,9 @@ impl Reporter {
                 labels: self.labels.clone(),
                 inventory: Some(inventory),
                 simulated: true,
+                advertise_address,
+                advertise_source,
+                cri_socket,
             };
             (facts, utilization::simulated(host))
         } else {
@@ -165,6 +205,9 @@ impl Reporter {
                 labels: self.labels.clone(),
                 inventory: Some(inventory),
                 simulated: false,
+                advertise_address,
+                advertise_source,
+                cri_socket,
             };
             (facts, utilization)
         };
@@ -231,6 +274,7 @@ mod tests {
                 memory_capped_by_cgroup: false,
             }),
             simulated: false,
+            ..HostFacts::default()
         }
     }
 

@@ -401,15 +401,17 @@ async fn session(
         Ok(e) => e,
         Err(e) => return lost(Reason::Tls(e)),
     };
+    let connector = crate::connector::RecordingConnector::default();
     let channel: Channel = tokio::select! {
         biased;
         _ = stopped(shutdown) => return Ended::Shutdown,
-        r = endpoint.connect() => match r {
+        r = endpoint.connect_with_connector(connector.clone()) => match r {
             Ok(c) => c,
             Err(e) => return lost(Reason::Connect(e)),
         },
     };
-    info!(controller = %addr, "connected");
+    info!(controller = %addr, local = ?connector.local_address(), "connected");
+    reporter.set_connection_address(connector.local_address());
     let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
 
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use rpool_proto::v1::{
-    Controller, Event, HealthCheck, HealthStatus, Host, HostState, Pool, PoolMember, ResizePoolResponse,
-    StatusResponse, Utilization,
+    AdvertiseSource, Controller, Event, HealthCheck, HealthStatus, Host, HostState, Pool, PoolMember,
+    ResizePoolResponse, StatusResponse, Utilization,
 };
 use serde::Serialize;
 
@@ -37,6 +37,16 @@ pub fn health_name(status: i32) -> &'static str {
     }
 }
 
+/// The lower-case name of an `AdvertiseSource` ("" when unset).
+pub fn advertise_source_name(source: i32) -> &'static str {
+    match AdvertiseSource::try_from(source) {
+        Ok(AdvertiseSource::Config) => "config",
+        Ok(AdvertiseSource::Connection) => "connection",
+        Ok(AdvertiseSource::Interface) => "interface",
+        _ => "",
+    }
+}
+
 /// One host, as printed by `host list -o json` (array) and `host show -o json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostView {
@@ -50,6 +60,12 @@ pub struct HostView {
     pub agent_version: String,
     pub simulated: bool,
     pub addresses: Vec<String>,
+    /// The address the host's Kubernetes node advertises ("" none).
+    pub advertise_address: String,
+    /// Where it comes from: "config", "connection", "interface" ("" none).
+    pub advertise_source: String,
+    /// The CRI endpoint the node registers with ("" none reported).
+    pub cri_socket: String,
     pub labels: BTreeMap<String, String>,
     pub cores: u32,
     pub physical_cores: u32,
@@ -120,6 +136,9 @@ impl From<&Host> for HostView {
             agent_version: h.agent_version.clone(),
             simulated: facts.simulated,
             addresses: facts.addresses,
+            advertise_address: facts.advertise_address,
+            advertise_source: advertise_source_name(facts.advertise_source).to_string(),
+            cri_socket: facts.cri_socket,
             labels: facts.labels.into_iter().collect(),
             cores: inv.logical_cores,
             physical_cores: inv.physical_cores,
@@ -518,6 +537,9 @@ pub(crate) mod tests {
                     memory_capped_by_cgroup: false,
                 }),
                 simulated: true,
+                advertise_address: "10.0.0.7".into(),
+                advertise_source: AdvertiseSource::Connection as i32,
+                cri_socket: "unix:///run/containerd/containerd.sock".into(),
             }),
             connected: true,
             last_heartbeat_age_ms: 120,
@@ -553,6 +575,9 @@ pub(crate) mod tests {
             "agent_version": "0.1.0",
             "simulated": true,
             "addresses": ["10.0.0.7", "127.0.0.1"],
+            "advertise_address": "10.0.0.7",
+            "advertise_source": "connection",
+            "cri_socket": "unix:///run/containerd/containerd.sock",
             "labels": {"rack": "r12"},
             "cores": 16,
             "physical_cores": 8,

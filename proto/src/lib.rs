@@ -29,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pinned;
 pub mod pki;
+pub mod sim;
 pub mod tls;
 pub mod token;
 pub mod units;

@@ -713,6 +713,42 @@ impl Kubesim {
             .expect("running kubesim kubectl")
     }
 
+    /// `kubectl apply` of `yaml` through the control plane with `node_root`
+    /// (tests place workloads this way).
+    pub fn apply(&self, node_root: &Path, yaml: &str) -> Result<()> {
+        let file = node_root.join("kubesim-test-apply.yaml");
+        std::fs::write(&file, yaml)?;
+        let out = self.kubectl(node_root, &["apply", "-f", &file.display().to_string()]);
+        std::fs::remove_file(&file)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// A pod on node `node` in namespace `default`: bare, or owned by
+    /// ReplicaSet `replica_set`, labelled `app=<app>`.
+    pub fn pod_yaml(name: &str, node: &str, replica_set: Option<&str>, app: &str) -> String {
+        let owner = replica_set.map_or(String::new(), |rs| {
+            format!(
+                "  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: {rs}\n    uid: 0b5e8a3c-1f2d-4c6b-9a7e-3d2c1b0a9f8e\n    controller: true\n"
+            )
+        });
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    app: {app}\n{owner}spec:\n  nodeName: {node}\n  containers:\n  - name: main\n    image: registry.k8s.io/pause:3.10\n"
+        )
+    }
+
+    /// A PodDisruptionBudget keeping at least `min_available` pods with
+    /// `app=<app>` in namespace `default`.
+    pub fn pdb_yaml(name: &str, app: &str, min_available: u32) -> String {
+        format!(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  minAvailable: {min_available}\n  selector:\n    matchLabels:\n      app: {app}\n"
+        )
+    }
+
     /// Node names and their roles ("control-plane" or "worker") in the
     /// cluster a control plane with `node_root` belongs to.
     pub fn nodes(&self, node_root: &Path) -> Result<Vec<(String, String)>> {
@@ -769,6 +805,7 @@ impl Agent {
         if let Some(sim) = kubesim {
             let node_root = dir.join("node");
             std::fs::create_dir_all(&node_root)?;
+            rpool_proto::sim::create_socket_file(&node_root.join(rpool_proto::sim::CONTAINERD_SOCKET))?;
             // kubesim (the agent's children) takes the node root from its
             // environment; the agent's driver from `[kube] host_root`.
             kube = format!(

@@ -137,6 +137,9 @@ pub enum KubeError {
     /// Non-zero exit; `code` is -1 when a signal ended it.
     #[error("{cmd}: exit code {code}: {tail}")]
     Failed { cmd: String, code: i32, tail: String },
+    /// `kubectl drain` failed because of these pods (`ns/name (why)`, ...).
+    #[error("node {node} not drained, blocked by pods: {pods} ({cmd})")]
+    DrainBlocked { cmd: String, node: String, pods: String },
     /// The tool succeeded but its output could not be understood.
     #[error("{cmd}: unexpected output: {what}")]
     Output { cmd: String, what: String },

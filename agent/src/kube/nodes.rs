@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::info;
 
 use super::checks::check_node_name;
-use super::parse::{is_not_found, parse_member_list};
+use super::parse::{drain_blockers, is_not_found, parse_member_list};
 use super::{Driver, KubeError};
 
 impl Driver {
@@ -45,6 +45,18 @@ impl Driver {
         match self.run(&self.kubectl, &args, limit).await {
             Ok(_) => Ok(false),
             Err(KubeError::Failed { tail, .. }) if is_not_found(&tail, node) => Ok(true),
+            Err(KubeError::Failed { cmd, tail, .. }) if !drain_blockers(&tail).is_empty() => {
+                let pods = drain_blockers(&tail)
+                    .iter()
+                    .map(|b| format!("{} ({})", b.pod, b.why))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Err(KubeError::DrainBlocked {
+                    cmd,
+                    node: node.to_owned(),
+                    pods,
+                })
+            }
             Err(e) => Err(e),
         }
     }

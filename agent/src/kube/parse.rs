@@ -233,3 +233,118 @@ pub fn parse_member_list(text: &str) -> Vec<(String, String)> {
 pub(super) fn is_not_found(text: &str, node: &str) -> bool {
     text.contains(&format!("nodes \"{node}\" not found"))
 }
+
+/// A pod that kept `kubectl drain` from finishing, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainBlocker {
+    /// `namespace/name`.
+    pub pod: String,
+    pub why: &'static str,
+}
+
+/// The pods a failed `kubectl drain` names in its error: the ones its
+/// filters refused (`cannot delete <kind>: ns/a, ns/b`) and the ones whose
+/// eviction did not finish before `--timeout` (`error when evicting
+/// pods/"a" -n "ns": global timeout reached: 5m0s`), the latter blocked by
+/// a PodDisruptionBudget when kubectl said so while retrying.
+pub fn drain_blockers(text: &str) -> Vec<DrainBlocker> {
+    let mut out: Vec<DrainBlocker> = Vec::new();
+    let mut push = |pod: String, why: &'static str| {
+        if !out.iter().any(|b| b.pod == pod) {
+            out.push(DrainBlocker { pod, why });
+        }
+    };
+    const FILTERS: [(&str, &str); 3] = [
+        (
+            "cannot delete Pods declare no controller (use --force to override): ",
+            "declares no controller (bare pod; rpool does not --force it away)",
+        ),
+        (
+            "cannot delete Pods with local storage (use --delete-emptydir-data to override): ",
+            "uses local storage",
+        ),
+        (
+            "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): ",
+            "is DaemonSet-managed",
+        ),
+    ];
+    let budget = text.contains("Cannot evict pod as it would violate the pod's disruption budget");
+    // The last line repeats the whole error; kubectl joins several with ", ".
+    let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
+        return Vec::new();
+    };
+    let last = last.trim().trim_start_matches('[').trim_end_matches(']');
+    for part in split_errors(last) {
+        if let Some((prefix, why)) = FILTERS.iter().find(|(p, _)| part.starts_with(p)) {
+            for pod in part[prefix.len()..].split(", ") {
+                push(pod.trim().to_owned(), why);
+            }
+        } else if let Some(rest) = part.strip_prefix("error when evicting pods/\"")
+            && rest.contains("global timeout reached")
+            && let Some((name, rest)) = rest.split_once("\" -n \"")
+            && let Some((ns, _)) = rest.split_once('"')
+        {
+            let why = if budget {
+                "eviction refused by its PodDisruptionBudget until the drain timed out"
+            } else {
+                "eviction did not finish before the drain timed out"
+            };
+            push(format!("{ns}/{name}"), why);
+        }
+    }
+    out
+}
+
+/// The errors of kubectl's aggregate (`a, b`), where each error starts with
+/// `cannot delete ` or `error when evicting ` (pod lists also hold ", ").
+fn split_errors(line: &str) -> Vec<&str> {
+    let mut starts: Vec<usize> = ["cannot delete ", "error when evicting "]
+        .iter()
+        .flat_map(|m| line.match_indices(m).map(|(i, _)| i))
+        .collect();
+    starts.sort_unstable();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let end = starts.get(k + 1).copied().unwrap_or(line.len());
+            line[i..end].trim_end().trim_end_matches(',')
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn refused_and_timed_out_pods_are_named_with_their_reason() {
+        let refused = "node/w1 cordoned\nerror: unable to drain node \"w1\" due to error: [cannot delete Pods with local storage (use --delete-emptydir-data to override): default/cache-0, cannot delete Pods declare no controller (use --force to override): default/bare-1, kube-system/debug], continuing command...\nThere are pending nodes to be drained:\n w1\n[cannot delete Pods with local storage (use --delete-emptydir-data to override): default/cache-0, cannot delete Pods declare no controller (use --force to override): default/bare-1, kube-system/debug]\n";
+        let b = drain_blockers(refused);
+        let pods: Vec<(&str, &str)> = b.iter().map(|b| (b.pod.as_str(), b.why)).collect();
+        assert_eq!(
+            pods,
+            [
+                ("default/cache-0", "uses local storage"),
+                (
+                    "default/bare-1",
+                    "declares no controller (bare pod; rpool does not --force it away)"
+                ),
+                (
+                    "kube-system/debug",
+                    "declares no controller (bare pod; rpool does not --force it away)"
+                ),
+            ]
+        );
+        let timed_out = "evicting pod default/web-0\nerror when evicting pods/\"web-0\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.\nerror: unable to drain node \"w1\" due to error: error when evicting pods/\"web-0\" -n \"default\": global timeout reached: 5m0s, continuing command...\nThere are pending nodes to be drained:\n w1\nerror when evicting pods/\"web-0\" -n \"default\": global timeout reached: 5m0s\n";
+        assert_eq!(
+            drain_blockers(timed_out),
+            [DrainBlocker {
+                pod: "default/web-0".into(),
+                why: "eviction refused by its PodDisruptionBudget until the drain timed out"
+            }]
+        );
+        assert!(drain_blockers("error: the server doesn't have a resource type \"nodes\"\n").is_empty());
+        assert!(drain_blockers("").is_empty());
+    }
+}

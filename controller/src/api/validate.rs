@@ -223,6 +223,20 @@ pub fn host_facts(path: &str, f: &v1::HostFacts) -> Result<(), Invalid> {
 
     labels(&format!("{path}.labels"), &f.labels)?;
 
+    advertise(path, f)?;
+    if !f.cri_socket.is_empty()
+        && (!rpool_proto::kube::kubeadm_check::is_cri_socket(&f.cri_socket)
+            || f.cri_socket.chars().count() > CRI_SOCKET_MAX_CHARS)
+    {
+        return Err(Invalid::new(
+            format!("{path}.cri_socket"),
+            format!(
+                "{} is not accepted (accepted \"\" or unix:///absolute/path, at most {CRI_SOCKET_MAX_CHARS} characters)",
+                show(&f.cri_socket)
+            ),
+        ));
+    }
+
     let inv = f.inventory.as_ref().ok_or_else(|| {
         Invalid::new(
             format!("{path}.inventory"),
@@ -230,6 +244,67 @@ pub fn host_facts(path: &str, f: &v1::HostFacts) -> Result<(), Invalid> {
         )
     })?;
     inventory(&format!("{path}.inventory"), inv)
+}
+
+/// Longest `HostFacts.cri_socket`.
+pub const CRI_SOCKET_MAX_CHARS: usize = 255;
+
+/// `advertise_address` and `advertise_source` of the `HostFacts` at `path`:
+/// both empty, or an address a node can advertise with where it came from.
+fn advertise(path: &str, f: &v1::HostFacts) -> Result<(), Invalid> {
+    let field = format!("{path}.advertise_address");
+    let source = v1::AdvertiseSource::try_from(f.advertise_source).map_err(|_| {
+        Invalid::new(
+            format!("{path}.advertise_source"),
+            format!(
+                "{} is not an AdvertiseSource (accepted 0..=3)",
+                f.advertise_source
+            ),
+        )
+    })?;
+    if f.advertise_address.is_empty() {
+        if source != v1::AdvertiseSource::Unspecified {
+            return Err(Invalid::new(
+                format!("{path}.advertise_source"),
+                format!(
+                    "{} without an address (accepted UNSPECIFIED when advertise_address is \"\")",
+                    source.as_str_name()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let ip: IpAddr = f.advertise_address.parse().map_err(|_| {
+        Invalid::new(
+            &field,
+            format!(
+                "{} is not an IP address (accepted \"\" or IPv4 or IPv6 text)",
+                show(&f.advertise_address)
+            ),
+        )
+    })?;
+    let problem = if ip.is_loopback() {
+        Some("a loopback address")
+    } else if ip.is_unspecified() {
+        Some("the unspecified address")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(Invalid::new(
+            &field,
+            format!("{ip} is {problem} (accepted an address other machines reach this host at)"),
+        ));
+    }
+    if source == v1::AdvertiseSource::Unspecified {
+        return Err(Invalid::new(
+            format!("{path}.advertise_source"),
+            "UNSPECIFIED with an address (accepted CONFIG, CONNECTION or INTERFACE)",
+        ));
+    }
+    Ok(())
 }
 
 /// `Inventory` at `path`.
@@ -575,6 +650,9 @@ pub(crate) mod tests {
                 memory_capped_by_cgroup: false,
             }),
             simulated: true,
+            advertise_address: "10.0.0.5".to_owned(),
+            advertise_source: v1::AdvertiseSource::Connection as i32,
+            cri_socket: "unix:///run/containerd/containerd.sock".to_owned(),
         }
     }
 
@@ -664,6 +742,42 @@ pub(crate) mod tests {
             (
                 |h| facts(h).addresses[1] = "10.0.0.300".into(),
                 "hello.facts.addresses[1]: \"10.0.0.300\" is not an IP address (accepted IPv4 or IPv6 text)",
+            ),
+            (
+                |h| facts(h).advertise_address = "node-1".into(),
+                "hello.facts.advertise_address: \"node-1\" is not an IP address (accepted \"\" or IPv4 or IPv6 text)",
+            ),
+            (
+                |h| facts(h).advertise_address = "127.0.0.1".into(),
+                "hello.facts.advertise_address: 127.0.0.1 is a loopback address",
+            ),
+            (
+                |h| facts(h).advertise_address = "::".into(),
+                "hello.facts.advertise_address: :: is the unspecified address",
+            ),
+            (
+                |h| facts(h).advertise_address = "224.0.0.5".into(),
+                "hello.facts.advertise_address: 224.0.0.5 is a multicast address",
+            ),
+            (
+                |h| facts(h).advertise_source = v1::AdvertiseSource::Unspecified as i32,
+                "hello.facts.advertise_source: UNSPECIFIED with an address",
+            ),
+            (
+                |h| facts(h).advertise_source = 9,
+                "hello.facts.advertise_source: 9 is not an AdvertiseSource (accepted 0..=3)",
+            ),
+            (
+                |h| facts(h).advertise_address = String::new(),
+                "hello.facts.advertise_source: ADVERTISE_SOURCE_CONNECTION without an address",
+            ),
+            (
+                |h| facts(h).cri_socket = "/run/containerd/containerd.sock".into(),
+                "hello.facts.cri_socket: \"/run/containerd/containerd.sock\" is not accepted (accepted \"\" or unix:///absolute/path, at most 255 characters)",
+            ),
+            (
+                |h| facts(h).cri_socket = format!("unix:///{}", "s".repeat(255)),
+                "hello.facts.cri_socket: ",
             ),
             (
                 |h| facts(h).zone = "Zone_A".into(),

@@ -44,6 +44,9 @@ pub struct HostFacts<'a> {
     /// The address it advertises; `None` where hosts share addresses
     /// (simulated hardware): kubeadm then picks one.
     pub address: Option<IpAddr>,
+    /// The CRI endpoint its agent reports; `None`: containerd's (kubeadm's
+    /// default).
+    pub cri_socket: Option<&'a str>,
     /// Whether it is (or becomes) a control plane: registered with the
     /// control-plane taint.
     pub control_plane: bool,
@@ -62,7 +65,7 @@ pub struct JoinFacts<'a> {
 fn node(host: &HostFacts) -> NodeInput {
     NodeInput {
         name: host.node_name.to_owned(),
-        cri_socket: CONTAINERD_SOCKET.to_owned(),
+        cri_socket: host.cri_socket.unwrap_or(CONTAINERD_SOCKET).to_owned(),
         taints: if host.control_plane {
             vec![Taint::control_plane()]
         } else {
@@ -207,6 +210,7 @@ mod tests {
         let host = HostFacts {
             node_name: "web-h1",
             address: None,
+            cri_socket: None,
             control_plane: true,
         };
         let a = init_file(&pool(), &host).unwrap();
@@ -237,6 +241,20 @@ mod tests {
             text_at(&docs[0], &["localAPIEndpoint", "advertiseAddress"]),
             "192.0.2.11"
         );
+        assert_eq!(
+            text_at(&docs[0], &["nodeRegistration", "criSocket"]),
+            "unix:///run/containerd/containerd.sock",
+            "none reported: containerd's"
+        );
+        let crio = HostFacts {
+            cri_socket: Some("unix:///var/run/crio/crio.sock"),
+            ..with_ip
+        };
+        let docs = parse(&init_file(&pool(), &crio).unwrap()).unwrap();
+        assert_eq!(
+            text_at(&docs[0], &["nodeRegistration", "criSocket"]),
+            "unix:///var/run/crio/crio.sock"
+        );
     }
 
     #[test]
@@ -244,6 +262,7 @@ mod tests {
         let host = HostFacts {
             node_name: "web-h1",
             address: None,
+            cri_socket: None,
             control_plane: true,
         };
         let old = PoolFacts {
@@ -274,6 +293,7 @@ mod tests {
         let cp = HostFacts {
             node_name: "web-h2",
             address: None,
+            cri_socket: None,
             control_plane: true,
         };
         let text = join_file(&facts, &cp).unwrap();

@@ -74,7 +74,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             kind: Some(Kind::Reset(v1::Reset {})),
         });
     }
-    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, control_plane) =
+    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, cri_socket, control_plane) =
         shared.node.read(|sm| {
             let pool = sm.pools().get(&task.pool)?;
             let control_plane = pool
@@ -88,12 +88,16 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 pool.spec.pod_network_cidr.clone(),
                 pool.spec.service_cidr.clone(),
                 sm.host(&task.host_id).and_then(advertise_address),
+                sm.host(&task.host_id)
+                    .map(|h| h.facts.cri_socket.clone())
+                    .filter(|s| !s.is_empty()),
                 control_plane,
             ))
         })?;
     let host = HostFacts {
         node_name: &task.node_name,
         address,
+        cri_socket: cri_socket.as_deref(),
         control_plane,
     };
     let rendered = |file: Result<String, crate::kube::KubeFieldError>| match file {
@@ -184,18 +188,16 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
     })
 }
 
-/// The address a host's node advertises: its first non-loopback address,
-/// none on simulated hardware (every host there shares the machine's
-/// addresses; kubeadm picks one).
+/// The address a host's node advertises: the one its agent reports (its
+/// `advertise_address`, else its connection's local address, never a
+/// bridge/CNI/veth/loopback one); none when it reported none (kubeadm then
+/// picks) and on simulated hardware (every host there shares the
+/// machine's addresses).
 fn advertise_address(host: &crate::state::command::HostRecord) -> Option<std::net::IpAddr> {
     if host.facts.simulated {
         return None;
     }
-    host.facts
-        .addresses
-        .iter()
-        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
-        .find(|a| !a.is_loopback())
+    host.facts.advertise_address.parse().ok()
 }
 
 /// Sends every pending task to its host's session, once per session.

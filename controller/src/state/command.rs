@@ -132,6 +132,62 @@ pub struct HostFacts {
     pub inventory: Inventory,
     /// True for simulated hardware (sandbox, tests).
     pub simulated: bool,
+    /// The address the host's node advertises, "" when the agent found none.
+    #[serde(default)]
+    pub advertise_address: String,
+    /// Where `advertise_address` comes from.
+    #[serde(default)]
+    pub advertise_source: AdvertiseSource,
+    /// The CRI endpoint the node registers with (`unix:///path`), "" when
+    /// the agent found none.
+    #[serde(default)]
+    pub cri_socket: String,
+}
+
+/// Where a host's advertise address comes from (see
+/// `rpool.v1.AdvertiseSource`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvertiseSource {
+    /// No address.
+    #[default]
+    None,
+    /// `advertise_address` in agent.toml.
+    Config,
+    /// The local address of the agent's connection to the controllers.
+    Connection,
+    /// Another interface's (the connection's was on a bridge/CNI/veth/lo one).
+    Interface,
+}
+
+impl AdvertiseSource {
+    /// The name `host show` and `-o json` use ("" for none).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvertiseSource::None => "",
+            AdvertiseSource::Config => "config",
+            AdvertiseSource::Connection => "connection",
+            AdvertiseSource::Interface => "interface",
+        }
+    }
+
+    fn from_proto(v: i32) -> Self {
+        match v1::AdvertiseSource::try_from(v) {
+            Ok(v1::AdvertiseSource::Config) => AdvertiseSource::Config,
+            Ok(v1::AdvertiseSource::Connection) => AdvertiseSource::Connection,
+            Ok(v1::AdvertiseSource::Interface) => AdvertiseSource::Interface,
+            _ => AdvertiseSource::None,
+        }
+    }
+
+    fn to_proto(self) -> v1::AdvertiseSource {
+        match self {
+            AdvertiseSource::None => v1::AdvertiseSource::Unspecified,
+            AdvertiseSource::Config => v1::AdvertiseSource::Config,
+            AdvertiseSource::Connection => v1::AdvertiseSource::Connection,
+            AdvertiseSource::Interface => v1::AdvertiseSource::Interface,
+        }
+    }
 }
 
 /// What the controller knows durably about a host.
@@ -439,6 +495,9 @@ impl From<&v1::HostFacts> for HostFacts {
             labels: p.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             inventory: p.inventory.as_ref().map(Inventory::from).unwrap_or_default(),
             simulated: p.simulated,
+            advertise_address: p.advertise_address.clone(),
+            advertise_source: AdvertiseSource::from_proto(p.advertise_source),
+            cri_socket: p.cri_socket.clone(),
         }
     }
 }
@@ -452,6 +511,9 @@ impl From<&HostFacts> for v1::HostFacts {
             labels: f.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             inventory: Some(v1::Inventory::from(&f.inventory)),
             simulated: f.simulated,
+            advertise_address: f.advertise_address.clone(),
+            advertise_source: f.advertise_source.to_proto() as i32,
+            cri_socket: f.cri_socket.clone(),
         }
     }
 }
@@ -475,6 +537,9 @@ pub(crate) mod tests {
                 memory_capped_by_cgroup: false,
             },
             simulated: true,
+            advertise_address: "10.0.0.1".to_owned(),
+            advertise_source: AdvertiseSource::Connection,
+            cri_socket: "unix:///run/containerd/containerd.sock".to_owned(),
         }
     }
 

@@ -56,6 +56,14 @@ fn ago(now_ms: u64, then_ms: u64) -> String {
     )
 }
 
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
@@ -97,6 +105,20 @@ pub fn render(h: &HostView, now_ms: u64) -> String {
         "-".to_string()
     } else {
         h.addresses.join(", ")
+    };
+    let advertises = match (h.advertise_address.as_str(), h.advertise_source.as_str()) {
+        ("", _) => "- (none found; kubeadm picks)".to_string(),
+        (address, "config") => format!("{address} (advertise_address in agent.toml)"),
+        (address, "connection") => format!("{address} (its connection to the controllers)"),
+        (address, "interface") => {
+            format!("{address} (an interface's: its connection's is on a bridge/CNI/veth/loopback one)")
+        }
+        (address, other) => format!("{address} ({other})"),
+    };
+    let advertises = if h.simulated && !h.advertise_address.is_empty() {
+        format!("{advertises}; unused on simulated hardware")
+    } else {
+        advertises
     };
     let pool = match (h.pool.as_str(), h.pool_role.as_str()) {
         ("", _) => "- (free, in the fleet)".to_string(),
@@ -143,6 +165,8 @@ pub fn render(h: &HostView, now_ms: u64) -> String {
         ),
         ("Utilization", utilization),
         ("Addresses", addresses),
+        ("Advertises", advertises),
+        ("CRI socket", or_dash(&h.cri_socket)),
         ("Labels", labels),
         ("Pool", pool),
     ]);
@@ -186,6 +210,8 @@ mod tests {
              Memory:         64GiB total, 56GiB available\n\
              Utilization:    cpu 20.0%, memory 8GiB used (12.5%), load 1.50 1.50 1.50\n\
              Addresses:      10.0.0.7, 127.0.0.1\n\
+             Advertises:     10.0.0.7 (its connection to the controllers); unused on simulated hardware\n\
+             CRI socket:     unix:///run/containerd/containerd.sock\n\
              Labels:         rack=r12\n\
              Pool:           - (free, in the fleet)\n\
              Health:\n\

@@ -239,6 +239,10 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: 
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let node_root = layout::agent_node_root(&dir);
         std::fs::create_dir_all(&node_root).map_err(|e| io(&node_root, e))?;
+        // The runtime socket a real host has: the agent's CRI detection
+        // and kubesim's preflight find it there.
+        let socket = node_root.join(rpool_proto::sim::CONTAINERD_SOCKET);
+        rpool_proto::sim::create_socket_file(&socket).map_err(|e| io(&socket, e))?;
         let hardware = layout::agent_hardware(&dir);
         write(&hardware, &profile::hardware_toml(plan))?;
         write(

@@ -162,6 +162,28 @@ fn preflight(errors: Vec<(String, String)>, ignore: &[String]) -> Res {
 }
 
 /// What `kubeadm init` / a control-plane join would collide with on this host.
+/// kubeadm's `CRI` preflight check for a given criSocket: the runtime must
+/// answer at it, i.e. (here) a socket must exist at that path under the
+/// node root. Without one, kubeadm looks for a known runtime itself; kubesim
+/// then does not check.
+fn cri_check(root: &Path, socket: Option<&str>) -> Option<(String, String)> {
+    use std::os::unix::fs::FileTypeExt;
+    let socket = socket.filter(|s| !s.is_empty())?;
+    let path = socket.strip_prefix("unix://").unwrap_or(socket);
+    let on_host = root.join(path.trim_start_matches('/'));
+    let why = match std::fs::metadata(&on_host) {
+        Ok(m) if m.file_type().is_socket() => return None,
+        Ok(_) => "connect: connection refused",
+        Err(_) => "connect: no such file or directory",
+    };
+    Some((
+        "CRI".into(),
+        format!(
+            "container runtime is not running: output: validate service connection: validate CRI v1 runtime API for endpoint \"{socket}\": rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial unix {path}: {why}\""
+        ),
+    ))
+}
+
 fn local_checks(root: &Path, control_plane: bool) -> Vec<(String, String)> {
     let mut e = Vec::new();
     let m = root.join("etc/kubernetes/manifests");
@@ -370,6 +392,7 @@ fn init(argv: &[String]) -> Res {
     let ignore = ignored(&p);
     let store = Store::open(&env)?;
     let mut checks = local_checks(&root, true);
+    checks.extend(cri_check(&root, p.get("cri-socket")));
     if let Some(i) = store.by_endpoint(&endpoint) {
         checks.push((
             "ControlPlaneEndpoint".into(),
@@ -1009,7 +1032,9 @@ fn join(argv: &[String]) -> Res {
     let ignore = ignored(&p);
 
     println!("[preflight] Running pre-flight checks");
-    preflight(local_checks(&root, false), &ignore)?;
+    let mut checks = local_checks(&root, false);
+    checks.extend(cri_check(&root, p.get("cri-socket")));
+    preflight(checks, &ignore)?;
 
     let mut store = Store::open(&env)?;
     // Discovery: the cluster-info ConfigMap from the endpoint.

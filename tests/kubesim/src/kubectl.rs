@@ -307,6 +307,10 @@ struct Pod {
     mirror: bool,
     requests: Option<(String, String)>,
     reason: Option<String>,
+    /// `metadata.labels` of an applied Pod.
+    labels: BTreeMap<String, String>,
+    /// An applied Pod with an emptyDir volume (local storage for drain).
+    empty_dir: bool,
 }
 
 fn pods(c: &Cluster, env: &Env) -> Vec<Pod> {
@@ -338,6 +342,8 @@ fn pods(c: &Cluster, env: &Env) -> Vec<Pod> {
                     mirror: true,
                     requests: None,
                     reason: None,
+                    labels: BTreeMap::new(),
+                    empty_dir: false,
                 });
             }
         }
@@ -352,6 +358,8 @@ fn pods(c: &Cluster, env: &Env) -> Vec<Pod> {
                 mirror: false,
                 requests: None,
                 reason: None,
+                labels: BTreeMap::new(),
+                empty_dir: false,
             });
         }
     }
@@ -382,6 +390,8 @@ fn pods(c: &Cluster, env: &Env) -> Vec<Pod> {
             reason: (!running).then(|| {
                 "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_string()
             }),
+            labels: BTreeMap::new(),
+            empty_dir: false,
         });
     }
     let pending = c.pending_pods(env);
@@ -399,13 +409,158 @@ fn pods(c: &Cluster, env: &Env) -> Vec<Pod> {
             reason: Some(format!(
                 "0/{n_nodes} nodes are available: {n_nodes} Insufficient cpu. preemption: 0/{n_nodes} nodes are available: {n_nodes} No preemption victims found for incoming pod."
             )),
+            labels: BTreeMap::new(),
+            empty_dir: false,
         });
     }
+    out.extend(applied_pods(c, env));
     out
 }
 
+/// The file `kubectl apply` recorded an object in.
+fn applied_file(c: &Cluster, env: &Env, a: &Applied) -> std::path::PathBuf {
+    let group = a.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+    let resource = if group.is_empty() {
+        a.kind.to_lowercase()
+    } else {
+        format!("{}.{group}", a.kind.to_lowercase())
+    };
+    let file = format!(
+        "{resource}_{}_{}.yaml",
+        a.namespace.clone().unwrap_or_else(|| "_cluster".into()),
+        a.name
+    )
+    .replace('/', "_");
+    c.dir(env).join("applied").join(file)
+}
+
+/// The first document of an applied object's file.
+fn applied_doc(c: &Cluster, env: &Env, a: &Applied) -> Option<rpool_proto::kube::yaml::Node> {
+    // JSON is YAML too: one parser reads both forms.
+    let text = fs::read_to_string(applied_file(c, env, a)).ok()?;
+    rpool_proto::kube::yaml::parse(&text).ok()?.into_iter().next()
+}
+
+fn string_map(node: Option<&rpool_proto::kube::yaml::Node>) -> BTreeMap<String, String> {
+    match node {
+        Some(rpool_proto::kube::yaml::Node::Map(pairs)) => pairs
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Pods applied with `kubectl apply` (tests put workloads on nodes this
+/// way): on `spec.nodeName`, owned by `metadata.ownerReferences[0]` (none:
+/// a bare pod), with their labels and whether they use an emptyDir.
+fn applied_pods(c: &Cluster, env: &Env) -> Vec<Pod> {
+    c.applied
+        .iter()
+        .filter(|a| a.kind == "Pod" && a.api_version == "v1")
+        .filter_map(|a| {
+            let doc = applied_doc(c, env, a)?;
+            let node = doc
+                .at(&["spec", "nodeName"])
+                .and_then(|n| n.as_str())
+                .map(str::to_string);
+            let running = node
+                .as_deref()
+                .and_then(|n| c.nodes.iter().find(|x| x.name == n))
+                .is_some_and(|n| c.kubelet_up(n));
+            let owner = doc
+                .at(&["metadata", "ownerReferences"])
+                .and_then(|o| o.items().first())
+                .and_then(|o| {
+                    let kind = match o.get("kind")?.as_str()? {
+                        "ReplicaSet" => "ReplicaSet",
+                        "StatefulSet" => "StatefulSet",
+                        "Job" => "Job",
+                        "DaemonSet" => "DaemonSet",
+                        _ => "ReplicationController",
+                    };
+                    Some((kind, o.get("name")?.as_str()?.to_string()))
+                });
+            let empty_dir = doc
+                .at(&["spec", "volumes"])
+                .is_some_and(|v| v.items().iter().any(|v| v.get("emptyDir").is_some()));
+            Some(Pod {
+                ns: a.namespace.clone().unwrap_or_else(|| "default".into()),
+                name: a.name.clone(),
+                node,
+                phase: if running { "Running" } else { "Pending" },
+                created: a.applied,
+                owner,
+                mirror: false,
+                requests: None,
+                reason: None,
+                labels: string_map(doc.at(&["metadata", "labels"])),
+                empty_dir,
+            })
+        })
+        .collect()
+}
+
+/// A PodDisruptionBudget (policy/v1) applied to the cluster.
+struct Pdb {
+    ns: String,
+    selector: BTreeMap<String, String>,
+    min_available: Option<i64>,
+    max_unavailable: Option<i64>,
+}
+
+fn pdbs(c: &Cluster, env: &Env) -> Vec<Pdb> {
+    c.applied
+        .iter()
+        .filter(|a| a.kind == "PodDisruptionBudget" && a.api_version == "policy/v1")
+        .filter_map(|a| {
+            let doc = applied_doc(c, env, a)?;
+            let int = |k: &str| match doc.at(&["spec", k]) {
+                Some(rpool_proto::kube::yaml::Node::Int(n)) => Some(*n),
+                _ => None,
+            };
+            Some(Pdb {
+                ns: a.namespace.clone().unwrap_or_else(|| "default".into()),
+                selector: string_map(doc.at(&["spec", "selector", "matchLabels"])),
+                min_available: int("minAvailable"),
+                max_unavailable: int("maxUnavailable"),
+            })
+        })
+        .collect()
+}
+
+impl Pdb {
+    fn selects(&self, p: &Pod) -> bool {
+        p.ns == self.ns
+            && !self.selector.is_empty()
+            && self.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+    }
+
+    /// `status.disruptionsAllowed`: healthy selected pods above
+    /// minAvailable, or maxUnavailable less the unhealthy ones.
+    fn disruptions_allowed(&self, all: &[Pod]) -> i64 {
+        let selected: Vec<&Pod> = all.iter().filter(|p| self.selects(p)).collect();
+        let healthy = selected.iter().filter(|p| p.phase == "Running").count() as i64;
+        match (self.min_available, self.max_unavailable) {
+            (Some(min), _) => (healthy - min).max(0),
+            (None, Some(max)) => (max - (selected.len() as i64 - healthy)).max(0),
+            (None, None) => 0,
+        }
+    }
+}
+
+/// A Go `time.Duration` string of whole seconds (`300` -> `5m0s`).
+fn go_duration_string(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 fn pod_labels(p: &Pod) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
+    let mut l = p.labels.clone();
     let mut put = |k: &str, v: &str| {
         l.insert(k.to_string(), v.to_string());
     };
@@ -418,6 +573,8 @@ fn pod_labels(p: &Pod) -> BTreeMap<String, String> {
         Some(("DaemonSet", ds)) if ds == "kube-proxy" => put("k8s-app", "kube-proxy"),
         Some(("DaemonSet", ds)) => put("app", ds),
         Some((_, rs)) if rs.starts_with("coredns") => put("k8s-app", "kube-dns"),
+        // Applied pods keep their own labels.
+        _ if !p.labels.is_empty() => {}
         _ => put("app", "workload"),
     }
     l
@@ -903,35 +1060,159 @@ fn drain(argv: &[String]) -> Res {
         .into_iter()
         .filter(|x| x.node.as_deref() == Some(name.as_str()))
         .collect();
-    let ds: Vec<String> = on_node
-        .iter()
-        .filter(|x| x.owner.as_ref().is_some_and(|o| o.0 == "DaemonSet"))
-        .map(|x| format!("{}/{}", x.ns, x.name))
-        .collect();
-    if !ds.is_empty() && !p.on("ignore-daemonsets") {
-        let why = format!(
-            "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): {}",
-            ds.join(", ")
-        );
+    // kubectl's filters, in its order: DaemonSet-managed, mirror (skipped),
+    // local storage (emptyDir), unmanaged (no controller). A refused pod
+    // fails the drain before any eviction.
+    let list = |f: &dyn Fn(&Pod) -> bool| -> Vec<String> {
+        on_node
+            .iter()
+            .filter(|x| !x.mirror && f(x))
+            .map(|x| format!("{}/{}", x.ns, x.name))
+            .collect()
+    };
+    let is_ds = |x: &Pod| x.owner.as_ref().is_some_and(|o| o.0 == "DaemonSet");
+    let ds = list(&is_ds);
+    let local = list(&|x: &Pod| !is_ds(x) && x.empty_dir);
+    let bare = list(&|x: &Pod| x.owner.is_none());
+    let mut fatal = Vec::new();
+    let mut warnings = Vec::new();
+    for (pods, ok, fatal_msg, warning) in [
+        (
+            &ds,
+            p.on("ignore-daemonsets"),
+            "DaemonSet-managed Pods (use --ignore-daemonsets to ignore)",
+            "ignoring DaemonSet-managed Pods",
+        ),
+        (
+            &local,
+            p.on("delete-emptydir-data") || p.on("delete-local-data"),
+            "Pods with local storage (use --delete-emptydir-data to override)",
+            "deleting Pods with local storage",
+        ),
+        (
+            &bare,
+            p.on("force"),
+            "Pods declare no controller (use --force to override)",
+            "deleting Pods that declare no controller",
+        ),
+    ] {
+        if pods.is_empty() {
+            continue;
+        }
+        if ok {
+            warnings.push(format!("{warning}: {}", pods.join(", ")));
+        } else {
+            fatal.push(format!("cannot delete {fatal_msg}: {}", pods.join(", ")));
+        }
+    }
+    if !fatal.is_empty() {
+        let why = aggregate(&fatal);
         return Err(Fail::new(format!(
             "error: unable to drain node \"{name}\" due to error: {why}, continuing command...\nThere are pending nodes to be drained:\n {name}\n{why}"
         )));
     }
-    if !ds.is_empty() {
-        eprintln!("Warning: ignoring DaemonSet-managed Pods: {}", ds.join(", "));
+    if !warnings.is_empty() {
+        eprintln!("Warning: {}", warnings.join("; "));
     }
-    let evict: Vec<&Pod> = on_node
-        .iter()
-        .filter(|x| !x.mirror && x.owner.as_ref().is_none_or(|o| o.0 != "DaemonSet"))
-        .collect();
+    let all = pods(&before, &env);
+    let budgets = pdbs(&c, &env);
+    let mut allowed: Vec<i64> = budgets.iter().map(|b| b.disruptions_allowed(&all)).collect();
+    let evict: Vec<&Pod> = on_node.iter().filter(|x| !x.mirror && !is_ds(x)).collect();
     for x in &evict {
         println!("evicting pod {}/{}", x.ns, x.name);
     }
+    // The Eviction API refuses a pod while a budget selecting it allows no
+    // disruption; kubectl retries every 5s until its --timeout.
+    let mut blocked = Vec::new();
+    let mut evicted = Vec::new();
     for x in &evict {
+        let budget: Vec<usize> = (0..budgets.len()).filter(|&b| budgets[b].selects(x)).collect();
+        if budget.iter().any(|&b| allowed[b] <= 0) {
+            eprintln!(
+                "error when evicting pods/\"{}\" -n \"{}\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.",
+                x.name, x.ns
+            );
+            blocked.push(*x);
+        } else {
+            for b in budget {
+                allowed[b] -= 1;
+            }
+            evicted.push(*x);
+        }
+    }
+    // Evicted pods that were applied are gone from the node.
+    let gone: Vec<(String, String)> = evicted
+        .iter()
+        .filter(|x| all_applied(&c, x))
+        .map(|x| (x.ns.clone(), x.name.clone()))
+        .collect();
+    if !gone.is_empty() {
+        let mut c = c.clone();
+        for (ns, pod) in &gone {
+            if let Some(a) = c
+                .applied
+                .iter()
+                .find(|a| a.kind == "Pod" && a.namespace.as_deref() == Some(ns) && &a.name == pod)
+            {
+                let _ = fs::remove_file(applied_file(&c, &env, a));
+            }
+            c.applied
+                .retain(|a| !(a.kind == "Pod" && a.namespace.as_deref() == Some(ns) && &a.name == pod));
+        }
+        store.save(&c)?;
+    }
+    for x in &evicted {
         println!("pod/{} evicted", x.name);
+    }
+    if !blocked.is_empty() {
+        // kubesim does not wait in real time: it answers what kubectl
+        // answers once its --timeout has run out.
+        let Some(timeout) = p
+            .get("timeout")
+            .map(flags::go_duration)
+            .transpose()
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+        else {
+            return Err(Fail::new(format!(
+                "kubesim: drain of node \"{name}\" is blocked by a PodDisruptionBudget and has no --timeout: kubectl would retry forever"
+            )));
+        };
+        let errors: Vec<String> = blocked
+            .iter()
+            .map(|x| {
+                format!(
+                    "error when evicting pods/\"{}\" -n \"{}\": global timeout reached: {}",
+                    x.name,
+                    x.ns,
+                    go_duration_string(timeout)
+                )
+            })
+            .collect();
+        let why = aggregate(&errors);
+        return Err(Fail::new(format!(
+            "error: unable to drain node \"{name}\" due to error: {why}, continuing command...\nThere are pending nodes to be drained:\n {name}\n{why}"
+        )));
     }
     println!("node/{name} drained");
     Ok(())
+}
+
+/// Go's `utilerrors.NewAggregate(errs).Error()`: one error as is, several
+/// as `[a, b]`.
+fn aggregate(errors: &[String]) -> String {
+    match errors {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    }
+}
+
+/// Whether `x` is a pod recorded by `kubectl apply`.
+fn all_applied(c: &Cluster, x: &Pod) -> bool {
+    c.applied
+        .iter()
+        .any(|a| a.kind == "Pod" && a.namespace.as_deref() == Some(x.ns.as_str()) && a.name == x.name)
 }
 
 // ------------------------------------------------------------------ delete

@@ -83,7 +83,17 @@
 //!   CoreDNS (Pending until a pod network is applied), and the
 //!   `pending-pods` count as Pending pods in `default`; labels like the
 //!   real ones: `component=etcd`, `k8s-app=kube-proxy`, `k8s-app=kube-dns`)
-//! - `drain NODE --ignore-daemonsets --delete-emptydir-data [--force] [--timeout D]`
+//! - `drain NODE [--ignore-daemonsets] [--delete-emptydir-data] [--force] [--timeout D]`
+//!   as kubectl's filters: DaemonSet pods need `--ignore-daemonsets`, pods
+//!   with an emptyDir `--delete-emptydir-data`, bare pods (no
+//!   ownerReferences) `--force`, else the drain fails before evicting, with
+//!   kubectl's texts. Pods and `policy/v1` PodDisruptionBudgets are the ones
+//!   applied with `kubectl apply` (tests place workloads with `spec.nodeName`);
+//!   an eviction a budget forbids (minAvailable/maxUnavailable over the
+//!   selected Running pods) is retried until `--timeout`, then the drain
+//!   fails with `global timeout reached`. kubesim does not wait in real time
+//!   for that: it answers at once what kubectl answers at the timeout.
+//!   Evicted applied pods are removed.
 //! - `cordon NODE`, `uncordon NODE`, `delete node NAME... [--ignore-not-found]`
 //! - `apply -f FILE|DIR|- ...` (records objects; CRD-backed kinds need their
 //!   CRD first; namespaced objects need their namespace)

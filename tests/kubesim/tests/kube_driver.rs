@@ -49,6 +49,7 @@ impl Lab {
     fn host(&self, host: &str) -> Host {
         let root = self.root(host);
         std::fs::create_dir_all(&root).unwrap();
+        rpool_proto::sim::create_socket_file(&root.join(rpool_proto::sim::CONTAINERD_SOCKET)).unwrap();
         let agent_state = self.dir.path().join("agents").join(host);
         std::fs::create_dir_all(&agent_state).unwrap();
         let config = KubeConfig {

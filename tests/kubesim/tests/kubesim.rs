@@ -63,8 +63,11 @@ impl Sim {
         Sim { dir, now: None }
     }
 
+    /// The host's root, with the containerd socket a running runtime leaves.
     fn root(&self, host: &str) -> PathBuf {
-        self.dir.path().join("hosts").join(host)
+        let root = self.dir.path().join("hosts").join(host);
+        rpool_proto::sim::create_socket_file(&root.join(rpool_proto::sim::CONTAINERD_SOCKET)).unwrap();
+        root
     }
 
     fn state(&self) -> PathBuf {
@@ -915,6 +918,14 @@ fn init_with_a_config_file_uses_its_secrets_and_refuses_what_kubeadm_refuses() {
     .unwrap();
     sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
         .fails("v1.29.0");
+    // The criSocket must be a runtime's socket on this host.
+    std::fs::write(
+        &path,
+        init_file(EP, token, &key, "").replace("/run/containerd/containerd.sock", "/run/crio/crio.sock"),
+    )
+    .unwrap();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("[ERROR CRI]: container runtime is not running: output: validate service connection: validate CRI v1 runtime API for endpoint \"unix:///run/crio/crio.sock\": rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing: dial unix /run/crio/crio.sock: connect: no such file or directory\"");
     assert!(!sim.root("cp1").join("etc/kubernetes/admin.conf").exists());
 
     // The file's token, certificate key, endpoint and node name are used.
@@ -1011,4 +1022,108 @@ fn nodes_turn_ready_only_with_a_cni_that_can_start_and_say_what_is_missing() {
             ("True", "kubelet is posting ready status")
         );
     }
+}
+
+/// A pod on `node`, owned by `owner` (kind/name) or bare, with `labels`
+/// (`k: v` lines) and optionally an emptyDir volume.
+fn pod_yaml(name: &str, node: &str, owner: Option<(&str, &str)>, labels: &str, empty_dir: bool) -> String {
+    let mut y = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n");
+    if !labels.is_empty() {
+        y.push_str(&format!("  labels:\n    {labels}\n"));
+    }
+    if let Some((kind, owner)) = owner {
+        y.push_str(&format!(
+            "  ownerReferences:\n  - apiVersion: apps/v1\n    kind: {kind}\n    name: {owner}\n    uid: 0b5e8a3c-1f2d-4c6b-9a7e-3d2c1b0a9f8e\n    controller: true\n"
+        ));
+    }
+    y.push_str(&format!(
+        "spec:\n  nodeName: {node}\n  containers:\n  - name: main\n    image: registry.k8s.io/pause:3.10\n"
+    ));
+    if empty_dir {
+        y.push_str("  volumes:\n  - name: scratch\n    emptyDir: {}\n");
+    }
+    y
+}
+
+#[test]
+fn drain_refuses_bare_and_local_storage_pods_and_waits_on_disruption_budgets() {
+    let sim = Sim::new();
+    let j = init(&sim, "cp1", EP);
+    join_worker(&sim, "w1", EP, &j).ok();
+    let file = sim.dir.path().join("workloads.yaml");
+    let apply = |text: &str| {
+        std::fs::write(&file, text).unwrap();
+        sim.kubectl("cp1", &["apply", "-f", &file.display().to_string()])
+            .ok();
+    };
+    apply(&[
+        pod_yaml("bare-1", "w1", None, "", false),
+        pod_yaml("web-0", "w1", Some(("ReplicaSet", "web-7d9f")), "app: web", false),
+        pod_yaml("cache-0", "w1", Some(("ReplicaSet", "cache-5c4b")), "app: cache", true),
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n  namespace: default\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: web\n".into(),
+    ]
+    .join("---\n"));
+
+    // Without --force and --delete-emptydir-data: refused before any eviction.
+    let r = sim
+        .kubectl("cp1", &["drain", "w1", "--ignore-daemonsets", "--timeout=30s"])
+        .fails("error: unable to drain node \"w1\" due to error: [cannot delete Pods with local storage (use --delete-emptydir-data to override): default/cache-0, cannot delete Pods declare no controller (use --force to override): default/bare-1], continuing command...");
+    assert!(!r.out.contains("evicting"), "{}", r.out);
+
+    // With them: the bare and emptyDir pods go; the budget holds web-0
+    // until the timeout.
+    let r = sim
+        .kubectl(
+            "cp1",
+            &["drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout=30s"],
+        )
+        .fails("error when evicting pods/\"web-0\" -n \"default\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget.");
+    assert!(
+        r.err.contains("error: unable to drain node \"w1\" due to error: error when evicting pods/\"web-0\" -n \"default\": global timeout reached: 30s, continuing command..."),
+        "{}",
+        r.err
+    );
+    assert!(
+        r.err.contains("Warning: ignoring DaemonSet-managed Pods: "),
+        "{}",
+        r.err
+    );
+    assert!(r.err.contains("deleting Pods with local storage: default/cache-0; deleting Pods that declare no controller: default/bare-1"), "{}", r.err);
+    assert!(
+        r.out.contains("pod/bare-1 evicted\n") && r.out.contains("pod/cache-0 evicted\n"),
+        "{}",
+        r.out
+    );
+    assert!(!r.out.contains("node/w1 drained"), "{}", r.out);
+    let left = sim
+        .kubectl("cp1", &["get", "pods", "-n", "default", "-o", "name"])
+        .ok()
+        .out;
+    assert_eq!(left, "pod/web-0\n");
+    let selected = sim
+        .kubectl("cp1", &["get", "pods", "-A", "-l", "app=web", "-o", "name"])
+        .ok()
+        .out;
+    assert_eq!(selected, "pod/web-0\n", "applied labels are selectable");
+
+    // No --timeout: kubectl would retry forever; kubesim says so.
+    sim.kubectl("cp1", &["drain", "w1", "--ignore-daemonsets"])
+        .fails("blocked by a PodDisruptionBudget and has no --timeout");
+
+    // A second healthy replica elsewhere: the budget allows one eviction.
+    apply(&pod_yaml(
+        "web-1",
+        "cp1",
+        Some(("ReplicaSet", "web-7d9f")),
+        "app: web",
+        false,
+    ));
+    let r = sim
+        .kubectl("cp1", &["drain", "w1", "--ignore-daemonsets", "--timeout=5m"])
+        .ok();
+    assert!(
+        r.out.ends_with("pod/web-0 evicted\nnode/w1 drained\n"),
+        "{}",
+        r.out
+    );
 }

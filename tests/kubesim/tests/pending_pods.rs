@@ -20,6 +20,7 @@ fn driver(dir: &std::path::Path, host: &str) -> (Driver, PathBuf) {
     std::fs::create_dir_all(&state).unwrap();
     let root = dir.join("hosts").join(host);
     std::fs::create_dir_all(&root).unwrap();
+    rpool_proto::sim::create_socket_file(&root.join(rpool_proto::sim::CONTAINERD_SOCKET)).unwrap();
     let config = KubeConfig {
         kubeadm_path: bin.join("kubeadm"),
         kubectl_path: bin.join("kubectl"),

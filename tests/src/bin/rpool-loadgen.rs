@@ -180,6 +180,7 @@ fn facts(i: usize, seed: u64) -> v1::HostFacts {
             memory_capped_by_cgroup: false,
         }),
         simulated: true,
+        ..Default::default()
     }
 }
 

@@ -449,6 +449,83 @@ async fn a_leader_kill_during_a_create_still_ends_in_one_consistent_cluster() ->
 }
 
 #[tokio::test]
+async fn a_drain_blocked_by_a_disruption_budget_names_the_pod_in_the_pool_events() -> anyhow::Result<()> {
+    let world = World::start(fleet()).await?;
+    let mut admin = world.admin().await?;
+    admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(spec("web", 8, 32, 1)),
+            dry_run: false,
+        })
+        .await?;
+    let pool = world
+        .wait_pool("web", "pool web ready", |p| p.phase == "ready")
+        .await?;
+    let worker = pool.members.iter().find(|m| m.role == "worker").unwrap().clone();
+    let cp = pool
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane")
+        .unwrap()
+        .clone();
+    // On the worker: the only replica of an app whose budget keeps one.
+    let cp_root = world.agent(&cp.hostname).dir.join("node");
+    world.kubesim.apply(
+        &cp_root,
+        &[
+            Kubesim::pod_yaml("web-0", &worker.node_name, Some("web-7d9f"), "web"),
+            Kubesim::pdb_yaml("web", "web", 1),
+        ]
+        .join("---\n"),
+    )?;
+
+    let home = world.agents[0].dir.clone();
+    let out = rpool_tests::ctl(
+        &home,
+        &[
+            "--controller",
+            &world.cluster.addr_list(),
+            "host",
+            "drain",
+            &worker.host_id[..8],
+            "--yes",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pool = world
+        .wait_pool("web", "a drain_node failure in the events", |p| {
+            p.recent_events
+                .iter()
+                .any(|e| e.message.contains("drain_node") && e.message.contains("failed"))
+        })
+        .await?;
+    let event = pool
+        .recent_events
+        .iter()
+        .find(|e| e.message.contains("drain_node") && e.message.contains("failed"))
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        event.contains(&format!(
+            "node {} not drained, blocked by pods: default/web-0 (eviction refused by its PodDisruptionBudget until the drain timed out)",
+            worker.node_name
+        )),
+        "{event}"
+    );
+    // The worker is still a member: it was not removed from under its pod.
+    assert!(
+        pool.members.iter().any(|m| m.host_id == worker.host_id),
+        "{pool:?}"
+    );
+    let pods = world
+        .kubesim
+        .kubectl(&cp_root, &["get", "pods", "-n", "default", "-o", "name"]);
+    assert_eq!(String::from_utf8_lossy(&pods.stdout), "pod/web-0\n");
+    Ok(())
+}
+
+#[tokio::test]
 async fn draining_a_worker_joins_a_replacement_first_and_cordoned_hosts_are_never_placed()
 -> anyhow::Result<()> {
     let world = World::start(fleet()).await?;

@@ -33,6 +33,7 @@ fn facts(logical_cores: u32, memory_total_bytes: u64) -> HostFacts {
             memory_capped_by_cgroup: false,
         }),
         simulated: true,
+        ..Default::default()
     }
 }
 

@@ -80,6 +80,24 @@ fn facts(g: &mut Gen) -> v1::HostFacts {
         labels,
         inventory: g.bool().then(|| inventory(g)),
         simulated: g.bool(),
+        advertise_address: if g.bool() {
+            g.pick(&["10.0.0.1", "127.0.0.1", "224.0.0.1", "::", ""])
+                .to_string()
+        } else {
+            g.string()
+        },
+        advertise_source: g.rng.i32(-1..5),
+        cri_socket: if g.bool() {
+            g.pick(&[
+                "unix:///run/containerd/containerd.sock",
+                "unix://",
+                "/run/x.sock",
+                "",
+            ])
+            .to_string()
+        } else {
+            g.string()
+        },
     }
 }
 
@@ -221,6 +239,7 @@ fn agent_stream_decoding_survives_garbage() {
                     memory_capped_by_cgroup: false,
                 }),
                 simulated: true,
+                ..Default::default()
             }),
             first_heartbeat: None,
         })),
