@@ -1,9 +1,7 @@
 //! `rpoolctl completions bash|zsh|fish`.
 
-use clap::{Args, CommandFactory, ValueEnum};
+use clap::{Args, ValueEnum};
 use clap_complete::Shell;
-
-use crate::cli::Cli;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ShellName {
@@ -32,6 +30,6 @@ pub fn exec(args: CompletionsArgs) -> anyhow::Result<()> {
         ShellName::Fish => Shell::Fish,
     };
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "rpoolctl", &mut script);
+    clap_complete::generate(shell, &mut crate::cli::command(), "rpoolctl", &mut script);
     crate::output::print(&String::from_utf8_lossy(&script))
 }

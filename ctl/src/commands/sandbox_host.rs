@@ -18,6 +18,7 @@ use crate::exit::{self, Failure};
 use crate::output;
 use crate::sandbox::layout::{self, AgentRecord, Layout, Record};
 use crate::sandbox::process::{self, AGENT_BIN, Proc};
+use crate::sandbox::profile;
 use crate::settings::Env;
 
 /// The file kubesim looks for to treat a node as dead.
@@ -26,8 +27,8 @@ pub const DOWN_MARKER: &str = "kubesim-down";
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
 /// Kill a sandbox host: stop its agent and mark its kubesim node dead.
-/// The controllers declare it down after `down_after_ms` and, if it is in
-/// a pool, replace it.
+/// The controllers declare it suspect after 3 s, down after 5 s and, if it
+/// is in a pool, replace it.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -193,10 +194,22 @@ pub fn exec_kill(args: KillHostArgs, env: &Env) -> anyhow::Result<()> {
     };
     output::print(&format!(
         "Killed {}: {how}; kubesim marks its node down ({}).\n\
-         The controllers declare it down after down_after_ms; watch with `rpoolctl events --follow`.\n",
+         The controllers declare it suspect after {} and down after {} (then replace it if it is in a pool); \
+         watch with `rpoolctl events --follow`.\n",
         host.label(),
-        marker.display()
+        marker.display(),
+        seconds(profile::SUSPECT_AFTER_MS),
+        seconds(profile::DOWN_AFTER_MS),
     ))
+}
+
+/// "5 s", "1.5 s": a sandbox liveness threshold as people say it.
+fn seconds(ms: u32) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} s", f64::from(ms) / 1000.0)
+    }
 }
 
 pub fn exec_revive(args: ReviveHostArgs, env: &Env) -> anyhow::Result<()> {
@@ -271,5 +284,11 @@ mod tests {
         let text = "hostname = \"sim-c-2\"\nzone = \"c\"\nlogical_cores = 8\n";
         assert_eq!(hostname_of(text).as_deref(), Some("sim-c-2"));
         assert_eq!(hostname_of("zone = \"c\"\n"), None);
+    }
+
+    #[test]
+    fn liveness_thresholds_are_said_in_seconds() {
+        assert_eq!(seconds(5000), "5 s");
+        assert_eq!(seconds(1500), "1.5 s");
     }
 }
