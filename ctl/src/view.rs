@@ -148,9 +148,11 @@ impl HostView {
 /// `status -o json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusView {
-    pub controller_id: String,
+    /// The controller that answered (a number, as in `controller list -o json`).
+    pub controller_id: u64,
     pub version: String,
-    pub leader_id: String,
+    /// The leader's id; null when none is known.
+    pub leader_id: Option<u64>,
     pub applied_index: u64,
     pub hosts_total: u32,
     pub hosts_by_state: BTreeMap<String, u32>,
@@ -172,9 +174,9 @@ pub struct StatusView {
 impl From<&StatusResponse> for StatusView {
     fn from(s: &StatusResponse) -> Self {
         Self {
-            controller_id: s.controller_id.clone(),
+            controller_id: s.controller_id.parse().unwrap_or_default(),
             version: s.version.clone(),
-            leader_id: s.leader_id.clone(),
+            leader_id: s.leader_id.parse().ok().filter(|id| *id != 0),
             applied_index: s.applied_index,
             hosts_total: s.hosts_total,
             hosts_by_state: s.hosts_by_state.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -658,6 +660,14 @@ pub(crate) mod tests {
         assert_eq!(json["hosts_by_state"]["ready"], 2);
         assert_eq!(json["role"], "follower");
         assert_eq!(json["term"], 4);
+        // Ids are numbers, as in `controller list -o json`.
+        assert_eq!(json["controller_id"], 1);
+        assert_eq!(json["leader_id"], 1);
+        let none = StatusView::from(&StatusResponse {
+            leader_id: String::new(),
+            ..s.clone()
+        });
+        assert_eq!(none.leader_id, None);
         assert_eq!(json["commit_index"], 9);
         assert_eq!(json["leader_address"], "127.0.0.1:7441");
         assert_eq!(json["voters"], 3);
