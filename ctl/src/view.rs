@@ -237,7 +237,8 @@ impl From<&Controller> for ControllerView {
 ///  "members": [{"host_id": "...", "hostname": "sim-a-1", "zone": "a",
 ///               "role": "control-plane", "node_name": "web-sim-a-1",
 ///               "state": "joined", "cores": 8, "memory_bytes": 34359738368,
-///               "last_error": ""}],
+///               "last_error": "", "liveness": "ready"}],
+///  "attention": "members 1 down (sim-b-1); replacing: ...",  (only when some are not alive)
 ///  "events": [{"index": 42, "at_unix_ms": 1700000000000, "pool": "web",
 ///              "host_id": "", "kind": "pool_created", "message": "..."}]}
 /// ```
@@ -272,6 +273,10 @@ pub struct PoolView {
     /// in the JSON) when autoscaling is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleView>,
+    /// When members' hosts are suspect or down: how many, and what rpool
+    /// is doing about it (`pool show` only; absent when all are alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<String>,
 }
 
 /// A pool's autoscaling in `-o json`:
@@ -351,6 +356,9 @@ pub struct MemberView {
     pub cores: u32,
     pub memory_bytes: u64,
     pub last_error: String,
+    /// The host's liveness as the controllers judge it (ready, suspect,
+    /// down, cordoned, ...); "" when unknown (`pool show` fills it in).
+    pub liveness: String,
 }
 
 /// One event, as printed by `events -o json` (an array, oldest first; with
@@ -395,6 +403,7 @@ impl From<&PoolMember> for MemberView {
             cores: m.cores,
             memory_bytes: m.memory_bytes,
             last_error: m.last_error.clone(),
+            liveness: String::new(),
         }
     }
 }
@@ -437,6 +446,7 @@ impl From<&Pool> for PoolView {
             pod_network_cidr: spec.pod_network_cidr,
             service_cidr: spec.service_cidr,
             autoscale: p.autoscale.is_some().then(|| AutoscaleView::from(p)),
+            attention: None,
         }
     }
 }
