@@ -57,7 +57,7 @@ pub async fn exec(cmd: SandboxCommand, settings: &Settings, env: &Env) -> anyhow
         SandboxCommand::StartController(args) => sandbox_controller::exec_start_controller(args, env),
         SandboxCommand::Status(args) => sandbox_status::exec(args, env),
         SandboxCommand::Load(args) => sandbox_load::exec(args, env),
-        SandboxCommand::KillHost(args) => sandbox_host::exec_kill(args, env),
+        SandboxCommand::KillHost(args) => sandbox_host::exec_kill_and_wait(args, settings, env).await,
         SandboxCommand::ReviveHost(args) => sandbox_host::exec_revive(args, env),
     }
 }
