@@ -10,13 +10,22 @@ pub enum ShellName {
     Fish,
 }
 
-/// Print a completion script for SHELL to stdout.
+/// Print a completion script for SHELL to stdout: subcommands, flags and
+/// their fixed values (states, output formats, shells).
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Examples:
-  rpoolctl completions bash > /etc/bash_completion.d/rpoolctl
-  rpoolctl completions zsh > \"${fpath[1]}/_rpoolctl\"
-  rpoolctl completions fish > ~/.config/fish/completions/rpoolctl.fish")]
+Install (then open a new shell):
+  bash, for you:      mkdir -p ~/.local/share/bash-completion/completions
+                      rpoolctl completions bash > ~/.local/share/bash-completion/completions/rpoolctl
+  bash, for everyone: rpoolctl completions bash | sudo tee /usr/share/bash-completion/completions/rpoolctl >/dev/null
+                      (needs the bash-completion package)
+  zsh:                mkdir -p ~/.zfunc && rpoolctl completions zsh > ~/.zfunc/_rpoolctl
+                      and in ~/.zshrc, before `compinit`: fpath=(~/.zfunc $fpath)
+  fish:               rpoolctl completions fish > ~/.config/fish/completions/rpoolctl.fish
+
+Try it without installing: source <(rpoolctl completions bash)
+
+Pool names, host ids and controller ids are not completed yet (the script is static).")]
 pub struct CompletionsArgs {
     /// Shell to generate the script for
     #[arg(value_enum)]
