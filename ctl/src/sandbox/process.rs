@@ -372,7 +372,14 @@ mod tests {
             binary: "sh",
             needle: needle.to_string_lossy().into_owned(),
         };
-        let found = recorded.resolve();
+        // Until the child has exec'd, its /proc cmdline is still ours:
+        // poll (bounded) until it shows.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = recorded.resolve();
+        while found.pid == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            found = recorded.resolve();
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(found.pid, child.id(), "{found:?}");
