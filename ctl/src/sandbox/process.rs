@@ -358,12 +358,14 @@ mod tests {
     fn a_process_restarted_by_hand_is_found_by_its_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let needle = dir.path().join("controller.toml");
-        // `sh` stands in for the binary: its argv names the config.
+        // `sh` stands in for the binary: its argv names the config. It waits
+        // in the `read` builtin (no child process that could match too).
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg("sleep 30; true")
+            .arg("read line")
             .arg("sh")
             .arg(&needle)
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let recorded = Proc {
