@@ -80,6 +80,57 @@ pub struct GlobalArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// The clap command of [`Cli`] as rpoolctl parses it: every option that
+/// takes a value accepts a negative number as that value, so `--cores -5`
+/// reaches the option's own range check ("-5 is not in 1..=4096") instead
+/// of clap's "unexpected argument '-5'; use `-- -5`".
+pub fn command() -> clap::Command {
+    negative_numbers_are_values(<Cli as clap::CommandFactory>::command())
+}
+
+fn negative_numbers_are_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|arg| {
+        if arg.get_action().takes_values() {
+            arg.allow_negative_numbers(true)
+        } else {
+            arg
+        }
+    })
+    .mut_subcommands(negative_numbers_are_values)
+}
+
+/// Parses argv with [`command`].
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let mut cmd = command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+}
+
+/// clap value parser for an integer option in `min..=max`: anything else,
+/// a negative number included, is `"-5" is out of range (accepted an
+/// integer 1..=1000000)`.
+pub fn whole_number<T>(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: TryFrom<u64>,
+{
+    move |text: &str| {
+        text.trim()
+            .parse::<i128>()
+            .ok()
+            .filter(|n| (i128::from(min)..=i128::from(max)).contains(n))
+            .and_then(|n| T::try_from(n as u64).ok())
+            .ok_or_else(|| format!("{text:?} is out of range (accepted an integer {min}..={max})"))
+    }
+}
+
 /// clap value parser for durations (`10s`, `500ms`, `2m`).
 pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     let d = rpool_proto::units::parse_duration(text).map_err(|e| e.to_string())?;
@@ -113,6 +164,22 @@ mod tests {
         .unwrap();
         assert_eq!(cli.global.controller.as_deref(), Some("a:1"));
         assert_eq!(cli.global.timeout, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_negative_number_gets_the_options_range_error() {
+        let err = try_parse_from([
+            "rpoolctl", "pool", "create", "web", "--cores", "-5", "--memory", "8GiB",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = err.to_string();
+        assert!(
+            text.contains("\"-5\" is out of range (accepted an integer 1..="),
+            "{text}"
+        );
+        assert!(!text.contains("-- -5"), "{text}");
+        command().debug_assert();
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub async fn connect(addresses: &[String], timeout: Duration) -> Result<Controll
     // A missing or bad certificate is the user's to fix: say so first.
     tls_material()?;
     let mut tried = Vec::new();
+    let mut untrusted = Vec::new();
     for address in addresses {
         match connect_one(address, timeout.min(CONNECT_TIMEOUT_CAP)).await {
             Ok(channel) => {
@@ -100,10 +101,39 @@ pub async fn connect(addresses: &[String], timeout: Duration) -> Result<Controll
                     addresses: addresses.to_vec(),
                 });
             }
+            Err(reason) if reason.starts_with(TRUST_PREFIX) => {
+                untrusted.push((address.clone(), reason[TRUST_PREFIX.len()..].to_string()));
+            }
             Err(reason) => tried.push((address.clone(), reason)),
         }
     }
+    if !untrusted.is_empty() {
+        return Err(trust_failure(&untrusted));
+    }
     Err(unreachable(&tried))
+}
+
+/// Marks a [`connect_one`] reason that is a TLS trust failure (the server's
+/// certificate does not chain to our CA, or it refused ours), not a network one.
+const TRUST_PREFIX: &str = "TLS trust: ";
+
+/// The controller answered but TLS failed on trust: a configuration problem
+/// (wrong CA or admin certificate), exit 77, not "cannot reach".
+pub fn trust_failure(tried: &[(String, String)]) -> Failure {
+    let list = tried
+        .iter()
+        .map(|(addr, reason)| format!("{addr} ({reason})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Failure::new(
+        exit::PERMISSION_DENIED,
+        format!(
+            "TLS trust problem with the rpool controller at {list}: the controller answered, but its \
+             certificate and our CA (--tls-ca, [tls] ca in ctl.toml) or our admin certificate \
+             (--tls-cert/--tls-key) do not belong to the same PKI; point them at this group's files \
+             (for the sandbox: the pki/ directory in its dir)"
+        ),
+    )
 }
 
 /// Opens a channel to one address; `Err` is a short reason ("connection refused").
@@ -116,12 +146,39 @@ pub async fn connect_one(address: &str, timeout: Duration) -> Result<Channel, St
         .tcp_nodelay(true);
     match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(connect_reason(&e)),
+        Ok(Err(e)) => Err(match trust_reason(&e) {
+            Some(reason) => format!("{TRUST_PREFIX}{reason}"),
+            None => connect_reason(&e),
+        }),
         Err(_) => Err(format!(
             "timed out after {}",
             rpool_proto::units::format_duration(timeout)
         )),
     }
+}
+
+/// A TLS trust failure in an error chain, said plainly: the server's
+/// certificate is not trusted by our CA, or the server refused ours.
+fn trust_reason(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::InvalidCertificate(why)) => {
+                return Some(format!("its certificate is not trusted: {why:?}"));
+            }
+            Some(rustls::Error::AlertReceived(alert)) => {
+                return Some(format!("it refused our admin certificate: {alert:?}"));
+            }
+            _ => {}
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The most specific, human-sized reason in an error chain.
@@ -331,6 +388,32 @@ mod tests {
             )
         );
         assert!(!two.message.contains('\n'));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_a_trust_problem_not_unreachable() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let wrapped = anyhow::Error::new(io).context("transport error");
+        let reason = trust_reason(wrapped.as_ref()).expect("a trust failure");
+        assert_eq!(reason, "its certificate is not trusted: UnknownIssuer");
+        let refused =
+            std::io::Error::other(rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA));
+        assert_eq!(
+            trust_reason(&refused).as_deref(),
+            Some("it refused our admin certificate: UnknownCA")
+        );
+        let refused_conn = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(trust_reason(&refused_conn), None);
+        let f = trust_failure(&[("a:1".into(), reason)]);
+        assert_eq!(f.code, exit::PERMISSION_DENIED);
+        assert!(
+            f.message
+                .starts_with("TLS trust problem with the rpool controller at a:1 (its certificate")
+        );
+        assert!(!f.message.contains("cannot reach"), "{}", f.message);
     }
 
     #[tokio::test]

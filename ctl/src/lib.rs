@@ -71,10 +71,9 @@ pub async fn run(cli: Cli, env: Env) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
     fn parse_code(args: &[&str]) -> u8 {
-        match Cli::try_parse_from(args) {
+        match crate::cli::try_parse_from(args) {
             Ok(_) => exit::OK,
             Err(e) => clap_exit_code(e.kind()),
         }

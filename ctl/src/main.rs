@@ -3,13 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use rpoolctl::cli::Cli;
 use rpoolctl::exit;
 use rpoolctl::settings::Env;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match rpoolctl::cli::try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();

@@ -167,9 +167,11 @@ impl HostView {
 /// `status -o json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusView {
-    pub controller_id: String,
+    /// The controller that answered (a number, as in `controller list -o json`).
+    pub controller_id: u64,
     pub version: String,
-    pub leader_id: String,
+    /// The leader's id; null when none is known.
+    pub leader_id: Option<u64>,
     pub applied_index: u64,
     pub hosts_total: u32,
     pub hosts_by_state: BTreeMap<String, u32>,
@@ -191,9 +193,9 @@ pub struct StatusView {
 impl From<&StatusResponse> for StatusView {
     fn from(s: &StatusResponse) -> Self {
         Self {
-            controller_id: s.controller_id.clone(),
+            controller_id: s.controller_id.parse().unwrap_or_default(),
             version: s.version.clone(),
-            leader_id: s.leader_id.clone(),
+            leader_id: s.leader_id.parse().ok().filter(|id| *id != 0),
             applied_index: s.applied_index,
             hosts_total: s.hosts_total,
             hosts_by_state: s.hosts_by_state.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -254,7 +256,8 @@ impl From<&Controller> for ControllerView {
 ///  "members": [{"host_id": "...", "hostname": "sim-a-1", "zone": "a",
 ///               "role": "control-plane", "node_name": "web-sim-a-1",
 ///               "state": "joined", "cores": 8, "memory_bytes": 34359738368,
-///               "last_error": ""}],
+///               "last_error": "", "liveness": "ready"}],
+///  "attention": "members 1 down (sim-b-1); replacing: ...",  (only when some are not alive)
 ///  "events": [{"index": 42, "at_unix_ms": 1700000000000, "pool": "web",
 ///              "host_id": "", "kind": "pool_created", "message": "..."}]}
 /// ```
@@ -289,6 +292,10 @@ pub struct PoolView {
     /// in the JSON) when autoscaling is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleView>,
+    /// When members' hosts are suspect or down: how many, and what rpool
+    /// is doing about it (`pool show` only; absent when all are alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<String>,
 }
 
 /// A pool's autoscaling in `-o json`:
@@ -368,6 +375,9 @@ pub struct MemberView {
     pub cores: u32,
     pub memory_bytes: u64,
     pub last_error: String,
+    /// The host's liveness as the controllers judge it (ready, suspect,
+    /// down, cordoned, ...); "" when unknown (`pool show` fills it in).
+    pub liveness: String,
 }
 
 /// One event, as printed by `events -o json` (an array, oldest first; with
@@ -412,6 +422,7 @@ impl From<&PoolMember> for MemberView {
             cores: m.cores,
             memory_bytes: m.memory_bytes,
             last_error: m.last_error.clone(),
+            liveness: String::new(),
         }
     }
 }
@@ -454,6 +465,7 @@ impl From<&Pool> for PoolView {
             pod_network_cidr: spec.pod_network_cidr,
             service_cidr: spec.service_cidr,
             autoscale: p.autoscale.is_some().then(|| AutoscaleView::from(p)),
+            attention: None,
         }
     }
 }
@@ -683,6 +695,14 @@ pub(crate) mod tests {
         assert_eq!(json["hosts_by_state"]["ready"], 2);
         assert_eq!(json["role"], "follower");
         assert_eq!(json["term"], 4);
+        // Ids are numbers, as in `controller list -o json`.
+        assert_eq!(json["controller_id"], 1);
+        assert_eq!(json["leader_id"], 1);
+        let none = StatusView::from(&StatusResponse {
+            leader_id: String::new(),
+            ..s.clone()
+        });
+        assert_eq!(none.leader_id, None);
         assert_eq!(json["commit_index"], 9);
         assert_eq!(json["leader_address"], "127.0.0.1:7441");
         assert_eq!(json["voters"], 3);

@@ -161,12 +161,15 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// `60s`, `10m`, `1h30m`: a window or cooldown as admins write it.
+/// `90s`, `1m`, `10m`, `2h`, `1h30m`: a window or cooldown as admins write
+/// it (`--up-window 1m` reads back as `1m`, not `60s`).
 pub fn format_span(ms: u64) -> String {
-    if ms <= 120_000 && ms.is_multiple_of(1_000) {
-        format!("{}s", ms / 1_000)
-    } else if ms.is_multiple_of(60_000) && ms < 3_600_000 {
+    if ms > 0 && ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms > 0 && ms.is_multiple_of(60_000) && ms < 3_600_000 {
         format!("{}m", ms / 60_000)
+    } else if ms <= 120_000 && ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
     } else {
         format_duration(std::time::Duration::from_millis(ms))
     }
@@ -237,7 +240,10 @@ mod tests {
     #[test]
     fn spans_read_like_flags() {
         assert_eq!(format_span(1_000), "1s");
-        assert_eq!(format_span(60_000), "60s");
+        assert_eq!(format_span(60_000), "1m");
+        assert_eq!(format_span(90_000), "90s");
+        assert_eq!(format_span(7_200_000), "2h");
+        assert_eq!(format_span(0), "0s");
         assert_eq!(format_span(600_000), "10m");
         assert_eq!(format_span(5_400_000), "1h30m");
         assert_eq!(format_span(1_500), "1.5s");

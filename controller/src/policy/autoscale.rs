@@ -590,7 +590,7 @@ mod tests {
         assert_eq!(
             before,
             Decision::Hold {
-                why: "holding: cpu 91% > 70% for 59s of the 60s up-window".to_owned()
+                why: "holding: cpu 91% > 70% for 59s of the 1m up-window".to_owned()
             }
         );
         let after = run(&p, &pool(), signals(91.0, 40.0, 0), T0 + 60 * S);
@@ -598,7 +598,7 @@ mod tests {
             after,
             Decision::ScaleUp {
                 host: host("h9", 16),
-                why: "pool web: cpu 91% > 70% for 60s: +1 host h9 (16c/64GiB)".to_owned()
+                why: "pool web: cpu 91% > 70% for 1m: +1 host h9 (16c/64GiB)".to_owned()
             }
         );
         let cmd = after.command(&pool(), T0 + 60 * S).unwrap();
@@ -610,7 +610,7 @@ mod tests {
                 memory_bytes: 160 << 30,
                 add: vec!["id-h9".to_owned()],
                 release: vec![],
-                why: "pool web: cpu 91% > 70% for 60s: +1 host h9 (16c/64GiB)".to_owned(),
+                why: "pool web: cpu 91% > 70% for 1m: +1 host h9 (16c/64GiB)".to_owned(),
                 at_unix_ms: T0 + 60 * S,
             }
         );
@@ -646,7 +646,7 @@ mod tests {
         let d = run(&policy(), &pool, signals(20.0, 95.0, 0), T0 + 60 * S);
         assert_eq!(
             d.why(),
-            "pool web: memory 95% > 80% for 60s: +1 host h9 (16c/64GiB)"
+            "pool web: memory 95% > 80% for 1m: +1 host h9 (16c/64GiB)"
         );
     }
 
@@ -657,12 +657,12 @@ mod tests {
         let d = run(&p, &pool(), signals(30.0, 30.0, 3), T0 + 70 * S);
         assert_eq!(
             d.why(),
-            "pool web: 3 pod(s) pending for 60s: +1 host h9 (16c/64GiB)"
+            "pool web: 3 pod(s) pending for 1m: +1 host h9 (16c/64GiB)"
         );
         let early = run(&p, &pool(), signals(30.0, 30.0, 3), T0 + 40 * S);
         assert_eq!(
             early.why(),
-            "holding: 3 pod(s) pending for 30s of the 60s up-window"
+            "holding: 3 pod(s) pending for 30s of the 1m up-window"
         );
     }
 
@@ -702,13 +702,13 @@ mod tests {
         p.max_cores = 24;
         assert_eq!(
             run(&p, &pool(), signals(95.0, 40.0, 0), T0 + 60 * S).why(),
-            "holding: at max-cores 24 (cpu 95% > 70% for 60s)"
+            "holding: at max-cores 24 (cpu 95% > 70% for 1m)"
         );
         // 24 + 16 > 32: h9 would overshoot max; nothing smaller is free.
         p.max_cores = 32;
         assert_eq!(
             run(&p, &pool(), signals(95.0, 40.0, 0), T0 + 60 * S).why(),
-            "holding: cpu 95% > 70% for 60s, but no free host fits under max-cores 32 (workers have 24)"
+            "holding: cpu 95% > 70% for 1m, but no free host fits under max-cores 32 (workers have 24)"
         );
         p.max_cores = 40;
         let d = run(&p, &pool(), signals(95.0, 40.0, 0), T0 + 60 * S);

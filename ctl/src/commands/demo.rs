@@ -324,7 +324,10 @@ impl Demo<'_> {
             ..PoolSpec::default()
         };
         let plan = PoolView::from(&pool_create::create(self.ctl, spec.clone(), true).await?);
-        (self.out)(&nest(&pool_create::render_dry_run(&plan)));
+        (self.out)(&nest(&pool_create::render_plan(
+            &plan,
+            "Plan (asked with --dry-run first): pool",
+        )));
         let created = PoolView::from(&pool_create::create(self.ctl, spec, false).await?);
         (self.out)(&format!(
             "    created: pool {} is {} on {} hosts; waiting for it to be ready\n",
@@ -623,7 +626,7 @@ mod tests {
             "skipped: loading hosts needs the local sandbox",
             "==> [6/7] resize down pool demo to 40 worker cores",
             "==> [7/7] destroy pool demo",
-            "Dry run: nothing was changed.",
+            "Plan (asked with --dry-run first): pool demo would be built on",
             "ok (",
             "Demo done in",
         ] {

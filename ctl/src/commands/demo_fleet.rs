@@ -59,6 +59,7 @@ impl Fleet for SandboxFleet {
         sandbox_host::exec_kill(
             sandbox_host::KillHostArgs {
                 host: host_id.to_string(),
+                wait: false,
                 dir: self.dir.clone(),
             },
             &self.env,

@@ -53,7 +53,7 @@ pub struct EventsArgs {
     #[arg(long, short = 'f')]
     pub follow: bool,
     /// How many of the newest events to print first (1..=1000)
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = crate::cli::whole_number::<u32>(1, 1000))]
     pub limit: u32,
     #[command(flatten)]
     pub output: OutputArgs,

@@ -31,8 +31,8 @@ Examples:
   rpoolctl host label 3f2a gpu-
   rpoolctl host label 3f2a rack=r14 old- -o json | jq .labels")]
 pub struct LabelArgs {
-    /// Host id, or a unique prefix of it (at least 4 characters)
-    #[arg(value_name = "ID")]
+    /// Host id, a unique prefix of it (at least 4 characters), or its hostname
+    #[arg(value_name = "ID|HOSTNAME")]
     pub id: String,
     /// KEY=VALUE to set, KEY- to remove
     #[arg(value_name = "KEY=VALUE|KEY-", required = true, num_args = 1..)]
@@ -109,7 +109,8 @@ fn check_key(key: &str) -> Result<(), String> {
 pub async fn exec(args: LabelArgs, settings: &Settings) -> anyhow::Result<()> {
     let changes = parse_changes(&args.changes)?;
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let host = set_labels(&ctl, &args.id, changes).await?;
+    let id = super::host::resolve_id(&ctl, &args.id).await?;
+    let host = set_labels(&ctl, &id, changes).await?;
     let view = HostView::from(&host);
     match args.output.output {
         Format::Json => output::print_json(&view),

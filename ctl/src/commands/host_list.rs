@@ -82,18 +82,29 @@ pub fn render(hosts: &[HostView]) -> String {
         "HOSTNAME",
         "ZONE",
         "STATE",
+        "POOL",
+        "ROLE",
         "CORES",
         "MEMORY",
         "CPU%",
         "MEM%",
         "LAST SEEN",
     ]);
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     for h in hosts {
         table.row([
             h.host_id.chars().take(8).collect::<String>(),
             h.hostname.clone(),
             h.zone.clone(),
             h.state.clone(),
+            or_dash(&h.pool),
+            or_dash(&h.pool_role),
             h.cores.to_string(),
             format_size(h.memory_bytes),
             h.utilization
@@ -133,12 +144,17 @@ mod tests {
         other.last_heartbeat_age_ms = 0;
         other.utilization = None;
         other.memory_bytes = 128 << 30;
-        let text = render(&[HostView::from(&sample_host()), other]);
+        other.pool = String::new();
+        other.pool_role = String::new();
+        let mut first = HostView::from(&sample_host());
+        first.pool = "web".into();
+        first.pool_role = "worker".into();
+        let text = render(&[first, other]);
         assert_eq!(
             text,
-            "ID        HOSTNAME  ZONE  STATE  CORES  MEMORY  CPU%  MEM%  LAST SEEN\n\
-             3f2a9c1d  sim-b-2   b     ready  16     64GiB   20.0  12.5  120ms\n\
-             77aa0000  sim-c-1   c     down   16     128GiB  -     -     -\n"
+            "ID        HOSTNAME  ZONE  STATE  POOL  ROLE    CORES  MEMORY  CPU%  MEM%  LAST SEEN\n\
+             3f2a9c1d  sim-b-2   b     ready  web   worker  16     64GiB   20.0  12.5  120ms\n\
+             77aa0000  sim-c-1   c     down   -     -       16     128GiB  -     -     -\n"
         );
     }
 

@@ -20,8 +20,8 @@ use crate::view::HostView;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  rpoolctl host cordon 3f2a\n  rpoolctl host uncordon 3f2a")]
 pub struct CordonArgs {
-    /// Host id, or a unique prefix of it (at least 4 characters)
-    #[arg(value_name = "ID")]
+    /// Host id, a unique prefix of it (at least 4 characters), or its hostname
+    #[arg(value_name = "ID|HOSTNAME")]
     pub id: String,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -39,8 +39,8 @@ Examples:
   rpoolctl host drain 3f2a --dry-run     # which replacements would join
   rpoolctl host drain 3f2a --yes --wait  # move it out, wait until the pool is ready")]
 pub struct DrainArgs {
-    /// Host id, or a unique prefix of it (at least 4 characters)
-    #[arg(value_name = "ID")]
+    /// Host id, a unique prefix of it (at least 4 characters), or its hostname
+    #[arg(value_name = "ID|HOSTNAME")]
     pub id: String,
     /// Only show what would happen
     #[arg(long, conflicts_with_all = ["yes", "wait"])]
@@ -58,7 +58,7 @@ pub struct DrainArgs {
 pub async fn cordon(args: CordonArgs, settings: &Settings, cordon: bool) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
     let request = HostRequest {
-        host_id: args.id.clone(),
+        host_id: super::host::resolve_id(&ctl, &args.id).await?,
     };
     let host = if cordon {
         crate::rpc!(ctl, cordon_host, request)
@@ -82,8 +82,9 @@ pub async fn cordon(args: CordonArgs, settings: &Settings, cordon: bool) -> anyh
     }
 }
 
-pub async fn drain(args: DrainArgs, settings: &Settings) -> anyhow::Result<()> {
+pub async fn drain(mut args: DrainArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
+    args.id = super::host::resolve_id(&ctl, &args.id).await?;
     let plan = crate::rpc!(
         ctl,
         drain_host,

@@ -20,10 +20,11 @@ use crate::view::HostView;
 Examples:
   rpoolctl host show 3f2a9c1d-0b4e-4c2a-9d7e-1a2b3c4d5e6f
   rpoolctl host show 3f2a              # a unique prefix of at least 4 characters
+  rpoolctl host show sim-a-1           # or its hostname
   rpoolctl host show 3f2a -o json | jq .health")]
 pub struct ShowArgs {
-    /// Host id, or a unique prefix of it (at least 4 characters)
-    #[arg(value_name = "ID")]
+    /// Host id, a unique prefix of it (at least 4 characters), or its hostname
+    #[arg(value_name = "ID|HOSTNAME")]
     pub id: String,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -31,14 +32,9 @@ pub struct ShowArgs {
 
 pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let host = crate::rpc!(
-        ctl,
-        get_host,
-        GetHostRequest {
-            host_id: args.id.clone()
-        }
-    )
-    .with_context(|| format!("showing host {}", args.id))?;
+    let host_id = super::host::resolve_id(&ctl, &args.id).await?;
+    let host = crate::rpc!(ctl, get_host, GetHostRequest { host_id })
+        .with_context(|| format!("showing host {}", args.id))?;
     let view = HostView::from(&host);
     match args.output.output {
         Format::Json => output::print_json(&view),

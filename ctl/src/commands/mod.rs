@@ -26,6 +26,7 @@ pub mod pool_resize;
 pub mod pool_show;
 pub mod pool_wait;
 pub mod sandbox;
+pub mod sandbox_controller;
 pub mod sandbox_down;
 pub mod sandbox_host;
 pub mod sandbox_load;
@@ -53,10 +54,10 @@ pub enum Command {
     /// Inspect and change the controllers of the Raft group
     #[command(subcommand)]
     Controller(controller::ControllerCommand),
-    /// Run a local controller with simulated hosts, for trying rpool
+    /// Run three local controllers with simulated hosts, for trying rpool
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
-    /// Walk through create, show, resize up and down, destroy of a pool on the running fleet
+    /// Walk through a pool's life on the running fleet: create, resize up, heal a killed host, autoscale under load, resize down, destroy
     Demo(demo::DemoArgs),
     /// Create, list and revoke bootstrap tokens that agents enroll with
     #[command(subcommand)]

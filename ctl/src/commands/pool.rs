@@ -331,6 +331,7 @@ mod tests {
             cores,
             memory_bytes: gib << 30,
             last_error: String::new(),
+            liveness: String::new(),
         };
         assert_eq!(
             hosts_table(&[

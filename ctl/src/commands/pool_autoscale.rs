@@ -50,10 +50,10 @@ pub struct AutoscaleArgs {
     #[arg(long, value_name = "N", value_parser = parse_cores, required_unless_present = "off")]
     pub max_cores: Option<u64>,
     /// CPU utilization target in percent (1..=100)
-    #[arg(long, value_name = "PERCENT", default_value = "70", value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "PERCENT", default_value = "70", value_parser = crate::cli::whole_number::<u32>(1, 100))]
     pub cpu_target: u32,
     /// Memory utilization target in percent (1..=100)
-    #[arg(long, value_name = "PERCENT", default_value = "80", value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "PERCENT", default_value = "80", value_parser = crate::cli::whole_number::<u32>(1, 100))]
     pub memory_target: u32,
     /// How long a target must be exceeded (or pods pending) before adding a worker (1s..=24h)
     #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_span)]

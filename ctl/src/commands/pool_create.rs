@@ -41,7 +41,7 @@ pub struct CreateArgs {
     #[arg(value_name = "NAME", value_parser = parse_pool_name)]
     pub name: String,
     /// Worker cores wanted (1..=1000000)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=CORES_MAX))]
+    #[arg(long, value_name = "N", value_parser = crate::cli::whole_number::<u64>(1, CORES_MAX))]
     pub cores: u64,
     /// Worker memory wanted, e.g. 64GiB, 512MiB, 1.5TiB (1GiB..=64PiB)
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
@@ -138,8 +138,14 @@ pub async fn create(ctl: &Controller, spec: PoolSpec, dry_run: bool) -> anyhow::
 
 /// The dry-run answer: the hosts that would be chosen and the totals.
 pub fn render_dry_run(view: &PoolView) -> String {
+    render_plan(view, "Dry run: nothing was changed. Pool")
+}
+
+/// The hosts a pool would be built on and the totals, after `lead` (e.g.
+/// "Plan: pool", for a walk-through that goes on to create it).
+pub fn render_plan(view: &PoolView, lead: &str) -> String {
     let mut text = format!(
-        "Dry run: nothing was changed. Pool {} would be built on {}:\n",
+        "{lead} {} would be built on {}:\n",
         view.name,
         plural(view.members.len(), "host", "hosts")
     );

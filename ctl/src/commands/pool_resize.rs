@@ -41,7 +41,7 @@ pub struct ResizeArgs {
     #[arg(value_name = "NAME", value_parser = parse_pool_name)]
     pub name: String,
     /// New worker cores (1..=1000000) [default: keep]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=CORES_MAX))]
+    #[arg(long, value_name = "N", value_parser = crate::cli::whole_number::<u64>(1, CORES_MAX))]
     pub cores: Option<u64>,
     /// New worker memory, e.g. 64GiB, 512MiB, 1.5TiB (1GiB..=64PiB) [default: keep]
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]

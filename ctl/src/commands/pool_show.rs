@@ -3,7 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use rpool_proto::units::format_size;
-use rpool_proto::v1::{GetPoolRequest, Pool};
+use std::collections::BTreeMap;
+
+use rpool_proto::v1::{GetPoolRequest, ListEventsRequest, ListHostsRequest, Pool};
 
 use super::pool::{indent, parse_pool_name, totals_against_request};
 use crate::client::{self, Controller};
@@ -31,11 +33,95 @@ pub struct ShowArgs {
 
 pub async fn exec(args: ShowArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let view = PoolView::from(&get(&ctl, &args.name).await?);
+    let mut view = PoolView::from(&get(&ctl, &args.name).await?);
+    // The members' liveness and the storm guard, best effort: without them
+    // the pool is still shown, with liveness unknown.
+    let hosts = crate::rpc!(ctl, list_hosts, ListHostsRequest::default())
+        .map(|r| r.hosts)
+        .unwrap_or_default();
+    let events = crate::rpc!(
+        ctl,
+        list_events,
+        ListEventsRequest {
+            limit: STORM_LOOKBACK,
+            ..Default::default()
+        }
+    )
+    .map(|r| r.events)
+    .unwrap_or_default();
+    let liveness: BTreeMap<String, String> = hosts
+        .iter()
+        .map(|h| (h.host_id.clone(), crate::view::state_name(h.state).to_string()))
+        .collect();
+    let storm = events
+        .iter()
+        .rev()
+        .find(|e| e.kind == "storm" || e.kind == "storm_over")
+        .is_some_and(|e| e.kind == "storm");
+    judge_liveness(&mut view, &liveness, storm);
     match args.output.output {
         Format::Json => output::print_json(&view),
         Format::Table => output::print(&render(&view, rpool_proto::clock::unix_ms_now())),
     }
+}
+
+/// How many of the latest events `pool show` looks through for a storm alert.
+const STORM_LOOKBACK: u32 = 200;
+
+/// Fills each member's liveness from the hosts' states and, when some are
+/// not alive, says what rpool is doing about it: replacing them, holding
+/// back (a storm: many hosts silent at once), waiting for the control
+/// planes' etcd quorum, finding no free host, or waiting for suspect hosts
+/// to be declared down.
+pub fn judge_liveness(view: &mut PoolView, liveness: &BTreeMap<String, String>, storm: bool) {
+    for m in &mut view.members {
+        m.liveness = liveness.get(&m.host_id).cloned().unwrap_or_default();
+    }
+    let named = |state: &str| -> Vec<String> {
+        view.members
+            .iter()
+            .filter(|m| m.liveness == state && m.state != "replaced")
+            .map(|m| m.hostname.clone())
+            .collect()
+    };
+    let (down, suspect) = (named("down"), named("suspect"));
+    if down.is_empty() && suspect.is_empty() {
+        view.attention = None;
+        return;
+    }
+    let mut what = Vec::new();
+    if !down.is_empty() {
+        what.push(format!("{} down ({})", down.len(), down.join(", ")));
+    }
+    if !suspect.is_empty() {
+        what.push(format!("{} suspect ({})", suspect.len(), suspect.join(", ")));
+    }
+    let planes: Vec<&crate::view::MemberView> = view
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane" && m.state != "replaced")
+        .collect();
+    let planes_down = planes.iter().filter(|m| m.liveness == "down").count();
+    let last_kind = view.events.last().map(|e| e.kind.as_str()).unwrap_or_default();
+    let doing = if storm {
+        "holding back: a storm alert is out (many hosts went silent at once, more like a network \
+         problem than failed hosts), so nothing is replaced until it is over (`rpoolctl events`)"
+            .to_string()
+    } else if !planes.is_empty() && planes_down * 2 >= planes.len() {
+        format!(
+            "waiting for quorum: {planes_down} of {} control planes down, etcd has no majority",
+            planes.len()
+        )
+    } else if last_kind == "no_replacement" {
+        "no free host can replace it (see the events below)".to_string()
+    } else if down.is_empty() {
+        "waiting: a suspect host is replaced only once it is declared down".to_string()
+    } else if view.phase == "healing" || view.members.iter().any(|m| m.state == "joining") {
+        "replacing: a fleet host is joining in its place".to_string()
+    } else {
+        "a replacement is due".to_string()
+    };
+    view.attention = Some(format!("members {}; {doing}", what.join(", ")));
 }
 
 /// `GetPool` (NOT_FOUND exits 3).
@@ -74,9 +160,11 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             clock::age(now_ms, p.created_at_unix_ms)
         )
     };
-    let mut pairs = vec![
-        ("Name", p.name.clone()),
-        ("Phase", phase),
+    let mut pairs = vec![("Name", p.name.clone()), ("Phase", phase)];
+    if let Some(attention) = &p.attention {
+        pairs.push(("Attention", attention.clone()));
+    }
+    pairs.extend([
         ("Endpoint", or_dash(&p.control_plane_endpoint)),
         ("Kubernetes", or_dash(&p.kubernetes_version)),
         (
@@ -112,7 +200,7 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             totals_against_request(p.worker_cores, p.worker_memory_bytes, p.cores, p.memory_bytes),
         ),
         ("Created", created),
-    ];
+    ]);
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -125,6 +213,8 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
         let mut table = Table::new([
             "ROLE",
             "HOSTNAME",
+            "ID",
+            "LIVENESS",
             "STATE",
             "NODE",
             "ZONE",
@@ -136,6 +226,12 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             table.row([
                 m.role.clone(),
                 m.hostname.clone(),
+                m.host_id.chars().take(8).collect(),
+                if m.liveness.is_empty() {
+                    "-".to_string()
+                } else {
+                    m.liveness.clone()
+                },
                 m.state.clone(),
                 m.node_name.clone(),
                 m.zone.clone(),
@@ -227,13 +323,75 @@ mod tests {
              Capacity:        32 cores / 128GiB for a request of 30 cores / 120GiB (over by 2 cores, 8GiB)\n\
              Created:         2023-11-14T22:13:20Z (5m10s ago)\n\
              Members:\n\
-             \x20 ROLE           HOSTNAME  STATE    NODE         ZONE  CORES  MEMORY  LAST ERROR\n\
-             \x20 control-plane  sim-a-1   joined   web-sim-a-1  a     16     64GiB\n\
-             \x20 worker         sim-a-2   joined   web-sim-a-2  a     16     64GiB\n\
-             \x20 worker         sim-a-3   joining  web-sim-a-3  a     16     64GiB   bad token\n\
+             \x20 ROLE           HOSTNAME  ID        LIVENESS  STATE    NODE         ZONE  CORES  MEMORY  LAST ERROR\n\
+             \x20 control-plane  sim-a-1   id-sim-a  -         joined   web-sim-a-1  a     16     64GiB\n\
+             \x20 worker         sim-a-2   id-sim-a  -         joined   web-sim-a-2  a     16     64GiB\n\
+             \x20 worker         sim-a-3   id-sim-a  -         joining  web-sim-a-3  a     16     64GiB   bad token\n\
              Recent events:\n\
              \x20 TIME                  KIND       MESSAGE\n\
              \x20 2023-11-14T22:13:21Z  task_done  join_worker on sim-a-3 failed\n"
+        );
+    }
+
+    #[test]
+    fn dead_members_show_in_the_liveness_column_and_the_attention_line_says_what_rpool_does() {
+        let p = pool("ready", &["joined", "joined", "joined"], None);
+        let mut view = PoolView::from(&p);
+        let ids: Vec<String> = view.members.iter().map(|m| m.host_id.clone()).collect();
+        let states = |s: [&str; 3]| -> BTreeMap<String, String> {
+            ids.iter().cloned().zip(s.iter().map(|x| x.to_string())).collect()
+        };
+        judge_liveness(&mut view, &states(["ready", "ready", "ready"]), false);
+        assert_eq!(view.attention, None);
+        assert_eq!(view.members[1].liveness, "ready");
+
+        judge_liveness(&mut view, &states(["ready", "down", "suspect"]), false);
+        let said = view.attention.clone().unwrap();
+        assert!(
+            said.starts_with("members 1 down (sim-a-2), 1 suspect (sim-a-3); "),
+            "{said}"
+        );
+        assert!(said.contains("a replacement is due"), "{said}");
+        let text = render(&view, 1_700_000_310_000);
+        assert!(text.contains("Attention:"), "{text}");
+        assert!(text.contains("down "), "{text}");
+
+        view.phase = "healing".into();
+        judge_liveness(&mut view, &states(["ready", "down", "ready"]), false);
+        assert!(
+            view.attention.clone().unwrap().contains("replacing"),
+            "{:?}",
+            view.attention
+        );
+
+        judge_liveness(&mut view, &states(["ready", "down", "down"]), true);
+        assert!(
+            view.attention
+                .clone()
+                .unwrap()
+                .contains("holding back: a storm alert"),
+            "{:?}",
+            view.attention
+        );
+
+        judge_liveness(&mut view, &states(["down", "ready", "ready"]), false);
+        assert!(
+            view.attention
+                .clone()
+                .unwrap()
+                .contains("waiting for quorum: 1 of 1 control planes down"),
+            "{:?}",
+            view.attention
+        );
+
+        judge_liveness(&mut view, &states(["ready", "suspect", "ready"]), false);
+        assert!(
+            view.attention
+                .clone()
+                .unwrap()
+                .contains("waiting: a suspect host"),
+            "{:?}",
+            view.attention
         );
     }
 
@@ -303,7 +461,7 @@ mod tests {
             "members": [{
                 "host_id": "id-sim-a-1", "hostname": "sim-a-1", "zone": "a",
                 "role": "control-plane", "node_name": "web-sim-a-1", "state": "joined",
-                "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": ""
+                "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": "", "liveness": ""
             }],
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",

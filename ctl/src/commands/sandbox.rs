@@ -4,15 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{sandbox_down, sandbox_host, sandbox_load, sandbox_status, sandbox_up};
+use super::{sandbox_controller, sandbox_down, sandbox_host, sandbox_load, sandbox_status, sandbox_up};
 use crate::sandbox::layout::{Layout, Record, controller_config, log_file, resolve_dir};
 use crate::sandbox::process::{AGENT_BIN, CONTROLLER_BIN, Proc};
 use crate::settings::{Env, Settings};
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
-    /// Start a controller and N simulated agents on this machine
+    /// Start three controllers and N simulated hosts (agents) on this machine
     Up(sandbox_up::UpArgs),
+    /// Start a sandbox controller again (one that was killed), as `sandbox up` started it
+    StartController(sandbox_controller::StartControllerArgs),
     /// Stop the sandbox's processes (logs and state are kept)
     Down(sandbox_down::DownArgs),
     /// Show the sandbox's processes and whether they are alive
@@ -52,9 +54,10 @@ pub async fn exec(cmd: SandboxCommand, settings: &Settings, env: &Env) -> anyhow
     match cmd {
         SandboxCommand::Up(args) => sandbox_up::exec(args, settings, env).await,
         SandboxCommand::Down(args) => sandbox_down::exec(args, settings, env),
+        SandboxCommand::StartController(args) => sandbox_controller::exec_start_controller(args, env),
         SandboxCommand::Status(args) => sandbox_status::exec(args, env),
         SandboxCommand::Load(args) => sandbox_load::exec(args, env),
-        SandboxCommand::KillHost(args) => sandbox_host::exec_kill(args, env),
+        SandboxCommand::KillHost(args) => sandbox_host::exec_kill_and_wait(args, settings, env).await,
         SandboxCommand::ReviveHost(args) => sandbox_host::exec_revive(args, env),
     }
 }
@@ -69,8 +72,19 @@ pub struct Member {
 }
 
 /// The processes a record describes: agents first, then the controllers in
-/// id order (the order `down` stops them in).
+/// id order (the order `down` stops them in), each with the pid it runs
+/// under now (see [`Proc::resolve`]: a controller restarted by hand is
+/// found, shown and stopped too).
 pub fn members(layout: &Layout, record: &Record) -> Vec<Member> {
+    let mut members = recorded_members(layout, record);
+    for m in &mut members {
+        m.proc = m.proc.resolve();
+    }
+    members
+}
+
+/// [`members`] with the pids as recorded.
+fn recorded_members(layout: &Layout, record: &Record) -> Vec<Member> {
     let mut members: Vec<Member> = record
         .agents
         .iter()
@@ -135,7 +149,7 @@ mod tests {
             }],
             started_at_unix_ms: 1,
         };
-        let got: Vec<(String, Option<u16>, String)> = members(&layout, &record)
+        let got: Vec<(String, Option<u16>, String)> = recorded_members(&layout, &record)
             .into_iter()
             .map(|m| (m.proc.name, m.port, m.log.display().to_string()))
             .collect();
@@ -160,13 +174,16 @@ mod tests {
                 ),
             ]
         );
-        let procs = processes(&layout, &record);
+        let procs: Vec<Proc> = recorded_members(&layout, &record)
+            .into_iter()
+            .map(|m| m.proc)
+            .collect();
         assert_eq!(procs[1].needle, "/sb/controllers/controller-1/controller.toml");
         assert_eq!(procs[1].binary, CONTROLLER_BIN);
 
         record.controllers.clear();
         record.controller_pid = Some(9);
-        let last = members(&layout, &record).pop().unwrap();
+        let last = recorded_members(&layout, &record).pop().unwrap();
         assert_eq!(last.proc.name, "controller");
         assert_eq!(last.proc.needle, "/sb/controller/controller.toml");
         assert_eq!(last.port, Some(7440));

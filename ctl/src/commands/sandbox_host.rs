@@ -9,16 +9,21 @@
 //! its pid is written back to `sandbox.json`.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::sandbox::DirArgs;
+use crate::client;
 use crate::exit::{self, Failure};
 use crate::output;
 use crate::sandbox::layout::{self, AgentRecord, Layout, Record};
 use crate::sandbox::process::{self, AGENT_BIN, Proc};
-use crate::settings::Env;
+use crate::sandbox::profile;
+use crate::settings::{Env, Settings};
+use crate::view::{PoolView, state_name};
+use rpool_proto::units::format_duration;
+use rpool_proto::v1::GetHostRequest;
 
 /// The file kubesim looks for to treat a node as dead.
 pub const DOWN_MARKER: &str = "kubesim-down";
@@ -26,18 +31,23 @@ pub const DOWN_MARKER: &str = "kubesim-down";
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
 /// Kill a sandbox host: stop its agent and mark its kubesim node dead.
-/// The controllers declare it down after `down_after_ms` and, if it is in
-/// a pool, replace it.
+/// The controllers declare it suspect after 3 s, down after 5 s and, if it
+/// is in a pool, replace it.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
   rpoolctl sandbox kill-host sim-b-1
+  rpoolctl sandbox kill-host sim-b-1 --wait   # until it is down and its pool healed
   rpoolctl sandbox kill-host agent-3
   rpoolctl sandbox kill-host 5f0c2a   (a host id or its prefix)")]
 pub struct KillHostArgs {
     /// Host id (or a unique prefix), hostname, or agent name (agent-N)
     #[arg(value_name = "ID|HOSTNAME")]
     pub host: String,
+    /// Wait until the controllers declare it down and, if it was in a pool,
+    /// until the pool is ready again without it (bounded by --timeout, default 10m)
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub dir: DirArgs,
 }
@@ -175,6 +185,93 @@ fn load(dir: &DirArgs, env: &Env) -> anyhow::Result<(Layout, Record)> {
     Ok((layout, record))
 }
 
+/// `kill-host`, and with `--wait` the controllers' verdict and the heal.
+pub async fn exec_kill_and_wait(args: KillHostArgs, settings: &Settings, env: &Env) -> anyhow::Result<()> {
+    if !args.wait {
+        return exec_kill(args, env);
+    }
+    let (_layout, record) = load(&args.dir, env)?;
+    let host = find(&hosts(&record), &args.host)?.clone();
+    let budget = super::pool::wait_budget(settings);
+    let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
+    let get_host = |id: String| {
+        let ctl = &ctl;
+        async move { crate::rpc!(ctl, get_host, GetHostRequest { host_id: id }) }
+    };
+    let pool = get_host(host.host_id.clone()).await?.pool;
+    let members_before: Vec<String> = if pool.is_empty() {
+        Vec::new()
+    } else {
+        PoolView::from(&super::pool_show::get(&ctl, &pool).await?)
+            .members
+            .iter()
+            .map(|m| m.host_id.clone())
+            .collect()
+    };
+    exec_kill(args, env)?;
+    let started = Instant::now();
+    let deadline = started + budget;
+    let timed_out = |what: &str| {
+        Failure::new(
+            exit::TIMED_OUT,
+            format!("waited {} for {what} (raise --timeout)", format_duration(budget)),
+        )
+    };
+    loop {
+        let now = get_host(host.host_id.clone()).await?;
+        if state_name(now.state) == "down" {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out(&format!("{} to be declared down", host.hostname)).into());
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+    output::print(&format!(
+        "{} is down after {}.\n",
+        host.hostname,
+        seconds_since(started)
+    ))?;
+    if pool.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let view = PoolView::from(&super::pool_show::get(&ctl, &pool).await?);
+        let still_in = view
+            .members
+            .iter()
+            .any(|m| m.host_id == host.host_id && m.state != "replaced");
+        if !still_in && view.phase == "ready" {
+            let new: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| !members_before.contains(&m.host_id))
+                .map(|m| m.hostname.clone())
+                .collect();
+            return output::print(&format!(
+                "Pool {pool} is ready again after {}{}.\n",
+                seconds_since(started),
+                if new.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {} replaced by {}", host.hostname, new.join(", "))
+                }
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out(&format!("pool {pool} to heal")).into());
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+/// How often `kill-host --wait` asks the controllers.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+fn seconds_since(start: Instant) -> String {
+    format!("{:.1} s", start.elapsed().as_secs_f64())
+}
+
 pub fn exec_kill(args: KillHostArgs, env: &Env) -> anyhow::Result<()> {
     let (_layout, record) = load(&args.dir, env)?;
     let all = hosts(&record);
@@ -193,10 +290,22 @@ pub fn exec_kill(args: KillHostArgs, env: &Env) -> anyhow::Result<()> {
     };
     output::print(&format!(
         "Killed {}: {how}; kubesim marks its node down ({}).\n\
-         The controllers declare it down after down_after_ms; watch with `rpoolctl events --follow`.\n",
+         The controllers declare it suspect after {} and down after {} (then replace it if it is in a pool); \
+         watch with `rpoolctl events --follow`.\n",
         host.label(),
-        marker.display()
+        marker.display(),
+        seconds(profile::SUSPECT_AFTER_MS),
+        seconds(profile::DOWN_AFTER_MS),
     ))
+}
+
+/// "5 s", "1.5 s": a sandbox liveness threshold as people say it.
+fn seconds(ms: u32) -> String {
+    if ms % 1000 == 0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} s", f64::from(ms) / 1000.0)
+    }
 }
 
 pub fn exec_revive(args: ReviveHostArgs, env: &Env) -> anyhow::Result<()> {
@@ -271,5 +380,11 @@ mod tests {
         let text = "hostname = \"sim-c-2\"\nzone = \"c\"\nlogical_cores = 8\n";
         assert_eq!(hostname_of(text).as_deref(), Some("sim-c-2"));
         assert_eq!(hostname_of("zone = \"c\"\n"), None);
+    }
+
+    #[test]
+    fn liveness_thresholds_are_said_in_seconds() {
+        assert_eq!(seconds(5000), "5 s");
+        assert_eq!(seconds(1500), "1.5 s");
     }
 }

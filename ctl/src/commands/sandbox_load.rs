@@ -43,7 +43,7 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub memory: Option<f64>,
     /// Pods pending in the cluster this host is a control plane of (0..=100000)
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i64::from(PENDING_PODS_MAX)))]
+    #[arg(long, value_name = "N", value_parser = crate::cli::whole_number::<u32>(0, PENDING_PODS_MAX as u64))]
     pub pending_pods: Option<u32>,
     #[command(flatten)]
     pub dir: DirArgs,

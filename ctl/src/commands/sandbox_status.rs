@@ -4,8 +4,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::sandbox::{DirArgs, members};
+use super::sandbox_host::hostname_of;
 use crate::output::{self, Format, OutputArgs};
-use crate::sandbox::layout::{Layout, Record};
+use crate::sandbox::layout::{self, Layout, Record};
 use crate::settings::Env;
 use crate::table::Table;
 
@@ -39,6 +40,8 @@ pub struct SandboxStatusView {
 pub struct ProcessView {
     /// `controller-N` or `agent-N`.
     pub name: String,
+    /// The simulated host's name (`sim-a-1`, as in `host list`); null for controllers.
+    pub host: Option<String>,
     pub pid: u32,
     pub alive: bool,
     /// The port a controller listens on on 127.0.0.1; null for agents.
@@ -70,6 +73,12 @@ fn build(layout: &Layout, record: Option<&Record>) -> SandboxStatusView {
         .into_iter()
         .map(|m| ProcessView {
             alive: m.proc.is_alive(),
+            host: record
+                .agents
+                .iter()
+                .find(|a| a.name == m.proc.name)
+                .and_then(|a| std::fs::read_to_string(layout::agent_hardware(&a.dir)).ok())
+                .and_then(|text| hostname_of(&text)),
             name: m.proc.name,
             pid: m.proc.pid,
             port: m.port,
@@ -92,10 +101,11 @@ pub fn render(view: &SandboxStatusView) -> String {
     // Controllers (they have a port) first for humans.
     let mut procs: Vec<&ProcessView> = view.processes.iter().filter(|p| p.port.is_some()).collect();
     procs.extend(view.processes.iter().filter(|p| p.port.is_none()));
-    let mut table = Table::new(["NAME", "PID", "ALIVE", "PORT", "LOG"]);
+    let mut table = Table::new(["NAME", "HOST", "PID", "ALIVE", "PORT", "LOG"]);
     for p in &procs {
         table.row([
             p.name.clone(),
+            p.host.clone().unwrap_or_else(|| "-".to_string()),
             p.pid.to_string(),
             if p.alive { "yes" } else { "no" }.to_string(),
             p.port.map_or("-".to_string(), |port| port.to_string()),
@@ -158,11 +168,11 @@ mod tests {
         assert_eq!(
             render(&view),
             "Sandbox in /sb: 3 controllers on 127.0.0.1:7440-7442, 0/4 processes alive.\n\
-             NAME          PID  ALIVE  PORT  LOG\n\
-             controller-1  0    no     7440  /sb/controllers/controller-1/log\n\
-             controller-2  0    no     7441  /sb/controllers/controller-2/log\n\
-             controller-3  0    no     7442  /sb/controllers/controller-3/log\n\
-             agent-1       0    no     -     /sb/agents/agent-1/log\n"
+             NAME          HOST  PID  ALIVE  PORT  LOG\n\
+             controller-1  -     0    no     7440  /sb/controllers/controller-1/log\n\
+             controller-2  -     0    no     7441  /sb/controllers/controller-2/log\n\
+             controller-3  -     0    no     7442  /sb/controllers/controller-3/log\n\
+             agent-1       -     0    no     -     /sb/agents/agent-1/log\n"
         );
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(json["port"], 7440);
@@ -193,5 +203,33 @@ mod tests {
             text.starts_with("Sandbox in /sb: controller on 127.0.0.1:7440, 0/1 processes alive.\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn agents_show_the_host_name_the_other_commands_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().to_path_buf());
+        let agent_dir = layout.agent_dir("agent-1");
+        std::fs::create_dir_all(&agent_dir).unwrap();
+        std::fs::write(
+            layout::agent_hardware(&agent_dir),
+            "hostname = \"sim-a-1\"\nzone = \"a\"\n",
+        )
+        .unwrap();
+        let record = Record {
+            port: 7443,
+            controllers: vec![],
+            controller_pid: None,
+            agents: vec![crate::sandbox::layout::AgentRecord {
+                name: "agent-1".into(),
+                pid: 0,
+                dir: agent_dir,
+            }],
+            started_at_unix_ms: 1,
+        };
+        let view = build(&layout, Some(&record));
+        assert_eq!(view.processes[0].host.as_deref(), Some("sim-a-1"));
+        let text = render(&view);
+        assert!(text.contains("agent-1  sim-a-1  0"), "{text}");
     }
 }

@@ -50,15 +50,15 @@ Examples:
   rpoolctl sandbox up --dir /tmp/rpool-sandbox --bin-dir target/debug")]
 pub struct UpArgs {
     /// Number of simulated agents (1..=64)
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 6, value_parser = crate::cli::whole_number::<u32>(1, 64))]
     pub agents: u32,
     /// Number of controllers in the Raft group (1, 3 or 5)
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = parse_group_size)]
     pub controllers: u16,
     #[command(flatten)]
     pub dir: DirArgs,
-    /// Port of the first controller on 127.0.0.1; controller i uses PORT+i-1
-    #[arg(long, default_value_t = 7440, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Port of the first controller on 127.0.0.1 (7443, rpoolctl's default --controller); controller i uses PORT+i-1
+    #[arg(long, default_value_t = 7443, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Where rpool-controller and rpool-agent are [default: next to rpoolctl, else PATH]
     #[arg(long, value_name = "DIR")]
@@ -153,24 +153,44 @@ fn refuse_if_running(layout: &Layout, dir: &DirArgs) -> anyhow::Result<()> {
     let Some(record) = Record::load(&layout.record())? else {
         return Ok(());
     };
-    let alive: Vec<String> = processes(layout, &record)
-        .into_iter()
-        .filter(Proc::is_alive)
-        .map(|p| format!("{} (pid {})", p.name, p.pid))
-        .collect();
+    let (alive, dead): (Vec<Proc>, Vec<Proc>) =
+        processes(layout, &record).into_iter().partition(Proc::is_alive);
     if alive.is_empty() {
         return Ok(());
     }
-    Err(Failure::new(
-        exit::UNEXPECTED,
-        format!(
-            "a sandbox is already running in {} ({}); run `rpoolctl sandbox down{}` first",
-            layout.dir.display(),
-            alive.join(", "),
-            dir.hint(layout)
-        ),
-    )
-    .into())
+    Err(Failure::new(exit::UNEXPECTED, already_running(layout, dir, &alive, &dead)).into())
+}
+
+/// Why `up` refuses, and how to bring back the members that are not
+/// running (a killed controller or host) without starting over.
+fn already_running(layout: &Layout, dir: &DirArgs, alive: &[Proc], dead: &[Proc]) -> String {
+    let list = |procs: &[Proc]| {
+        procs
+            .iter()
+            .map(|p| format!("{} (pid {})", p.name, p.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = format!(
+        "a sandbox is already running in {} ({}); run `rpoolctl sandbox down{}` first",
+        layout.dir.display(),
+        list(alive),
+        dir.hint(layout)
+    );
+    let again: Vec<String> = dead
+        .iter()
+        .map(|p| match p.name.strip_prefix("controller-") {
+            Some(id) => format!("`rpoolctl sandbox start-controller {id}{}`", dir.hint(layout)),
+            None => format!("`rpoolctl sandbox revive-host {}{}`", p.name, dir.hint(layout)),
+        })
+        .collect();
+    if !again.is_empty() {
+        text.push_str(&format!(
+            "; or bring back what is not running: {}",
+            again.join(", ")
+        ));
+    }
+    text
 }
 
 /// Every controller port must be free; the error names each busy one.

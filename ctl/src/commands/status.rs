@@ -13,12 +13,13 @@ use crate::settings::Settings;
 use crate::table::key_values;
 use crate::view::{STATES, StatusView};
 
-/// Show the controller that answers: id, version, Raft role, term, leader,
-/// voters, commit and applied index, uptime, hosts by state, agents
-/// connected and liveness settings.
+/// Show the group as its leader sees it: id, version, Raft role, term,
+/// leader, voters, commit and applied index, uptime, hosts by state, agents
+/// connected (agents talk to the leader) and liveness settings.
 ///
-/// Any controller of the group answers for itself; pass --controller to ask a
-/// particular one.
+/// Whichever controller answers first, a follower that knows the leader is
+/// left for the leader; with no leader known (an election, a lost quorum)
+/// the answering controller's own view is shown, and says so.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
@@ -31,13 +32,32 @@ pub struct StatusArgs {
 
 pub async fn exec(args: StatusArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
-    let response =
+    let mut response =
         crate::rpc!(ctl, status, StatusRequest {}).context("asking the controller for its status")?;
+    if let Some(leader) = leader_to_ask(&response) {
+        // The leader's view: it judges liveness and holds the agents' streams.
+        // If it cannot be asked, the follower's answer stands.
+        if let Ok(channel) =
+            client::connect_one(&leader, client::CONNECT_TIMEOUT_CAP.min(settings.timeout())).await
+        {
+            let mut client = rpool_proto::v1::admin_service_client::AdminServiceClient::new(channel);
+            if let Ok(Ok(answer)) =
+                tokio::time::timeout(settings.timeout(), client.status(StatusRequest {})).await
+            {
+                response = answer.into_inner();
+            }
+        }
+    }
     let view = StatusView::from(&response);
     match args.output.output {
         Format::Json => output::print_json(&view),
         Format::Table => output::print(&render(&view)),
     }
+}
+
+/// The leader's address when the answer came from another controller.
+fn leader_to_ask(answer: &rpool_proto::v1::StatusResponse) -> Option<String> {
+    (answer.role != "leader" && !answer.leader_address.is_empty()).then(|| answer.leader_address.clone())
 }
 
 /// `ready 5, down 1` in the canonical state order, unknown states last.
@@ -83,12 +103,23 @@ pub fn render(view: &StatusView) -> String {
             s.to_string()
         }
     };
+    let leader_id = view.leader_id.map(|id| id.to_string()).unwrap_or_default();
+    let role = if view.role == "leader" {
+        view.role.clone()
+    } else {
+        // Only when the leader could not be asked: say whose view this is.
+        format!(
+            "{} (the leader could not be asked: this is controller {}'s own view)",
+            or_unknown(&view.role),
+            view.controller_id
+        )
+    };
     key_values(&[
-        ("Controller", view.controller_id.clone()),
+        ("Controller", view.controller_id.to_string()),
         ("Version", view.version.clone()),
-        ("Role", or_unknown(&view.role)),
+        ("Role", role),
         ("Term", view.term.to_string()),
-        ("Leader", leader_text(&view.leader_id, &view.leader_address)),
+        ("Leader", leader_text(&leader_id, &view.leader_address)),
         ("Voters", view.voters.to_string()),
         ("Commit index", view.commit_index.to_string()),
         ("Applied index", view.applied_index.to_string()),
@@ -114,9 +145,9 @@ mod tests {
     #[test]
     fn status_renders_as_aligned_key_values() {
         let view = StatusView {
-            controller_id: "1".into(),
+            controller_id: 1,
             version: "0.1.0".into(),
-            leader_id: "2".into(),
+            leader_id: Some(2),
             applied_index: 42,
             hosts_total: 6,
             hosts_by_state: [
@@ -141,7 +172,7 @@ mod tests {
             render(&view),
             "Controller:        1\n\
              Version:           0.1.0\n\
-             Role:              follower\n\
+             Role:              follower (the leader could not be asked: this is controller 1's own view)\n\
              Term:              7\n\
              Leader:            2 (10.0.0.2:7443)\n\
              Voters:            3\n\
@@ -152,6 +183,21 @@ mod tests {
              Agents connected:  5\n\
              Liveness:          heartbeat every 1s, suspect after 3s, down after 5s\n"
         );
+    }
+
+    #[test]
+    fn a_follower_answer_sends_rpoolctl_to_the_leader() {
+        let mut answer = rpool_proto::v1::StatusResponse {
+            role: "follower".into(),
+            leader_address: "127.0.0.1:7444".into(),
+            ..Default::default()
+        };
+        assert_eq!(leader_to_ask(&answer).as_deref(), Some("127.0.0.1:7444"));
+        answer.role = "leader".into();
+        assert_eq!(leader_to_ask(&answer), None);
+        answer.role = "candidate".into();
+        answer.leader_address.clear();
+        assert_eq!(leader_to_ask(&answer), None);
     }
 
     #[test]

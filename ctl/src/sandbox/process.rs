@@ -183,6 +183,24 @@ impl Proc {
         std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).is_ok_and(|s| !stat_is_zombie(&s))
     }
 
+    /// This process as it runs now: the recorded pid when that is still
+    /// ours, else the pid of a process running the same binary with the
+    /// same config (one restarted by hand, e.g. `rpool-controller --config
+    /// .../controller-2/controller.toml`), else unchanged (not running).
+    pub fn resolve(&self) -> Proc {
+        if self.is_alive() {
+            return self.clone();
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return self.clone();
+        };
+        let found = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .map(|pid| Proc { pid, ..self.clone() })
+            .find(Proc::is_alive);
+        found.unwrap_or_else(|| self.clone())
+    }
+
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: plain syscall; the pid was just checked to be ours.
         unsafe {
@@ -334,6 +352,40 @@ mod tests {
         assert!(stat_is_zombie("123 (rpool-agent) Z 1 123 123 0"));
         assert!(!stat_is_zombie("123 (rpool agent) S 1 123 123 0"));
         assert!(!stat_is_zombie("123 (we) ird) R 1"));
+    }
+
+    #[test]
+    fn a_process_restarted_by_hand_is_found_by_its_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let needle = dir.path().join("controller.toml");
+        // `sh` stands in for the binary: its argv names the config. It waits
+        // in the `read` builtin (no child process that could match too).
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("read line")
+            .arg("sh")
+            .arg(&needle)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let recorded = Proc {
+            name: "controller-2".into(),
+            pid: 0,
+            binary: "sh",
+            needle: needle.to_string_lossy().into_owned(),
+        };
+        // Until the child has exec'd, its /proc cmdline is still ours:
+        // poll (bounded) until it shows.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = recorded.resolve();
+        while found.pid == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            found = recorded.resolve();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found.pid, child.id(), "{found:?}");
+        assert_eq!(recorded.resolve().pid, 0, "gone again: left as recorded");
     }
 
     #[test]

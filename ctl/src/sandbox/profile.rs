@@ -211,6 +211,11 @@ struct LivenessSection {
     down_after_ms: u32,
 }
 
+/// A sandbox host that stops heartbeating is `suspect` after this long...
+pub const SUSPECT_AFTER_MS: u32 = 3000;
+/// ...and `down` (replaced, if in a pool) after this long.
+pub const DOWN_AFTER_MS: u32 = 5000;
+
 /// Addresses of a sandbox group of `count` controllers: 127.0.0.1, ports
 /// `port..port+count`, controller `i` (id `i`, from 1) on `port + i - 1`.
 /// The caller checks that the ports fit in u16.
@@ -239,8 +244,8 @@ pub fn controller_toml(id: u64, addresses: &[String], data_dir: &Path) -> String
             .collect(),
         liveness: LivenessSection {
             heartbeat_interval_ms: 1000,
-            suspect_after_ms: 3000,
-            down_after_ms: 5000,
+            suspect_after_ms: SUSPECT_AFTER_MS,
+            down_after_ms: DOWN_AFTER_MS,
         },
     };
     let body = toml::to_string(&file).expect("controller config serializes");

@@ -63,8 +63,8 @@ async fn unknown_host_exits_3_and_status_reports_the_leader() -> anyhow::Result<
         root.path(),
         &["--controller", &controller.addr(), "status", "-o", "json"],
     ))?;
-    assert_eq!(status["controller_id"], "1");
-    assert_eq!(status["leader_id"], "1");
+    assert_eq!(status["controller_id"], 1);
+    assert_eq!(status["leader_id"], 1);
     assert_eq!(status["hosts_total"], 0);
     assert_eq!(status["down_after_ms"], Liveness::FAST.down_after_ms);
     Ok(())

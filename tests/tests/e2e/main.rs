@@ -11,6 +11,7 @@ mod liveness;
 mod observability;
 mod pools;
 mod raft;
+mod readme_tour;
 mod sandbox;
 mod secrets;
 mod tls;

@@ -161,17 +161,35 @@ fn member_view(state: &State, m: &crate::state::pool::Member) -> v1::PoolMember 
     }
 }
 
+/// The events of this pool's current incarnation: a pool re-created under
+/// an old name does not show the previous pool's `pool_deleting` and
+/// `pool_destroyed`. The incarnation starts at its latest `pool_created`
+/// event (by Raft index) and, should that have been dropped from the kept
+/// events, at its creation time.
+pub fn this_incarnation<'a>(
+    events: impl Iterator<Item = &'a crate::state::pool::Event>,
+    name: &str,
+    created_at_unix_ms: u64,
+) -> Vec<&'a crate::state::pool::Event> {
+    let mine: Vec<&crate::state::pool::Event> = events.filter(|e| e.pool == name).collect();
+    let born = mine
+        .iter()
+        .rposition(|e| e.kind == "pool_created")
+        .unwrap_or_else(|| {
+            mine.iter()
+                .position(|e| e.at_unix_ms >= created_at_unix_ms)
+                .unwrap_or(mine.len())
+        });
+    mine[born..].to_vec()
+}
+
 /// The wire form of a pool (never with secrets).
 pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
     let mut members: Vec<&crate::state::pool::Member> = pool.members.values().collect();
     members.sort_by_key(|m| (m.role, m.order));
     let (worker_cores, worker_memory_bytes) = crate::policy::planner::worker_totals(state, pool);
     let recent_events = if events {
-        let mine: Vec<_> = state
-            .events()
-            .iter()
-            .filter(|e| e.pool == pool.spec.name)
-            .collect();
+        let mine = this_incarnation(state.events().iter(), &pool.spec.name, pool.created_at_unix_ms);
         mine[mine.len().saturating_sub(RECENT_EVENTS)..]
             .iter()
             .map(|e| e.to_proto())
@@ -553,6 +571,33 @@ mod tests {
             pod_network_cidr: String::new(),
             service_cidr: String::new(),
         }
+    }
+
+    #[test]
+    fn a_recreated_pool_shows_only_its_own_events() {
+        let event = |index: u64, at: u64, pool: &str, kind: &str| crate::state::pool::Event {
+            index,
+            at_unix_ms: at,
+            pool: pool.into(),
+            host_id: String::new(),
+            kind: kind.into(),
+            message: String::new(),
+            severity: Default::default(),
+        };
+        let events = [
+            event(1, 100, "web", "pool_created"),
+            event(2, 200, "web", "pool_deleting"),
+            event(3, 300, "web", "pool_destroyed"),
+            event(4, 300, "db", "pool_created"),
+            event(5, 300, "web", "pool_created"),
+            event(6, 400, "web", "task_done"),
+        ];
+        let kinds = |got: Vec<&crate::state::pool::Event>| got.iter().map(|e| e.index).collect::<Vec<_>>();
+        // Same millisecond as the old pool's last event: the index decides.
+        assert_eq!(kinds(this_incarnation(events.iter(), "web", 300)), [5, 6]);
+        // Its pool_created dropped from the kept events: the creation time decides.
+        assert_eq!(kinds(this_incarnation(events[5..].iter(), "web", 300)), [6]);
+        assert_eq!(kinds(this_incarnation(events[1..3].iter(), "web", 250)), [3]);
     }
 
     #[test]

@@ -128,29 +128,35 @@ impl State {
         pool.spec.memory_bytes = memory_bytes;
         pool.phase = PoolPhase::Resizing;
         pool.phase_reason = format!("{} host(s) joining, {} leaving", add.len(), release.len());
-        b.event(
-            name,
-            "",
-            "pool_resized",
+        let names = |hosts: &[String]| {
+            hosts
+                .iter()
+                .map(|h| self.hostname(h))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let moves = format!(
+            "+{} worker(s) ({}), -{} worker(s) ({})",
+            add.len(),
+            names(add),
+            release.len(),
+            names(release)
+        );
+        let message = if before == (cores, memory_bytes) {
+            // A drain or a rebalance: the members change, the size does not.
             format!(
-                "pool {name} resized from {} cores / {} to {cores} cores / {}: +{} worker(s) ({}), \
-                 -{} worker(s) ({})",
+                "pool {name} keeps {cores} cores / {}: {moves}",
+                format_size(memory_bytes)
+            )
+        } else {
+            format!(
+                "pool {name} resized from {} cores / {} to {cores} cores / {}: {moves}",
                 before.0,
                 format_size(before.1),
                 format_size(memory_bytes),
-                add.len(),
-                add.iter()
-                    .map(|h| self.hostname(h))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                release.len(),
-                release
-                    .iter()
-                    .map(|h| self.hostname(h))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        );
+            )
+        };
+        b.event(name, "", "pool_resized", message);
         b.more.pools.push((name.to_owned(), Some(pool)));
         Ok(b.done(ApplyOutcome::Updated))
     }

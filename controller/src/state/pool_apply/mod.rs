@@ -405,6 +405,41 @@ mod tests {
     }
 
     #[test]
+    fn a_resize_that_keeps_the_size_says_so_instead_of_from_x_to_x() {
+        let mut sm = fleet(&["a", "b", "c", "d"]);
+        apply(&mut sm, &create("web", &["a"], &["b"])).unwrap();
+        let swap = Command::ResizePool {
+            pool: "web".to_owned(),
+            cores: 8,
+            memory_bytes: 1 << 30,
+            add: vec!["c".to_owned()],
+            release: vec!["b".to_owned()],
+            at_unix_ms: 60,
+        };
+        apply(&mut sm, &swap).unwrap();
+        let said = &sm.events().back().unwrap().message;
+        assert!(
+            said.starts_with("pool web keeps 8 cores / 1GiB: +1 worker(s) ("),
+            "{said}"
+        );
+        assert!(!said.contains("resized from"), "{said}");
+        let grow = Command::ResizePool {
+            pool: "web".to_owned(),
+            cores: 16,
+            memory_bytes: 2 << 30,
+            add: vec!["d".to_owned()],
+            release: vec![],
+            at_unix_ms: 70,
+        };
+        apply(&mut sm, &grow).unwrap();
+        let said = &sm.events().back().unwrap().message;
+        assert!(
+            said.starts_with("pool web resized from 8 cores / 1GiB to 16 cores / 2GiB: +1 worker(s)"),
+            "{said}"
+        );
+    }
+
+    #[test]
     fn node_names_are_lower_case_dns_characters() {
         let mut host = fleet(&["a"]).host("a").unwrap().clone();
         host.facts.hostname = "Rack1_Node 7.example".to_owned();
