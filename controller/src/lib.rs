@@ -141,6 +141,10 @@ pub fn is_damaged_data(error: &anyhow::Error) -> bool {
     error.chain().any(|e| {
         matches!(e.downcast_ref::<LogError>(), Some(LogError::Damaged { .. }))
             || matches!(
+                e.downcast_ref::<replica::restore::RestoreError>(),
+                Some(replica::restore::RestoreError::Interrupted(_))
+            )
+            || matches!(
                 e.downcast_ref::<NodeError>(),
                 Some(NodeError::Log(LogError::Damaged { .. }) | NodeError::Mismatch(_))
             )
@@ -206,7 +210,8 @@ pub async fn run(
         warn!(file = %file.display(), "removed a state snapshot a full disk cut short");
     }
 
-    // 1. Store, state and log.
+    // 1. Store, state and log (not over a restore that was cut short).
+    replica::restore::check_not_interrupted(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let (store, state) = tokio::task::spawn_blocking(move || {
         let store = replica::store::Store::open(&data_dir)?;
@@ -429,6 +434,10 @@ mod tests {
         assert!(!is_damaged_data(&anyhow::Error::new(NodeError::Log(
             LogError::Missing(4)
         ))));
+        assert!(is_damaged_data(
+            &anyhow::Error::new(crate::replica::restore::RestoreError::Interrupted("/d".into()))
+                .context("starting")
+        ));
     }
     use crate::api::validate::tests::{ID, good_heartbeat, good_hello};
 
