@@ -31,7 +31,7 @@ Examples:
   rpool-controller --config ./controller.toml --listen 127.0.0.1:7443
   rpool-controller --data-dir /tmp/rpool --id 2 --log-format json
   RPOOL_LOG=rpool_controller=debug rpool-controller
-  sudo -u rpool rpool-controller --restore /root/rpool-backup.snap
+  rpool-controller --restore /root/rpool.snap && chown -R rpool:rpool /var/lib/rpool/controller
       After losing every data dir: refill this one from a backup (run it on
       each member of [[peers]], same file), then start the service.
 
@@ -145,6 +145,11 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
         config.data_dir = dir.clone();
     }
     config.validate_in(&file).map_err(usage)?;
+    if cli.restore.is_some() {
+        // A restore writes the data dir only; the packaged config's key
+        // paths exist only while the service runs (systemd credentials).
+        return Ok(config);
+    }
     // The TLS files must exist and parse (also for --check-config).
     config
         .tls
