@@ -28,9 +28,7 @@ const PROGRESS_MIN_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
-    /// Save a consistent backup of the controllers' state (from the leader) to FILE
     Save(SaveArgs),
-    /// Check a backup file's checksums and show what it holds
     Inspect(InspectArgs),
 }
 
@@ -41,8 +39,7 @@ pub async fn exec(cmd: SnapshotCommand, settings: &Settings) -> anyhow::Result<(
     }
 }
 
-/// Save a backup of the whole replicated state: hosts, pools, tasks,
-/// events, tokens.
+/// Save a consistent backup of the controllers' state (hosts, pools, tasks, events, tokens) to FILE
 ///
 /// Taken on the leader after a ReadIndex round, so it holds every write
 /// acknowledged before the command started. The file holds secrets (pool
@@ -65,7 +62,7 @@ pub struct SaveArgs {
     pub output: OutputArgs,
 }
 
-/// Check a backup file (every checksum) and show what it holds.
+/// Check a backup file's checksums and show what it holds
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Examples:
