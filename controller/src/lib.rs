@@ -140,6 +140,12 @@ pub fn is_damaged_data(error: &anyhow::Error) -> bool {
     use raft::node::NodeError;
     error.chain().any(|e| {
         matches!(e.downcast_ref::<LogError>(), Some(LogError::Damaged { .. }))
+            || e.downcast_ref::<replica::store::StoreError>()
+                .is_some_and(replica::store::StoreError::is_damage)
+            || matches!(
+                e.downcast_ref::<replica::restore::RestoreError>(),
+                Some(replica::restore::RestoreError::Interrupted(_))
+            )
             || matches!(
                 e.downcast_ref::<NodeError>(),
                 Some(NodeError::Log(LogError::Damaged { .. }) | NodeError::Mismatch(_))
@@ -206,7 +212,8 @@ pub async fn run(
         warn!(file = %file.display(), "removed a state snapshot a full disk cut short");
     }
 
-    // 1. Store, state and log.
+    // 1. Store, state and log (not over a restore that was cut short).
+    replica::restore::check_not_interrupted(&config.data_dir)?;
     let data_dir = config.data_dir.clone();
     let (store, state) = tokio::task::spawn_blocking(move || {
         let store = replica::store::Store::open(&data_dir)?;
@@ -214,7 +221,20 @@ pub async fn run(
         Ok::<_, replica::store::StoreError>((store, state))
     })
     .await
-    .context("opening the state store")??;
+    .context("opening the state store")?
+    .map_err(|e| {
+        let damaged = e.is_damage();
+        let error = anyhow::Error::new(e);
+        if damaged {
+            error.context(format!(
+                "damaged state store in {}. {}",
+                config.data_dir.join("state").display(),
+                raft::log_store::REMEDY
+            ))
+        } else {
+            error
+        }
+    })?;
     info!(
         id = config.id,
         data_dir = %store.path().display(),
@@ -429,6 +449,16 @@ mod tests {
         assert!(!is_damaged_data(&anyhow::Error::new(NodeError::Log(
             LogError::Missing(4)
         ))));
+        assert!(is_damaged_data(&anyhow::Error::new(
+            crate::replica::store::StoreError::Corrupt {
+                key: "meta/applied_index".into(),
+                problem: "not 8 bytes".into()
+            }
+        )));
+        assert!(is_damaged_data(
+            &anyhow::Error::new(crate::replica::restore::RestoreError::Interrupted("/d".into()))
+                .context("starting")
+        ));
     }
     use crate::api::validate::tests::{ID, good_heartbeat, good_hello};
 

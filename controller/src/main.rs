@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 ok, 1 unexpected error, 64 usage or configuration error,
 //! 65 damaged or lost data (the member must be replaced; not restarted),
+//! or with `--restore`, a damaged backup file,
 //! 75 the data dir's disk is full (a restart waits for free space).
 
 use std::net::SocketAddr;
@@ -30,6 +31,9 @@ Examples:
   rpool-controller --config ./controller.toml --listen 127.0.0.1:7443
   rpool-controller --data-dir /tmp/rpool --id 2 --log-format json
   RPOOL_LOG=rpool_controller=debug rpool-controller
+  rpool-controller --restore /root/rpool.snap && chown -R rpool:rpool /var/lib/rpool/controller
+      After losing every data dir: refill this one from a backup (run it on
+      each member of [[peers]], same file), then start the service.
 
 Flags override values from the config file.";
 
@@ -66,6 +70,13 @@ struct Cli {
     /// exit: 0 if valid, 64 if not. Touches nothing (no data dir, no port).
     #[arg(long)]
     check_config: bool,
+    /// Fill the empty data dir from a backup (`rpoolctl snapshot save`) and
+    /// exit: the state, and a Raft log starting after it whose voters are
+    /// `[[peers]]`. Run it with the same FILE on every member listed there
+    /// (at least a majority; the others may start empty), then start them.
+    /// Exits 64 if the data dir is not empty, 65 if FILE is damaged.
+    #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
+    restore: Option<PathBuf>,
 }
 
 /// An error and the exit code it maps to.
@@ -134,6 +145,11 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
         config.data_dir = dir.clone();
     }
     config.validate_in(&file).map_err(usage)?;
+    if cli.restore.is_some() {
+        // A restore writes the data dir only; the packaged config's key
+        // paths exist only while the service runs (systemd credentials).
+        return Ok(config);
+    }
     // The TLS files must exist and parse (also for --check-config).
     config
         .tls
@@ -164,6 +180,9 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
         println!("config ok: {}", path.display());
         return Ok(());
     }
+    if let Some(file) = &cli.restore {
+        return restore(&config, cli.config.as_deref(), file);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,6 +203,61 @@ fn real_main(cli: Cli) -> Result<(), Failure> {
             .await
             .map_err(run_failure)
     })
+}
+
+/// `--restore FILE`: refills the empty data dir from a backup and says
+/// what to do next.
+fn restore(
+    config: &Config,
+    config_file: Option<&std::path::Path>,
+    file: &std::path::Path,
+) -> Result<(), Failure> {
+    use rpool_controller::replica::restore::{self, RestoreError};
+    let config_file = config_file.unwrap_or(std::path::Path::new(DEFAULT_CONFIG_PATH));
+    if config.joins_existing_group() {
+        return Err(usage(anyhow::anyhow!(
+            "--restore: controller {} is not in [[peers]] of {}: restore the members listed there (each from \
+             the same file); a controller outside them starts empty and is added with `rpoolctl controller add`",
+            config.id,
+            config_file.display()
+        )));
+    }
+    let members = config.initial_members();
+    let restored = restore::restore(&config.data_dir, config.id, &members, file).map_err(|e| {
+        let code = match &e {
+            RestoreError::NotEmpty(_) => EXIT_USAGE,
+            RestoreError::Backup(rpool_proto::backup::BackupError::Io { .. }) => EXIT_USAGE,
+            e if e.is_damaged_backup() => EXIT_DAMAGED,
+            _ => EXIT_ERROR,
+        };
+        Failure {
+            code,
+            error: e.into(),
+        }
+    })?;
+    let (h, c) = (&restored.header, &restored.counts);
+    let voters: Vec<String> = restored.voters.iter().map(u64::to_string).collect();
+    println!(
+        "restored {file} into {dir}\n  applied index {index}, term {term}, taken by controller {by}\n  \
+         {hosts} hosts, {pools} pools, {tasks} tasks, {events} events, {tokens} tokens\n  \
+         group: controllers {voters} (from [[peers]] of {config})\n\
+         Next: restore the same file on the other members listed there (at least a majority of them; the \
+         rest may start with an empty data dir and catch up), then start them all \
+         (`systemctl start rpool-controller`). Agents reconnect by themselves.",
+        file = file.display(),
+        dir = config.data_dir.display(),
+        index = h.applied_index,
+        term = h.term,
+        by = h.controller_id,
+        hosts = c.hosts,
+        pools = c.pools,
+        tasks = c.tasks,
+        events = c.events,
+        tokens = c.tokens,
+        voters = voters.join(", "),
+        config = config_file.display(),
+    );
+    Ok(())
 }
 
 /// The exit code for an error `run` returned: damaged data and a full disk

@@ -353,4 +353,14 @@ impl AdminService for Fake {
         let stream: Self::WatchEventsStream = Box::pin(tokio_stream::iter(events.into_iter().map(Ok)));
         self.answer(Seen::WatchEvents(request), stream)
     }
+
+    type SaveSnapshotStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<rpool_proto::v1::SnapshotChunk, Status>> + Send>>;
+
+    async fn save_snapshot(
+        &self,
+        _: Request<rpool_proto::v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        Err(Status::unimplemented("backups are tested end to end"))
+    }
 }

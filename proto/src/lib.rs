@@ -5,6 +5,8 @@
 //!   `rpoolctl` calls). The `.proto` files document every field and unit.
 //! - [`config`]: what every binary's config shares: [`config::FieldError`]
 //!   (the field and what is accepted), the `[metrics]` section, `[tls]` paths.
+//! - [`backup`]: the backup file (`rpoolctl snapshot save`): header,
+//!   checksums, reading and checking it whole.
 //! - [`clock`]: wall-clock milliseconds since the Unix epoch, read in one
 //!   place.
 //! - [`units`]: parsing and printing of sizes (`64GiB`) and durations (`10m`)
@@ -22,6 +24,7 @@
 //!   (`prometheus-client`), the text exposition format 0.0.4, and a bounded
 //!   `GET /metrics` server (axum router on hyper).
 
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod kube;

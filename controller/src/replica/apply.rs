@@ -42,6 +42,39 @@ pub struct SnapshotData {
     pub tokens: Vec<crate::state::tokens::TokenRecord>,
 }
 
+impl SnapshotData {
+    /// Everything `state` holds.
+    pub fn of(state: &State) -> SnapshotData {
+        SnapshotData {
+            applied_index: state.applied_index(),
+            members: state.members().clone(),
+            hosts: state.hosts().values().cloned().collect(),
+            pools: state.pools().values().cloned().collect(),
+            tasks: state.tasks().values().cloned().collect(),
+            events: state.events().iter().cloned().collect(),
+            tokens: state.tokens().values().cloned().collect(),
+        }
+    }
+
+    /// The JSON snapshots and backups carry.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("the state machine always encodes as JSON")
+    }
+
+    /// The state it describes.
+    pub fn into_state(self) -> State {
+        let hosts = self.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
+        let mut state = State::from_parts(hosts, self.members, self.applied_index);
+        state.set_pool_state(
+            self.pools.into_iter().map(|p| (p.spec.name.clone(), p)).collect(),
+            self.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
+            self.events.into_iter().collect(),
+        );
+        state.set_tokens(self.tokens.into_iter().map(|t| (t.id.clone(), t)).collect());
+        state
+    }
+}
+
 /// The state machine with its store, shared with readers through `state`.
 ///
 /// The writes of the entries applied in one `Ready` are gathered in one sled
@@ -159,17 +192,7 @@ impl crate::raft::node::StateMachine for Replicated {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let state = self.read();
-        let data = SnapshotData {
-            applied_index: state.applied_index(),
-            members: state.members().clone(),
-            hosts: state.hosts().values().cloned().collect(),
-            pools: state.pools().values().cloned().collect(),
-            tasks: state.tasks().values().cloned().collect(),
-            events: state.events().iter().cloned().collect(),
-            tokens: state.tokens().values().cloned().collect(),
-        };
-        serde_json::to_vec(&data).expect("the state machine always encodes as JSON")
+        SnapshotData::of(&self.read()).encode()
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError> {
@@ -182,14 +205,7 @@ impl crate::raft::node::StateMachine for Replicated {
             )
             .into());
         }
-        let hosts = data.hosts.into_iter().map(|h| (h.host_id.clone(), h)).collect();
-        let mut restored = State::from_parts(hosts, data.members, data.applied_index);
-        restored.set_pool_state(
-            data.pools.into_iter().map(|p| (p.spec.name.clone(), p)).collect(),
-            data.tasks.into_iter().map(|t| (t.task_id.clone(), t)).collect(),
-            data.events.into_iter().collect(),
-        );
-        restored.set_tokens(data.tokens.into_iter().map(|t| (t.id.clone(), t)).collect());
+        let restored = data.into_state();
         // Older applied entries first, then the snapshot replaces them all.
         self.write_pending()?;
         self.store.replace_all(&restored).map_err(MachineError::from)?;

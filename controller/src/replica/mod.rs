@@ -11,6 +11,7 @@
 
 pub mod apply;
 pub mod disk;
+pub mod restore;
 pub mod store;
 
 use std::sync::{Arc, RwLock};

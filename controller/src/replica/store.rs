@@ -77,6 +77,20 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// True when the store's files are damaged (sled found a checksum
+    /// mismatch, or a stored value does not decode): restarting cannot help.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Corrupt { .. } => true,
+            StoreError::Open { source, .. } | StoreError::Io(source) => {
+                matches!(source, sled::Error::Corruption { .. })
+            }
+            StoreError::Encode { .. } => false,
+        }
+    }
+}
+
 /// Handle on the sled database. Cheap to clone (sled handles are `Arc`s).
 #[derive(Clone, Debug)]
 pub struct Store {

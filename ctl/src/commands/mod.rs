@@ -32,6 +32,7 @@ pub mod sandbox_host;
 pub mod sandbox_load;
 pub mod sandbox_status;
 pub mod sandbox_up;
+pub mod snapshot;
 pub mod status;
 pub mod token;
 
@@ -62,6 +63,9 @@ pub enum Command {
     /// Create, list and revoke bootstrap tokens that agents enroll with
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Save a consistent backup of the controllers' state to a file, or check one
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Create the CA and certificates for controllers and admins; print the CA pin
     #[command(subcommand)]
     Pki(pki::PkiCommand),
@@ -82,6 +86,7 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
         Command::Controller(cmd) => controller::exec(cmd, settings).await,
         Command::Sandbox(cmd) => sandbox::exec(cmd, settings, env).await,
         Command::Token(cmd) => token::exec(cmd, settings).await,
+        Command::Snapshot(cmd) => snapshot::exec(cmd, settings).await,
         Command::Pki(cmd) => pki::exec(cmd),
         Command::Completions(args) => completions::exec(args),
         Command::CheckConfig => crate::settings::check_config(settings),

@@ -19,13 +19,18 @@ use rpool_tests::{
 
 /// An agent process that starts with no certificate and an `[enroll]`
 /// section; killed when dropped.
-struct Enrolling {
+pub(crate) struct Enrolling {
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Enrolling {
-    fn start(dir: &Path, controllers: &[String], hostname: &str, enroll: &str) -> Result<Enrolling> {
+    pub(crate) fn start(
+        dir: &Path,
+        controllers: &[String],
+        hostname: &str,
+        enroll: &str,
+    ) -> Result<Enrolling> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(
             dir.join("hardware.toml"),
@@ -89,12 +94,16 @@ impl Drop for Enrolling {
 }
 
 /// `[enroll]` with an inline token.
-fn enroll_section(token: &str, pin: &str) -> String {
+pub(crate) fn enroll_section(token: &str, pin: &str) -> String {
     format!("[enroll]\ntoken = \"{token}\"\nca_pin = \"{pin}\"\n")
 }
 
 /// `rpoolctl token create ... -o json` against `controllers`: (token, pin, id).
-fn create_token(home: &Path, controllers: &str, extra: &[&str]) -> Result<(String, String, String)> {
+pub(crate) fn create_token(
+    home: &Path,
+    controllers: &str,
+    extra: &[&str],
+) -> Result<(String, String, String)> {
     let mut args = vec!["--controller", controllers, "token", "create", "-o", "json"];
     args.extend_from_slice(extra);
     let created = json_of(&ctl(home, &args))?;
@@ -138,7 +147,7 @@ async fn host_state(controller: &str, host_id: &str) -> Option<(i32, bool)> {
         .map(|h| (h.state, h.connected))
 }
 
-async fn wait_ready(controller: &str, agent: &Enrolling) -> Result<String> {
+pub(crate) async fn wait_ready(controller: &str, agent: &Enrolling) -> Result<String> {
     eventually(Duration::from_secs(30), "the enrolled agent ready", || async {
         let Some(id) = agent.host_id() else {
             return (None, "no host id yet".to_owned());

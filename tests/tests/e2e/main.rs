@@ -2,8 +2,10 @@
 //! harness). One test binary, one module per area.
 
 mod autoscale;
+mod backup;
 mod config;
 mod ctl;
+mod damage;
 mod enroll;
 mod healing;
 mod hosts;

@@ -12,6 +12,7 @@
 //! - `SetHostLabels`: a replicated write.
 //! - `ListControllers`, `AddController`, `RemoveController`,
 //!   `TransferLeader`: Raft membership, one change at a time.
+//! - `SaveSnapshot`: a backup of the whole state (`backup.rs`), streamed.
 //!
 //! Only `Status` is answered by whichever controller is asked. Everything
 //! else runs on the leader: a follower forwards the request to the leader
@@ -25,6 +26,7 @@
 //! `tonic::Status` in one place, `From<AdminError> for Status`.
 
 pub mod autoscale;
+mod backup;
 mod controllers;
 pub mod pools;
 pub mod tokens;
@@ -689,6 +691,30 @@ impl AdminService for AdminSvc {
         Ok(Response::new(
             crate::api::admin::tokens::revoke(&self.shared, &request.get_ref().id).await?,
         ))
+    }
+
+    type SaveSnapshotStream = backup::SnapshotStream;
+
+    #[instrument(skip_all)]
+    async fn save_snapshot(
+        &self,
+        request: Request<v1::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        if let Some((mut client, route)) = self.leader_client(&request)? {
+            let forwarded = forwarded_request(self.shared.config.id, request.into_inner());
+            let answer = relay(
+                &self.shared,
+                &self.leader,
+                &route,
+                client.save_snapshot(forwarded),
+            )
+            .await?;
+            return Ok(Response::new(Box::pin(answer.into_inner())));
+        }
+        self.barrier().await?;
+        let caller =
+            crate::api::authz::caller(&request).map_or_else(|| "unknown".to_owned(), |id| id.to_string());
+        Ok(Response::new(backup::save(&self.shared, &caller)))
     }
 }
 
