@@ -148,6 +148,7 @@ impl Fake {
         let matching: Vec<Event> = events
             .iter()
             .filter(|e| e.index > r.after_index && (r.pool.is_empty() || e.pool == r.pool))
+            .filter(|e| r.kind.is_empty() || e.kind == r.kind)
             .cloned()
             .collect();
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };

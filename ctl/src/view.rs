@@ -394,6 +394,29 @@ pub struct EventView {
     pub message: String,
     /// "info" or "alert" ("info" from controllers that predate it).
     pub severity: String,
+    /// Only on events of kind `audit` (absent from the JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditView>,
+}
+
+/// Who changed what, on an `audit` event in `-o json`:
+///
+/// ```json
+/// {"actor": "urn:rpool:admin:alice", "via_controller": 2,
+///  "operation": "pool create", "arguments": {"pool": "web", "cores": "64"},
+///  "outcome": "applied"}
+/// ```
+///
+/// `actor` is the caller's certificate identity (for a call a follower
+/// forwarded, the original caller's); `via_controller` is null unless a
+/// follower forwarded the call. Arguments never hold secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditView {
+    pub actor: String,
+    pub via_controller: Option<u64>,
+    pub operation: String,
+    pub arguments: std::collections::BTreeMap<String, String>,
+    pub outcome: String,
 }
 
 /// `pool resize -o json`: worker totals before and after, the hosts that
@@ -441,6 +464,13 @@ impl From<&Event> for EventView {
             } else {
                 e.severity.clone()
             },
+            audit: e.audit.as_ref().map(|a| AuditView {
+                actor: a.actor.clone(),
+                via_controller: (a.via_controller != 0).then_some(a.via_controller),
+                operation: a.operation.clone(),
+                arguments: a.arguments.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                outcome: a.outcome.clone(),
+            }),
         }
     }
 }

@@ -33,9 +33,48 @@ use tracing::warn;
 
 use crate::api::forward::FORWARDED;
 
-/// Metadata carrying the identity a follower forwarded an admin call for
-/// (for the leader's logs only: authorization uses the certificate).
+/// Metadata carrying the identity a follower forwarded an admin call for.
+/// Authorization uses the certificate; the audit trail records this
+/// identity as the caller, and it is trusted ONLY from a peer controller's
+/// certificate (see [`principal`]): an admin sending it is refused.
 pub const FORWARDED_FOR: &str = "x-rpool-forwarded-for";
+
+/// Who an admin call is for, as the audit trail records it: the
+/// certificate's identity, or, for a call a peer controller forwarded, the
+/// original caller it names (and the forwarding controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The caller.
+    pub identity: Identity,
+    /// The controller that forwarded the call, if one did.
+    pub via: Option<u64>,
+}
+
+/// The pure decision on `x-rpool-forwarded-for`: taken only from a
+/// controller certificate (a follower forwarding), where it must name an
+/// admin; an admin or agent certificate sending it is refused, so nobody
+/// can have a change recorded under someone else's name.
+pub fn principal(identity: &Identity, forwarded_for: Option<&str>) -> Result<Principal, Denial> {
+    let spoof = |what: String| Denial::new(Reason::ForwardMismatch, Status::permission_denied(what));
+    match (identity, forwarded_for) {
+        (_, None) => Ok(Principal {
+            identity: identity.clone(),
+            via: None,
+        }),
+        (Identity::Controller(id), Some(uri)) => match Identity::from_uri(uri) {
+            Some(Ok(original @ Identity::Admin(_))) => Ok(Principal {
+                identity: original,
+                via: Some(*id),
+            }),
+            _ => Err(spoof(format!(
+                "controller {id} forwarded a call for {uri:?}, which is not an admin identity"
+            ))),
+        },
+        (other, Some(_)) => Err(spoof(format!(
+            "{other} may not send {FORWARDED_FOR} (only a peer controller forwarding a call does)"
+        ))),
+    }
+}
 
 /// Concurrent `AgentService.Session` streams one agent identity may hold
 /// (a reconnecting agent briefly overlaps with its old stream).
@@ -297,8 +336,18 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
     let path = request.uri().path().to_owned();
     let peer = peer_of(request);
     let forwarded_by = request.headers().get(FORWARDED).and_then(|v| v.to_str().ok());
-    match decide(service_of(&path), &peer, forwarded_by) {
+    let service = service_of(&path);
+    match decide(service, &peer, forwarded_by) {
         Ok(Some(identity)) => {
+            if service == ServiceKind::Admin {
+                let forwarded_for = match request.headers().get(FORWARDED_FOR) {
+                    None => None,
+                    Some(v) => Some(v.to_str().unwrap_or("(not text)")),
+                };
+                let principal =
+                    principal(&identity, forwarded_for).map_err(|d| d.record(&peer.describe(), &path))?;
+                request.extensions_mut().insert(principal);
+            }
             request.extensions_mut().insert(identity);
             Ok(())
         }
@@ -310,6 +359,11 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
 /// The identity [`AuthzLayer`] put into a request, if any.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Identity> {
     request.extensions().get::<Identity>()
+}
+
+/// The [`Principal`] of an admin call (inserted by [`AuthzLayer`]).
+pub fn principal_of<T>(request: &tonic::Request<T>) -> Option<&Principal> {
+    request.extensions().get::<Principal>()
 }
 
 /// Tower layer applying [`decide`] to every request of the server.
@@ -496,6 +550,46 @@ mod tests {
             Some(Identity::Admin("alice".into()))
         );
         assert_eq!(decide(Enroll, &Peer::NoCertificate, None).unwrap(), None);
+    }
+
+    #[test]
+    fn only_a_peer_controller_may_name_the_original_caller() {
+        let alice = Identity::Admin("alice".into());
+        let mallory = Identity::Admin("mallory".into());
+        let agent = Identity::Agent("h1".into());
+        let ctl = Identity::Controller(2);
+        // No metadata: the certificate is the caller.
+        assert_eq!(
+            principal(&alice, None).unwrap(),
+            Principal {
+                identity: alice.clone(),
+                via: None
+            }
+        );
+        assert_eq!(principal(&ctl, None).unwrap().identity, ctl);
+        // A follower forwarding names the admin it forwards for.
+        assert_eq!(
+            principal(&ctl, Some("urn:rpool:admin:alice")).unwrap(),
+            Principal {
+                identity: alice.clone(),
+                via: Some(2)
+            }
+        );
+        // An admin (or agent) cannot claim to be someone else.
+        for who in [&mallory, &agent] {
+            let d = principal(who, Some("urn:rpool:admin:alice")).unwrap_err();
+            assert_eq!(d.status.code(), tonic::Code::PermissionDenied);
+            assert_eq!(d.reason, Reason::ForwardMismatch);
+            assert!(
+                d.status.message().contains(FORWARDED_FOR),
+                "{}",
+                d.status.message()
+            );
+        }
+        // A controller forwards only for admins, with a parseable identity.
+        for bad in ["urn:rpool:controller:3", "urn:rpool:agent:h1", "alice", ""] {
+            assert!(principal(&ctl, Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

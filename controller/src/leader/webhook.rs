@@ -18,7 +18,11 @@
 //! `seq` is the Raft index of the entry that recorded the event; several
 //! events of one entry share it.
 //!
-//! Bodies carry only event fields, which never hold secrets.
+//! Bodies carry only event fields, which never hold secrets. Audit
+//! records (kind `audit`: who changed what through the admin API) go out
+//! like any other info event, with an `audit` object, unless `[webhook]
+//! audit = false`: an admin who points a webhook at a chat room or a SIEM
+//! expects to hear about every change, including who made it.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -54,6 +58,8 @@ pub struct WebhookConfig {
     pub ca: Option<PathBuf>,
     /// `info` (every event) or `alert` (only what needs a human).
     pub min_severity: Severity,
+    /// Send audit records (kind `audit`, severity info) too; default true.
+    pub audit: bool,
     /// Events waiting to be sent, `1..=100000`; when full the oldest is dropped.
     pub queue: usize,
     /// Time for one POST (connect, TLS, request, answer), `100..=60000` ms.
@@ -72,6 +78,7 @@ impl Default for WebhookConfig {
             url: String::new(),
             ca: None,
             min_severity: Severity::Info,
+            audit: true,
             queue: 1_000,
             timeout_ms: 5_000,
             max_attempts: 5,
@@ -200,9 +207,9 @@ impl Target {
     }
 }
 
-/// The JSON body for `event`.
+/// The JSON body for `event` (with an `audit` object for audit records).
 pub fn body(event: &Event) -> String {
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "pool": event.pool,
         "host": event.host_id,
         "severity": event.severity.as_str(),
@@ -210,8 +217,23 @@ pub fn body(event: &Event) -> String {
         "message": event.message,
         "at_unix_ms": event.at_unix_ms,
         "seq": event.index,
-    })
-    .to_string()
+    });
+    if let Some(audit) = &event.audit {
+        body["audit"] = serde_json::json!({
+            "actor": audit.actor,
+            "via_controller": audit.via,
+            "operation": audit.operation,
+            "arguments": audit.args,
+            "outcome": audit.outcome,
+        });
+    }
+    body.to_string()
+}
+
+/// Whether `[webhook] audit` lets `event` out (only audit records can be
+/// held back by it).
+pub fn passes_audit_switch(event: &Event, audit: bool) -> bool {
+    audit || event.kind != crate::state::audit::AUDIT
 }
 
 /// Events after `after` (by index) at or above `min`, oldest first, and
@@ -344,7 +366,8 @@ async fn tail(shared: Arc<Shared>, queue: Shared2, enabled: bool) {
                 "leading: webhook starts after the newest event"
             );
         } else if leader && enabled {
-            let (wanted, _) = select_new(&new, seen, min);
+            let (mut wanted, _) = select_new(&new, seen, min);
+            wanted.retain(|e| passes_audit_switch(e, shared.config.webhook.audit));
             let mut q = queue.0.lock().unwrap_or_else(|e| e.into_inner());
             for event in wanted {
                 if let Some(old) = q.push(event) {
@@ -573,6 +596,7 @@ mod tests {
             kind: "task_done".into(),
             message: "joined \"h1\"".into(),
             severity,
+            audit: None,
         }
     }
 
@@ -621,6 +645,29 @@ mod tests {
         let (none, newest) = select_new(&events, 6, Severity::Info);
         assert!(none.is_empty());
         assert_eq!(newest, 6);
+    }
+
+    #[test]
+    fn audit_records_go_out_with_their_audit_object_unless_switched_off() {
+        let record =
+            crate::state::audit::AuditRecord::new("urn:rpool:admin:alice".into(), Some(2), "pool destroy", 1)
+                .arg("pool", "web");
+        let audited = record.event(9, "web", "");
+        let plain = event(9, Severity::Info);
+        assert!(passes_audit_switch(&audited, true));
+        assert!(!passes_audit_switch(&audited, false));
+        assert!(passes_audit_switch(&plain, false));
+        assert!(
+            WebhookConfig::default().audit,
+            "audit records are sent by default"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body(&audited)).unwrap();
+        assert_eq!(v["kind"], "audit");
+        assert_eq!(v["audit"]["actor"], "urn:rpool:admin:alice");
+        assert_eq!(v["audit"]["via_controller"], 2);
+        assert_eq!(v["audit"]["arguments"]["pool"], "web");
+        let v: serde_json::Value = serde_json::from_str(&body(&plain)).unwrap();
+        assert!(v.get("audit").is_none());
     }
 
     #[test]

@@ -22,6 +22,38 @@ use crate::state::command::{Command, HostRecord};
 use crate::state::pool::MAX_EVENTS;
 use crate::state::{ApplyError, ApplyOutcome, State};
 
+/// What a membership change carries in its `ConfChange.context`: the new
+/// member's address and the audit record of the admin call that made it
+/// (JSON). Older entries carry the bare address (which never starts with
+/// `{`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MemberContext {
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub audit: Option<crate::state::audit::AuditRecord>,
+}
+
+impl MemberContext {
+    /// The context bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a member context always encodes as JSON")
+    }
+
+    /// Reads a context written by [`MemberContext::encode`] or a bare address.
+    pub fn decode(bytes: &[u8]) -> MemberContext {
+        if bytes.first() == Some(&b'{')
+            && let Ok(context) = serde_json::from_slice(bytes)
+        {
+            return context;
+        }
+        MemberContext {
+            address: String::from_utf8_lossy(bytes).into_owned(),
+            audit: None,
+        }
+    }
+}
+
 /// What applying one entry produced, for the proposer.
 pub type Applied = (u64, Result<ApplyOutcome, ApplyError>);
 
@@ -109,6 +141,24 @@ impl Replicated {
         self.store.db().apply_batch(batch).map_err(MachineError::from)
     }
 
+    /// Events past the kept window go from disk as they go from memory.
+    fn prune_events(&mut self, change: &crate::state::Change) -> Result<(), MachineError> {
+        let first_kept = {
+            let state = self.read();
+            let total = state.events().len() + change.more.events.len();
+            (total > MAX_EVENTS).then(|| {
+                let mut all = state.events().iter().chain(&change.more.events);
+                all.nth(total - MAX_EVENTS).map_or(0, |e| e.index)
+            })
+        };
+        if let Some(first_kept) = first_kept {
+            self.store
+                .prune_events_into(&mut self.pending, first_kept)
+                .map_err(MachineError::from)?;
+        }
+        Ok(())
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -147,20 +197,7 @@ impl crate::raft::node::StateMachine for Replicated {
             .write_into(&mut self.pending, &change)
             .map_err(MachineError::from)?;
         self.pending_writes += 1;
-        // Events past the kept window go from disk as they go from memory.
-        let first_kept = {
-            let state = self.read();
-            let total = state.events().len() + change.more.events.len();
-            (total > MAX_EVENTS).then(|| {
-                let mut all = state.events().iter().chain(&change.more.events);
-                all.nth(total - MAX_EVENTS).map_or(0, |e| e.index)
-            })
-        };
-        if let Some(first_kept) = first_kept {
-            self.store
-                .prune_events_into(&mut self.pending, first_kept)
-                .map_err(MachineError::from)?;
-        }
+        self.prune_events(&change)?;
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
         Ok((index, Ok(outcome)))
@@ -178,13 +215,25 @@ impl crate::raft::node::StateMachine for Replicated {
     }
 
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
+        let context = MemberContext::decode(&change.context);
         let address = match change.get_change_type() {
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                Some(String::from_utf8_lossy(&change.context).into_owned())
-            }
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => Some(context.address),
             ConfChangeType::RemoveNode => None,
         };
         info!(index, controller = change.node_id, address = ?address, "controller membership changed");
+        // The admin call's audit record lands in the same entry and batch.
+        if let Some(mut audit) = context.audit
+            && self.read().applied_index() + 1 == index
+        {
+            audit.outcome = "applied".to_owned();
+            let mut recorded = crate::state::Change::unchanged(index);
+            recorded.more.events.push(audit.event(index, "", ""));
+            self.store
+                .write_into(&mut self.pending, &recorded)
+                .map_err(MachineError::from)?;
+            self.prune_events(&recorded)?;
+            self.write().commit(recorded);
+        }
         Store::write_member_into(&mut self.pending, index, change.node_id, address.as_deref());
         self.pending_writes += 1;
         self.write().set_member(index, change.node_id, address);

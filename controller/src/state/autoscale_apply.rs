@@ -125,5 +125,6 @@ fn event(index: u64, at_unix_ms: u64, pool: &str, kind: &str, message: String) -
         kind: kind.to_owned(),
         message,
         severity: Default::default(),
+        audit: None,
     }
 }

@@ -418,6 +418,13 @@ pub enum Command {
         why: String,
         at_unix_ms: u64,
     },
+    /// An admin change and its audit record in one entry: `command` is
+    /// applied as it would be alone and, only when it fits, an `audit`
+    /// event is recorded with it (see [`crate::state::audit`]).
+    Audited {
+        audit: crate::state::audit::AuditRecord,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -429,6 +436,26 @@ impl Command {
             | Command::SetHostState { host_id, .. }
             | Command::SetHostLabels { host_id, .. } => host_id,
             Command::IssueTask { task } => &task.host_id,
+            Command::DrainControlPlane { host_id, .. } | Command::ReplaceMember { host_id, .. } => host_id,
+            Command::Audited { command, .. } => command.host_id(),
+            _ => "",
+        }
+    }
+
+    /// The pool the command is about ("" for none).
+    pub fn pool(&self) -> &str {
+        match self {
+            Command::CreatePool { spec, .. } => &spec.name,
+            Command::ResizePool { pool, .. }
+            | Command::DestroyPool { pool, .. }
+            | Command::SetPoolPhase { pool, .. }
+            | Command::ReplaceMember { pool, .. }
+            | Command::DrainControlPlane { pool, .. }
+            | Command::Alert { pool, .. }
+            | Command::SetAutoscale { pool, .. }
+            | Command::AutoscalePool { pool, .. } => pool,
+            Command::IssueTask { task } => &task.pool,
+            Command::Audited { command, .. } => command.pool(),
             _ => "",
         }
     }
@@ -454,6 +481,7 @@ impl Command {
             Command::RevokeToken { .. } => "revoke_token",
             Command::SetAutoscale { .. } => "set_autoscale",
             Command::AutoscalePool { .. } => "autoscale_pool",
+            Command::Audited { command, .. } => command.kind(),
         }
     }
 }

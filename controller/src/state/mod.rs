@@ -19,6 +19,7 @@
 //! identical facts, or setting the state a host already has are accepted as
 //! no-ops ([`ApplyOutcome::Unchanged`]); they still consume their index.
 
+pub mod audit;
 pub mod autoscale_apply;
 pub mod command;
 pub mod pool;
@@ -318,6 +319,7 @@ impl State {
             command @ (Command::SetAutoscale { .. } | Command::AutoscalePool { .. }) => {
                 self.plan_autoscale(index, command)
             }
+            Command::Audited { audit, command } => self.plan_audited(index, audit, command),
             Command::SetHostLabels { host_id, set, remove } => {
                 let existing = self
                     .hosts

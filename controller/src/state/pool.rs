@@ -359,6 +359,10 @@ pub struct Event {
     /// quorum, no replacement fits). Absent in events written before it.
     #[serde(default)]
     pub severity: Severity,
+    /// Events of kind `audit` only: who changed what (see
+    /// [`crate::state::audit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::state::audit::AuditRecord>,
 }
 
 /// How much an [`Event`] needs a human.
@@ -404,6 +408,7 @@ impl Event {
             kind: self.kind.clone(),
             message: self.message.clone(),
             severity: self.severity.as_str().to_string(),
+            audit: self.audit.as_ref().map(|a| a.to_proto()),
         }
     }
 }

@@ -312,6 +312,7 @@ impl crate::state::State {
                     kind: "host_enrolled".to_owned(),
                     message: format!("host {host_id} enrolled with token {token_id}"),
                     severity: Default::default(),
+                    audit: None,
                 });
             }
             Command::RevokeToken { token_id, .. } => {

@@ -1,4 +1,8 @@
-//! `rpoolctl events [--pool P] [--follow]`.
+//! `rpoolctl events [--pool P] [--kind K] [--follow]`.
+//!
+//! `--kind audit` lists the audit trail: every admin change with the
+//! caller's certificate identity, the operation, its arguments and outcome
+//! (in `-o json`, an `audit` object on each such event).
 //!
 //! Without `--follow`: the newest `--limit` events, oldest first, as a table
 //! or a JSON array. With `--follow`: the same, then every new event as it is
@@ -44,11 +48,17 @@ Examples:
   rpoolctl events
   rpoolctl events --pool web --limit 200
   rpoolctl events --pool web --follow
+  rpoolctl events --kind audit
+  rpoolctl events --kind audit -o json | jq -r '.[] | [.audit.actor, .audit.operation] | @tsv'
   rpoolctl events --follow -o json | jq -r 'select(.kind == \"task_failed\") | .message'")]
 pub struct EventsArgs {
     /// Only this pool's events
     #[arg(long, value_name = "POOL", value_parser = parse_pool_name)]
     pub pool: Option<String>,
+    /// Only events of this kind, e.g. `audit` (who changed what),
+    /// `host_down`, `task_failed`
+    #[arg(long, value_name = "KIND", value_parser = parse_kind)]
+    pub kind: Option<String>,
     /// Keep printing new events until Ctrl-C
     #[arg(long, short = 'f')]
     pub follow: bool,
@@ -62,7 +72,8 @@ pub struct EventsArgs {
 pub async fn exec(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
     let pool = args.pool.clone().unwrap_or_default();
-    let events = list(&ctl, &pool, 0, args.limit).await?;
+    let kind = args.kind.clone().unwrap_or_default();
+    let events = list_kind(&ctl, &pool, &kind, 0, args.limit).await?;
     let format = args.output.output;
     if !args.follow {
         return match format {
@@ -78,6 +89,7 @@ pub async fn exec(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     follow(
         &ctl,
         &pool,
+        &kind,
         after,
         &mut |event| match output::print(&printer.print(std::slice::from_ref(event))) {
             Ok(()) => ControlFlow::Continue(()),
@@ -92,6 +104,21 @@ pub async fn exec(args: EventsArgs, settings: &Settings) -> anyhow::Result<()> {
     failed.map_or(Ok(()), Err)
 }
 
+/// An event kind as the controller names them: 1 to 64 of `a-z 0-9 _`.
+pub fn parse_kind(text: &str) -> Result<String, String> {
+    if (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an event kind (accepted 1 to 64 of a-z, 0-9 and _, e.g. audit)"
+        ))
+    }
+}
+
 /// `ListEvents`: the newest `limit` events after `after_index`, oldest first.
 pub async fn list(
     ctl: &Controller,
@@ -99,10 +126,22 @@ pub async fn list(
     after_index: u64,
     limit: u32,
 ) -> anyhow::Result<Vec<EventView>> {
+    list_kind(ctl, pool, "", after_index, limit).await
+}
+
+/// [`list`], only events of `kind` ("" for all).
+pub async fn list_kind(
+    ctl: &Controller,
+    pool: &str,
+    kind: &str,
+    after_index: u64,
+    limit: u32,
+) -> anyhow::Result<Vec<EventView>> {
     let request = ListEventsRequest {
         pool: pool.to_string(),
         after_index,
         limit,
+        kind: kind.to_string(),
     };
     let response = crate::rpc!(ctl, list_events, request).context("listing events")?;
     Ok(response.events.iter().map(EventView::from).collect())
@@ -116,6 +155,7 @@ pub async fn list(
 pub async fn follow(
     ctl: &Controller,
     pool: &str,
+    kind: &str,
     mut after: u64,
     on_event: &mut dyn FnMut(&EventView) -> ControlFlow<()>,
     note: &mut dyn FnMut(&str),
@@ -126,6 +166,7 @@ pub async fn follow(
             pool: pool.to_string(),
             after_index: after,
             limit: WATCH_LIMIT,
+            kind: kind.to_string(),
         };
         let opened = Instant::now();
         let mut stream = crate::rpc!(ctl, watch_events, request).context("following events")?;
@@ -256,6 +297,7 @@ mod tests {
             kind: kind.into(),
             message: message.into(),
             severity: String::new(),
+            audit: None,
         }
     }
 
@@ -329,7 +371,8 @@ mod tests {
             [Seen::ListEvents(ListEventsRequest {
                 pool: "web".into(),
                 after_index: 0,
-                limit: 1
+                limit: 1,
+                kind: String::new(),
             })]
         );
     }
@@ -352,6 +395,7 @@ mod tests {
         follow(
             &ctl,
             "web",
+            "",
             1,
             &mut |e| {
                 got.push(e.index);

@@ -237,6 +237,7 @@ pub(crate) mod tests {
                     kind: "task_done".into(),
                     message: m.into(),
                     severity: String::new(),
+                    audit: None,
                 })
                 .into_iter()
                 .collect(),
@@ -281,6 +282,7 @@ pub(crate) mod tests {
             kind: "k".into(),
             message: "m".into(),
             severity: "info".into(),
+            audit: None,
         });
         one.members
             .push(MemberView::from(&member("worker", "sim-b-1", "leaving")));

@@ -70,6 +70,7 @@ impl World {
                 pool: "web".into(),
                 after_index: 0,
                 limit: 1000,
+                kind: String::new(),
             })
             .await?
             .into_inner()

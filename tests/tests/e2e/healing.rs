@@ -131,6 +131,7 @@ impl World {
                     pool: String::new(),
                     after_index: 0,
                     limit: 1000,
+                    kind: String::new(),
                 })
                 .await
                 .map(|r| r.into_inner().events)

@@ -1,6 +1,7 @@
 //! End-to-end scenarios against the real binaries (see `rpool_tests` for the
 //! harness). One test binary, one module per area.
 
+mod audit;
 mod autoscale;
 mod backup;
 mod config;

@@ -661,6 +661,7 @@ async fn an_isolated_follower_refuses_event_reads_instead_of_answering_from_its_
         pool: String::new(),
         after_index: 0,
         limit: 0,
+        kind: String::new(),
     };
     // Connected, the follower answers (through the leader). The client
     // waits longer than any server-side deadline, as rpoolctl does.

@@ -122,6 +122,7 @@ async fn no_secret_reaches_logs_events_or_views_during_a_pool_create() -> anyhow
             pool: String::new(),
             after_index: 0,
             limit: 1000,
+            kind: String::new(),
         })
         .await?
         .into_inner();

@@ -84,17 +84,36 @@ pub fn check(request: &SetAutoscaleRequest) -> Result<Option<AutoscalePolicy>, I
 }
 
 /// `SetAutoscale` on the leader.
-pub(crate) async fn set(shared: &Shared, request: SetAutoscaleRequest) -> Result<v1::Pool, Status> {
+pub(crate) async fn set(
+    shared: &Shared,
+    request: SetAutoscaleRequest,
+    audit: &crate::state::audit::AuditRecord,
+) -> Result<v1::Pool, Status> {
     let policy = check(&request)?;
     let name = request.name;
     if !shared.node.read(|sm| sm.pools().contains_key(&name)) {
         return Err(Status::not_found(format!("no pool named {name}")));
     }
-    let command = Command::SetAutoscale {
+    let mut audit = audit.clone().arg("pool", &name);
+    match &policy {
+        Some(p) => {
+            audit.operation = "pool autoscale set".to_owned();
+            audit = audit
+                .arg("min_cores", p.min_cores)
+                .arg("max_cores", p.max_cores)
+                .arg("cpu_target_percent", p.cpu_target_percent)
+                .arg("memory_target_percent", p.memory_target_percent)
+                .arg("up_window_ms", p.up_window_ms)
+                .arg("down_window_ms", p.down_window_ms)
+                .arg("cooldown_ms", p.cooldown_ms);
+        }
+        None => audit.operation = "pool autoscale clear".to_owned(),
+    }
+    let command = audit.wrap(Command::SetAutoscale {
         pool: name.clone(),
         policy,
         at_unix_ms: unix_ms_now(),
-    };
+    });
     match shared.node.propose(command).await {
         Ok(_) => {}
         Err(e) => {

@@ -25,6 +25,7 @@
 //! Requests are validated first ([`crate::api::validate`]); errors map to
 //! `tonic::Status` in one place, `From<AdminError> for Status`.
 
+mod audit;
 pub mod autoscale;
 mod backup;
 mod controllers;
@@ -52,6 +53,7 @@ use crate::api::status::{Refusal, membership_status, propose_status};
 use crate::api::validate::{self, Invalid};
 use crate::leader::liveness::{Liveness, Observation};
 use crate::raft::node::{add_voter, remove_voter};
+use crate::replica::apply::MemberContext;
 use crate::state::command::{Command, HostRecord};
 use controllers::{PEER_STATUS_TIMEOUT, role_name};
 
@@ -242,8 +244,9 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<v1::CreatePoolResponse>, Status> {
         crate::api::admin::pools::spec("create_pool.spec", request.get_ref().spec.as_ref())?;
         forward_or_barrier!(self, request, create_pool);
+        let audit = audit::record(&request, "pool create");
         Ok(Response::new(
-            crate::api::admin::pools::create(&self.shared, request.into_inner()).await?,
+            crate::api::admin::pools::create(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 
@@ -286,8 +289,9 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<v1::Pool>, Status> {
         crate::api::admin::autoscale::check(request.get_ref())?;
         forward_or_barrier!(self, request, set_autoscale);
+        let audit = audit::record(&request, "pool autoscale");
         Ok(Response::new(
-            crate::api::admin::autoscale::set(&self.shared, request.into_inner()).await?,
+            crate::api::admin::autoscale::set(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 
@@ -297,8 +301,9 @@ impl AdminService for AdminSvc {
         request: Request<v1::ResizePoolRequest>,
     ) -> Result<Response<v1::ResizePoolResponse>, Status> {
         forward_or_barrier!(self, request, resize_pool);
+        let audit = audit::record(&request, "pool resize");
         Ok(Response::new(
-            crate::api::admin::pools::resize(&self.shared, request.into_inner()).await?,
+            crate::api::admin::pools::resize(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 
@@ -308,8 +313,9 @@ impl AdminService for AdminSvc {
         request: Request<v1::DestroyPoolRequest>,
     ) -> Result<Response<v1::Pool>, Status> {
         forward_or_barrier!(self, request, destroy_pool);
+        let audit = audit::record(&request, "pool destroy");
         Ok(Response::new(
-            crate::api::admin::pools::destroy(&self.shared, &request.get_ref().name).await?,
+            crate::api::admin::pools::destroy(&self.shared, &request.get_ref().name, &audit).await?,
         ))
     }
 
@@ -454,6 +460,7 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<v1::Host>, Status> {
         validate::set_host_labels(request.get_ref())?;
         forward_unless_leader!(self, request, set_host_labels);
+        let audit = audit::record(&request, "host label");
         // No read barrier up front: the proposal itself is linearizable.
         // Only a lookup that finds nothing is repeated after one, in case
         // this leader has not applied everything committed yet.
@@ -468,11 +475,22 @@ impl AdminService for AdminSvc {
                 self.get(&lookup)?
             }
         };
-        let command = Command::SetHostLabels {
+        let set: std::collections::BTreeMap<String, String> = req.set.into_iter().collect();
+        let audit = audit
+            .arg("host", &host.host_id)
+            .arg(
+                "set",
+                set.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .arg("remove", req.remove.join(","));
+        let command = audit.wrap(Command::SetHostLabels {
             host_id: host.host_id.clone(),
-            set: req.set.into_iter().collect(),
+            set,
             remove: req.remove,
-        };
+        });
         match self.shared.node.propose(command).await {
             Ok(_) => {}
             Err(crate::replica::ProposeError::Rejected(e)) => {
@@ -492,7 +510,8 @@ impl AdminService for AdminSvc {
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
-        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, true).await?;
+        let audit = audit::record(&request, "host cordon");
+        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, true, &audit).await?;
         Ok(Response::new(self.get(&GetHostRequest {
             host_id: host.host_id,
         })?))
@@ -505,7 +524,8 @@ impl AdminService for AdminSvc {
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
-        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, false).await?;
+        let audit = audit::record(&request, "host uncordon");
+        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, false, &audit).await?;
         Ok(Response::new(self.get(&GetHostRequest {
             host_id: host.host_id,
         })?))
@@ -521,8 +541,10 @@ impl AdminService for AdminSvc {
         let host = self.get(&GetHostRequest {
             host_id: request.get_ref().host_id.clone(),
         })?;
+        let audit = audit::record(&request, "host drain");
         let (pool, replacements) =
-            crate::api::admin::pools::drain(&self.shared, &host.host_id, request.get_ref().dry_run).await?;
+            crate::api::admin::pools::drain(&self.shared, &host.host_id, request.get_ref().dry_run, &audit)
+                .await?;
         Ok(Response::new(v1::DrainHostResponse {
             host: Some(self.get(&GetHostRequest {
                 host_id: host.host_id,
@@ -557,10 +579,21 @@ impl AdminService for AdminSvc {
                 req.id
             )));
         }
+        let mut change = add_voter(req.id, &req.address);
+        change.context = MemberContext {
+            address: req.address.clone(),
+            audit: Some(
+                audit::record(&request, "controller add")
+                    .arg("id", req.id)
+                    .arg("address", &req.address),
+            ),
+        }
+        .encode()
+        .into();
         self.shared
             .node
             .raft()
-            .change_membership(add_voter(req.id, &req.address))
+            .change_membership(change)
             .await
             .map_err(membership_status)?;
         info!(id = req.id, address = %req.address, "controller added");
@@ -600,10 +633,17 @@ impl AdminService for AdminSvc {
                 status.term
             )));
         }
+        let mut change = remove_voter(id);
+        change.context = MemberContext {
+            address: String::new(),
+            audit: Some(audit::record(&request, "controller remove").arg("id", id)),
+        }
+        .encode()
+        .into();
         self.shared
             .node
             .raft()
-            .change_membership(remove_voter(id))
+            .change_membership(change)
             .await
             .map_err(membership_status)?;
         info!(id, "controller removed");
@@ -662,8 +702,9 @@ impl AdminService for AdminSvc {
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         crate::api::admin::tokens::validate_create(request.get_ref())?;
         forward_unless_leader!(self, request, create_token);
+        let audit = audit::record(&request, "token create");
         Ok(Response::new(
-            crate::api::admin::tokens::create(&self.shared, request.get_ref()).await?,
+            crate::api::admin::tokens::create(&self.shared, request.get_ref(), &audit).await?,
         ))
     }
 
@@ -689,7 +730,12 @@ impl AdminService for AdminSvc {
         crate::api::admin::tokens::token_id("revoke_token.id", &request.get_ref().id)?;
         forward_or_barrier!(self, request, revoke_token);
         Ok(Response::new(
-            crate::api::admin::tokens::revoke(&self.shared, &request.get_ref().id).await?,
+            crate::api::admin::tokens::revoke(
+                &self.shared,
+                &request.get_ref().id,
+                &audit::record(&request, "token revoke"),
+            )
+            .await?,
         ))
     }
 

@@ -12,6 +12,7 @@ use crate::policy::fleet::{candidate, candidates, endpoint};
 use crate::policy::placement::{self, Candidate, Request};
 use crate::replica::ProposeError;
 use crate::state::State;
+use crate::state::audit::AuditRecord;
 use crate::state::command::{Command, HostRecord, HostState};
 use crate::state::pool::{MemberState, PoolRecord, PoolSpec, Role};
 use rpool_proto::clock::unix_ms_now;
@@ -226,6 +227,7 @@ const CREATE_ATTEMPTS: usize = 3;
 pub(crate) async fn create(
     shared: &Shared,
     request: CreatePoolRequest,
+    audit: &AuditRecord,
 ) -> Result<v1::CreatePoolResponse, Status> {
     let spec = spec("create_pool.spec", request.spec.as_ref())?;
     let mut attempt = 0;
@@ -254,13 +256,30 @@ pub(crate) async fn create(
         if request.dry_run {
             return Ok(v1::CreatePoolResponse { pool: Some(pool) });
         }
-        let command = Command::CreatePool {
+        let audit = audit
+            .clone()
+            .arg("pool", &spec.name)
+            .arg("cores", spec.cores)
+            .arg("memory", rpool_proto::units::format_size(spec.memory_bytes))
+            .arg("control_planes", spec.control_planes)
+            .arg("kubernetes_version", &spec.kubernetes_version)
+            .arg(
+                "hosts",
+                placement
+                    .control_planes
+                    .iter()
+                    .chain(&placement.workers)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        let command = audit.wrap(Command::CreatePool {
             spec: spec.clone(),
             control_planes: placement.control_planes,
             workers: placement.workers,
             control_plane_endpoint: pool.control_plane_endpoint.clone(),
             at_unix_ms: unix_ms_now(),
-        };
+        });
         match shared.node.propose(command).await {
             Ok(_) => break,
             // Another pool (or a host going down) took a chosen host between
@@ -304,6 +323,7 @@ fn preview(sm: &State, spec: &PoolSpec, placement: &placement::Placement, endpoi
 pub(crate) async fn resize(
     shared: &Shared,
     request: ResizePoolRequest,
+    audit: &AuditRecord,
 ) -> Result<v1::ResizePoolResponse, Status> {
     pool_name("resize_pool.name", &request.name)?;
     if request.cores > CORES_MAX {
@@ -384,14 +404,21 @@ pub(crate) async fn resize(
     if request.dry_run {
         return Ok(response);
     }
-    let command = Command::ResizePool {
+    let audit = audit
+        .clone()
+        .arg("pool", &request.name)
+        .arg("cores", cores)
+        .arg("memory", rpool_proto::units::format_size(memory))
+        .arg("add", add.join(","))
+        .arg("release", release.join(","));
+    let command = audit.wrap(Command::ResizePool {
         pool: request.name.clone(),
         cores,
         memory_bytes: memory,
         add,
         release,
         at_unix_ms: unix_ms_now(),
-    };
+    });
     shared.node.propose(command).await.map_err(refused)?;
     response.pool = shared
         .node
@@ -399,15 +426,15 @@ pub(crate) async fn resize(
     Ok(response)
 }
 
-pub(crate) async fn destroy(shared: &Shared, name: &str) -> Result<v1::Pool, Status> {
+pub(crate) async fn destroy(shared: &Shared, name: &str, audit: &AuditRecord) -> Result<v1::Pool, Status> {
     pool_name("destroy_pool.name", name)?;
     if !shared.node.read(|sm| sm.pools().contains_key(name)) {
         return Err(Status::not_found(format!("no pool named {name}")));
     }
-    let command = Command::DestroyPool {
+    let command = audit.clone().arg("pool", name).wrap(Command::DestroyPool {
         pool: name.to_owned(),
         at_unix_ms: unix_ms_now(),
-    };
+    });
     shared.node.propose(command).await.map_err(refused)?;
     shared
         .node
@@ -422,6 +449,19 @@ pub fn events(sm: &State, request: &v1::ListEventsRequest) -> Result<Vec<v1::Eve
     if request.limit > 1_000 {
         return Err(range("list_events.limit", request.limit, "0 (100) or 1..=1000").into());
     }
+    let kind_ok = request.kind.len() <= 64
+        && request
+            .kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !kind_ok {
+        return Err(range(
+            "list_events.kind",
+            format!("{:?}", request.kind),
+            "\"\" (all) or up to 64 of a-z, 0-9 and _, e.g. \"audit\"",
+        )
+        .into());
+    }
     let limit = if request.limit == 0 {
         100
     } else {
@@ -432,6 +472,7 @@ pub fn events(sm: &State, request: &v1::ListEventsRequest) -> Result<Vec<v1::Eve
         .iter()
         .filter(|e| e.index > request.after_index)
         .filter(|e| request.pool.is_empty() || e.pool == request.pool)
+        .filter(|e| request.kind.is_empty() || e.kind == request.kind)
         .map(|e| e.to_proto())
         .collect();
     Ok(matching[matching.len().saturating_sub(limit)..].to_vec())
@@ -439,7 +480,12 @@ pub fn events(sm: &State, request: &v1::ListEventsRequest) -> Result<Vec<v1::Eve
 
 /// Cordons (or uncordons) a host: `Cordoned` is never placed; uncordon
 /// makes it `ready` again (liveness takes over from there).
-pub(crate) async fn set_cordon(shared: &Shared, host_id: &str, cordon: bool) -> Result<(), Status> {
+pub(crate) async fn set_cordon(
+    shared: &Shared,
+    host_id: &str,
+    cordon: bool,
+    audit: &AuditRecord,
+) -> Result<(), Status> {
     let (state, reason) = if cordon {
         (HostState::Cordoned, "cordoned by an admin")
     } else {
@@ -457,12 +503,12 @@ pub(crate) async fn set_cordon(shared: &Shared, host_id: &str, cordon: bool) -> 
         }
         Some(_) => {}
     }
-    let command = Command::SetHostState {
+    let command = audit.clone().arg("host", host_id).wrap(Command::SetHostState {
         host_id: host_id.to_owned(),
         state,
         reason: reason.to_owned(),
         at_unix_ms: unix_ms_now(),
-    };
+    });
     shared.node.propose(command).await.map_err(refused)?;
     Ok(())
 }
@@ -474,6 +520,7 @@ pub(crate) async fn drain(
     shared: &Shared,
     host_id: &str,
     dry_run: bool,
+    audit: &AuditRecord,
 ) -> Result<(String, Vec<v1::PoolMember>), Status> {
     let plan = shared.node.read(|sm| {
         let host = sm
@@ -523,7 +570,7 @@ pub(crate) async fn drain(
             None => (String::new(), Vec::new()),
         });
     }
-    set_cordon(shared, host_id, true).await?;
+    set_cordon(shared, host_id, true, &audit.clone().arg("step", "cordon")).await?;
     let Some((name, add, already_leaving, role)) = plan else {
         return Ok((String::new(), Vec::new()));
     };
@@ -532,26 +579,36 @@ pub(crate) async fn drain(
             .first()
             .cloned()
             .ok_or_else(|| Status::internal("a control-plane drain without a replacement"))?;
-        let command = Command::DrainControlPlane {
+        let audit = audit
+            .clone()
+            .arg("host", host_id)
+            .arg("step", "replace control plane")
+            .arg("replacement", &replacement);
+        let command = audit.wrap(Command::DrainControlPlane {
             pool: name.clone(),
             host_id: host_id.to_owned(),
             replacement,
             at_unix_ms: unix_ms_now(),
-        };
+        });
         shared.node.propose(command).await.map_err(refused)?;
     } else if !already_leaving {
         let spec = shared
             .node
             .read(|sm| sm.pools().get(&name).map(|p| (p.spec.cores, p.spec.memory_bytes)))
             .ok_or_else(|| Status::not_found(format!("no pool named {name}")))?;
-        let command = Command::ResizePool {
+        let audit = audit
+            .clone()
+            .arg("host", host_id)
+            .arg("step", "release worker")
+            .arg("add", add.join(","));
+        let command = audit.wrap(Command::ResizePool {
             pool: name.clone(),
             cores: spec.0,
             memory_bytes: spec.1,
             add: add.clone(),
             release: vec![host_id.to_owned()],
             at_unix_ms: unix_ms_now(),
-        };
+        });
         shared.node.propose(command).await.map_err(refused)?;
     }
     Ok((name, views(&add, role)))

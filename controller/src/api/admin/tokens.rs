@@ -142,6 +142,7 @@ fn propose_error(e: ProposeError) -> Status {
 pub(crate) async fn create(
     shared: &Shared,
     request: &v1::CreateTokenRequest,
+    audit: &crate::state::audit::AuditRecord,
 ) -> Result<v1::CreateTokenResponse, Status> {
     let new = validate_create(request)?;
     let mut attempt = 0;
@@ -161,10 +162,17 @@ pub(crate) async fn create(
             uses_left: new.uses,
             revoked: false,
         };
-        let command = Command::CreateToken {
+        // The token's id only: its secret is never recorded.
+        let audit = audit
+            .clone()
+            .arg("id", &id)
+            .arg("ttl_ms", new.ttl_ms)
+            .arg("uses", new.uses.map_or("unlimited".to_owned(), |u| u.to_string()))
+            .arg("description", &new.description);
+        let command = audit.wrap(Command::CreateToken {
             token: record,
             at_unix_ms: now,
-        };
+        });
         match shared.node.propose(command).await {
             Ok(_) => {
                 // A repeat of the same token changed nothing: answer with
@@ -192,15 +200,19 @@ pub(crate) async fn create(
 }
 
 /// Revokes token `id`; answers its new view.
-pub(crate) async fn revoke(shared: &Shared, id: &str) -> Result<v1::TokenInfo, Status> {
+pub(crate) async fn revoke(
+    shared: &Shared,
+    id: &str,
+    audit: &crate::state::audit::AuditRecord,
+) -> Result<v1::TokenInfo, Status> {
     token_id("revoke_token.id", id)?;
     if !shared.node.read(|sm| sm.tokens().contains_key(id)) {
         return Err(Status::not_found(format!("no token with id {id}")));
     }
-    let command = Command::RevokeToken {
+    let command = audit.clone().arg("id", id).wrap(Command::RevokeToken {
         token_id: id.to_owned(),
         at_unix_ms: unix_ms_now(),
-    };
+    });
     shared.node.propose(command).await.map_err(propose_error)?;
     tracing::info!(token_id = %id, "bootstrap token revoked");
     let now = unix_ms_now();

@@ -64,6 +64,7 @@ impl Builder {
             kind: kind.to_owned(),
             message,
             severity,
+            audit: None,
         });
     }
 
