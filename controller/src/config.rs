@@ -800,14 +800,18 @@ mod tests {
         let config = Config::from_toml("c.toml", "[kube]\nvip_range = \"198.51.100.0/28\"").unwrap();
         config.validate().unwrap();
         assert_eq!(config.kube.vip_range().unwrap().to_string(), "198.51.100.0/28");
-        let config = Config::from_toml("c.toml", "[kube]\nvip_range = \"198.51.100.5-198.51.100.9\"").unwrap();
+        let config =
+            Config::from_toml("c.toml", "[kube]\nvip_range = \"198.51.100.5-198.51.100.9\"").unwrap();
         config.validate().unwrap();
         assert!(Config::default().kube.vip_range().is_none());
         for bad in ["198.51.100.9-198.51.100.1", "198.51.100.0", "vip.example/28"] {
             let config = Config::from_toml("c.toml", &format!("[kube]\nvip_range = {bad:?}")).unwrap();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.starts_with("kube.vip_range: "), "{err}");
-            assert!(err.ends_with("(accepted FIRST-LAST or ADDRESS/PREFIX, e.g. 192.0.2.240/28)"), "{err}");
+            assert!(
+                err.ends_with("(accepted FIRST-LAST or ADDRESS/PREFIX, e.g. 192.0.2.240/28)"),
+                "{err}"
+            );
         }
     }
 }

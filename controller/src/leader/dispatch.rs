@@ -19,6 +19,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::kube::kube_vip::Kubeconfig;
 use crate::kube::render::{self, HostFacts, JoinFacts, PoolFacts};
 use crate::replica::ProposeError;
 use crate::state::pool::{JoinSecrets, TaskKind, TaskRecord, TaskState};
@@ -74,13 +75,26 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             kind: Some(Kind::Reset(v1::Reset {})),
         });
     }
-    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, control_plane) =
+    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, control_plane, vip, control_planes) =
         shared.node.read(|sm| {
             let pool = sm.pools().get(&task.pool)?;
             let control_plane = pool
                 .members
                 .get(&task.host_id)
                 .is_some_and(|m| m.role == crate::state::pool::Role::ControlPlane);
+            // Every control plane by node name and address, for the API
+            // server certificate.
+            let control_planes: Vec<(String, Option<std::net::IpAddr>)> = pool
+                .members
+                .values()
+                .filter(|m| m.role == crate::state::pool::Role::ControlPlane)
+                .map(|m| {
+                    (
+                        m.node_name.clone(),
+                        sm.host(&m.host_id).and_then(advertise_address),
+                    )
+                })
+                .collect();
             Some((
                 pool.join.clone(),
                 pool.control_plane_endpoint.clone(),
@@ -89,8 +103,13 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 pool.spec.service_cidr.clone(),
                 sm.host(&task.host_id).and_then(advertise_address),
                 control_plane,
+                pool.spec.vip.parse::<std::net::IpAddr>().ok(),
+                control_planes,
             ))
         })?;
+    let control_planes: Vec<(&str, Option<std::net::IpAddr>)> =
+        control_planes.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+
     let host = HostFacts {
         node_name: &task.node_name,
         address,
@@ -116,6 +135,11 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         rendered(render::join_file(&facts, &host))
     };
     let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
+    // The kube-vip static pod with `kubeconfig` ("" without a VIP).
+    let kube_vip = |kubeconfig: Kubeconfig| match vip {
+        Some(vip) => rendered(render::kube_vip_manifest(vip, kubeconfig)),
+        None => Some(String::new()),
+    };
     let kind = match &task.kind {
         TaskKind::InitControlPlane => {
             let pool = PoolFacts {
@@ -124,6 +148,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 pod_cidr: &pod_cidr,
                 service_cidr: &service_cidr,
                 endpoint: &endpoint,
+                control_planes: &control_planes,
             };
             let kubeadm_config = rendered(render::init_file(&pool, &host))?;
             Kind::InitControlPlane(v1::InitControlPlane {
@@ -132,6 +157,8 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 service_cidr,
                 kubernetes_version: version,
                 kubeadm_config,
+                kube_vip_manifest: kube_vip(Kubeconfig::SuperAdmin)?,
+                kube_vip_manifest_after_init: kube_vip(Kubeconfig::Admin)?,
             })
         }
         TaskKind::JoinControlPlane => {
@@ -140,6 +167,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             Kind::JoinControlPlane(v1::JoinControlPlane {
                 join: Some(secrets),
                 kubeadm_config,
+                kube_vip_manifest: kube_vip(Kubeconfig::Admin)?,
             })
         }
         TaskKind::JoinWorker => {

@@ -217,7 +217,9 @@ pub fn render_plan(plan: &ResizePoolResponse, args: &ResizeArgs) -> String {
     text.push('\n');
     if let Some((before, after)) = lb_change(plan, args) {
         let before = if before.is_empty() { "none" } else { before };
-        text.push_str(&format!("Load balancer range: {before} -> {after} (MetalLB re-applied)\n"));
+        text.push_str(&format!(
+            "Load balancer range: {before} -> {after} (MetalLB re-applied)\n"
+        ));
     }
     let adding: Vec<MemberView> = plan.adding.iter().map(MemberView::from).collect();
     let releasing: Vec<MemberView> = plan.releasing.iter().map(MemberView::from).collect();
@@ -331,7 +333,8 @@ mod tests {
         let err = parse(&["web"]).unwrap().request(true).unwrap_err();
         assert_eq!(err.code, exit::USAGE);
         assert!(
-            err.message.contains("give --cores, --memory, --lb-range or several"),
+            err.message
+                .contains("give --cores, --memory, --lb-range or several"),
             "{}",
             err.message
         );

@@ -291,8 +291,8 @@ pub(crate) async fn create(
                 },
             )
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            let size = u32::try_from(placement.control_planes.len() + placement.workers.len())
-                .unwrap_or(u32::MAX);
+            let size =
+                u32::try_from(placement.control_planes.len() + placement.workers.len()).unwrap_or(u32::MAX);
             let spec = with_vip(
                 sm,
                 &spec,
@@ -693,7 +693,8 @@ mod tests {
         let err = with_vip(&sm, &ha("", ""), None, 4, "create_pool.spec").unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(
-            err.message().starts_with("create_pool.spec.vip: missing for a pool of 3 control planes")
+            err.message()
+                .starts_with("create_pool.spec.vip: missing for a pool of 3 control planes")
                 && err.message().contains("--vip")
                 && err.message().contains("[kube] vip_range in controller.toml"),
             "{}",
@@ -708,7 +709,9 @@ mod tests {
         assert_eq!(with_vip(&sm, &ha("", ""), Some(&range), 4, "s").unwrap(), chosen);
         // A VIP given is kept, and one control plane needs none.
         assert_eq!(
-            with_vip(&sm, &ha("203.0.113.9", ""), Some(&range), 4, "s").unwrap().vip,
+            with_vip(&sm, &ha("203.0.113.9", ""), Some(&range), 4, "s")
+                .unwrap()
+                .vip,
             "203.0.113.9"
         );
         let single = spec("s", Some(&with_version(""))).unwrap();
@@ -717,7 +720,11 @@ mod tests {
         // naming the field.
         let err = with_vip(&sm, &ha("", "10.0.0.0/24"), Some(&range), 4, "s").unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-        assert!(err.message().starts_with("s.lb_range: 10.0.0.0/24 holds host"), "{}", err.message());
+        assert!(
+            err.message().starts_with("s.lb_range: 10.0.0.0/24 holds host"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -728,7 +735,10 @@ mod tests {
         assert_eq!(err, "create_pool.spec.vip: \"vip.example\" is not an IP address");
         wire.vip = "10.244.1.1".into();
         let err = spec("create_pool.spec", Some(&wire)).unwrap_err().to_string();
-        assert!(err.starts_with("create_pool.spec.vip: 10.244.1.1 overlaps this pool's pod_cidr"), "{err}");
+        assert!(
+            err.starts_with("create_pool.spec.vip: 10.244.1.1 overlaps this pool's pod_cidr"),
+            "{err}"
+        );
         wire.vip = String::new();
         wire.lb_range = "198.51.100.9-198.51.100.1".into();
         let err = spec("create_pool.spec", Some(&wire)).unwrap_err().to_string();

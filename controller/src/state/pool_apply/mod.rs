@@ -331,7 +331,8 @@ mod tests {
             &create_with("db", &["b"], "198.51.100.2", "198.51.100.20-198.51.100.40"),
         ));
         assert!(
-            message.starts_with("pool db: lb_range: 198.51.100.20-198.51.100.40 overlaps pool web's lb_range"),
+            message
+                .starts_with("pool db: lb_range: 198.51.100.20-198.51.100.40 overlaps pool web's lb_range"),
             "{message}"
         );
         let message = refusal(apply(&mut sm, &create_with("db", &["b"], "10.96.0.10", "")));
@@ -344,7 +345,11 @@ mod tests {
         assert!(message.contains("holds host"), "{message}");
         assert_eq!(sm.applied_index(), before, "nothing was applied");
         assert!(sm.host("b").unwrap().pool.is_none());
-        apply(&mut sm, &create_with("db", &["b"], "198.51.100.2", "198.51.100.32/28")).unwrap();
+        apply(
+            &mut sm,
+            &create_with("db", &["b"], "198.51.100.2", "198.51.100.32/28"),
+        )
+        .unwrap();
 
         // A resize moving the LB range is checked the same way and makes
         // the addons task run again.

@@ -75,7 +75,11 @@ impl FleetAddresses {
 
 impl State {
     /// `spec`'s addresses checked against the other pools and the hosts.
-    pub fn check_pool_addresses(&self, spec: &PoolSpec, max_nodes: u32) -> Result<PoolNetwork, KubeFieldError> {
+    pub fn check_pool_addresses(
+        &self,
+        spec: &PoolSpec,
+        max_nodes: u32,
+    ) -> Result<PoolNetwork, KubeFieldError> {
         FleetAddresses::of(self, &spec.name).with(|fleet| check_pool_network(&input(spec, max_nodes), fleet))
     }
 }
