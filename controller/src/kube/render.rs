@@ -146,6 +146,26 @@ pub fn kube_vip_manifest(vip: IpAddr, kubeconfig: Kubeconfig) -> Result<String, 
     })
 }
 
+/// MetalLB for a pool with an LB range (`FIRST-LAST` or a network):
+/// `("metallb", its native install)`, then `("metallb-pool", the
+/// IPAddressPool + L2Advertisement of the range)`, applied in that order
+/// (the pool needs MetalLB's CRDs).
+pub fn metallb_manifests(lb_range: &str) -> Result<Vec<(&'static str, String)>, KubeFieldError> {
+    let range = super::cidr::IpRange::parse(lb_range.trim()).map_err(|why| {
+        KubeFieldError::new(
+            "lb_range",
+            format!(
+                "{} {why} (accepted FIRST-LAST or ADDRESS/PREFIX)",
+                super::echo(lb_range)
+            ),
+        )
+    })?;
+    Ok(vec![
+        ("metallb", super::metallb::install_manifest(None)),
+        ("metallb-pool", super::metallb::address_pool_manifest(&range)),
+    ])
+}
+
 /// The CNI every pool gets: our flannel deployment (VXLAN), on the
 /// pool's pod network(s) (`pod_cidr`, comma-separated for dual-stack).
 pub fn cni_manifest(pod_cidr: &str) -> Result<String, KubeFieldError> {
@@ -388,6 +408,24 @@ mod tests {
             cni_manifest("10.250.0.0/99").unwrap_err().field,
             "pod_network_cidr"
         );
+    }
+
+    #[test]
+    fn a_pools_lb_range_becomes_metallb_and_its_address_pool() {
+        let manifests = metallb_manifests("198.51.100.32-198.51.100.47").unwrap();
+        let names: Vec<&str> = manifests.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["metallb", "metallb-pool"]);
+        assert!(
+            manifests[1].1.contains("198.51.100.32-198.51.100.47"),
+            "{}",
+            manifests[1].1
+        );
+        assert!(
+            manifests[1].1.contains("kind: L2Advertisement"),
+            "{}",
+            manifests[1].1
+        );
+        assert_eq!(metallb_manifests("nope").unwrap_err().field, "lb_range");
     }
 
     #[test]
