@@ -212,13 +212,11 @@ fn totals_block(view: &PoolView) -> String {
         plural(cps.len(), "host", "hosts"),
         capacity(cp_cores, cp_memory)
     );
-    if !view.control_plane_endpoint.is_empty() {
-        let vip = if view.vip.is_empty() {
-            String::new()
-        } else {
-            format!(" (VIP {}, kube-vip)", view.vip)
-        };
-        text.push_str(&format!("API endpoint: {}{vip}\n", view.control_plane_endpoint));
+    if !view.vip.is_empty() {
+        text.push_str(&format!(
+            "API endpoint: {} (VIP {}, held by kube-vip on the control planes)\n",
+            view.control_plane_endpoint, view.vip
+        ));
     }
     if !view.lb_range.is_empty() {
         text.push_str(&format!("Load balancers: {} (MetalLB)\n", view.lb_range));

@@ -78,8 +78,6 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
         ("Name", p.name.clone()),
         ("Phase", phase),
         ("Endpoint", or_dash(&p.control_plane_endpoint)),
-        ("VIP", or_dash(&p.vip)),
-        ("Load balancers", or_dash(&p.lb_range)),
         ("Kubernetes", or_dash(&p.kubernetes_version)),
         (
             "Networks",
@@ -115,6 +113,13 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
         ),
         ("Created", created),
     ];
+    // Shown when set (a pool without them reads as before).
+    if !p.vip.is_empty() {
+        pairs.insert(3, ("VIP", format!("{} (kube-vip on the control planes)", p.vip)));
+    }
+    if !p.lb_range.is_empty() {
+        pairs.push(("Load balancers", format!("{} (MetalLB)", p.lb_range)));
+    }
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -336,6 +341,28 @@ mod tests {
         ];
         let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn a_pool_with_a_vip_and_an_lb_range_shows_both() {
+        let mut p = pool("ready", &["joined"], None);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.vip = "198.51.100.1".into();
+            spec.lb_range = "198.51.100.32/28".into();
+        }
+        p.control_plane_endpoint = "198.51.100.1:6443".into();
+        let view = PoolView::from(&p);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            (json["vip"].as_str(), json["lb_range"].as_str()),
+            (Some("198.51.100.1"), Some("198.51.100.32/28"))
+        );
+        let text = render(&view, 1_700_000_100_000);
+        assert!(
+            text.contains("198.51.100.1 (kube-vip on the control planes)"),
+            "{text}"
+        );
+        assert!(text.contains("198.51.100.32/28 (MetalLB)"), "{text}");
     }
 
     #[test]

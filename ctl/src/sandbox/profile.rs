@@ -196,12 +196,12 @@ struct ControllerFile<'a> {
     data_dir: &'a str,
     peers: Vec<PeerSection<'a>>,
     liveness: LivenessSection,
-    kube: KubeSection<'a>,
+    kube: ControllerKubeSection<'a>,
 }
 
 /// `[kube]`: where pools of 3 or 5 control planes get their VIP.
 #[derive(Serialize)]
-struct KubeSection<'a> {
+struct ControllerKubeSection<'a> {
     vip_range: &'a str,
 }
 
@@ -253,7 +253,7 @@ pub fn controller_toml(id: u64, addresses: &[String], data_dir: &Path) -> String
             suspect_after_ms: 3000,
             down_after_ms: 5000,
         },
-        kube: KubeSection {
+        kube: ControllerKubeSection {
             vip_range: SANDBOX_VIP_RANGE,
         },
     };
