@@ -143,6 +143,8 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 kubernetes_version: i.kubernetes_version,
                 node_name: task.node_name,
                 kubeadm_config: i.kubeadm_config,
+                kube_vip_manifest: i.kube_vip_manifest,
+                kube_vip_manifest_after_init: i.kube_vip_manifest_after_init,
             };
             match driver.init(&req).await {
                 Ok(init) => match pool_kubeconfig(&init.kubeconfig, &task.pool) {
@@ -166,6 +168,7 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                         &task.node_name,
                         true,
                         Some(&j.kubeadm_config),
+                        Some(&j.kube_vip_manifest),
                     )
                     .await,
             ),
@@ -177,7 +180,7 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 info.certificate_key = None;
                 done(
                     driver
-                        .join(&info, &task.node_name, false, Some(&j.kubeadm_config))
+                        .join(&info, &task.node_name, false, Some(&j.kubeadm_config), None)
                         .await,
                 )
             }

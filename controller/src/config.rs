@@ -55,6 +55,43 @@ pub struct Config {
     /// Mutual TLS: the CA, this controller's certificate and key, and the
     /// CA key used to sign agent certificates at enrollment.
     pub tls: TlsConfig,
+    /// Fleet-wide Kubernetes settings (control-plane VIPs).
+    pub kube: KubeSettings,
+}
+
+/// `[kube]`: fleet-wide settings of the clusters the controller builds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeSettings {
+    /// Addresses the controller gives control-plane VIPs from, `FIRST-LAST`
+    /// or `ADDRESS/PREFIX` (e.g. `192.0.2.240/28`): a pool with 3 or 5
+    /// control planes created without `--vip` gets the lowest address no
+    /// pool and no host uses. Unset: such a pool needs `--vip`.
+    pub vip_range: Option<String>,
+}
+
+impl KubeSettings {
+    /// `vip_range` parsed (`None` when unset; only meaningful after
+    /// [`KubeSettings::validate`]).
+    pub fn vip_range(&self) -> Option<rpool_proto::kube::cidr::IpRange> {
+        self.vip_range
+            .as_deref()
+            .and_then(|r| rpool_proto::kube::cidr::IpRange::parse(r.trim()).ok())
+    }
+
+    /// `vip_range` parses.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(range) = &self.vip_range {
+            rpool_proto::kube::cidr::IpRange::parse(range.trim()).map_err(|why| {
+                FieldError::invalid(
+                    "kube.vip_range",
+                    format!("{range:?} {why}"),
+                    "FIRST-LAST or ADDRESS/PREFIX, e.g. 192.0.2.240/28",
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `[healing]`: whether down pool members are replaced, and the storm
@@ -259,6 +296,7 @@ impl Default for Config {
             metrics: crate::metrics::MetricsConfig::default(),
             webhook: crate::leader::webhook::WebhookConfig::default(),
             tls: TlsConfig::default(),
+            kube: KubeSettings::default(),
         }
     }
 }
@@ -479,6 +517,7 @@ impl Config {
         self.metrics.validate()?;
         self.webhook.validate()?;
         self.tls.validate()?;
+        self.kube.validate()?;
         Ok(())
     }
 
@@ -754,5 +793,25 @@ mod tests {
         let text =
             "[liveness]\nheartbeat_interval_ms = 60000\nsuspect_after_ms = 600000\ndown_after_ms = 3600000";
         Config::from_toml("c.toml", text).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn the_vip_range_is_a_range_or_a_network_and_a_bad_one_names_the_key() {
+        let config = Config::from_toml("c.toml", "[kube]\nvip_range = \"198.51.100.0/28\"").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.kube.vip_range().unwrap().to_string(), "198.51.100.0/28");
+        let config =
+            Config::from_toml("c.toml", "[kube]\nvip_range = \"198.51.100.5-198.51.100.9\"").unwrap();
+        config.validate().unwrap();
+        assert!(Config::default().kube.vip_range().is_none());
+        for bad in ["198.51.100.9-198.51.100.1", "198.51.100.0", "vip.example/28"] {
+            let config = Config::from_toml("c.toml", &format!("[kube]\nvip_range = {bad:?}")).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with("kube.vip_range: "), "{err}");
+            assert!(
+                err.ends_with("(accepted FIRST-LAST or ADDRESS/PREFIX, e.g. 192.0.2.240/28)"),
+                "{err}"
+            );
+        }
     }
 }

@@ -119,6 +119,10 @@ where
     }
 }
 
+/// The `[kube] vip_range` of every test controller (TEST-NET-2, RFC 5737:
+/// no real host has these addresses; kubesim answers there).
+pub const TEST_VIP_RANGE: &str = "198.51.100.0/28";
+
 /// Liveness settings written into controller.toml.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
@@ -387,6 +391,10 @@ impl Controller {
             ));
         }
         text.push_str(&format!("\n{tls}"));
+        if !extra.contains("[kube]") {
+            // Pools of 3 or 5 control planes get their VIP from here.
+            text.push_str(&format!("\n[kube]\nvip_range = \"{TEST_VIP_RANGE}\"\n"));
+        }
         text.push_str(&format!(
             "\n[liveness]\nheartbeat_interval_ms = {hb}\nsuspect_after_ms = {sa}\ndown_after_ms = {da}\n{extra}\n",
             hb = liveness.heartbeat_interval_ms,

@@ -34,6 +34,9 @@ impl Driver {
         if let Some(server) = self.kubeconfig_server(&self.admin_kubeconfig)? {
             if same_endpoint(&server, endpoint) {
                 info!(endpoint = %endpoint, "kubeadm init already done here; reading fresh join secrets");
+                if !req.kube_vip_manifest_after_init.is_empty() {
+                    self.write_kube_vip(&req.kube_vip_manifest_after_init)?;
+                }
                 let join = self.refresh_join(true).await?;
                 return Ok(InitOutcome {
                     join,
@@ -52,6 +55,11 @@ impl Driver {
             )));
         }
         let had_state = self.has_kubeadm_state();
+        // The VIP must answer before init can finish (kubeadm talks to the
+        // API through the endpoint): kube-vip starts with the control plane.
+        if !req.kube_vip_manifest.is_empty() {
+            self.write_kube_vip(&req.kube_vip_manifest)?;
+        }
         // The controller's file (secrets inside, removed when this call
         // ends), else (an older controller) flags.
         let staged = if req.kubeadm_config.is_empty() {
@@ -96,6 +104,9 @@ impl Driver {
             }
         };
         drop(staged);
+        if !req.kube_vip_manifest_after_init.is_empty() {
+            self.write_kube_vip(&req.kube_vip_manifest_after_init)?;
+        }
         let cmd = display_command(&self.kubeadm, &args);
         let parsed = parse_init_output(&out.stdout).map_err(|what| KubeError::Output { cmd, what })?;
         let certificate_key_expires_unix_ms = if parsed.certificate_key.is_some() {

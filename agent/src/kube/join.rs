@@ -18,13 +18,15 @@ impl Driver {
     /// as a control plane, `F` holding `config` (the controller's
     /// JoinConfiguration; `None` or empty: a minimal one from `join`).
     /// Returns `true` when this host had already joined that cluster in that
-    /// role (nothing run).
+    /// role (nothing run). `kube_vip` (control planes of a pool with a VIP):
+    /// the kube-vip static pod, written before the join.
     pub async fn join(
         &self,
         join: &JoinInfo,
         node_name: &str,
         control_plane: bool,
         config: Option<&str>,
+        kube_vip: Option<&str>,
     ) -> Result<bool, KubeError> {
         check_endpoint("join.control_plane_endpoint", &join.endpoint)?;
         check_node_name(node_name)?;
@@ -77,6 +79,9 @@ impl Driver {
             }
             info!(endpoint = %join.endpoint, control_plane, "already joined; nothing to do");
             return Ok(true);
+        }
+        if let Some(manifest) = kube_vip.filter(|m| control_plane && !m.is_empty()) {
+            self.write_kube_vip(manifest)?;
         }
         // The controller's file, else (an older controller) a minimal one
         // from `join`.

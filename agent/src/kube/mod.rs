@@ -67,13 +67,16 @@
 //! - `init`, `join`, `reset`: the kubeadm operations on this host;
 //!   `nodes`: drain, delete, etcd member removal of other nodes;
 //!   `workloads`: `kubectl apply` and the pending-pods count.
-//! - `staging`: the join-configuration and manifest files.
+//! - `staging`: the join-configuration and manifest files; `kube_vip`: the
+//!   kube-vip static pod of a pool with a VIP (written before init and
+//!   control-plane joins, switched to admin.conf after init).
 //! - `parse`: parsers of the tools' output; `checks`: value checks;
 //!   `redact`: secrets out of logs and errors.
 
 mod checks;
 mod init;
 mod join;
+mod kube_vip;
 mod nodes;
 mod parse;
 mod process;
@@ -227,6 +230,11 @@ pub struct InitRequest {
     /// bootstrap token and certificate key); empty: the fields above are
     /// passed as flags.
     pub kubeadm_config: String,
+    /// Pools with a VIP: the kube-vip static pod written before init
+    /// (super-admin.conf) and the one that replaces it after (admin.conf);
+    /// both empty without a VIP.
+    pub kube_vip_manifest: String,
+    pub kube_vip_manifest_after_init: String,
 }
 
 impl fmt::Debug for InitRequest {

@@ -285,6 +285,8 @@ fn init_requests_never_show_their_config_file() {
         kubernetes_version: "v1.32.0".into(),
         node_name: "web-1".into(),
         kubeadm_config: format!("token: {TOKEN}\ncertificateKey: {KEY}\n"),
+        kube_vip_manifest: String::new(),
+        kube_vip_manifest_after_init: String::new(),
     };
     let text = format!("{req:?}");
     assert!(!text.contains(TOKEN) && !text.contains(KEY), "{text}");
@@ -362,7 +364,7 @@ async fn the_join_config_is_removed_after_a_timeout_or_a_cancelled_call() {
     std::fs::create_dir_all(&staged).unwrap();
     std::fs::write(staged.join("join-1-deadbeef.json"), "{}").unwrap();
     let d = Driver::new(&config, dir.path().join("tmp")).with_timeout(Duration::from_millis(500));
-    let err = d.join(&info, "web-1", true, None).await.unwrap_err();
+    let err = d.join(&info, "web-1", true, None, None).await.unwrap_err();
     assert!(matches!(err, KubeError::Timeout { .. }), "{err}");
     assert!(!err.to_string().contains(KEY), "{err}");
     assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
@@ -372,8 +374,11 @@ async fn the_join_config_is_removed_after_a_timeout_or_a_cancelled_call() {
     );
     // The caller gives up first (task deadline): the future is dropped.
     let d = d.with_timeout(Duration::from_secs(60));
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(500), d.join(&info, "web-1", false, None)).await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(500),
+        d.join(&info, "web-1", false, None, None),
+    )
+    .await;
     assert!(cancelled.is_err());
     assert_eq!(std::fs::read_dir(&staged).unwrap().count(), 0);
     let seen = std::fs::read_to_string(&seen).unwrap();
@@ -446,6 +451,8 @@ async fn init_runs_with_the_controllers_file_staged_0600_and_removes_it() {
         kubernetes_version: "v1.32.0".into(),
         node_name: "web-1".into(),
         kubeadm_config: format!("bootstrapTokens:\n- token: {TOKEN}\n"),
+        kube_vip_manifest: String::new(),
+        kube_vip_manifest_after_init: String::new(),
     };
     let err = d.init(&req).await.unwrap_err();
     assert!(!err.to_string().contains(TOKEN), "{err}");

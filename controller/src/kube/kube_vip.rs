@@ -57,8 +57,9 @@ impl Kubeconfig {
 #[derive(Debug, Clone, Copy)]
 pub struct KubeVipInput<'a> {
     pub vip: IpAddr,
-    /// The host interface that carries the VIP (the advertise address's).
-    pub interface: &'a str,
+    /// The host interface that carries the VIP (the advertise address's);
+    /// `None`: kube-vip takes the interface of the default route.
+    pub interface: Option<&'a str>,
     pub kubeconfig: Kubeconfig,
     /// A mirror for the image (see [`super::images`]).
     pub image_repository: Option<&'a str>,
@@ -85,16 +86,17 @@ pub fn check_interface(name: &str) -> Result<(), KubeFieldError> {
 
 /// The static pod manifest.
 pub fn static_pod(input: &KubeVipInput<'_>) -> Result<String, KubeFieldError> {
-    check_interface(input.interface)?;
+    if let Some(interface) = input.interface {
+        check_interface(interface)?;
+    }
     let prefix_len = if input.vip.is_ipv4() { "32" } else { "128" };
     let port = API_SERVER_PORT.to_string();
     let vip = input.vip.to_string();
     // The VIP's prefix: `vip_subnet` in current kube-vip, `vip_cidr` in
     // older releases (which default it to 32, wrong for IPv6): both set.
-    let settings: [(&str, &str); 15] = [
-        ("vip_arp", "true"),
-        ("port", &port),
-        ("vip_interface", input.interface),
+    let mut settings: Vec<(&str, &str)> = vec![("vip_arp", "true"), ("port", &port)];
+    settings.extend(input.interface.map(|i| ("vip_interface", i)));
+    settings.extend([
         ("vip_subnet", prefix_len),
         ("vip_cidr", prefix_len),
         ("dns_mode", "first"),
@@ -107,7 +109,7 @@ pub fn static_pod(input: &KubeVipInput<'_>) -> Result<String, KubeFieldError> {
         ("vip_renewdeadline", "3"),
         ("vip_retryperiod", "1"),
         ("address", &vip),
-    ];
+    ]);
     let mut envs = vec![env_field("vip_nodename", "spec.nodeName")];
     envs.extend(settings.iter().map(|(k, v)| env(k, v)));
     let container = ymap! {
@@ -143,7 +145,7 @@ mod tests {
     fn input(kubeconfig: Kubeconfig) -> KubeVipInput<'static> {
         KubeVipInput {
             vip: "192.0.2.100".parse().unwrap(),
-            interface: "eth0",
+            interface: Some("eth0"),
             kubeconfig,
             image_repository: None,
         }
@@ -230,10 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn without_an_interface_kube_vip_takes_the_default_routes() {
+        let text = static_pod(&KubeVipInput {
+            interface: None,
+            ..input(Kubeconfig::Admin)
+        })
+        .unwrap();
+        let pod = &parse(&text).unwrap()[0];
+        assert_eq!(env_value(pod, "vip_interface"), None);
+        assert_eq!(env_value(pod, "address"), Some("192.0.2.100"));
+    }
+
+    #[test]
     fn bad_interface_names_are_refused() {
         for bad in ["", "eth0:1", "a/b", "has space", "averyveryverylongname"] {
             let err = static_pod(&KubeVipInput {
-                interface: bad,
+                interface: Some(bad),
                 ..input(Kubeconfig::Admin)
             })
             .unwrap_err();

@@ -40,7 +40,7 @@ pub mod objects;
 pub mod render;
 pub mod versions;
 
-pub use rpool_proto::kube::{cidr, cni_check, kubeadm_check, kubeadm_schema, yaml};
+pub use rpool_proto::kube::{cidr, cni_check, kube_vip_check, kubeadm_check, kubeadm_schema, yaml};
 
 #[cfg(test)]
 mod cni_check_tests;

@@ -15,6 +15,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::KubeFieldError;
 use super::cidr::Cidr;
 use super::flannel::{Backend, FlannelInput, manifest};
+use super::kube_vip::{KubeVipInput, Kubeconfig, static_pod};
 use super::kubeadm::{
     CONTAINERD_SOCKET, ClusterInput, ControlPlaneJoin, InitSecrets, JoinInput, NodeInput, Taint, init_config,
     join_config,
@@ -32,8 +33,11 @@ pub struct PoolFacts<'a> {
     pub pod_cidr: &'a str,
     /// Service network(s), same shape.
     pub service_cidr: &'a str,
-    /// `host:port` of the API server.
+    /// `host:port` of the API server (`VIP:6443` with a VIP).
     pub endpoint: &'a str,
+    /// The pool's control planes (node name, address where known): every
+    /// one is in the API server certificate, so it serves under each name.
+    pub control_planes: &'a [(&'a str, Option<IpAddr>)],
 }
 
 /// The host a task runs on.
@@ -84,21 +88,24 @@ fn split(list: &str) -> Vec<String> {
 }
 
 /// `kubeadm init --config` for `host`, the pool's first control plane. The
-/// API server certificate names the endpoint's host, the node's name and
-/// its address (kubeadm adds the first two itself too; listing them keeps
-/// the file self-explaining).
+/// API server certificate names the endpoint's host (the VIP, if any), and
+/// this node's and every other control plane's name and address (kubeadm
+/// adds the endpoint and this node itself too; listing them keeps the file
+/// self-explaining).
 pub fn init_file(pool: &PoolFacts, host: &HostFacts) -> Result<String, KubeFieldError> {
     let version = parse_supported("kubernetes_version", pool.kubernetes_version)?;
     let endpoint_host = endpoint_host(pool.endpoint);
     let mut cert_sans = vec![endpoint_host.to_owned()];
-    for san in host
-        .address
-        .map(|a| a.to_string())
-        .into_iter()
-        .chain([host.node_name.to_owned()])
-    {
-        if !cert_sans.contains(&san) {
-            cert_sans.push(san);
+    let this = [(host.node_name, host.address)];
+    for (name, address) in this.iter().chain(pool.control_planes) {
+        for san in address
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain([(*name).to_owned()])
+        {
+            if !cert_sans.contains(&san) {
+                cert_sans.push(san);
+            }
         }
     }
     let cluster = ClusterInput {
@@ -128,6 +135,38 @@ pub fn join_file(join: &JoinFacts, host: &HostFacts) -> Result<String, KubeField
         }),
     };
     join_config(&input, &node(host))
+}
+
+/// The kube-vip static pod holding `vip`, using the host's `kubeconfig`
+/// (super-admin.conf during init, admin.conf otherwise: see
+/// [`super::kube_vip`]). kube-vip takes the default route's interface.
+pub fn kube_vip_manifest(vip: IpAddr, kubeconfig: Kubeconfig) -> Result<String, KubeFieldError> {
+    static_pod(&KubeVipInput {
+        vip,
+        interface: None,
+        kubeconfig,
+        image_repository: None,
+    })
+}
+
+/// MetalLB for a pool with an LB range (`FIRST-LAST` or a network):
+/// `("metallb", its native install)`, then `("metallb-pool", the
+/// IPAddressPool + L2Advertisement of the range)`, applied in that order
+/// (the pool needs MetalLB's CRDs).
+pub fn metallb_manifests(lb_range: &str) -> Result<Vec<(&'static str, String)>, KubeFieldError> {
+    let range = super::cidr::IpRange::parse(lb_range.trim()).map_err(|why| {
+        KubeFieldError::new(
+            "lb_range",
+            format!(
+                "{} {why} (accepted FIRST-LAST or ADDRESS/PREFIX)",
+                super::echo(lb_range)
+            ),
+        )
+    })?;
+    Ok(vec![
+        ("metallb", super::metallb::install_manifest(None)),
+        ("metallb-pool", super::metallb::address_pool_manifest(&range)),
+    ])
 }
 
 /// The CNI every pool gets: our flannel deployment (VXLAN), on the
@@ -195,6 +234,7 @@ mod tests {
             pod_cidr: "10.244.0.0/16",
             service_cidr: "10.96.0.0/12",
             endpoint: "h1:6443",
+            control_planes: &[],
         }
     }
 
@@ -255,6 +295,65 @@ mod tests {
             text_at(&docs[0], &["nodeRegistration", "criSocket"]),
             "unix:///var/run/crio/crio.sock"
         );
+    }
+
+    #[test]
+    fn with_a_vip_the_certificate_names_the_vip_and_every_control_plane() {
+        let cps = [("web-h2", Some("192.0.2.12".parse().unwrap())), ("web-h3", None)];
+        let facts = PoolFacts {
+            endpoint: "198.51.100.1:6443",
+            control_planes: &cps,
+            ..pool()
+        };
+        let host = HostFacts {
+            node_name: "web-h1",
+            address: Some("192.0.2.11".parse().unwrap()),
+            cri_socket: None,
+            control_plane: true,
+        };
+        let text = init_file(&facts, &host).unwrap();
+        check_kubeadm_config_for(KubeadmCommand::Init, &text).unwrap();
+        let docs = parse(&text).unwrap();
+        assert_eq!(text_at(&docs[1], &["controlPlaneEndpoint"]), "198.51.100.1:6443");
+        let sans: Vec<String> = docs[1]
+            .at(&["apiServer", "certSANs"])
+            .unwrap()
+            .items()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            sans,
+            [
+                "198.51.100.1",
+                "192.0.2.11",
+                "web-h1",
+                "192.0.2.12",
+                "web-h2",
+                "web-h3"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_kube_vip_manifests_hold_the_vip_and_pass_kubectl() {
+        let vip = "198.51.100.1".parse().unwrap();
+        let init = kube_vip_manifest(vip, Kubeconfig::SuperAdmin).unwrap();
+        let after = kube_vip_manifest(vip, Kubeconfig::Admin).unwrap();
+        assert!(init.contains("path: /etc/kubernetes/super-admin.conf"), "{init}");
+        assert!(after.contains("path: /etc/kubernetes/admin.conf") && !after.contains("super-admin"));
+        use crate::kube::kube_vip_check::{ADMIN_CONF, SUPER_ADMIN_CONF, check_kube_vip_manifest};
+        assert_eq!(
+            check_kube_vip_manifest(&init, vip).unwrap().kubeconfig,
+            SUPER_ADMIN_CONF
+        );
+        assert_eq!(
+            check_kube_vip_manifest(&after, vip).unwrap().kubeconfig,
+            ADMIN_CONF
+        );
+        if let Some(result) = crate::kube::kubectl::check(&after) {
+            result.unwrap();
+        }
     }
 
     #[test]
@@ -330,6 +429,24 @@ mod tests {
             cni_manifest("10.250.0.0/99").unwrap_err().field,
             "pod_network_cidr"
         );
+    }
+
+    #[test]
+    fn a_pools_lb_range_becomes_metallb_and_its_address_pool() {
+        let manifests = metallb_manifests("198.51.100.32-198.51.100.47").unwrap();
+        let names: Vec<&str> = manifests.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["metallb", "metallb-pool"]);
+        assert!(
+            manifests[1].1.contains("198.51.100.32-198.51.100.47"),
+            "{}",
+            manifests[1].1
+        );
+        assert!(
+            manifests[1].1.contains("kind: L2Advertisement"),
+            "{}",
+            manifests[1].1
+        );
+        assert_eq!(metallb_manifests("nope").unwrap_err().field, "lb_range");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 
 use crate::Shared;
+use crate::kube::kube_vip::Kubeconfig;
 use crate::kube::render::{self, HostFacts, JoinFacts, PoolFacts};
 use crate::replica::ProposeError;
 use crate::state::pool::{JoinSecrets, TaskKind, TaskRecord, TaskState};
@@ -74,26 +75,56 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             kind: Some(Kind::Reset(v1::Reset {})),
         });
     }
-    let (pool_join, endpoint, version, pod_cidr, service_cidr, address, cri_socket, control_plane) =
-        shared.node.read(|sm| {
-            let pool = sm.pools().get(&task.pool)?;
-            let control_plane = pool
-                .members
-                .get(&task.host_id)
-                .is_some_and(|m| m.role == crate::state::pool::Role::ControlPlane);
-            Some((
-                pool.join.clone(),
-                pool.control_plane_endpoint.clone(),
-                pool.spec.kubernetes_version.clone(),
-                pool.spec.pod_network_cidr.clone(),
-                pool.spec.service_cidr.clone(),
-                sm.host(&task.host_id).and_then(advertise_address),
-                sm.host(&task.host_id)
-                    .map(|h| h.facts.cri_socket.clone())
-                    .filter(|s| !s.is_empty()),
-                control_plane,
-            ))
-        })?;
+    let (
+        pool_join,
+        endpoint,
+        version,
+        pod_cidr,
+        service_cidr,
+        address,
+        cri_socket,
+        control_plane,
+        vip,
+        control_planes,
+        lb_range,
+    ) = shared.node.read(|sm| {
+        let pool = sm.pools().get(&task.pool)?;
+        let control_plane = pool
+            .members
+            .get(&task.host_id)
+            .is_some_and(|m| m.role == crate::state::pool::Role::ControlPlane);
+        // Every control plane by node name and address, for the API
+        // server certificate.
+        let control_planes: Vec<(String, Option<std::net::IpAddr>)> = pool
+            .members
+            .values()
+            .filter(|m| m.role == crate::state::pool::Role::ControlPlane)
+            .map(|m| {
+                (
+                    m.node_name.clone(),
+                    sm.host(&m.host_id).and_then(advertise_address),
+                )
+            })
+            .collect();
+        Some((
+            pool.join.clone(),
+            pool.control_plane_endpoint.clone(),
+            pool.spec.kubernetes_version.clone(),
+            pool.spec.pod_network_cidr.clone(),
+            pool.spec.service_cidr.clone(),
+            sm.host(&task.host_id).and_then(advertise_address),
+            sm.host(&task.host_id)
+                .map(|h| h.facts.cri_socket.clone())
+                .filter(|s| !s.is_empty()),
+            control_plane,
+            pool.spec.vip.parse::<std::net::IpAddr>().ok(),
+            control_planes,
+            pool.spec.lb_range.clone(),
+        ))
+    })?;
+    let control_planes: Vec<(&str, Option<std::net::IpAddr>)> =
+        control_planes.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+
     let host = HostFacts {
         node_name: &task.node_name,
         address,
@@ -120,6 +151,11 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         rendered(render::join_file(&facts, &host))
     };
     let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
+    // The kube-vip static pod with `kubeconfig` ("" without a VIP).
+    let kube_vip = |kubeconfig: Kubeconfig| match vip {
+        Some(vip) => rendered(render::kube_vip_manifest(vip, kubeconfig)),
+        None => Some(String::new()),
+    };
     let kind = match &task.kind {
         TaskKind::InitControlPlane => {
             let pool = PoolFacts {
@@ -128,6 +164,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 pod_cidr: &pod_cidr,
                 service_cidr: &service_cidr,
                 endpoint: &endpoint,
+                control_planes: &control_planes,
             };
             let kubeadm_config = rendered(render::init_file(&pool, &host))?;
             Kind::InitControlPlane(v1::InitControlPlane {
@@ -136,6 +173,8 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 service_cidr,
                 kubernetes_version: version,
                 kubeadm_config,
+                kube_vip_manifest: kube_vip(Kubeconfig::SuperAdmin)?,
+                kube_vip_manifest_after_init: kube_vip(Kubeconfig::Admin)?,
             })
         }
         TaskKind::JoinControlPlane => {
@@ -144,6 +183,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             Kind::JoinControlPlane(v1::JoinControlPlane {
                 join: Some(secrets),
                 kubeadm_config,
+                kube_vip_manifest: kube_vip(Kubeconfig::Admin)?,
             })
         }
         TaskKind::JoinWorker => {
@@ -167,12 +207,27 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             target_node: target_node.clone(),
         }),
         TaskKind::Reset => Kind::Reset(v1::Reset {}),
-        TaskKind::InstallAddons => Kind::InstallAddons(v1::InstallAddons {
-            manifests: vec![v1::Manifest {
+        TaskKind::InstallAddons => {
+            let mut manifests = vec![v1::Manifest {
                 name: "cni".to_owned(),
                 content: rendered(render::cni_manifest(&pod_cidr))?,
-            }],
-        }),
+            }];
+            // A pool with an LB range: MetalLB, then the range's pool (a
+            // resize that moves the range runs this task again).
+            if !lb_range.is_empty() {
+                // An unrenderable range is warned about (and the task not sent) like a file.
+                let parts = render::metallb_manifests(&lb_range)
+                    .map_err(|e| rendered(Err(e)))
+                    .ok()?;
+                for (name, content) in parts {
+                    manifests.push(v1::Manifest {
+                        name: name.to_owned(),
+                        content,
+                    });
+                }
+            }
+            Kind::InstallAddons(v1::InstallAddons { manifests })
+        }
         TaskKind::RefreshJoinToken => Kind::RefreshJoinToken(v1::RefreshJoinToken {
             certificate_key: true,
         }),

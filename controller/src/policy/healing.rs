@@ -376,7 +376,7 @@ pub fn choose_control_plane(state: &State, pool: &PoolRecord, fleet: &[Candidate
 /// The host that replaces the live control plane `host` of `pool` when
 /// it is drained (placed like healing's replacements: the zone with the
 /// fewest other control planes), or why the drain is refused (a failed
-/// precondition, as text): a single control plane, `host` serving the pool's API endpoint, another control
+/// precondition, as text): a single control plane, `host` serving the pool's API endpoint (without a VIP), another control
 /// plane not joined and ready, or no free host.
 pub fn control_plane_replacement(sm: &State, pool: &PoolRecord, host: &HostRecord) -> Result<String, String> {
     let name = &pool.spec.name;
@@ -392,10 +392,13 @@ pub fn control_plane_replacement(sm: &State, pool: &PoolRecord, host: &HostRecor
              only control plane; create the pool with 3 control planes"
         ));
     }
-    if pool.control_plane_endpoint == endpoint(host) {
+    // With a VIP the endpoint moves to another control plane (kube-vip's
+    // leader election); without one it is this host's address.
+    if pool.spec.vip.is_empty() && pool.control_plane_endpoint == endpoint(host) {
         return Err(format!(
-            "host {host_id} serves the API endpoint {} of pool {name}: it cannot be drained (moving the \
-             endpoint needs a virtual IP, which is not supported); drain another control plane",
+            "host {host_id} serves the API endpoint {} of pool {name}: it cannot be drained (the pool has \
+             no virtual IP to move the endpoint to; pools created with --vip, or with 3 or 5 control planes, \
+             have one); drain another control plane",
             pool.control_plane_endpoint
         ));
     }
@@ -796,6 +799,7 @@ mod tests {
                     memory_bytes: GIB,
                     add: vec!["w2".into()],
                     release: vec![],
+                    lb_range: None,
                     at_unix_ms: w.now,
                 },
             )
@@ -821,6 +825,7 @@ mod tests {
             memory_bytes: GIB,
             add: vec![],
             release: vec!["w3".into()],
+            lb_range: None,
             at_unix_ms: w.now,
         });
         assert_eq!(w.plan(), vec!["drain_node@c1"]);
@@ -849,6 +854,7 @@ mod tests {
             memory_bytes: GIB,
             add: vec!["w2".into()],
             release: vec![],
+            lb_range: None,
             at_unix_ms: w.now,
         });
         assert_eq!(w.plan(), vec!["join_worker@w2"]);

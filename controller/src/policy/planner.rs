@@ -391,6 +391,7 @@ mod tests {
             memory_bytes: 64 * GIB,
             add: vec![],
             release: vec!["w2".into()],
+            lb_range: None,
             at_unix_ms: w.now,
         });
         assert_eq!(
@@ -478,6 +479,8 @@ mod tests {
                         kubernetes_version: "v1.32.0".into(),
                         pod_network_cidr: "10.244.0.0/16".into(),
                         service_cidr: "10.96.0.0/12".into(),
+                        vip: String::new(),
+                        lb_range: String::new(),
                     },
                     control_planes: vec!["h2".into()],
                     workers: vec!["w1".into()],
@@ -520,6 +523,7 @@ mod tests {
             memory_bytes: 128 * GIB,
             add: vec!["w2".into()],
             release: vec!["w1".into()],
+            lb_range: None,
             at_unix_ms: w.now,
         });
         assert_eq!(
@@ -544,6 +548,7 @@ mod tests {
             memory_bytes: 128 * GIB,
             add: vec!["w2".into()],
             release: vec![],
+            lb_range: None,
             at_unix_ms: w.now,
         });
         assert_eq!(w.plan_tasks(), vec!["refresh_join_token@h1"]);
@@ -667,9 +672,27 @@ mod tests {
         let h1 = w.sm.host("h1").unwrap().clone();
         let err = crate::policy::healing::control_plane_replacement(&w.sm, w.pool(), &h1).unwrap_err();
         assert!(
-            err.contains("API endpoint h1:6443") && err.contains("virtual IP"),
+            err.contains("API endpoint h1:6443") && err.contains("no virtual IP"),
             "{}",
             err
+        );
+
+        // With a VIP the endpoint moves: the first control plane may go.
+        let mut v = World::new(&[
+            ("h1", "a", 8),
+            ("h2", "b", 8),
+            ("h3", "c", 8),
+            ("w1", "a", 16),
+            ("h4", "a", 4),
+        ]);
+        v.vip = "198.51.100.7".into();
+        create(&mut v, &["h1", "h2", "h3"], &["w1"]);
+        v.settle_idle();
+        assert_eq!(v.pool().control_plane_endpoint, "198.51.100.7:6443");
+        let first = v.sm.host("h1").unwrap().clone();
+        assert_eq!(
+            crate::policy::healing::control_plane_replacement(&v.sm, v.pool(), &first).unwrap(),
+            "h4"
         );
 
         // Another control plane not ready.

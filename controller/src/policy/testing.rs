@@ -20,6 +20,9 @@ pub struct World {
     /// When true, tasks of hosts that are not ready get no answer (their
     /// agents are gone); otherwise every pending task is finished.
     pub only_ready_hosts_answer: bool,
+    /// The VIP [`World::create`] gives the pool ("" = none: the endpoint is
+    /// the first control plane).
+    pub vip: String,
 }
 
 impl World {
@@ -30,6 +33,7 @@ impl World {
             now: 1_000,
             config: HealingConfig::default(),
             only_ready_hosts_answer: false,
+            vip: String::new(),
         };
         for (id, zone, cores) in hosts {
             let mut f = facts(id, *cores);
@@ -53,7 +57,7 @@ impl World {
     }
 
     /// Creates pool [`POOL`] on these hosts, its endpoint on the first
-    /// control plane.
+    /// control plane (or `VIP:6443` with [`World::vip`] set).
     pub fn create(&mut self, control_planes: &[&str], workers: &[&str], cores: u64, memory_bytes: u64) {
         self.apply(Command::CreatePool {
             spec: PoolSpec {
@@ -64,10 +68,16 @@ impl World {
                 kubernetes_version: "v1.32.0".into(),
                 pod_network_cidr: "10.244.0.0/16".into(),
                 service_cidr: "10.96.0.0/12".into(),
+                vip: self.vip.clone(),
+                lb_range: String::new(),
             },
             control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
             workers: workers.iter().map(|s| s.to_string()).collect(),
-            control_plane_endpoint: format!("{}:6443", control_planes.first().copied().unwrap_or_default()),
+            control_plane_endpoint: if self.vip.is_empty() {
+                format!("{}:6443", control_planes.first().copied().unwrap_or_default())
+            } else {
+                format!("{}:6443", self.vip)
+            },
             at_unix_ms: self.now,
         });
     }

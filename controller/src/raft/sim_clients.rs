@@ -28,6 +28,8 @@ impl Sim {
                         kubernetes_version: "v1.32.0".to_owned(),
                         pod_network_cidr: "10.244.0.0/16".to_owned(),
                         service_cidr: "10.96.0.0/12".to_owned(),
+                        vip: String::new(),
+                        lb_range: String::new(),
                     },
                     control_planes: vec![host_id.clone()],
                     workers: vec![worker],

@@ -337,6 +337,8 @@ mod tests {
                 kubernetes_version: "v1.32.0".into(),
                 pod_network_cidr: "10.244.0.0/16".into(),
                 service_cidr: "10.96.0.0/12".into(),
+                vip: String::new(),
+                lb_range: String::new(),
             },
             control_planes: vec!["h1".into()],
             workers: vec!["h2".into()],

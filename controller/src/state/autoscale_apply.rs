@@ -95,6 +95,7 @@ impl State {
                     memory_bytes: *memory_bytes,
                     add: add.clone(),
                     release: release.clone(),
+                    lb_range: None,
                     at_unix_ms: *at_unix_ms,
                 };
                 let mut change = self.plan_pool(index, &resize)?;

@@ -306,6 +306,10 @@ pub enum Command {
         memory_bytes: u64,
         add: Vec<String>,
         release: Vec<String>,
+        /// A new MetalLB range (`None`: unchanged; absent in commands
+        /// written before LB ranges existed).
+        #[serde(default)]
+        lb_range: Option<String>,
         at_unix_ms: u64,
     },
     /// Every member leaves; the pool goes when the last is reset.

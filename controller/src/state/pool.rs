@@ -94,6 +94,14 @@ pub struct PoolSpec {
     pub kubernetes_version: String,
     pub pod_network_cidr: String,
     pub service_cidr: String,
+    /// The control-plane VIP ("" = none; absent in records written before
+    /// VIPs existed). Chosen before the create command is proposed, so
+    /// every replica stores the same address.
+    #[serde(default)]
+    pub vip: String,
+    /// MetalLB's address range, `FIRST-LAST` or `ADDRESS/PREFIX` ("" = none).
+    #[serde(default)]
+    pub lb_range: String,
 }
 
 impl PoolSpec {
@@ -106,6 +114,8 @@ impl PoolSpec {
             kubernetes_version: self.kubernetes_version.clone(),
             pod_network_cidr: self.pod_network_cidr.clone(),
             service_cidr: self.service_cidr.clone(),
+            vip: self.vip.clone(),
+            lb_range: self.lb_range.clone(),
         }
     }
 }

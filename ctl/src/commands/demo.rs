@@ -370,12 +370,14 @@ impl Demo<'_> {
             cores,
             memory_bytes: 0,
             dry_run: true,
+            lb_range: String::new(),
         };
         let plan = pool_resize::resize(self.ctl, request.clone()).await?;
         let args = pool_resize::ResizeArgs {
             name: self.name.clone(),
             cores: Some(cores),
             memory: None,
+            lb_range: None,
             yes: true,
             wait: true,
             output: Default::default(),

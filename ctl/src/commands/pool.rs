@@ -113,6 +113,22 @@ pub fn parse_cidr(text: &str) -> Result<String, String> {
     }
 }
 
+/// clap value parser for `--vip`: an IP address.
+pub fn parse_vip(text: &str) -> Result<String, String> {
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| format!("{text:?} is not an IP address (accepted e.g. 192.0.2.10 or fd00::10)"))
+}
+
+/// clap value parser for `--lb-range`: `FIRST-LAST` or `ADDRESS/PREFIX`.
+pub fn parse_lb_range(text: &str) -> Result<String, String> {
+    rpool_proto::kube::cidr::IpRange::parse(text)
+        .map(|r| r.to_string())
+        .map_err(|why| {
+            format!("{text:?} {why} (accepted FIRST-LAST or ADDRESS/PREFIX, e.g. 192.0.2.200-192.0.2.220)")
+        })
+}
+
 /// Per-request timeout: `--timeout` (default 10s); while waiting, where
 /// `--timeout` bounds the whole wait, each request gets at most 10s.
 pub fn request_timeout(settings: &Settings, waiting: bool) -> Duration {

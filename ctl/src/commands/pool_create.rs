@@ -6,8 +6,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use rpool_proto::v1::{CreatePoolRequest, Pool, PoolSpec};
 
 use super::pool::{
-    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_kubernetes_version, parse_memory,
-    parse_pool_name, plural, totals_against_request,
+    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_kubernetes_version, parse_lb_range,
+    parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
 };
 use super::pool_wait::{self, Until, Wait};
 use crate::client::{self, Controller};
@@ -32,6 +32,7 @@ Examples:
   rpoolctl pool create web --cores 32 --memory 128GiB --dry-run
   rpoolctl pool create web --cores 32 --memory 128GiB --wait
   rpoolctl pool create ci --cores 8 --memory 1.5TiB --control-planes 3 --kubernetes-version v1.32.0
+  rpoolctl pool create ha --cores 16 --memory 64GiB --control-planes 3 --vip 192.0.2.10 --lb-range 192.0.2.200-192.0.2.220
   rpoolctl pool create web --cores 32 --memory 128GiB --dry-run -o json | jq '.members[].hostname'
 
 Sizes: 64GiB, 512MiB, 1.5TiB (also 64Gi, 100GB); memory 1GiB..=64PiB.
@@ -63,6 +64,15 @@ pub struct CreateArgs {
     /// Service network [default: 10.96.0.0/12]
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     pub service_cidr: Option<String>,
+    /// Control-plane virtual IP: the API endpoint becomes VIP:6443, held by
+    /// kube-vip on the control planes [default: with 3 or 5 control planes,
+    /// the controller picks one from its [kube] vip_range; none with 1]
+    #[arg(long, value_name = "ADDR", value_parser = parse_vip)]
+    pub vip: Option<String>,
+    /// Addresses MetalLB gives Services of type LoadBalancer, FIRST-LAST or
+    /// ADDRESS/PREFIX [default: none]
+    #[arg(long, value_name = "RANGE", value_parser = parse_lb_range)]
+    pub lb_range: Option<String>,
     /// Only show the hosts that would be chosen; change nothing
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
@@ -84,6 +94,8 @@ impl CreateArgs {
             kubernetes_version: self.kubernetes_version.clone().unwrap_or_default(),
             pod_network_cidr: self.pod_network_cidr.clone().unwrap_or_default(),
             service_cidr: self.service_cidr.clone().unwrap_or_default(),
+            vip: self.vip.clone().unwrap_or_default(),
+            lb_range: self.lb_range.clone().unwrap_or_default(),
         }
     }
 }
@@ -195,7 +207,7 @@ fn totals_block(view: &PoolView) -> String {
         .collect();
     let cp_cores: u64 = cps.iter().map(|m| u64::from(m.cores)).sum();
     let cp_memory: u64 = cps.iter().map(|m| m.memory_bytes).sum();
-    format!(
+    let mut text = format!(
         "Workers: {}\nControl planes: {}, {} (not counted in the capacity)\n",
         totals_against_request(
             view.worker_cores,
@@ -205,7 +217,17 @@ fn totals_block(view: &PoolView) -> String {
         ),
         plural(cps.len(), "host", "hosts"),
         capacity(cp_cores, cp_memory)
-    )
+    );
+    if !view.vip.is_empty() {
+        text.push_str(&format!(
+            "API endpoint: {} (VIP {}, held by kube-vip on the control planes)\n",
+            view.control_plane_endpoint, view.vip
+        ));
+    }
+    if !view.lb_range.is_empty() {
+        text.push_str(&format!("Load balancers: {} (MetalLB)\n", view.lb_range));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -264,6 +286,8 @@ mod tests {
                 kubernetes_version: "v1.31.2".into(),
                 pod_network_cidr: "10.10.0.0/16".into(),
                 service_cidr: "10.20.0.0/16".into(),
+                vip: String::new(),
+                lb_range: String::new(),
             }
         );
         let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--wait"]).unwrap();

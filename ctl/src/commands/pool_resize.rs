@@ -12,7 +12,7 @@ use clap::Args;
 use rpool_proto::units::format_size;
 use rpool_proto::v1::{ResizePoolRequest, ResizePoolResponse};
 
-use super::pool::{self, CORES_MAX, capacity, indent, parse_memory, parse_pool_name, plural};
+use super::pool::{self, CORES_MAX, capacity, indent, parse_lb_range, parse_memory, parse_pool_name, plural};
 use super::pool_wait::{self, Until, Wait};
 use crate::client::{self, Controller};
 use crate::confirm::{self, Confirmation};
@@ -46,6 +46,10 @@ pub struct ResizeArgs {
     /// New worker memory, e.g. 64GiB, 512MiB, 1.5TiB (1GiB..=64PiB) [default: keep]
     #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
     pub memory: Option<u64>,
+    /// New range MetalLB gives Services of type LoadBalancer, FIRST-LAST or
+    /// ADDRESS/PREFIX (re-applied to the cluster) [default: keep]
+    #[arg(long, value_name = "RANGE", value_parser = parse_lb_range)]
+    pub lb_range: Option<String>,
     /// Do not ask for confirmation (required when stdin is not a terminal)
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -59,9 +63,9 @@ pub struct ResizeArgs {
 impl ResizeArgs {
     /// The request (0 keeps a dimension), or exit 64 when neither flag is given.
     pub fn request(&self, dry_run: bool) -> Result<ResizePoolRequest, Failure> {
-        if self.cores.is_none() && self.memory.is_none() {
+        if self.cores.is_none() && self.memory.is_none() && self.lb_range.is_none() {
             return Err(Failure::usage(format!(
-                "nothing to resize: give --cores, --memory or both (e.g. rpoolctl pool resize {} --cores 64)",
+                "nothing to resize: give --cores, --memory, --lb-range or several (e.g. rpoolctl pool resize {} --cores 64)",
                 self.name
             )));
         }
@@ -70,6 +74,7 @@ impl ResizeArgs {
             cores: self.cores.unwrap_or(0),
             memory_bytes: self.memory.unwrap_or(0),
             dry_run,
+            lb_range: self.lb_range.clone().unwrap_or_default(),
         })
     }
 }
@@ -169,12 +174,28 @@ fn new_request(plan: &ResizePoolResponse, args: &ResizeArgs) -> Option<(u64, u64
     Some((args.cores.unwrap_or(cores), args.memory.unwrap_or(memory)))
 }
 
-/// Nothing would change: same request, no host added or released.
+/// The pool's current LB range ("" = none).
+fn current_lb_range(plan: &ResizePoolResponse) -> &str {
+    plan.pool
+        .as_ref()
+        .and_then(|p| p.spec.as_ref())
+        .map_or("", |s| s.lb_range.as_str())
+}
+
+/// The LB range changes: `(before, after)`.
+fn lb_change<'a>(plan: &'a ResizePoolResponse, args: &'a ResizeArgs) -> Option<(&'a str, &'a str)> {
+    let after = args.lb_range.as_deref()?;
+    let before = current_lb_range(plan);
+    (before != after).then_some((before, after))
+}
+
+/// Nothing would change: same request and LB range, no host added or released.
 pub fn is_no_op(plan: &ResizePoolResponse, args: &ResizeArgs) -> bool {
     plan.adding.is_empty()
         && plan.releasing.is_empty()
         && requested(plan).is_some()
         && requested(plan) == new_request(plan, args)
+        && lb_change(plan, args).is_none()
 }
 
 /// The plan: totals before -> after, the request before -> after, hosts
@@ -194,6 +215,12 @@ pub fn render_plan(plan: &ResizePoolResponse, args: &ResizeArgs) -> String {
         ));
     }
     text.push('\n');
+    if let Some((before, after)) = lb_change(plan, args) {
+        let before = if before.is_empty() { "none" } else { before };
+        text.push_str(&format!(
+            "Load balancer range: {before} -> {after} (MetalLB re-applied)\n"
+        ));
+    }
     let adding: Vec<MemberView> = plan.adding.iter().map(MemberView::from).collect();
     let releasing: Vec<MemberView> = plan.releasing.iter().map(MemberView::from).collect();
     text.push_str(&hosts_section(
@@ -296,7 +323,8 @@ mod tests {
                 name: "web".into(),
                 cores: 64,
                 memory_bytes: 0,
-                dry_run: true
+                dry_run: true,
+                lb_range: String::new(),
             }
         );
         let a = parse(&["web", "--memory", "1.5TiB"]).unwrap();
@@ -305,7 +333,8 @@ mod tests {
         let err = parse(&["web"]).unwrap().request(true).unwrap_err();
         assert_eq!(err.code, exit::USAGE);
         assert!(
-            err.message.contains("give --cores, --memory or both"),
+            err.message
+                .contains("give --cores, --memory, --lb-range or several"),
             "{}",
             err.message
         );

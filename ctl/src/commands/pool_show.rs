@@ -201,6 +201,17 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
         ),
         ("Created", created),
     ]);
+    // Shown when set (a pool without them reads as before).
+    if !p.vip.is_empty() {
+        let at = pairs
+            .iter()
+            .position(|(k, _)| *k == "Endpoint")
+            .map_or(pairs.len(), |i| i + 1);
+        pairs.insert(at, ("VIP", format!("{} (kube-vip on the control planes)", p.vip)));
+    }
+    if !p.lb_range.is_empty() {
+        pairs.push(("Load balancers", format!("{} (MetalLB)", p.lb_range)));
+    }
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -455,6 +466,8 @@ mod tests {
             "control_planes": 1,
             "kubernetes_version": "v1.32.0",
             "control_plane_endpoint": "sim-a-1:6443",
+            "vip": "",
+            "lb_range": "",
             "worker_cores": 32,
             "worker_memory_bytes": 137_438_953_472u64,
             "created_at_unix_ms": 1_700_000_000_000u64,
@@ -480,6 +493,8 @@ mod tests {
             "\"control_planes\"",
             "\"kubernetes_version\"",
             "\"control_plane_endpoint\"",
+            "\"vip\"",
+            "\"lb_range\"",
             "\"worker_cores\"",
             "\"worker_memory_bytes\"",
             "\"created_at_unix_ms\"",
@@ -488,6 +503,28 @@ mod tests {
         ];
         let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn a_pool_with_a_vip_and_an_lb_range_shows_both() {
+        let mut p = pool("ready", &["joined"], None);
+        if let Some(spec) = p.spec.as_mut() {
+            spec.vip = "198.51.100.1".into();
+            spec.lb_range = "198.51.100.32/28".into();
+        }
+        p.control_plane_endpoint = "198.51.100.1:6443".into();
+        let view = PoolView::from(&p);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            (json["vip"].as_str(), json["lb_range"].as_str()),
+            (Some("198.51.100.1"), Some("198.51.100.32/28"))
+        );
+        let text = render(&view, 1_700_000_100_000);
+        assert!(
+            text.contains("198.51.100.1 (kube-vip on the control planes)"),
+            "{text}"
+        );
+        assert!(text.contains("198.51.100.32/28 (MetalLB)"), "{text}");
     }
 
     #[test]

@@ -196,7 +196,18 @@ struct ControllerFile<'a> {
     data_dir: &'a str,
     peers: Vec<PeerSection<'a>>,
     liveness: LivenessSection,
+    kube: ControllerKubeSection<'a>,
 }
+
+/// `[kube]`: where pools of 3 or 5 control planes get their VIP.
+#[derive(Serialize)]
+struct ControllerKubeSection<'a> {
+    vip_range: &'a str,
+}
+
+/// The sandbox's `[kube] vip_range` (TEST-NET-2, RFC 5737: no real host
+/// has these addresses; kubesim answers there).
+pub const SANDBOX_VIP_RANGE: &str = "198.51.100.0/28";
 
 #[derive(Serialize)]
 struct PeerSection<'a> {
@@ -246,6 +257,9 @@ pub fn controller_toml(id: u64, addresses: &[String], data_dir: &Path) -> String
             heartbeat_interval_ms: 1000,
             suspect_after_ms: SUSPECT_AFTER_MS,
             down_after_ms: DOWN_AFTER_MS,
+        },
+        kube: ControllerKubeSection {
+            vip_range: SANDBOX_VIP_RANGE,
         },
     };
     let body = toml::to_string(&file).expect("controller config serializes");
@@ -397,6 +411,7 @@ mod tests {
         assert_eq!(v["liveness"]["heartbeat_interval_ms"].as_integer(), Some(1000));
         assert_eq!(v["liveness"]["suspect_after_ms"].as_integer(), Some(3000));
         assert_eq!(v["liveness"]["down_after_ms"].as_integer(), Some(5000));
+        assert_eq!(v["kube"]["vip_range"].as_str(), Some(SANDBOX_VIP_RANGE));
     }
 
     #[test]

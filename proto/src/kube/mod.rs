@@ -13,9 +13,12 @@
 //!   renamed `rpool-<pool>` so pools' files merge cleanly.
 //! - [`cni_check`]: `check_cni_manifest(yaml)`, what a node needs from a CNI
 //!   manifest before its network can start.
+//! - [`kube_vip_check`]: `check_kube_vip_manifest(yaml, vip)`, what a
+//!   kube-vip static pod needs to hold a control-plane VIP.
 
 pub mod cidr;
 pub mod cni_check;
+pub mod kube_vip_check;
 pub mod kubeadm_check;
 pub mod kubeadm_schema;
 pub mod kubeconfig;

@@ -410,6 +410,8 @@ fn init(argv: &[String]) -> Res {
         ));
     }
 
+    let vip = init_vip(&root, &endpoint, &ip)?;
+
     let id = format!("c-{}", state::hex(&state::random_bytes(6)));
     let ca_body = state::b64(format!("kubesim CA {id} {}", state::hex(&state::random_bytes(24))).as_bytes());
     let ca_pem = format!("-----BEGIN CERTIFICATE-----\n{ca_body}\n-----END CERTIFICATE-----\n");
@@ -461,6 +463,7 @@ fn init(argv: &[String]) -> Res {
         etcd_members: vec![member],
         applied: Vec::new(),
         cni_missing: None,
+        vip,
     };
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;
@@ -600,6 +603,72 @@ kubeadm join {endpoint} --token {shown_token} \\
 "
     );
     Ok(())
+}
+
+/// The VIP of a cluster whose first control plane runs a kube-vip static
+/// pod (`None` without one: the endpoint is a name, this node's address
+/// or an external load balancer's). kubeadm init reaches the API server
+/// through the endpoint, so with kube-vip it only finishes when the pod
+/// holds the endpoint's address using super-admin.conf: admin.conf gets its
+/// rights only at the end of init (kubeadm >= 1.29), so kube-vip could not
+/// take its lease with it.
+fn init_vip(root: &Path, endpoint: &str, node_ip: &str) -> Res<Option<String>> {
+    use rpool_proto::kube::kube_vip_check::{KUBE_VIP_MANIFEST, SUPER_ADMIN_CONF, check_kube_vip_manifest};
+    let Ok(text) = std::fs::read_to_string(root.join(&KUBE_VIP_MANIFEST[1..])) else {
+        return Ok(None);
+    };
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Some(vip) = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|vip| node_ip.parse::<std::net::IpAddr>().ok() != Some(*vip))
+    else {
+        return Err(phase_fail(
+            "preflight",
+            format!(
+                "kubesim: a kube-vip static pod is at {KUBE_VIP_MANIFEST} but the control-plane endpoint {endpoint} is not a virtual IP (accepted an address no node has)"
+            ),
+        ));
+    };
+    let unreachable = |why: String| {
+        phase_fail(
+            "upload-config/kubeadm",
+            format!(
+                "could not upload the kubeadm configuration: Get \"https://{endpoint}/api/v1/namespaces/kube-system/configmaps/kubeadm-config?timeout=10s\": dial tcp {endpoint}: connect: no route to host\n{why}"
+            ),
+        )
+    };
+    match check_kube_vip_manifest(&text, vip) {
+        Err(problems) => Err(unreachable(format!(
+            "kubesim: the kube-vip static pod {KUBE_VIP_MANIFEST} cannot hold {vip}: {}",
+            problems.join("; ")
+        ))),
+        Ok(pod) if pod.kubeconfig != SUPER_ADMIN_CONF => Err(unreachable(format!(
+            "kubesim: the kube-vip static pod uses {}, which has no rights until kubeadm init finishes (kubeadm >= 1.29): it cannot take its lease, so nobody holds {vip}; use {SUPER_ADMIN_CONF} during init",
+            pod.kubeconfig
+        ))),
+        Ok(_) => Ok(Some(vip.to_string())),
+    }
+}
+
+/// [`state::kube_vip_problem`] before a control-plane join, when the host
+/// has no kubeconfig yet: only the pod itself and that it mounts
+/// admin.conf (kubeadm join writes no super-admin.conf) are checked.
+fn kube_vip_join_problem(root: &Path, vip: std::net::IpAddr) -> Option<Option<String>> {
+    use rpool_proto::kube::kube_vip_check::{ADMIN_CONF, KUBE_VIP_MANIFEST, check_kube_vip_manifest};
+    let text = std::fs::read_to_string(root.join(&KUBE_VIP_MANIFEST[1..])).ok()?;
+    Some(match check_kube_vip_manifest(&text, vip) {
+        Err(problems) => Some(format!(
+            "kubesim: the kube-vip static pod {KUBE_VIP_MANIFEST} cannot hold the VIP {vip}: {}",
+            problems.join("; ")
+        )),
+        Ok(pod) if pod.kubeconfig != ADMIN_CONF => Some(format!(
+            "kubesim: the kube-vip static pod {KUBE_VIP_MANIFEST} mounts {}, which kubeadm join does not write (accepted {ADMIN_CONF})",
+            pod.kubeconfig
+        )),
+        Ok(_) => None,
+    })
 }
 
 fn first_service_ip(cidr: &str) -> String {
@@ -1090,6 +1159,13 @@ fn join(argv: &[String]) -> Res {
         }
         println!("[preflight] Running pre-flight checks before initializing the new control plane instance");
         preflight(local_checks(&root, true), &ignore)?;
+        // A kube-vip static pod that could not hold the VIP would leave this
+        // control plane unable to take over the endpoint: refused.
+        if let Some(vip) = c.vip.as_deref().and_then(|v| v.parse().ok())
+            && let Some(Some(why)) = kube_vip_join_problem(&root, vip)
+        {
+            return Err(phase_fail("preflight", why));
+        }
         println!("[preflight] Pulling images required for setting up a Kubernetes cluster");
         println!(
             "[preflight] This might take a minute or two, depending on the speed of your internet connection"

@@ -100,6 +100,26 @@ fn system_hostname() -> Option<String> {
 
 // ---------------------------------------------------------------- cluster
 
+/// The kube-vip static pod under the node root `root`: `None` when there
+/// is none, `Some(None)` when it can hold `vip` (it passes
+/// `check_kube_vip_manifest` and the host kubeconfig it mounts exists),
+/// `Some(Some(why))` otherwise.
+pub fn kube_vip_problem(root: &Path, vip: std::net::IpAddr) -> Option<Option<String>> {
+    use rpool_proto::kube::kube_vip_check::{KUBE_VIP_MANIFEST, check_kube_vip_manifest};
+    let text = fs::read_to_string(root.join(&KUBE_VIP_MANIFEST[1..])).ok()?;
+    Some(match check_kube_vip_manifest(&text, vip) {
+        Err(problems) => Some(format!(
+            "kubesim: the kube-vip static pod {KUBE_VIP_MANIFEST} cannot hold the VIP {vip}: {}",
+            problems.join("; ")
+        )),
+        Ok(pod) if !root.join(&pod.kubeconfig[1..]).exists() => Some(format!(
+            "kubesim: the kube-vip static pod {KUBE_VIP_MANIFEST} mounts {}, which does not exist on this host (a joined control plane has only admin.conf)",
+            pod.kubeconfig
+        )),
+        Ok(_) => None,
+    })
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Token {
     pub token: String,
@@ -179,6 +199,11 @@ pub struct Cluster {
     /// pod network runs.
     #[serde(default)]
     pub cni_missing: Option<Vec<String>>,
+    /// The control-plane VIP, when the endpoint is an address no node has:
+    /// the cluster answers there only while a control plane whose kube-vip
+    /// static pod holds it runs (see [`Cluster::alive`]).
+    #[serde(default)]
+    pub vip: Option<String>,
 }
 
 impl Cluster {
@@ -199,11 +224,22 @@ impl Cluster {
         }
     }
 
-    /// The API server answers when at least one control-plane node is up.
+    /// The API server answers when at least one control-plane node is up;
+    /// at a VIP, one whose kube-vip static pod holds it.
     pub fn alive(&self) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| n.role == Role::ControlPlane && self.kubelet_up(n))
+        self.nodes.iter().any(|n| {
+            n.role == Role::ControlPlane
+                && self.kubelet_up(n)
+                && self.vip.as_deref().is_none_or(|vip| self.holds_vip(n, vip))
+        })
+    }
+
+    /// `n`'s kube-vip static pod passes [`kube_vip_problem`] for `vip`.
+    pub fn holds_vip(&self, n: &Node, vip: &str) -> bool {
+        let (Some(root), Ok(vip)) = (&n.node_root, vip.parse()) else {
+            return false;
+        };
+        kube_vip_problem(Path::new(root), vip) == Some(None)
     }
 
     /// Nodes turn Ready once a pod network runs: an applied CNI DaemonSet

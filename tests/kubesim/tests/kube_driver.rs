@@ -205,6 +205,7 @@ fn init_kind() -> Kind {
         service_cidr: "10.96.0.0/12".to_owned(),
         kubernetes_version: "v1.32.0".to_owned(),
         kubeadm_config: String::new(),
+        ..Default::default()
     })
 }
 
@@ -303,6 +304,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             Kind::JoinControlPlane(JoinControlPlane {
                 join: Some(fresh.clone()),
                 kubeadm_config: String::new(),
+                ..Default::default()
             }),
         ))
         .await;
@@ -337,6 +339,7 @@ async fn init_join_duplicate_drain_delete_reset_through_kubesim() {
             Kind::JoinControlPlane(JoinControlPlane {
                 join: Some(bad),
                 kubeadm_config: String::new(),
+                ..Default::default()
             }),
         ))
         .await;

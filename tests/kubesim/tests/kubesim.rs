@@ -1127,3 +1127,69 @@ fn drain_refuses_bare_and_local_storage_pods_and_waits_on_disruption_budgets() {
         r.out
     );
 }
+
+/// Writes `manifest` as `host`'s kube-vip static pod.
+fn kube_vip(sim: &Sim, host: &str, manifest: &str) {
+    let dir = sim.root(host).join("etc/kubernetes/manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kube-vip.yaml"), manifest).unwrap();
+}
+
+#[test]
+fn a_vip_answers_only_while_a_control_plane_whose_kube_vip_pod_holds_it_runs() {
+    use rpool_controller::kube::kube_vip::Kubeconfig;
+    use rpool_controller::kube::render::kube_vip_manifest;
+    const VIP_EP: &str = "198.51.100.7:6443";
+    let vip = "198.51.100.7".parse().unwrap();
+    let at_init = kube_vip_manifest(vip, Kubeconfig::SuperAdmin).unwrap();
+    let after = kube_vip_manifest(vip, Kubeconfig::Admin).unwrap();
+    let sim = Sim::new();
+    let init_args = [
+        "init",
+        "--control-plane-endpoint",
+        VIP_EP,
+        "--upload-certs",
+        "--pod-network-cidr",
+        "10.244.0.0/16",
+        "--kubernetes-version",
+        "v1.32.4",
+    ];
+
+    // kube-vip with admin.conf during init never gets its lease.
+    kube_vip(&sim, "cp1", &after);
+    sim.kubeadm("cp1", &init_args)
+        .fails("uses /etc/kubernetes/admin.conf, which has no rights until kubeadm init finishes");
+    // Another address, or no NET_ADMIN: it cannot hold the VIP.
+    kube_vip(&sim, "cp1", &at_init.replace("198.51.100.7", "198.51.100.8"));
+    sim.kubeadm("cp1", &init_args)
+        .fails("env address is \"198.51.100.8\", not the cluster's VIP 198.51.100.7");
+    kube_vip(&sim, "cp1", &at_init.replace("- NET_ADMIN\n", ""));
+    sim.kubeadm("cp1", &init_args)
+        .fails("securityContext.capabilities.add lacks NET_ADMIN");
+    kube_vip(&sim, "cp1", &at_init);
+    let j = init(&sim, "cp1", VIP_EP);
+    sim.kubectl("cp1", &["get", "nodes"]).ok();
+    // After init the agent switches kube-vip to admin.conf.
+    kube_vip(&sim, "cp1", &after);
+    sim.kubectl("cp1", &["get", "nodes"]).ok();
+
+    // A control plane joining with a pod that mounts super-admin.conf
+    // (kubeadm join writes none) is refused; with admin.conf it joins.
+    kube_vip(&sim, "cp2", &at_init);
+    join_cp(&sim, "cp2", VIP_EP, &j, Some(&j.key)).fails("which kubeadm join does not write");
+    kube_vip(&sim, "cp2", &after);
+    join_cp(&sim, "cp2", VIP_EP, &j, Some(&j.key)).ok();
+    // cp3 joins without kube-vip: it serves the API but cannot hold the VIP.
+    join_cp(&sim, "cp3", VIP_EP, &j, Some(&j.key)).ok();
+
+    // The first control plane dies: cp2 takes the VIP.
+    std::fs::write(sim.root("cp1").join("kubesim-down"), "").unwrap();
+    assert_eq!(sim.nodes("cp3").len(), 3);
+    // cp2 dies too: cp3 runs, but nobody holds the VIP.
+    std::fs::write(sim.root("cp2").join("kubesim-down"), "").unwrap();
+    sim.kubectl("cp3", &["get", "nodes"])
+        .fails("The connection to the server 198.51.100.7:6443 was refused");
+    // cp2 back: the VIP answers again.
+    std::fs::remove_file(sim.root("cp2").join("kubesim-down")).unwrap();
+    sim.kubectl("cp3", &["get", "nodes"]).ok();
+}

@@ -47,6 +47,8 @@ async fn a_control_plane_counts_unschedulable_pods_through_kubectl() {
         kubernetes_version: "v1.32.0".to_owned(),
         node_name: "web-a".to_owned(),
         kubeadm_config: String::new(),
+        kube_vip_manifest: String::new(),
+        kube_vip_manifest_after_init: String::new(),
     })
     .await
     .unwrap();

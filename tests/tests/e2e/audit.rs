@@ -19,6 +19,7 @@ fn spec(name: &str) -> PoolSpec {
         kubernetes_version: String::new(),
         pod_network_cidr: String::new(),
         service_cidr: String::new(),
+        ..PoolSpec::default()
     }
 }
 

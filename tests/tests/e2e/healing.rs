@@ -467,6 +467,124 @@ async fn a_dead_control_plane_of_three_leaves_etcd_and_is_replaced() -> anyhow::
     Ok(())
 }
 
+/// The kube-vip static pod on `hostname`'s node root, if any.
+fn kube_vip_pod(world: &World, hostname: &str) -> Option<String> {
+    std::fs::read_to_string(
+        world
+            .node_root(hostname)
+            .join("etc/kubernetes/manifests/kube-vip.yaml"),
+    )
+    .ok()
+}
+
+#[tokio::test]
+async fn killing_the_first_control_plane_of_a_pool_with_a_vip_heals_it_and_the_vip_keeps_answering()
+-> anyhow::Result<()> {
+    let mut world = World::start(vec![
+        Profile::new("cp-a", "a", 4, "8GiB"),
+        Profile::new("cp-b", "b", 4, "8GiB"),
+        Profile::new("cp-c", "c", 4, "8GiB"),
+        Profile::new("w-a1", "a", 8, "32GiB"),
+        Profile::new("spare-a", "a", 4, "16GiB"),
+    ])
+    .await?;
+    let pool = world.create(spec("db", 8, 32, 3)).await?;
+    let vip = pool.spec.as_ref().map(|s| s.vip.clone()).unwrap_or_default();
+    assert_eq!(vip, "198.51.100.1", "the lowest address of the fleet's vip_range");
+    let endpoint = format!("{vip}:6443");
+    assert_eq!(pool.control_plane_endpoint, endpoint);
+    let cps: Vec<rpool_proto::v1::PoolMember> = pool
+        .members
+        .iter()
+        .filter(|m| m.role == "control-plane")
+        .cloned()
+        .collect();
+    assert_eq!(cps.len(), 3, "{pool:?}");
+    // Every control plane runs kube-vip with admin.conf (the first one
+    // switched from super-admin.conf after init).
+    for cp in &cps {
+        let pod =
+            kube_vip_pod(&world, &cp.hostname).unwrap_or_else(|| panic!("no kube-vip on {}", cp.hostname));
+        let held = rpool_proto::kube::kube_vip_check::check_kube_vip_manifest(&pod, vip.parse()?)
+            .map_err(|p| anyhow::anyhow!("{}: {p:?}", cp.hostname))?;
+        assert_eq!(held.kubeconfig, "/etc/kubernetes/admin.conf", "{}", cp.hostname);
+    }
+    assert!(kube_vip_pod(&world, "w-a1").is_none(), "workers run no kube-vip");
+
+    // The pool's kubeconfig points at the VIP and answers there.
+    let kubeconfig = world
+        .admin()
+        .await?
+        .get_kubeconfig(rpool_proto::v1::GetKubeconfigRequest { name: "db".into() })
+        .await?
+        .into_inner()
+        .content;
+    assert!(
+        kubeconfig.contains(&format!("server: https://{endpoint}")),
+        "no VIP server in the kubeconfig"
+    );
+    let file = world.node_root("w-a1").join("../db.kubeconfig");
+    std::fs::write(&file, &kubeconfig)?;
+    let kubectl = |world: &World| {
+        std::process::Command::new(world.kubesim.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&file)
+            .args(["get", "nodes", "-o", "name"])
+            .env("KUBESIM_STATE_DIR", &world.kubesim.state_dir)
+            .output()
+            .expect("kubectl")
+    };
+    let out = kubectl(&world);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The first control plane (it ran kubeadm init) dies.
+    let first = cps[0].clone();
+    world.kill_host(&first.hostname)?;
+    let out = kubectl(&world);
+    assert!(
+        out.status.success(),
+        "another control plane holds the VIP at once: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let healed = world
+        .wait_pool("db", "a replacement for the first control plane joined", |p| {
+            p.phase == "ready"
+                && !p.members.iter().any(|m| m.host_id == first.host_id)
+                && p.members
+                    .iter()
+                    .filter(|m| m.role == "control-plane" && m.state == "joined")
+                    .count()
+                    == 3
+        })
+        .await?;
+    assert_eq!(
+        healed.control_plane_endpoint, endpoint,
+        "the endpoint stays the VIP"
+    );
+    let replacement = healed
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane" && !cps.iter().any(|c| c.host_id == m.host_id))
+        .expect("a new control plane")
+        .clone();
+    assert_eq!(
+        replacement.hostname, "spare-a",
+        "zone a gets its control plane back"
+    );
+    let pod = kube_vip_pod(&world, &replacement.hostname).expect("the replacement runs kube-vip");
+    assert!(pod.contains("path: /etc/kubernetes/admin.conf"), "{pod}");
+    assert_eq!(world.kubesim_nodes(&healed)?, expected_nodes(&healed));
+    let out = kubectl(&world);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        names.contains(&format!("node/{}", replacement.node_name)),
+        "{names}"
+    );
+    world.assert_no_host_in_two_clusters()?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn draining_a_live_control_plane_joins_its_replacement_first_and_leaves_etcd() -> anyhow::Result<()> {
     let world = World::start(vec![
@@ -486,36 +604,19 @@ async fn draining_a_live_control_plane_joins_its_replacement_first_and_leaves_et
         .map(|m| m.hostname.clone())
         .collect();
     assert_eq!(cps.len(), 3, "{pool:?}");
-    // Simulated hosts: the endpoint is the first control plane's hostname.
-    let endpoint_host = pool
-        .members
-        .iter()
-        .find(|m| m.role == "control-plane" && pool.control_plane_endpoint == format!("{}:6443", m.hostname))
-        .expect("a control plane serves the endpoint")
-        .clone();
+    // A 3-control-plane pool gets a VIP from the test controllers'
+    // [kube] vip_range: the endpoint moves, so even the first control
+    // plane (which ran kubeadm init) may be drained.
+    assert_eq!(pool.spec.as_ref().map(|s| s.vip.as_str()), Some("198.51.100.1"));
+    assert_eq!(pool.control_plane_endpoint, "198.51.100.1:6443");
     let leaving = pool
         .members
         .iter()
-        .find(|m| m.role == "control-plane" && m.host_id != endpoint_host.host_id)
-        .expect("a control plane that is not the endpoint")
+        .find(|m| m.role == "control-plane")
+        .expect("the first control plane (members are sorted by role, then order)")
         .clone();
 
-    // The endpoint host is refused, and nothing changes.
-    let err = world
-        .admin()
-        .await?
-        .drain_host(rpool_proto::v1::DrainHostRequest {
-            host_id: endpoint_host.host_id.clone(),
-            dry_run: false,
-        })
-        .await
-        .expect_err("draining the endpoint host is refused");
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("API endpoint"), "{}", err.message());
-    let (state, in_pool) = world.host_state(&endpoint_host.hostname).await.expect("host");
-    assert_eq!((state, in_pool.as_str()), (HostState::Ready as i32, "db"));
-
-    // rpoolctl host drain on another control plane.
+    // rpoolctl host drain on the first control plane.
     let home = world.agents[0].dir.clone();
     let out = rpool_tests::ctl(
         &home,

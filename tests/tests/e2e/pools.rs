@@ -216,6 +216,7 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
             cores: 24,
             memory_bytes: 96 * GIB,
             dry_run: false,
+            lb_range: String::new(),
         })
         .await?
         .into_inner();
@@ -237,6 +238,7 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
             cores: 8,
             memory_bytes: 32 * GIB,
             dry_run: false,
+            lb_range: String::new(),
         })
         .await?
         .into_inner();

@@ -291,6 +291,8 @@ fn pool_spec_validation_holds_on_hostile_input() {
             },
             pod_network_cidr: cidr(g),
             service_cidr: cidr(g),
+            vip: if g.bool() { String::new() } else { g.string() },
+            lb_range: if g.bool() { String::new() } else { cidr(g) },
         };
         match pools::spec("spec", Some(&spec)) {
             Ok(s) => {

@@ -110,7 +110,7 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
     };
     cidr(&format!("{field}.pod_network_cidr"), pod)?;
     cidr(&format!("{field}.service_cidr"), service)?;
-    Ok(PoolSpec {
+    let checked = PoolSpec {
         name: spec.name.clone(),
         cores: spec.cores,
         memory_bytes: spec.memory_bytes,
@@ -118,7 +118,69 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
         kubernetes_version: version,
         pod_network_cidr: pod.to_owned(),
         service_cidr: service.to_owned(),
-    })
+        vip: spec.vip.trim().to_owned(),
+        lb_range: spec.lb_range.trim().to_owned(),
+    };
+    // The VIP and LB range parse and stay clear of the pool's own networks
+    // (the rest of the fleet: [`create`], and again in apply).
+    crate::state::pool_apply::network::spec_network(&checked, 1).map_err(|e| field_error(field, e))?;
+    Ok(checked)
+}
+
+/// A [`crate::kube::KubeFieldError`] under `prefix`, named as the spec
+/// names the field.
+fn field_error(prefix: &str, e: crate::kube::KubeFieldError) -> Invalid {
+    let field = match e.field.as_str() {
+        "pod_cidr" => "pod_network_cidr",
+        other => other,
+    };
+    Invalid::new(format!("{prefix}.{field}"), e.message)
+}
+
+/// The spec a pool is created with: `spec` with a VIP from the fleet's
+/// `[kube] vip_range` when it has several control planes and none was
+/// given (the lowest free address, chosen here on the leader and carried
+/// by the command, so every replica stores the same one), checked against
+/// the other pools and the hosts. `field` prefixes error fields.
+pub fn with_vip(
+    sm: &State,
+    spec: &PoolSpec,
+    vip_range: Option<&rpool_proto::kube::cidr::IpRange>,
+    max_nodes: u32,
+    field: &str,
+) -> Result<PoolSpec, Status> {
+    let mut spec = spec.clone();
+    if spec.vip.is_empty() && spec.control_planes > 1 {
+        let Some(range) = vip_range else {
+            return Err(Invalid::new(
+                format!("{field}.vip"),
+                format!(
+                    "missing for a pool of {} control planes, which needs a virtual IP for its API endpoint \
+                     (accepted an IP address, e.g. --vip 192.0.2.10, or set [kube] vip_range in controller.toml \
+                     so the controller picks one)",
+                    spec.control_planes
+                ),
+            )
+            .into());
+        };
+        let own = crate::state::pool_apply::network::spec_network(&spec, max_nodes)
+            .map_err(|e| Status::from(field_error(field, e)))?;
+        let vip = crate::state::pool_apply::network::FleetAddresses::of(sm, &spec.name)
+            .with(|fleet| crate::kube::network::allocate_vip(range, Some(&own), fleet))
+            .map_err(|e| Status::failed_precondition(format!("kube.{e}")))?;
+        spec.vip = vip.to_string();
+    }
+    sm.check_pool_addresses(&spec, max_nodes)
+        .map_err(|e| Status::failed_precondition(field_error(field, e).to_string()))?;
+    Ok(spec)
+}
+
+/// `VIP:6443` when the pool has a VIP.
+pub fn vip_endpoint(spec: &PoolSpec) -> Option<String> {
+    spec.vip
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(crate::kube::kubeadm::endpoint)
 }
 
 /// A host as a (would-be) pool member with `role` in `state` ("" when not
@@ -233,7 +295,7 @@ pub(crate) async fn create(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (placement, pool) = shared.node.read(|sm| {
+        let (placement, chosen, pool) = shared.node.read(|sm| {
             if sm.pools().contains_key(&spec.name) {
                 return Err(Status::already_exists(format!(
                     "pool {} already exists",
@@ -249,9 +311,19 @@ pub(crate) async fn create(
                 },
             )
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let size =
+                u32::try_from(placement.control_planes.len() + placement.workers.len()).unwrap_or(u32::MAX);
+            let spec = with_vip(
+                sm,
+                &spec,
+                shared.config.kube.vip_range().as_ref(),
+                size,
+                "create_pool.spec",
+            )?;
             let first = sm.host(&placement.control_planes[0]).expect("placed hosts exist");
-            let preview = preview(sm, &spec, &placement, endpoint(first));
-            Ok((placement, preview))
+            let endpoint = vip_endpoint(&spec).unwrap_or_else(|| endpoint(first));
+            let preview = preview(sm, &spec, &placement, endpoint);
+            Ok((placement, spec, preview))
         })?;
         if request.dry_run {
             return Ok(v1::CreatePoolResponse { pool: Some(pool) });
@@ -262,7 +334,9 @@ pub(crate) async fn create(
             .arg("cores", spec.cores)
             .arg("memory", rpool_proto::units::format_size(spec.memory_bytes))
             .arg("control_planes", spec.control_planes)
-            .arg("kubernetes_version", &spec.kubernetes_version)
+            .arg("kubernetes_version", &chosen.kubernetes_version)
+            .arg("vip", &chosen.vip)
+            .arg("lb_range", &chosen.lb_range)
             .arg(
                 "hosts",
                 placement
@@ -274,7 +348,7 @@ pub(crate) async fn create(
                     .join(","),
             );
         let command = audit.wrap(Command::CreatePool {
-            spec: spec.clone(),
+            spec: chosen,
             control_planes: placement.control_planes,
             workers: placement.workers,
             control_plane_endpoint: pool.control_plane_endpoint.clone(),
@@ -352,6 +426,17 @@ pub(crate) async fn resize(
         } else {
             request.memory_bytes
         };
+        if !request.lb_range.trim().is_empty() {
+            let changed = PoolSpec {
+                lb_range: request.lb_range.trim().to_owned(),
+                ..pool.spec.clone()
+            };
+            let size = u32::try_from(pool.members.len()).unwrap_or(u32::MAX);
+            crate::state::pool_apply::network::spec_network(&changed, size)
+                .map_err(|e| Status::from(field_error("resize_pool", e)))?;
+            sm.check_pool_addresses(&changed, size)
+                .map_err(|e| Status::failed_precondition(field_error("resize_pool", e).to_string()))?;
+        }
         let workers: Vec<Candidate> = pool
             .members
             .values()
@@ -401,6 +486,8 @@ pub(crate) async fn resize(
         Ok::<_, Status>(((response, cores, memory), add, release))
     })?;
     let (mut response, cores, memory) = response;
+    // The answer's pool is the pool before the change (the caller compares).
+    let lb_range = Some(request.lb_range.trim().to_owned()).filter(|r| !r.is_empty());
     if request.dry_run {
         return Ok(response);
     }
@@ -410,13 +497,15 @@ pub(crate) async fn resize(
         .arg("cores", cores)
         .arg("memory", rpool_proto::units::format_size(memory))
         .arg("add", add.join(","))
-        .arg("release", release.join(","));
+        .arg("release", release.join(","))
+        .arg("lb_range", lb_range.as_deref().unwrap_or(""));
     let command = audit.wrap(Command::ResizePool {
         pool: request.name.clone(),
         cores,
         memory_bytes: memory,
         add,
         release,
+        lb_range,
         at_unix_ms: unix_ms_now(),
     });
     shared.node.propose(command).await.map_err(refused)?;
@@ -607,6 +696,7 @@ pub(crate) async fn drain(
             memory_bytes: spec.1,
             add: add.clone(),
             release: vec![host_id.to_owned()],
+            lb_range: None,
             at_unix_ms: unix_ms_now(),
         });
         shared.node.propose(command).await.map_err(refused)?;
@@ -627,6 +717,8 @@ mod tests {
             kubernetes_version: version.into(),
             pod_network_cidr: String::new(),
             service_cidr: String::new(),
+            vip: String::new(),
+            lb_range: String::new(),
         }
     }
 
@@ -640,6 +732,7 @@ mod tests {
             kind: kind.into(),
             message: String::new(),
             severity: Default::default(),
+            audit: None,
         };
         let events = [
             event(1, 100, "web", "pool_created"),
@@ -676,5 +769,86 @@ mod tests {
         }
         let message = spec("s", Some(&with_version("1.32"))).unwrap_err().to_string();
         assert!(message.contains("is not a version"), "{message}");
+    }
+
+    fn ha(vip: &str, lb_range: &str) -> PoolSpec {
+        let mut wire = with_version("");
+        wire.control_planes = 3;
+        wire.vip = vip.into();
+        wire.lb_range = lb_range.into();
+        spec("create_pool.spec", Some(&wire)).unwrap()
+    }
+
+    fn hosts(ids: &[&str]) -> State {
+        let mut sm = State::new();
+        for id in ids {
+            let register = Command::RegisterHost {
+                host_id: (*id).to_owned(),
+                agent_version: "0.1.0".to_owned(),
+                facts: crate::state::command::tests::facts(id, 8),
+                at_unix_ms: 1,
+            };
+            sm.apply(sm.applied_index() + 1, &register).unwrap();
+        }
+        sm
+    }
+
+    #[test]
+    fn a_pool_of_several_control_planes_gets_the_lowest_free_vip_or_is_refused_naming_vip_and_the_key() {
+        let sm = hosts(&["h1"]);
+        let err = with_vip(&sm, &ha("", ""), None, 4, "create_pool.spec").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message()
+                .starts_with("create_pool.spec.vip: missing for a pool of 3 control planes")
+                && err.message().contains("--vip")
+                && err.message().contains("[kube] vip_range in controller.toml"),
+            "{}",
+            err.message()
+        );
+        let range = rpool_proto::kube::cidr::IpRange::parse("198.51.100.0/29").unwrap();
+        let chosen = with_vip(&sm, &ha("", ""), Some(&range), 4, "s").unwrap();
+        assert_eq!(chosen.vip, "198.51.100.1", "the network address is skipped");
+        assert_eq!(vip_endpoint(&chosen).as_deref(), Some("198.51.100.1:6443"));
+        // The same state gives the same address (every replica stores what
+        // the leader proposed, but the leader must not flip-flop either).
+        assert_eq!(with_vip(&sm, &ha("", ""), Some(&range), 4, "s").unwrap(), chosen);
+        // A VIP given is kept, and one control plane needs none.
+        assert_eq!(
+            with_vip(&sm, &ha("203.0.113.9", ""), Some(&range), 4, "s")
+                .unwrap()
+                .vip,
+            "203.0.113.9"
+        );
+        let single = spec("s", Some(&with_version(""))).unwrap();
+        assert_eq!(with_vip(&sm, &single, None, 2, "s").unwrap().vip, "");
+        // An LB range over the fleet's hosts is a precondition failure
+        // naming the field.
+        let err = with_vip(&sm, &ha("", "10.0.0.0/24"), Some(&range), 4, "s").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().starts_with("s.lb_range: 10.0.0.0/24 holds host"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn a_malformed_vip_or_lb_range_names_the_spec_field() {
+        let mut wire = with_version("");
+        wire.vip = "vip.example".into();
+        let err = spec("create_pool.spec", Some(&wire)).unwrap_err().to_string();
+        assert_eq!(err, "create_pool.spec.vip: \"vip.example\" is not an IP address");
+        wire.vip = "10.244.1.1".into();
+        let err = spec("create_pool.spec", Some(&wire)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("create_pool.spec.vip: 10.244.1.1 overlaps this pool's pod_cidr"),
+            "{err}"
+        );
+        wire.vip = String::new();
+        wire.lb_range = "198.51.100.9-198.51.100.1".into();
+        let err = spec("create_pool.spec", Some(&wire)).unwrap_err().to_string();
+        assert!(err.starts_with("create_pool.spec.lb_range: "), "{err}");
+        assert!(err.ends_with("(accepted FIRST-LAST or ADDRESS/PREFIX)"), "{err}");
     }
 }

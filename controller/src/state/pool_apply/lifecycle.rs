@@ -58,6 +58,11 @@ impl State {
         if control_planes.is_empty() {
             return Err(refused("a pool needs at least one control plane"));
         }
+        // Checked here, on the committed state: of two racing creates with
+        // the same VIP or overlapping LB ranges, the second is refused.
+        let size = u32::try_from(seen.len()).unwrap_or(u32::MAX);
+        self.check_pool_addresses(spec, size)
+            .map_err(|e| refused(format!("pool {}: {e}", spec.name)))?;
         b.event(
             &spec.name,
             "",
@@ -92,6 +97,7 @@ impl State {
         memory_bytes: u64,
         add: &[String],
         release: &[String],
+        lb_range: Option<&str>,
         at_unix_ms: u64,
     ) -> Result<Change, ApplyError> {
         let mut pool = self.pool_for_change(name)?;
@@ -100,6 +106,21 @@ impl State {
             at_unix_ms: at_unix_ms,
             more: More::default(),
         };
+        let lb_changed = lb_range.is_some_and(|r| r != pool.spec.lb_range);
+        if let Some(range) = lb_range.filter(|_| lb_changed) {
+            pool.spec.lb_range = range.to_owned();
+            let size = u32::try_from(pool.members.len() + add.len()).unwrap_or(u32::MAX);
+            self.check_pool_addresses(&pool.spec, size)
+                .map_err(|e| refused(format!("pool {name}: {e}")))?;
+            // The addons task applies MetalLB's address pool again.
+            pool.addons_installed = false;
+            b.event(
+                name,
+                "",
+                "pool_lb_range",
+                format!("pool {name}: service load balancers now take addresses from {range}"),
+            );
+        }
         for host_id in add {
             self.admit(&mut pool, host_id, Role::Worker, &mut b)?;
         }

@@ -11,6 +11,7 @@
 //! - `repair`: a dead member replaced, a control plane drained.
 
 mod lifecycle;
+pub mod network;
 mod repair;
 mod tasks;
 
@@ -159,8 +160,18 @@ impl State {
                 memory_bytes,
                 add,
                 release,
+                lb_range,
                 at_unix_ms,
-            } => self.resize_pool(index, name, *cores, *memory_bytes, add, release, *at_unix_ms),
+            } => self.resize_pool(
+                index,
+                name,
+                *cores,
+                *memory_bytes,
+                add,
+                release,
+                lb_range.as_deref(),
+                *at_unix_ms,
+            ),
             Command::DestroyPool {
                 pool: name,
                 at_unix_ms,
@@ -274,6 +285,8 @@ mod tests {
                 kubernetes_version: "v1.32.0".to_owned(),
                 pod_network_cidr: "10.244.0.0/16".to_owned(),
                 service_cidr: "10.96.0.0/12".to_owned(),
+                vip: String::new(),
+                lb_range: String::new(),
             },
             control_planes: control_planes.iter().map(|h| (*h).to_owned()).collect(),
             workers: workers.iter().map(|h| (*h).to_owned()).collect(),
@@ -287,6 +300,75 @@ mod tests {
             Err(ApplyError::Refused(message)) => message,
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+
+    /// [`create`] with a VIP and an LB range.
+    fn create_with(name: &str, hosts: &[&str], vip: &str, lb_range: &str) -> Command {
+        let mut command = create(name, hosts, &[]);
+        if let Command::CreatePool { spec, .. } = &mut command {
+            spec.vip = vip.to_owned();
+            spec.lb_range = lb_range.to_owned();
+        }
+        command
+    }
+
+    #[test]
+    fn of_two_creates_with_the_same_vip_or_overlapping_lb_ranges_the_second_is_refused() {
+        let mut sm = fleet(&["a", "b", "c", "d", "e"]);
+        apply(
+            &mut sm,
+            &create_with("web", &["a"], "198.51.100.1", "198.51.100.16/28"),
+        )
+        .unwrap();
+        assert_eq!(sm.pools()["web"].spec.vip, "198.51.100.1");
+        let before = sm.applied_index();
+        let message = refusal(apply(&mut sm, &create_with("db", &["b"], "198.51.100.1", "")));
+        assert_eq!(
+            message,
+            "pool db: vip: 198.51.100.1 overlaps pool web's vip 198.51.100.1 (VIPs and LB ranges belong to one pool)"
+        );
+        let message = refusal(apply(
+            &mut sm,
+            &create_with("db", &["b"], "198.51.100.2", "198.51.100.20-198.51.100.40"),
+        ));
+        assert!(
+            message
+                .starts_with("pool db: lb_range: 198.51.100.20-198.51.100.40 overlaps pool web's lb_range"),
+            "{message}"
+        );
+        let message = refusal(apply(&mut sm, &create_with("db", &["b"], "10.96.0.10", "")));
+        assert!(
+            message.starts_with("pool db: vip: 10.96.0.10 overlaps this pool's service_cidr"),
+            "{message}"
+        );
+        // A host's address (the test facts give every host 10.0.0.1).
+        let message = refusal(apply(&mut sm, &create_with("db", &["b"], "10.0.0.1", "")));
+        assert!(message.contains("holds host"), "{message}");
+        assert_eq!(sm.applied_index(), before, "nothing was applied");
+        assert!(sm.host("b").unwrap().pool.is_none());
+        apply(
+            &mut sm,
+            &create_with("db", &["b"], "198.51.100.2", "198.51.100.32/28"),
+        )
+        .unwrap();
+
+        // A resize moving the LB range is checked the same way and makes
+        // the addons task run again.
+        let resize = |range: &str| Command::ResizePool {
+            pool: "db".into(),
+            cores: 8,
+            memory_bytes: 1 << 30,
+            add: vec![],
+            release: vec![],
+            lb_range: Some(range.into()),
+            at_unix_ms: 20,
+        };
+        let message = refusal(apply(&mut sm, &resize("198.51.100.1-198.51.100.3")));
+        assert!(message.starts_with("pool db: lb_range: "), "{message}");
+        assert_eq!(sm.pools()["db"].spec.lb_range, "198.51.100.32/28");
+        apply(&mut sm, &resize("198.51.100.64/28")).unwrap();
+        assert_eq!(sm.pools()["db"].spec.lb_range, "198.51.100.64/28");
+        assert!(!sm.pools()["db"].addons_installed);
     }
 
     #[test]
@@ -396,6 +478,7 @@ mod tests {
             memory_bytes: 2 << 30,
             add: vec!["c".to_owned()],
             release: vec![],
+            lb_range: None,
             at_unix_ms: 60,
         };
         assert!(apply(&mut sm, &resize).is_err());
@@ -415,6 +498,7 @@ mod tests {
             memory_bytes: 1 << 30,
             add: vec!["c".to_owned()],
             release: vec!["b".to_owned()],
+            lb_range: None,
             at_unix_ms: 60,
         };
         apply(&mut sm, &swap).unwrap();
@@ -430,6 +514,7 @@ mod tests {
             memory_bytes: 2 << 30,
             add: vec!["d".to_owned()],
             release: vec![],
+            lb_range: None,
             at_unix_ms: 70,
         };
         apply(&mut sm, &grow).unwrap();
