@@ -6,7 +6,7 @@
 #   packaging/image.sh --build           # cargo build --release first
 #   packaging/image.sh --profile debug   # target/debug instead (quick tests)
 #   packaging/image.sh --tag rpool:dev
-# Prints the image's size at the end.
+# Prints the image's size at the end. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,7 +29,7 @@ case "$profile" in
 esac
 
 cd "$repo"
-bindir="target/$profile"
+bindir="${CARGO_TARGET_DIR:-target}/$profile"
 if [ "$build" = 1 ]; then
   flag=--release; [ "$profile" = debug ] && flag=
   cargo build --locked $flag -p rpool-agent -p rpool-controller -p rpoolctl --bins
@@ -40,7 +40,7 @@ for bin in "${bins[@]}"; do
   [ -x "$bindir/$bin" ] || { echo "image.sh: $bindir/$bin is missing (build it, or pass --build)" >&2; exit 66; }
 done
 
-ctx="target/image"
+ctx="${CARGO_TARGET_DIR:-target}/image"
 rm -rf "$ctx"
 root="$ctx/rootfs"
 mkdir -p "$root/usr/bin" "$root/usr/libexec/kubesim" "$root/tmp" "$root/etc/rpool" \
