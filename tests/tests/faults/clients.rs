@@ -97,7 +97,12 @@ impl Clients {
 
         let writers = [tb.admin(1)?, tb.admin(2)?, tb.admin(3)?];
         {
-            let (stop, records, host_id, key) = (stop.clone(), records.clone(), host_id.to_string(), key.to_string());
+            let (stop, records, host_id, key) = (
+                stop.clone(),
+                records.clone(),
+                host_id.to_string(),
+                key.to_string(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -129,7 +134,12 @@ impl Clients {
         }
         for n in 1..=3u64 {
             let client = tb.admin(n)?;
-            let (stop, records, host_id, key) = (stop.clone(), records.clone(), host_id.to_string(), key.to_string());
+            let (stop, records, host_id, key) = (
+                stop.clone(),
+                records.clone(),
+                host_id.to_string(),
+                key.to_string(),
+            );
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let request = GetHostRequest {
@@ -277,7 +287,11 @@ impl Figures {
             self.heal_to_write_ms,
             self.longest_gap_ms,
             self.hosts_ready_s,
-            if self.note.is_empty() { String::new() } else { format!("; {}", self.note) }
+            if self.note.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", self.note)
+            }
         )
     }
 

@@ -113,9 +113,24 @@ async fn run_all(tb: &Testbed, only: Option<&HashSet<String>>) -> Result<()> {
     let register_host = tb.host_id("host-2").await?;
     // A pool, so that controller faults also carry pool state and the
     // host faults have members to lose.
-    tb.ctl(&["pool", "create", "faults", "--cores", "48", "--memory", "96GiB", "--wait", "--timeout", "120s"])?;
+    tb.ctl(&[
+        "pool",
+        "create",
+        "faults",
+        "--cores",
+        "48",
+        "--memory",
+        "96GiB",
+        "--wait",
+        "--timeout",
+        "120s",
+    ])?;
     let pool = tb.pool("faults").await?;
-    ensure!(pool.members.len() >= 3, "pool faults has {} members: {pool:?}", pool.members.len());
+    ensure!(
+        pool.members.len() >= 3,
+        "pool faults has {} members: {pool:?}",
+        pool.members.len()
+    );
 
     let mut table = Vec::new();
     for &name in SCENARIOS {
@@ -148,7 +163,8 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
     let clients = Clients::start(tb, register_host, &format!("faults.rpool/{name}"))?;
     // Clients in steady state before the fault (figures compare to it).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let fault_at = clients.now();
+    // Set once the fault is in place (after the leader lookup).
+    let mut fault_at = clients.now();
     let mut note = String::new();
     let heal_at = match name {
         "leader-isolated" => {
@@ -156,6 +172,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             for f in tb.others(leader) {
                 tb.cut(&tb.ctl_name(leader), &tb.ctl_ip(f))?;
             }
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.heal_all()?;
@@ -167,6 +184,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             for o in tb.others(follower) {
                 tb.cut(&tb.ctl_name(follower), &tb.ctl_ip(o))?;
             }
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.heal_all()?;
@@ -177,6 +195,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             for f in tb.others(leader) {
                 tb.drop_input(&tb.ctl_name(leader), &tb.ctl_ip(f))?;
             }
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.heal_all()?;
@@ -184,6 +203,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         }
         "loss-latency" => {
             note = tb.degrade_controllers()?;
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.heal_all()?;
@@ -192,6 +212,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         "pause-leader" => {
             let leader = tb.leader().await?;
             tb.docker(&["pause", &tb.ctl_name(leader)])?;
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.docker(&["unpause", &tb.ctl_name(leader)])?;
@@ -200,20 +221,42 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         "kill9-leader" => {
             let leader = tb.leader().await?;
             tb.docker(&["kill", "-s", "KILL", &tb.ctl_name(leader)])?;
+            fault_at = clients.now();
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.docker(&["start", &tb.ctl_name(leader)])?;
             at
         }
         "rolling-restart" => {
+            fault_at = clients.now();
             for n in 1..=3 {
                 tb.docker(&["restart", "-t", "10", &tb.ctl_name(n)])?;
                 tb.settled().await?;
             }
             clients.now()
         }
-        "zone-cutoff" => zone_cutoff(tb, &clients, events_before, &pool_before, &mut note).await?,
-        "member-cutoff" => member_cutoff(tb, &clients, events_before, &pool_before, &mut note).await?,
+        "zone-cutoff" => {
+            zone_cutoff(
+                tb,
+                &clients,
+                events_before,
+                &pool_before,
+                &mut note,
+                &mut fault_at,
+            )
+            .await?
+        }
+        "member-cutoff" => {
+            member_cutoff(
+                tb,
+                &clients,
+                events_before,
+                &pool_before,
+                &mut note,
+                &mut fault_at,
+            )
+            .await?
+        }
         other => bail!("no scenario {other}"),
     };
     // A write invoked after the heal succeeds, bounded.
@@ -245,6 +288,7 @@ async fn zone_cutoff(
     events_before: u64,
     pool_before: &Pool,
     note: &mut String,
+    fault_at: &mut u64,
 ) -> Result<u64> {
     let zone = ["host-1", "host-4"];
     for h in zone {
@@ -252,6 +296,7 @@ async fn zone_cutoff(
             tb.cut(&tb.host_name(h), &tb.ctl_ip(c))?;
         }
     }
+    *fault_at = clients.now();
     let ids = [tb.host_id(zone[0]).await?, tb.host_id(zone[1]).await?];
     let down_at = tb
         .wait_hosts_state(&ids, HostState::Down, DOWN_AFTER + Duration::from_secs(30))
@@ -260,7 +305,8 @@ async fn zone_cutoff(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let at = clients.now();
     tb.heal_all()?;
-    tb.wait_hosts_state(&ids, HostState::Ready, Duration::from_secs(60)).await?;
+    tb.wait_hosts_state(&ids, HostState::Ready, Duration::from_secs(60))
+        .await?;
     let events = tb.events_after(events_before).await?;
     let storms: Vec<&Event> = events.iter().filter(|e| e.kind == "storm").collect();
     ensure!(storms.len() == 1, "one storm alert, got {storms:?}");
@@ -268,7 +314,10 @@ async fn zone_cutoff(
         .iter()
         .filter(|e| ["host_replacing", "host_fenced", "host_unfenced"].contains(&e.kind.as_str()))
         .collect();
-    ensure!(bad.is_empty(), "nothing replaced, fenced or reset in a storm: {bad:?}");
+    ensure!(
+        bad.is_empty(),
+        "nothing replaced, fenced or reset in a storm: {bad:?}"
+    );
     let pool_after = tb.pool("faults").await?;
     ensure!(
         members(&pool_after) == members(pool_before),
@@ -276,7 +325,10 @@ async fn zone_cutoff(
         members(pool_before),
         members(&pool_after)
     );
-    *note = format!("both down after {:.1}s; 1 storm alert; 0 replaced", down_at.as_secs_f64());
+    *note = format!(
+        "both down after {:.1}s; 1 storm alert; 0 replaced",
+        down_at.as_secs_f64()
+    );
     Ok(at)
 }
 
@@ -288,6 +340,7 @@ async fn member_cutoff(
     events_before: u64,
     pool_before: &Pool,
     note: &mut String,
+    fault_at: &mut u64,
 ) -> Result<u64> {
     let dead = pool_before
         .members
@@ -299,34 +352,46 @@ async fn member_cutoff(
     for c in 1..=3 {
         tb.cut(&tb.host_name(&dead.hostname), &tb.ctl_ip(c))?;
     }
+    *fault_at = clients.now();
     let size = pool_before.members.len();
-    let healed = eventually(Duration::from_secs(90), "a replacement for the cut-off worker", || async {
-        let pool = tb.pool("faults").await.ok();
-        let done = pool.as_ref().is_some_and(|p| {
-            p.phase == "ready"
-                && !p.members.iter().any(|m| m.host_id == dead.host_id)
-                && p.members.len() == size
-                && p.members.iter().all(|m| m.state == "joined")
-        });
-        (done.then_some(()), pool.map(|p| (members(&p), p.phase)))
-    })
+    let healed = eventually(
+        Duration::from_secs(90),
+        "a replacement for the cut-off worker",
+        || async {
+            let pool = tb.pool("faults").await.ok();
+            let done = pool.as_ref().is_some_and(|p| {
+                p.phase == "ready"
+                    && !p.members.iter().any(|m| m.host_id == dead.host_id)
+                    && p.members.len() == size
+                    && p.members.iter().all(|m| m.state == "joined")
+            });
+            (done.then_some(()), pool.map(|p| (members(&p), p.phase)))
+        },
+    )
     .await;
     let replaced_after = cut_at.elapsed();
     let at = clients.now();
     tb.heal_all()?;
     healed?;
     // Back: fenced, reset, in the fleet.
-    let unfenced = eventually(Duration::from_secs(60), "the returning host reset and ready", || async {
-        let events = tb.events_after(events_before).await.unwrap_or_default();
-        let unfenced = events
-            .iter()
-            .any(|e| e.kind == "host_unfenced" && e.host_id == dead.host_id);
-        let host = tb.get_host(&dead.host_id).await.ok();
-        let ready = host
-            .as_ref()
-            .is_some_and(|h| h.state == HostState::Ready as i32 && h.pool.is_empty());
-        ((unfenced && ready).then_some(()), host.map(|h| (h.state, h.pool, h.state_reason)))
-    })
+    let unfenced = eventually(
+        Duration::from_secs(60),
+        "the returning host reset and ready",
+        || async {
+            let events = tb.events_after(events_before).await.unwrap_or_default();
+            let unfenced = events
+                .iter()
+                .any(|e| e.kind == "host_unfenced" && e.host_id == dead.host_id);
+            let host = tb.get_host(&dead.host_id).await.ok();
+            let ready = host
+                .as_ref()
+                .is_some_and(|h| h.state == HostState::Ready as i32 && h.pool.is_empty());
+            (
+                (unfenced && ready).then_some(()),
+                host.map(|h| (h.state, h.pool, h.state_reason)),
+            )
+        },
+    )
     .await;
     unfenced?;
     let events = tb.events_after(events_before).await?;
@@ -377,7 +442,11 @@ impl Testbed {
 
     async fn assert_no_host_in_two_pools(&self) -> Result<()> {
         let mut client = self.admin_any().await?;
-        let pools = client.list_pools(ListPoolsRequest::default()).await?.into_inner().pools;
+        let pools = client
+            .list_pools(ListPoolsRequest::default())
+            .await?
+            .into_inner()
+            .pools;
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for pool in &pools {
             let name = pool.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();

@@ -27,7 +27,9 @@ pub struct Testbed {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
@@ -57,7 +59,11 @@ impl Testbed {
             Ok(image) => image,
             Err(_) => {
                 let image = format!("rpool:{name}");
-                let profile = if bins.ends_with("release") { "release" } else { "debug" };
+                let profile = if bins.ends_with("release") {
+                    "release"
+                } else {
+                    "debug"
+                };
                 let target = bins.parent().expect("target dir");
                 run(Command::new(repo().join("packaging/image.sh"))
                     .args(["--profile", profile, "--tag", &image])
@@ -87,7 +93,14 @@ impl Testbed {
     }
 
     fn script_cmd(&self, args: &[&str]) -> Command {
-        script_command(&self.script, &self.name, &self.subnet, &self.dir, &self.image, args)
+        script_command(
+            &self.script,
+            &self.name,
+            &self.subnet,
+            &self.dir,
+            &self.image,
+            args,
+        )
     }
 
     pub fn down(&self) {
@@ -180,20 +193,30 @@ impl Testbed {
     pub async fn settled(&self) -> Result<()> {
         let leader = self.leader().await?;
         let commit = self.status(leader).await?.commit_index;
-        eventually(Duration::from_secs(60), "every controller applied the leader's commit index", || async {
-            let mut applied = Vec::new();
-            for n in 1..=3 {
-                applied.push(self.status(n).await.map(|s| s.applied_index).ok());
-            }
-            let all = applied.iter().all(|a| a.is_some_and(|a| a >= commit));
-            (all.then_some(()), (commit, applied))
-        })
+        eventually(
+            Duration::from_secs(60),
+            "every controller applied the leader's commit index",
+            || async {
+                let mut applied = Vec::new();
+                for n in 1..=3 {
+                    applied.push(self.status(n).await.map(|s| s.applied_index).ok());
+                }
+                let all = applied.iter().all(|a| a.is_some_and(|a| a >= commit));
+                (all.then_some(()), (commit, applied))
+            },
+        )
         .await
     }
 
     pub async fn hosts(&self) -> Result<Vec<Host>> {
         let request = ListHostsRequest::default();
-        Ok(self.admin_any().await?.list_hosts(request).await?.into_inner().hosts)
+        Ok(self
+            .admin_any()
+            .await?
+            .list_hosts(request)
+            .await?
+            .into_inner()
+            .hosts)
     }
 
     pub async fn host_id(&self, hostname: &str) -> Result<String> {
@@ -213,7 +236,12 @@ impl Testbed {
     }
 
     /// Waits until every host of `ids` is in `state`; returns how long.
-    pub async fn wait_hosts_state(&self, ids: &[String], state: HostState, limit: Duration) -> Result<Duration> {
+    pub async fn wait_hosts_state(
+        &self,
+        ids: &[String],
+        state: HostState,
+        limit: Duration,
+    ) -> Result<Duration> {
         let start = Instant::now();
         eventually(limit, &format!("hosts {ids:?} {state:?}"), || async {
             let hosts = self.hosts().await.unwrap_or_default();
@@ -234,8 +262,14 @@ impl Testbed {
         let start = Instant::now();
         eventually(limit, "all six hosts ready", || async {
             let hosts = self.hosts().await.unwrap_or_default();
-            let ready = hosts.iter().filter(|h| h.state == HostState::Ready as i32).count();
-            ((hosts.len() == 6 && ready == 6).then_some(()), (hosts.len(), ready))
+            let ready = hosts
+                .iter()
+                .filter(|h| h.state == HostState::Ready as i32)
+                .count();
+            (
+                (hosts.len() == 6 && ready == 6).then_some(()),
+                (hosts.len(), ready),
+            )
         })
         .await?;
         Ok(start.elapsed())
@@ -284,14 +318,29 @@ impl Testbed {
             let c = self.ctl_name(n);
             let netem = self.nsenter(
                 &c,
-                &["tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "50ms", "20ms", "loss", "10%"],
+                &[
+                    "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "50ms", "20ms", "loss",
+                    "10%",
+                ],
             );
             match netem {
                 Ok(_) => how = "netem delay 50ms±20ms loss 10% on every controller".into(),
                 Err(e) if e.to_string().contains("qdisc kind is unknown") => {
                     self.nsenter(
                         &c,
-                        &["iptables", "-I", "INPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1", "-j", "DROP"],
+                        &[
+                            "iptables",
+                            "-I",
+                            "INPUT",
+                            "-m",
+                            "statistic",
+                            "--mode",
+                            "random",
+                            "--probability",
+                            "0.1",
+                            "-j",
+                            "DROP",
+                        ],
                     )?;
                     how = "no netem in this kernel: 10% loss (iptables statistic) on every controller, no added latency".into();
                 }
@@ -317,7 +366,14 @@ impl Testbed {
 }
 
 /// `testbed.sh ARGS` for the testbed `name` on `subnet`.0/24.
-fn script_command(script: &Path, name: &str, subnet: &str, dir: &Path, image: &str, args: &[&str]) -> Command {
+fn script_command(
+    script: &Path,
+    name: &str,
+    subnet: &str,
+    dir: &Path,
+    image: &str,
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new(script);
     cmd.args(args)
         .env("RPOOL_TESTBED_NAME", name)
