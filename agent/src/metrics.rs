@@ -32,6 +32,9 @@ pub struct Metrics {
     pub session_connected: Gauge,
     /// Task run times reported to the controller, by kind and outcome.
     pub task_duration: HistogramVec,
+    /// When the certificate of the last session expires (Unix seconds, 0
+    /// before the first session).
+    pub cert_expiry: Gauge,
     /// `(seq, sent)` of recent heartbeats.
     in_flight: Mutex<VecDeque<(u64, Instant)>>,
 }
@@ -42,6 +45,7 @@ static GLOBAL: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     reconnects: Counter::default(),
     session_connected: Gauge::default(),
     task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
+    cert_expiry: Gauge::default(),
     in_flight: Mutex::new(VecDeque::new()),
 });
 
@@ -59,6 +63,18 @@ impl Metrics {
             q.pop_front();
         }
         q.push_back((seq, Instant::now()));
+    }
+
+    /// A session starts with the certificate `cert_pem`: records when it
+    /// expires (an unparsable one leaves the last value).
+    pub fn certificate(&self, cert_pem: &str) {
+        if let Ok(at) = rpool_proto::pki::not_after(cert_pem) {
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            self.cert_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
     }
 
     /// The controller acknowledged `seq`: records the round trip if the
@@ -109,6 +125,11 @@ pub fn encode(m: &Metrics) -> String {
         "Task run times, by kind and outcome.",
         &m.task_duration,
     );
+    e.gauge(
+        "rpool_agent_cert_expiry_timestamp_seconds",
+        "When this agent's certificate expires (Unix seconds; 0 before the first session).",
+        m.cert_expiry.get(),
+    );
     e.process();
     e.finish()
 }
@@ -135,7 +156,18 @@ mod tests {
         m.heartbeat_acked(1); // already drained with 2: not counted twice
         m.connected(true);
         m.task_duration.observe(&["join_worker", "ok"], 3.0);
+        rpool_proto::tls::install_crypto_provider();
+        let ca = rpool_proto::pki::Ca::generate("metrics test CA").unwrap();
+        let identity = rpool_proto::pki::Identity::Agent("5f0c1a8e-0000-4000-8000-000000000001".into());
+        let issued = ca
+            .issue(&identity, &[], std::time::Duration::from_secs(3600))
+            .unwrap();
+        m.certificate(&issued.cert_pem);
+        let expiry = rpool_proto::pki::not_after(&issued.cert_pem).unwrap();
+        let expiry = expiry.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let text = encode(m);
+        let line = format!("rpool_agent_cert_expiry_timestamp_seconds {expiry}");
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         for line in [
             "rpool_agent_heartbeats_sent_total 2",
             "rpool_agent_heartbeat_rtt_seconds_count 1",

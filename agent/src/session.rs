@@ -368,6 +368,7 @@ fn load_tls(files: &TlsFiles, host_id: &str) -> Result<TlsMaterial, String> {
             material.identity
         ));
     }
+    crate::metrics::global().certificate(&material.cert_pem);
     Ok(material)
 }
 

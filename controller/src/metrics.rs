@@ -146,6 +146,9 @@ pub struct Snapshot {
     /// Enrollments refused (bad, expired, revoked or used-up token; a
     /// connected host).
     pub enroll_denied: u64,
+    /// `(cert, Unix seconds)` when this controller's certificate and the
+    /// CA's expire.
+    pub cert_expiry: Vec<(&'static str, u64)>,
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {
@@ -182,6 +185,13 @@ fn snapshot(shared: &Shared) -> Snapshot {
         events_retained,
         authz_denied: Some(crate::api::authz::denied_total()),
         enroll_denied: crate::api::enroll::denials(),
+        cert_expiry: [("controller", &shared.tls.cert_pem), ("ca", &shared.tls.ca_pem)]
+            .into_iter()
+            .filter_map(|(name, pem)| {
+                let at = rpool_proto::pki::not_after(pem).ok()?;
+                Some((name, at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()))
+            })
+            .collect(),
     }
 }
 
@@ -280,6 +290,12 @@ pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
         "Events not delivered: queue full or every attempt failed.",
         m.webhook_dropped.get(),
     );
+    e.gauge_by(
+        "rpool_cert_expiry_timestamp_seconds",
+        "When this controller's certificate (cert=\"controller\") and the CA's (cert=\"ca\") expire, Unix seconds.",
+        "cert",
+        &snap.cert_expiry,
+    );
     e.process();
     e.finish()
 }
@@ -351,6 +367,7 @@ mod tests {
             events_retained: 5,
             authz_denied: Some(4),
             enroll_denied: 3,
+            cert_expiry: vec![("controller", 1_900_000_000), ("ca", 2_000_000_000)],
         };
         let text = encode(&snap, &m);
         for line in [
@@ -369,6 +386,8 @@ mod tests {
             "rpool_task_duration_seconds_count{kind=\"join_worker\",outcome=\"ok\"} 1",
             "rpool_authz_denied_total 4",
             "rpool_enroll_denied_total 3",
+            "rpool_cert_expiry_timestamp_seconds{cert=\"controller\"} 1900000000",
+            "rpool_cert_expiry_timestamp_seconds{cert=\"ca\"} 2000000000",
             "# TYPE rpool_heartbeat_processing_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

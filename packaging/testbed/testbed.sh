@@ -14,6 +14,13 @@
 # Needs the image (packaging/image.sh). RPOOL_IMAGE (default rpool:VERSION)
 # picks another; RPOOL_TESTBED_DIR (default target/testbed) holds the PKI,
 # the configs and the ctl.toml that `rpoolctl --config` uses from this machine.
+# Two testbeds can run side by side with their own names and subnets:
+# RPOOL_TESTBED_NAME (default rpool: containers NAME-ctl-N and NAME-host-N,
+# network and volumes NAME-testbed*) and RPOOL_TESTBED_SUBNET (default
+# 172.31.250.0/24; a /24, controllers at .11-.13, hosts at .21-.26).
+# RPOOL_TESTBED_CONTROLLER_TOML: TOML appended to every controller.toml
+# (e.g. [liveness], [healing] or [metrics] settings for a test).
+# RPOOL_CTL: the rpoolctl binary to use from this machine.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -21,8 +28,17 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
 export RPOOL_IMAGE="${RPOOL_IMAGE:-rpool:$version}"
 export RPOOL_TESTBED_DIR="${RPOOL_TESTBED_DIR:-$repo/target/testbed}"
 dir="$RPOOL_TESTBED_DIR"
-net=rpool-testbed
-subnet=172.31.250
+name="${RPOOL_TESTBED_NAME:-rpool}"
+case "$name" in
+  ''|*[!a-z0-9-]*) echo "testbed: RPOOL_TESTBED_NAME must be lowercase letters, digits and '-' (got '$name')" >&2; exit 64 ;;
+esac
+net="$name-testbed"
+subnet_cidr="${RPOOL_TESTBED_SUBNET:-172.31.250.0/24}"
+subnet="${subnet_cidr%.0/24}"
+if ! [[ "$subnet_cidr" =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.0/24$ ]]; then
+  echo "testbed: RPOOL_TESTBED_SUBNET must be a /24 written A.B.C.0/24 (got '$subnet_cidr')" >&2; exit 64
+fi
+controller_toml="${RPOOL_TESTBED_CONTROLLER_TOML:-}"
 controllers=3
 hosts=6
 zones=(a b c)
@@ -37,7 +53,7 @@ all_ctl() { local n out=(); for n in $(seq 1 $controllers); do out+=("\"$(ctl_ad
 # (on the testbed network).
 rpoolctl() {
   local bin
-  for bin in "$repo/target/release/rpoolctl" "$repo/target/debug/rpoolctl"; do
+  for bin in ${RPOOL_CTL:-} "$repo/target/release/rpoolctl" "$repo/target/debug/rpoolctl"; do
     if [ -x "$bin" ]; then "$bin" --config "$dir/ctl.toml" "$@"; return; fi
   done
   docker run --rm -i --network "$net" -v "$dir:$dir:ro" "$RPOOL_IMAGE" rpoolctl --config "$dir/ctl.toml" "$@"
@@ -74,6 +90,7 @@ init_files() {
       for i in $(seq 1 $controllers); do printf '\n[[peers]]\nid = %s\naddress = "%s"\n' "$i" "$(ctl_addr "$i")"; done
       printf '\n[tls]\nca = "/etc/rpool/pki/ca.crt"\ncert = "/etc/rpool/pki/controller.crt"\n'
       printf 'key = "/etc/rpool/pki/controller.key"\nca_key = "/etc/rpool/pki/ca.key"\n'
+      [ -z "$controller_toml" ] || printf '\n%s\n' "$controller_toml"
     } >"$c/controller.toml"
   done
   printf 'controllers = [%s]\n\n[tls]\nca = "pki/ca.crt"\ncert = "pki/admin.crt"\nkey = "pki/admin.key"\n' \
@@ -118,19 +135,19 @@ TOML
 
 start_controller() {
   local n="$1"
-  docker run -d --name "rpool-ctl-$n" --hostname "ctl-$n" --network "$net" --ip "$subnet.$((10 + n))" \
-    -v "rpool-testbed-ctl-$n:/var/lib/rpool/controller" -v "$dir/ctl-$n:/etc/rpool:ro" \
+  docker run -d --name "$name-ctl-$n" --hostname "ctl-$n" --network "$net" --ip "$subnet.$((10 + n))" \
+    -v "$net-ctl-$n:/var/lib/rpool/controller" -v "$dir/ctl-$n:/etc/rpool:ro" \
     "$RPOOL_IMAGE" rpool-controller --config /etc/rpool/controller.toml >/dev/null
 }
 
 start_controllers_docker() {
-  docker network inspect "$net" >/dev/null 2>&1 || docker network create --subnet "$subnet.0/24" "$net" >/dev/null
+  docker network inspect "$net" >/dev/null 2>&1 || docker network create --subnet "$subnet_cidr" "$net" >/dev/null
   local n
   for n in $(seq 1 $controllers); do start_controller "$n"; done
 }
 
 # Replaces controller OLD (its container is removed, as if the host died)
-# by a new controller NEW (id and address 172.31.250.(10+NEW)), with rpool's
+# by a new controller NEW (id and address SUBNET.(10+NEW)), with rpool's
 # own tools: `pki controller-cert`, a config whose id is not among the
 # initial [[peers]] (it starts empty), `controller remove OLD`,
 # `controller add NEW ADDR`.
@@ -147,7 +164,7 @@ replace_controller() {
   cp "$dir/pki/controller-$new.key" "$c/pki/controller.key"
   sed -e "0,/^id = .*/s//id = $new/" -e "s/^advertise = .*/advertise = \"$(ctl_addr "$new")\"/" \
     -e "s/^# controller 1 of/# controller $new of/" "$dir/ctl-1/controller.toml" >"$c/controller.toml"
-  docker rm -f "rpool-ctl-$old" >/dev/null
+  docker rm -f "$name-ctl-$old" >/dev/null
   start_controller "$new"
   rpoolctl controller remove "$old" --yes
   rpoolctl controller add "$new" "$(ctl_addr "$new")"
@@ -156,10 +173,10 @@ replace_controller() {
 start_agents_docker() {
   local i
   for i in $(seq 1 $hosts); do
-    docker run -d --name "rpool-host-$i" --hostname "host-$i" --network "$net" --ip "$(host_ip "$i")" \
+    docker run -d --name "$name-host-$i" --hostname "host-$i" --network "$net" --ip "$(host_ip "$i")" \
       -e KUBESIM_STATE_DIR=/kubesim -e KUBESIM_NODE_ROOT=/var/lib/rpool/node \
       -e KUBESIM_HOSTNAME="host-$i" -e KUBESIM_NODE_IP="$(host_ip "$i")" \
-      -v rpool-testbed-kubesim:/kubesim -v "rpool-testbed-host-$i:/var/lib/rpool" -v "$dir/host-$i:/etc/rpool:ro" \
+      -v "$net-kubesim:/kubesim" -v "$net-host-$i:/var/lib/rpool" -v "$dir/host-$i:/etc/rpool:ro" \
       "$RPOOL_IMAGE" rpool-agent --config /etc/rpool/agent.toml >/dev/null
   done
 }
@@ -172,6 +189,9 @@ up() {
   docker image inspect "$RPOOL_IMAGE" >/dev/null 2>&1 || { echo "testbed: no image $RPOOL_IMAGE (run packaging/image.sh)" >&2; exit 69; }
   init_files
   if [ "${1:-}" = "--compose" ]; then
+    if [ "$name" != rpool ] || [ "$subnet_cidr" != 172.31.250.0/24 ] || [ -n "$controller_toml" ]; then
+      echo "testbed: --compose runs packaging/compose.yaml as written: only the default RPOOL_TESTBED_NAME and RPOOL_TESTBED_SUBNET, no RPOOL_TESTBED_CONTROLLER_TOML" >&2; exit 64
+    fi
     docker-compose -f "$compose_file" -p rpool-testbed up -d ctl-1 ctl-2 ctl-3
   else
     start_controllers_docker
@@ -194,14 +214,14 @@ up() {
 
 down() {
   local names
-  names="$(docker ps -aq --filter name='^rpool-(ctl|host)-[0-9]+$')"
+  names="$(docker ps -aq --filter name="^$name-(ctl|host)-[0-9]+\$")"
   [ -z "$names" ] || docker rm -f $names >/dev/null
-  if [ -f "$compose_file" ] && command -v docker-compose >/dev/null; then
+  if [ "$name" = rpool ] && [ -f "$compose_file" ] && command -v docker-compose >/dev/null; then
     docker-compose -f "$compose_file" -p rpool-testbed down -v >/dev/null 2>&1 || true
   fi
   docker network rm "$net" >/dev/null 2>&1 || true
   local vols
-  vols="$(docker volume ls -q --filter name='^rpool-testbed')"
+  vols="$(docker volume ls -q --filter name="^$net")"
   [ -z "$vols" ] || docker volume rm $vols >/dev/null
   rm -rf "$dir"
   echo "testbed down"
@@ -213,5 +233,5 @@ case "${1:-}" in
   status) rpoolctl status; rpoolctl host list ;;
   ctl) shift; rpoolctl "$@" ;;
   replace-controller) shift; replace_controller "$@" ;;
-  *) sed -n '2,16p' "$0"; exit 64 ;;
+  *) sed -n '2,22p' "$0"; exit 64 ;;
 esac

@@ -15,6 +15,9 @@
 //!   [`admin_client`] and [`ctl`]; agents enroll themselves with a bootstrap
 //!   token and the CA pin, for a host id written into their state dir
 //!   before they start ([`issue_agent_tls`]).
+//! - [`linearizable`] checks client histories (the Docker fault suite).
+
+pub mod linearizable;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -11,6 +11,7 @@ mod enroll;
 mod healing;
 mod hosts;
 mod liveness;
+mod monitoring;
 mod observability;
 mod pools;
 mod raft;

@@ -84,7 +84,7 @@ where
 }
 
 /// `GET path` over plain TCP: (status line, body).
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await?;
@@ -99,7 +99,7 @@ async fn http_get(addr: &str, path: &str) -> anyhow::Result<(String, String)> {
 
 /// Sample lines of an exposition: `name{labels}` -> value. Panics on a line
 /// that does not parse, so a malformed exposition fails the test.
-fn samples(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn samples(text: &str) -> BTreeMap<String, f64> {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|l| {

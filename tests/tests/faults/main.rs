@@ -1,0 +1,491 @@
+//! The fault suite on the Docker testbed (packaging/testbed/testbed.sh):
+//! three controllers and six agent hosts as containers on a private
+//! network, faults injected from this machine (iptables and tc inside a
+//! container's network namespace via `nsenter`, `docker pause`, `docker
+//! kill -s KILL`, `docker restart`), clients on this machine talking
+//! gRPC + mTLS to every controller.
+//!
+//! Runs only when asked (`RPOOL_FAULTS=1`) and Docker answers; otherwise
+//! the one test prints why it skipped. `.ci/packaging.sh` runs it. Knobs:
+//! `RPOOL_FAULTS_NAME` / `RPOOL_FAULTS_SUBNET` (the testbed's name and /24,
+//! default `rpoolfaults`, 172.31.251.0/24, so it never collides with the
+//! default testbed), `RPOOL_IMAGE` (default: built here from the test
+//! profile's binaries), `RPOOL_FAULTS_TABLE` (a file to write the figures
+//! table to, Markdown), `RPOOL_FAULTS_ONLY` (comma-separated scenario
+//! names), `RPOOL_FAULTS_KEEP=1` (leave the testbed up).
+//!
+//! During every scenario a writer sets one host label (a register: one
+//! key per scenario, unique values) through the controllers in turn and
+//! one reader per controller reads it back with `GetHost`; every call is
+//! recorded with its invocation and completion time and its outcome (ok,
+//! failed: surely not applied, unknown: maybe applied). After each fault
+//! is healed the suite checks, and asserts: a write succeeds within 30 s;
+//! every controller applies the leader's commit index (so every
+//! acknowledged write is on every replica, Raft logs being applied in
+//! order); the history is linearizable
+//! ([`rpool_tests::linearizable`]); no host is in two pools; a dead pool
+//! member is replaced exactly once. Timings are printed, not asserted.
+
+mod clients;
+mod testbed;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rpool_proto::v1::{Event, GetPoolRequest, HostState, ListEventsRequest, ListPoolsRequest, Pool};
+use rpool_tests::eventually;
+
+use clients::{Clients, Figures};
+use testbed::Testbed;
+
+/// How long a fault stays before it is healed.
+const HOLD: Duration = Duration::from_secs(8);
+/// A write must succeed this soon after healing.
+const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// The testbed's liveness: `down_after_ms` in its controller config.
+const DOWN_AFTER: Duration = Duration::from_secs(5);
+/// Extra controller TOML: zone a (2 of 6 hosts) silent is a storm.
+const CONTROLLER_TOML: &str = "[healing]\nstorm_fleet_share = 0.3\nstorm_pool_share = 0.5\n";
+/// Every scenario, in the order they run.
+const SCENARIOS: &[&str] = &[
+    "leader-isolated",
+    "minority-partition",
+    "asymmetric-leader",
+    "loss-latency",
+    "pause-leader",
+    "kill9-leader",
+    "rolling-restart",
+    "zone-cutoff",
+    "member-cutoff",
+];
+
+fn skip_reason() -> Option<String> {
+    if std::env::var("RPOOL_FAULTS").as_deref() != Ok("1") {
+        return Some("RPOOL_FAULTS=1 not set (the Docker fault suite runs from .ci/packaging.sh)".into());
+    }
+    let docker = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match docker {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "docker does not answer: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("no docker CLI: {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_suite_on_the_docker_testbed() -> Result<()> {
+    if let Some(reason) = skip_reason() {
+        eprintln!("faults: skipped: {reason}");
+        return Ok(());
+    }
+    rpool_proto::tls::install_crypto_provider();
+    let only: Option<HashSet<String>> = std::env::var("RPOOL_FAULTS_ONLY")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(',').map(str::to_string).collect());
+    if let Some(only) = &only {
+        for name in only {
+            ensure!(
+                SCENARIOS.contains(&name.as_str()),
+                "RPOOL_FAULTS_ONLY: unknown scenario {name} (accepted: {})",
+                SCENARIOS.join(",")
+            );
+        }
+    }
+    let started = Instant::now();
+    let tb = Testbed::up(CONTROLLER_TOML)?;
+    let result = run_all(&tb, only.as_ref()).await;
+    if std::env::var("RPOOL_FAULTS_KEEP").as_deref() == Ok("1") {
+        eprintln!("faults: testbed {} kept (RPOOL_FAULTS_KEEP=1)", tb.name);
+    } else {
+        tb.down();
+    }
+    eprintln!("faults: suite took {:.0?}", started.elapsed());
+    result
+}
+
+async fn run_all(tb: &Testbed, only: Option<&HashSet<String>>) -> Result<()> {
+    let register_host = tb.host_id("host-2").await?;
+    // A pool, so that controller faults also carry pool state and the
+    // host faults have members to lose.
+    tb.ctl(&[
+        "pool",
+        "create",
+        "faults",
+        "--cores",
+        "48",
+        "--memory",
+        "96GiB",
+        "--wait",
+        "--timeout",
+        "120s",
+    ])?;
+    let pool = tb.pool("faults").await?;
+    ensure!(
+        pool.members.len() >= 3,
+        "pool faults has {} members: {pool:?}",
+        pool.members.len()
+    );
+
+    let mut table = Vec::new();
+    for &name in SCENARIOS {
+        if only.is_some_and(|o| !o.contains(name)) {
+            continue;
+        }
+        let figures = scenario(tb, name, &register_host)
+            .await
+            .with_context(|| format!("scenario {name}"))?;
+        eprintln!("faults: {}", figures.line());
+        table.push(figures);
+    }
+    let markdown = Figures::table(&table);
+    eprintln!("{markdown}");
+    if let Ok(path) = std::env::var("RPOOL_FAULTS_TABLE") {
+        std::fs::write(&path, &markdown).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}
+
+/// Runs one scenario: clients start, the fault goes in, holds, is healed;
+/// then the checks.
+async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figures> {
+    // Faults from an earlier scenario are gone: every controller answers,
+    // every host is ready.
+    tb.settled().await?;
+    tb.wait_all_hosts_ready(Duration::from_secs(90)).await?;
+    let events_before = tb.last_event_index().await?;
+    let pool_before = tb.pool("faults").await?;
+    let clients = Clients::start(tb, register_host, &format!("faults.rpool/{name}"))?;
+    // Clients in steady state before the fault (figures compare to it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Set once the fault is in place (after the leader lookup).
+    let mut fault_at = clients.now();
+    let mut note = String::new();
+    let heal_at = match name {
+        "leader-isolated" => {
+            let leader = tb.leader().await?;
+            for f in tb.others(leader) {
+                tb.cut(&tb.ctl_name(leader), &tb.ctl_ip(f))?;
+            }
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.heal_all()?;
+            at
+        }
+        "minority-partition" => {
+            let leader = tb.leader().await?;
+            let follower = tb.others(leader)[0];
+            for o in tb.others(follower) {
+                tb.cut(&tb.ctl_name(follower), &tb.ctl_ip(o))?;
+            }
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.heal_all()?;
+            at
+        }
+        "asymmetric-leader" => {
+            let leader = tb.leader().await?;
+            for f in tb.others(leader) {
+                tb.drop_input(&tb.ctl_name(leader), &tb.ctl_ip(f))?;
+            }
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.heal_all()?;
+            at
+        }
+        "loss-latency" => {
+            note = tb.degrade_controllers()?;
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.heal_all()?;
+            at
+        }
+        "pause-leader" => {
+            let leader = tb.leader().await?;
+            tb.docker(&["pause", &tb.ctl_name(leader)])?;
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.docker(&["unpause", &tb.ctl_name(leader)])?;
+            at
+        }
+        "kill9-leader" => {
+            let leader = tb.leader().await?;
+            tb.docker(&["kill", "-s", "KILL", &tb.ctl_name(leader)])?;
+            fault_at = clients.now();
+            tokio::time::sleep(HOLD).await;
+            let at = clients.now();
+            tb.docker(&["start", &tb.ctl_name(leader)])?;
+            at
+        }
+        "rolling-restart" => {
+            fault_at = clients.now();
+            for n in 1..=3 {
+                tb.docker(&["restart", "-t", "10", &tb.ctl_name(n)])?;
+                tb.settled().await?;
+            }
+            clients.now()
+        }
+        "zone-cutoff" => {
+            zone_cutoff(
+                tb,
+                &clients,
+                events_before,
+                &pool_before,
+                &mut note,
+                &mut fault_at,
+            )
+            .await?
+        }
+        "member-cutoff" => {
+            member_cutoff(
+                tb,
+                &clients,
+                events_before,
+                &pool_before,
+                &mut note,
+                &mut fault_at,
+            )
+            .await?
+        }
+        other => bail!("no scenario {other}"),
+    };
+    // A write invoked after the heal succeeds, bounded.
+    let recovered = eventually(RECOVERY_BOUND, "a successful write after healing", || async {
+        (clients.first_ok_write_after(heal_at), clients.summary())
+    })
+    .await?;
+    // Every controller applies what the leader committed (every
+    // acknowledged write is in that prefix of the log).
+    tb.settled().await?;
+    let history = clients.stop().await;
+    let hosts_ready = tb.wait_all_hosts_ready(Duration::from_secs(90)).await?;
+    let since_heal = Duration::from_nanos(clients_elapsed(&history).saturating_sub(heal_at));
+    let mut figures = Figures::of(name, &history, fault_at, heal_at, recovered);
+    figures.hosts_ready_s = (since_heal + hosts_ready).as_secs_f64();
+    figures.note = note;
+    rpool_tests::linearizable::check_register(&history.calls(), None)
+        .map_err(|e| anyhow::anyhow!("{name}: history of {} calls: {e}", history.len()))?;
+    tb.assert_no_host_in_two_pools().await?;
+    Ok(figures)
+}
+
+/// Zone a (host-1, host-4) loses the controllers: a storm. Nothing is
+/// replaced, one storm alert goes out; after healing the pool is as it was
+/// and no host was fenced or reset.
+async fn zone_cutoff(
+    tb: &Testbed,
+    clients: &Clients,
+    events_before: u64,
+    pool_before: &Pool,
+    note: &mut String,
+    fault_at: &mut u64,
+) -> Result<u64> {
+    let zone = ["host-1", "host-4"];
+    for h in zone {
+        for c in 1..=3 {
+            tb.cut(&tb.host_name(h), &tb.ctl_ip(c))?;
+        }
+    }
+    *fault_at = clients.now();
+    let ids = [tb.host_id(zone[0]).await?, tb.host_id(zone[1]).await?];
+    let down_at = tb
+        .wait_hosts_state(&ids, HostState::Down, DOWN_AFTER + Duration::from_secs(30))
+        .await?;
+    // A few planner rounds with the hosts down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let at = clients.now();
+    tb.heal_all()?;
+    tb.wait_hosts_state(&ids, HostState::Ready, Duration::from_secs(60))
+        .await?;
+    let events = tb.events_after(events_before).await?;
+    let storms: Vec<&Event> = events.iter().filter(|e| e.kind == "storm").collect();
+    ensure!(storms.len() == 1, "one storm alert, got {storms:?}");
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|e| ["host_replacing", "host_fenced", "host_unfenced"].contains(&e.kind.as_str()))
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "nothing replaced, fenced or reset in a storm: {bad:?}"
+    );
+    let pool_after = tb.pool("faults").await?;
+    ensure!(
+        members(&pool_after) == members(pool_before),
+        "pool members changed: {:?} -> {:?}",
+        members(pool_before),
+        members(&pool_after)
+    );
+    *note = format!(
+        "both down after {:.1}s; 1 storm alert; 0 replaced",
+        down_at.as_secs_f64()
+    );
+    Ok(at)
+}
+
+/// A worker's host loses the controllers for longer than down_after: it
+/// is replaced exactly once, fenced, and reset into the fleet on return.
+async fn member_cutoff(
+    tb: &Testbed,
+    clients: &Clients,
+    events_before: u64,
+    pool_before: &Pool,
+    note: &mut String,
+    fault_at: &mut u64,
+) -> Result<u64> {
+    let dead = pool_before
+        .members
+        .iter()
+        .find(|m| m.role == "worker")
+        .context("a worker in pool faults")?
+        .clone();
+    let cut_at = Instant::now();
+    for c in 1..=3 {
+        tb.cut(&tb.host_name(&dead.hostname), &tb.ctl_ip(c))?;
+    }
+    *fault_at = clients.now();
+    let size = pool_before.members.len();
+    let healed = eventually(
+        Duration::from_secs(90),
+        "a replacement for the cut-off worker",
+        || async {
+            let pool = tb.pool("faults").await.ok();
+            let done = pool.as_ref().is_some_and(|p| {
+                p.phase == "ready"
+                    && !p.members.iter().any(|m| m.host_id == dead.host_id)
+                    && p.members.len() == size
+                    && p.members.iter().all(|m| m.state == "joined")
+            });
+            (done.then_some(()), pool.map(|p| (members(&p), p.phase)))
+        },
+    )
+    .await;
+    let replaced_after = cut_at.elapsed();
+    let at = clients.now();
+    tb.heal_all()?;
+    healed?;
+    // Back: fenced, reset, in the fleet.
+    let unfenced = eventually(
+        Duration::from_secs(60),
+        "the returning host reset and ready",
+        || async {
+            let events = tb.events_after(events_before).await.unwrap_or_default();
+            let unfenced = events
+                .iter()
+                .any(|e| e.kind == "host_unfenced" && e.host_id == dead.host_id);
+            let host = tb.get_host(&dead.host_id).await.ok();
+            let ready = host
+                .as_ref()
+                .is_some_and(|h| h.state == HostState::Ready as i32 && h.pool.is_empty());
+            (
+                (unfenced && ready).then_some(()),
+                host.map(|h| (h.state, h.pool, h.state_reason)),
+            )
+        },
+    )
+    .await;
+    unfenced?;
+    let events = tb.events_after(events_before).await?;
+    let replacing: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == "host_replacing" && e.host_id == dead.host_id)
+        .collect();
+    ensure!(replacing.len() == 1, "replaced exactly once: {replacing:?}");
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.kind == "host_fenced" && e.host_id == dead.host_id),
+        "the cut-off host was fenced: {events:?}"
+    );
+    let others: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind == "host_replacing" && e.host_id != dead.host_id)
+        .collect();
+    ensure!(others.is_empty(), "no other host replaced: {others:?}");
+    *note = format!(
+        "{} replaced {:.1}s after the cut, fenced, reset on return",
+        dead.hostname,
+        replaced_after.as_secs_f64()
+    );
+    Ok(at)
+}
+
+/// The last completion time in `history` (ns since the clients started).
+fn clients_elapsed(history: &clients::History) -> u64 {
+    history.0.iter().map(|r| r.completed).max().unwrap_or(0)
+}
+
+fn members(pool: &Pool) -> BTreeMap<String, String> {
+    pool.members
+        .iter()
+        .map(|m| (m.hostname.clone(), m.role.clone()))
+        .collect()
+}
+
+impl Testbed {
+    async fn pool(&self, name: &str) -> Result<Pool> {
+        let mut client = self.admin_any().await?;
+        Ok(client
+            .get_pool(GetPoolRequest { name: name.into() })
+            .await?
+            .into_inner())
+    }
+
+    async fn assert_no_host_in_two_pools(&self) -> Result<()> {
+        let mut client = self.admin_any().await?;
+        let pools = client
+            .list_pools(ListPoolsRequest::default())
+            .await?
+            .into_inner()
+            .pools;
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for pool in &pools {
+            let name = pool.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+            for m in &pool.members {
+                if m.state == "replaced" {
+                    continue;
+                }
+                if let Some(other) = seen.insert(m.host_id.clone(), name.clone()) {
+                    bail!("host {} in pools {other} and {name}", m.hostname);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn last_event_index(&self) -> Result<u64> {
+        let events = self.events_after(0).await?;
+        Ok(events.last().map(|e| e.index).unwrap_or(0))
+    }
+
+    async fn events_after(&self, after: u64) -> Result<Vec<Event>> {
+        let mut client = self.admin_any().await?;
+        let mut out = Vec::new();
+        let mut after = after;
+        loop {
+            let request = ListEventsRequest {
+                pool: String::new(),
+                after_index: after,
+                limit: 1000,
+            };
+            let batch = client.list_events(request).await?.into_inner().events;
+            let Some(last) = batch.last() else { break };
+            after = last.index;
+            let full = batch.len() == 1000;
+            out.extend(batch);
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
