@@ -168,7 +168,7 @@ leaders() { # every 200 ms: unix ms and each controller's leader id ("-" if unre
   for n in $(seq 1 $((limit * 5))); do
     line="$(date +%s%3N)"
     for i in 1 2 3; do
-      v=$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_leader_id)
+      v=$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_leader_id || true)
       line+=" ${v:--}"
     done
     echo "$line" >>"$out"
