@@ -5,7 +5,9 @@
 //! so a fleet of agents that lost the same controller does not reconnect in
 //! lockstep. The jitter is not clipped at `max` (clipping would put half of
 //! the agents at exactly `max`, in lockstep again): a delay is at most
-//! `1.5 * max`. A session that got a Welcome resets it.
+//! `1.5 * max`. A session that got a Welcome resets it. [`Backoff::spread`]
+//! is full jitter (uniform in `0..=bound`) for the waits that are not
+//! failures (see `session.rs`).
 
 use std::time::Duration;
 
@@ -34,6 +36,23 @@ impl Backoff {
         self.base = (base * 2).min(self.max);
         let factor = 0.5 + self.rng.f64();
         base.mul_f64(factor)
+    }
+
+    /// A random delay in `0..=bound` (full jitter), for waits that are not
+    /// failures: following a redirect, a lost session's first retry, a busy
+    /// controller's hint. The base is left as it is.
+    pub fn spread(&mut self, bound: Duration) -> Duration {
+        bound.mul_f64(self.rng.f64())
+    }
+
+    /// The first delay, as configured.
+    pub fn initial(&self) -> Duration {
+        self.initial
+    }
+
+    /// The largest base delay, as configured.
+    pub fn max(&self) -> Duration {
+        self.max
     }
 
     /// Back to `initial` (after a successful session).
@@ -83,6 +102,18 @@ mod tests {
         let delays: std::collections::BTreeSet<_> = (0..20).map(|_| b.next_delay()).collect();
         assert!(delays.len() > 10, "delays should vary: {delays:?}");
         assert!(delays.iter().all(|d| *d >= ms(500) && *d <= ms(1500)));
+    }
+
+    #[test]
+    fn spread_is_uniform_up_to_its_bound_and_leaves_the_base_alone() {
+        let mut b = Backoff::new(ms(100), ms(1_000), fastrand::Rng::with_seed(5));
+        let delays: Vec<Duration> = (0..1000).map(|_| b.spread(ms(400))).collect();
+        assert!(delays.iter().all(|d| *d <= ms(400)));
+        assert!(delays.iter().any(|d| *d < ms(40)), "reaches the low end");
+        assert!(delays.iter().any(|d| *d > ms(360)), "reaches the high end");
+        let mean = delays.iter().sum::<Duration>() / 1000;
+        assert!(mean > ms(170) && mean < ms(230), "uniform: mean {mean:?}");
+        assert!(b.next_delay() <= ms(150), "the base is still the initial one");
     }
 
     #[test]

@@ -6,12 +6,20 @@
 //! Which controller the next attempt goes to, and whether it waits first, is
 //! decided by [`Targets`]:
 //! - A follower answers the Hello with a `Redirect` naming the leader: the
-//!   next attempt goes straight to that address (no backoff), even when it
-//!   is not in the configured list. After [`MAX_REDIRECTS`] consecutive
-//!   redirects without a Welcome (leadership moving during an election), or
-//!   when the follower knows no leader, the agent backs off and rotates.
+//!   next attempt goes to that address after a short random pause (at most
+//!   [`REDIRECT_SPREAD`]: a fleet redirected at once does not arrive at
+//!   once), even when it is not in the configured list. After
+//!   [`MAX_REDIRECTS`] consecutive redirects without a Welcome (leadership
+//!   moving during an election), or when the follower knows no leader, the
+//!   agent backs off and rotates.
 //! - A welcomed session that breaks is retried once on the same controller
-//!   after the initial backoff (a restart or a blip), then the agent rotates.
+//!   after a random delay up to the initial backoff (full jitter: when a
+//!   leader dies, its whole fleet loses its sessions in the same instant),
+//!   then the agent rotates.
+//! - A leader busy admitting other sessions answers `UNAVAILABLE` with a
+//!   retry hint ([`rpool_proto::RETRY_AFTER_MS`]): the same controller is
+//!   retried after a random delay up to the hint (capped at the maximum
+//!   backoff).
 //! - Any other failure: backoff, then the next configured controller.
 //!
 //! Every connection is mutual TLS: the CA, certificate and key are read
@@ -67,6 +75,9 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// falls back to backoff and rotation, so two controllers that each name the
 /// other as leader during an election cannot make the agent spin.
 pub const MAX_REDIRECTS: u32 = 3;
+/// Largest random pause before following a redirect (never more than the
+/// initial backoff).
+pub const REDIRECT_SPREAD: Duration = Duration::from_millis(100);
 
 /// Why a session attempt ended.
 #[derive(Debug)]
@@ -142,15 +153,49 @@ pub enum Outcome {
     /// A follower redirected the agent; `leader_address` is "" when it knows
     /// no leader.
     Redirected { leader_address: String },
+    /// The controller admits no more sessions for now: retry it after a
+    /// random delay up to `retry_after`.
+    Busy { retry_after: Duration },
 }
 
-/// Whether the next attempt waits for a backoff delay.
+/// How long the next attempt waits (see [`delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
-    /// Go at once (following a redirect).
+    /// Following a redirect: a short random pause (up to [`REDIRECT_SPREAD`]).
     None,
     /// Wait `Backoff::next_delay()` first.
     Backoff,
+    /// A lost session: a random delay up to the initial backoff.
+    Spread,
+    /// A busy controller's hint: a random delay up to it.
+    Hint(Duration),
+}
+
+/// The delay before the next attempt for `wait`.
+pub fn delay(wait: Wait, backoff: &mut Backoff) -> Duration {
+    match wait {
+        Wait::None => backoff.spread(REDIRECT_SPREAD.min(backoff.initial())),
+        Wait::Backoff => backoff.next_delay(),
+        Wait::Spread => backoff.spread(backoff.initial()),
+        Wait::Hint(hint) => backoff.spread(hint.min(backoff.max())),
+    }
+}
+
+/// The retry hint of a controller that admits no more sessions for now:
+/// `UNAVAILABLE` with [`rpool_proto::RETRY_AFTER_MS`] metadata (1 ms to 10
+/// minutes; anything else is no hint).
+pub fn busy_hint(status: &tonic::Status) -> Option<Duration> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let ms: u64 = status
+        .metadata()
+        .get(rpool_proto::RETRY_AFTER_MS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (1..=600_000).contains(&ms).then(|| Duration::from_millis(ms))
 }
 
 /// The controller the next attempt goes to (see the module docs for the rules).
@@ -192,7 +237,12 @@ impl Targets {
                 // Same controller once more (it may only have blipped); a
                 // failure there rotates.
                 self.redirects = 0;
-                Wait::Backoff
+                Wait::Spread
+            }
+            Outcome::Busy { retry_after } => {
+                // The controller answered: it leads, it is only busy.
+                self.redirects = 0;
+                Wait::Hint(*retry_after)
             }
             Outcome::Redirected { leader_address }
                 if !leader_address.is_empty() && self.redirects + 1 < MAX_REDIRECTS =>
@@ -280,6 +330,9 @@ pub async fn run_sessions(
             {
                 Outcome::Rejected
             }
+            Reason::Status(s) if busy_hint(s).is_some() => Outcome::Busy {
+                retry_after: busy_hint(s).unwrap_or_default(),
+            },
             Reason::Redirected(r) => {
                 info!(
                     controller = %addr,
@@ -316,10 +369,7 @@ pub async fn run_sessions(
             backoff.jump_to_max();
         }
         let wait = targets.after(&outcome);
-        let delay = match wait {
-            Wait::None => Duration::ZERO,
-            Wait::Backoff => backoff.next_delay(),
-        };
+        let delay = delay(wait, &mut backoff);
         let retry_in_ms = delay.as_millis() as u64;
         let next = targets.current();
         match (&reason, &outcome) {
@@ -331,6 +381,9 @@ pub async fn run_sessions(
             }
             (Reason::Status(s), Outcome::Rejected) => {
                 error!(controller = %addr, next = %next, retry_in_ms, "controller rejected this agent's report: {}", s.message())
+            }
+            (_, Outcome::Busy { .. }) => {
+                info!(controller = %addr, retry_in_ms, "the controller is busy admitting other agents; retrying it")
             }
             (_, Outcome::LostAfterWelcome) => {
                 info!(controller = %addr, next = %next, retry_in_ms, reason = %reason, "disconnected")
@@ -1112,7 +1165,7 @@ mod tests {
     #[test]
     fn a_broken_welcomed_session_retries_the_same_controller_once_then_rotates() {
         let mut t = targets(&["a:1", "b:1"]);
-        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Backoff);
+        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Spread);
         assert_eq!(t.current(), "a:1");
         assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
         assert_eq!(t.current(), "b:1");
@@ -1162,6 +1215,58 @@ mod tests {
         t.after(&Outcome::LostAfterWelcome);
         assert_eq!(t.after(&redirect("b:1")), Wait::None);
         assert_eq!(t.after(&redirect("a:1")), Wait::None);
+    }
+
+    #[test]
+    fn a_busy_controller_is_retried_itself_after_a_random_delay_up_to_its_hint() {
+        let mut t = targets(&["a:1", "b:1"]);
+        t.after(&redirect("b:1"));
+        let busy = Outcome::Busy {
+            retry_after: Duration::from_millis(800),
+        };
+        assert_eq!(t.after(&busy), Wait::Hint(Duration::from_millis(800)));
+        assert_eq!(t.current(), "b:1", "no rotation away from a busy leader");
+        let mut backoff = Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_millis(500),
+            fastrand::Rng::with_seed(11),
+        );
+        let hinted: Vec<Duration> = (0..200)
+            .map(|_| delay(Wait::Hint(Duration::from_millis(800)), &mut backoff))
+            .collect();
+        assert!(
+            hinted.iter().all(|d| *d <= Duration::from_millis(500)),
+            "capped at max backoff"
+        );
+        assert!(hinted.iter().any(|d| *d < Duration::from_millis(50)));
+        let redirects: Vec<Duration> = (0..200).map(|_| delay(Wait::None, &mut backoff)).collect();
+        assert!(redirects.iter().all(|d| *d <= REDIRECT_SPREAD));
+        assert!(
+            redirects.iter().collect::<std::collections::BTreeSet<_>>().len() > 100,
+            "spread"
+        );
+        let lost: Vec<Duration> = (0..200).map(|_| delay(Wait::Spread, &mut backoff)).collect();
+        assert!(lost.iter().all(|d| *d <= Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn only_unavailable_with_a_sane_hint_is_busy() {
+        let with = |code: tonic::Code, value: &str| {
+            let mut status = tonic::Status::new(code, "busy");
+            status
+                .metadata_mut()
+                .insert(rpool_proto::RETRY_AFTER_MS, value.parse().unwrap());
+            status
+        };
+        assert_eq!(
+            busy_hint(&with(tonic::Code::Unavailable, "750")),
+            Some(Duration::from_millis(750))
+        );
+        assert_eq!(busy_hint(&with(tonic::Code::ResourceExhausted, "750")), None);
+        assert_eq!(busy_hint(&with(tonic::Code::Unavailable, "0")), None);
+        assert_eq!(busy_hint(&with(tonic::Code::Unavailable, "soon")), None);
+        assert_eq!(busy_hint(&with(tonic::Code::Unavailable, "600001")), None);
+        assert_eq!(busy_hint(&tonic::Status::unavailable("no hint")), None);
     }
 
     #[tokio::test]

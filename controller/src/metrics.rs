@@ -39,6 +39,8 @@ pub struct Metrics {
     pub heartbeat_lag: Histogram,
     /// Acknowledgements not sent because the session's queue was full.
     pub heartbeat_acks_dropped: Counter,
+    /// Agent sessions refused with a retry hint: too many being set up.
+    pub sessions_refused_busy: Counter,
     /// Task durations from issue to result, by `kind` and `outcome`.
     pub task_duration: HistogramVec,
     /// Events this controller saw committed since it started.
@@ -61,6 +63,7 @@ impl Metrics {
             heartbeat_processing: histogram(LATENCY_BUCKETS_S),
             heartbeat_lag: histogram(LATENCY_BUCKETS_S),
             heartbeat_acks_dropped: Counter::default(),
+            sessions_refused_busy: Counter::default(),
             task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
             events: Counter::default(),
             webhook_deliveries: Counter::default(),
@@ -86,7 +89,7 @@ pub fn record_heartbeat_lag(sent_at_unix_ms: u64, now_unix_ms: u64) {
 /// Acknowledges heartbeat `seq` on the session's queue (never waits: a full
 /// queue drops the ack and counts it) and records its processing time.
 pub(crate) fn ack_heartbeat(
-    tx: &tokio::sync::mpsc::Sender<Result<rpool_proto::v1::ControllerMessage, tonic::Status>>,
+    tx: &tokio::sync::mpsc::Sender<crate::leader::dispatch::Outbound>,
     seq: u64,
     arrived: std::time::Instant,
 ) {
@@ -98,7 +101,7 @@ pub(crate) fn ack_heartbeat(
             rpool_proto::v1::HeartbeatAck { seq },
         )),
     };
-    if tx.try_send(Ok(ack)).is_err() {
+    if tx.try_send(Box::new(Ok(ack))).is_err() {
         m.heartbeat_acks_dropped.inc();
     }
 }
@@ -247,6 +250,11 @@ pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
         "rpool_heartbeat_acks_dropped_total",
         "Heartbeat acknowledgements not sent because the session queue was full.",
         m.heartbeat_acks_dropped.get(),
+    );
+    e.counter(
+        "rpool_agent_sessions_refused_busy_total",
+        "Agent sessions refused with a retry hint because too many were being set up at once.",
+        m.sessions_refused_busy.get(),
     );
     e.histogram_vec(
         "rpool_task_duration_seconds",

@@ -45,3 +45,8 @@ pub mod v1 {
 
 /// Version of this build, reported by every binary and in `Hello`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// gRPC metadata key of a controller's retry hint, in milliseconds, on an
+/// `UNAVAILABLE` answer to `AgentService.Session` when it admits no more
+/// new sessions for now (see `agent.proto`).
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";

@@ -7,6 +7,8 @@
 #   tests/bench/heartbeats.sh                  # 10,000 agents, 60 s, kill 20
 #   DURATION=600s tests/bench/heartbeats.sh    # the 10-minute false-positive run
 #   AGENTS=2000 DURATION=30s RAMP=10s KILL=5 tests/bench/heartbeats.sh
+#   STORM=1 ...         # also kill -9 the leader STORM_AT (default ramp + 20 s)
+#                       # into the run: a reconnect storm (DURATION default 80s)
 #   SKIP_BUILD=1 ...    # use the release binaries already built
 #   SKIP_AGENT=1 ...    # skip the real-agent measurement
 #   AGENT_SECONDS=60    # how long the real agent is measured
@@ -18,7 +20,12 @@
 # state_since minus kill time), false positives (non-killed hosts seen
 # suspect/down after the ramp); the leader's CPU (utime+stime from
 # /proc/<pid>/stat over the steady window, % of one core) and RSS (peak of
-# 1 s samples and VmHWM); load average before and after. Every loop is
+# 1 s samples and VmHWM); load average before and after. With STORM=1: the
+# time from the leader's kill -9 until every live agent is in session with
+# the new leader (the load generator's 100 ms timeline, by the controller id
+# of each Welcome), the leaders seen by the survivors (sampled every 200 ms:
+# one change is the failover, any more is a second election), false
+# suspect/down hosts, and the new leader's RSS once the fleet is back. Every loop is
 # bounded; every process started is recorded in a pid file and stopped on
 # exit (SIGTERM, then SIGKILL after 10 s). Only loopback is used.
 set -euo pipefail
@@ -26,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 AGENTS=${AGENTS:-10000}
 INTERVAL=${INTERVAL:-1s}
-DURATION=${DURATION:-60s}
+if [ "${STORM:-0}" = 1 ]; then DURATION=${DURATION:-80s}; else DURATION=${DURATION:-60s}; fi
 RAMP=${RAMP:-20s}
 KILL=${KILL:-20}
 AGENT_SECONDS=${AGENT_SECONDS:-60}
@@ -156,6 +163,22 @@ log "leader: controller $LEADER (pid $LEADER_PID)"
 RUN_S=$(secs "$DURATION")
 sample 'controller-*.pid loadgen.pid' $((RUN_S + 30)) "$WORK/samples.txt" &
 echo $! >"$WORK/sampler.pid"
+leaders() { # every 200 ms: unix ms and each controller's leader id ("-" if unreachable)
+  local limit=$1 out=$2 i n v line
+  for n in $(seq 1 $((limit * 5))); do
+    line="$(date +%s%3N)"
+    for i in 1 2 3; do
+      v=$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_leader_id || true)
+      line+=" ${v:--}"
+    done
+    echo "$line" >>"$out"
+    sleep 0.2
+  done
+}
+if [ "${STORM:-0}" = 1 ]; then
+  leaders $(( $(secs "$DURATION") + 30 )) "$WORK/leaders.txt" &
+  echo $! >"$WORK/leaders.pid"
+fi
 T0=$(date +%s.%N)
 # The load generator runs at a lower priority (LOADGEN_NICE, default 10):
 # it stands for agents on other machines, so it must not starve the
@@ -164,9 +187,18 @@ nice -n "${LOADGEN_NICE:-10}" "$LOADGEN" run --controllers "$EPS" --agents "$AGE
   --duration "$DURATION" --ramp "$RAMP" --kill "$KILL" \
   --ca-cert "$WORK/pki/ca.crt" --ca-key "$WORK/pki/ca.key" \
   --admin-cert "$WORK/pki/admin.crt" --admin-key "$WORK/pki/admin.key" \
-  --json "$WORK/loadgen.json" >/dev/null &
+  --json "$WORK/loadgen.json" --timeline "$WORK/timeline.txt" >/dev/null &
 echo $! >"$WORK/loadgen.pid"
 LOADGEN_PID=$(cat "$WORK/loadgen.pid")
+if [ "${STORM:-0}" = 1 ]; then
+  STORM_AT=${STORM_AT:-$(( $(secs "$RAMP") + 20 ))s}
+  (
+    sleep "$(secs "$STORM_AT")"
+    echo "$(date +%s%3N) $(awk '/^VmRSS:/ { print $2 }' /proc/$LEADER_PID/status)" >"$WORK/storm.txt"
+    kill -KILL "$LEADER_PID"
+  ) &
+  echo $! >"$WORK/storm.pid"
+fi
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
   # 15 s CPU profile of the leader from 5 s after the ramp.
   sleep $(( $(secs "$RAMP") + 5 ))
@@ -180,7 +212,41 @@ LEADER_NOW=""
 for i in 1 2 3; do
   [ "$(metric "127.0.0.1:${P[$((i+2))]}" rpool_raft_is_leader)" = 1 ] && LEADER_NOW=$i
 done
-HWM=$(awk '/^VmHWM:/ { print $2 }' /proc/$LEADER_PID/status)
+if [ "${STORM:-0}" = 1 ]; then
+  stop_pids 'leaders.pid'
+  # The old leader is gone: the peak is the new leader's.
+  [ -n "$LEADER_NOW" ] && HWM_PID=$(cat "$WORK/controller-$LEADER_NOW.pid") || HWM_PID=""
+  HWM=$(awk '/^VmHWM:/ { print $2 }' /proc/${HWM_PID:-0}/status 2>/dev/null || echo 0)
+  NEW_RSS=$(awk '/^VmRSS:/ { print $2 }' /proc/${HWM_PID:-0}/status 2>/dev/null || echo 0)
+  python3 - "$WORK/storm.txt" "$WORK/timeline.txt" "$WORK/leaders.txt" "$LEADER" "${LEADER_NOW:-0}" "$AGENTS" "$KILL" "$NEW_RSS" "$HWM" >"$WORK/storm.json" <<'PY'
+import json, sys
+storm, timeline, leaders, old, new, agents, killed, new_rss, new_hwm = sys.argv[1:]
+kill_ms, old_rss = (int(x) for x in open(storm).read().split())
+old, new, expected = int(old), int(new), int(agents) - int(killed)
+rows = [[int(x) for x in l.split()] for l in open(timeline) if l.strip()]
+after = [r for r in rows if r[0] >= kill_ms]
+# First sample where every live agent is in session with the new leader.
+attached = next((r[0] for r in after if new and r[1 + new] >= expected), None)
+low = min((r[1] for r in after), default=None)
+seen = []  # leader ids named by the survivors after the kill, in order
+for l in open(leaders):
+    f = l.split()
+    if int(f[0]) < kill_ms: continue
+    for i, v in enumerate(f[1:], start=1):
+        if i == old or v in ("-", "0"): continue
+        if not seen or seen[-1] != int(v): seen.append(int(v))
+print(json.dumps({
+    "killed_leader": old, "new_leader": new,
+    "all_attached_after_s": None if attached is None else round((attached - kill_ms) / 1000, 2),
+    "expected_sessions": expected, "lowest_in_session": low,
+    "leaders_after_kill": seen, "leader_changes_after_failover": max(len(seen) - 1, 0),
+    "old_leader_rss_at_kill_mib": round(old_rss / 1024, 1),
+    "new_leader_rss_after_mib": round(int(new_rss) / 1024, 1), "new_leader_vmhwm_mib": round(int(new_hwm) / 1024, 1),
+}))
+PY
+else
+  HWM=$(awk '/^VmHWM:/ { print $2 }' /proc/$LEADER_PID/status)
+fi
 curl -s --max-time 5 "http://$LEADER_METRICS/metrics" >"$WORK/leader-metrics.txt" || true
 stop_pids 'sampler.pid'
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -249,10 +315,12 @@ fi
 log "results (JSON):"
 cat "$WORK/loadgen.json" "$WORK/controller.json"
 [ -f "$WORK/agent.json" ] && cat "$WORK/agent.json"
-python3 - "$WORK/loadgen.json" "$WORK/controller.json" "$WORK/agent.json" "controller-$LEADER" <<'PY'
+[ -f "$WORK/storm.json" ] && cat "$WORK/storm.json"
+python3 - "$WORK/loadgen.json" "$WORK/controller.json" "$WORK/agent.json" "controller-$LEADER" "$WORK/storm.json" <<'PY'
 import json, os, sys
 lg = json.load(open(sys.argv[1])); c = json.load(open(sys.argv[2]))
 ag = json.load(open(sys.argv[3])) if os.path.exists(sys.argv[3]) else {}
+st = json.load(open(sys.argv[5])) if os.path.exists(sys.argv[5]) else None
 L = c.get(sys.argv[4], {}).get("steady") or {}
 P = c.get("leader_processing") or {}
 G = c.get("leader_lag") or {}
@@ -274,5 +342,13 @@ print(f"""
 | false positives | {lg['false_positives']} | 0 |
 | real agent RSS / idle CPU | {ag.get('agent_rss_mib_max')} MiB / {ag.get('agent_idle_cpu_percent')} % | ≤ 10 MiB / ≤ 0.5 % |
 | load average after | {c['load_average_after']} | |
+""")
+if st:
+    print(f"""| storm: leader {st['killed_leader']} killed -9 at {st['old_leader_rss_at_kill_mib']} MiB RSS | new leader {st['new_leader']} | |
+| storm: every live agent ({st['expected_sessions']}) in session with the new leader | {st['all_attached_after_s']} s after the kill | ≤ 15 s |
+| storm: leader changes after the failover (leaders seen: {st['leaders_after_kill']}) | {st['leader_changes_after_failover']} | 0 |
+| storm: false suspect/down (whole run) | {lg['false_positives']} | 0 |
+| storm: sessions refused busy (retry hint) | {lg.get('busy_refusals')} | |
+| storm: new leader RSS after / VmHWM | {st['new_leader_rss_after_mib']} / {st['new_leader_vmhwm_mib']} MiB | ≤ 250 MiB |
 """)
 PY

@@ -22,6 +22,13 @@
 //! one identity holds at most [`crate::api::authz::MAX_SESSIONS_PER_IDENTITY`]
 //! streams at once (else `RESOURCE_EXHAUSTED`).
 //!
+//! Admission: at most [`MAX_SETUPS`] sessions are between their opening and
+//! their Welcome (or Redirect) at once. When a leader dies, its whole fleet
+//! reconnects to the new one together; the streams beyond that bound are
+//! refused at once with `UNAVAILABLE` and a retry hint
+//! ([`rpool_proto::RETRY_AFTER_MS`], [`ADMISSION_RETRY_HINT`]) that the agent
+//! spreads its retry over, instead of all of them queueing for the CPU.
+//!
 //! Any invalid message ends the stream with `INVALID_ARGUMENT` naming the
 //! field; nothing from that message is applied. When the stream ends the
 //! host is marked disconnected; its liveness clock keeps running.
@@ -46,6 +53,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::Shared;
 use crate::api::status::{Refusal, propose_status};
 use crate::api::validate::{self, Invalid};
+use crate::leader::dispatch::Outbound;
 use crate::raft::node::RaftRole;
 use crate::replica::ProposeError;
 use crate::state::State;
@@ -58,12 +66,19 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OUTBOUND_CAPACITY: usize = 64;
 /// Agent sessions served at once by this controller.
 pub const MAX_SESSIONS: usize = 20_000;
+/// Sessions between opening and Welcome (or Redirect) at once.
+pub const MAX_SETUPS: usize = 128;
+/// Retry hint sent with a refusal for [`MAX_SETUPS`]: agents retry after a
+/// random delay up to it.
+pub const ADMISSION_RETRY_HINT: Duration = Duration::from_millis(2_000);
 
 /// The service. Cheap to share; holds the session table.
 pub struct AgentSvc {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
     permits: Arc<Semaphore>,
+    /// Sessions being set up ([`MAX_SETUPS`]).
+    setups: Arc<Semaphore>,
     per_identity: crate::api::authz::SessionLimiter,
 }
 
@@ -73,6 +88,7 @@ impl AgentSvc {
             shared,
             sessions: Arc::new(Sessions::default()),
             permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
+            setups: Arc::new(Semaphore::new(MAX_SETUPS)),
             per_identity: crate::api::authz::SessionLimiter::default(),
         }
     }
@@ -269,7 +285,9 @@ fn inbound_error(status: Status) -> Result<End, Status> {
 
 #[tonic::async_trait]
 impl AgentService for AgentSvc {
-    type SessionStream = ReceiverStream<Result<ControllerMessage, Status>>;
+    type SessionStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<ControllerMessage, Status>> + Send + 'static>,
+    >;
 
     async fn session(
         &self,
@@ -295,6 +313,7 @@ impl AgentService for AgentSvc {
                 "this controller already serves {MAX_SESSIONS} agent sessions"
             ))
         })?;
+        let setup = self.setups.clone().try_acquire_owned().map_err(|_| busy())?;
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
@@ -304,16 +323,34 @@ impl AgentService for AgentSvc {
         let sessions = self.sessions.clone();
         tokio::spawn(
             async move {
-                run_session(shared, sessions, session, peer, &cert_host, inbound, tx).await;
+                run_session(shared, sessions, session, peer, &cert_host, inbound, tx, setup).await;
                 drop(permit);
                 drop(slot);
             }
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            |m| *m,
+        ))))
     }
 }
 
+/// The refusal of a session beyond [`MAX_SETUPS`], with its retry hint.
+fn busy() -> Status {
+    let hint = ADMISSION_RETRY_HINT.as_millis();
+    let mut status = Status::unavailable(format!(
+        "this controller is setting up {MAX_SETUPS} other agent sessions; retry within {hint} ms"
+    ));
+    status.metadata_mut().insert(
+        rpool_proto::RETRY_AFTER_MS,
+        tonic::metadata::MetadataValue::from(hint as u64),
+    );
+    crate::metrics::global().sessions_refused_busy.inc();
+    status
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_session(
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
@@ -321,10 +358,21 @@ async fn run_session(
     peer: Option<SocketAddr>,
     cert_host: &str,
     inbound: Streaming<AgentMessage>,
-    tx: mpsc::Sender<Result<ControllerMessage, Status>>,
+    tx: mpsc::Sender<Outbound>,
+    setup: tokio::sync::OwnedSemaphorePermit,
 ) {
     let mut claimed: Option<String> = None;
-    let result = session_body(&shared, &sessions, session, cert_host, inbound, &tx, &mut claimed).await;
+    let result = session_body(
+        &shared,
+        &sessions,
+        session,
+        cert_host,
+        inbound,
+        &tx,
+        &mut claimed,
+        setup,
+    )
+    .await;
     match result {
         Ok(End::ClosedByAgent) => info!("agent session ended: closed by the agent"),
         Ok(End::AgentGone) => info!("agent session ended: the agent stopped reading"),
@@ -348,7 +396,7 @@ async fn run_session(
                 _ => warn!(code = ?status.code(), error = status.message(), "agent session failed"),
             }
             // Best effort: the agent may already be gone.
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Box::new(Err(status))).await;
         }
     }
     if let Some(host_id) = claimed {
@@ -363,14 +411,16 @@ async fn run_session(
     debug!(?peer, "session task finished");
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn session_body(
     shared: &Shared,
     sessions: &Sessions,
     session: u64,
     cert_host: &str,
     mut inbound: Streaming<AgentMessage>,
-    tx: &mpsc::Sender<Result<ControllerMessage, Status>>,
+    tx: &mpsc::Sender<Outbound>,
     claimed: &mut Option<String>,
+    setup: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<End, Status> {
     let mut shutdown = shared.shutdown.clone();
 
@@ -448,9 +498,11 @@ async fn session_body(
             down_after_ms,
         })),
     };
-    if tx.send(Ok(welcome)).await.is_err() {
+    if tx.send(Box::new(Ok(welcome))).await.is_err() {
         return Ok(End::AgentGone);
     }
+    // Set up: the next agent may come in.
+    drop(setup);
     shared.links.register(&host_id, session, tx.clone());
     crate::leader::dispatch::deliver(shared);
     info!(
@@ -523,10 +575,7 @@ async fn no_longer_leading(leading: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Tells the agent where the leader is and ends the session.
-async fn redirect(
-    shared: &Shared,
-    tx: &mpsc::Sender<Result<ControllerMessage, Status>>,
-) -> Result<End, Status> {
+async fn redirect(shared: &Shared, tx: &mpsc::Sender<Outbound>) -> Result<End, Status> {
     let leader_id = shared.node.status().leader_id;
     let leader_address = shared.address_of(leader_id).unwrap_or_default();
     let message = ControllerMessage {
@@ -535,7 +584,7 @@ async fn redirect(
             leader_address,
         })),
     };
-    let _ = tx.send(Ok(message)).await;
+    let _ = tx.send(Box::new(Ok(message))).await;
     Ok(End::Redirected(leader_id))
 }
 

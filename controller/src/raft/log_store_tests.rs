@@ -362,3 +362,56 @@ fn an_install_interrupted_after_the_snapshot_file_is_completed_on_open() {
     let hs = store.hard_state();
     assert_eq!((hs.term, hs.commit), (4, 50));
 }
+
+#[test]
+fn a_ready_that_only_moves_commit_writes_nothing_and_the_next_batch_carries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .persist_ready(&[entry(1, 1), entry(2, 1)], Some(&hard_state(1, 1, 0)))
+            .unwrap();
+        store.sync().unwrap();
+        let (_, synced, len) = store.unsynced();
+        assert_eq!(synced, len);
+        // Commit only: memory moves, the file does not, nothing to sync.
+        store.persist_ready(&[], Some(&hard_state(1, 1, 2))).unwrap();
+        assert_eq!(store.hard_state().commit, 2);
+        let (_, synced, after) = store.unsynced();
+        assert_eq!((synced, after), (len, len), "a commit-only Ready wrote bytes");
+        assert_eq!(store.initial_state().unwrap().hard_state.commit, 2);
+        // A term change is written at once.
+        store.persist_ready(&[], Some(&hard_state(2, 0, 2))).unwrap();
+        assert!(store.unsynced().2 > len, "a new term must be written");
+        store.sync().unwrap();
+        // The commit moves again, then entries come without a hard state:
+        // the batch carries the commit along.
+        store.persist_ready(&[], Some(&hard_state(2, 0, 2))).unwrap();
+        store.persist_ready(&[entry(3, 2)], None).unwrap();
+        store.persist_ready(&[], Some(&hard_state(2, 0, 3))).unwrap();
+        store.persist_ready(&[entry(4, 2)], None).unwrap();
+        store.sync().unwrap();
+    }
+    let store = open(dir.path());
+    let hs = store.initial_state().unwrap().hard_state;
+    assert_eq!((hs.term, hs.vote, hs.commit), (2, 0, 3));
+    assert_eq!(indexes(&store), (1, 4));
+}
+
+#[test]
+fn a_commit_kept_in_memory_is_lost_on_a_crash_but_never_ahead_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .persist_ready(&[entry(1, 1), entry(2, 1)], Some(&hard_state(1, 1, 0)))
+            .unwrap();
+        store.sync().unwrap();
+        store.persist_ready(&[], Some(&hard_state(1, 1, 2))).unwrap();
+        // Crash: dropped without a later batch.
+    }
+    let store = open(dir.path());
+    let hs = store.initial_state().unwrap().hard_state;
+    assert_eq!((hs.term, hs.vote, hs.commit), (1, 1, 0));
+    assert_eq!(indexes(&store), (1, 2));
+}

@@ -10,7 +10,13 @@
 //!    (round robin), sends a real Hello (facts, inventory, utilization,
 //!    health), follows `Redirect`s to the leader, then heartbeats every
 //!    `--interval` with a random phase; the controller's `HeartbeatAck`
-//!    gives the round trip. A lost stream is reopened with backoff.
+//!    gives the round trip. Where to go next and how long to wait after a
+//!    redirect, a lost stream, a failure or a busy leader's retry hint is
+//!    decided by the real agent's code (`rpool_agent::session::Targets`,
+//!    `delay`, `busy_hint`, `rpool_agent::backoff::Backoff` with the agent's
+//!    default 200 ms / 10 s), so a reconnect storm here is the fleet's.
+//!    With `--timeline FILE`, every 100 ms: unix ms, agents in session, and
+//!    in session per controller id (from their Welcome).
 //! 3. After the warm-up (`--kill-after`, default the end of the ramp plus
 //!    10 s), `--kill K` agents stop (their streams close). The admin API
 //!    (`ListHosts state=down`, every 250 ms) gives the controller's
@@ -31,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use rpool_agent::backoff::Backoff;
+use rpool_agent::session::{self, Outcome, Targets};
 use rpool_proto::pki::{self, Ca, Identity};
 use rpool_proto::tls::TlsMaterial;
 use rpool_proto::v1::admin_service_client::AdminServiceClient;
@@ -49,8 +57,11 @@ const OUTBOUND: usize = 16;
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Heartbeats awaiting an ack, per agent.
 const MAX_PENDING_ACKS: usize = 64;
-/// Redirects followed in a row before backing off.
-const MAX_REDIRECTS: u32 = 3;
+/// The agent's default `[reconnect]` (agent/src/config.rs).
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Controller ids counted separately in the timeline (1..=this).
+const TIMELINE_IDS: usize = 7;
 /// After `--duration`, how long the detection poller may still wait for
 /// killed hosts to be declared down.
 const DETECTION_TAIL: Duration = Duration::from_secs(15);
@@ -115,6 +126,10 @@ struct RunArgs {
     /// Also write the JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Every 100 ms, append "unix_ms in_session c1 .. c7" (agents in
+    /// session per controller id) to this file.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -223,7 +238,11 @@ struct Totals {
     redirects: AtomicU64,
     queue_full: AtomicU64,
     in_session: AtomicUsize,
+    /// In session per controller id (index id - 1), from the Welcome.
+    in_session_by: [AtomicUsize; TIMELINE_IDS],
     welcomed_once: AtomicUsize,
+    /// Refusals with a retry hint (a busy leader).
+    busy: AtomicU64,
 }
 
 struct Ctx {
@@ -265,15 +284,18 @@ fn endpoint(material: Option<&TlsMaterial>, addr: &str) -> Result<Endpoint> {
         .keep_alive_while_idle(true))
 }
 
-/// How opening a session went; a welcomed one carries its two halves.
+/// How opening a session went; a welcomed one carries its two halves and
+/// the welcoming controller's id.
 enum Opened {
     Welcomed(
         Box<(
             mpsc::Sender<AgentMessage>,
             tonic::Streaming<v1::ControllerMessage>,
+            usize,
         )>,
     ),
     Redirect(String),
+    Busy(Duration),
     Failed,
 }
 
@@ -286,11 +308,20 @@ async fn open(material: Option<&TlsMaterial>, addr: &str, hello: v1::Hello) -> O
             msg: Some(AgentMsg::Hello(hello)),
         })
         .map_err(|_| anyhow::anyhow!("queue"))?;
-        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => match session::busy_hint(&status) {
+                Some(hint) => return Ok(Opened::Busy(hint)),
+                None => return Err(status.into()),
+            },
+        };
         loop {
             match inbound.message().await? {
                 Some(m) => match m.msg {
-                    Some(ControllerMsg::Welcome(_)) => return Ok(Opened::Welcomed(Box::new((tx, inbound)))),
+                    Some(ControllerMsg::Welcome(w)) => {
+                        let id = w.controller_id.parse().unwrap_or(0);
+                        return Ok(Opened::Welcomed(Box::new((tx, inbound, id))));
+                    }
                     Some(ControllerMsg::Redirect(r)) => return Ok(Opened::Redirect(r.leader_address)),
                     _ => continue,
                 },
@@ -318,12 +349,24 @@ async fn agent(
     let f = facts(i, ctx.seed);
     let memory_total = f.inventory.as_ref().map_or(1 << 30, |inv| inv.memory_total_bytes);
     let mut rng = splitmix(ctx.seed ^ (i as u64) << 20);
-    let mut target = ctx
+    // The agent's own rules: configured controllers from a different
+    // one per agent (or the leader found at start), then Targets/Backoff.
+    let mut list = ctx.controllers.clone();
+    let n = list.len();
+    list.rotate_left(i % n);
+    let leader_at = ctx
         .first_target
-        .clone()
-        .unwrap_or_else(|| ctx.controllers[i % ctx.controllers.len()].clone());
-    let mut redirects_in_a_row = 0u32;
-    let mut backoff = Duration::from_millis(250);
+        .as_ref()
+        .and_then(|first| list.iter().position(|c| c == first));
+    if let Some(p) = leader_at {
+        list.rotate_left(p);
+    }
+    let mut targets = Targets::new(list);
+    let mut backoff = Backoff::new(
+        INITIAL_BACKOFF,
+        MAX_BACKOFF,
+        fastrand::Rng::with_seed(splitmix(rng)),
+    );
     let mut first = true;
     let mut welcomed = false;
     'sessions: while Instant::now() < ctx.end {
@@ -343,29 +386,38 @@ async fn agent(
             facts: Some(f.clone()),
             first_heartbeat: Some(heartbeat(1, memory_total, rng)),
         };
-        let (tx, mut inbound) = match open(material.as_ref(), &target, hello).await {
-            Opened::Welcomed(halves) => *halves,
-            Opened::Redirect(leader) if !leader.is_empty() && redirects_in_a_row < MAX_REDIRECTS => {
+        let outcome = match open(material.as_ref(), targets.current(), hello).await {
+            Opened::Welcomed(halves) => Ok(*halves),
+            Opened::Redirect(leader) => {
                 ctx.totals.redirects.fetch_add(1, Ordering::Relaxed);
-                redirects_in_a_row += 1;
-                target = leader;
                 first = true;
-                continue;
+                Err(Outcome::Redirected {
+                    leader_address: leader,
+                })
             }
-            Opened::Redirect(_) | Opened::Failed => {
+            Opened::Busy(retry_after) => {
+                ctx.totals.busy.fetch_add(1, Ordering::Relaxed);
+                Err(Outcome::Busy { retry_after })
+            }
+            Opened::Failed => {
                 ctx.totals.errors.fetch_add(1, Ordering::Relaxed);
-                redirects_in_a_row = 0;
-                rng = splitmix(rng);
-                let jitter = 0.5 + (rng % 1000) as f64 / 2000.0;
-                tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                target = ctx.controllers[(rng as usize) % ctx.controllers.len()].clone();
+                Err(Outcome::Failed)
+            }
+        };
+        let (tx, mut inbound, by) = match outcome {
+            Ok(halves) => halves,
+            Err(outcome) => {
+                let wait = targets.after(&outcome);
+                tokio::time::sleep(session::delay(wait, &mut backoff)).await;
                 continue;
             }
         };
-        redirects_in_a_row = 0;
-        backoff = Duration::from_millis(250);
+        backoff.reset();
+        let by = by.checked_sub(1).filter(|b| *b < TIMELINE_IDS);
         ctx.totals.in_session.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = by {
+            ctx.totals.in_session_by[b].fetch_add(1, Ordering::Relaxed);
+        }
         if !welcomed {
             welcomed = true;
             ctx.totals.welcomed_once.fetch_add(1, Ordering::Relaxed);
@@ -424,12 +476,16 @@ async fn agent(
             }
         };
         ctx.totals.in_session.fetch_sub(1, Ordering::Relaxed);
+        if let Some(b) = by {
+            ctx.totals.in_session_by[b].fetch_sub(1, Ordering::Relaxed);
+        }
         drop(tx);
         if !lost {
             break 'sessions;
         }
         ctx.totals.errors.fetch_add(1, Ordering::Relaxed);
-        target = ctx.controllers[(rng as usize) % ctx.controllers.len()].clone();
+        let wait = targets.after(&Outcome::LostAfterWelcome);
+        tokio::time::sleep(session::delay(wait, &mut backoff)).await;
     }
     out
 }
@@ -741,6 +797,31 @@ async fn run(args: RunArgs) -> Result<()> {
             }
         })
     };
+    let timeline = args.timeline.clone().map(|path| {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while Instant::now() < ctx.end {
+                tick.tick().await;
+                let by: Vec<String> = ctx
+                    .totals
+                    .in_session_by
+                    .iter()
+                    .map(|n| n.load(Ordering::Relaxed).to_string())
+                    .collect();
+                writeln!(
+                    out,
+                    "{} {} {}",
+                    unix_ms(),
+                    ctx.totals.in_session.load(Ordering::Relaxed),
+                    by.join(" ")
+                )?;
+            }
+            out.flush()
+        })
+    });
     let mut rtt: Vec<u32> = Vec::new();
     let mut killed_at: BTreeMap<String, u64> = BTreeMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
@@ -751,6 +832,9 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     }
     let _ = progress.await;
+    if let Some(timeline) = timeline {
+        timeline.await?.context("--timeline")?;
+    }
     let observed = poller.await.unwrap_or_default();
     rtt.sort_unstable();
 
@@ -788,6 +872,7 @@ async fn run(args: RunArgs) -> Result<()> {
         "errors": t.errors.load(Ordering::Relaxed),
         "reconnects": t.reconnects.load(Ordering::Relaxed),
         "redirects": t.redirects.load(Ordering::Relaxed),
+        "busy_refusals": t.busy.load(Ordering::Relaxed),
         "queue_full": t.queue_full.load(Ordering::Relaxed),
         "killed": killed_at.len(),
         "detection_ms": {
