@@ -476,6 +476,7 @@ impl Testbed {
                 pool: String::new(),
                 after_index: after,
                 limit: 1000,
+                ..ListEventsRequest::default()
             };
             let batch = client.list_events(request).await?.into_inner().events;
             let Some(last) = batch.last() else { break };
