@@ -72,6 +72,19 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// Longest piece of input an error echoes (an IPv6 address with a zone
+/// fits); longer pieces are cut and end in "...".
+const ECHO_MAX: usize = 48;
+
+/// `text` cut to [`ECHO_MAX`] characters for an error message.
+fn short(text: &str) -> String {
+    if text.chars().count() <= ECHO_MAX {
+        text.to_owned()
+    } else {
+        format!("{}...", text.chars().take(ECHO_MAX).collect::<String>())
+    }
+}
+
 impl Cidr {
     /// Parses `ADDRESS/PREFIX`. With `strict`, an address with host bits
     /// set (`10.244.1.0/16`) is refused; otherwise it is masked, as Go's
@@ -83,13 +96,14 @@ impl Cidr {
             .ok_or_else(|| "is not a network of the form ADDRESS/PREFIX".to_owned())?;
         let ip: IpAddr = addr
             .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+            .map_err(|_| format!("{:?} is not an IP address", short(addr)))?;
         let family = Family::of(ip);
         let prefix: u8 = match prefix.parse() {
             Ok(p) if p <= family.bits() && !prefix.starts_with('+') => p,
             _ => {
                 return Err(format!(
-                    "prefix {prefix:?} is out of range (accepted 0..={} for {family})",
+                    "prefix {:?} is out of range (accepted 0..={} for {family})",
+                    short(prefix),
                     family.bits()
                 ));
             }
@@ -174,7 +188,7 @@ impl IpRange {
         let parse = |s: &str| {
             s.trim()
                 .parse::<IpAddr>()
-                .map_err(|_| format!("{:?} is not an IP address", s.trim()))
+                .map_err(|_| format!("{:?} is not an IP address", short(s.trim())))
         };
         let (a, b) = (parse(a)?, parse(b)?);
         if Family::of(a) != Family::of(b) {
@@ -338,6 +352,20 @@ mod tests {
                 .contains("0..=128 for IPv6")
         );
         assert!(Cidr::parse("10.0.0.0/+8", true).is_err());
+    }
+
+    #[test]
+    fn errors_echo_at_most_a_short_piece_of_a_long_input() {
+        let long = "x".repeat(5000);
+        for text in [
+            format!("10.0.0.0/{long}"),
+            format!("{long}/8"),
+            format!("10.0.0.1-{long}"),
+        ] {
+            let e = IpRange::parse(&text).unwrap_err();
+            assert!(e.len() < 120, "{} bytes: {e:.100}", e.len());
+            assert!(e.contains("..."), "{e}");
+        }
     }
 
     #[test]

@@ -120,7 +120,7 @@ async fn the_leader_posts_a_committed_event_to_the_webhook_as_json() -> anyhow::
     let hook_addr = hook.local_addr()?;
     let mut posts = webhook_receiver(hook);
     let extra = format!(
-        "\n[webhook]\nurl = \"http://{hook_addr}/rpool/events\"\ntimeout_ms = 2000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n"
+        "\n[webhook]\nurl = \"http://{hook_addr}/rpool/events\"\ntimeout_ms = 2000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\n# audit records are sent by default; these tests follow host events.\naudit = false\n"
     );
     let mut controller = Controller::configure(
         &root.path().join("c1"),
@@ -325,7 +325,7 @@ async fn the_webhook_posts_over_https_trusting_only_the_configured_ca() -> anyho
     let mut controllers = Vec::new();
     for (id, addr) in [(1, good_addr), (2, bad_addr)] {
         let extra = format!(
-            "\n[metrics]\nlisten = \"{}\"\n[webhook]\nurl = \"https://{addr}/rpool/events\"\nca = \"{}\"\ntimeout_ms = 2000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 2\n",
+            "\n[metrics]\nlisten = \"{}\"\n[webhook]\nurl = \"https://{addr}/rpool/events\"\nca = \"{}\"\ntimeout_ms = 2000\ninitial_backoff_ms = 50\nmax_backoff_ms = 200\nmax_attempts = 2\naudit = false\n",
             if id == 2 { second_metrics.as_str() } else { "" },
             ca_file.display()
         );
