@@ -103,6 +103,12 @@ agent_files() {
     local h="$dir/host-$i" zone="${zones[$(((i - 1) % ${#zones[@]}))]}"
     mkdir -p "$h"
     ( umask 077; printf '%s\n' "$token" >"$h/enroll-token" )
+    # The container runtime's socket, as containerd leaves it on a server
+    # (nothing listens: kubesim's CRI preflight only needs it to exist),
+    # bind-mounted at <host_root>/run/containerd.
+    rm -rf "$h/containerd"
+    mkdir -p "$h/containerd"
+    python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$h/containerd/containerd.sock"
     cat >"$h/agent.toml" <<TOML
 # host $i of the rpool Docker testbed
 controllers = [$(all_ctl)]
@@ -177,6 +183,7 @@ start_agents_docker() {
       -e KUBESIM_STATE_DIR=/kubesim -e KUBESIM_NODE_ROOT=/var/lib/rpool/node \
       -e KUBESIM_HOSTNAME="host-$i" -e KUBESIM_NODE_IP="$(host_ip "$i")" \
       -v "$net-kubesim:/kubesim" -v "$net-host-$i:/var/lib/rpool" -v "$dir/host-$i:/etc/rpool:ro" \
+      -v "$dir/host-$i/containerd:/var/lib/rpool/node/run/containerd" \
       "$RPOOL_IMAGE" rpool-agent --config /etc/rpool/agent.toml >/dev/null
   done
 }
