@@ -189,6 +189,22 @@ impl AdminSvc {
         Ok(hosts)
     }
 
+    /// Cordons (or uncordons) the host `host_id` names and answers its new view.
+    async fn set_cordon(
+        &self,
+        host_id: &str,
+        cordon: bool,
+        audit: &crate::state::audit::AuditRecord,
+    ) -> Result<Response<v1::Host>, Status> {
+        let host = self.get(&GetHostRequest {
+            host_id: host_id.to_owned(),
+        })?;
+        pools::set_cordon(&self.shared, &host.host_id, cordon, audit).await?;
+        Ok(Response::new(self.get(&GetHostRequest {
+            host_id: host.host_id,
+        })?))
+    }
+
     fn get(&self, req: &GetHostRequest) -> Result<v1::Host, AdminError> {
         validate::get_host(req)?;
         let now = Instant::now();
@@ -507,28 +523,16 @@ impl AdminService for AdminSvc {
     async fn cordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
         validate::host_id_prefix("cordon_host.host_id", &request.get_ref().host_id)?;
         forward_or_barrier!(self, request, cordon_host);
-        let host = self.get(&GetHostRequest {
-            host_id: request.get_ref().host_id.clone(),
-        })?;
         let audit = audit::record(&request, "host cordon");
-        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, true, &audit).await?;
-        Ok(Response::new(self.get(&GetHostRequest {
-            host_id: host.host_id,
-        })?))
+        self.set_cordon(&request.get_ref().host_id, true, &audit).await
     }
 
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
     async fn uncordon_host(&self, request: Request<v1::HostRequest>) -> Result<Response<v1::Host>, Status> {
         validate::host_id_prefix("uncordon_host.host_id", &request.get_ref().host_id)?;
         forward_or_barrier!(self, request, uncordon_host);
-        let host = self.get(&GetHostRequest {
-            host_id: request.get_ref().host_id.clone(),
-        })?;
         let audit = audit::record(&request, "host uncordon");
-        crate::api::admin::pools::set_cordon(&self.shared, &host.host_id, false, &audit).await?;
-        Ok(Response::new(self.get(&GetHostRequest {
-            host_id: host.host_id,
-        })?))
+        self.set_cordon(&request.get_ref().host_id, false, &audit).await
     }
 
     #[instrument(skip_all, fields(host_id = %request.get_ref().host_id))]
