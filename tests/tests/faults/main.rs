@@ -161,8 +161,12 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
     let events_before = tb.last_event_index().await?;
     let pool_before = tb.pool("faults").await?;
     let clients = Clients::start(tb, register_host, &format!("faults.rpool/{name}"))?;
-    // Clients in steady state before the fault (figures compare to it).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Clients in steady state before the fault: the writer has had a
+    // write acknowledged (figures compare to it).
+    eventually(RECOVERY_BOUND, "a successful write before the fault", || async {
+        (clients.first_ok_write_after(0), clients.summary())
+    })
+    .await?;
     // Set once the fault is in place (after the leader lookup).
     let mut fault_at = clients.now();
     let mut note = String::new();
