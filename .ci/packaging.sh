@@ -69,13 +69,7 @@ if [ "${RPOOL_CI_TESTBED:-1}" = 1 ] && docker info >/dev/null 2>&1; then
   testbed_up=0
   if [ "${RPOOL_CI_FAULTS:-1}" = 1 ]; then
     echo "--- fault suite on the testbed (tests/tests/faults; figures at the end)"
-    # zone-cutoff is left out of CI until its race is fixed: on 2026-12-06
-    # one run in three replaced the first host of the cut zone 5.0 s after
-    # the cut, before the second went silent enough to count as a storm
-    # (BENCHMARKS.md, "Fault suite"). Run it by hand with
-    # RPOOL_FAULTS_ONLY=zone-cutoff.
-    only="${RPOOL_FAULTS_ONLY:-leader-isolated,minority-partition,asymmetric-leader,loss-latency,pause-leader,kill9-leader,rolling-restart,member-cutoff}"
-    RPOOL_FAULTS=1 RPOOL_FAULTS_ONLY="$only" RPOOL_IMAGE=rpool:ci RPOOL_FAULTS_TABLE="$out/faults.md" \
+    RPOOL_FAULTS=1 RPOOL_IMAGE=rpool:ci RPOOL_FAULTS_TABLE="$out/faults.md" \
       cargo nextest run --locked -p rpool-tests --test faults --no-capture
     cat "$out/faults.md"
   fi

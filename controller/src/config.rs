@@ -109,6 +109,13 @@ pub struct HealingConfig {
     /// Storm when at least this share of one pool's members is suspect or
     /// down, `0.0 < x <= 1.0`.
     pub storm_pool_share: f64,
+    /// A down member is replaced only once its host has been down this
+    /// long, `0..=600000` ms. Hosts cut off together go silent a heartbeat
+    /// or two apart; waiting lets the later ones turn suspect too, so they
+    /// are counted as one storm instead of the first being replaced. At
+    /// least `liveness.suspect_after_ms` counts silences that began up to
+    /// `down_after_ms` apart as one.
+    pub settle_ms: u64,
 }
 
 impl Default for HealingConfig {
@@ -117,6 +124,7 @@ impl Default for HealingConfig {
             enabled: true,
             storm_fleet_share: 0.34,
             storm_pool_share: 0.5,
+            settle_ms: 3_000,
         }
     }
 }
@@ -514,6 +522,13 @@ impl Config {
                 return Err(FieldError::out_of_range(field, share, "0.0 < x <= 1.0"));
             }
         }
+        if h.settle_ms > 600_000 {
+            return Err(FieldError::out_of_range(
+                "healing.settle_ms",
+                h.settle_ms,
+                "0..=600000",
+            ));
+        }
         self.metrics.validate()?;
         self.webhook.validate()?;
         self.tls.validate()?;
@@ -744,6 +759,10 @@ mod tests {
             (
                 "[healing]\nstorm_pool_share = nan",
                 "healing.storm_pool_share: NaN is out of range (accepted 0.0 < x <= 1.0)",
+            ),
+            (
+                "[healing]\nsettle_ms = 600001",
+                "healing.settle_ms: 600001 is out of range (accepted 0..=600000)",
             ),
         ];
         for (text, want) in cases {

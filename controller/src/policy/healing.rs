@@ -14,7 +14,10 @@
 //!    it ends (edge-triggered on the latest such event, so a new leader does
 //!    not repeat it).
 //! 2. **Replacement** ([`plan_pool`]), per pool with a running cluster, for
-//!    one member per round whose host is `down` (never `suspect`):
+//!    one member per round whose host is `down` (never `suspect`) and has
+//!    been for `settle_ms`: hosts cut off together go silent a heartbeat
+//!    or two apart, and the wait lets the later ones turn suspect and
+//!    count toward the storm check first:
 //!    - worker: fleet hosts chosen like a grow, so the workers left cover
 //!      the request again (none when they still do); they join first, then
 //!      a healthy control plane deletes the dead node;
@@ -166,6 +169,15 @@ pub fn member_down(state: &State, member: &Member) -> bool {
             .is_some_and(|h| h.state == HostState::Down)
 }
 
+/// True once `host_id` has been down for `settle_ms`: hosts cut off
+/// together went silent a heartbeat or two apart, and by then the later
+/// ones are suspect too and count toward a storm.
+fn settled(state: &State, host_id: &str, now: u64, settle_ms: u64) -> bool {
+    state
+        .host(host_id)
+        .is_some_and(|h| now.saturating_sub(h.state_since_unix_ms) >= settle_ms)
+}
+
 /// "h12 (zone b, 16c/64GiB)".
 fn describe(state: &State, host_id: &str) -> String {
     match state.host(host_id) {
@@ -188,11 +200,15 @@ fn hostname(state: &State, host_id: &str) -> String {
 
 /// The replacement decision for `pool` this round (one dead member at a
 /// time), or an alert when none is possible.
-pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, out: &mut Vec<Command>) {
+pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, settle_ms: u64, out: &mut Vec<Command>) {
     if pool.join.is_none() && pool.phase != PoolPhase::Deleting {
         return; // no cluster yet: nothing to heal (init is retried instead)
     }
-    let Some(dead) = pool.members.values().find(|m| member_down(state, m)) else {
+    let Some(dead) = pool
+        .members
+        .values()
+        .find(|m| member_down(state, m) && settled(state, &m.host_id, now, settle_ms))
+    else {
         return;
     };
     let name = &pool.spec.name;
@@ -725,6 +741,63 @@ mod tests {
         w.set("w1", HostState::Down);
         w.set("w2", HostState::Down);
         assert_eq!(w.plan(), vec!["alert storm"]);
+    }
+
+    /// Six hosts in three zones and a pool on three of them; two of six
+    /// silent is a storm (the fault suite's testbed), and a down member
+    /// waits `settle_ms` before it is replaced.
+    fn zoned_world() -> World {
+        let mut w = world(&[
+            ("c1", "b", 4),
+            ("w1", "a", 8),
+            ("w2", "c", 8),
+            ("f1", "a", 8),
+            ("f2", "b", 8),
+            ("f3", "c", 8),
+        ]);
+        w.config = HealingConfig {
+            storm_fleet_share: 0.3,
+            ..HealingConfig::default()
+        };
+        create(&mut w, &["c1"], &["w1", "w2"], 16);
+        w
+    }
+
+    #[test]
+    fn a_down_member_is_replaced_only_once_it_has_been_down_for_settle_ms() {
+        let mut w = zoned_world();
+        assert_eq!(w.config.settle_ms, 3_000);
+        w.set("w1", HostState::Down);
+        assert!(w.plan().is_empty(), "just down: waits");
+        w.now += 2_999;
+        assert!(w.plan().is_empty(), "1 ms short of settle_ms: waits");
+        w.now += 1;
+        assert_eq!(w.plan(), vec!["replace w1 by f1"]);
+    }
+
+    #[test]
+    fn hosts_cut_off_together_but_silent_a_heartbeat_apart_are_one_storm() {
+        // Zone a (w1, f1) is cut off at once; f1 had just sent a heartbeat,
+        // so w1 turns down while f1 is still ready. Without the wait w1
+        // would be replaced before f1's silence counted.
+        let mut w = zoned_world();
+        w.set("w1", HostState::Down);
+        assert!(w.plan().is_empty());
+        w.now += 1_500;
+        w.set("f1", HostState::Suspect);
+        assert_eq!(w.plan(), vec!["alert storm"]);
+        w.now += 2_000;
+        w.set("f1", HostState::Down);
+        for _ in 0..3 {
+            w.now += 5_000;
+            assert!(w.plan().is_empty(), "nothing replaced in the storm");
+        }
+        for h in ["w1", "f1"] {
+            w.set(h, HostState::Ready);
+        }
+        assert_eq!(w.plan(), vec!["alert storm_over"]);
+        assert!(w.plan().is_empty());
+        assert_eq!(w.members(), ["c1", "w1", "w2"]);
     }
 
     #[test]

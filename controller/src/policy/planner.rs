@@ -60,7 +60,7 @@ pub fn plan_with(state: &State, now_unix_ms: u64, healing: &HealingConfig) -> Ve
     if healing.enabled {
         healing::plan_storm_edges(state, storm.as_deref(), now_unix_ms, &mut out);
     }
-    let heal = healing.enabled && storm.is_none();
+    let heal = (healing.enabled && storm.is_none()).then_some(healing.settle_ms);
     for pool in state.pools().values() {
         plan_pool(state, pool, now_unix_ms, heal, &mut out);
     }
@@ -69,11 +69,13 @@ pub fn plan_with(state: &State, now_unix_ms: u64, healing: &HealingConfig) -> Ve
     out
 }
 
-fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: bool, out: &mut Vec<Command>) {
+/// `heal`: replace down members that have been down this long (ms), or
+/// not at all.
+fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out: &mut Vec<Command>) {
     let name = &pool.spec.name;
-    if heal {
+    if let Some(settle_ms) = heal {
         let before = out.len();
-        healing::plan_pool(state, pool, now, out);
+        healing::plan_pool(state, pool, now, settle_ms, out);
         if out[before..]
             .iter()
             .any(|c| matches!(c, Command::ReplaceMember { .. }))
@@ -142,7 +144,7 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: bool, out: &mut V
     if pool.phase == PoolPhase::Deleting {
         for member in pool.members.values() {
             // A down member is fenced by healing instead of waited for.
-            if heal && healing::member_down(state, member) {
+            if heal.is_some() && healing::member_down(state, member) {
                 continue;
             }
             if !issued(&member.host_id, &TaskKind::Reset) {
