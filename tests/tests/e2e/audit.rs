@@ -223,3 +223,58 @@ async fn an_admin_cannot_spoof_the_forwarded_caller() -> anyhow::Result<()> {
     assert!(hosts.iter().all(|h| h.pool.is_empty()), "{hosts:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_leadership_transfer_is_audited_before_the_leader_hands_over() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let home = tempfile::tempdir()?;
+    let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
+    let (follower, leader) = follower(&cluster).await?;
+    let target = cluster
+        .controllers
+        .iter()
+        .map(|c| c.id)
+        .find(|id| *id != leader)
+        .expect("a trio has followers");
+    let out = ctl(
+        home.path(),
+        &[
+            "--controller",
+            &follower,
+            "controller",
+            "transfer-leader",
+            &target.to_string(),
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster.leader().await?, target, "the named controller leads");
+
+    let out = ctl(
+        home.path(),
+        &[
+            "--controller",
+            &follower,
+            "events",
+            "--kind",
+            "audit",
+            "-o",
+            "json",
+        ],
+    );
+    let events = json_of(&out)?;
+    let transfer: Vec<&serde_json::Value> = events
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter(|e| e["audit"]["operation"] == "controller transfer-leader")
+        .collect();
+    assert_eq!(transfer.len(), 1, "{events:#?}");
+    let record = &transfer[0]["audit"];
+    assert_eq!(record["actor"], "urn:rpool:admin:test-admin");
+    assert_eq!(record["arguments"]["from"], leader.to_string().as_str());
+    assert_eq!(record["arguments"]["to"], target.to_string().as_str());
+    assert_eq!(record["outcome"], "applied");
+    Ok(())
+}

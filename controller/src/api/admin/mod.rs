@@ -669,6 +669,28 @@ impl AdminService for AdminSvc {
             )));
         }
         if id != status.id {
+            // Recorded (with who asked) while this controller still leads:
+            // once the transfer starts it can no longer propose.
+            let from = status.id;
+            let note = audit::record(&request, "controller transfer-leader")
+                .arg("from", from)
+                .arg("to", id)
+                .wrap(Command::Alert {
+                    pool: String::new(),
+                    host_id: String::new(),
+                    kind: "leader_transfer".to_owned(),
+                    severity: crate::state::pool::Severity::Info,
+                    message: format!(
+                        "leadership handed from controller {from} to controller {id} on request"
+                    ),
+                    degrade: false,
+                    at_unix_ms: rpool_proto::clock::unix_ms_now(),
+                });
+            self.shared
+                .node
+                .propose(note)
+                .await
+                .map_err(|e| propose_status(e, Refusal::Race))?;
             self.shared
                 .node
                 .raft()
