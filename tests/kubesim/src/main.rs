@@ -75,6 +75,11 @@
 //!   on a control plane the remove-etcd-member phase removes its own etcd
 //!   member when the etcd cluster keeps quorum (otherwise a warning).
 //! - `version [-o short|json]`
+//! - `config images list|pull [--kubernetes-version V] [--image-repository R]
+//!   [--cri-socket S]`: see `images.rs` for the registries (a mirror's
+//!   contents in `$KUBESIM_STATE_DIR/registry-contents`) and each host's
+//!   image store. `init` and `join --control-plane` pull what is missing
+//!   in their preflight and fail with `[ERROR ImagePull]` like kubeadm.
 //!
 //! kubectl (cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`):
 //! - `get nodes [NAME...] [-o json|wide|name] [-l SEL] [--no-headers]`
@@ -110,6 +115,7 @@
 //! symlinks to this binary.
 
 mod flags;
+mod images;
 mod kubeadm;
 mod kubeadm_config;
 mod kubectl;

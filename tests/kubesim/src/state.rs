@@ -204,6 +204,10 @@ pub struct Cluster {
     /// static pod holds it runs (see [`Cluster::alive`]).
     #[serde(default)]
     pub vip: Option<String>,
+    /// The `imageRepository` the cluster was made with (`None`:
+    /// registry.k8s.io); control-plane joins pull from it.
+    #[serde(default)]
+    pub image_repository: Option<String>,
 }
 
 impl Cluster {

@@ -185,6 +185,7 @@ impl State {
                 join,
                 kubeconfig,
                 at_unix_ms,
+                images,
             } => self.finish_task(
                 index,
                 task_id,
@@ -194,6 +195,7 @@ impl State {
                 join.as_ref(),
                 kubeconfig.as_ref(),
                 *at_unix_ms,
+                images.as_ref(),
             ),
             Command::SetPoolPhase {
                 pool: name,
