@@ -479,6 +479,7 @@ fn init(argv: &[String]) -> Res {
         cni_missing: None,
         vip,
         image_repository,
+        lb_ips: Default::default(),
     };
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;

@@ -99,6 +99,9 @@
 //!   fails with `global timeout reached`. kubesim does not wait in real time
 //!   for that: it answers at once what kubectl answers at the timeout.
 //!   Evicted applied pods are removed.
+//! - `get services|service|svc [NAME...] [-n NS|-A] -o json|name`: applied
+//!   Services; type LoadBalancer ones get an address from MetalLB's
+//!   IPAddressPool while its controller runs (see `lb.rs`)
 //! - `cordon NODE`, `uncordon NODE`, `delete node NAME... [--ignore-not-found]`
 //! - `apply -f FILE|DIR|- ...` (records objects; CRD-backed kinds need their
 //!   CRD first; namespaced objects need their namespace)
@@ -119,6 +122,7 @@ mod images;
 mod kubeadm;
 mod kubeadm_config;
 mod kubectl;
+mod lb;
 mod state;
 
 use std::path::Path;

@@ -208,6 +208,10 @@ pub struct Cluster {
     /// registry.k8s.io); control-plane joins pull from it.
     #[serde(default)]
     pub image_repository: Option<String>,
+    /// LoadBalancer addresses MetalLB assigned: `namespace/name` -> IP
+    /// (see `lb.rs`).
+    #[serde(default)]
+    pub lb_ips: std::collections::BTreeMap<String, String>,
 }
 
 impl Cluster {
