@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rpool_proto::clock::unix_ms_now;
 use rpool_proto::v1::task::Kind;
-use rpool_proto::v1::{JoinSecrets, Task, TaskResult};
+use rpool_proto::v1::{ImagesResult, JoinSecrets, PullImages, Task, TaskResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -58,6 +58,8 @@ pub struct Outcome {
     pub join: Option<JoinSecrets>,
     pub kubeconfig: String,
     pub already_done: bool,
+    /// How the images step ended, when it ran.
+    pub images: Option<ImagesResult>,
 }
 
 impl Outcome {
@@ -127,6 +129,51 @@ fn kind_name(kind: &Option<Kind>) -> &'static str {
     }
 }
 
+/// Most image names reported back (the proto's limit).
+const MAX_IMAGES: usize = 64;
+
+/// The images step before init or a control-plane join: `None` when the
+/// task carries none (an older controller) or the host already holds the
+/// cluster (`skip`: init/join then only confirm it). A failure ends the
+/// task: the outcome names the image.
+async fn images_step(
+    driver: &Driver,
+    pull: Option<PullImages>,
+    skip: bool,
+) -> Result<Option<ImagesResult>, Outcome> {
+    let Some(p) = pull.filter(|_| !skip) else {
+        return Ok(None);
+    };
+    let req = kube::ImagePull {
+        kubernetes_version: p.kubernetes_version,
+        image_repository: p.image_repository,
+        cri_socket: p.cri_socket,
+    };
+    match driver.pull_images(&req).await {
+        Ok(pulled) => Ok(Some(ImagesResult {
+            ok: true,
+            pulled: pulled
+                .into_iter()
+                .filter(|i| i.len() <= 255)
+                .take(MAX_IMAGES)
+                .collect(),
+            failed_image: String::new(),
+        })),
+        Err(f) => {
+            let mut outcome = Outcome::failed(match &f.image {
+                Some(image) => format!("images step: image {image} could not be pulled: {}", f.error),
+                None => format!("images step: {}", f.error),
+            });
+            outcome.images = Some(ImagesResult {
+                ok: false,
+                pulled: Vec::new(),
+                failed_image: f.image.unwrap_or_default(),
+            });
+            Err(outcome)
+        }
+    }
+}
+
 /// One task through the driver.
 pub async fn execute(driver: &Driver, task: Task) -> Outcome {
     let done = |r: Result<bool, kube::KubeError>| match r {
@@ -136,6 +183,10 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
     match task.kind {
         None => Outcome::failed("task kind unknown to this agent (a newer controller?); upgrade the agent"),
         Some(Kind::InitControlPlane(i)) => {
+            let images = match images_step(driver, i.pull_images, driver.is_control_plane()).await {
+                Ok(images) => images,
+                Err(outcome) => return outcome,
+            };
             let req = InitRequest {
                 control_plane_endpoint: i.control_plane_endpoint,
                 pod_network_cidr: i.pod_network_cidr,
@@ -146,7 +197,7 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 kube_vip_manifest: i.kube_vip_manifest,
                 kube_vip_manifest_after_init: i.kube_vip_manifest_after_init,
             };
-            match driver.init(&req).await {
+            let outcome = match driver.init(&req).await {
                 Ok(init) => match pool_kubeconfig(&init.kubeconfig, &task.pool) {
                     Ok(kubeconfig) => Outcome {
                         ok: true,
@@ -158,20 +209,28 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                     Err(e) => Outcome::failed(e),
                 },
                 Err(e) => Outcome::failed(e.to_string()),
-            }
+            };
+            Outcome { images, ..outcome }
         }
         Some(Kind::JoinControlPlane(j)) => match j.join {
-            Some(s) => done(
-                driver
-                    .join(
-                        &join_from_proto(&s),
-                        &task.node_name,
-                        true,
-                        Some(&j.kubeadm_config),
-                        Some(&j.kube_vip_manifest),
-                    )
-                    .await,
-            ),
+            Some(s) => {
+                let images = match images_step(driver, j.pull_images, driver.has_joined()).await {
+                    Ok(images) => images,
+                    Err(outcome) => return outcome,
+                };
+                let outcome = done(
+                    driver
+                        .join(
+                            &join_from_proto(&s),
+                            &task.node_name,
+                            true,
+                            Some(&j.kubeadm_config),
+                            Some(&j.kube_vip_manifest),
+                        )
+                        .await,
+                );
+                Outcome { images, ..outcome }
+            }
             None => Outcome::failed("join_control_plane.join: missing"),
         },
         Some(Kind::JoinWorker(j)) => match j.join {
@@ -263,6 +322,16 @@ struct Stored {
     already_done: bool,
     join: Option<StoredJoin>,
     kubeconfig: String,
+    /// The images step (absent in results stored by older agents).
+    #[serde(default)]
+    images: Option<StoredImages>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredImages {
+    ok: bool,
+    pulled: Vec<String>,
+    failed_image: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +362,11 @@ impl Stored {
             }),
             kubeconfig: self.kubeconfig.clone(),
             already_done: self.already_done,
+            images: self.images.as_ref().map(|i| ImagesResult {
+                ok: i.ok,
+                pulled: i.pulled.clone(),
+                failed_image: i.failed_image.clone(),
+            }),
         }
     }
 }
@@ -612,6 +686,11 @@ async fn run_one(runner: &Runner, task: Task) -> Stored {
             certificate_key_expires_unix_ms: j.certificate_key_expires_unix_ms,
         }),
         kubeconfig: outcome.kubeconfig,
+        images: outcome.images.map(|i| StoredImages {
+            ok: i.ok,
+            pulled: i.pulled,
+            failed_image: i.failed_image,
+        }),
     }
 }
 
@@ -769,6 +848,7 @@ mod tests {
                 already_done: false,
                 join: None,
                 kubeconfig: String::new(),
+                images: None,
             };
             store.save(&s).unwrap();
             std::thread::sleep(Duration::from_millis(5));

@@ -68,6 +68,12 @@ pub struct KubeSettings {
     /// control planes created without `--vip` gets the lowest address no
     /// pool and no host uses. Unset: such a pool needs `--vip`.
     pub vip_range: Option<String>,
+    /// Where every pool's images come from (air-gapped sites: a mirror),
+    /// e.g. `registry.example:5000/k8s`: kubeadm's `imageRepository` (the
+    /// images step pulls the control-plane images from it) and the addon
+    /// images rpool writes (flannel, kube-vip, MetalLB), each under its
+    /// upstream path. Unset: the upstream registries.
+    pub image_repository: Option<String>,
 }
 
 impl KubeSettings {
@@ -81,6 +87,15 @@ impl KubeSettings {
 
     /// `vip_range` parses.
     pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(repo) = &self.image_repository
+            && !rpool_proto::kube::kubeadm_check::is_image_repository(repo)
+        {
+            return Err(FieldError::invalid(
+                "kube.image_repository",
+                format!("{repo:?} is not an image repository"),
+                "a registry host[:port] with an optional lowercase path, no scheme, e.g. registry.example:5000/k8s",
+            ));
+        }
         if let Some(range) = &self.vip_range {
             rpool_proto::kube::cidr::IpRange::parse(range.trim()).map_err(|why| {
                 FieldError::invalid(

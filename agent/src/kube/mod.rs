@@ -7,6 +7,7 @@
 //! # Command lines
 //! | call | command line |
 //! |---|---|
+//! | [`Driver::pull_images`] | `kubeadm config images pull --kubernetes-version V [--image-repository R] [--cri-socket S]`, before init and control-plane joins (a step of its own: a missing image is reported as that) |
 //! | [`Driver::init`] | `kubeadm init --config F --upload-certs`, `F` the controller's InitConfiguration + ClusterConfiguration (an older controller's task without one: `kubeadm init --control-plane-endpoint E --upload-certs --pod-network-cidr C --service-cidr S --kubernetes-version V --node-name N`) |
 //! | [`Driver::refresh_join`] | `kubeadm token create --print-join-command --kubeconfig A`, then (certificate key wanted) `kubeadm init phase upload-certs --upload-certs --kubeconfig A` |
 //! | [`Driver::join`] | `kubeadm join --config F`, `F` the controller's `JoinConfiguration` (or, without one, [`join_config`]) |
@@ -64,7 +65,8 @@
 //! # Layout
 //! - `process`: the process runner (spawn, timeout, process-group kill,
 //!   output capture).
-//! - `init`, `join`, `reset`: the kubeadm operations on this host;
+//! - `images`: the images step before init and control-plane joins;
+//!   `init`, `join`, `reset`: the kubeadm operations on this host;
 //!   `nodes`: drain, delete, etcd member removal of other nodes;
 //!   `workloads`: `kubectl apply` and the pending-pods count.
 //! - `staging`: the join-configuration and manifest files; `kube_vip`: the
@@ -74,6 +76,7 @@
 //!   `redact`: secrets out of logs and errors.
 
 mod checks;
+mod images;
 mod init;
 mod join;
 mod kube_vip;
@@ -95,6 +98,7 @@ use std::time::Duration;
 use crate::config::KubeConfig;
 
 pub use checks::{is_ca_hash, is_hex64, is_token};
+pub use images::{ImagePull, PullFailure, failed_image, parse_pulled};
 pub use parse::{
     InitSecrets, JoinCommand, count_unschedulable, kubeconfig_server, parse_init_output, parse_join_commands,
     parse_member_list, parse_upload_certs,
@@ -354,5 +358,10 @@ impl Driver {
     /// Whether this host is a control plane: its admin kubeconfig exists.
     pub fn is_control_plane(&self) -> bool {
         self.host_path(&self.admin_kubeconfig).is_file()
+    }
+
+    /// Whether this host is a node of some cluster: its kubelet.conf exists.
+    pub fn has_joined(&self) -> bool {
+        self.host_path(Path::new(KUBELET_CONF)).is_file()
     }
 }

@@ -13,10 +13,14 @@ use crate::api::status::{Refusal, propose_status};
 use crate::api::validate::Invalid;
 use crate::replica::ProposeError;
 use crate::state::command::Command;
-use crate::state::pool::{JoinSecrets, Secret, TaskState};
+use crate::state::pool::{ImagesStep, JoinSecrets, Secret, TaskState};
 
 /// Longest error text kept from an agent.
 const ERROR_MAX_CHARS: usize = 4_096;
+/// Most image names in `task_result.images.pulled`.
+const IMAGES_MAX: usize = 64;
+/// Longest image name accepted.
+const IMAGE_MAX_CHARS: usize = 255;
 /// Largest kubeconfig accepted from an agent.
 const KUBECONFIG_MAX_BYTES: usize = 1 << 20;
 
@@ -34,6 +38,33 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
             ),
         )
         .into());
+    }
+    if let Some(images) = &result.images {
+        if images.pulled.len() > IMAGES_MAX {
+            return Err(Invalid::new(
+                "task_result.images.pulled",
+                format!(
+                    "{} images is out of range (accepted at most {IMAGES_MAX})",
+                    images.pulled.len()
+                ),
+            )
+            .into());
+        }
+        if let Some(long) = images
+            .pulled
+            .iter()
+            .chain([&images.failed_image])
+            .find(|i| i.chars().count() > IMAGE_MAX_CHARS)
+        {
+            return Err(Invalid::new(
+                "task_result.images",
+                format!(
+                    "an image name of {} characters is out of range (accepted at most {IMAGE_MAX_CHARS})",
+                    long.chars().count()
+                ),
+            )
+            .into());
+        }
     }
     let owner = shared
         .node
@@ -63,6 +94,12 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
     }
     let error: String = result.error.chars().take(ERROR_MAX_CHARS).collect();
     info!(task_id = %result.task_id, attempt = result.attempt, ok = result.ok, already_done = result.already_done, duration_ms = result.duration_ms, "task finished");
+    let images = result.images.map(|i| ImagesStep {
+        ok: i.ok,
+        pulled: i.pulled,
+        failed_image: i.failed_image,
+        addon_images: addon_images(shared, &result.task_id),
+    });
     let command = Command::FinishTask {
         task_id: result.task_id,
         attempt: result.attempt,
@@ -71,9 +108,33 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
         join: result.join.as_ref().map(JoinSecrets::from_proto),
         kubeconfig: (!result.kubeconfig.is_empty()).then(|| Secret::new(result.kubeconfig)),
         at_unix_ms: unix_ms_now(),
+        images,
     };
     match shared.node.propose(command).await {
         Ok(_) | Err(ProposeError::Rejected(_)) => Ok(()),
         Err(e) => Err(propose_status(e, Refusal::Race)),
     }
+}
+
+/// The addon images the host of `task_id` runs in its pool, through the
+/// fleet's image repository: flannel everywhere, kube-vip on the control
+/// planes of a pool with a VIP, MetalLB in a pool with an LB range.
+fn addon_images(shared: &Shared, task_id: &str) -> Vec<String> {
+    use crate::kube::images::{FLANNEL, FLANNEL_CNI_PLUGIN, KUBE_VIP, METALLB_CONTROLLER, METALLB_SPEAKER};
+    let repo = shared.config.kube.image_repository.as_deref();
+    let (vip, lb) = shared.node.read(|sm| {
+        sm.tasks()
+            .get(task_id)
+            .and_then(|t| sm.pools().get(&t.pool))
+            .map(|p| (!p.spec.vip.is_empty(), !p.spec.lb_range.is_empty()))
+            .unwrap_or_default()
+    });
+    let mut images = vec![FLANNEL, FLANNEL_CNI_PLUGIN];
+    if vip {
+        images.push(KUBE_VIP);
+    }
+    if lb {
+        images.extend([METALLB_CONTROLLER, METALLB_SPEAKER]);
+    }
+    images.iter().map(|i| i.reference(repo)).collect()
 }

@@ -38,6 +38,9 @@ pub struct PoolFacts<'a> {
     /// The pool's control planes (node name, address where known): every
     /// one is in the API server certificate, so it serves under each name.
     pub control_planes: &'a [(&'a str, Option<IpAddr>)],
+    /// kubeadm's `imageRepository` (the fleet's `[kube] image_repository`);
+    /// `None`: registry.k8s.io.
+    pub image_repository: Option<&'a str>,
 }
 
 /// The host a task runs on.
@@ -114,7 +117,7 @@ pub fn init_file(pool: &PoolFacts, host: &HostFacts) -> Result<String, KubeField
         endpoint: pool.endpoint.to_owned(),
         pod_subnets: split(pool.pod_cidr),
         service_subnets: split(pool.service_cidr),
-        image_repository: None,
+        image_repository: pool.image_repository.map(str::to_owned),
         cert_sans,
     };
     let secrets = InitSecrets {
@@ -141,11 +144,20 @@ pub fn join_file(join: &JoinFacts, host: &HostFacts) -> Result<String, KubeField
 /// (super-admin.conf during init, admin.conf otherwise: see
 /// [`super::kube_vip`]). kube-vip takes the default route's interface.
 pub fn kube_vip_manifest(vip: IpAddr, kubeconfig: Kubeconfig) -> Result<String, KubeFieldError> {
+    kube_vip_manifest_via(vip, kubeconfig, None)
+}
+
+/// [`kube_vip_manifest`] with its image through `image_repository`.
+pub fn kube_vip_manifest_via(
+    vip: IpAddr,
+    kubeconfig: Kubeconfig,
+    image_repository: Option<&str>,
+) -> Result<String, KubeFieldError> {
     static_pod(&KubeVipInput {
         vip,
         interface: None,
         kubeconfig,
-        image_repository: None,
+        image_repository,
     })
 }
 
@@ -154,6 +166,14 @@ pub fn kube_vip_manifest(vip: IpAddr, kubeconfig: Kubeconfig) -> Result<String, 
 /// IPAddressPool + L2Advertisement of the range)`, applied in that order
 /// (the pool needs MetalLB's CRDs).
 pub fn metallb_manifests(lb_range: &str) -> Result<Vec<(&'static str, String)>, KubeFieldError> {
+    metallb_manifests_via(lb_range, None)
+}
+
+/// [`metallb_manifests`] with the images through `image_repository`.
+pub fn metallb_manifests_via(
+    lb_range: &str,
+    image_repository: Option<&str>,
+) -> Result<Vec<(&'static str, String)>, KubeFieldError> {
     let range = super::cidr::IpRange::parse(lb_range.trim()).map_err(|why| {
         KubeFieldError::new(
             "lb_range",
@@ -164,7 +184,7 @@ pub fn metallb_manifests(lb_range: &str) -> Result<Vec<(&'static str, String)>, 
         )
     })?;
     Ok(vec![
-        ("metallb", super::metallb::install_manifest(None)),
+        ("metallb", super::metallb::install_manifest(image_repository)),
         ("metallb-pool", super::metallb::address_pool_manifest(&range)),
     ])
 }
@@ -172,6 +192,11 @@ pub fn metallb_manifests(lb_range: &str) -> Result<Vec<(&'static str, String)>, 
 /// The CNI every pool gets: our flannel deployment (VXLAN), on the
 /// pool's pod network(s) (`pod_cidr`, comma-separated for dual-stack).
 pub fn cni_manifest(pod_cidr: &str) -> Result<String, KubeFieldError> {
+    cni_manifest_via(pod_cidr, None)
+}
+
+/// [`cni_manifest`] with the images through `image_repository`.
+pub fn cni_manifest_via(pod_cidr: &str, image_repository: Option<&str>) -> Result<String, KubeFieldError> {
     let pod_cidrs = split(pod_cidr)
         .iter()
         .map(|c| Cidr::parse(c, false).map_err(|e| KubeFieldError::new("pod_network_cidr", e)))
@@ -179,7 +204,7 @@ pub fn cni_manifest(pod_cidr: &str) -> Result<String, KubeFieldError> {
     Ok(manifest(&FlannelInput {
         pod_cidrs: &pod_cidrs,
         backend: Backend::Vxlan,
-        image_repository: None,
+        image_repository,
     }))
 }
 
@@ -235,6 +260,7 @@ mod tests {
             service_cidr: "10.96.0.0/12",
             endpoint: "h1:6443",
             control_planes: &[],
+            image_repository: None,
         }
     }
 
@@ -303,6 +329,7 @@ mod tests {
         let facts = PoolFacts {
             endpoint: "198.51.100.1:6443",
             control_planes: &cps,
+            image_repository: None,
             ..pool()
         };
         let host = HostFacts {

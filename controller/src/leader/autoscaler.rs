@@ -222,6 +222,7 @@ mod tests {
                         error: String::new(),
                         join,
                         kubeconfig: Some(Secret::new("apiVersion: v1")),
+                        images: None,
                         at_unix_ms: now,
                     },
                 );

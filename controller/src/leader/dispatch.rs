@@ -130,6 +130,18 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
     })?;
     let control_planes: Vec<(&str, Option<std::net::IpAddr>)> =
         control_planes.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    // The fleet's image repository (air-gapped sites: a mirror), for
+    // kubeadm and every addon image rpool writes.
+    let repo = shared.config.kube.image_repository.as_deref();
+    // The images step before init and control-plane joins (workers get
+    // none: kubeadm join pulls nothing on a worker).
+    let pull_images = || {
+        Some(v1::PullImages {
+            kubernetes_version: version.clone(),
+            image_repository: repo.unwrap_or_default().to_owned(),
+            cri_socket: cri_socket.clone().unwrap_or_default(),
+        })
+    };
 
     let host = HostFacts {
         node_name: &task.node_name,
@@ -159,7 +171,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
     let join = || pool_join.as_ref().map(JoinSecrets::to_proto);
     // The kube-vip static pod with `kubeconfig` ("" without a VIP).
     let kube_vip = |kubeconfig: Kubeconfig| match vip {
-        Some(vip) => rendered(render::kube_vip_manifest(vip, kubeconfig)),
+        Some(vip) => rendered(render::kube_vip_manifest_via(vip, kubeconfig, repo)),
         None => Some(String::new()),
     };
     let kind = match &task.kind {
@@ -171,8 +183,10 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 service_cidr: &service_cidr,
                 endpoint: &endpoint,
                 control_planes: &control_planes,
+                image_repository: repo,
             };
             let kubeadm_config = rendered(render::init_file(&pool, &host))?;
+            let pull_images = pull_images();
             Kind::InitControlPlane(v1::InitControlPlane {
                 control_plane_endpoint: endpoint,
                 pod_network_cidr: pod_cidr,
@@ -181,6 +195,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 kubeadm_config,
                 kube_vip_manifest: kube_vip(Kubeconfig::SuperAdmin)?,
                 kube_vip_manifest_after_init: kube_vip(Kubeconfig::Admin)?,
+                pull_images,
             })
         }
         TaskKind::JoinControlPlane => {
@@ -190,6 +205,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 join: Some(secrets),
                 kubeadm_config,
                 kube_vip_manifest: kube_vip(Kubeconfig::Admin)?,
+                pull_images: pull_images(),
             })
         }
         TaskKind::JoinWorker => {
@@ -216,13 +232,13 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         TaskKind::InstallAddons => {
             let mut manifests = vec![v1::Manifest {
                 name: "cni".to_owned(),
-                content: rendered(render::cni_manifest(&pod_cidr))?,
+                content: rendered(render::cni_manifest_via(&pod_cidr, repo))?,
             }];
             // A pool with an LB range: MetalLB, then the range's pool (a
             // resize that moves the range runs this task again).
             if !lb_range.is_empty() {
                 // An unrenderable range is warned about (and the task not sent) like a file.
-                let parts = render::metallb_manifests(&lb_range)
+                let parts = render::metallb_manifests_via(&lb_range, repo)
                     .map_err(|e| rendered(Err(e)))
                     .ok()?;
                 for (name, content) in parts {

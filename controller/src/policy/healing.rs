@@ -521,6 +521,7 @@ pub fn plan_expired(state: &State, now: u64, out: &mut Vec<Command>) {
             ),
             join: None,
             kubeconfig: None,
+            images: None,
             at_unix_ms: now,
         });
     }

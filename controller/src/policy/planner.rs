@@ -428,6 +428,7 @@ mod tests {
                 error: "kubeadm init: exit status 1: [ERROR Port-6443]: Port 6443 is in use".into(),
                 join: None,
                 kubeconfig: None,
+                images: None,
                 at_unix_ms: w.now,
             });
             assert!(w.plan_tasks().is_empty(), "retried before its backoff");

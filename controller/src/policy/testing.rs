@@ -155,6 +155,7 @@ impl World {
                 error: String::new(),
                 join,
                 kubeconfig: Some(Secret::new("apiVersion: v1")),
+                images: None,
                 at_unix_ms: self.now,
             });
         }

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use rpool_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::state::pool::{JoinSecrets, PoolPhase, PoolSpec, Secret, TaskRecord};
+use crate::state::pool::{ImagesStep, JoinSecrets, PoolPhase, PoolSpec, Secret, TaskRecord};
 
 /// Lifecycle state of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -325,6 +325,10 @@ pub enum Command {
         join: Option<JoinSecrets>,
         kubeconfig: Option<Secret>,
         at_unix_ms: u64,
+        /// The images step of an init or control-plane join (absent: it
+        /// did not run, or a command written before it existed).
+        #[serde(default)]
+        images: Option<ImagesStep>,
     },
     /// The planner moves a pool to another phase.
     SetPoolPhase {

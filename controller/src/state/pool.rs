@@ -50,6 +50,23 @@ impl fmt::Display for Secret {
 }
 
 /// What a node needs to join the cluster (see `rpool.v1.JoinSecrets`).
+/// How a task's images step ended (init and control-plane joins), as the
+/// agent reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesStep {
+    /// Every image pulled (or already present).
+    pub ok: bool,
+    /// What kubeadm reported pulled.
+    pub pulled: Vec<String>,
+    /// When not ok: the image that could not be pulled ("" if unnamed).
+    pub failed_image: String,
+    /// The addon images the host's pool runs (flannel, kube-vip, MetalLB),
+    /// through the image repository: named in the event so a mirror can
+    /// be completed; the runtime pulls them when their pods start.
+    #[serde(default)]
+    pub addon_images: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinSecrets {
     pub control_plane_endpoint: String,

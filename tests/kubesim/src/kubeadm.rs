@@ -71,6 +71,7 @@ pub fn run(argv: &[String]) -> Res {
             }
         }
         "join" => join(&rest),
+        "config" => crate::images::config(&rest),
         "reset" => reset(&rest),
         "token" => token(&rest),
         "version" => version(&rest),
@@ -85,6 +86,7 @@ Usage:
 
 Available Commands (kubesim subset):
   init        Run this command in order to set up the Kubernetes control plane
+  config      Manage configuration for a kubeadm cluster (kubesim: images list|pull)
   join        Run this on any machine you wish to join an existing cluster
   reset       Performs a best effort revert of changes made to this host by 'kubeadm init' or 'kubeadm join'
   token       Manage bootstrap tokens
@@ -166,7 +168,7 @@ fn preflight(errors: Vec<(String, String)>, ignore: &[String]) -> Res {
 /// answer at it, i.e. (here) a socket must exist at that path under the
 /// node root. Without one, kubeadm looks for a known runtime itself; kubesim
 /// then does not check.
-fn cri_check(root: &Path, socket: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn cri_check(root: &Path, socket: Option<&str>) -> Option<(String, String)> {
     use std::os::unix::fs::FileTypeExt;
     let socket = socket.filter(|s| !s.is_empty())?;
     let path = socket.strip_prefix("unix://").unwrap_or(socket);
@@ -276,7 +278,7 @@ fn node_name(env: &Env, p: &Parsed) -> Res<String> {
     Ok(name)
 }
 
-fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let v = v.strip_prefix('v')?;
     let mut it = v.split('.');
     let a = it.next()?.parse().ok()?;
@@ -410,6 +412,18 @@ fn init(argv: &[String]) -> Res {
         ));
     }
 
+    // kubeadm's ImagePull preflight: whatever is not on the host is pulled
+    // now; an image the registry lacks stops init before anything is made.
+    let image_repository = p
+        .get("image-repository")
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    println!("[preflight] Pulling images required for setting up a Kubernetes cluster");
+    preflight(
+        crate::images::preflight_pull(&env, &root, &version, image_repository.as_deref()),
+        &ignore,
+    )?;
+
     let vip = init_vip(&root, &endpoint, &ip)?;
 
     let id = format!("c-{}", state::hex(&state::random_bytes(6)));
@@ -464,6 +478,8 @@ fn init(argv: &[String]) -> Res {
         applied: Vec::new(),
         cni_missing: None,
         vip,
+        image_repository,
+        lb_ips: Default::default(),
     };
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;
@@ -471,8 +487,7 @@ fn init(argv: &[String]) -> Res {
 
     let svc_ip = first_service_ip(&cluster.service_cidr);
     print!(
-        "[preflight] Pulling images required for setting up a Kubernetes cluster
-[preflight] This might take a minute or two, depending on the speed of your internet connection
+        "[preflight] This might take a minute or two, depending on the speed of your internet connection
 [preflight] You can also perform this action beforehand using 'kubeadm config images pull'
 [certs] Using certificateDir folder \"/etc/kubernetes/pki\"
 [certs] Generating \"ca\" certificate and key
@@ -1167,6 +1182,10 @@ fn join(argv: &[String]) -> Res {
             return Err(phase_fail("preflight", why));
         }
         println!("[preflight] Pulling images required for setting up a Kubernetes cluster");
+        preflight(
+            crate::images::preflight_pull(&env, &root, &c.kubernetes_version, c.image_repository.as_deref()),
+            &ignore,
+        )?;
         println!(
             "[preflight] This might take a minute or two, depending on the speed of your internet connection"
         );

@@ -435,7 +435,7 @@ fn applied_file(c: &Cluster, env: &Env, a: &Applied) -> std::path::PathBuf {
 }
 
 /// The first document of an applied object's file.
-fn applied_doc(c: &Cluster, env: &Env, a: &Applied) -> Option<rpool_proto::kube::yaml::Node> {
+pub(crate) fn applied_doc(c: &Cluster, env: &Env, a: &Applied) -> Option<rpool_proto::kube::yaml::Node> {
     // JSON is YAML too: one parser reads both forms.
     let text = fs::read_to_string(applied_file(c, env, a)).ok()?;
     rpool_proto::kube::yaml::parse(&text).ok()?.into_iter().next()
@@ -725,6 +725,7 @@ fn get(argv: &[String]) -> Res {
     match kind.as_str() {
         "nodes" | "node" | "no" => get_nodes(c, &env, &p, &names, &output),
         "pods" | "pod" | "po" => get_pods(c, &env, &p, &names, &output),
+        "services" | "service" | "svc" => get_services(c, &env, &p, &names, &output),
         other => Err(err(format!(
             "the server doesn't have a resource type \"{other}\""
         ))),
@@ -839,6 +840,56 @@ fn get_nodes(c: &Cluster, env: &Env, p: &Parsed, names: &[String], output: &str)
         return Err(Fail::new(missing.join("\n")));
     }
     Ok(())
+}
+
+fn get_services(c: &Cluster, env: &Env, p: &Parsed, names: &[String], output: &str) -> Res {
+    let all_ns = p.on("all-namespaces");
+    let ns = p.get("namespace").unwrap_or("default").to_string();
+    let mut all = crate::lb::services(c, env);
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut selected = Vec::new();
+    let mut missing = Vec::new();
+    if names.is_empty() {
+        selected.extend(all.iter().filter(|(n, _, _)| all_ns || *n == ns));
+    } else {
+        for name in names {
+            match all.iter().find(|(n, s, _)| *n == ns && s == name) {
+                Some(found) => selected.push(found),
+                None => missing.push(format!(
+                    "Error from server (NotFound): services \"{name}\" not found"
+                )),
+            }
+        }
+    }
+    match output {
+        "json" => {
+            let items: Vec<Value> = selected
+                .iter()
+                .map(|(n, s, d)| crate::lb::service_json(c, n, s, d))
+                .collect();
+            if names.len() == 1 && items.len() == 1 {
+                println!("{}", serde_json::to_string_pretty(&items[0]).expect("json"));
+            } else if missing.is_empty() || !items.is_empty() {
+                println!("{}", list_json(items));
+            }
+        }
+        "name" => {
+            for (_, s, _) in &selected {
+                println!("service/{s}");
+            }
+        }
+        other => {
+            return Err(err(format!(
+                "kubesim: get services supports -o json|name only, not {:?}",
+                other
+            )));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Fail::new(missing.join("\n")))
+    }
 }
 
 fn get_pods(c: &Cluster, env: &Env, p: &Parsed, names: &[String], output: &str) -> Res {
@@ -1622,6 +1673,7 @@ fn apply(argv: &[String]) -> Res {
     }
     if !dry {
         c.cni_missing = cni_missing(c, &dir);
+        crate::lb::assign(c, &env);
     }
     let c = c.clone();
     store.save(&c)?;

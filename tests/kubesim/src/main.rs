@@ -75,6 +75,11 @@
 //!   on a control plane the remove-etcd-member phase removes its own etcd
 //!   member when the etcd cluster keeps quorum (otherwise a warning).
 //! - `version [-o short|json]`
+//! - `config images list|pull [--kubernetes-version V] [--image-repository R]
+//!   [--cri-socket S]`: see `images.rs` for the registries (a mirror's
+//!   contents in `$KUBESIM_STATE_DIR/registry-contents`) and each host's
+//!   image store. `init` and `join --control-plane` pull what is missing
+//!   in their preflight and fail with `[ERROR ImagePull]` like kubeadm.
 //!
 //! kubectl (cluster from `--kubeconfig`, `$KUBECONFIG`, `~/.kube/config`):
 //! - `get nodes [NAME...] [-o json|wide|name] [-l SEL] [--no-headers]`
@@ -94,6 +99,9 @@
 //!   fails with `global timeout reached`. kubesim does not wait in real time
 //!   for that: it answers at once what kubectl answers at the timeout.
 //!   Evicted applied pods are removed.
+//! - `get services|service|svc [NAME...] [-n NS|-A] -o json|name`: applied
+//!   Services; type LoadBalancer ones get an address from MetalLB's
+//!   IPAddressPool while its controller runs (see `lb.rs`)
 //! - `cordon NODE`, `uncordon NODE`, `delete node NAME... [--ignore-not-found]`
 //! - `apply -f FILE|DIR|- ...` (records objects; CRD-backed kinds need their
 //!   CRD first; namespaced objects need their namespace)
@@ -110,9 +118,11 @@
 //! symlinks to this binary.
 
 mod flags;
+mod images;
 mod kubeadm;
 mod kubeadm_config;
 mod kubectl;
+mod lb;
 mod state;
 
 use std::path::Path;

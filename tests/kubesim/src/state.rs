@@ -204,6 +204,14 @@ pub struct Cluster {
     /// static pod holds it runs (see [`Cluster::alive`]).
     #[serde(default)]
     pub vip: Option<String>,
+    /// The `imageRepository` the cluster was made with (`None`:
+    /// registry.k8s.io); control-plane joins pull from it.
+    #[serde(default)]
+    pub image_repository: Option<String>,
+    /// LoadBalancer addresses MetalLB assigned: `namespace/name` -> IP
+    /// (see `lb.rs`).
+    #[serde(default)]
+    pub lb_ips: std::collections::BTreeMap<String, String>,
 }
 
 impl Cluster {

@@ -1193,3 +1193,167 @@ fn a_vip_answers_only_while_a_control_plane_whose_kube_vip_pod_holds_it_runs() {
     std::fs::remove_file(sim.root("cp2").join("kubesim-down")).unwrap();
     sim.kubectl("cp3", &["get", "nodes"]).ok();
 }
+
+/// The mirror of the images tests: every v1.32.4 control-plane image but
+/// `missing`.
+fn mirror_without(sim: &Sim, missing: &str) -> Vec<String> {
+    let images: Vec<String> = [
+        "kube-apiserver:v1.32.4",
+        "kube-controller-manager:v1.32.4",
+        "kube-scheduler:v1.32.4",
+        "kube-proxy:v1.32.4",
+        "coredns:v1.11.3",
+        "pause:3.10",
+        "etcd:3.5.16-0",
+    ]
+    .iter()
+    .map(|i| format!("mirror.test:5000/k8s/{i}"))
+    .collect();
+    std::fs::create_dir_all(sim.state()).unwrap();
+    let held: Vec<&String> = images.iter().filter(|i| !i.ends_with(missing)).collect();
+    std::fs::write(
+        sim.state().join("registry-contents"),
+        held.iter().map(|i| format!("{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    images
+}
+
+#[test]
+fn images_come_from_the_registries_a_mirror_lacking_one_fails_pull_and_init_preflight() {
+    let sim = Sim::new();
+    let images = mirror_without(&sim, "etcd:3.5.16-0");
+    let repo = [
+        "--kubernetes-version",
+        "v1.32.4",
+        "--image-repository",
+        "mirror.test:5000/k8s",
+    ];
+    // `list` prints kubeadm's images (CoreDNS flat under a mirror).
+    let mut list = vec!["config", "images", "list"];
+    list.extend(repo);
+    let r = sim.kubeadm("cp1", &list).ok();
+    assert_eq!(r.out.lines().collect::<Vec<_>>(), images);
+    // `pull` stops at the image the mirror lacks, with the runtime's text.
+    let mut pull = vec![
+        "config",
+        "images",
+        "pull",
+        "--cri-socket",
+        "unix:///run/containerd/containerd.sock",
+    ];
+    pull.extend(repo);
+    let r = sim.kubeadm("cp1", &pull).fails(
+        "failed to pull image \"mirror.test:5000/k8s/etcd:3.5.16-0\": rpc error: code = NotFound desc = failed to pull and unpack image \"mirror.test:5000/k8s/etcd:3.5.16-0\": failed to resolve reference \"mirror.test:5000/k8s/etcd:3.5.16-0\": mirror.test:5000/k8s/etcd:3.5.16-0: not found",
+    );
+    assert!(
+        r.out
+            .contains("[config/images] Pulled mirror.test:5000/k8s/kube-apiserver:v1.32.4"),
+        "{}",
+        r.out
+    );
+    // init on the same mirror fails its preflight the same way, and makes
+    // no cluster.
+    let cfg = sim.dir.path().join("init.yaml");
+    std::fs::write(
+        &cfg,
+        init_file(
+            EP,
+            "abcdef.0123456789abcdef",
+            &"5e".repeat(32),
+            "imageRepository: mirror.test:5000/k8s\n",
+        ),
+    )
+    .unwrap();
+    let f = cfg.display().to_string();
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .fails("\t[ERROR ImagePull]: failed to pull image mirror.test:5000/k8s/etcd:3.5.16-0: rpc error: code = NotFound");
+    assert!(!sim.root("cp1").join("etc/kubernetes/admin.conf").exists());
+    // Mirrored: the pull succeeds, and again (nothing left to fetch).
+    mirror_without(&sim, "none");
+    let r = sim.kubeadm("cp1", &pull).ok();
+    assert_eq!(r.out.lines().count(), 7, "{}", r.out);
+    sim.kubeadm("cp1", &pull).ok();
+    let store = std::fs::read_to_string(sim.root("cp1").join("var/lib/containerd/kubesim-images")).unwrap();
+    assert_eq!(store.lines().count(), 7, "each image once: {store}");
+    sim.kubeadm("cp1", &["init", "--config", &f, "--upload-certs"])
+        .ok();
+    // The upstream registries hold everything.
+    let r = sim
+        .kubeadm(
+            "cp2",
+            &["config", "images", "pull", "--kubernetes-version", "v1.31.2"],
+        )
+        .ok();
+    assert!(
+        r.out
+            .contains("[config/images] Pulled registry.k8s.io/etcd:3.5.15-0"),
+        "{}",
+        r.out
+    );
+    sim.kubeadm("cp2", &["config", "images", "pull", "--config", &f])
+        .fails("--config is not simulated");
+}
+
+#[test]
+fn load_balancer_services_get_metallb_addresses_only_while_metallb_runs() {
+    let sim = Sim::new();
+    init(&sim, "cp1", EP);
+    let svc = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: LoadBalancer\n  ports:\n  - port: 80\n    protocol: TCP\n"
+        )
+    };
+    let apply = |yaml: &str| {
+        let path = sim.dir.path().join("apply.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        sim.kubectl("cp1", &["apply", "-f", &path.display().to_string()])
+            .ok();
+    };
+    let ips = || -> Vec<(String, Option<String>)> {
+        let r = sim.kubectl("cp1", &["get", "svc", "-o", "json"]).ok();
+        let v: Value = serde_json::from_str(&r.out).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["metadata"]["name"].as_str().unwrap().to_owned(),
+                    s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                        .as_str()
+                        .map(str::to_owned),
+                )
+            })
+            .collect()
+    };
+    // Without MetalLB a LoadBalancer service stays pending.
+    apply(&svc("a"));
+    assert_eq!(ips(), [("a".to_owned(), None)]);
+    // MetalLB and a two-address range: a and b get one each, c waits.
+    let parts = rpool_controller::kube::render::metallb_manifests("192.0.2.200-192.0.2.201").unwrap();
+    for (_, yaml) in &parts {
+        apply(yaml);
+    }
+    apply(&format!("{}---\n{}", svc("b"), svc("c")));
+    assert_eq!(
+        ips(),
+        [
+            ("a".to_owned(), Some("192.0.2.200".to_owned())),
+            ("b".to_owned(), Some("192.0.2.201".to_owned())),
+            ("c".to_owned(), None),
+        ]
+    );
+    // One service by name; an unknown one is NotFound.
+    let r = sim.kubectl("cp1", &["get", "svc", "b", "-o", "json"]).ok();
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["status"]["loadBalancer"]["ingress"][0]["ip"], "192.0.2.201");
+    sim.kubectl("cp1", &["get", "svc", "zz", "-o", "json"])
+        .fails("services \"zz\" not found");
+    // A moved range (what a resize applies) moves every address into it.
+    let moved = rpool_controller::kube::render::metallb_manifests("192.0.2.208/29").unwrap();
+    apply(&moved[1].1);
+    let now = ips();
+    let got: Vec<&str> = now.iter().filter_map(|(_, ip)| ip.as_deref()).collect();
+    assert_eq!(got, ["192.0.2.208", "192.0.2.209", "192.0.2.210"], "{now:?}");
+}

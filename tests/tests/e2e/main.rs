@@ -10,6 +10,7 @@ mod damage;
 mod enroll;
 mod healing;
 mod hosts;
+mod images;
 mod liveness;
 mod monitoring;
 mod observability;

@@ -633,3 +633,112 @@ async fn draining_a_worker_joins_a_replacement_first_and_cordoned_hosts_are_neve
     );
     Ok(())
 }
+
+/// A LoadBalancer Service as a user applies it.
+fn lb_service(name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  type: LoadBalancer\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    protocol: TCP\n"
+    )
+}
+
+#[tokio::test]
+async fn load_balancer_services_get_addresses_from_the_pools_lb_range_and_follow_a_resize()
+-> anyhow::Result<()> {
+    let world = World::start(fleet()).await?;
+    let mut admin = world.admin().await?;
+    admin
+        .create_pool(CreatePoolRequest {
+            spec: Some(PoolSpec {
+                lb_range: "203.0.113.10-203.0.113.11".into(),
+                ..spec("lb", 8, 32, 1)
+            }),
+            dry_run: false,
+        })
+        .await?;
+    let pool = world
+        .wait_pool("lb", "pool lb ready", |p| p.phase == "ready")
+        .await?;
+    let cp = pool
+        .members
+        .iter()
+        .find(|m| m.role == "control-plane")
+        .unwrap()
+        .clone();
+    let root = world.agent(&cp.hostname).dir.join("node");
+    // What `kubectl get svc -o json` says each service's address is.
+    let addresses = || -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let out = world.kubesim.kubectl(&root, &["get", "svc", "-o", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v = rpool_tests::json_of(&out)?;
+        Ok(v["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                (
+                    s["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+                    s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                        .as_str()
+                        .map(str::to_owned),
+                )
+            })
+            .collect())
+    };
+
+    // Two services, two distinct addresses of the range; a third finds it
+    // exhausted and stays pending, as with MetalLB.
+    world.kubesim.apply(
+        &root,
+        &[lb_service("a"), lb_service("b"), lb_service("c")].join("---\n"),
+    )?;
+    let got = addresses()?;
+    assert_eq!(
+        got,
+        [
+            ("a".to_owned(), Some("203.0.113.10".to_owned())),
+            ("b".to_owned(), Some("203.0.113.11".to_owned())),
+            ("c".to_owned(), None),
+        ]
+    );
+
+    // A resize moves the range: the IPAddressPool is applied again and
+    // every service gets an address of the new range, none shared.
+    admin
+        .resize_pool(ResizePoolRequest {
+            name: "lb".into(),
+            cores: pool.spec.as_ref().map_or(8, |s| s.cores),
+            memory_bytes: pool.spec.as_ref().map_or(32 * GIB, |s| s.memory_bytes),
+            dry_run: false,
+            lb_range: "203.0.113.32/30".into(),
+        })
+        .await?;
+    let moved = eventually(Duration::from_secs(60), "services on the new range", || async {
+        let got = addresses().unwrap_or_default();
+        let all_new = got.len() == 3
+            && got
+                .iter()
+                .all(|(_, ip)| ip.as_deref().is_some_and(|ip| ip.starts_with("203.0.113.3")));
+        (all_new.then(|| got.clone()), got)
+    })
+    .await?;
+    let ips: BTreeSet<String> = moved.iter().filter_map(|(_, ip)| ip.clone()).collect();
+    assert_eq!(ips.len(), 3, "no address shared: {moved:?}");
+    for ip in &ips {
+        let last: u8 = ip.rsplit('.').next().unwrap().parse()?;
+        assert!((32..=35).contains(&last), "{ip} in 203.0.113.32/30");
+    }
+    // The IPAddressPool kubesim holds is the new range.
+    let pool_file = std::fs::read_dir(world.kubesim.state_dir.join("clusters"))?
+        .next()
+        .expect("a cluster")?
+        .path()
+        .join("applied")
+        .join("ipaddresspool.metallb.io_metallb-system_rpool-lb-range.yaml");
+    let text = std::fs::read_to_string(&pool_file)?;
+    assert!(
+        text.contains("203.0.113.32/30") && !text.contains("203.0.113.10"),
+        "{text}"
+    );
+    Ok(())
+}

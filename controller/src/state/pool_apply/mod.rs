@@ -185,6 +185,7 @@ impl State {
                 join,
                 kubeconfig,
                 at_unix_ms,
+                images,
             } => self.finish_task(
                 index,
                 task_id,
@@ -194,6 +195,7 @@ impl State {
                 join.as_ref(),
                 kubeconfig.as_ref(),
                 *at_unix_ms,
+                images.as_ref(),
             ),
             Command::SetPoolPhase {
                 pool: name,
@@ -254,7 +256,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::state::command::tests::facts;
-    use crate::state::pool::PoolSpec;
+    use crate::state::pool::{MAX_TASK_ATTEMPTS, PoolSpec};
 
     /// A state with hosts `ids` registered (ready, 8 cores each).
     fn fleet(ids: &[&str]) -> State {
@@ -460,6 +462,100 @@ mod tests {
         assert_eq!(pool.phase, PoolPhase::Degraded);
         assert_eq!(pool.phase_reason, "join failed");
         assert_eq!(apply(&mut sm, &degrade).unwrap(), ApplyOutcome::Unchanged);
+    }
+
+    #[test]
+    fn a_failed_images_step_is_its_own_event_naming_host_and_image_and_a_good_one_is_reported() {
+        use crate::state::pool::{ImagesStep, TaskKind, TaskRecord, TaskState};
+        let mut sm = fleet(&["a"]);
+        apply(&mut sm, &create("web", &["a"], &[])).unwrap();
+        let task = |attempt| TaskRecord {
+            task_id: "web.init".to_owned(),
+            host_id: "a".to_owned(),
+            pool: "web".to_owned(),
+            node_name: "web-a".to_owned(),
+            kind: TaskKind::InitControlPlane,
+            attempt,
+            state: TaskState::Pending,
+            issued_at_unix_ms: 20,
+            deadline_unix_ms: 1_000_000,
+            retry_at_unix_ms: 0,
+            last_error: String::new(),
+        };
+        let finish = |attempt, ok, images: ImagesStep| Command::FinishTask {
+            task_id: "web.init".to_owned(),
+            attempt,
+            ok,
+            error: if ok {
+                String::new()
+            } else {
+                "images step: exit code 1".to_owned()
+            },
+            join: None,
+            kubeconfig: None,
+            at_unix_ms: 30,
+            images: Some(images),
+        };
+        let kinds = |sm: &State| sm.events().iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+        for attempt in 1..=MAX_TASK_ATTEMPTS {
+            apply(&mut sm, &Command::IssueTask { task: task(attempt) }).unwrap();
+            let missing = ImagesStep {
+                ok: false,
+                failed_image: "m.example/k8s/etcd:3.5.16-0".to_owned(),
+                ..ImagesStep::default()
+            };
+            apply(&mut sm, &finish(attempt, false, missing)).unwrap();
+        }
+        let failed: Vec<_> = sm
+            .events()
+            .iter()
+            .filter(|e| e.kind == "images_pull_failed")
+            .collect();
+        assert_eq!(failed.len(), 3, "{:?}", kinds(&sm));
+        assert!(
+            failed[0].message.contains(
+                "image m.example/k8s/etcd:3.5.16-0 could not be pulled on a, before init_control_plane"
+            ),
+            "{}",
+            failed[0].message
+        );
+        assert!(
+            !kinds(&sm).contains(&"task_failed".to_owned()),
+            "not a failed init"
+        );
+        let pool = &sm.pools()["web"];
+        assert_eq!(pool.phase, PoolPhase::Degraded);
+        assert!(
+            pool.phase_reason
+                .starts_with("image m.example/k8s/etcd:3.5.16-0 missing on a (3 attempts)"),
+            "{}",
+            pool.phase_reason
+        );
+
+        // A later good run reports what it pulled and the addon images.
+        apply(
+            &mut sm,
+            &Command::IssueTask {
+                task: task(MAX_TASK_ATTEMPTS + 1),
+            },
+        )
+        .unwrap();
+        let good = ImagesStep {
+            ok: true,
+            pulled: vec!["m.example/k8s/etcd:3.5.16-0".to_owned()],
+            failed_image: String::new(),
+            addon_images: vec!["m.example/k8s/flannel-io/flannel:v0.26.7".to_owned()],
+        };
+        apply(&mut sm, &finish(MAX_TASK_ATTEMPTS + 1, true, good)).unwrap();
+        let pulled = sm
+            .events()
+            .iter()
+            .find(|e| e.kind == "images_pulled")
+            .expect("images_pulled");
+        assert_eq!(
+            pulled.message,
+            "pool web: 1 Kubernetes images present on a before init_control_plane: m.example/k8s/etcd:3.5.16-0; addon images (pulled by the runtime when their pods start): m.example/k8s/flannel-io/flannel:v0.26.7"
+        );
     }
 
     #[test]

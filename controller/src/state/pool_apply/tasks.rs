@@ -5,8 +5,8 @@
 use super::{Builder, refused, retry_delay_ms};
 use crate::state::command::HostRecord;
 use crate::state::pool::{
-    Fence, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Secret, TaskKind, TaskRecord,
-    TaskState,
+    Fence, ImagesStep, MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Secret, TaskKind,
+    TaskRecord, TaskState,
 };
 use crate::state::{ApplyError, ApplyOutcome, Change, More, State};
 
@@ -74,6 +74,7 @@ impl State {
         join: Option<&crate::state::pool::JoinSecrets>,
         kubeconfig: Option<&Secret>,
         at_unix_ms: u64,
+        images: Option<&ImagesStep>,
     ) -> Result<Change, ApplyError> {
         let unchanged = Change::unchanged(index);
         // A result for a task no longer pending (reported twice, or after a
@@ -105,20 +106,43 @@ impl State {
             if let Some(member) = pool.members.get_mut(&task.host_id) {
                 member.last_error = error.to_owned();
             }
-            b.event(
-                &task.pool,
-                &task.host_id,
-                "task_failed",
-                format!(
-                    "pool {}: {} on {host} failed (attempt {attempt} of {MAX_TASK_ATTEMPTS}): {error}",
-                    task.pool,
-                    task.kind.as_str()
+            // The images step failed: reported as that (which image, which
+            // host), not as a failed init or join, which never started.
+            let missing = images.filter(|i| !i.ok).map(|i| {
+                if i.failed_image.is_empty() {
+                    "the Kubernetes images".to_owned()
+                } else {
+                    format!("image {}", i.failed_image)
+                }
+            });
+            match &missing {
+                Some(what) => b.event(
+                    &task.pool,
+                    &task.host_id,
+                    "images_pull_failed",
+                    format!(
+                        "pool {}: {what} could not be pulled on {host}, before {} (attempt {attempt} of {MAX_TASK_ATTEMPTS}; mirror it to the image repository): {error}",
+                        task.pool,
+                        task.kind.as_str()
+                    ),
                 ),
-            );
+                None => b.event(
+                    &task.pool,
+                    &task.host_id,
+                    "task_failed",
+                    format!(
+                        "pool {}: {} on {host} failed (attempt {attempt} of {MAX_TASK_ATTEMPTS}): {error}",
+                        task.pool,
+                        task.kind.as_str()
+                    ),
+                ),
+            }
             if last && pool.phase != PoolPhase::Deleting {
                 pool.phase = PoolPhase::Degraded;
-                pool.phase_reason =
-                    format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str());
+                pool.phase_reason = match &missing {
+                    Some(what) => format!("{what} missing on {host} ({attempt} attempts): {error}"),
+                    None => format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str()),
+                };
             }
             b.more
                 .tasks
@@ -127,6 +151,28 @@ impl State {
             return Ok(b.done(ApplyOutcome::Updated));
         }
         b.more.tasks.push((task_id.to_owned(), None));
+        if let Some(step) = images.filter(|i| i.ok) {
+            let addons = if step.addon_images.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; addon images (pulled by the runtime when their pods start): {}",
+                    step.addon_images.join(", ")
+                )
+            };
+            b.event(
+                &task.pool,
+                &task.host_id,
+                "images_pulled",
+                format!(
+                    "pool {}: {} Kubernetes images present on {host} before {}: {}{addons}",
+                    task.pool,
+                    step.pulled.len(),
+                    task.kind.as_str(),
+                    step.pulled.join(", ")
+                ),
+            );
+        }
         let mut done = format!("pool {}: {} on {host} done", task.pool, task.kind.as_str());
         let member = pool.members.get_mut(&task.host_id);
         match (&task.kind, member) {
