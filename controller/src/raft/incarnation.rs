@@ -5,9 +5,12 @@
 //! (`INCARNATION`, written durably before `MEMBER`, so a log that exists
 //! has one; a log of an earlier rpool gets one on its first open). Every
 //! batch of raft messages a replica sends carries it (`RaftBatch.
-//! incarnation`). Each replica remembers, durably (`PEERS`, rewritten
-//! atomically and synced before the first message of a new peer is
-//! stepped), the incarnation it has seen for each peer id. A batch from a
+//! incarnation`), with the table of incarnations the sender knows
+//! (`RaftBatch.known`: while a leader leads, two followers never talk, so
+//! each learns the other's through the leader). Each replica remembers,
+//! durably (`PEERS`, rewritten atomically and synced before the first
+//! message of a new peer is stepped), the first incarnation it has seen or
+//! been told for each peer id, and never replaces it. A batch from a
 //! known id with another incarnation is refused before any of its messages
 //! reaches raft-rs, and the sender is told ([`Refusal`]); it then marks its
 //! log damaged and stops (exit 65). So a replica that lost its data and
@@ -20,10 +23,11 @@
 //! is the leader itself being wiped), and a record that exists only once
 //! committed would leave a window after every restart where a peer does
 //! not know it yet. A local record is known the moment the peer first
-//! spoke, needs no state-machine change and no new command. What it
-//! cannot do: a peer that never heard from the member's earlier life (it
-//! joined later, or the member was wiped before it ever reached that peer)
-//! takes the new life as the first one. etcd has the same limit with its
+//! spoke (or the leader passed it on), needs no state-machine change and
+//! no new command. What it cannot do: a peer that never heard of the
+//! member's earlier life, directly or through another (the member was
+//! wiped before its first batch reached anyone who passed it on), takes
+//! the new life as the first one. etcd has the same limit with its
 //! member ids (a member's identity is only as good as what peers saw).
 //!
 //! Legitimate new incarnations: a new member (`rpoolctl controller add`,
@@ -58,6 +62,7 @@ pub struct Refusal {
 /// This replica's incarnation and the ones it has seen for its peers.
 pub struct Incarnations {
     dir: PathBuf,
+    id: u64,
     own: u128,
     peers: Mutex<BTreeMap<u64, u128>>,
 }
@@ -100,7 +105,7 @@ pub fn from_wire(bytes: &[u8]) -> Result<Option<u128>, String> {
 impl Incarnations {
     /// Reads the log's incarnation (creating one for a log of an earlier
     /// rpool, which had none) and the peers' from `dir`, an opened log.
-    pub fn open(dir: &Path) -> Result<Incarnations, LogError> {
+    pub fn open(dir: &Path, id: u64) -> Result<Incarnations, LogError> {
         let damaged = |path: PathBuf, detail: String| LogError::Damaged { path, detail };
         let own_path = dir.join(INCARNATION_FILE);
         let own = match std::fs::read_to_string(&own_path) {
@@ -133,6 +138,7 @@ impl Incarnations {
         }
         Ok(Incarnations {
             dir: dir.to_owned(),
+            id,
             own,
             peers: Mutex::new(peers),
         })
@@ -148,17 +154,42 @@ impl Incarnations {
         self.lock().get(&peer).copied()
     }
 
+    /// Every incarnation this replica knows, its own included: sent with
+    /// each batch (`RaftBatch.known`).
+    pub fn table(&self) -> Vec<(u64, u128)> {
+        let mut table: Vec<(u64, u128)> = self.lock().iter().map(|(id, inc)| (*id, *inc)).collect();
+        table.push((self.id, self.own));
+        table
+    }
+
     /// Admits a batch from `peer` carrying `incarnation` (`None`: an
-    /// earlier rpool that sends none; admitted, nothing recorded). The
-    /// first incarnation seen for a peer is recorded durably before this
-    /// returns; another one than recorded is refused.
-    pub fn admit(&self, peer: u64, incarnation: Option<u128>) -> Result<(), AdmitError> {
+    /// earlier rpool that sends none; admitted, nothing recorded) and the
+    /// table the peer knows (`known`). The first incarnation seen for a
+    /// peer is recorded durably before this returns; another one than
+    /// recorded is refused. Once admitted, the ids in `known` this replica
+    /// did not know are recorded too (what it knew stays).
+    pub fn admit(
+        &self,
+        peer: u64,
+        incarnation: Option<u128>,
+        known: &[(u64, u128)],
+    ) -> Result<(), AdmitError> {
         let Some(incarnation) = incarnation else {
             return Ok(());
         };
         let mut peers = self.lock();
+        let learnt: Vec<(u64, u128)> = known
+            .iter()
+            .filter(|(id, inc)| *id != self.id && *id != peer && *inc != 0 && !peers.contains_key(id))
+            .copied()
+            .collect();
         match peers.get(&peer) {
-            Some(known) if *known == incarnation => Ok(()),
+            Some(known) if *known == incarnation => {
+                if learnt.is_empty() {
+                    return Ok(());
+                }
+                self.record(&mut peers, &learnt).map_err(AdmitError::Io)
+            }
             Some(known) => Err(AdmitError::Refused(Refusal {
                 peer,
                 detail: format!(
@@ -167,15 +198,28 @@ impl Incarnations {
                 ),
             })),
             None => {
-                peers.insert(peer, incarnation);
-                if let Err(e) = self.write(&peers) {
-                    peers.remove(&peer);
-                    return Err(AdmitError::Io(e));
-                }
-                tracing::info!(peer, incarnation = %format!("{incarnation:032x}"), "recorded a peer's data incarnation");
-                Ok(())
+                let mut new = learnt;
+                new.push((peer, incarnation));
+                self.record(&mut peers, &new).map_err(AdmitError::Io)
             }
         }
+    }
+
+    /// Records `new` durably (all or nothing).
+    fn record(&self, peers: &mut BTreeMap<u64, u128>, new: &[(u64, u128)]) -> Result<(), LogError> {
+        for (id, inc) in new {
+            peers.insert(*id, *inc);
+        }
+        if let Err(e) = self.write(peers) {
+            for (id, _) in new {
+                peers.remove(id);
+            }
+            return Err(e);
+        }
+        for (peer, inc) in new {
+            tracing::info!(peer, incarnation = %format!("{inc:032x}"), "recorded a peer's data incarnation");
+        }
+        Ok(())
     }
 
     /// Forgets `peer` (removed from the group): its id may be added again.
@@ -227,18 +271,18 @@ mod tests {
     #[test]
     fn the_first_incarnation_of_a_peer_is_kept_across_reopen_and_another_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Incarnations::open(dir.path()).unwrap();
+        let first = Incarnations::open(dir.path(), 1).unwrap();
         let own = first.own();
         assert_ne!(own, 0);
-        first.admit(2, Some(7)).unwrap();
-        first.admit(2, Some(7)).unwrap();
-        first.admit(3, None).unwrap();
+        first.admit(2, Some(7), &[]).unwrap();
+        first.admit(2, Some(7), &[]).unwrap();
+        first.admit(3, None, &[]).unwrap();
         assert_eq!(first.known(3), None, "an earlier rpool's batch records nothing");
         drop(first);
-        let again = Incarnations::open(dir.path()).unwrap();
+        let again = Incarnations::open(dir.path(), 1).unwrap();
         assert_eq!(again.own(), own, "the own incarnation is durable");
         assert_eq!(again.known(2), Some(7));
-        match again.admit(2, Some(8)) {
+        match again.admit(2, Some(8), &[]) {
             Err(AdmitError::Refused(r)) => {
                 assert_eq!(r.peer, 2);
                 assert!(r.detail.contains("wiped or lost"), "{}", r.detail);
@@ -247,18 +291,48 @@ mod tests {
         }
         // A removed member is forgotten: its id may come back with new data.
         again.forget(2).unwrap();
-        again.admit(2, Some(8)).unwrap();
-        assert_eq!(Incarnations::open(dir.path()).unwrap().known(2), Some(8));
+        again.admit(2, Some(8), &[]).unwrap();
+        assert_eq!(Incarnations::open(dir.path(), 1).unwrap().known(2), Some(8));
+    }
+
+    #[test]
+    fn a_peer_heard_of_only_through_another_is_known_and_what_was_known_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let follower = Incarnations::open(dir.path(), 3).unwrap();
+        // The leader (1) tells what it knows: 2 (never heard here), and a
+        // wrong value for this replica itself, which is ignored.
+        follower.admit(1, Some(11), &[(1, 11), (2, 22), (3, 99)]).unwrap();
+        assert_eq!(follower.known(2), Some(22));
+        assert_eq!(follower.known(3), None);
+        // A later claim about 2 does not replace what was known.
+        follower.admit(1, Some(11), &[(2, 23)]).unwrap();
+        assert_eq!(follower.known(2), Some(22));
+        // 2, wiped, comes back with another incarnation: refused, although
+        // this replica never heard from it directly.
+        assert!(matches!(
+            follower.admit(2, Some(23), &[]),
+            Err(AdmitError::Refused(_))
+        ));
+        assert_eq!(
+            Incarnations::open(dir.path(), 3).unwrap().known(2),
+            Some(22),
+            "durable"
+        );
+        let table = follower.table();
+        assert!(
+            table.contains(&(3, follower.own())) && table.contains(&(2, 22)),
+            "{table:?}"
+        );
     }
 
     #[test]
     fn malformed_files_and_wire_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PEERS_FILE), "2 zz\n").unwrap();
-        let err = Incarnations::open(dir.path()).err().unwrap().to_string();
+        let err = Incarnations::open(dir.path(), 1).err().unwrap().to_string();
         assert!(err.contains(PEERS_FILE), "{err}");
         std::fs::write(dir.path().join(INCARNATION_FILE), "12\n").unwrap();
-        let err = Incarnations::open(dir.path()).err().unwrap().to_string();
+        let err = Incarnations::open(dir.path(), 1).err().unwrap().to_string();
         assert!(err.contains(INCARNATION_FILE), "{err}");
         assert_eq!(from_wire(&[]), Ok(None));
         assert_eq!(from_wire(&to_wire(5)), Ok(Some(5)));

@@ -92,9 +92,10 @@ pub trait StateMachine: Send + 'static {
 /// return (a slow peer must never stall the leader).
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, messages: Vec<Message>);
-    /// This replica's data incarnation, to send with every batch; called
-    /// by [`Core::open`] before any message is sent.
-    fn set_incarnation(&self, _incarnation: u128) {}
+    /// This replica's data incarnation and the ones it knows of its peers
+    /// ([`super::incarnation`]), to send with every batch; called by
+    /// [`Core::open`] before any message is sent.
+    fn set_incarnations(&self, _incarnations: Arc<super::incarnation::Incarnations>) {}
 }
 
 /// Timing and limits of one replica.

@@ -106,8 +106,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         // anything: otherwise the log was lost.
         let log = LogStore::open(&config.log_dir, config.id, applied == 0)?;
         check_applied(&config, &log, applied)?;
-        let incarnations = Arc::new(Incarnations::open(&config.log_dir)?);
-        transport.set_incarnation(incarnations.own());
+        let incarnations = Arc::new(Incarnations::open(&config.log_dir, config.id)?);
+        transport.set_incarnations(incarnations.clone());
         if log.is_empty() && !config.bootstrap_voters.is_empty() {
             let mut conf_state = ConfState::default();
             conf_state.voters = config.bootstrap_voters.clone();

@@ -212,6 +212,8 @@ enum Event {
         message: Message,
         sender: u64,
         incarnation: u128,
+        /// The incarnations the sender knew (`RaftBatch.known`).
+        known: Vec<(u64, u128)>,
         life: u64,
     },
     /// `peer` refused `node`'s batch (its data is not the one it knew).
@@ -648,11 +650,9 @@ impl Sim {
     /// delays.
     fn ship(&mut self, from: u64) {
         let messages: Vec<Message> = std::mem::take(&mut *self.node(from).outbox.0.lock().unwrap());
-        let incarnation = self
-            .node(from)
-            .core
-            .as_ref()
-            .map_or(0, |c| c.incarnations().own());
+        let (incarnation, known) = self.node(from).core.as_ref().map_or((0, Vec::new()), |c| {
+            (c.incarnations().own(), c.incarnations().table())
+        });
         let life = self.node(from).data_life;
         for message in messages {
             let to = message.to;
@@ -675,6 +675,7 @@ impl Sim {
                     message: message.clone(),
                     sender: from,
                     incarnation,
+                    known: known.clone(),
                     life,
                 };
                 self.schedule(delay, deliver);
@@ -700,7 +701,14 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, message: Message, from: u64, incarnation: u128, life: u64) -> Result<(), String> {
+    fn deliver(
+        &mut self,
+        message: Message,
+        from: u64,
+        incarnation: u128,
+        known: &[(u64, u128)],
+        life: u64,
+    ) -> Result<(), String> {
         let to = message.to;
         if self.cut(from, to) || !self.is_up(to) {
             self.lost(message);
@@ -709,13 +717,13 @@ impl Sim {
         // As the gRPC service does: the batch is admitted before any of its
         // messages is stepped; a refusal goes back to the sender.
         if !self.no_incarnations {
-            let admitted = self
-                .node(to)
-                .core
-                .as_ref()
-                .expect("up")
-                .incarnations()
-                .admit(from, Some(incarnation));
+            let admitted =
+                self.node(to)
+                    .core
+                    .as_ref()
+                    .expect("up")
+                    .incarnations()
+                    .admit(from, Some(incarnation), known);
             match admitted {
                 Ok(()) => {}
                 Err(AdmitError::Refused(refusal)) => {
@@ -799,8 +807,9 @@ impl Sim {
                 message,
                 sender,
                 incarnation,
+                known,
                 life,
-            } => self.deliver(message, sender, incarnation, life),
+            } => self.deliver(message, sender, incarnation, &known, life),
             Event::Refused { node, refusal } => {
                 if self.node(node).data_life == 0 {
                     return Err(format!(

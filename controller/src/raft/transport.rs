@@ -31,12 +31,12 @@ use rpool_proto::pki::Identity;
 use rpool_proto::tls::TlsMaterial;
 use rpool_proto::v1::raft_service_client::RaftServiceClient;
 use rpool_proto::v1::raft_service_server::RaftService;
-use rpool_proto::v1::{RaftAck, RaftBatch};
+use rpool_proto::v1::{PeerIncarnation, RaftAck, RaftBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::incarnation::{self, AdmitError, Refusal};
+use super::incarnation::{self, AdmitError, Incarnations, Refusal};
 use super::node::{RaftHandle, Transport};
 
 /// Messages queued per peer before new ones are dropped.
@@ -66,8 +66,9 @@ pub enum PeerEvent {
 }
 
 type Unreachable = Arc<OnceLock<Box<dyn Fn(PeerEvent) + Send + Sync>>>;
-/// This replica's incarnation, set once the log is open (before any send).
-type Own = Arc<OnceLock<u128>>;
+/// This replica's incarnations (its own and its peers'), set once the log
+/// is open (before any send).
+type Own = Arc<OnceLock<Arc<Incarnations>>>;
 
 struct Peer {
     address: String,
@@ -162,8 +163,8 @@ impl Drop for GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
-    fn set_incarnation(&self, incarnation: u128) {
-        let _ = self.incarnation.set(incarnation);
+    fn set_incarnations(&self, incarnations: Arc<Incarnations>) {
+        let _ = self.incarnation.set(incarnations);
     }
 
     fn send(&self, messages: Vec<Message>) {
@@ -257,11 +258,25 @@ async fn run_peer(
                     next = queue.try_recv().ok();
                 }
             }
+            // Set by `Core::open` before the node sends anything.
+            let (incarnation, known) = match own.get() {
+                Some(own) => (
+                    incarnation::to_wire(own.own()),
+                    own.table()
+                        .into_iter()
+                        .map(|(id, inc)| PeerIncarnation {
+                            id,
+                            incarnation: incarnation::to_wire(inc),
+                        })
+                        .collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
             let batch = RaftBatch {
                 from,
                 messages,
-                // Set by `Core::open` before the node sends anything.
-                incarnation: incarnation::to_wire(own.get().copied().unwrap_or(0)),
+                incarnation,
+                known,
             };
             let sent = batches.send(batch).await.is_ok();
             for _ in 0..snapshots {
@@ -351,9 +366,18 @@ impl<O: Send + 'static> RaftService for RaftPeerService<O> {
             })?;
             let incarnation = incarnation::from_wire(&batch.incarnation)
                 .map_err(|e| Status::invalid_argument(format!("RaftBatch.incarnation: {e}")))?;
+            let mut known = Vec::with_capacity(batch.known.len());
+            for peer in &batch.known {
+                let value = incarnation::from_wire(&peer.incarnation).map_err(|e| {
+                    Status::invalid_argument(format!("RaftBatch.known[{}].incarnation: {e}", peer.id))
+                })?;
+                if let Some(value) = value {
+                    known.push((peer.id, value));
+                }
+            }
             // Before any message reaches raft-rs: a member that lost its
             // data must not vote or acknowledge under its old id.
-            match self.node.incarnations().admit(batch.from, incarnation) {
+            match self.node.incarnations().admit(batch.from, incarnation, &known) {
                 Ok(()) => {}
                 Err(AdmitError::Refused(refusal)) => {
                     tracing::error!(peer = batch.from, "refusing raft messages: {}", refusal.detail);
