@@ -209,7 +209,7 @@ enum Event {
     /// proposal or read request with its first sender in `from`), its data
     /// incarnation (as sent in the batch) and data life (ground truth).
     Deliver {
-        message: Message,
+        message: Box<Message>,
         sender: u64,
         incarnation: u128,
         /// The incarnations the sender knew (`RaftBatch.known`).
@@ -672,7 +672,7 @@ impl Sim {
             for _ in 0..copies {
                 let delay = self.rng.u64(1..=self.faults.max_delay_ms);
                 let deliver = Event::Deliver {
-                    message: message.clone(),
+                    message: Box::new(message.clone()),
                     sender: from,
                     incarnation,
                     known: known.clone(),
@@ -809,7 +809,7 @@ impl Sim {
                 incarnation,
                 known,
                 life,
-            } => self.deliver(message, sender, incarnation, &known, life),
+            } => self.deliver(*message, sender, incarnation, &known, life),
             Event::Refused { node, refusal } => {
                 if self.node(node).data_life == 0 {
                     return Err(format!(
