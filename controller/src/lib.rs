@@ -277,6 +277,7 @@ pub async fn run(
         transport.on_event(move |event| match event {
             raft::transport::PeerEvent::Unreachable(peer) => report.report_unreachable(peer),
             raft::transport::PeerEvent::SnapshotSent(peer, ok) => report.report_snapshot(peer, ok),
+            raft::transport::PeerEvent::Refused(refusal) => report.report_refused(refusal),
         });
     }
     let node = replica::NodeHandle::new(raft_handle, state);

@@ -239,6 +239,8 @@ impl LogStore {
             std::fs::remove_file(&path).map_err(|e| wal::io(&path, e))?;
         }
         let wal = Wal::create(dir, &LogState::default())?;
+        // A fresh incarnation (module `incarnation`), durable before MEMBER.
+        super::incarnation::create(dir)?;
         // Written last: a log without MEMBER holds nothing worth keeping.
         wal::write_atomic(dir, wal::MEMBER_FILE, member_text(id).as_bytes())?;
         Ok(wal)

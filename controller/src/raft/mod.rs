@@ -4,6 +4,9 @@
 //!   implementing raft-rs' `Storage`, checked on open; over
 //!   [`wal`] (our segmented write-ahead log, fdatasync before any
 //!   acknowledgement) and [`snapshot_file`], in `{data_dir}/raft/`.
+//! - [`incarnation`]: each log's random incarnation, sent with every
+//!   batch, and the one seen for each peer: a member that lost its data and
+//!   came back under its old id is refused and stops.
 //! - [`durable`]: making sled's applied state durable (flush + fdatasync of
 //!   its files) before the log it would replay is dropped.
 //! - [`node`]: one replica: the `RawNode` owned by a single task, its
@@ -17,6 +20,7 @@
 //! `tracing` (target `raft`).
 
 pub mod durable;
+pub mod incarnation;
 pub mod log_store;
 pub mod node;
 mod node_core;

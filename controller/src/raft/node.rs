@@ -92,6 +92,10 @@ pub trait StateMachine: Send + 'static {
 /// return (a slow peer must never stall the leader).
 pub trait Transport: Send + Sync + 'static {
     fn send(&self, messages: Vec<Message>);
+    /// This replica's data incarnation and the ones it knows of its peers
+    /// ([`super::incarnation`]), to send with every batch; called by
+    /// [`Core::open`] before any message is sent.
+    fn set_incarnations(&self, _incarnations: Arc<super::incarnation::Incarnations>) {}
 }
 
 /// Timing and limits of one replica.
@@ -165,6 +169,7 @@ pub fn start<S: StateMachine, T: Transport>(
         first_id,
         |_| {},
     )?;
+    let incarnations = core.incarnations().clone();
     let (input_tx, input_rx) = mpsc::channel(16_384);
     let mut node = Node {
         core,
@@ -193,7 +198,7 @@ pub fn start<S: StateMachine, T: Transport>(
             Err(_) => panic!("the raft thread of controller {id} panicked"),
         }
     });
-    Ok((RaftHandle::new(input_tx, status_rx), task))
+    Ok((RaftHandle::new(input_tx, status_rx, incarnations), task))
 }
 
 /// First proposal (and read) id of this run of the replica.

@@ -17,6 +17,7 @@ use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use tokio::sync::watch;
 
 use super::durable::sync_state;
+use super::incarnation::{self, Incarnations};
 use super::log_store::{LogError, LogStore};
 use super::node::{RaftConfig, StateMachine, Transport};
 use super::node_errors::NodeError;
@@ -73,6 +74,8 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
     /// Set when a peer showed that this replica lost acknowledged data:
     /// the next `Ready` cycle stops the node with it.
     lost: Option<NodeError>,
+    /// This log's incarnation and the peers' (module `incarnation`).
+    incarnations: Arc<Incarnations>,
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
@@ -103,6 +106,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         // anything: otherwise the log was lost.
         let log = LogStore::open(&config.log_dir, config.id, applied == 0)?;
         check_applied(&config, &log, applied)?;
+        let incarnations = Arc::new(Incarnations::open(&config.log_dir, config.id)?);
+        transport.set_incarnations(incarnations.clone());
         if log.is_empty() && !config.bootstrap_voters.is_empty() {
             let mut conf_state = ConfState::default();
             conf_state.voters = config.bootstrap_voters.clone();
@@ -152,9 +157,16 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             reads_ready: VecDeque::new(),
             snapshot_now: false,
             lost: None,
+            incarnations,
         };
         core.publish_status();
         Ok(core)
+    }
+
+    /// This log's incarnation and the peers': incoming batches are admitted
+    /// through it before their messages are handed to [`Core::handle`].
+    pub(super) fn incarnations(&self) -> &Arc<Incarnations> {
+        &self.incarnations
     }
 
     #[cfg(test)]
@@ -261,6 +273,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                     let _ = self.raw.step(message);
                 }
             }
+            Input::Refused(refusal) => self.stop_lost(incarnation::refused_detail(&refusal)),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
             Input::SnapshotSent(peer, delivered) => {
                 let status = if delivered {
@@ -317,6 +330,13 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
              acknowledged entries were lost (a wiped or damaged data dir, or a disk that lies about syncs)",
             message.from, message.term, message.commit, last
         );
+        self.stop_lost(detail);
+        true
+    }
+
+    /// Marks the log damaged with `detail` (so no restart trusts it) and
+    /// stops the node at the next `Ready` cycle.
+    fn stop_lost(&mut self, detail: String) {
         tracing::error!(controller = self.config.id, "{detail}");
         if let Err(e) = self.log.mark_damaged(&detail) {
             tracing::error!(error = %e, "could not mark the raft log as damaged");
@@ -327,7 +347,6 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                 detail,
             }));
         }
-        true
     }
 
     fn next_id(&mut self) -> u64 {
@@ -466,6 +485,10 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                         })?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.log.set_conf_state(&conf_state)?;
+                    if change.get_change_type() == ConfChangeType::RemoveNode {
+                        // Its id may be added again, with new data.
+                        self.incarnations.forget(change.node_id)?;
+                    }
                     self.machine
                         .apply_conf_change(entry.index, &change)
                         .map_err(failed)?;

@@ -9,6 +9,9 @@ use raft::StateRole;
 use raft::prelude::{ConfChange, ConfState, Message};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::incarnation::{Incarnations, Refusal};
+use std::sync::Arc;
+
 /// Why a proposal or read failed. All but `Rejected` are worth a retry.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -80,6 +83,9 @@ pub(super) enum Input<O> {
         to: u64,
     },
     Step(Message),
+    /// A peer refused this replica's messages: its data is not the one the
+    /// peer knew under this id (module `incarnation`). The node stops.
+    Refused(Refusal),
     Unreachable(u64),
     SnapshotSent(u64, bool),
 }
@@ -88,6 +94,7 @@ pub(super) enum Input<O> {
 pub struct RaftHandle<O> {
     inputs: mpsc::Sender<Input<O>>,
     status: watch::Receiver<RaftStatus>,
+    incarnations: Arc<Incarnations>,
 }
 
 impl<O> Clone for RaftHandle<O> {
@@ -95,13 +102,34 @@ impl<O> Clone for RaftHandle<O> {
         RaftHandle {
             inputs: self.inputs.clone(),
             status: self.status.clone(),
+            incarnations: self.incarnations.clone(),
         }
     }
 }
 
 impl<O: Send + 'static> RaftHandle<O> {
-    pub(super) fn new(inputs: mpsc::Sender<Input<O>>, status: watch::Receiver<RaftStatus>) -> RaftHandle<O> {
-        RaftHandle { inputs, status }
+    pub(super) fn new(
+        inputs: mpsc::Sender<Input<O>>,
+        status: watch::Receiver<RaftStatus>,
+        incarnations: Arc<Incarnations>,
+    ) -> RaftHandle<O> {
+        RaftHandle {
+            inputs,
+            status,
+            incarnations,
+        }
+    }
+
+    /// This replica's incarnation and the ones it knows of its peers: the
+    /// transport admits each incoming batch through it before stepping.
+    pub fn incarnations(&self) -> &Arc<Incarnations> {
+        &self.incarnations
+    }
+
+    /// Tells the replica a peer refused its messages: it stops. (A full
+    /// queue loses it; the peer refuses the next batch again.)
+    pub fn report_refused(&self, refusal: Refusal) {
+        let _ = self.inputs.try_send(Input::Refused(refusal));
     }
 
     /// Replicates `data` and returns what applying it produced, once it is

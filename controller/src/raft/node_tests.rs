@@ -44,17 +44,46 @@ impl StateMachine for ListMachine {
 #[derive(Default)]
 struct Net(Mutex<BTreeMap<u64, RaftHandle<u64>>>);
 
-struct Link(Arc<Net>);
+/// One replica's link to the network. With `incarnations`, each message is
+/// admitted by the receiver as the gRPC service admits a batch, and a
+/// refusal goes back to the sender, as the gRPC peer task reports it.
+struct Link {
+    net: Arc<Net>,
+    id: u64,
+    incarnations: bool,
+    own: std::sync::OnceLock<Arc<super::super::incarnation::Incarnations>>,
+}
 
 impl Transport for Link {
+    fn set_incarnations(&self, incarnations: Arc<super::super::incarnation::Incarnations>) {
+        let _ = self.own.set(incarnations);
+    }
+
     fn send(&self, messages: Vec<Message>) {
-        let handles = self.0.0.lock().unwrap();
+        let handles = self.net.0.lock().unwrap();
         for message in messages {
-            if let Some(handle) = handles.get(&message.to).cloned() {
-                tokio::spawn(async move {
-                    let _ = handle.step(message).await;
-                });
+            let Some(handle) = handles.get(&message.to).cloned() else {
+                continue;
+            };
+            if self.incarnations {
+                let own = self.own.get().expect("set before any send");
+                match handle
+                    .incarnations()
+                    .admit(self.id, Some(own.own()), &own.table())
+                {
+                    Ok(()) => {}
+                    Err(super::super::incarnation::AdmitError::Refused(refusal)) => {
+                        if let Some(me) = handles.get(&self.id) {
+                            me.report_refused(refusal);
+                        }
+                        continue;
+                    }
+                    Err(e) => panic!("admitting a message: {e}"),
+                }
             }
+            tokio::spawn(async move {
+                let _ = handle.step(message).await;
+            });
         }
     }
 }
@@ -76,6 +105,17 @@ async fn leader_of(net: &Net, ask: u64, not: u64) -> u64 {
 /// Starts replica `id` of a trio on `dir` (sled in `dir/state`, the log in
 /// `dir/raft`) and puts its handle on the network.
 fn boot(id: u64, dir: &Path, net: &Arc<Net>, stop: watch::Receiver<bool>) -> Result<NodeTask, NodeError> {
+    boot_with(id, dir, net, stop, false)
+}
+
+/// [`boot`], checking incarnations on every message if `incarnations`.
+fn boot_with(
+    id: u64,
+    dir: &Path,
+    net: &Arc<Net>,
+    stop: watch::Receiver<bool>,
+    incarnations: bool,
+) -> Result<NodeTask, NodeError> {
     // The store's open waits out sled's lock of an earlier run.
     let db = crate::replica::store::Store::open(dir).unwrap().db().clone();
     let machine = ListMachine {
@@ -85,7 +125,13 @@ fn boot(id: u64, dir: &Path, net: &Arc<Net>, stop: watch::Receiver<bool>) -> Res
     let mut config = RaftConfig::new(id, vec![1, 2, 3], dir);
     config.snapshot_every = 50;
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let (handle, task) = start(config, db, machine, Arc::new(Link(net.clone())), logger, stop)?;
+    let link = Link {
+        net: net.clone(),
+        id,
+        incarnations,
+        own: std::sync::OnceLock::new(),
+    };
+    let (handle, task) = start(config, db, machine, Arc::new(link), logger, stop)?;
     net.0.lock().unwrap().insert(id, handle);
     Ok(task)
 }
@@ -188,4 +234,77 @@ async fn a_replica_restarted_on_a_wiped_data_dir_stops_and_then_refuses_to_start
     assert!(text.contains("acknowledged entries were lost"), "{text}");
     // The other two carry on.
     handle(leader).propose(b"still".to_vec()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_wiped_after_a_new_election_is_refused_by_its_peers_and_stops() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let net = Arc::new(Net::default());
+    let mut stops = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
+    for id in 1..=3u64 {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tasks.insert(
+            id,
+            boot_with(id, dirs[id as usize - 1].path(), &net, stop_rx, true).unwrap(),
+        );
+        stops.insert(id, stop_tx);
+    }
+    let leader = leader_of(&net, 1, 0).await;
+    let handle = |id: u64| net.0.lock().unwrap()[&id].clone();
+    let mut last = 0;
+    for i in 0..20u32 {
+        last = handle(leader)
+            .propose(format!("v{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    // Every replica recorded the others' incarnations (a follower learns
+    // the other follower's from the leader).
+    for id in 1..=3u64 {
+        let known: Vec<u64> = (1..=3)
+            .filter(|p| handle(id).incarnations().known(*p).is_some())
+            .collect();
+        assert_eq!(known.len(), 2, "controller {id} knows {known:?}");
+    }
+
+    // Stop the leader; another is elected (its match index for the old
+    // leader starts at 0, so the lost-data check cannot see a wipe).
+    stops[&leader].send_replace(true);
+    net.0.lock().unwrap().remove(&leader);
+    tasks.remove(&leader).unwrap().await.unwrap().unwrap();
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let next = leader_of(&net, other, leader).await;
+    assert_ne!(next, leader);
+
+    // Wipe the old leader's data dir and start it under its old id.
+    let dir = dirs[leader as usize - 1].path();
+    for sub in ["state", "raft"] {
+        std::fs::remove_dir_all(dir.join(sub)).unwrap();
+    }
+    let (_stop, stop_rx) = watch::channel(false);
+    let task = boot_with(leader, dir, &net, stop_rx.clone(), true).unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the wiped replica stops within an election timeout or so")
+        .unwrap();
+    let text = stopped.unwrap_err().to_string();
+    assert!(text.contains("was wiped or lost"), "{text}");
+    assert!(text.contains(&format!("controller {leader} came back")), "{text}");
+    assert!(text.contains("controller add"), "the remedy is named: {text}");
+    net.0.lock().unwrap().remove(&leader);
+    // Every later start refuses at once, with the same reason.
+    let text = boot_with(leader, dir, &net, stop_rx, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("was wiped or lost"), "{text}");
+
+    // The other two never counted it and carry on with every write.
+    let index = handle(next).propose(b"still".to_vec()).await.unwrap();
+    assert!(index > last);
+    for id in (1..=3).filter(|id| *id != leader) {
+        let read = handle(id).read_barrier().await.unwrap();
+        assert!(read >= index, "controller {id} read at {read}");
+    }
 }

@@ -122,8 +122,10 @@ use raft::prelude::{ConfChange, EntryType, Message, MessageType};
 use raft::{GetEntriesContext, StateRole, Storage as _};
 use tokio::sync::{oneshot, watch};
 
+use super::incarnation::{AdmitError, Refusal};
+use super::log_store::{LogError, LogStore};
 use super::node::StateMachine as _;
-use super::node::{Core, Input, RaftConfig, RaftStatus, SubmitError, Transport};
+use super::node::{Core, Input, NodeError, RaftConfig, RaftStatus, SubmitError, Transport};
 use crate::replica::apply::{Applied, Replicated};
 use crate::replica::store::Store;
 use crate::state::State;
@@ -184,6 +186,11 @@ struct SimNode {
     /// Snapshot index of the log when the state store was last synced
     /// (then copied to `state.synced`, what a crash rolls sled back to).
     synced_snapshot: u64,
+    /// Bumped by a wipe: which life of its data the controller runs on
+    /// (ground truth, for the wipe invariant).
+    data_life: u64,
+    /// Stopped for good: it lost its data and was refused (or found out).
+    retired: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +205,22 @@ enum Event {
         node: u64,
         incarnation: u64,
     },
-    Deliver(Message),
+    /// A message, the controller that sent it (raft-rs forwards a
+    /// proposal or read request with its first sender in `from`), its data
+    /// incarnation (as sent in the batch) and data life (ground truth).
+    Deliver {
+        message: Box<Message>,
+        sender: u64,
+        incarnation: u128,
+        /// The incarnations the sender knew (`RaftBatch.known`).
+        known: Vec<(u64, u128)>,
+        life: u64,
+    },
+    /// `peer` refused `node`'s batch (its data is not the one it knew).
+    Refused {
+        node: u64,
+        refusal: Refusal,
+    },
     Propose,
     Read,
     Chaos,
@@ -206,6 +228,8 @@ enum Event {
     /// Crash the target in its next `Ready` cycle, after or before its log sync.
     CrashMidReady(Target),
     Restart(u64),
+    /// Crash the target, wipe its data dir, restart it later under its old id.
+    Wipe(Target),
     /// The transport tells `node` that `peer` could not be reached.
     Unreachable {
         node: u64,
@@ -259,6 +283,12 @@ struct Summary {
     lost_log_bytes: u64,
     /// Crashes that rolled sled back to its last sync.
     state_rollbacks: u64,
+    /// Data dirs wiped (then restarted under the old id).
+    wipes: u64,
+    /// Of which the controller led when it was wiped.
+    leader_wipes: u64,
+    /// Batches refused for a wrong incarnation.
+    refused: u64,
     partitions: u64,
     snapshots: u64,
     final_applied: u64,
@@ -300,6 +330,13 @@ struct Sim {
     trace: VecDeque<String>,
     /// `RPOOL_SIM_TRACE=1`: print every event as it happens.
     verbose: bool,
+    /// Whether this seed wipes a controller's data (half of them do).
+    wipes: bool,
+    /// (receiver, sender, sender's data life) of every message stepped.
+    heard: BTreeSet<(u64, u64, u64)>,
+    /// `RPOOL_SIM_NO_INCARNATIONS=1`: skip the incarnation check, to see
+    /// what a wipe does without it (the wipe invariant is off too).
+    no_incarnations: bool,
 }
 
 fn temp_root() -> tempfile::TempDir {
@@ -328,6 +365,8 @@ impl Sim {
                 incarnation: 0,
                 checked: 0,
                 synced_snapshot: 0,
+                data_life: 0,
+                retired: false,
             })
             .collect();
         let mut sim = Sim {
@@ -355,7 +394,11 @@ impl Sim {
             summary: Summary::default(),
             trace: VecDeque::new(),
             verbose: std::env::var_os("RPOOL_SIM_TRACE").is_some(),
+            wipes: false,
+            heard: BTreeSet::new(),
+            no_incarnations: std::env::var_os("RPOOL_SIM_NO_INCARNATIONS").is_some(),
         };
+        sim.wipes = sim.rng.bool();
         for id in 1..=NODES {
             sim.boot(id)?;
         }
@@ -389,8 +432,16 @@ impl Sim {
         self.node(id).core.is_some()
     }
 
+    /// Controllers down that will come back (not the retired ones).
     fn down(&self) -> Vec<u64> {
-        (1..=NODES).filter(|id| !self.is_up(*id)).collect()
+        (1..=NODES)
+            .filter(|id| !self.is_up(*id) && !self.node(*id).retired)
+            .collect()
+    }
+
+    /// True once a controller's data was wiped in this seed.
+    fn wiped_any(&self) -> bool {
+        self.nodes.iter().any(|n| n.data_life > 0)
     }
 
     /// The up controller that leads in the highest term, if any.
@@ -507,8 +558,9 @@ impl Sim {
         let Some(core) = self.node_mut(id).core.as_mut() else {
             return Ok(());
         };
-        core.on_ready_blocking()
-            .map_err(|e| format!("controller {id} stopped: {e}"))?;
+        if let Err(e) = core.on_ready_blocking() {
+            return self.stopped(id, e);
+        }
         self.note_state_sync(id);
         self.ship(id);
         self.observe(id)?;
@@ -526,9 +578,13 @@ impl Sim {
             self.crash_mid_ready = None;
             return Ok(());
         };
-        let begun = core
-            .begin_ready()
-            .map_err(|e| format!("controller {id} stopped: {e}"))?;
+        let begun = match core.begin_ready() {
+            Ok(begun) => begun,
+            Err(e) => {
+                self.crash_mid_ready = None;
+                return self.stopped(id, e);
+            }
+        };
         let Some(ready) = begun else {
             return self.poll_calls();
         };
@@ -554,10 +610,50 @@ impl Sim {
         self.poll_calls()
     }
 
+    /// Controller `id` stopped with `error`: the end of a wiped controller
+    /// that was refused or found out (it retires for good), a failure for
+    /// any other.
+    fn stopped(&mut self, id: u64, error: NodeError) -> Result<(), String> {
+        let damaged = matches!(error, NodeError::Log(LogError::Damaged { .. }));
+        if !(damaged && self.node(id).data_life > 0) {
+            return Err(format!("controller {id} stopped: {error}"));
+        }
+        self.note(format!("controller {id} (wiped) stopped: {error}"));
+        let node = self.node_mut(id);
+        node.core = None;
+        node._status = None;
+        node.incarnation += 1;
+        node.retired = true;
+        node.outbox.0.lock().unwrap().clear();
+        // It marked its log: a restart must refuse at once.
+        let dir = self.node(id).dir.clone();
+        match Store::open(&dir) {
+            Ok(store) => {
+                if LogStore::open(
+                    &dir.join("raft"),
+                    id,
+                    store.load().map_or(0, |s| s.applied_index()) == 0,
+                )
+                .is_ok()
+                {
+                    return Err(format!(
+                        "controller {id} stopped as wiped but its log still opens"
+                    ));
+                }
+            }
+            Err(e) => return Err(format!("controller {id}: reopening its store: {e}")),
+        }
+        self.poll_calls()
+    }
+
     /// Puts what `from` sent on the network, with drops, duplicates and
     /// delays.
     fn ship(&mut self, from: u64) {
         let messages: Vec<Message> = std::mem::take(&mut *self.node(from).outbox.0.lock().unwrap());
+        let (incarnation, known) = self.node(from).core.as_ref().map_or((0, Vec::new()), |c| {
+            (c.incarnations().own(), c.incarnations().table())
+        });
+        let life = self.node(from).data_life;
         for message in messages {
             let to = message.to;
             if self.cut(from, to) || !self.is_up(to) {
@@ -575,7 +671,14 @@ impl Sim {
             };
             for _ in 0..copies {
                 let delay = self.rng.u64(1..=self.faults.max_delay_ms);
-                self.schedule(delay, Event::Deliver(message.clone()));
+                let deliver = Event::Deliver {
+                    message: Box::new(message.clone()),
+                    sender: from,
+                    incarnation,
+                    known: known.clone(),
+                    life,
+                };
+                self.schedule(delay, deliver);
             }
         }
     }
@@ -598,12 +701,51 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, message: Message) -> Result<(), String> {
-        let (from, to) = (message.from, message.to);
+    fn deliver(
+        &mut self,
+        message: Message,
+        from: u64,
+        incarnation: u128,
+        known: &[(u64, u128)],
+        life: u64,
+    ) -> Result<(), String> {
+        let to = message.to;
         if self.cut(from, to) || !self.is_up(to) {
             self.lost(message);
             return Ok(());
         }
+        // As the gRPC service does: the batch is admitted before any of its
+        // messages is stepped; a refusal goes back to the sender.
+        if !self.no_incarnations {
+            let admitted =
+                self.node(to)
+                    .core
+                    .as_ref()
+                    .expect("up")
+                    .incarnations()
+                    .admit(from, Some(incarnation), known);
+            match admitted {
+                Ok(()) => {}
+                Err(AdmitError::Refused(refusal)) => {
+                    self.summary.refused += 1;
+                    let delay = self.rng.u64(1..=self.faults.max_delay_ms);
+                    self.schedule(delay, Event::Refused { node: from, refusal });
+                    return Ok(());
+                }
+                Err(AdmitError::Io(e)) => return Err(format!("controller {to}: recording a peer: {e}")),
+            }
+            // The wipe invariant (ground truth): nobody that heard the
+            // sender's earlier data life steps a message of a later one,
+            // so a wiped controller never votes or acknowledges.
+            if let Some((_, _, earlier)) = self.heard.range((to, from, 0)..(to, from, life)).next() {
+                return Err(format!(
+                    "controller {to} stepped a {:?} from controller {from} whose data was wiped \
+                     (it had heard its data life {earlier}, this is life {life})",
+                    message.get_msg_type()
+                ));
+            }
+        }
+        self.heard.insert((to, from, life));
         let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         if snapshot {
             self.summary.snapshots += 1;
@@ -620,10 +762,14 @@ impl Sim {
     }
 
     fn chaos_event(&mut self) {
-        let down = !self.down().is_empty() || self.crash_mid_ready.is_some();
+        // After a wipe nothing else crashes: the wiped controller stops for
+        // good, and the other two are the quorum.
+        let down = !self.down().is_empty() || self.crash_mid_ready.is_some() || self.wiped_any();
         let leader = self.leader().is_some();
-        let choice = self.rng.u8(0..6);
+        let choice = self.rng.u8(0..8);
         match choice {
+            6 if !down && self.wipes => self.schedule(0, Event::Wipe(Target::Random)),
+            7 if !down && self.wipes && leader => self.schedule(0, Event::Wipe(Target::Leader)),
             0 if !down => self.schedule(0, Event::Crash(Target::Random)),
             1 if !down && leader => self.schedule(0, Event::Crash(Target::Leader)),
             4 if !down && leader => self.schedule(0, Event::CrashMidReady(Target::Leader)),
@@ -657,7 +803,22 @@ impl Sim {
                 self.schedule(TICK_MS, Event::Tick { node, incarnation });
                 self.ready(node)
             }
-            Event::Deliver(message) => self.deliver(message),
+            Event::Deliver {
+                message,
+                sender,
+                incarnation,
+                known,
+                life,
+            } => self.deliver(*message, sender, incarnation, &known, life),
+            Event::Refused { node, refusal } => {
+                if self.node(node).data_life == 0 {
+                    return Err(format!(
+                        "controller {node}, whose data was never wiped, was refused: {}",
+                        refusal.detail
+                    ));
+                }
+                self.input(node, Input::Refused(refusal))
+            }
             Event::Unreachable { node, peer } => self.input(node, Input::Unreachable(peer)),
             Event::SnapshotReport {
                 node,
@@ -703,10 +864,30 @@ impl Sim {
                 Ok(())
             }
             Event::Restart(id) => {
-                if self.is_up(id) {
+                if self.is_up(id) || self.node(id).retired {
                     return Ok(());
                 }
                 self.boot(id)
+            }
+            Event::Wipe(target) => {
+                let id = self.target(target);
+                if !self.is_up(id) || self.wiped_any() {
+                    return Ok(());
+                }
+                let led = self.leader() == Some(id);
+                self.crash(id);
+                let dir = self.node(id).dir.clone();
+                std::fs::remove_dir_all(&dir).map_err(|e| format!("wiping {}: {e}", dir.display()))?;
+                self.node_mut(id).data_life += 1;
+                self.summary.wipes += 1;
+                if led {
+                    self.summary.leader_wipes += 1;
+                }
+                let role = if led { "leader" } else { "follower" };
+                self.note(format!("controller {id} ({role}) wiped"));
+                let after = self.rng.u64(5..=80) * TICK_MS;
+                self.schedule(after, Event::Restart(id));
+                Ok(())
             }
             Event::Isolate(target) => {
                 let id = self.target(target);

@@ -188,7 +188,7 @@ impl Sim {
                 ));
             }
         }
-        for node in &self.nodes {
+        for node in self.nodes.iter().filter(|n| !n.retired) {
             let core = node.core.as_ref().expect("all up at the end");
             let state = core.machine().state.read().unwrap().clone();
             if state.applied_index() != last || state != model {
@@ -242,6 +242,7 @@ impl Sim {
         self.nodes
             .iter()
             .map(|n| match &n.core {
+                None if n.retired => format!("[{} retired (wiped, refused)]", n.id),
                 None => format!("[{} down]", n.id),
                 Some(c) => {
                     let raft = &c.raw().raft;
@@ -271,7 +272,7 @@ pub(super) fn describe(content: &Content) -> String {
 
 pub(super) fn describe_event(event: &Event) -> String {
     match event {
-        Event::Deliver(m) => format!(
+        Event::Deliver { message: m, .. } => format!(
             "deliver {:?} {} -> {} term {} index {} commit {} entries {}",
             m.get_msg_type(),
             m.from,

@@ -12,7 +12,11 @@ impl Sim {
             .filter_map(|n| n.core.as_ref())
             .map(|c| (c.machine().applied_index(), c.raw().raft.raft_log.committed))
             .collect();
+        // A wiped controller must have stopped by itself.
+        let wiped_up =
+            !self.no_incarnations && self.nodes.iter().any(|n| n.data_life > 0 && n.core.is_some());
         self.down().is_empty()
+            && !wiped_up
             && applied.len() == 1
             && applied.iter().all(|(a, c)| a == c)
             && self.leader().is_some()
@@ -69,9 +73,10 @@ impl Sim {
         }
         self.final_checks()?;
         let mut summary = self.summary.clone();
-        summary.final_applied = self.nodes[0]
-            .core
-            .as_ref()
+        summary.final_applied = self
+            .nodes
+            .iter()
+            .find_map(|n| n.core.as_ref())
             .map_or(0, |c| c.machine().applied_index());
         summary.digest = self.digest();
         Ok(summary)
@@ -137,6 +142,9 @@ fn simulation_holds_invariants_over_many_seeds() {
                 total.mid_ready_crashes += summary.mid_ready_crashes;
                 total.lost_log_bytes += summary.lost_log_bytes;
                 total.state_rollbacks += summary.state_rollbacks;
+                total.wipes += summary.wipes;
+                total.leader_wipes += summary.leader_wipes;
+                total.refused += summary.refused;
                 total.partitions += summary.partitions;
                 total.snapshots += summary.snapshots;
             }
@@ -148,7 +156,7 @@ fn simulation_holds_invariants_over_many_seeds() {
     eprintln!(
         "simulation: {} seeds in {:.1?}: {} events, {} writes acknowledged, {} dropped, {} unknown, {} reads, \
          {} crashes ({} mid-Ready, {} unsynced log bytes lost or torn, {} sled rollbacks), {} partitions, \
-         {} snapshots sent",
+         {} snapshots sent, {} data dirs wiped ({} of a leader), {} batches refused for a wrong incarnation",
         seeds.len(),
         started.elapsed(),
         total.events,
@@ -161,7 +169,10 @@ fn simulation_holds_invariants_over_many_seeds() {
         total.lost_log_bytes,
         total.state_rollbacks,
         total.partitions,
-        total.snapshots
+        total.snapshots,
+        total.wipes,
+        total.leader_wipes,
+        total.refused
     );
 }
 

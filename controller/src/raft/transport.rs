@@ -10,6 +10,12 @@
 //! Incoming: [`RaftPeerService`] decodes each batch and steps the messages
 //! into the local node, in order, with backpressure.
 //!
+//! Incarnations (module [`super::incarnation`]): every batch carries the
+//! sender's data incarnation; the receiver admits it before stepping any of
+//! its messages. A refused batch ends the stream with FAILED_PRECONDITION
+//! and the trailer [`REFUSED_KEY`]` = `[`REFUSED_WIPED`]; the sender's peer
+//! task reports it ([`PeerEvent::Refused`]) and the node stops.
+//!
 //! Both directions are mutual TLS with the controllers' own certificates.
 //! A batch is decoded only after the authorization layer admitted a
 //! controller certificate and the batch's `from` matched it: raft-proto's
@@ -25,11 +31,12 @@ use rpool_proto::pki::Identity;
 use rpool_proto::tls::TlsMaterial;
 use rpool_proto::v1::raft_service_client::RaftServiceClient;
 use rpool_proto::v1::raft_service_server::RaftService;
-use rpool_proto::v1::{RaftAck, RaftBatch};
+use rpool_proto::v1::{PeerIncarnation, RaftAck, RaftBatch};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::incarnation::{self, AdmitError, Incarnations, Refusal};
 use super::node::{RaftHandle, Transport};
 
 /// Messages queued per peer before new ones are dropped.
@@ -40,10 +47,18 @@ const MAX_BATCH: usize = 256;
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Metadata key of a refusal answer (with [`REFUSED_WIPED`]).
+pub const REFUSED_KEY: &str = "rpool-refused";
+/// A batch refused because its sender's data is not the one known under
+/// its id.
+pub const REFUSED_WIPED: &str = "wiped";
 
 /// What the transport tells the local node about a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {
+    /// The peer refused this replica's messages: it knew this id with
+    /// other data (the node must stop).
+    Refused(Refusal),
     /// Messages to it could not be delivered.
     Unreachable(u64),
     /// A snapshot was handed to its stream (`true`) or could not be (`false`).
@@ -51,6 +66,9 @@ pub enum PeerEvent {
 }
 
 type Unreachable = Arc<OnceLock<Box<dyn Fn(PeerEvent) + Send + Sync>>>;
+/// This replica's incarnations (its own and its peers'), set once the log
+/// is open (before any send).
+type Own = Arc<OnceLock<Arc<Incarnations>>>;
 
 struct Peer {
     address: String,
@@ -64,6 +82,7 @@ pub struct GrpcTransport {
     tls: TlsMaterial,
     peers: Mutex<HashMap<u64, Peer>>,
     unreachable: Unreachable,
+    incarnation: Own,
 }
 
 impl GrpcTransport {
@@ -77,6 +96,7 @@ impl GrpcTransport {
             tls,
             peers: Mutex::new(HashMap::new()),
             unreachable: Arc::new(OnceLock::new()),
+            incarnation: Arc::new(OnceLock::new()),
         });
         for (peer, address) in peers {
             transport.set_peer(*peer, address);
@@ -109,6 +129,7 @@ impl GrpcTransport {
             self.tls.clone(),
             rx,
             self.unreachable.clone(),
+            self.incarnation.clone(),
         ));
         peers.insert(
             peer,
@@ -142,6 +163,10 @@ impl Drop for GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn set_incarnations(&self, incarnations: Arc<Incarnations>) {
+        let _ = self.incarnation.set(incarnations);
+    }
+
     fn send(&self, messages: Vec<Message>) {
         let mut unreachable = Vec::new();
         {
@@ -171,6 +196,7 @@ async fn run_peer(
     tls: TlsMaterial,
     mut queue: mpsc::Receiver<Message>,
     unreachable: Unreachable,
+    own: Own,
 ) {
     let report = |event| {
         if let Some(report) = unreachable.get() {
@@ -209,11 +235,17 @@ async fn run_peer(
         };
         let mut client = RaftServiceClient::new(channel).max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let (batches, rx) = mpsc::channel::<RaftBatch>(64);
-        let call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
+        let mut call = tokio::spawn(async move { client.send(ReceiverStream::new(rx)).await });
         tracing::debug!(peer = to, %address, "raft stream open");
         backoff = BACKOFF_MIN;
-        loop {
-            let Some(first) = queue.recv().await else { return };
+        // The stream ends when the peer answers (a refusal, a shutdown) or
+        // when sending into it fails.
+        let outcome = loop {
+            let first = tokio::select! {
+                first = queue.recv() => first,
+                outcome = &mut call => break Some(outcome),
+            };
+            let Some(first) = first else { return };
             let mut snapshots = 0;
             let mut messages = Vec::with_capacity(16);
             let mut next = Some(first);
@@ -226,18 +258,70 @@ async fn run_peer(
                     next = queue.try_recv().ok();
                 }
             }
-            let sent = batches.send(RaftBatch { from, messages }).await.is_ok();
+            // Set by `Core::open` before the node sends anything.
+            let (incarnation, known) = match own.get() {
+                Some(own) => (
+                    incarnation::to_wire(own.own()),
+                    own.table()
+                        .into_iter()
+                        .map(|(id, inc)| PeerIncarnation {
+                            id,
+                            incarnation: incarnation::to_wire(inc),
+                        })
+                        .collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            let batch = RaftBatch {
+                from,
+                messages,
+                incarnation,
+                known,
+            };
+            let sent = batches.send(batch).await.is_ok();
             for _ in 0..snapshots {
                 report(PeerEvent::SnapshotSent(to, sent));
             }
             if !sent {
-                break;
+                break None;
             }
+        };
+        let outcome = match outcome {
+            Some(outcome) => outcome,
+            None => call.await,
+        };
+        if let Ok(Err(status)) = &outcome
+            && let Some(refusal) = refusal_of(to, status)
+        {
+            tracing::error!(peer = to, %address, "{}", refusal.detail);
+            report(PeerEvent::Refused(refusal));
         }
-        let outcome = call.await;
         tracing::debug!(peer = to, %address, ?outcome, "raft stream closed; reconnecting");
         report(PeerEvent::Unreachable(to));
     }
+}
+
+/// The refusal a peer's answer carries, if it is one.
+fn refusal_of(peer: u64, status: &Status) -> Option<Refusal> {
+    let refused = status.code() == tonic::Code::FailedPrecondition
+        && status
+            .metadata()
+            .get(REFUSED_KEY)
+            .is_some_and(|v| v.as_bytes() == REFUSED_WIPED.as_bytes());
+    refused.then(|| Refusal {
+        peer,
+        detail: status.message().to_owned(),
+    })
+}
+
+/// The answer that ends a refused peer's stream.
+fn refusal_status(refusal: &Refusal) -> Status {
+    let mut status = Status::failed_precondition(refusal.detail.clone());
+    status.metadata_mut().insert(
+        REFUSED_KEY,
+        tonic::metadata::MetadataValue::from_static(REFUSED_WIPED),
+    );
+    status
 }
 
 /// Receives raft messages from peers and steps them into the local node.
@@ -280,6 +364,27 @@ impl<O: Send + 'static> RaftService for RaftPeerService<O> {
                     "/rpool.v1.RaftService/Send",
                 )
             })?;
+            let incarnation = incarnation::from_wire(&batch.incarnation)
+                .map_err(|e| Status::invalid_argument(format!("RaftBatch.incarnation: {e}")))?;
+            let mut known = Vec::with_capacity(batch.known.len());
+            for peer in &batch.known {
+                let value = incarnation::from_wire(&peer.incarnation).map_err(|e| {
+                    Status::invalid_argument(format!("RaftBatch.known[{}].incarnation: {e}", peer.id))
+                })?;
+                if let Some(value) = value {
+                    known.push((peer.id, value));
+                }
+            }
+            // Before any message reaches raft-rs: a member that lost its
+            // data must not vote or acknowledge under its old id.
+            match self.node.incarnations().admit(batch.from, incarnation, &known) {
+                Ok(()) => {}
+                Err(AdmitError::Refused(refusal)) => {
+                    tracing::error!(peer = batch.from, "refusing raft messages: {}", refusal.detail);
+                    return Err(refusal_status(&refusal));
+                }
+                Err(AdmitError::Io(e)) => return Err(Status::unavailable(e.to_string())),
+            }
             for bytes in batch.messages {
                 let message = Message::parse_from_bytes(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("raft message does not decode: {e}")))?;

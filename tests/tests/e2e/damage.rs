@@ -199,9 +199,9 @@ async fn a_member_wiped_while_its_peers_know_it_stops_with_65_and_never_starts_a
     let root = tempfile::tempdir()?;
     let (mut cluster, _) = trio_with_writes(root.path(), 5).await?;
     // Wipe a follower: the leader keeps leading, so it still knows the
-    // match index the wiped member acknowledged. (Known gap: a leader
-    // elected while the member was down starts its match index at 0 and
-    // lets it catch up instead; wiping the leader would test that gap.)
+    // match index the wiped member acknowledged (either check may stop
+    // it: that one, or its peers refusing its new data incarnation). The
+    // next test wipes the leader, which only the incarnation check sees.
     let leader = cluster.leader().await?;
     let victim = if leader == 3 { 2 } else { 3 };
     let c = cluster.get(victim);
@@ -209,7 +209,7 @@ async fn a_member_wiped_while_its_peers_know_it_stops_with_65_and_never_starts_a
     let data = c.dir.join("data");
     std::fs::remove_dir_all(&data)?;
     // It starts empty under its old id; the leader's first heartbeat shows
-    // it lost acknowledged entries.
+    // it lost acknowledged entries, or its first answer is refused.
     refuses(
         &mut cluster,
         victim,
@@ -219,5 +219,77 @@ async fn a_member_wiped_while_its_peers_know_it_stops_with_65_and_never_starts_a
     .await?;
     // Marked: the next start refuses at once, before any peer is asked.
     refuses(&mut cluster, victim, "DAMAGED", Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_wiped_after_a_new_election_is_refused_and_the_other_two_keep_every_write()
+-> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (mut cluster, mut ids) = trio_with_writes(root.path(), 5).await?;
+    // kill -9 the leader; the other two elect a new one, which knows
+    // nothing of the old leader's match index.
+    let old = cluster.leader().await?;
+    cluster.get(old).kill();
+    let new = cluster.leader().await?;
+    assert_ne!(new, old);
+    // A write acknowledged by the two alone.
+    let mut admin = cluster.get(new).admin().await?;
+    let created = admin
+        .create_token(CreateTokenRequest {
+            ttl_seconds: 3_600,
+            uses: 1,
+            description: "after failover".into(),
+            token: String::new(),
+        })
+        .await?
+        .into_inner();
+    ids.push(created.id);
+    // Wipe the old leader's data dir and start it under its old id: its
+    // peers know its data by another incarnation and refuse it.
+    let data = cluster.get(old).dir.join("data");
+    std::fs::remove_dir_all(&data)?;
+    let log = refuses(
+        &mut cluster,
+        old,
+        &data.join("raft").display().to_string(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert!(log.contains("was wiped or lost"), "{log}");
+    assert!(log.contains(&format!("controller {old} came back")), "{log}");
+    // Marked: the next start refuses at once, before any peer is asked.
+    refuses(&mut cluster, old, "DAMAGED", Duration::from_secs(5)).await?;
+    // The other two never counted it: each serves every acknowledged
+    // write (reads go through ReadIndex), and a new write goes through.
+    for id in (1..=3).filter(|id| *id != old) {
+        let c = cluster.get(id);
+        let listed = c
+            .admin()
+            .await?
+            .list_tokens(ListTokensRequest {})
+            .await?
+            .into_inner()
+            .tokens;
+        for token in &ids {
+            assert!(
+                listed.iter().any(|t| &t.id == token),
+                "controller {id} lost token {token}: {listed:?}"
+            );
+        }
+    }
+    let leader = cluster.leader().await?;
+    assert_ne!(leader, old);
+    cluster
+        .get(leader)
+        .admin()
+        .await?
+        .create_token(CreateTokenRequest {
+            ttl_seconds: 60,
+            uses: 1,
+            description: "still".into(),
+            token: String::new(),
+        })
+        .await?;
     Ok(())
 }

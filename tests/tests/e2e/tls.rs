@@ -126,6 +126,7 @@ async fn a_client_without_a_certificate_is_unauthenticated_on_every_service() {
     let batch = RaftBatch {
         from: 1,
         messages: vec![b"never decoded".to_vec()],
+        ..Default::default()
     };
     let err = RaftServiceClient::new(channel)
         .send(tokio_stream::iter(vec![batch]))
@@ -290,6 +291,7 @@ async fn a_controller_accepts_raft_traffic_only_from_controller_certificates() {
             from: 7,
             // Not a raft message: it must never reach the protobuf decoder.
             messages: vec![vec![0xff; 64]],
+            ..Default::default()
         }]
     };
     let admin = rpool_tests::admin_tls();
