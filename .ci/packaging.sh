@@ -37,8 +37,9 @@ cleanup() {
   fi
   if [ "$image_built" = 1 ]; then
     # The fault suite's own testbed, should a timeout have left it up.
-    RPOOL_TESTBED_NAME=rpoolfaults RPOOL_TESTBED_SUBNET=172.31.251.0/24 \
-      RPOOL_TESTBED_DIR="${TMPDIR:-/tmp}/rpoolfaults-testbed" packaging/testbed/testbed.sh down >/dev/null 2>&1 || true
+    faults="${RPOOL_FAULTS_NAME:-rpoolfaults}"
+    RPOOL_TESTBED_NAME="$faults" RPOOL_TESTBED_SUBNET="${RPOOL_FAULTS_SUBNET:-172.31.251.0/24}" \
+      RPOOL_TESTBED_DIR="${TMPDIR:-/tmp}/$faults-testbed" packaging/testbed/testbed.sh down >/dev/null 2>&1 || true
     docker rmi rpool:ci rpool:ci-prev >/dev/null 2>&1 || true
   fi
   rm -rf "$out"

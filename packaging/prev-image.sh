@@ -54,17 +54,21 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/rpool-prev.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 src="$tmp/src"
 mkdir -p "$src"
-# -m: the files get the time of extraction, not the commit's. Cargo decides
-# that a workspace crate is fresh by comparing its sources' mtimes with the
-# copied artifacts' (the crates' hashes do not depend on where the tree
-# is): with the commit's older mtimes it would keep the current binaries.
-git -C "$repo" archive "$commit" | tar -x -m -C "$src"
-
 if [ -n "$keep" ]; then
   prev_target="$(realpath -m "$keep")"
 else
   prev_target="$tmp/target"
 fi
+# Cargo decides that a workspace crate is fresh by comparing its sources'
+# mtimes with its artifacts' (the crates' hashes do not depend on where the
+# tree is). With the commit's (older) mtimes, the artifacts copied from the
+# current target would pass for this release's: so the files get the time
+# of extraction (-m), unless the kept target was built from this very
+# commit (its stamp says so), where the commit's mtimes keep it fresh.
+stamp="$prev_target/rpool-release-commit"
+touch_opt=-m
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$commit" ]; then touch_opt=; fi
+git -C "$repo" archive "$commit" | tar -x $touch_opt -C "$src"
 started=$SECONDS
 if [ ! -d "$prev_target/debug" ] && [ -d "$profile_dir" ]; then
   mkdir -p "$prev_target"
@@ -83,6 +87,7 @@ echo "--- building release $version ($commit) debug binaries"
   cargo build --locked --workspace
 )
 built=$SECONDS
+echo "$commit" >"$stamp"
 echo "prev-image.sh: release $version built in $((built - copied)) s (seeding $((copied - started)) s)"
 CARGO_TARGET_DIR="$prev_target" "$src/packaging/image.sh" --profile debug --tag "$tag"
 echo "prev-image.sh: $tag is release $version ($commit), $((SECONDS - started)) s in all"

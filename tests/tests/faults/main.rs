@@ -411,9 +411,9 @@ async fn rolling_upgrade(
             String::new()
         };
         let step = format!(
-            "ctl-{n}{}: loaded applied {applied}/{} hosts, rejoined+caught up {:.1} s, first write {} ms{mixed}",
+            "ctl-{n}{}: old dir loaded (applied {applied} of {} before the stop, {hosts} hosts), rejoined+caught up {:.1} s, first write {} ms{mixed}",
             if n == leader { " (leader)" } else { "" },
-            hosts,
+            before.applied_index,
             rejoin.as_secs_f64(),
             first.saturating_sub(step_at) / 1_000_000
         );
