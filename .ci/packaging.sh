@@ -8,8 +8,11 @@
 # image from the debug binaries and the testbed: 3 controllers and 6 agent
 # hosts must come up, enroll and form a pool; then the fault suite
 # (tests/tests/faults, RPOOL_CI_FAULTS=0 skips it) on a testbed of its own,
-# bounded at 15 minutes. A few minutes plus the suite once the workspace is
-# built.
+# bounded at 15 minutes. Before the suite, packaging/prev-image.sh builds the
+# previous release's image (packaging/releases.txt) for its rolling-upgrade
+# scenario: the release's workspace crates recompile in a copy of the target
+# directory (RPOOL_PREV_TARGET=DIR keeps that copy in DIR for the next run).
+# A few minutes plus the suite once the workspace is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +37,10 @@ cleanup() {
   fi
   if [ "$image_built" = 1 ]; then
     # The fault suite's own testbed, should a timeout have left it up.
-    RPOOL_TESTBED_NAME=rpoolfaults RPOOL_TESTBED_SUBNET=172.31.251.0/24 \
-      RPOOL_TESTBED_DIR="${TMPDIR:-/tmp}/rpoolfaults-testbed" packaging/testbed/testbed.sh down >/dev/null 2>&1 || true
-    docker rmi rpool:ci >/dev/null 2>&1 || true
+    faults="${RPOOL_FAULTS_NAME:-rpoolfaults}"
+    RPOOL_TESTBED_NAME="$faults" RPOOL_TESTBED_SUBNET="${RPOOL_FAULTS_SUBNET:-172.31.251.0/24}" \
+      RPOOL_TESTBED_DIR="${TMPDIR:-/tmp}/$faults-testbed" packaging/testbed/testbed.sh down >/dev/null 2>&1 || true
+    docker rmi rpool:ci rpool:ci-prev >/dev/null 2>&1 || true
   fi
   rm -rf "$out"
 }
@@ -68,8 +72,12 @@ if [ "${RPOOL_CI_TESTBED:-1}" = 1 ] && docker info >/dev/null 2>&1; then
   packaging/testbed/testbed.sh down
   testbed_up=0
   if [ "${RPOOL_CI_FAULTS:-1}" = 1 ]; then
+    echo "--- previous release's image (packaging/prev-image.sh, for rolling-upgrade)"
+    prev_args=(--tag rpool:ci-prev)
+    [ -z "${RPOOL_PREV_TARGET:-}" ] || prev_args+=(--keep-target "$RPOOL_PREV_TARGET")
+    packaging/prev-image.sh "${prev_args[@]}"
     echo "--- fault suite on the testbed (tests/tests/faults; figures at the end)"
-    RPOOL_FAULTS=1 RPOOL_IMAGE=rpool:ci RPOOL_FAULTS_TABLE="$out/faults.md" \
+    RPOOL_FAULTS=1 RPOOL_IMAGE=rpool:ci RPOOL_PREV_IMAGE=rpool:ci-prev RPOOL_FAULTS_TABLE="$out/faults.md" \
       cargo nextest run --locked -p rpool-tests --test faults --no-capture
     cat "$out/faults.md"
   fi

@@ -9,6 +9,8 @@
 #   packaging/testbed/testbed.sh status           # rpoolctl status + host list
 #   packaging/testbed/testbed.sh ctl ARGS...      # rpoolctl against the testbed
 #   packaging/testbed/testbed.sh replace-controller 2 4   # controller 2 dies, a new 4 replaces it
+#   RPOOL_IMAGE=rpool:NEW packaging/testbed/testbed.sh upgrade ctl 2   # controller 2 (or: host 5)
+#                                                 # restarted from another image, same volume
 #   packaging/testbed/testbed.sh down             # remove containers, network, volumes, files
 #
 # Needs the image (packaging/image.sh). RPOOL_IMAGE (default rpool:VERSION)
@@ -176,16 +178,35 @@ replace_controller() {
   rpoolctl controller add "$new" "$(ctl_addr "$new")"
 }
 
+start_agent() {
+  local i="$1"
+  docker run -d --name "$name-host-$i" --hostname "host-$i" --network "$net" --ip "$(host_ip "$i")" \
+    -e KUBESIM_STATE_DIR=/kubesim -e KUBESIM_NODE_ROOT=/var/lib/rpool/node \
+    -e KUBESIM_HOSTNAME="host-$i" -e KUBESIM_NODE_IP="$(host_ip "$i")" \
+    -v "$net-kubesim:/kubesim" -v "$net-host-$i:/var/lib/rpool" -v "$dir/host-$i:/etc/rpool:ro" \
+    -v "$dir/host-$i/containerd:/var/lib/rpool/node/run/containerd" \
+    "$RPOOL_IMAGE" rpool-agent --config /etc/rpool/agent.toml >/dev/null
+}
+
 start_agents_docker() {
   local i
-  for i in $(seq 1 $hosts); do
-    docker run -d --name "$name-host-$i" --hostname "host-$i" --network "$net" --ip "$(host_ip "$i")" \
-      -e KUBESIM_STATE_DIR=/kubesim -e KUBESIM_NODE_ROOT=/var/lib/rpool/node \
-      -e KUBESIM_HOSTNAME="host-$i" -e KUBESIM_NODE_IP="$(host_ip "$i")" \
-      -v "$net-kubesim:/kubesim" -v "$net-host-$i:/var/lib/rpool" -v "$dir/host-$i:/etc/rpool:ro" \
-      -v "$dir/host-$i/containerd:/var/lib/rpool/node/run/containerd" \
-      "$RPOOL_IMAGE" rpool-agent --config /etc/rpool/agent.toml >/dev/null
-  done
+  for i in $(seq 1 $hosts); do start_agent "$i"; done
+}
+
+# Replaces the container of controller N (`upgrade ctl N`) or agent host N
+# (`upgrade host N`) by one of $RPOOL_IMAGE: stopped with SIGTERM (10 s
+# grace), removed, started again on the same data volume, config and
+# address, as a package upgrade restarts the service on a server. Waiting
+# for it to rejoin is the caller's (the fault suite's rolling-upgrade).
+upgrade() {
+  local kind="${1:-}" n="${2:-}"
+  case "$n" in ''|*[!0-9]*) echo "testbed: upgrade ctl|host N: N must be a number (got '$n')" >&2; exit 64 ;; esac
+  case "$kind" in
+    ctl) docker stop -t 10 "$name-ctl-$n" >/dev/null; docker rm "$name-ctl-$n" >/dev/null; start_controller "$n" ;;
+    host) docker stop -t 10 "$name-host-$n" >/dev/null; docker rm "$name-host-$n" >/dev/null; start_agent "$n" ;;
+    *) echo "testbed: upgrade ctl|host N (got '$kind')" >&2; exit 64 ;;
+  esac
+  echo "$kind-$n now runs $RPOOL_IMAGE"
 }
 
 hosts_ready() {
@@ -240,5 +261,6 @@ case "${1:-}" in
   status) rpoolctl status; rpoolctl host list ;;
   ctl) shift; rpoolctl "$@" ;;
   replace-controller) shift; replace_controller "$@" ;;
-  *) sed -n '2,22p' "$0"; exit 64 ;;
+  upgrade) shift; upgrade "$@" ;;
+  *) sed -n '2,24p' "$0"; exit 64 ;;
 esac

@@ -7,6 +7,10 @@
 //!
 //! Runs only when asked (`RPOOL_FAULTS=1`) and Docker answers; otherwise
 //! the one test prints why it skipped. `.ci/packaging.sh` runs it. Knobs:
+//! `RPOOL_PREV_IMAGE` (the previous release's image,
+//! `packaging/prev-image.sh`: the testbed starts on it and the first
+//! scenario, rolling-upgrade, moves it to the suite's image; unset, that
+//! scenario is skipped, and fails when named in `RPOOL_FAULTS_ONLY`),
 //! `RPOOL_FAULTS_NAME` / `RPOOL_FAULTS_SUBNET` (the testbed's name and /24,
 //! default `rpoolfaults`, 172.31.251.0/24, so it never collides with the
 //! default testbed), `RPOOL_IMAGE` (default: built here from the test
@@ -47,8 +51,10 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 const DOWN_AFTER: Duration = Duration::from_secs(5);
 /// Extra controller TOML: zone a (2 of 6 hosts) silent is a storm.
 const CONTROLLER_TOML: &str = "[healing]\nstorm_fleet_share = 0.3\nstorm_pool_share = 0.5\n";
-/// Every scenario, in the order they run.
+/// Every scenario, in the order they run. rolling-upgrade goes first: the
+/// testbed starts on the previous release for it.
 const SCENARIOS: &[&str] = &[
+    "rolling-upgrade",
     "leader-isolated",
     "minority-partition",
     "asymmetric-leader",
@@ -97,9 +103,23 @@ async fn fault_suite_on_the_docker_testbed() -> Result<()> {
             );
         }
     }
+    let prev_image = std::env::var("RPOOL_PREV_IMAGE").ok().filter(|s| !s.is_empty());
+    let wants_upgrade = only.as_ref().is_none_or(|o| o.contains("rolling-upgrade"));
+    let mut skip = HashSet::new();
+    if wants_upgrade && prev_image.is_none() {
+        ensure!(
+            only.is_none(),
+            "RPOOL_FAULTS_ONLY names rolling-upgrade but RPOOL_PREV_IMAGE is not set (packaging/prev-image.sh builds the previous release's image)"
+        );
+        eprintln!(
+            "faults: rolling-upgrade skipped: RPOOL_PREV_IMAGE not set (packaging/prev-image.sh builds the previous release's image)"
+        );
+        skip.insert("rolling-upgrade".to_string());
+    }
+    let start_image = prev_image.as_deref().filter(|_| wants_upgrade);
     let started = Instant::now();
-    let tb = Testbed::up(CONTROLLER_TOML)?;
-    let result = run_all(&tb, only.as_ref()).await;
+    let tb = Testbed::up(CONTROLLER_TOML, start_image)?;
+    let result = run_all(&tb, only.as_ref(), &skip).await;
     if std::env::var("RPOOL_FAULTS_KEEP").as_deref() == Ok("1") {
         eprintln!("faults: testbed {} kept (RPOOL_FAULTS_KEEP=1)", tb.name);
     } else {
@@ -109,7 +129,7 @@ async fn fault_suite_on_the_docker_testbed() -> Result<()> {
     result
 }
 
-async fn run_all(tb: &Testbed, only: Option<&HashSet<String>>) -> Result<()> {
+async fn run_all(tb: &Testbed, only: Option<&HashSet<String>>, skip: &HashSet<String>) -> Result<()> {
     let register_host = tb.host_id("host-2").await?;
     // A pool, so that controller faults also carry pool state and the
     // host faults have members to lose.
@@ -134,7 +154,7 @@ async fn run_all(tb: &Testbed, only: Option<&HashSet<String>>) -> Result<()> {
 
     let mut table = Vec::new();
     for &name in SCENARIOS {
-        if only.is_some_and(|o| !o.contains(name)) {
+        if only.is_some_and(|o| !o.contains(name)) || skip.contains(name) {
             continue;
         }
         let figures = scenario(tb, name, &register_host)
@@ -231,6 +251,17 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             tb.docker(&["start", &tb.ctl_name(leader)])?;
             at
         }
+        "rolling-upgrade" => {
+            rolling_upgrade(
+                tb,
+                &clients,
+                events_before,
+                &pool_before,
+                &mut note,
+                &mut fault_at,
+            )
+            .await?
+        }
         "rolling-restart" => {
             fault_at = clients.now();
             for n in 1..=3 {
@@ -281,6 +312,226 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         .map_err(|e| anyhow::anyhow!("{name}: history of {} calls: {e}", history.len()))?;
     tb.assert_no_host_in_two_pools().await?;
     Ok(figures)
+}
+
+/// The testbed runs the previous release (controllers and agents). Each
+/// controller in turn, followers first and the leader last, is stopped and
+/// started from the suite's image on the same data volume and config; it
+/// must load its old data dir (its "state loaded" log line shows the old
+/// applied index and hosts), answer with the new version, and catch up
+/// before the next one goes. `rpoolctl` of this version is run against the
+/// mixed trio after each of the first two. Then the six agents, one at a
+/// time. Nothing may be replaced, fenced or reset, and the pool keeps its
+/// members. The note gives each step's times (to rejoin, to the first
+/// acknowledged write invoked after the step began).
+async fn rolling_upgrade(
+    tb: &Testbed,
+    clients: &Clients,
+    events_before: u64,
+    pool_before: &Pool,
+    note: &mut String,
+    fault_at: &mut u64,
+) -> Result<u64> {
+    let new = rpool_proto::VERSION;
+    let mut old = String::new();
+    for n in 1..=3 {
+        let status = tb.status(n).await?;
+        ensure!(
+            status.version != new,
+            "controller {n} already runs {new} before the upgrade: RPOOL_PREV_IMAGE is not a previous release"
+        );
+        ensure!(
+            old.is_empty() || old == status.version,
+            "controllers run different versions before the upgrade: {old} and {}",
+            status.version
+        );
+        old = status.version;
+    }
+    let hosts_before = tb.hosts().await?;
+    ensure!(
+        hosts_before.iter().all(|h| h.agent_version == old),
+        "every agent runs {old} before the upgrade: {:?}",
+        hosts_before.iter().map(|h| &h.agent_version).collect::<Vec<_>>()
+    );
+    let leader = tb.leader().await?;
+    let mut order = tb.others(leader);
+    order.push(leader);
+    *fault_at = clients.now();
+    let mut steps = Vec::new();
+    for (i, &n) in order.iter().enumerate() {
+        let before = tb.status(n).await?;
+        let step_at = clients.now();
+        let started = Instant::now();
+        tb.upgrade("ctl", n)?;
+        let name = tb.ctl_name(n);
+        let rejoined = eventually(
+            Duration::from_secs(60),
+            &format!("controller {n} back on {new}"),
+            || async {
+                match tb.status(n).await {
+                    Ok(s) if s.version == new => (Some(s), String::new()),
+                    Ok(s) => (None, format!("answers as {}", s.version)),
+                    Err(e) => (
+                        None,
+                        format!("{e}; log: {}", tail(&tb.logs(&name).unwrap_or_default())),
+                    ),
+                }
+            },
+        )
+        .await?;
+        ensure!(
+            rejoined.term >= before.term,
+            "controller {n} came back at term {} < {} before the upgrade (its Raft state was not read)",
+            rejoined.term,
+            before.term
+        );
+        tb.settled().await?;
+        let rejoin = started.elapsed();
+        // It read the old release's data dir (sled state and Raft log):
+        // the state it loaded from disk before talking to anyone.
+        let logs = tb.logs(&name)?;
+        let (applied, hosts) = state_loaded(&logs)
+            .with_context(|| format!("no \"state loaded\" line in {name}'s log: {}", tail(&logs)))?;
+        ensure!(
+            applied > 0 && hosts == hosts_before.len(),
+            "controller {n} ({new}) loaded applied index {applied} and {hosts} hosts from the {old} data dir; before the upgrade it had applied {} and knew {} hosts",
+            before.applied_index,
+            hosts_before.len()
+        );
+        let first = eventually(
+            RECOVERY_BOUND,
+            &format!("a write after upgrading controller {n}"),
+            || async { (clients.first_ok_write_after(step_at), clients.summary()) },
+        )
+        .await?;
+        let mixed = if i < 2 {
+            mixed_trio_ctl(tb, pool_before, i + 1).await?;
+            format!(", rpoolctl ok on {} new + {} old", i + 1, 2 - i)
+        } else {
+            String::new()
+        };
+        let step = format!(
+            "ctl-{n}{}: old dir loaded (applied {applied} of {} before the stop, {hosts} hosts), rejoined+caught up {:.1} s, first write {} ms{mixed}",
+            if n == leader { " (leader)" } else { "" },
+            before.applied_index,
+            rejoin.as_secs_f64(),
+            first.saturating_sub(step_at) / 1_000_000
+        );
+        eprintln!("faults: rolling-upgrade: {step}");
+        steps.push(step);
+    }
+    // The agents, one at a time: each comes back ready with the new version.
+    let mut slowest_agent = Duration::ZERO;
+    for h in &hosts_before {
+        let hostname = h.facts.as_ref().map(|f| f.hostname.clone()).unwrap_or_default();
+        let n: u64 = hostname
+            .strip_prefix("host-")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("testbed host name {hostname:?}"))?;
+        let started = Instant::now();
+        tb.upgrade("host", n)?;
+        eventually(
+            Duration::from_secs(60),
+            &format!("{hostname} ready on agent {new}"),
+            || async {
+                let host = tb.get_host(&h.host_id).await.ok();
+                let done = host
+                    .as_ref()
+                    .is_some_and(|x| x.state == HostState::Ready as i32 && x.agent_version == new);
+                (done.then_some(()), host.map(|x| (x.state, x.agent_version)))
+            },
+        )
+        .await?;
+        let took = started.elapsed();
+        eprintln!(
+            "faults: rolling-upgrade: {hostname} ready on {new} {:.1} s after its restart",
+            took.as_secs_f64()
+        );
+        slowest_agent = slowest_agent.max(took);
+    }
+    let at = clients.now();
+    for n in 1..=3 {
+        let version = tb.status(n).await?.version;
+        ensure!(version == new, "controller {n} runs {version} after the upgrade");
+    }
+    let events = tb.events_after(events_before).await?;
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|e| ["host_replacing", "host_fenced", "host_unfenced", "storm"].contains(&e.kind.as_str()))
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "nothing replaced, fenced or reset in an upgrade: {bad:?}"
+    );
+    let pool_after = tb.pool("faults").await?;
+    ensure!(
+        members(&pool_after) == members(pool_before),
+        "pool members changed: {:?} -> {:?}",
+        members(pool_before),
+        members(&pool_after)
+    );
+    *note = format!(
+        "{old} -> {new}; {}; 6 agents one at a time, each ready again within {:.1} s; 0 replaced",
+        steps.join("; "),
+        slowest_agent.as_secs_f64()
+    );
+    Ok(at)
+}
+
+/// `rpoolctl` of this version against a trio of `upgraded` new and
+/// 3 - `upgraded` old controllers: status, host list, pool show, controller
+/// list (read commands, JSON parsed) and a label set and removed (a write).
+async fn mixed_trio_ctl(tb: &Testbed, pool_before: &Pool, upgraded: usize) -> Result<()> {
+    let json = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = tb.ctl(args)?;
+        serde_json::from_str(&out).with_context(|| format!("rpoolctl {args:?} -o json printed {out}"))
+    };
+    let ctx = || {
+        format!(
+            "rpoolctl against {upgraded} new + {} old controllers",
+            3 - upgraded
+        )
+    };
+    json(&["status", "-o", "json"]).with_context(ctx)?;
+    let hosts = json(&["host", "list", "-o", "json"]).with_context(ctx)?;
+    let count = hosts.as_array().map(Vec::len).unwrap_or(0);
+    ensure!(count == 6, "{}: host list shows {count} hosts: {hosts}", ctx());
+    let pool = json(&["pool", "show", "faults", "-o", "json"]).with_context(ctx)?;
+    ensure!(
+        pool.to_string().contains(&pool_before.members[0].hostname),
+        "{}: pool show faults lacks {}: {pool}",
+        ctx(),
+        pool_before.members[0].hostname
+    );
+    let controllers = json(&["controller", "list", "-o", "json"]).with_context(ctx)?;
+    ensure!(
+        controllers.as_array().map(Vec::len) == Some(3),
+        "{}: controller list: {controllers}",
+        ctx()
+    );
+    tb.ctl(&["host", "label", "host-5", "upgrade.rpool/step=mixed"])
+        .with_context(ctx)?;
+    tb.ctl(&["host", "label", "host-5", "upgrade.rpool/step-"])
+        .with_context(ctx)?;
+    Ok(())
+}
+
+/// `applied_index` and `hosts` of the last "state loaded" line of a
+/// controller's log (text format: `... state loaded id=1 ...
+/// applied_index=12 hosts=6`).
+fn state_loaded(logs: &str) -> Option<(u64, usize)> {
+    let line = logs.lines().rev().find(|l| l.contains("state loaded"))?;
+    let field = |key: &str| -> Option<u64> {
+        let rest = &line[line.find(&format!("{key}="))? + key.len() + 1..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    Some((field("applied_index")?, field("hosts")? as usize))
+}
+
+/// The last lines of a log, for error messages.
+fn tail(logs: &str) -> String {
+    let lines: Vec<&str> = logs.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
 }
 
 /// Zone a (host-1, host-4) loses the controllers: a storm. Nothing is

@@ -46,8 +46,11 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 impl Testbed {
-    /// Builds the image if needed and runs `testbed.sh up`.
-    pub fn up(controller_toml: &str) -> Result<Testbed> {
+    /// Builds the image if needed and runs `testbed.sh up`, on
+    /// `start_image` when given (the previous release's, for
+    /// rolling-upgrade: controllers and agents start on it; everything the
+    /// suite starts later runs the suite's image).
+    pub fn up(controller_toml: &str, start_image: Option<&str>) -> Result<Testbed> {
         let name = std::env::var("RPOOL_FAULTS_NAME").unwrap_or_else(|_| "rpoolfaults".into());
         let cidr = std::env::var("RPOOL_FAULTS_SUBNET").unwrap_or_else(|_| "172.31.251.0/24".into());
         let subnet = cidr
@@ -77,8 +80,14 @@ impl Testbed {
         // Leftovers of an earlier run under this name go first.
         let _ = env(&["down"]).output();
         let started = Instant::now();
-        run(env(&["up"]).env("RPOOL_TESTBED_CONTROLLER_TOML", controller_toml))?;
-        eprintln!("faults: testbed {name} up in {:.1?}", started.elapsed());
+        run(env(&["up"])
+            .env("RPOOL_TESTBED_CONTROLLER_TOML", controller_toml)
+            .env("RPOOL_IMAGE", start_image.unwrap_or(&image)))?;
+        eprintln!(
+            "faults: testbed {name} up on {} in {:.1?}",
+            start_image.unwrap_or(&image),
+            started.elapsed()
+        );
         let files = TlsFiles::in_dir(&dir.join("pki"), "admin");
         let tls = files.load().context("loading the testbed's admin certificate")?;
         Ok(Testbed {
@@ -119,6 +128,27 @@ impl Testbed {
         let mut cmd = self.script_cmd(&["ctl"]);
         cmd.args(args);
         run(&mut cmd)
+    }
+
+    /// `testbed.sh upgrade KIND N`: the container of controller N (`ctl`)
+    /// or agent host N (`host`) stopped and started again from the suite's
+    /// image, same volume, config and address.
+    pub fn upgrade(&self, kind: &str, n: u64) -> Result<()> {
+        run(&mut self.script_cmd(&["upgrade", kind, &n.to_string()]))?;
+        Ok(())
+    }
+
+    /// What `container` logged (stdout and stderr), newest last.
+    pub fn logs(&self, container: &str) -> Result<String> {
+        let out = Command::new("docker")
+            .args(["logs", container])
+            .output()
+            .with_context(|| format!("docker logs {container}"))?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     pub fn docker(&self, args: &[&str]) -> Result<String> {
