@@ -546,11 +546,12 @@ async fn zone_cutoff(
     fault_at: &mut u64,
 ) -> Result<u64> {
     let zone = ["host-1", "host-4"];
-    for h in zone {
-        for c in 1..=3 {
-            tb.cut(&tb.host_name(h), &tb.ctl_ip(c))?;
-        }
-    }
+    // A zone's uplink fails for all its hosts at once: cut together, not
+    // one docker call after another (seconds apart on a loaded machine,
+    // which is two separate failures, not a storm).
+    let hosts: Vec<String> = zone.iter().map(|h| tb.host_name(h)).collect();
+    let ctls: Vec<String> = (1..=3).map(|c| tb.ctl_ip(c)).collect();
+    tb.cut_together(&hosts, &ctls)?;
     *fault_at = clients.now();
     let ids = [tb.host_id(zone[0]).await?, tb.host_id(zone[1]).await?];
     let down_at = tb

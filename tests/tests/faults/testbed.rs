@@ -332,6 +332,43 @@ impl Testbed {
         Ok(())
     }
 
+    /// Every one of `containers` neither receives from nor sends to any of
+    /// `ips`, cut as close to the same moment as this machine allows: the
+    /// namespaces are looked up first (a `docker inspect` each, slow on a
+    /// loaded machine), then each container's two rules go in from a
+    /// thread of its own, so a zone goes dark at once instead of one host
+    /// after another seconds apart.
+    pub fn cut_together(&self, containers: &[String], ips: &[String]) -> Result<()> {
+        let mut pids = Vec::new();
+        for c in containers {
+            pids.push(self.pid(c)?);
+            let mut touched = self.touched.lock().unwrap();
+            if !touched.iter().any(|t| t == c) {
+                touched.push(c.clone());
+            }
+        }
+        let list = ips.join(",");
+        std::thread::scope(|scope| {
+            let cuts: Vec<_> = pids
+                .iter()
+                .map(|pid| {
+                    let list = &list;
+                    scope.spawn(move || -> Result<()> {
+                        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                            run(Command::new("nsenter")
+                                .args(["-t", pid, "-n", "iptables", "-I", chain, dir, list, "-j", "DROP"]))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            cuts.into_iter()
+                .map(|cut| cut.join().expect("a cut thread panicked"))
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
+    }
+
     /// `container` sends to `ip` but drops what comes from it.
     pub fn drop_input(&self, container: &str, ip: &str) -> Result<()> {
         self.nsenter(container, &["iptables", "-I", "INPUT", "-s", ip, "-j", "DROP"])?;
