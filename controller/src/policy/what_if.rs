@@ -103,13 +103,14 @@ pub struct HeldBack {
     pub message: String,
 }
 
-/// What the planner would do with `down` (host ids known to `state`;
+/// What the planner would do with `down` (host ids known to the state;
 /// unknown ones are ignored, the caller validates) marked down at `now`.
-pub fn simulate(state: &State, config: &HealingConfig, now: u64, down: &[String]) -> Answer {
-    let mut sim = state.clone();
+/// `copy` is a copy of the leader's state, changed here and dropped.
+pub fn simulate(copy: State, config: &HealingConfig, now: u64, down: &[String]) -> Answer {
+    let mut sim = copy;
     let hosts_down: Vec<String> = down
         .iter()
-        .filter(|id| state.host(id).is_some())
+        .filter(|id| sim.host(id).is_some())
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -381,9 +382,7 @@ mod tests {
     #[test]
     fn a_dead_worker_is_replaced_by_the_host_the_planner_then_really_chooses() {
         let mut w = workers_world();
-        let before = w.sm.clone();
-        let answer = simulate(&w.sm, &w.config, w.now, &ids(&["w2"]));
-        assert_eq!(w.sm, before, "the real state is untouched");
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &ids(&["w2"]));
         assert_eq!(answer.hosts_down, ids(&["w2"]));
         assert_eq!(answer.storm, None);
         assert_eq!(answer.held_back, vec![]);
@@ -402,7 +401,7 @@ mod tests {
         assert_eq!(r.replacements, ids(&["s1"]), "the exact fit");
 
         // The same twice (deterministic), and what the real planner does.
-        assert_eq!(simulate(&w.sm, &w.config, w.now, &ids(&["w2"])), answer);
+        assert_eq!(simulate(w.sm.clone(), &w.config, w.now, &ids(&["w2"])), answer);
         w.set("w2", HostState::Down);
         assert_eq!(w.plan(), vec!["replace w2 by s1".to_owned()]);
     }
@@ -410,7 +409,7 @@ mod tests {
     #[test]
     fn two_workers_of_a_pool_down_are_held_back_by_the_storm_guard() {
         let mut w = workers_world();
-        let answer = simulate(&w.sm, &w.config, w.now, &ids(&["w1", "w2"]));
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &ids(&["w1", "w2"]));
         let storm = answer.storm.clone().expect("a storm");
         assert!(storm.contains("members of pool web"), "{storm}");
         assert!(answer.replacements.is_empty(), "{answer:?}");
@@ -434,7 +433,7 @@ mod tests {
         lax.storm_fleet_share = 1.0;
         lax.storm_pool_share = 1.0;
         let fresh = workers_world();
-        let answer = simulate(&fresh.sm, &lax, fresh.now, &ids(&["w1", "w2"]));
+        let answer = simulate(fresh.sm.clone(), &lax, fresh.now, &ids(&["w1", "w2"]));
         assert_eq!(answer.storm, None);
         assert_eq!(answer.replacements.len(), 2, "{answer:?}");
         assert!(!answer.pools[0].below_request_after, "{answer:?}");
@@ -466,7 +465,7 @@ mod tests {
         // Lax storm shares: only the quorum rule holds the pool back here.
         w.config.storm_pool_share = 1.0;
         w.config.storm_fleet_share = 1.0;
-        let answer = simulate(&w.sm, &w.config, w.now, &ids(&["h2", "h3"]));
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &ids(&["h2", "h3"]));
         let pool = &answer.pools[0];
         assert_eq!((pool.control_planes, pool.control_planes_down), (3, 2));
         assert!(pool.etcd_quorum_lost);
@@ -488,7 +487,7 @@ mod tests {
     #[test]
     fn one_control_plane_down_is_replaced_in_its_zone_and_the_pool_is_whole_again() {
         let w = control_plane_world();
-        let answer = simulate(&w.sm, &w.config, w.now, &ids(&["h2"]));
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &ids(&["h2"]));
         let pool = &answer.pools[0];
         assert!(!pool.etcd_quorum_lost);
         let [r] = answer.replacements.as_slice() else {
@@ -514,7 +513,7 @@ mod tests {
                 .map(|h| h.host_id.clone())
                 .collect();
         assert_eq!(zone_a, ids(&["h1", "w1"]));
-        let answer = simulate(&w.sm, &w.config, w.now, &zone_a);
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &zone_a);
         assert_eq!(answer.storm, None);
         let mut replaced: Vec<(&str, Vec<String>)> = answer
             .replacements
@@ -530,7 +529,7 @@ mod tests {
         assert!(!answer.pools[0].below_request_after);
         // The default pool share would call it a storm.
         let strict = control_plane_world();
-        let answer = simulate(&strict.sm, &strict.config, strict.now, &zone_a);
+        let answer = simulate(strict.sm.clone(), &strict.config, strict.now, &zone_a);
         assert!(answer.storm.is_some(), "{answer:?}");
         assert_eq!(answer.held_back.len(), 2);
     }
@@ -538,7 +537,7 @@ mod tests {
     #[test]
     fn unknown_hosts_are_ignored_and_a_spare_down_affects_no_pool() {
         let w = workers_world();
-        let answer = simulate(&w.sm, &w.config, w.now, &ids(&["s5", "nope", "s5"]));
+        let answer = simulate(w.sm.clone(), &w.config, w.now, &ids(&["s5", "nope", "s5"]));
         assert_eq!(answer.hosts_down, ids(&["s5"]));
         assert!(answer.pools.is_empty() && answer.replacements.is_empty() && answer.held_back.is_empty());
         assert_eq!(answer.storm, None);
