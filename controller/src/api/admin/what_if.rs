@@ -249,7 +249,12 @@ fn response(
         })
         .collect();
     hosts_down.sort_by(|a, b| (&a.zone, &a.hostname, &a.host_id).cmp(&(&b.zone, &b.hostname, &b.host_id)));
-    WhatIfResponse {
+    let by_hostname = |ids: &[String]| {
+        let mut ids = ids.to_vec();
+        ids.sort_by_key(|id| (hostname(names, id), id.clone()));
+        ids
+    };
+    let mut response = WhatIfResponse {
         hosts_down,
         storm: answer.storm.clone().unwrap_or_default(),
         pools: answer
@@ -257,7 +262,7 @@ fn response(
             .iter()
             .map(|p| v1::WhatIfPool {
                 name: p.pool.clone(),
-                members_down: p.members_down.clone(),
+                members_down: by_hostname(&p.members_down),
                 control_planes: narrow(p.control_planes),
                 control_planes_down: narrow(p.control_planes_down),
                 etcd_quorum_lost: p.etcd_quorum_lost,
@@ -300,7 +305,11 @@ fn response(
             .collect(),
         controllers: Some(controllers),
         acts_after_ms,
-    }
+    };
+    response
+        .held_back
+        .sort_by(|a, b| (&a.pool, &a.hostname, &a.host_id).cmp(&(&b.pool, &b.hostname, &b.host_id)));
+    response
 }
 
 #[cfg(test)]
