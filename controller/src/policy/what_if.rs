@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(w.plan(), vec!["alert storm".to_owned()]);
 
         // Without the guard (shares at 100 %) both would be replaced.
-        let mut lax = w.config.clone();
+        let mut lax = w.config;
         lax.storm_fleet_share = 1.0;
         lax.storm_pool_share = 1.0;
         let fresh = workers_world();

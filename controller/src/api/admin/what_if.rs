@@ -128,7 +128,7 @@ impl AdminSvc {
             .shared
             .node
             .read(|sm| resolve_hosts(sm, r).map(|down| (sm.clone(), down)))?;
-        let healing = self.shared.config.healing.clone();
+        let healing = self.shared.config.healing;
         let now = rpool_proto::clock::unix_ms_now();
         let answer = tokio::task::spawn_blocking(move || {
             let names = names(&copy);
