@@ -21,6 +21,7 @@ Examples:
   rpoolctl events --pool web --follow
   rpoolctl demo                          # create, resize, destroy a pool on the sandbox
   rpoolctl controller list               # the Raft group and its progress
+  rpoolctl what-if zone-down b           # what healing would do if zone b went down
   rpoolctl token create --uses 1         # a bootstrap token + [enroll] snippet for an agent
   rpoolctl status --controller 10.0.0.1:7443,10.0.0.2:7443
 

@@ -364,4 +364,10 @@ impl AdminService for Fake {
     ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
         Err(Status::unimplemented("backups are tested end to end"))
     }
+    async fn what_if(
+        &self,
+        _: Request<rpool_proto::v1::WhatIfRequest>,
+    ) -> Result<Response<rpool_proto::v1::WhatIfResponse>, Status> {
+        Err(Status::unimplemented("what-if is tested end to end"))
+    }
 }

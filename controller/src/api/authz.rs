@@ -13,6 +13,10 @@
 //! | `EnrollService` | anyone (it authenticates by bootstrap token or certificate itself) |
 //! | anything else | any rpool identity |
 //!
+//! Every `AdminService` method is held to the same rule, reads included:
+//! `WhatIf` (an admin read that changes nothing) answers from the leader's
+//! whole state, so it is admin-only like `ListHosts` and `GetPool`.
+//!
 //! No certificate → `UNAUTHENTICATED`; a certificate without an rpool
 //! identity or of the wrong role → `PERMISSION_DENIED`. The identity is put
 //! in the request's extensions for the handlers. Every denial is logged at
@@ -590,6 +594,25 @@ mod tests {
         for bad in ["urn:rpool:controller:3", "urn:rpool:agent:h1", "alice", ""] {
             assert!(principal(&ctl, Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn what_if_is_an_admin_read() {
+        let path = "/rpool.v1.AdminService/WhatIf";
+        assert_eq!(service_of(path), ServiceKind::Admin);
+        let admin = known(Identity::Admin("alice".into()));
+        assert!(decide(service_of(path), &admin, None).is_ok());
+        let forwarding = known(Identity::Controller(2));
+        assert!(decide(service_of(path), &forwarding, Some("2")).is_ok());
+        for denied in [
+            known(Identity::Agent("h1".into())),
+            known(Identity::Controller(2)),
+        ] {
+            let d = decide(service_of(path), &denied, None).unwrap_err();
+            assert_eq!(d.status.code(), tonic::Code::PermissionDenied);
+        }
+        let d = decide(service_of(path), &Peer::NoCertificate, None).unwrap_err();
+        assert_eq!(d.status.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

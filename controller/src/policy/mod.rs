@@ -9,6 +9,8 @@
 //! - [`healing`]: which down members are replaced and by whom, storms,
 //!   fences and expiries.
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
+//! - [`what_if`]: the planner run on a copy of the state with hosts assumed
+//!   down (`rpoolctl what-if`).
 //!
 //! Nothing here imports the API or the leader's loops (checked by
 //! `tests::layers` in the crate root).
@@ -20,3 +22,4 @@ pub mod placement;
 pub mod planner;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod what_if;

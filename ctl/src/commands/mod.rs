@@ -35,6 +35,7 @@ pub mod sandbox_up;
 pub mod snapshot;
 pub mod status;
 pub mod token;
+pub mod what_if;
 
 use clap::Subcommand;
 
@@ -63,6 +64,9 @@ pub enum Command {
     /// Create, list and revoke bootstrap tokens that agents enroll with
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Ask what rpool would do if hosts, a zone or controllers went down now (changes nothing)
+    #[command(name = "what-if")]
+    WhatIf(what_if::WhatIfArgs),
     /// Save a consistent backup of the controllers' state to a file, or check one
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
@@ -87,6 +91,7 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
         Command::Sandbox(cmd) => sandbox::exec(cmd, settings, env).await,
         Command::Token(cmd) => token::exec(cmd, settings).await,
         Command::Snapshot(cmd) => snapshot::exec(cmd, settings).await,
+        Command::WhatIf(args) => what_if::exec(args, settings).await,
         Command::Pki(cmd) => pki::exec(cmd),
         Command::Completions(args) => completions::exec(args),
         Command::CheckConfig => crate::settings::check_config(settings),

@@ -21,3 +21,4 @@ mod sandbox;
 mod secrets;
 mod tls;
 mod validation;
+mod what_if;

@@ -13,6 +13,8 @@
 //! - `ListControllers`, `AddController`, `RemoveController`,
 //!   `TransferLeader`: Raft membership, one change at a time.
 //! - `SaveSnapshot`: a backup of the whole state (`backup.rs`), streamed.
+//! - `WhatIf`: the planner run on a copy of the state with hosts assumed
+//!   down, and the group's quorum without some controllers (`what_if.rs`).
 //!
 //! Only `Status` is answered by whichever controller is asked. Everything
 //! else runs on the leader: a follower forwards the request to the leader
@@ -31,6 +33,7 @@ mod backup;
 mod controllers;
 pub mod pools;
 pub mod tokens;
+mod what_if;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -787,6 +790,16 @@ impl AdminService for AdminSvc {
         let caller =
             crate::api::authz::caller(&request).map_or_else(|| "unknown".to_owned(), |id| id.to_string());
         Ok(Response::new(backup::save(&self.shared, &caller)))
+    }
+
+    #[instrument(skip_all)]
+    async fn what_if(
+        &self,
+        request: Request<v1::WhatIfRequest>,
+    ) -> Result<Response<v1::WhatIfResponse>, Status> {
+        what_if::check(request.get_ref())?;
+        forward_or_barrier!(self, request, what_if);
+        Ok(Response::new(self.answer_what_if(request.get_ref()).await?))
     }
 }
 
