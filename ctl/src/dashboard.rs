@@ -83,6 +83,28 @@ pub fn snapshot_of(
     events: Vec<EventView>,
 ) -> Snapshot {
     let (leader_id, controllers) = controllers.unwrap_or_default();
+    // A host's pool and role, from the pools' members when the host list lacks them.
+    let membership: BTreeMap<&str, (&str, &str)> = pools
+        .iter()
+        .flat_map(|p| {
+            p.members
+                .iter()
+                .filter(|m| m.state != "replaced")
+                .map(move |m| (m.host_id.as_str(), (p.name.as_str(), m.role.as_str())))
+        })
+        .collect();
+    let hosts: Vec<HostView> = hosts
+        .into_iter()
+        .map(|mut h| {
+            if let Some((pool, role)) = membership.get(h.host_id.as_str())
+                && h.pool_role.is_empty()
+            {
+                h.pool = (*pool).to_string();
+                h.pool_role = (*role).to_string();
+            }
+            h
+        })
+        .collect();
     let mut zones: BTreeMap<String, ZoneView> = BTreeMap::new();
     for h in hosts {
         let zone = zones.entry(h.zone.clone()).or_insert_with(|| ZoneView {
@@ -398,6 +420,8 @@ mod tests {
         assert_eq!(s.zones[1].by_state.get("down"), Some(&1));
         let live: Vec<&str> = s.pools[0].members.iter().map(|m| m.liveness.as_str()).collect();
         assert_eq!(live, ["down", "ready"]);
+        let b1 = &s.zones[1].hosts[0];
+        assert_eq!((b1.pool.as_str(), b1.pool_role.as_str()), ("web", "worker"));
         let attention = s.pools[0].attention.as_deref().unwrap_or_default();
         assert!(attention.contains("1 down (b-1)"), "{attention}");
     }
