@@ -435,12 +435,12 @@ async fn completion_offers_pool_host_and_controller_names_and_nothing_quickly_wi
     let (reply, took) = bash_complete(home, &env, &["rpoolctl", "pool", "show", ""]);
     assert!(reply.is_empty(), "{reply:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
-    let fish = protocol_complete(home, "fish", &env, &["rpoolctl", "host", "show", ""]);
+    let fish = protocol_complete(home, "fish", &env, &["rpoolctl", "host", "show", "w"]);
     assert!(fish.is_empty(), "{fish:?}");
     // A dropped packet instead of a refusal is bounded by the budget too.
     let env = [("RPOOL_CONTROLLER", "192.0.2.1:7443")];
     let started = Instant::now();
-    let fish = protocol_complete(home, "fish", &env, &["rpoolctl", "pool", "show", ""]);
+    let fish = protocol_complete(home, "fish", &env, &["rpoolctl", "pool", "show", "w"]);
     assert!(fish.is_empty(), "{fish:?}");
     let took = started.elapsed();
     assert!(
