@@ -19,6 +19,10 @@
 //!   plans and events (the stable `-o json` output).
 //! - [`confirm`]: the confirmation rules of disruptive commands (`--yes`, or
 //!   a question on a terminal, else exit 64).
+//! - [`complete`]: dynamic shell completion (pool, host and controller
+//!   names asked from the controllers when the shell calls back).
+//! - [`dashboard`]: the local web dashboard's server (one embedded page and a
+//!   JSON snapshot rpoolctl assembles from the controllers).
 //! - [`clock`]: now, UTC timestamps and ages for human output.
 //! - [`output`]: `-o table|json` and writing to stdout (a closed pipe is fine).
 //! - [`table`]: the small column formatter used for human output.
@@ -38,7 +42,9 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod commands;
+pub mod complete;
 pub mod confirm;
+pub mod dashboard;
 pub mod exit;
 pub mod output;
 pub mod sandbox;

@@ -7,6 +7,8 @@ use rpoolctl::exit;
 use rpoolctl::settings::Env;
 
 fn main() -> ExitCode {
+    // A shell asking for completions (RPOOL_COMPLETE set) is answered here.
+    rpoolctl::complete::complete_if_asked();
     let cli = match rpoolctl::cli::try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(err) => {

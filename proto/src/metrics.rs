@@ -272,7 +272,16 @@ pub async fn serve(
     render: Arc<dyn Fn() -> String + Send + Sync>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = hyper_util::service::TowerToHyperService::new(router(render));
+    serve_router(listener, router(render), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with the same
+/// limits as `/metrics`: at most [`MAX_CONNECTIONS`] at once (more are
+/// closed at once), request heads of at most [`MAX_REQUEST_BYTES`] read
+/// within [`REQUEST_TIMEOUT`], one request per connection. rpoolctl's local
+/// dashboard uses it too.
+pub async fn serve_router(listener: TcpListener, router: axum::Router, shutdown: impl Future<Output = ()>) {
+    let service = hyper_util::service::TowerToHyperService::new(router);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(REQUEST_TIMEOUT)

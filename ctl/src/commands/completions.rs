@@ -1,7 +1,6 @@
 //! `rpoolctl completions bash|zsh|fish`.
 
 use clap::{Args, ValueEnum};
-use clap_complete::Shell;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ShellName {
@@ -10,8 +9,22 @@ pub enum ShellName {
     Fish,
 }
 
-/// Print a completion script for SHELL to stdout: subcommands, flags and
-/// their fixed values (states, output formats, shells).
+impl ShellName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Bash => "bash",
+            Self::Zsh => "zsh",
+            Self::Fish => "fish",
+        }
+    }
+}
+
+/// Print a completion script for SHELL to stdout. The script calls back
+/// into `rpoolctl` (found on PATH) at each TAB: subcommands, flags and fixed
+/// values come from rpoolctl itself, pool names, host ids and hostnames,
+/// and controller ids from the controllers (those of --controller typed on
+/// the line, else RPOOL_CONTROLLER, else ctl.toml). With no controller
+/// answering within 1.5 s nothing is offered and nothing is printed.
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Install (then open a new shell):
@@ -24,8 +37,9 @@ Install (then open a new shell):
   fish:               rpoolctl completions fish > ~/.config/fish/completions/rpoolctl.fish
 
 Try it without installing: source <(rpoolctl completions bash)
+Then: rpoolctl pool show <TAB>, rpoolctl host show <TAB>, rpoolctl controller transfer-leader <TAB>
 
-Pool names, host ids and controller ids are not completed yet (the script is static).")]
+rpoolctl must be on PATH. Regenerate the script after upgrading rpoolctl.")]
 pub struct CompletionsArgs {
     /// Shell to generate the script for
     #[arg(value_enum)]
@@ -33,12 +47,6 @@ pub struct CompletionsArgs {
 }
 
 pub fn exec(args: CompletionsArgs) -> anyhow::Result<()> {
-    let shell = match args.shell {
-        ShellName::Bash => Shell::Bash,
-        ShellName::Zsh => Shell::Zsh,
-        ShellName::Fish => Shell::Fish,
-    };
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut crate::cli::command(), "rpoolctl", &mut script);
+    let script = crate::complete::registration(args.shell.as_str())?;
     crate::output::print(&String::from_utf8_lossy(&script))
 }

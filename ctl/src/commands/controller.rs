@@ -80,7 +80,7 @@ Examples:
   rpoolctl controller remove 3 --yes -o json")]
 pub struct RemoveArgs {
     /// Id of the controller to remove
-    #[arg(value_name = "ID", value_parser = crate::cli::whole_number::<u64>(1, MAX_CONTROLLER_ID))]
+    #[arg(value_name = "ID", value_parser = crate::cli::whole_number::<u64>(1, MAX_CONTROLLER_ID), add = crate::complete::controllers())]
     pub id: u64,
     /// Do not ask for confirmation (required when stdin is not a terminal)
     #[arg(long, short = 'y')]
@@ -96,7 +96,7 @@ Examples:
   rpoolctl controller transfer-leader 2")]
 pub struct TransferArgs {
     /// Id of the voter that should lead
-    #[arg(value_name = "ID", value_parser = crate::cli::whole_number::<u64>(1, MAX_CONTROLLER_ID))]
+    #[arg(value_name = "ID", value_parser = crate::cli::whole_number::<u64>(1, MAX_CONTROLLER_ID), add = crate::complete::controllers())]
     pub id: u64,
     #[command(flatten)]
     pub output: OutputArgs,

@@ -53,7 +53,7 @@ Examples:
   rpoolctl events --follow -o json | jq -r 'select(.kind == \"task_failed\") | .message'")]
 pub struct EventsArgs {
     /// Only this pool's events
-    #[arg(long, value_name = "POOL", value_parser = parse_pool_name)]
+    #[arg(long, value_name = "POOL", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub pool: Option<String>,
     /// Only events of this kind, e.g. `audit` (who changed what),
     /// `host_down`, `task_failed`

@@ -32,7 +32,7 @@ Examples:
   rpoolctl host label 3f2a rack=r14 old- -o json | jq .labels")]
 pub struct LabelArgs {
     /// Host id, a unique prefix of it (at least 4 characters), or its hostname
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub id: String,
     /// KEY=VALUE to set, KEY- to remove
     #[arg(value_name = "KEY=VALUE|KEY-", required = true, num_args = 1..)]

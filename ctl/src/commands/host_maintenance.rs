@@ -21,7 +21,7 @@ use crate::view::HostView;
 #[command(after_help = "Examples:\n  rpoolctl host cordon 3f2a\n  rpoolctl host uncordon 3f2a")]
 pub struct CordonArgs {
     /// Host id, a unique prefix of it (at least 4 characters), or its hostname
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub id: String,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -40,7 +40,7 @@ Examples:
   rpoolctl host drain 3f2a --yes --wait  # move it out, wait until the pool is ready")]
 pub struct DrainArgs {
     /// Host id, a unique prefix of it (at least 4 characters), or its hostname
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub id: String,
     /// Only show what would happen
     #[arg(long, conflicts_with_all = ["yes", "wait"])]

@@ -24,7 +24,7 @@ Examples:
   rpoolctl host show 3f2a -o json | jq .health")]
 pub struct ShowArgs {
     /// Host id, a unique prefix of it (at least 4 characters), or its hostname
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub id: String,
     #[command(flatten)]
     pub output: OutputArgs,

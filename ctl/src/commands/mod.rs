@@ -6,6 +6,7 @@
 
 pub mod completions;
 pub mod controller;
+pub mod dashboard;
 pub mod demo;
 pub mod demo_fleet;
 pub mod events;
@@ -75,6 +76,8 @@ pub enum Command {
     Pki(pki::PkiCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
+    /// Serve a read-only web dashboard of the fleet on 127.0.0.1 (hosts by zone, pools, controllers, live events)
+    Dashboard(dashboard::DashboardArgs),
     /// Check ctl.toml and the admin TLS files (key matches certificate, chain to the CA, validity, key not readable by all), print "config ok": exit 0 if valid, 64 if not
     #[command(long_flag = "check-config")]
     CheckConfig,
@@ -94,6 +97,7 @@ pub async fn exec(command: Command, settings: &Settings, env: &Env) -> anyhow::R
         Command::WhatIf(args) => what_if::exec(args, settings).await,
         Command::Pki(cmd) => pki::exec(cmd),
         Command::Completions(args) => completions::exec(args),
+        Command::Dashboard(args) => dashboard::exec(args, settings).await,
         Command::CheckConfig => crate::settings::check_config(settings),
     }
 }

@@ -38,7 +38,7 @@ Examples:
   rpoolctl pool autoscale web --off")]
 pub struct AutoscaleArgs {
     /// Pool name
-    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    #[arg(value_name = "NAME", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub name: String,
     /// Turn autoscaling off (the pool keeps its current size)
     #[arg(long, conflicts_with_all = ["min_cores", "max_cores", "cpu_target", "memory_target", "up_window", "down_window", "cooldown"])]

@@ -28,7 +28,7 @@ Examples:
   rpoolctl pool destroy web --yes --wait")]
 pub struct DestroyArgs {
     /// Pool name
-    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    #[arg(value_name = "NAME", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub name: String,
     /// Do not ask for confirmation (required when stdin is not a terminal)
     #[arg(long, short = 'y')]

@@ -21,7 +21,7 @@ Examples:
   KUBECONFIG=web.kubeconfig kubectl get nodes")]
 pub struct KubeconfigArgs {
     /// Pool name
-    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    #[arg(value_name = "NAME", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub name: String,
 }
 

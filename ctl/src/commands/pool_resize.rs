@@ -38,7 +38,7 @@ Examples:
   rpoolctl pool resize web --memory 1.5TiB --yes -o json | jq '.adding[].hostname'")]
 pub struct ResizeArgs {
     /// Pool name
-    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    #[arg(value_name = "NAME", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub name: String,
     /// New worker cores (1..=1000000) [default: keep]
     #[arg(long, value_name = "N", value_parser = crate::cli::whole_number::<u64>(1, CORES_MAX))]

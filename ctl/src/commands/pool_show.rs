@@ -25,7 +25,7 @@ Examples:
   rpoolctl pool show web -o json | jq '.members[] | select(.last_error != \"\")'")]
 pub struct ShowArgs {
     /// Pool name
-    #[arg(value_name = "NAME", value_parser = parse_pool_name)]
+    #[arg(value_name = "NAME", value_parser = parse_pool_name, add = crate::complete::pools())]
     pub name: String,
     #[command(flatten)]
     pub output: OutputArgs,

@@ -42,7 +42,7 @@ Examples:
   rpoolctl sandbox kill-host 5f0c2a   (a host id or its prefix)")]
 pub struct KillHostArgs {
     /// Host id (or a unique prefix), hostname, or agent name (agent-N)
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub host: String,
     /// Wait until the controllers declare it down and, if it was in a pool,
     /// until the pool is ready again without it (bounded by --timeout, default 10m)
@@ -61,7 +61,7 @@ Examples:
   rpoolctl sandbox revive-host sim-b-1")]
 pub struct ReviveHostArgs {
     /// Host id (or a unique prefix), hostname, or agent name (agent-N)
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub host: String,
     /// Directory holding rpool-agent [default: next to rpoolctl, else PATH]
     #[arg(long, value_name = "DIR")]

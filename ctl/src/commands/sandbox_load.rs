@@ -34,7 +34,7 @@ Examples:
   rpoolctl sandbox load sim-a-1 --pending-pods 5")]
 pub struct LoadArgs {
     /// Host: hostname (sim-a-1), agent name (agent-1), or host id or a unique prefix of it (4+ characters)
-    #[arg(value_name = "ID|HOSTNAME")]
+    #[arg(value_name = "ID|HOSTNAME", add = crate::complete::hosts())]
     pub host: String,
     /// CPU busy percent to report (0..=100)
     #[arg(value_name = "PERCENT", value_parser = parse_percent)]

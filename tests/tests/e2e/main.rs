@@ -7,6 +7,7 @@ mod backup;
 mod config;
 mod ctl;
 mod damage;
+mod dashboard;
 mod enroll;
 mod healing;
 mod hosts;
