@@ -346,6 +346,7 @@ fn run_tasks(sim: &mut State, now: u64) {
                 join,
                 kubeconfig: None::<Secret>,
                 at_unix_ms: now,
+                images: None,
             },
         );
     }
