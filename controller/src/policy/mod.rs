@@ -8,6 +8,7 @@
 //!   its spec (tasks to run, timeouts, refreshes).
 //! - [`healing`]: which down members are replaced and by whom, storms,
 //!   fences and expiries.
+//! - [`zones`]: zone policies of workers (spread, pack, allowed zones).
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
 //!
 //! Nothing here imports the API or the leader's loops (checked by
@@ -20,3 +21,4 @@ pub mod placement;
 pub mod planner;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod zones;
