@@ -7,8 +7,11 @@
 //!   add nothing), and each zone covers its share with the least overshoot
 //!   from its own hosts (placement's cover). A zone that cannot reach the
 //!   level gives all it has and the level is computed again over the
-//!   others. So losing one of Z zones loses about ⌈capacity / Z⌉, plus at
-//!   most the overshoot of that zone's cover (less than one host).
+//!   others. Then the zones are also tried one after another (each zone's
+//!   overshoot lowering the level of the next), keeping every zone without
+//!   workers that has a share: the least overshoot of these wins, then the most
+//!   even. So each zone holds about ⌈capacity / Z⌉, give or take one host,
+//!   and losing one of Z zones loses about 1/Z of the workers.
 //! - **pack**: the fewest zones: the zones already holding workers first,
 //!   then the zone that covers the rest alone with the least overshoot;
 //!   failing that, zones by free capacity (largest first) until they can.
@@ -166,8 +169,19 @@ fn spread<'a>(mut zones: BTreeMap<&str, Zone<'a>>, want: Size) -> Result<Vec<&'a
                 (overshoot(total, want), largest, hosts.len())
             };
             let mut best_score = score(&best);
+            // An order may not leave out a zone without workers that the
+            // level gives a share: that would put its share in another zone.
+            let used =
+                |hosts: &[&Candidate]| -> BTreeSet<String> { hosts.iter().map(|h| h.zone.clone()).collect() };
+            let must: BTreeSet<String> = used(&best)
+                .into_iter()
+                .filter(|z| zones.get(z.as_str()).is_some_and(|z| z.have == (0, 0)))
+                .collect();
             for order in orders(&active) {
                 let hosts = in_order(&zones, &order, fixed, want)?;
+                if !must.is_subset(&used(&hosts)) {
+                    continue;
+                }
                 let sc = score(&hosts);
                 if sc.0 < best_score.0 - 1e-12
                     || ((sc.0 - best_score.0).abs() <= 1e-12 && (sc.1, sc.2) < (best_score.1, best_score.2))
@@ -462,6 +476,39 @@ mod tests {
         assert_eq!(zones["c"], 16, "{zones:?}");
         assert_eq!(zones["a"], 24, "{zones:?}");
         assert_eq!(zones["b"], 24, "{zones:?}");
+    }
+
+    #[test]
+    fn one_zone_overshooting_does_not_take_the_other_zones_shares() {
+        // The sandbox fleet less its first control plane: c's 32-core host
+        // alone would cover 24 cores with the least overshoot, but spread
+        // keeps a worker in every zone.
+        let fleet = vec![
+            Candidate {
+                memory_bytes: 64 * GIB,
+                ..host("a2", "a", 16)
+            },
+            Candidate {
+                memory_bytes: 64 * GIB,
+                ..host("b1", "b", 16)
+            },
+            Candidate {
+                memory_bytes: 256 * GIB,
+                ..host("b2", "b", 64)
+            },
+            Candidate {
+                memory_bytes: 128 * GIB,
+                ..host("c1", "c", 32)
+            },
+            Candidate {
+                memory_bytes: 16 * GIB,
+                ..host("c2", "c", 8)
+            },
+        ];
+        let p = place(&fleet, &want(24), &spread()).unwrap();
+        let zones = per_zone(&fleet, &p.workers);
+        assert_eq!(zones.len(), 3, "{zones:?}");
+        assert!(zones.values().all(|c| *c <= 16), "{zones:?}");
     }
 
     #[test]

@@ -20,3 +20,4 @@ mod sandbox;
 mod secrets;
 mod tls;
 mod validation;
+mod zones;
