@@ -128,6 +128,7 @@ fn fleet() -> Vec<Profile> {
 async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_hold() -> anyhow::Result<()> {
     let mut world = World::start(fleet()).await?;
     let mut admin = world.admin().await?;
+    eprintln!("zones: trio and 8 agents up");
 
     // An unknown zone is bad input, named with the zones the fleet has;
     // nothing is created.
@@ -173,6 +174,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
     let pools = admin.list_pools(ListPoolsRequest {}).await?.into_inner().pools;
     assert!(pools.is_empty(), "{pools:?}");
 
+    eprintln!("zones: unknown zones refused");
     // The dry run prints the per-zone totals: 24 cores spread is 8 per zone.
     let out = world.rpoolctl(&[
         "pool",
@@ -199,6 +201,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         );
     }
 
+    eprintln!("zones: dry run printed");
     // Created: one worker per zone, and kubesim holds those nodes.
     admin
         .create_pool(CreatePoolRequest {
@@ -235,6 +238,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
     expected.sort();
     assert_eq!(nodes, expected, "kubesim holds exactly the chosen nodes");
 
+    eprintln!("zones: pool web ready");
     // The zone-b worker dies. Free 8-core hosts are in a, b and c (a's
     // sorts first); spread replaces it in b.
     let dead = pool
@@ -269,6 +273,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         .expect("a worker in b");
     assert_ne!(replacement.host_id, dead.host_id);
 
+    eprintln!("zones: replaced in zone b");
     // Allowed zones: a pool limited to a and c never takes cp-b, the
     // smallest free host (the control planes' favourite), nor any b host.
     let out = world.rpoolctl(&[
