@@ -260,8 +260,14 @@ impl From<&Controller> for ControllerView {
 ///               "last_error": "", "liveness": "ready"}],
 ///  "attention": "members 1 down (sim-b-1); replacing: ...",  (only when some are not alive)
 ///  "events": [{"index": 42, "at_unix_ms": 1700000000000, "pool": "web",
-///              "host_id": "", "kind": "pool_created", "message": "..."}]}
+///              "host_id": "", "kind": "pool_created", "message": "..."}],
+///  "zone_policy": "spread", "zones": [],
+///  "zone_totals": [{"zone": "a", "workers": 1, "cores": 16, "memory_bytes": 68719476736}]}
 /// ```
+///
+/// `zone_policy` is how workers are placed over zones (spread or pack),
+/// `zones` the zones the pool may use ([] = all), `zone_totals` the workers
+/// per zone (for a dry run: the workers it would take).
 ///
 /// `cores`/`memory_bytes` are the request (worker capacity wanted),
 /// `worker_cores`/`worker_memory_bytes` what the workers have. `phase` is
@@ -297,6 +303,12 @@ pub struct PoolView {
     /// in the JSON) when autoscaling is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleView>,
+    /// Zone policy of the workers ("spread" or "pack") and the allowed
+    /// zones (empty = all).
+    pub zone_policy: String,
+    pub zones: Vec<String>,
+    /// Workers per zone, ordered by zone.
+    pub zone_totals: Vec<ZoneTotalView>,
     /// When members' hosts are suspect or down: how many, and what rpool
     /// is doing about it (`pool show` only; absent when all are alive).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -363,6 +375,26 @@ impl From<&Pool> for AutoscaleView {
                 memory_percent: s.memory_percent,
                 pending_pods: s.pending_pods,
             }),
+        }
+    }
+}
+
+/// A pool's workers in one zone (`zone` "" = hosts without a zone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneTotalView {
+    pub zone: String,
+    pub workers: u32,
+    pub cores: u64,
+    pub memory_bytes: u64,
+}
+
+impl From<&rpool_proto::v1::ZoneTotal> for ZoneTotalView {
+    fn from(t: &rpool_proto::v1::ZoneTotal) -> Self {
+        Self {
+            zone: t.zone.clone(),
+            workers: t.workers,
+            cores: t.cores,
+            memory_bytes: t.memory_bytes,
         }
     }
 }
@@ -436,6 +468,8 @@ pub struct ResizeView {
     pub adding: Vec<MemberView>,
     pub releasing: Vec<MemberView>,
     pub pool: Option<PoolView>,
+    /// Workers per zone after the change.
+    pub after_zones: Vec<ZoneTotalView>,
 }
 
 impl From<&PoolMember> for MemberView {
@@ -503,6 +537,13 @@ impl From<&Pool> for PoolView {
             service_cidr: spec.service_cidr,
             autoscale: p.autoscale.is_some().then(|| AutoscaleView::from(p)),
             attention: None,
+            zone_policy: if spec.zone_policy.is_empty() {
+                "spread".to_owned()
+            } else {
+                spec.zone_policy.clone()
+            },
+            zones: spec.zones.clone(),
+            zone_totals: p.zone_totals.iter().map(ZoneTotalView::from).collect(),
         }
     }
 }
@@ -517,6 +558,7 @@ impl From<&ResizePoolResponse> for ResizeView {
             adding: r.adding.iter().map(MemberView::from).collect(),
             releasing: r.releasing.iter().map(MemberView::from).collect(),
             pool: r.pool.as_ref().map(PoolView::from),
+            after_zones: r.after_zones.iter().map(ZoneTotalView::from).collect(),
         }
     }
 }

@@ -45,7 +45,7 @@ use rpool_proto::v1;
 use crate::policy::placement::{self, Candidate, Request};
 use crate::state::State;
 use crate::state::command::{Command, HostState};
-use crate::state::pool::{AutoscalePolicy, MemberState, PoolPhase, PoolRecord, Role};
+use crate::state::pool::{AutoscalePolicy, MemberState, PoolPhase, PoolRecord, Role, ZoneMode, ZonePolicy};
 
 /// Smallest memory request a pool may have (as `ResizePool` accepts).
 const MEMORY_REQUEST_MIN: u64 = 1 << 30;
@@ -153,6 +153,10 @@ pub struct PoolFacts {
     pub fleet: Vec<Host>,
     /// When the autoscaler last changed the pool (Unix ms, 0 = never).
     pub last_scaled_at_unix_ms: u64,
+    /// The pool's zone policy: a scale-up takes a host where it says
+    /// (spread: the zone with the fewest worker cores; pack: a zone already
+    /// in use), a scale-down releases from where it says.
+    pub zones: ZonePolicy,
 }
 
 impl PoolFacts {
@@ -185,6 +189,7 @@ impl PoolFacts {
             workers,
             fleet,
             last_scaled_at_unix_ms: pool.autoscale.last_scaled_at_unix_ms,
+            zones: pool.spec.zones.clone(),
         }
     }
 
@@ -483,6 +488,8 @@ fn pick_up(pool: &PoolFacts, policy: &AutoscalePolicy, dimension: ScaleFor) -> O
         .filter(|h| have.saturating_add(h.cores) <= policy.max_cores)
         .map(Host::candidate)
         .collect();
+    let workers: Vec<Candidate> = pool.workers.iter().map(Host::candidate).collect();
+    let fits = crate::policy::zones::scale_up_hosts(&fits, &workers, &pool.zones);
     let want = match dimension {
         ScaleFor::Cores => Request {
             cores: 1,
@@ -495,7 +502,13 @@ fn pick_up(pool: &PoolFacts, policy: &AutoscalePolicy, dimension: ScaleFor) -> O
             control_planes: 0,
         },
     };
-    let chosen = placement::grow(&fits, 0, 0, &want).ok()?;
+    // The zones are narrowed above; among them, one host (pack: a single
+    // zone's least-overshoot cover of one unit).
+    let one_zone = ZonePolicy {
+        mode: ZoneMode::Pack,
+        allowed: Vec::new(),
+    };
+    let chosen = placement::grow(&fits, &[], &want, &one_zone).ok()?;
     let id = chosen.first()?;
     pool.fleet.iter().find(|h| &h.host_id == id).cloned()
 }
@@ -508,9 +521,19 @@ fn pick_down(pool: &PoolFacts, policy: &AutoscalePolicy) -> Option<Host> {
     if pool.workers.len() < 2 {
         return None;
     }
+    let workers: Vec<Candidate> = pool.workers.iter().map(Host::candidate).collect();
+    let zone = crate::policy::zones::scale_down_zone(&workers, &pool.zones);
+    let allowed = |w: &&Host| have.saturating_sub(w.cores) >= policy.min_cores.max(1);
+    // The policy's zone when one of its workers may go, else any zone.
+    let in_zone = pool
+        .workers
+        .iter()
+        .filter(allowed)
+        .any(|w| Some(&w.zone) == zone.as_ref());
     pool.workers
         .iter()
-        .filter(|w| have.saturating_sub(w.cores) >= policy.min_cores.max(1))
+        .filter(allowed)
+        .filter(|w| !in_zone || Some(&w.zone) == zone.as_ref())
         .min_by_key(|w| {
             (
                 have - w.cores - policy.min_cores,
@@ -561,6 +584,7 @@ mod tests {
             workers: vec![host("h1", 8), host("h2", 16)],
             fleet: vec![host("h9", 16), host("h10", 32)],
             last_scaled_at_unix_ms: 0,
+            zones: ZonePolicy::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::policy::placement::Candidate;
 use crate::state::State;
 use crate::state::command::{HostRecord, HostState};
+use crate::state::pool::{MemberState, PoolRecord, Role};
 
 /// Hosts that may be placed: ready (not suspect, down or cordoned), in no
 /// pool, not fenced (replaced while down and not reset since).
@@ -14,6 +15,30 @@ pub fn candidates(state: &State) -> Vec<Candidate> {
         .filter(|h| h.state == HostState::Ready && h.pool.is_none() && h.fenced.is_none())
         .map(candidate)
         .collect()
+}
+
+/// The workers of `pool` that count toward its capacity (not leaving, not
+/// replaced), as placement sees them (with their zones).
+pub fn workers(state: &State, pool: &PoolRecord) -> Vec<Candidate> {
+    pool.members
+        .values()
+        .filter(|m| {
+            m.role == Role::Worker
+                && !matches!(
+                    m.state,
+                    MemberState::Leaving { .. } | MemberState::Replaced { .. }
+                )
+        })
+        .filter_map(|m| state.host(&m.host_id))
+        .map(candidate)
+        .collect()
+}
+
+/// The zones of the registered hosts, sorted ("" for hosts without one).
+pub fn zones(state: &State) -> Vec<String> {
+    let set: std::collections::BTreeSet<&str> =
+        state.hosts().values().map(|h| h.facts.zone.as_str()).collect();
+    set.into_iter().map(str::to_owned).collect()
 }
 
 pub fn candidate(h: &HostRecord) -> Candidate {

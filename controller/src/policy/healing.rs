@@ -255,17 +255,13 @@ pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, settle_ms: u64, out
                 ));
                 return;
             }
-            let (cores, memory) = crate::policy::planner::worker_totals(state, pool);
-            let (dead_cores, dead_memory) = state.host(&dead.host_id).map_or((0, 0), |h| {
-                (
-                    u64::from(h.facts.inventory.logical_cores),
-                    h.facts.inventory.memory_total_bytes,
-                )
+            let others: Vec<Candidate> = crate::policy::fleet::workers(state, pool)
+                .into_iter()
+                .filter(|w| w.host_id != dead.host_id)
+                .collect();
+            let left = others.iter().fold((0u64, 0u64), |(c, m), w| {
+                (c + u64::from(w.cores), m + w.memory_bytes)
             });
-            let left = (
-                cores.saturating_sub(dead_cores),
-                memory.saturating_sub(dead_memory),
-            );
             let want = Request {
                 cores: pool.spec.cores,
                 memory_bytes: pool.spec.memory_bytes,
@@ -282,7 +278,7 @@ pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, settle_ms: u64, out
                 ));
                 return;
             }
-            match placement::grow(&fleet, left.0, left.1, &want) {
+            match placement::grow(&fleet, &others, &want, &pool.spec.zones) {
                 Ok(add) => {
                     let with = add
                         .iter()
@@ -378,6 +374,7 @@ pub fn choose_control_plane(state: &State, pool: &PoolRecord, fleet: &[Candidate
         .collect();
     fleet
         .iter()
+        .filter(|c| pool.spec.zones.allows(&c.zone))
         .min_by_key(|c| {
             (
                 zones.iter().filter(|z| **z == c.zone).count(),
@@ -773,7 +770,9 @@ mod tests {
         w.now += 2_999;
         assert!(w.plan().is_empty(), "1 ms short of settle_ms: waits");
         w.now += 1;
-        assert_eq!(w.plan(), vec!["replace w1 by f1"]);
+        // Spread (the default): zone b, which held no worker, gets a share
+        // of the replacement too.
+        assert_eq!(w.plan(), vec!["replace w1 by f1+f2"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   its spec (tasks to run, timeouts, refreshes).
 //! - [`healing`]: which down members are replaced and by whom, storms,
 //!   fences and expiries.
+//! - [`zones`]: zone policies of workers (spread, pack, allowed zones).
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
 //! - [`what_if`]: the planner run on a copy of the state with hosts assumed
 //!   down (`rpoolctl what-if`).
@@ -23,3 +24,4 @@ pub mod planner;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod what_if;
+pub mod zones;

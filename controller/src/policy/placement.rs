@@ -19,11 +19,18 @@
 //!
 //! Shrinking a pool is the same search run over the pool's current workers:
 //! the cover found is what stays, the rest is released.
+//!
+//! The pool's zone policy ([`crate::policy::zones`]) decides which zones
+//! the workers come from (spread: levelled over the zones, each zone's
+//! share covered by this search; pack: the fewest zones); its allowed
+//! zones filter the candidates of control planes and workers alike.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use rpool_proto::units::format_size;
+
+use crate::state::pool::ZonePolicy;
 
 /// Search steps after which the best cover found so far is taken.
 pub const MAX_SEARCH_NODES: usize = 200_000;
@@ -95,14 +102,25 @@ impl fmt::Display for PlacementError {
 
 impl std::error::Error for PlacementError {}
 
-/// Chooses control planes and workers for a new pool from `candidates`.
-pub fn place(candidates: &[Candidate], request: &Request) -> Result<Placement, PlacementError> {
-    let control_planes = choose_control_planes(candidates, request.control_planes)?;
-    let rest: Vec<&Candidate> = candidates
+/// Chooses control planes and workers for a new pool from `candidates`:
+/// only hosts of zones `zones` allows; workers placed by its mode
+/// ([`crate::policy::zones`]).
+pub fn place(
+    candidates: &[Candidate],
+    request: &Request,
+    zones: &ZonePolicy,
+) -> Result<Placement, PlacementError> {
+    let allowed: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| zones.allows(&c.zone))
+        .cloned()
+        .collect();
+    let control_planes = choose_control_planes(&allowed, request.control_planes)?;
+    let rest: Vec<&Candidate> = allowed
         .iter()
         .filter(|c| !control_planes.contains(&c.host_id))
         .collect();
-    let workers = cover(&rest, request.cores, request.memory_bytes)?;
+    let workers = crate::policy::zones::choose(&rest, &[], request.cores, request.memory_bytes, zones)?;
     Ok(Placement {
         control_planes,
         worker_cores: workers.iter().map(|c| u64::from(c.cores)).sum(),
@@ -111,29 +129,36 @@ pub fn place(candidates: &[Candidate], request: &Request) -> Result<Placement, P
     })
 }
 
-/// Hosts to add to workers that already provide `have_cores` /
-/// `have_memory_bytes` so that the pool covers `request` (growing a pool).
+/// Hosts of `candidates` to add to the `existing` workers so that the pool
+/// covers `request` under `zones` (growing a pool, replacing a worker).
 pub fn grow(
     candidates: &[Candidate],
-    have_cores: u64,
-    have_memory_bytes: u64,
+    existing: &[Candidate],
     request: &Request,
+    zones: &ZonePolicy,
 ) -> Result<Vec<String>, PlacementError> {
     let refs: Vec<&Candidate> = candidates.iter().collect();
-    let chosen = cover(
-        &refs,
-        request.cores.saturating_sub(have_cores),
-        request.memory_bytes.saturating_sub(have_memory_bytes),
-    )?;
+    let chosen = crate::policy::zones::choose(&refs, existing, request.cores, request.memory_bytes, zones)?;
     Ok(chosen.into_iter().map(|c| c.host_id.clone()).collect())
 }
 
 /// Of the pool's current `workers`, those to keep so that the pool still
-/// covers `request` with the least overshoot (shrinking a pool). The others
-/// are released. Never goes below the request.
-pub fn keep(workers: &[Candidate], request: &Request) -> Result<Vec<String>, PlacementError> {
+/// covers `request` with the least overshoot, balanced (spread) or packed
+/// as `zones` says (shrinking a pool). The others are released. Never goes
+/// below the request.
+pub fn keep(
+    workers: &[Candidate],
+    request: &Request,
+    zones: &ZonePolicy,
+) -> Result<Vec<String>, PlacementError> {
     let refs: Vec<&Candidate> = workers.iter().collect();
-    let chosen = cover(&refs, request.cores, request.memory_bytes)?;
+    // The kept set is chosen like a placement over the workers, so only
+    // the mode matters here (the workers are in allowed zones already).
+    let mode_only = ZonePolicy {
+        mode: zones.mode,
+        allowed: Vec::new(),
+    };
+    let chosen = crate::policy::zones::choose(&refs, &[], request.cores, request.memory_bytes, &mode_only)?;
     Ok(chosen.into_iter().map(|c| c.host_id.clone()).collect())
 }
 
@@ -183,7 +208,7 @@ struct Profile<'a> {
 
 /// The subset of `candidates` covering (cores, memory) with the least
 /// overshoot; empty when nothing is wanted.
-fn cover<'a>(
+pub(crate) fn cover<'a>(
     candidates: &[&'a Candidate],
     cores: u64,
     memory_bytes: u64,
@@ -371,6 +396,17 @@ mod tests {
 
     const GIB: u64 = 1 << 30;
 
+    fn spread() -> ZonePolicy {
+        ZonePolicy::default()
+    }
+
+    fn pack() -> ZonePolicy {
+        ZonePolicy {
+            mode: crate::state::pool::ZoneMode::Pack,
+            allowed: Vec::new(),
+        }
+    }
+
     fn host(id: &str, zone: &str, cores: u32, memory_gib: u64) -> Candidate {
         Candidate {
             host_id: id.to_string(),
@@ -428,6 +464,7 @@ mod tests {
                 memory_bytes: 64 * GIB,
                 control_planes: 3,
             },
+            &spread(),
         )
         .unwrap();
         assert_eq!(p.control_planes, vec!["a2", "b2", "c1"]);
@@ -438,7 +475,14 @@ mod tests {
 
     #[test]
     fn workers_cover_the_request_exactly_when_possible() {
-        let fleet = reference_fleet();
+        // One zone: the search alone (zones are `policy::zones`' tests).
+        let fleet: Vec<Candidate> = reference_fleet()
+            .into_iter()
+            .map(|c| Candidate {
+                zone: "a".into(),
+                ..c
+            })
+            .collect();
         let p = place(
             &fleet,
             &Request {
@@ -446,6 +490,7 @@ mod tests {
                 memory_bytes: 160 * GIB,
                 control_planes: 1,
             },
+            &spread(),
         )
         .unwrap();
         assert_eq!((p.worker_cores, p.worker_memory_bytes), (40, 160 * GIB), "{p:?}");
@@ -465,6 +510,7 @@ mod tests {
                 memory_bytes: 256 * GIB,
                 control_planes: 1,
             },
+            &spread(),
         )
         .unwrap_err();
         assert_eq!(
@@ -478,6 +524,7 @@ mod tests {
                 memory_bytes: GIB,
                 control_planes: 5,
             },
+            &spread(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("5 control planes"), "{err}");
@@ -487,8 +534,8 @@ mod tests {
     fn shrinking_keeps_at_least_the_request_with_least_overshoot() {
         let workers = vec![
             host("w1", "a", 32, 128),
-            host("w2", "b", 16, 64),
-            host("w3", "c", 16, 64),
+            host("w2", "a", 16, 64),
+            host("w3", "a", 16, 64),
             host("w4", "a", 8, 32),
         ];
         let kept = keep(
@@ -498,6 +545,7 @@ mod tests {
                 memory_bytes: 96 * GIB,
                 control_planes: 1,
             },
+            &spread(),
         )
         .unwrap();
         let have = totals(&workers, &kept);
@@ -509,33 +557,32 @@ mod tests {
     fn growing_adds_only_what_is_missing() {
         let free = vec![
             host("f1", "a", 8, 32),
-            host("f2", "b", 32, 128),
-            host("f3", "c", 16, 64),
+            host("f2", "a", 32, 128),
+            host("f3", "a", 16, 64),
         ];
         let added = grow(
             &free,
-            16,
-            64 * GIB,
+            &[host("w1", "a", 16, 64)],
             &Request {
                 cores: 24,
                 memory_bytes: 96 * GIB,
                 control_planes: 1,
             },
+            &spread(),
         )
         .unwrap();
         assert_eq!(added, vec!["f1"]);
     }
 
-    #[test]
-    fn beats_the_seed_greedy_on_overshoot_over_a_reference_fleet() {
-        let fleet = reference_fleet();
-        let mut ours_total = 0.0;
-        let mut greedy_total = 0.0;
-        let mut strictly_better = 0;
+    /// Placement against the seed's greedy over requests of 8..=400 cores
+    /// at 2, 4 and 6 GiB per core: (our total overshoot, greedy's, cases
+    /// strictly better, cases worse as text).
+    fn against_greedy(fleet: &[Candidate], policy: &ZonePolicy) -> (f64, f64, usize, Vec<String>) {
+        let (mut ours_total, mut greedy_total, mut better, mut worse) = (0.0, 0.0, 0, Vec::new());
         for cores in (8..=400).step_by(12) {
             for ratio in [2u64, 4, 6] {
                 let want = (cores, cores * ratio * GIB);
-                let Some(greedy) = greedy_by_cores(&fleet, want.0, want.1) else {
+                let Some(greedy) = greedy_by_cores(fleet, want.0, want.1) else {
                     continue;
                 };
                 let request = Request {
@@ -543,33 +590,67 @@ mod tests {
                     memory_bytes: want.1,
                     control_planes: 0,
                 };
-                let ours = place(&fleet, &request).unwrap();
+                let ours = place(fleet, &request, policy).unwrap();
                 let ours_score = overshoot((ours.worker_cores, ours.worker_memory_bytes), want);
                 let greedy_have = greedy
                     .iter()
                     .fold((0, 0), |(c, m), h| (c + u64::from(h.cores), m + h.memory_bytes));
                 let greedy_score = overshoot(greedy_have, want);
-                assert!(
-                    ours_score <= greedy_score + 1e-9,
-                    "{want:?}: ours {ours_score} > greedy {greedy_score}"
-                );
+                if ours_score > greedy_score + 1e-9 {
+                    worse.push(format!(
+                        "{want:?}: ours {ours_score:.3} > greedy {greedy_score:.3}"
+                    ));
+                }
                 if ours_score + 1e-9 < greedy_score {
-                    strictly_better += 1;
+                    better += 1;
                 }
                 ours_total += ours_score;
                 greedy_total += greedy_score;
             }
         }
+        (ours_total, greedy_total, better, worse)
+    }
+
+    #[test]
+    fn beats_the_seed_greedy_on_overshoot_over_a_reference_fleet() {
+        // The seed's check, on the reference fleet without zones (one zone:
+        // spread is the zone-blind least-overshoot cover): never worse in
+        // any case, better in many, under half the total.
+        let zoneless: Vec<Candidate> = reference_fleet()
+            .into_iter()
+            .map(|c| Candidate {
+                zone: String::new(),
+                ..c
+            })
+            .collect();
+        let (ours, greedy, better, worse) = against_greedy(&zoneless, &spread());
         eprintln!(
-            "total overshoot: ours {ours_total:.2}, seed greedy {greedy_total:.2}; better in {strictly_better} cases"
+            "no zones: total overshoot ours {ours:.2}, seed greedy {greedy:.2}; better in {better} cases"
         );
+        assert!(worse.is_empty(), "{worse:?}");
+        assert!(better > 10, "only {better} cases better than greedy");
+        assert!(ours < greedy / 2.0, "ours {ours} vs greedy {greedy}");
+        // Pack over three zones: the same bar.
+        let fleet = reference_fleet();
+        let (ours, greedy, better, worse) = against_greedy(&fleet, &pack());
+        eprintln!("pack, 3 zones: ours {ours:.2}, seed greedy {greedy:.2}; better in {better} cases");
+        assert!(worse.is_empty(), "{worse:?}");
         assert!(
-            strictly_better > 10,
-            "only {strictly_better} cases better than greedy"
+            better > 10 && ours < greedy / 2.0,
+            "pack: ours {ours} vs greedy {greedy}"
         );
+        // Spread over three zones balances first, so a few requests the
+        // zone-blind greedy meets exactly cost a little overshoot; overall
+        // still under half the greedy's, and worse in at most 5% of cases.
+        let (ours, greedy, better, worse) = against_greedy(&fleet, &spread());
+        eprintln!(
+            "spread, 3 zones: ours {ours:.2}, seed greedy {greedy:.2}; better in {better} cases, worse in {}: {worse:?}",
+            worse.len()
+        );
+        assert!(worse.len() <= 5, "{worse:?}");
         assert!(
-            ours_total < greedy_total / 2.0,
-            "ours {ours_total} vs greedy {greedy_total}"
+            better > 10 && ours < greedy / 2.0,
+            "spread: ours {ours} vs greedy {greedy}"
         );
     }
 
@@ -598,13 +679,13 @@ mod tests {
         };
         // Timed for BENCHMARKS.md (run with --release); not asserted.
         let started = std::time::Instant::now();
-        let first = place(&fleet, &request).unwrap();
+        let first = place(&fleet, &request, &spread()).unwrap();
         eprintln!(
             "placement over {} hosts took {:?}",
             fleet.len(),
             started.elapsed()
         );
-        let second = place(&fleet, &request).unwrap();
+        let second = place(&fleet, &request, &spread()).unwrap();
         assert_eq!(first, second);
         assert!(first.worker_cores >= 1_000 && first.worker_memory_bytes >= 4_000 * GIB);
     }

@@ -6,7 +6,9 @@ use crate::config::HealingConfig;
 use crate::policy::planner::plan_with;
 use crate::state::State;
 use crate::state::command::{Command, HostState, tests::facts};
-use crate::state::pool::{JoinSecrets, PoolRecord, PoolSpec, Secret, TaskKind, TaskRecord, TaskState};
+use crate::state::pool::{
+    JoinSecrets, PoolRecord, PoolSpec, Secret, TaskKind, TaskRecord, TaskState, ZonePolicy,
+};
 
 pub const GIB: u64 = 1 << 30;
 
@@ -23,6 +25,8 @@ pub struct World {
     /// The VIP [`World::create`] gives the pool ("" = none: the endpoint is
     /// the first control plane).
     pub vip: String,
+    /// The zone policy [`World::create`] gives the pool (default: spread).
+    pub zones: ZonePolicy,
 }
 
 impl World {
@@ -40,6 +44,7 @@ impl World {
             },
             only_ready_hosts_answer: false,
             vip: String::new(),
+            zones: ZonePolicy::default(),
         };
         for (id, zone, cores) in hosts {
             let mut f = facts(id, *cores);
@@ -76,6 +81,7 @@ impl World {
                 service_cidr: "10.96.0.0/12".into(),
                 vip: self.vip.clone(),
                 lb_range: String::new(),
+                zones: self.zones.clone(),
             },
             control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
             workers: workers.iter().map(|s| s.to_string()).collect(),

@@ -119,6 +119,49 @@ pub struct PoolSpec {
     /// MetalLB's address range, `FIRST-LAST` or `ADDRESS/PREFIX` ("" = none).
     #[serde(default)]
     pub lb_range: String,
+    /// Where workers go among the fleet's zones (absent in records written
+    /// before zone policies existed: spread over every zone).
+    #[serde(default)]
+    pub zones: ZonePolicy,
+}
+
+/// How a pool's workers are placed over the fleet's zones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneMode {
+    /// Balanced over the zones, so losing one zone loses about 1/zones of
+    /// the capacity.
+    #[default]
+    Spread,
+    /// In as few zones as possible.
+    Pack,
+}
+
+impl ZoneMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZoneMode::Spread => "spread",
+            ZoneMode::Pack => "pack",
+        }
+    }
+}
+
+/// A pool's zone policy: the mode, and the zones its hosts may come from
+/// (empty = every zone). Fixed at creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZonePolicy {
+    #[serde(default)]
+    pub mode: ZoneMode,
+    /// Allowed zones, sorted, no duplicates (empty = all).
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+impl ZonePolicy {
+    /// Whether a host of `zone` may be in the pool.
+    pub fn allows(&self, zone: &str) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|z| z == zone)
+    }
 }
 
 impl PoolSpec {
@@ -133,6 +176,9 @@ impl PoolSpec {
             service_cidr: self.service_cidr.clone(),
             vip: self.vip.clone(),
             lb_range: self.lb_range.clone(),
+            zone_policy: self.zones.mode.as_str().to_owned(),
+            zones: self.zones.allowed.clone(),
+            ..Default::default()
         }
     }
 }

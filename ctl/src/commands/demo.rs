@@ -561,6 +561,7 @@ mod tests {
             adding: vec![m.clone(); adding],
             releasing: vec![m; releasing],
             pool: Some(proto_pool("ready", &["joined", "joined"], None)),
+            ..Default::default()
         }
     }
 

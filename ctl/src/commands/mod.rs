@@ -26,6 +26,7 @@ pub mod pool_list;
 pub mod pool_resize;
 pub mod pool_show;
 pub mod pool_wait;
+pub mod pool_zones;
 pub mod sandbox;
 pub mod sandbox_controller;
 pub mod sandbox_down;

@@ -10,6 +10,7 @@ use super::pool::{
     parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
 };
 use super::pool_wait::{self, Until, Wait};
+use super::pool_zones::{ZONE_POLICIES, parse_zone, policy_text, zone_block};
 use crate::client::{self, Controller};
 use crate::output::{self, Format, OutputArgs};
 use crate::settings::Settings;
@@ -19,7 +20,9 @@ use crate::view::PoolView;
 /// planes (which do not count toward the capacity).
 ///
 /// The controller places hosts (control planes spread over zones, workers
-/// covering the request with the least overshoot), reserves them, then
+/// covering the request with the least overshoot, balanced over the zones
+/// by default: --zone-policy pack keeps them in as few zones as possible,
+/// --zones limits the zones), reserves them, then
 /// builds the cluster in the background: `kubeadm init` on the first control
 /// plane, joins, addons. `--dry-run` shows the hosts it would choose and
 /// changes nothing. `--wait` shows progress on stderr until the pool is
@@ -33,6 +36,7 @@ Examples:
   rpoolctl pool create web --cores 32 --memory 128GiB --wait
   rpoolctl pool create ci --cores 8 --memory 1.5TiB --control-planes 3 --kubernetes-version v1.32.0
   rpoolctl pool create ha --cores 16 --memory 64GiB --control-planes 3 --vip 192.0.2.10 --lb-range 192.0.2.200-192.0.2.220
+  rpoolctl pool create web --cores 48 --memory 192GiB --zones a,b --zone-policy spread --dry-run
   rpoolctl pool create web --cores 32 --memory 128GiB --dry-run -o json | jq '.members[].hostname'
 
 Sizes: 64GiB, 512MiB, 1.5TiB (also 64Gi, 100GB); memory 1GiB..=64PiB.
@@ -73,6 +77,13 @@ pub struct CreateArgs {
     /// ADDRESS/PREFIX [default: none]
     #[arg(long, value_name = "RANGE", value_parser = parse_lb_range)]
     pub lb_range: Option<String>,
+    /// How workers are placed over zones: spread (balanced, so losing one
+    /// zone loses about 1/zones of the capacity) or pack (fewest zones)
+    #[arg(long, value_name = "POLICY", default_value = "spread", value_parser = PossibleValuesParser::new(ZONE_POLICIES))]
+    pub zone_policy: String,
+    /// Zones the pool's hosts may come from, comma-separated [default: all]
+    #[arg(long, value_name = "ZONE,..", value_delimiter = ',', value_parser = parse_zone)]
+    pub zones: Vec<String>,
     /// Only show the hosts that would be chosen; change nothing
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
@@ -96,6 +107,8 @@ impl CreateArgs {
             service_cidr: self.service_cidr.clone().unwrap_or_default(),
             vip: self.vip.clone().unwrap_or_default(),
             lb_range: self.lb_range.clone().unwrap_or_default(),
+            zone_policy: self.zone_policy.clone(),
+            zones: self.zones.clone(),
         }
     }
 }
@@ -163,6 +176,13 @@ pub fn render_plan(view: &PoolView, lead: &str) -> String {
     );
     text.push_str(&hosts_table(&view.members));
     text.push_str(&totals_block(view));
+    text.push_str(&zone_block(
+        &format!(
+            "Workers per zone ({})",
+            policy_text(&view.zone_policy, &view.zones)
+        ),
+        &view.zone_totals,
+    ));
     text
 }
 
@@ -288,12 +308,82 @@ mod tests {
                 service_cidr: "10.20.0.0/16".into(),
                 vip: String::new(),
                 lb_range: String::new(),
+                zone_policy: "spread".into(),
+                zones: Vec::new(),
             }
         );
         let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--wait"]).unwrap();
         assert_eq!(a.spec().control_planes, 1);
         assert_eq!(a.spec().kubernetes_version, "");
         assert!(a.wait);
+    }
+
+    #[test]
+    fn zone_flags_parse_into_the_spec_and_bad_ones_are_refused() {
+        let a = parse(&[
+            "web",
+            "--cores",
+            "8",
+            "--memory",
+            "32GiB",
+            "--zones",
+            "a,rack-2",
+            "--zone-policy",
+            "pack",
+        ])
+        .unwrap();
+        assert_eq!(a.spec().zone_policy, "pack");
+        assert_eq!(a.spec().zones, vec!["a".to_string(), "rack-2".to_string()]);
+        let a = parse(&["web", "--cores", "8", "--memory", "32GiB"]).unwrap();
+        assert_eq!(a.spec().zone_policy, "spread");
+        assert!(a.spec().zones.is_empty());
+        let err = parse(&["web", "--cores", "8", "--memory", "32GiB", "--zones", "a,b c"]).unwrap_err();
+        assert!(err.to_string().contains("\"b c\" is not a zone name"), "{err}");
+        assert_eq!(crate::clap_exit_code(err.kind()), exit::USAGE);
+        let err = parse(&[
+            "web",
+            "--cores",
+            "8",
+            "--memory",
+            "32GiB",
+            "--zone-policy",
+            "even",
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("[possible values: spread, pack]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_shows_the_workers_per_zone() {
+        let mut view = placed();
+        view.zone_totals = vec![
+            crate::view::ZoneTotalView {
+                zone: "a".into(),
+                workers: 1,
+                cores: 16,
+                memory_bytes: 64 << 30,
+            },
+            crate::view::ZoneTotalView {
+                zone: "c".into(),
+                workers: 1,
+                cores: 32,
+                memory_bytes: 128 << 30,
+            },
+        ];
+        view.zones = vec!["a".into(), "c".into()];
+        let text = render_dry_run(&view);
+        assert!(
+            text.ends_with(
+                "Workers per zone (spread over a, c):\n  \
+                 ZONE  WORKERS  CORES  MEMORY\n  \
+                 a     1        16     64GiB\n  \
+                 c     1        32     128GiB\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

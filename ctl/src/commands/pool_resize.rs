@@ -235,6 +235,8 @@ pub fn render_plan(plan: &ResizePoolResponse, args: &ResizeArgs) -> String {
         "is drained, reset and returned to the fleet",
         "are drained, reset and returned to the fleet",
     ));
+    let after: Vec<crate::view::ZoneTotalView> = plan.after_zones.iter().map(Into::into).collect();
+    text.push_str(&super::pool_zones::zone_block("Workers per zone after", &after));
     text
 }
 
@@ -310,6 +312,7 @@ mod tests {
             adding: vec![added],
             releasing: vec![],
             pool: Some(pool("ready", &["joined", "joined", "joined"], None)),
+            ..Default::default()
         }
     }
 
@@ -404,6 +407,7 @@ mod tests {
             "adding",
             "releasing",
             "pool",
+            "after_zones",
         ];
         want.sort();
         let mut keys = keys;

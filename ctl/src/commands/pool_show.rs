@@ -253,6 +253,13 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
         }
         text.push_str(&indent(&table.render()));
     }
+    text.push_str(&super::pool_zones::zone_block(
+        &format!(
+            "Workers per zone ({})",
+            super::pool_zones::policy_text(&p.zone_policy, &p.zones)
+        ),
+        &p.zone_totals,
+    ));
     text.push_str("Recent events:\n");
     if p.events.is_empty() {
         text.push_str("  (none)\n");
@@ -479,7 +486,10 @@ mod tests {
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",
                 "kind": "task_done", "message": "pool web is ready", "severity": "info"
-            }]
+            }],
+            "zone_policy": "spread",
+            "zones": [],
+            "zone_totals": []
         });
         assert_eq!(json, want);
         // Keys in schema order.

@@ -23,3 +23,4 @@ mod secrets;
 mod tls;
 mod validation;
 mod what_if;
+mod zones;

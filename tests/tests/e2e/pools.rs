@@ -130,6 +130,16 @@ fn spec(name: &str, cores: u64, memory_gib: u64, control_planes: u32) -> PoolSpe
     }
 }
 
+/// `spec` with zone policy pack: these tests count hosts and capacity the
+/// zone-blind way (spread, the default, would take a worker in every zone
+/// of this small fleet; `zones.rs` tests it).
+fn packed(spec: PoolSpec) -> PoolSpec {
+    PoolSpec {
+        zone_policy: "pack".into(),
+        ..spec
+    }
+}
+
 fn expected_nodes(pool: &Pool) -> Vec<(String, String)> {
     let mut nodes: Vec<(String, String)> = pool
         .members
@@ -158,7 +168,7 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
     // Dry run: a placement and nothing changed.
     let dry = admin
         .create_pool(CreatePoolRequest {
-            spec: Some(spec("web", 16, 64, 1)),
+            spec: Some(packed(spec("web", 16, 64, 1))),
             dry_run: true,
         })
         .await?
@@ -179,7 +189,7 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
     // Create and wait for ready.
     admin
         .create_pool(CreatePoolRequest {
-            spec: Some(spec("web", 16, 64, 1)),
+            spec: Some(packed(spec("web", 16, 64, 1))),
             dry_run: false,
         })
         .await?;
@@ -311,7 +321,7 @@ async fn concurrent_creates_never_share_a_host() -> anyhow::Result<()> {
             let mut a = a.clone();
             async move {
                 a.create_pool(CreatePoolRequest {
-                    spec: Some(spec("one", 8, 16, 1)),
+                    spec: Some(packed(spec("one", 8, 16, 1))),
                     dry_run: false,
                 })
                 .await
@@ -321,7 +331,7 @@ async fn concurrent_creates_never_share_a_host() -> anyhow::Result<()> {
             let mut b = b.clone();
             async move {
                 b.create_pool(CreatePoolRequest {
-                    spec: Some(spec("two", 8, 16, 1)),
+                    spec: Some(packed(spec("two", 8, 16, 1))),
                     dry_run: false,
                 })
                 .await

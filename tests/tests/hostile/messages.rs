@@ -293,6 +293,14 @@ fn pool_spec_validation_holds_on_hostile_input() {
             service_cidr: cidr(g),
             vip: if g.bool() { String::new() } else { g.string() },
             lb_range: if g.bool() { String::new() } else { cidr(g) },
+            zone_policy: match g.rng.u8(..4) {
+                0 => String::new(),
+                1 => "spread".into(),
+                2 => "pack".into(),
+                _ => g.string(),
+            },
+            zones: (0..g.rng.usize(..4)).map(|_| g.string()).collect(),
+            ..Default::default()
         };
         match pools::spec("spec", Some(&spec)) {
             Ok(s) => {

@@ -14,7 +14,7 @@ use crate::replica::ProposeError;
 use crate::state::State;
 use crate::state::audit::AuditRecord;
 use crate::state::command::{Command, HostRecord, HostState};
-use crate::state::pool::{MemberState, PoolRecord, PoolSpec, Role};
+use crate::state::pool::{MemberState, PoolRecord, PoolSpec, Role, ZoneMode, ZonePolicy};
 use rpool_proto::clock::unix_ms_now;
 
 /// Defaults for fields a `PoolSpec` leaves empty.
@@ -120,11 +120,111 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
         service_cidr: service.to_owned(),
         vip: spec.vip.trim().to_owned(),
         lb_range: spec.lb_range.trim().to_owned(),
+        zones: zone_policy(field, spec)?,
     };
     // The VIP and LB range parse and stay clear of the pool's own networks
     // (the rest of the fleet: [`create`], and again in apply).
     crate::state::pool_apply::network::spec_network(&checked, 1).map_err(|e| field_error(field, e))?;
     Ok(checked)
+}
+
+/// Zone names rpool accepts: what agents report (`[agent] zone`).
+const ZONE_MAX_CHARS: usize = 63;
+/// Allowed zones a spec may list.
+const ZONES_MAX: usize = 64;
+
+/// The spec's zone policy: mode "spread" ("" = spread) or "pack", and the
+/// allowed zones (trimmed, sorted, deduplicated). Whether the fleet has
+/// them is [`check_zones`]'s job (it needs the state).
+fn zone_policy(field: &str, spec: &v1::PoolSpec) -> Result<ZonePolicy, Invalid> {
+    let mode = match spec.zone_policy.trim() {
+        "" | "spread" => ZoneMode::Spread,
+        "pack" => ZoneMode::Pack,
+        other => {
+            return Err(Invalid::new(
+                format!("{field}.zone_policy"),
+                format!(
+                    "{} is not a zone policy (accepted \"spread\" or \"pack\")",
+                    crate::api::validate::show(other)
+                ),
+            ));
+        }
+    };
+    if spec.zones.len() > ZONES_MAX {
+        return Err(range(
+            &format!("{field}.zones"),
+            format!("{} zones", spec.zones.len()),
+            "0 (every zone) ..=64 zones",
+        ));
+    }
+    let mut allowed: Vec<String> = Vec::with_capacity(spec.zones.len());
+    for zone in &spec.zones {
+        let zone = zone.trim();
+        let ok = !zone.is_empty()
+            && zone.len() <= ZONE_MAX_CHARS
+            && zone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(Invalid::new(
+                format!("{field}.zones"),
+                format!(
+                    "{} is not a zone name (accepted 1..=63 of a-z, A-Z, 0-9, -, _ and .)",
+                    crate::api::validate::show(zone)
+                ),
+            ));
+        }
+        allowed.push(zone.to_owned());
+    }
+    allowed.sort();
+    allowed.dedup();
+    Ok(ZonePolicy { mode, allowed })
+}
+
+/// Every allowed zone of `policy` is a zone of a registered host: an
+/// unknown one is bad input, named with the zones the fleet has.
+pub fn check_zones(sm: &State, policy: &ZonePolicy, field: &str) -> Result<(), Status> {
+    let known = crate::policy::fleet::zones(sm);
+    let unknown: Vec<&String> = policy.allowed.iter().filter(|z| !known.contains(z)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let has: Vec<String> = known
+        .iter()
+        .map(|z| {
+            if z.is_empty() {
+                "\"\" (no zone)".to_owned()
+            } else {
+                z.clone()
+            }
+        })
+        .collect();
+    Err(Invalid::new(
+        format!("{field}.zones"),
+        format!(
+            "unknown zone(s) {} (accepted zones of the fleet's hosts: {})",
+            unknown.iter().map(|z| z.as_str()).collect::<Vec<_>>().join(", "),
+            if has.is_empty() {
+                "none, no host is registered".to_owned()
+            } else {
+                has.join(", ")
+            }
+        ),
+    )
+    .into())
+}
+
+/// Per-zone totals of workers, wire form.
+pub fn zone_totals(workers: &[Candidate]) -> Vec<v1::ZoneTotal> {
+    crate::policy::zones::totals(workers)
+        .into_iter()
+        .map(|(zone, workers, cores, memory_bytes)| v1::ZoneTotal {
+            zone,
+            workers,
+            cores,
+            memory_bytes,
+        })
+        .collect()
 }
 
 /// A [`crate::kube::KubeFieldError`] under `prefix`, named as the spec
@@ -275,6 +375,7 @@ pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
             .policy
             .map(|p| p.to_proto(pool.autoscale.last_scaled_at_unix_ms)),
         autoscale_status: None,
+        zone_totals: zone_totals(&crate::policy::fleet::workers(state, pool)),
     }
 }
 
@@ -302,6 +403,7 @@ pub(crate) async fn create(
                     spec.name
                 )));
             }
+            check_zones(sm, &spec.zones, "create_pool.spec")?;
             let placement = placement::place(
                 &candidates(sm),
                 &Request {
@@ -309,6 +411,7 @@ pub(crate) async fn create(
                     memory_bytes: spec.memory_bytes,
                     control_planes: spec.control_planes as usize,
                 },
+                &spec.zones,
             )
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
             let size =
@@ -337,6 +440,8 @@ pub(crate) async fn create(
             .arg("kubernetes_version", &chosen.kubernetes_version)
             .arg("vip", &chosen.vip)
             .arg("lb_range", &chosen.lb_range)
+            .arg("zone_policy", chosen.zones.mode.as_str())
+            .arg("zones", chosen.zones.allowed.join(","))
             .arg(
                 "hosts",
                 placement
@@ -391,6 +496,14 @@ fn preview(sm: &State, spec: &PoolSpec, placement: &placement::Placement, endpoi
         recent_events: Vec::new(),
         autoscale: None,
         autoscale_status: None,
+        zone_totals: zone_totals(
+            &placement
+                .workers
+                .iter()
+                .filter_map(|id| sm.host(id))
+                .map(candidate)
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -453,8 +566,8 @@ pub(crate) async fn resize(
             control_planes: 0,
         };
         let (add, release) = if have.0 >= cores && have.1 >= memory {
-            let keep =
-                placement::keep(&workers, &want).map_err(|e| Status::failed_precondition(e.to_string()))?;
+            let keep = placement::keep(&workers, &want, &pool.spec.zones)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
             let release: Vec<String> = workers
                 .iter()
                 .map(|w| w.host_id.clone())
@@ -462,7 +575,7 @@ pub(crate) async fn resize(
                 .collect();
             (Vec::new(), release)
         } else {
-            let add = placement::grow(&candidates(sm), have.0, have.1, &want)
+            let add = placement::grow(&candidates(sm), &workers, &want, &pool.spec.zones)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
             (add, Vec::new())
         };
@@ -474,7 +587,14 @@ pub(crate) async fn resize(
             have.1 + adding.iter().map(|m| m.memory_bytes).sum::<u64>()
                 - releasing.iter().map(|m| m.memory_bytes).sum::<u64>(),
         );
+        let after_workers: Vec<Candidate> = workers
+            .iter()
+            .filter(|w| !release.contains(&w.host_id))
+            .cloned()
+            .chain(add.iter().filter_map(|id| sm.host(id)).map(candidate))
+            .collect();
         let response = v1::ResizePoolResponse {
+            after_zones: zone_totals(&after_workers),
             before_cores: have.0,
             before_memory_bytes: have.1,
             after_cores: after.0,
@@ -634,17 +754,16 @@ pub(crate) async fn drain(
                 .map_err(Status::failed_precondition)?;
             return Ok(Some((name, vec![add], false, Role::ControlPlane)));
         }
-        let (cores, memory) = crate::policy::planner::worker_totals(sm, pool);
-        let (left_cores, left_memory) = (
-            cores - u64::from(host.facts.inventory.logical_cores),
-            memory - host.facts.inventory.memory_total_bytes,
-        );
+        let left: Vec<Candidate> = crate::policy::fleet::workers(sm, pool)
+            .into_iter()
+            .filter(|w| w.host_id != host.host_id)
+            .collect();
         let want = Request {
             cores: pool.spec.cores,
             memory_bytes: pool.spec.memory_bytes,
             control_planes: 0,
         };
-        let add = placement::grow(&candidates(sm), left_cores, left_memory, &want)
+        let add = placement::grow(&candidates(sm), &left, &want, &pool.spec.zones)
             .map_err(|e| Status::failed_precondition(format!("no replacement for host {host_id}: {e}")))?;
         Ok(Some((name, add, false, Role::Worker)))
     })?;
@@ -719,6 +838,7 @@ mod tests {
             service_cidr: String::new(),
             vip: String::new(),
             lb_range: String::new(),
+            ..Default::default()
         }
     }
 
