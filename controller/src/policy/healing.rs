@@ -207,7 +207,11 @@ pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, settle_ms: u64, out
     let Some(dead) = pool
         .members
         .values()
-        .find(|m| member_down(state, m) && settled(state, &m.host_id, now, settle_ms))
+        .find(|m| {
+            member_down(state, m)
+                && settled(state, &m.host_id, now, settle_ms)
+                && !crate::policy::upgrade::in_flight(pool, &m.host_id)
+        })
     else {
         return;
     };
