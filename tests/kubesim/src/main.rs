@@ -168,7 +168,7 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
 fn install(dir: &str) -> state::Res {
     let me = std::env::current_exe().map_err(|e| state::Fail::new(format!("kubesim: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| state::Fail::new(format!("kubesim: {dir}: {e}")))?;
-    for name in ["kubeadm", "kubectl"] {
+    for name in ["kubeadm", "kubectl", "systemctl"] {
         let link = Path::new(dir).join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&me, &link)
