@@ -31,7 +31,8 @@ impl Driver {
         }
         if apply {
             self.kubeadm(&strings(&["upgrade", "plan", version])).await?;
-            self.kubeadm(&strings(&["upgrade", "apply", version, "--yes"])).await?;
+            self.kubeadm(&strings(&["upgrade", "apply", version, "--yes"]))
+                .await?;
         } else {
             self.kubeadm(&strings(&["upgrade", "node"])).await?;
         }

@@ -123,7 +123,10 @@ pub fn check_upgrade(from: KubeVersion, to: KubeVersion) -> Result<(), String> {
     if to.major != from.major || to.minor > from.minor + 1 {
         return Err(format!(
             "{to} skips a minor release: Kubernetes upgrades one minor at a time; the next allowed version is {}",
-            next.map_or_else(|| format!("a newer patch of v{}.{}", from.major, from.minor), |n| n.to_string())
+            next.map_or_else(
+                || format!("a newer patch of v{}.{}", from.major, from.minor),
+                |n| n.to_string()
+            )
         ));
     }
     Ok(())
@@ -199,7 +202,11 @@ mod tests {
     fn upgrades_go_one_minor_at_a_time_and_never_down() {
         let v = |t: &str| parse("v", t).unwrap();
         assert_eq!(check_upgrade(v("v1.31.2"), v("v1.32.0")), Ok(()));
-        assert_eq!(check_upgrade(v("v1.32.0"), v("v1.32.4")), Ok(()), "a patch release");
+        assert_eq!(
+            check_upgrade(v("v1.32.0"), v("v1.32.4")),
+            Ok(()),
+            "a patch release"
+        );
         assert_eq!(
             check_upgrade(v("v1.31.2"), v("v1.33.0")).unwrap_err(),
             "v1.33.0 skips a minor release: Kubernetes upgrades one minor at a time; the next allowed version is v1.32.x"
@@ -208,7 +215,10 @@ mod tests {
             check_upgrade(v("v1.32.4"), v("v1.32.1")).unwrap_err(),
             "v1.32.1 is older than v1.32.4: downgrades are not supported (kubeadm upgrades only forward)"
         );
-        assert_eq!(check_upgrade(v("v1.32.0"), v("v1.32.0")).unwrap_err(), "the pool already runs v1.32.0");
+        assert_eq!(
+            check_upgrade(v("v1.32.0"), v("v1.32.0")).unwrap_err(),
+            "the pool already runs v1.32.0"
+        );
         assert_eq!(
             check_upgrade(v("v1.33.0"), v("v1.34.0")).unwrap_err(),
             "v1.34.0 is not supported (accepted v1.31.0 to v1.33.x)"

@@ -18,6 +18,6 @@ pub mod fleet;
 pub mod healing;
 pub mod placement;
 pub mod planner;
-pub mod upgrade;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod upgrade;

@@ -62,7 +62,8 @@ pub fn plan(
     if stopped {
         return;
     }
-    let exists = |host_id: &str, kind: &TaskKind| tasks.iter().any(|t| t.host_id == host_id && t.kind == *kind);
+    let exists =
+        |host_id: &str, kind: &TaskKind| tasks.iter().any(|t| t.host_id == host_id && t.kind == *kind);
     let exists_anywhere = |kind: &TaskKind| tasks.iter().any(|t| t.kind == *kind);
     let control_plane_at_target = pool
         .members
@@ -72,7 +73,11 @@ pub fn plan(
     // Members in flight: their next step.
     let mut in_flight = 0u32;
     for (host_id, step) in &rollout.steps {
-        let Some(member) = pool.members.get(host_id).filter(|m| m.state == MemberState::Joined) else {
+        let Some(member) = pool
+            .members
+            .get(host_id)
+            .filter(|m| m.state == MemberState::Joined)
+        else {
             continue;
         };
         in_flight += 1;
@@ -110,7 +115,8 @@ pub fn plan(
 
     // Members to start: control planes one at a time, first; then
     // workers, `max_unavailable` at a time.
-    let waiting = |m: &&Member| pool.member_version(m) != rollout.to && !rollout.steps.contains_key(&m.host_id);
+    let waiting =
+        |m: &&Member| pool.member_version(m) != rollout.to && !rollout.steps.contains_key(&m.host_id);
     let mut next: Vec<&Member> = if !control_planes_done(pool) {
         if in_flight > 0 {
             return;
@@ -240,21 +246,25 @@ mod tests {
     /// Plans once; the pending tasks as "kind target@host", sorted.
     fn step(w: &mut World) -> Vec<String> {
         w.plan();
-        let mut out: Vec<String> = w
-            .sm
-            .tasks()
-            .values()
-            .filter(|t| t.state == TaskState::Pending)
-            .map(|t| match &t.kind {
-                TaskKind::DrainNode { target_node } | TaskKind::UncordonNode { target_node } => {
-                    format!("{} {target_node}@{}", t.kind.as_str(), t.host_id)
-                }
-                TaskKind::UpgradeNode { version, apply } => {
-                    format!("{} {version}{}@{}", t.kind.as_str(), if *apply { " apply" } else { "" }, t.host_id)
-                }
-                other => format!("{}@{}", other.as_str(), t.host_id),
-            })
-            .collect();
+        let mut out: Vec<String> =
+            w.sm.tasks()
+                .values()
+                .filter(|t| t.state == TaskState::Pending)
+                .map(|t| match &t.kind {
+                    TaskKind::DrainNode { target_node } | TaskKind::UncordonNode { target_node } => {
+                        format!("{} {target_node}@{}", t.kind.as_str(), t.host_id)
+                    }
+                    TaskKind::UpgradeNode { version, apply } => {
+                        format!(
+                            "{} {version}{}@{}",
+                            t.kind.as_str(),
+                            if *apply { " apply" } else { "" },
+                            t.host_id
+                        )
+                    }
+                    other => format!("{}@{}", other.as_str(), t.host_id),
+                })
+                .collect();
         out.sort();
         out
     }
@@ -335,7 +345,12 @@ mod tests {
         for attempt in 1..=MAX_TASK_ATTEMPTS {
             let tasks = step(&mut w);
             assert_eq!(tasks, vec!["upgrade_node v1.33.0@w1"], "attempt {attempt}");
-            let task = w.sm.tasks().values().find(|t| t.state == TaskState::Pending).unwrap().clone();
+            let task =
+                w.sm.tasks()
+                    .values()
+                    .find(|t| t.state == TaskState::Pending)
+                    .unwrap()
+                    .clone();
             w.apply(Command::FinishTask {
                 task_id: task.task_id,
                 attempt: task.attempt,
@@ -350,19 +365,35 @@ mod tests {
         let pool = w.pool();
         assert_eq!(pool.phase, PoolPhase::Degraded);
         assert!(
-            pool.phase_reason.starts_with("upgrade to v1.33.0 stopped: upgrade_node on w1 failed 3 times: host w1: kubeadm is v1.32.4"),
+            pool.phase_reason.starts_with(
+                "upgrade to v1.33.0 stopped: upgrade_node on w1 failed 3 times: host w1: kubeadm is v1.32.4"
+            ),
             "{}",
             pool.phase_reason
         );
-        assert!(pool.phase_reason.ends_with("rpoolctl pool upgrade web --resume`"), "{}", pool.phase_reason);
+        assert!(
+            pool.phase_reason.ends_with("rpoolctl pool upgrade web --resume`"),
+            "{}",
+            pool.phase_reason
+        );
         assert!(step(&mut w).is_empty(), "a stopped upgrade issues nothing");
         assert_eq!(w.pool().phase, PoolPhase::Degraded, "and stays degraded");
         // Another version is refused while this one is unfinished.
-        let refused = w.sm.apply(w.sm.applied_index() + 1, &upgrade("v1.33.1", 1)).unwrap_err();
-        assert!(refused.to_string().contains("finish or resume that upgrade first"), "{refused}");
+        let refused =
+            w.sm.apply(w.sm.applied_index() + 1, &upgrade("v1.33.1", 1))
+                .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("finish or resume that upgrade first"),
+            "{refused}"
+        );
         w.apply(upgrade("v1.33.0", 1));
         assert_eq!(w.pool().phase, PoolPhase::Upgrading);
-        assert_eq!(w.pool().upgrade.as_ref().unwrap().steps["w1"], UpgradeStep::Drained);
+        assert_eq!(
+            w.pool().upgrade.as_ref().unwrap().steps["w1"],
+            UpgradeStep::Drained
+        );
         assert_eq!(step(&mut w), vec!["upgrade_node v1.33.0@w1"]);
         w.run_tasks();
         w.settle();
@@ -374,7 +405,8 @@ mod tests {
     fn skips_downgrades_and_unready_pools_are_refused_and_change_nothing() {
         let mut w = pool_of(&["h1"], &["w1"]);
         let before = w.sm.applied_index();
-        let err = |w: &mut World, c: Command| w.sm.apply(w.sm.applied_index() + 1, &c).unwrap_err().to_string();
+        let err =
+            |w: &mut World, c: Command| w.sm.apply(w.sm.applied_index() + 1, &c).unwrap_err().to_string();
         let skip = err(&mut w, upgrade("v1.34.0", 1));
         assert!(skip.contains("not supported"), "{skip}");
         let mut w31 = pool_of(&["h1"], &[]);
@@ -384,7 +416,10 @@ mod tests {
         let down = err(&mut w, upgrade("v1.31.5", 1));
         assert!(down.contains("downgrades are not supported"), "{down}");
         let zero = err(&mut w, upgrade("v1.33.0", 0));
-        assert!(zero.contains("max_unavailable: 0 is out of range (accepted 1..=100)"), "{zero}");
+        assert!(
+            zero.contains("max_unavailable: 0 is out of range (accepted 1..=100)"),
+            "{zero}"
+        );
         assert_eq!(w.sm.applied_index(), before);
         assert!(w.pool().upgrade.is_none());
         // Not ready: refused.
@@ -417,7 +452,11 @@ mod tests {
         let steps = preview(w.pool(), "v1.33.0", 2);
         let waves: Vec<(u32, &str)> = steps.iter().map(|s| (s.wave, s.node_name.as_str())).collect();
         assert_eq!(waves, vec![(1, "h1"), (2, "h2"), (3, "w1"), (3, "w2"), (4, "w3")]);
-        assert!(steps[0].actions.contains("kubeadm upgrade plan v1.33.0; kubeadm upgrade apply v1.33.0 --yes"));
+        assert!(
+            steps[0]
+                .actions
+                .contains("kubeadm upgrade plan v1.33.0; kubeadm upgrade apply v1.33.0 --yes")
+        );
         assert!(steps[1].actions.contains("kubeadm upgrade node"));
         assert_eq!(steps[0].from, "v1.32.0");
     }

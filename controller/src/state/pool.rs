@@ -345,7 +345,9 @@ impl PoolRecord {
                 let cps_done = self
                     .members
                     .values()
-                    .filter(|m| m.role == Role::ControlPlane && !matches!(m.state, MemberState::Replaced { .. }))
+                    .filter(|m| {
+                        m.role == Role::ControlPlane && !matches!(m.state, MemberState::Replaced { .. })
+                    })
                     .all(|m| self.member_version(m) == r.to);
                 if cps_done { &r.to } else { &r.from }
             }
@@ -370,9 +372,15 @@ pub enum TaskKind {
     InitControlPlane,
     JoinControlPlane,
     JoinWorker,
-    DrainNode { target_node: String },
-    DeleteNode { target_node: String },
-    RemoveEtcdMember { target_node: String },
+    DrainNode {
+        target_node: String,
+    },
+    DeleteNode {
+        target_node: String,
+    },
+    RemoveEtcdMember {
+        target_node: String,
+    },
     Reset,
     InstallAddons,
     RefreshJoinToken,
@@ -380,9 +388,14 @@ pub enum TaskKind {
     /// Upgrade: on the member itself, check kubeadm is `version`, run
     /// `kubeadm upgrade plan` + `kubeadm upgrade apply` (`apply`: the
     /// first control plane) or `kubeadm upgrade node`, restart the kubelet.
-    UpgradeNode { version: String, apply: bool },
+    UpgradeNode {
+        version: String,
+        apply: bool,
+    },
     /// Upgrade: `kubectl uncordon` of another node, from a control plane.
-    UncordonNode { target_node: String },
+    UncordonNode {
+        target_node: String,
+    },
 }
 
 impl TaskKind {

@@ -24,6 +24,7 @@ pub mod pool_kubeconfig;
 pub mod pool_list;
 pub mod pool_resize;
 pub mod pool_show;
+pub mod pool_upgrade;
 pub mod pool_wait;
 pub mod sandbox;
 pub mod sandbox_controller;

@@ -212,6 +212,15 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
     if !p.lb_range.is_empty() {
         pairs.push(("Load balancers", format!("{} (MetalLB)", p.lb_range)));
     }
+    if let Some(u) = &p.upgrade {
+        pairs.push((
+            "Upgrade",
+            format!(
+                "{} -> {}: {}/{} members done (workers {} at a time)",
+                u.from, u.to, u.members_done, u.members_total, u.max_unavailable
+            ),
+        ));
+    }
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -231,6 +240,7 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             "ZONE",
             "CORES",
             "MEMORY",
+            "VERSION",
             "LAST ERROR",
         ]);
         for m in &p.members {
@@ -248,6 +258,11 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
                 m.zone.clone(),
                 m.cores.to_string(),
                 format_size(m.memory_bytes),
+                match (m.kubernetes_version.as_str(), m.upgrade_step.as_str()) {
+                    ("", _) => "-".to_string(),
+                    (v, "") => v.to_string(),
+                    (v, step) => format!("{v} ({step})"),
+                },
                 m.last_error.clone(),
             ]);
         }

@@ -30,7 +30,9 @@ const UPGRADE_FLAGS: [flags::Spec; 7] = [
 pub fn kubeadm_upgrade(argv: &[String]) -> Res {
     let p = parse(argv, &UPGRADE_FLAGS)?;
     let Some(sub) = p.args.first().cloned() else {
-        println!("Upgrade your cluster smoothly to a newer version with this command\n\nAvailable Commands (kubesim subset):\n  apply       Upgrade your Kubernetes cluster to the specified version\n  node        Upgrade commands for a node in the cluster\n  plan        Check which versions are available to upgrade to and validate whether your current cluster is upgradeable.");
+        println!(
+            "Upgrade your cluster smoothly to a newer version with this command\n\nAvailable Commands (kubesim subset):\n  apply       Upgrade your Kubernetes cluster to the specified version\n  node        Upgrade commands for a node in the cluster\n  plan        Check which versions are available to upgrade to and validate whether your current cluster is upgradeable."
+        );
         return Ok(());
     };
     let rest: Vec<String> = p.args[1..].to_vec();
@@ -38,7 +40,9 @@ pub fn kubeadm_upgrade(argv: &[String]) -> Res {
         "plan" => plan_or_apply(&p, &rest, false),
         "apply" => plan_or_apply(&p, &rest, true),
         "node" => node(&rest),
-        other => Err(fail(format!("unknown command \"{other}\" for \"kubeadm upgrade\""))),
+        other => Err(fail(format!(
+            "unknown command \"{other}\" for \"kubeadm upgrade\""
+        ))),
     }
 }
 
@@ -116,7 +120,10 @@ fn plan_or_apply(p: &Parsed, args: &[String], apply: bool) -> Res {
         None => kubeadm.clone(),
     };
     if args.len() > 1 {
-        return Err(fail(format!("unknown command \"{}\" for \"kubeadm upgrade\"", args[1])));
+        return Err(fail(format!(
+            "unknown command \"{}\" for \"kubeadm upgrade\"",
+            args[1]
+        )));
     }
     let mut store = Store::open(&env)?;
     let (i, name, _) = this_node(&env, &store)?;
@@ -154,7 +161,9 @@ fn plan_or_apply(p: &Parsed, args: &[String], apply: bool) -> Res {
         )));
     }
     if !apply {
-        println!("\nComponents that must be upgraded manually after you have upgraded the control plane with 'kubeadm upgrade apply':");
+        println!(
+            "\nComponents that must be upgraded manually after you have upgraded the control plane with 'kubeadm upgrade apply':"
+        );
         let mut rows = vec![vec![
             "COMPONENT".to_string(),
             "NODE".into(),
@@ -170,7 +179,9 @@ fn plan_or_apply(p: &Parsed, args: &[String], apply: bool) -> Res {
             ]);
         }
         print!("{}", state::table(&rows));
-        println!("\nYou can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply {to}\n");
+        println!(
+            "\nYou can now apply the upgrade by executing the following command:\n\n\tkubeadm upgrade apply {to}\n"
+        );
         return Ok(());
     }
     if !p.on("yes") && !p.on("force") {
@@ -196,8 +207,12 @@ fn plan_or_apply(p: &Parsed, args: &[String], apply: bool) -> Res {
     }
     let c = c.clone();
     store.save(&c)?;
-    println!("[upgrade/staticpods] Writing new Static Pod manifests to \"/etc/kubernetes/tmp/kubeadm-upgraded-manifests\"");
-    println!("[upgrade/addon] Applied essential addon: CoreDNS\n[upgrade/addon] Applied essential addon: kube-proxy\n");
+    println!(
+        "[upgrade/staticpods] Writing new Static Pod manifests to \"/etc/kubernetes/tmp/kubeadm-upgraded-manifests\""
+    );
+    println!(
+        "[upgrade/addon] Applied essential addon: CoreDNS\n[upgrade/addon] Applied essential addon: kube-proxy\n"
+    );
     println!(
         "[upgrade] SUCCESS! A control plane node of your cluster was upgraded to \"{to}\".\n\n[upgrade] Now please proceed with upgrading the rest of the nodes by following the right order."
     );
@@ -206,7 +221,9 @@ fn plan_or_apply(p: &Parsed, args: &[String], apply: bool) -> Res {
 
 fn node(args: &[String]) -> Res {
     if let Some(a) = args.first() {
-        return Err(fail(format!("unknown command \"{a}\" for \"kubeadm upgrade node\"")));
+        return Err(fail(format!(
+            "unknown command \"{a}\" for \"kubeadm upgrade node\""
+        )));
     }
     let env = Env::from_process()?;
     let root = env.root()?.to_path_buf();
@@ -230,9 +247,13 @@ fn node(args: &[String]) -> Res {
             "the cluster runs {cluster_version} but this kubeadm is {kubeadm}: upgrade kubeadm first using the tool you used to install kubeadm"
         )));
     }
-    println!("[upgrade] Reading configuration from the \"kubeadm-config\" ConfigMap in namespace \"kube-system\"...");
+    println!(
+        "[upgrade] Reading configuration from the \"kubeadm-config\" ConfigMap in namespace \"kube-system\"..."
+    );
     if role == Role::ControlPlane {
-        println!("[upgrade/staticpods] Writing new Static Pod manifests to \"/etc/kubernetes/tmp/kubeadm-upgraded-manifests\"");
+        println!(
+            "[upgrade/staticpods] Writing new Static Pod manifests to \"/etc/kubernetes/tmp/kubeadm-upgraded-manifests\""
+        );
         let c = &mut store.clusters[i];
         if let Some(n) = c.node_mut(&name) {
             n.control_plane_version = Some(cluster_version.clone());
@@ -279,7 +300,11 @@ fn restart_kubelet() -> Res {
         .nodes
         .iter()
         .filter(|n| n.role == Role::ControlPlane && n.node_root.is_some())
-        .map(|n| n.control_plane_version.clone().unwrap_or_else(|| c.kubernetes_version.clone()))
+        .map(|n| {
+            n.control_plane_version
+                .clone()
+                .unwrap_or_else(|| c.kubernetes_version.clone())
+        })
         .min_by_key(|v| parse_version(v))
         .unwrap_or_else(|| c.kubernetes_version.clone());
     if minor(&installed) > minor(&oldest) {

@@ -30,7 +30,10 @@ pub fn check(request: &v1::UpgradePoolRequest) -> Result<(), Invalid> {
         if !request.resume {
             return Err(Invalid::new(
                 "upgrade_pool.version",
-                format!("missing (accepted vMAJOR.MINOR.PATCH, {})", versions::supported_range()),
+                format!(
+                    "missing (accepted vMAJOR.MINOR.PATCH, {})",
+                    versions::supported_range()
+                ),
             ));
         }
         return Ok(());

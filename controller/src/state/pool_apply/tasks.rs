@@ -226,7 +226,11 @@ impl State {
                 done = format!(
                     "pool {}: {} {version} done on {host}",
                     task.pool,
-                    if *apply { "kubeadm upgrade apply" } else { "kubeadm upgrade node" }
+                    if *apply {
+                        "kubeadm upgrade apply"
+                    } else {
+                        "kubeadm upgrade node"
+                    }
                 );
             }
             (TaskKind::UncordonNode { target_node }, _) => {

@@ -75,7 +75,11 @@ impl State {
         let from = versions::parse("kubernetes_version", &from_text).map_err(|e| refused(e.to_string()))?;
         let to = versions::parse("version", version).map_err(|e| refused(e.to_string()))?;
         versions::check_upgrade(from, to).map_err(|e| refused(format!("pool {name}: {e}")))?;
-        if let Some(m) = pool.members.values().find(|m| pool.member_version(m) != from_text) {
+        if let Some(m) = pool
+            .members
+            .values()
+            .find(|m| pool.member_version(m) != from_text)
+        {
             return Err(refused(format!(
                 "pool {name}: member {} runs {}, not the pool's {from_text}",
                 m.node_name,
@@ -199,12 +203,16 @@ impl State {
                 .map(|m| m.host_id.clone())
         };
         let (host_id, from_step, to_step) = match &task.kind {
-            TaskKind::DrainNode { target_node } => {
-                (by_node(target_node), UpgradeStep::Draining, Some(UpgradeStep::Drained))
-            }
-            TaskKind::UpgradeNode { .. } => {
-                (Some(task.host_id.clone()), UpgradeStep::Drained, Some(UpgradeStep::Upgraded))
-            }
+            TaskKind::DrainNode { target_node } => (
+                by_node(target_node),
+                UpgradeStep::Draining,
+                Some(UpgradeStep::Drained),
+            ),
+            TaskKind::UpgradeNode { .. } => (
+                Some(task.host_id.clone()),
+                UpgradeStep::Drained,
+                Some(UpgradeStep::Upgraded),
+            ),
             TaskKind::UncordonNode { target_node } => (by_node(target_node), UpgradeStep::Upgraded, None),
             _ => {
                 // A join at the target or a member gone may be the last
@@ -236,11 +244,17 @@ impl State {
                     m.version = rollout.to.clone();
                     m.last_error.clear();
                 }
-                format!("pool {name} upgrade: {hostname} runs {} (kubelet restarted)", rollout.to)
+                format!(
+                    "pool {name} upgrade: {hostname} runs {} (kubelet restarted)",
+                    rollout.to
+                )
             }
             None => {
                 let (done, total) = progress(pool);
-                format!("pool {name} upgrade: {hostname} uncordoned ({done}/{total} members at {})", rollout.to)
+                format!(
+                    "pool {name} upgrade: {hostname} uncordoned ({done}/{total} members at {})",
+                    rollout.to
+                )
             }
         };
         b.event(&name, &host_id, "upgrade_step", message);
