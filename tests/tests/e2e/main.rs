@@ -19,4 +19,5 @@ mod readme_tour;
 mod sandbox;
 mod secrets;
 mod tls;
+mod upgrade;
 mod validation;

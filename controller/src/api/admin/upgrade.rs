@@ -38,7 +38,9 @@ pub fn check(request: &v1::UpgradePoolRequest) -> Result<(), Invalid> {
         }
         return Ok(());
     }
-    versions::parse_supported("upgrade_pool.version", &request.version)
+    // Syntax only: whether the version is allowed depends on the pool's
+    // (the skew check names the next allowed version).
+    versions::parse("upgrade_pool.version", &request.version)
         .map_err(|e| Invalid::new(e.field, e.message))?;
     Ok(())
 }
