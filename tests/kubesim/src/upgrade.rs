@@ -9,7 +9,8 @@
 //!   control plane (`upgrade apply` has not run yet) or an older one.
 //! - `systemctl restart kubelet`: the node's kubelet runs the installed
 //!   version; refused (the unit fails) when that is a newer minor than the
-//!   oldest API server (a kubelet must never be newer than kube-apiserver).
+//!   API server it talks to (a kubelet must never be newer than
+//!   kube-apiserver): a control plane's own, a worker's the oldest.
 
 use std::io::BufRead;
 
@@ -295,18 +296,26 @@ fn restart_kubelet() -> Res {
         return Ok(());
     };
     let c = &store.clusters[i];
-    // The oldest API server the kubelet may talk to.
-    let oldest = c
-        .nodes
-        .iter()
-        .filter(|n| n.role == Role::ControlPlane && n.node_root.is_some())
-        .map(|n| {
-            n.control_plane_version
-                .clone()
-                .unwrap_or_else(|| c.kubernetes_version.clone())
-        })
-        .min_by_key(|v| parse_version(v))
-        .unwrap_or_else(|| c.kubernetes_version.clone());
+    // The API server the kubelet talks to: a control plane's own (kubeadm's
+    // ControlPlaneKubeletLocalMode: a control plane's kubelet uses its local
+    // kube-apiserver), a worker's the oldest of them (it may reach any).
+    let cp_version = |n: &state::Node| {
+        n.control_plane_version
+            .clone()
+            .unwrap_or_else(|| c.kubernetes_version.clone())
+    };
+    let own = c
+        .node(&local.node_name)
+        .filter(|n| n.role == Role::ControlPlane)
+        .map(cp_version);
+    let oldest = own.unwrap_or_else(|| {
+        c.nodes
+            .iter()
+            .filter(|n| n.role == Role::ControlPlane && n.node_root.is_some())
+            .map(cp_version)
+            .min_by_key(|v| parse_version(v))
+            .unwrap_or_else(|| c.kubernetes_version.clone())
+    });
     if minor(&installed) > minor(&oldest) {
         return Err(Fail::new(format!(
             "Job for kubelet.service failed because the control process exited with error code.\nSee \"systemctl status kubelet.service\" and \"journalctl -xeu kubelet.service\" for details.\n(kubesim: kubelet {installed} is newer than the API server {oldest}; a kubelet must not be newer than kube-apiserver)"
