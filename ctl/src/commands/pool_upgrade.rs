@@ -42,7 +42,7 @@ const MAX_UNAVAILABLE_MAX: u32 = 100;
 /// the pool degraded with the reason. Fix it, then `--resume` (or run the
 /// same command again).
 #[derive(Debug, Args)]
-#[command(after_help = "\
+#[command(disable_version_flag = true, after_help = "\
 Examples:
   rpoolctl pool upgrade web --version v1.33.1 --dry-run
   rpoolctl pool upgrade web --version v1.33.1 --yes --wait
