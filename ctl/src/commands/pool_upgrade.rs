@@ -42,12 +42,15 @@ const MAX_UNAVAILABLE_MAX: u32 = 100;
 /// the pool degraded with the reason. Fix it, then `--resume` (or run the
 /// same command again).
 #[derive(Debug, Args)]
-#[command(disable_version_flag = true, after_help = "\
+#[command(
+    disable_version_flag = true,
+    after_help = "\
 Examples:
   rpoolctl pool upgrade web --version v1.33.1 --dry-run
   rpoolctl pool upgrade web --version v1.33.1 --yes --wait
   rpoolctl pool upgrade web --version v1.33.1 --max-unavailable 3 --yes
-  rpoolctl pool upgrade web --resume --yes --wait")]
+  rpoolctl pool upgrade web --resume --yes --wait"
+)]
 pub struct UpgradeArgs {
     /// Pool name
     #[arg(value_name = "NAME", value_parser = parse_pool_name)]

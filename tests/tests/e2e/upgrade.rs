@@ -330,9 +330,7 @@ async fn a_skip_is_refused_and_a_host_without_the_new_kubeadm_degrades_the_pool_
         "v1.31.2",
     )
     .await?;
-    eprintln!("started");
     world.create("db", 16, 64, 1, "v1.31.2").await?;
-    eprintln!("created");
 
     // A skip of a minor: refused, with the next allowed version; nothing changes.
     let out = world.ctl(&["pool", "upgrade", "db", "--version", "v1.33.0", "--yes"]);
