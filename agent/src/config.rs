@@ -199,6 +199,8 @@ pub struct KubeConfig {
     /// (`unix:///run/containerd/containerd.sock`). Unset: the first known
     /// runtime socket found under `host_root` (see [`crate::cri`]).
     pub cri_socket: Option<String>,
+    /// `systemctl`: an upgrade restarts the kubelet with it.
+    pub systemctl_path: PathBuf,
 }
 
 impl Default for KubeConfig {
@@ -211,6 +213,7 @@ impl Default for KubeConfig {
             command_timeout_s: 600,
             host_root: PathBuf::new(),
             cri_socket: None,
+            systemctl_path: PathBuf::from("/usr/bin/systemctl"),
         }
     }
 }
@@ -415,6 +418,7 @@ impl Config {
         for (field, path) in [
             ("kube.kubeadm_path", &self.kube.kubeadm_path),
             ("kube.kubectl_path", &self.kube.kubectl_path),
+            ("kube.systemctl_path", &self.kube.systemctl_path),
             ("kube.kubelet_path", &self.kube.kubelet_path),
             ("kube.admin_kubeconfig", &self.kube.admin_kubeconfig),
         ] {

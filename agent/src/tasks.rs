@@ -126,6 +126,8 @@ fn kind_name(kind: &Option<Kind>) -> &'static str {
         Some(Kind::InstallAddons(_)) => "install_addons",
         Some(Kind::RefreshJoinToken(_)) => "refresh_join_token",
         Some(Kind::FetchKubeconfig(_)) => "fetch_kubeconfig",
+        Some(Kind::UpgradeNode(_)) => "upgrade_node",
+        Some(Kind::UncordonNode(_)) => "uncordon_node",
     }
 }
 
@@ -251,6 +253,13 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
             done(driver.remove_etcd_member(&task.node_name, &r.target_node).await)
         }
         Some(Kind::Reset(_)) => done(driver.reset().await),
+        Some(Kind::UpgradeNode(u)) => done(
+            driver
+                .upgrade_node(&task.node_name, &u.version, u.apply)
+                .await
+                .map(|()| false),
+        ),
+        Some(Kind::UncordonNode(u)) => done(driver.uncordon(&u.target_node).await),
         Some(Kind::InstallAddons(a)) => {
             for m in &a.manifests {
                 if let Err(e) = driver.apply(&m.name, &m.content).await {

@@ -408,6 +408,8 @@ mod tests {
             memory_bytes: 0,
             last_error: String::new(),
             liveness: String::new(),
+            kubernetes_version: String::new(),
+            upgrade_step: String::new(),
         };
         pool.members.push(member.clone());
         member.host_id = "1".into();

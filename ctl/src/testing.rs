@@ -370,4 +370,11 @@ impl AdminService for Fake {
     ) -> Result<Response<rpool_proto::v1::WhatIfResponse>, Status> {
         Err(Status::unimplemented("what-if is tested end to end"))
     }
+
+    async fn upgrade_pool(
+        &self,
+        _: Request<rpool_proto::v1::UpgradePoolRequest>,
+    ) -> Result<Response<rpool_proto::v1::UpgradePoolResponse>, Status> {
+        Err(Status::unimplemented("upgrades are tested end to end"))
+    }
 }

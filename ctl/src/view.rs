@@ -313,6 +313,9 @@ pub struct PoolView {
     /// is doing about it (`pool show` only; absent when all are alive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<String>,
+    /// The Kubernetes upgrade in progress (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeView>,
 }
 
 /// A pool's autoscaling in `-o json`:
@@ -415,6 +418,24 @@ pub struct MemberView {
     /// The host's liveness as the controllers judge it (ready, suspect,
     /// down, cordoned, ...); "" when unknown (`pool show` fills it in).
     pub liveness: String,
+    /// The Kubernetes version its kubelet runs ("" when unknown).
+    pub kubernetes_version: String,
+    /// During an upgrade: "draining", "upgrading", "uncordoning" ("" when
+    /// not in flight).
+    pub upgrade_step: String,
+}
+
+/// A pool's upgrade in progress in `-o json`:
+/// `{"from": "v1.32.0", "to": "v1.33.1", "max_unavailable": 1,
+///   "members_done": 2, "members_total": 5, "started_at_unix_ms": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpgradeView {
+    pub from: String,
+    pub to: String,
+    pub max_unavailable: u32,
+    pub members_done: u32,
+    pub members_total: u32,
+    pub started_at_unix_ms: u64,
 }
 
 /// One event, as printed by `events -o json` (an array, oldest first; with
@@ -485,6 +506,8 @@ impl From<&PoolMember> for MemberView {
             memory_bytes: m.memory_bytes,
             last_error: m.last_error.clone(),
             liveness: String::new(),
+            kubernetes_version: m.kubernetes_version.clone(),
+            upgrade_step: m.upgrade_step.clone(),
         }
     }
 }
@@ -544,6 +567,14 @@ impl From<&Pool> for PoolView {
             },
             zones: spec.zones.clone(),
             zone_totals: p.zone_totals.iter().map(ZoneTotalView::from).collect(),
+            upgrade: p.upgrade.as_ref().map(|u| UpgradeView {
+                from: u.from_version.clone(),
+                to: u.to_version.clone(),
+                max_unavailable: u.max_unavailable,
+                members_done: u.members_done,
+                members_total: u.members_total,
+                started_at_unix_ms: u.started_at_unix_ms,
+            }),
         }
     }
 }

@@ -17,6 +17,8 @@
 //! | [`Driver::remove_etcd_member`] | `kubectl --kubeconfig A -n kube-system exec etcd-SELF -- etcdctl --endpoints https://127.0.0.1:2379 --cacert … --cert … --key … -w simple member list`, then `… member remove ID` |
 //! | [`Driver::apply`] | `kubectl --kubeconfig A apply -f FILE` (manifest written to a 0600 temp file) |
 //! | [`Driver::admin_kubeconfig`] | reads A |
+//! | [`Driver::upgrade_node`] | `kubeadm version -o short` (must print the target), then `kubeadm upgrade plan V` and `kubeadm upgrade apply V --yes` (the first control plane) or `kubeadm upgrade node`, then `systemctl daemon-reload` and `systemctl restart kubelet` |
+//! | [`Driver::uncordon`] | `kubectl --kubeconfig A uncordon N` |
 //! | [`Driver::pending_pods`] | `kubectl --kubeconfig A get pods -A --field-selector=status.phase=Pending -o json` (counts pods whose `PodScheduled` condition is `False`/`Unschedulable`) |
 //!
 //! `A` is `kube.admin_kubeconfig` (default `/etc/kubernetes/admin.conf`).
@@ -88,6 +90,7 @@ mod reset;
 mod staging;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod workloads;
 
 use std::ffi::OsString;
@@ -266,6 +269,8 @@ impl fmt::Debug for InitRequest {
 pub struct Driver {
     kubeadm: PathBuf,
     kubectl: PathBuf,
+    /// `systemctl`, for the kubelet restart of an upgrade.
+    systemctl: PathBuf,
     admin_kubeconfig: PathBuf,
     timeout: Duration,
     /// Added to (or replacing in) the agent's environment for every child.
@@ -283,6 +288,7 @@ impl Driver {
         Driver {
             kubeadm: config.kubeadm_path.clone(),
             kubectl: config.kubectl_path.clone(),
+            systemctl: config.systemctl_path.clone(),
             admin_kubeconfig: config.admin_kubeconfig.clone(),
             timeout: Duration::from_secs(config.command_timeout_s),
             env: Vec::new(),

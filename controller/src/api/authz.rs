@@ -618,6 +618,11 @@ mod tests {
     #[test]
     fn paths_map_to_services() {
         assert_eq!(service_of("/rpool.v1.AdminService/Status"), ServiceKind::Admin);
+        // Pool upgrades are admin-only like every AdminService method.
+        assert_eq!(
+            service_of("/rpool.v1.AdminService/UpgradePool"),
+            ServiceKind::Admin
+        );
         assert_eq!(service_of("/rpool.v1.AgentService/Session"), ServiceKind::Agent);
         assert_eq!(service_of("/rpool.v1.RaftService/Send"), ServiceKind::Raft);
         assert_eq!(service_of("/rpool.v1.EnrollService/Enroll"), ServiceKind::Enroll);

@@ -99,6 +99,45 @@ pub fn parse_supported(field: &str, text: &str) -> Result<KubeVersion, KubeField
     Ok(version)
 }
 
+/// Why an upgrade from `from` to `to` is refused, following Kubernetes'
+/// version-skew policy as kubeadm enforces it: one minor at a time (a
+/// patch release of the same minor is fine), never down, only to a
+/// supported version. The message names the next allowed version.
+pub fn check_upgrade(from: KubeVersion, to: KubeVersion) -> Result<(), String> {
+    let next = next_minor(from);
+    if !to.is_supported() {
+        return Err(format!(
+            "{to} is not supported (accepted {}){}",
+            supported_range(),
+            next.map_or_else(String::new, |n| format!("; the next allowed version is {n}"))
+        ));
+    }
+    if to == from {
+        return Err(format!("the pool already runs {to}"));
+    }
+    if to < from {
+        return Err(format!(
+            "{to} is older than {from}: downgrades are not supported (kubeadm upgrades only forward)"
+        ));
+    }
+    if to.major != from.major || to.minor > from.minor + 1 {
+        return Err(format!(
+            "{to} skips a minor release: Kubernetes upgrades one minor at a time; the next allowed version is {}",
+            next.map_or_else(
+                || format!("a newer patch of v{}.{}", from.major, from.minor),
+                |n| n.to_string()
+            )
+        ));
+    }
+    Ok(())
+}
+
+/// The next minor after `from`, as `v1.N.x`, when rpool supports it.
+fn next_minor(from: KubeVersion) -> Option<String> {
+    let minor = from.minor + 1;
+    (from.major == 1 && SUPPORTED_MINORS.contains(&minor)).then(|| format!("v1.{minor}.x"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +196,36 @@ mod tests {
         let b = parse("v", "v1.31.10").unwrap();
         let c = parse("v", "v1.32.0").unwrap();
         assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn upgrades_go_one_minor_at_a_time_and_never_down() {
+        let v = |t: &str| parse("v", t).unwrap();
+        assert_eq!(check_upgrade(v("v1.31.2"), v("v1.32.0")), Ok(()));
+        assert_eq!(
+            check_upgrade(v("v1.32.0"), v("v1.32.4")),
+            Ok(()),
+            "a patch release"
+        );
+        assert_eq!(
+            check_upgrade(v("v1.31.2"), v("v1.33.0")).unwrap_err(),
+            "v1.33.0 skips a minor release: Kubernetes upgrades one minor at a time; the next allowed version is v1.32.x"
+        );
+        assert_eq!(
+            check_upgrade(v("v1.32.4"), v("v1.32.1")).unwrap_err(),
+            "v1.32.1 is older than v1.32.4: downgrades are not supported (kubeadm upgrades only forward)"
+        );
+        assert_eq!(
+            check_upgrade(v("v1.32.0"), v("v1.32.0")).unwrap_err(),
+            "the pool already runs v1.32.0"
+        );
+        assert_eq!(
+            check_upgrade(v("v1.33.0"), v("v1.34.0")).unwrap_err(),
+            "v1.34.0 is not supported (accepted v1.31.0 to v1.33.x)"
+        );
+        assert_eq!(
+            check_upgrade(v("v1.31.0"), v("v2.0.0")).unwrap_err(),
+            "v2.0.0 is not supported (accepted v1.31.0 to v1.33.x); the next allowed version is v1.32.x"
+        );
     }
 }

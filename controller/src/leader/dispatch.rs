@@ -254,6 +254,13 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             certificate_key: true,
         }),
         TaskKind::FetchKubeconfig => Kind::FetchKubeconfig(v1::FetchKubeconfig {}),
+        TaskKind::UpgradeNode { version, apply } => Kind::UpgradeNode(v1::UpgradeNode {
+            version: version.clone(),
+            apply: *apply,
+        }),
+        TaskKind::UncordonNode { target_node } => Kind::UncordonNode(v1::UncordonNode {
+            target_node: target_node.clone(),
+        }),
     };
     Some(v1::Task {
         task_id: task.task_id.clone(),

@@ -204,11 +204,11 @@ pub fn plan_pool(state: &State, pool: &PoolRecord, now: u64, settle_ms: u64, out
     if pool.join.is_none() && pool.phase != PoolPhase::Deleting {
         return; // no cluster yet: nothing to heal (init is retried instead)
     }
-    let Some(dead) = pool
-        .members
-        .values()
-        .find(|m| member_down(state, m) && settled(state, &m.host_id, now, settle_ms))
-    else {
+    let Some(dead) = pool.members.values().find(|m| {
+        member_down(state, m)
+            && settled(state, &m.host_id, now, settle_ms)
+            && !crate::policy::upgrade::in_flight(pool, &m.host_id)
+    }) else {
         return;
     };
     let name = &pool.spec.name;

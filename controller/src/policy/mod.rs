@@ -23,5 +23,6 @@ pub mod placement;
 pub mod planner;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod upgrade;
 pub mod what_if;
 pub mod zones;

@@ -13,8 +13,10 @@
 //!    first): `drain_node`, then (a leaving control plane)
 //!    `remove_etcd_member`, then `delete_node` (all run on another, joined
 //!    control plane), then `reset` on the member;
+//! 6b. a Kubernetes upgrade in progress: its next steps
+//!    ([`crate::policy::upgrade`]);
 //! 7. everyone joined and no addons yet: `install_addons`;
-//! 8. nothing left to do: phase `ready`.
+//! 8. nothing left to do (no upgrade in progress either): phase `ready`.
 //!
 //! Healing ([`crate::policy::healing`]) comes first in each pool: a down member is
 //! replaced (or an alert raised); its cleanup runs in step 6 like a
@@ -98,7 +100,8 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
         let target = match &kind {
             TaskKind::DrainNode { target_node }
             | TaskKind::DeleteNode { target_node }
-            | TaskKind::RemoveEtcdMember { target_node } => format!(".{target_node}"),
+            | TaskKind::RemoveEtcdMember { target_node }
+            | TaskKind::UncordonNode { target_node } => format!(".{target_node}"),
             _ => String::new(),
         };
         out.push(Command::IssueTask {
@@ -271,6 +274,9 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
         }
     }
 
+    // 6b. A Kubernetes upgrade's next steps (see `policy::upgrade`).
+    crate::policy::upgrade::plan(state, pool, &tasks, runner.as_deref(), &mut issue);
+
     // 7. Addons once everyone is in.
     let settled = pool.members.values().all(|m| m.state == MemberState::Joined);
     if settled
@@ -289,11 +295,11 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
         .any(|t| t.state == TaskState::Failed && t.attempt >= MAX_TASK_ATTEMPTS);
     let member_down = pool.members.values().any(|m| healing::member_down(state, m));
     let recovering = match pool.phase {
-        PoolPhase::Provisioning | PoolPhase::Resizing | PoolPhase::Healing => true,
+        PoolPhase::Provisioning | PoolPhase::Resizing | PoolPhase::Healing | PoolPhase::Upgrading => true,
         PoolPhase::Degraded => !failed_for_good,
         PoolPhase::Ready | PoolPhase::Deleting => false,
     };
-    if settled && pool.addons_installed && !busy && !member_down && recovering {
+    if settled && pool.addons_installed && !busy && !member_down && recovering && pool.upgrade.is_none() {
         let (cores, memory) = worker_totals(state, pool);
         out.push(Command::SetPoolPhase {
             pool: name.clone(),

@@ -433,6 +433,18 @@ pub enum Command {
         audit: crate::state::audit::AuditRecord,
         command: Box<Command>,
     },
+    /// An admin upgrades a pool's Kubernetes to `version` (see
+    /// [`crate::policy::upgrade`]); the same version again while that
+    /// upgrade is stopped by a failure resumes it. Refused unless the
+    /// version-skew rules allow it and the pool is ready (or degraded by
+    /// this upgrade).
+    UpgradePool {
+        pool: String,
+        version: String,
+        /// Workers upgraded at once (1 or more).
+        max_unavailable: u32,
+        at_unix_ms: u64,
+    },
 }
 
 impl Command {
@@ -461,7 +473,8 @@ impl Command {
             | Command::DrainControlPlane { pool, .. }
             | Command::Alert { pool, .. }
             | Command::SetAutoscale { pool, .. }
-            | Command::AutoscalePool { pool, .. } => pool,
+            | Command::AutoscalePool { pool, .. }
+            | Command::UpgradePool { pool, .. } => pool,
             Command::IssueTask { task } => &task.pool,
             Command::Audited { command, .. } => command.pool(),
             _ => "",
@@ -490,6 +503,7 @@ impl Command {
             Command::SetAutoscale { .. } => "set_autoscale",
             Command::AutoscalePool { .. } => "autoscale_pool",
             Command::Audited { command, .. } => command.kind(),
+            Command::UpgradePool { .. } => "upgrade_pool",
         }
     }
 }

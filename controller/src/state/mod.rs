@@ -312,7 +312,8 @@ impl State {
             | Command::SetPoolPhase { .. }
             | Command::ReplaceMember { .. }
             | Command::DrainControlPlane { .. }
-            | Command::Alert { .. }) => self.plan_pool(index, command),
+            | Command::Alert { .. }
+            | Command::UpgradePool { .. }) => self.plan_pool(index, command),
             command @ (Command::CreateToken { .. }
             | Command::UseToken { .. }
             | Command::RevokeToken { .. }) => self.plan_token(index, command),

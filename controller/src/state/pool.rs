@@ -244,6 +244,11 @@ pub struct Member {
     /// Order of joining (the first control plane has 0 and runs init).
     pub order: u32,
     pub last_error: String,
+    /// The Kubernetes version its kubelet runs: the version it joined at,
+    /// moved on by an upgrade ("" in records written before upgrades
+    /// existed: the pool's `spec.kubernetes_version`).
+    #[serde(default)]
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -255,6 +260,8 @@ pub enum PoolPhase {
     Healing,
     Degraded,
     Deleting,
+    /// A Kubernetes upgrade is rolling through the members.
+    Upgrading,
 }
 
 impl PoolPhase {
@@ -266,6 +273,7 @@ impl PoolPhase {
             PoolPhase::Healing => "healing",
             PoolPhase::Degraded => "degraded",
             PoolPhase::Deleting => "deleting",
+            PoolPhase::Upgrading => "upgrading",
         }
     }
 }
@@ -289,6 +297,50 @@ pub struct PoolRecord {
     /// written before autoscaling existed).
     #[serde(default)]
     pub autoscale: Autoscale,
+    /// The Kubernetes upgrade in progress (`None`: none; see
+    /// [`crate::policy::upgrade`]).
+    #[serde(default)]
+    pub upgrade: Option<Rollout>,
+}
+
+/// A Kubernetes upgrade of a pool, replicated so a new leader carries on
+/// where the old one stopped. Members move one at a time (control planes
+/// always; workers `max_unavailable` at a time): drained, `kubeadm
+/// upgrade` + kubelet restart on the node, uncordoned; a member is done
+/// when its `Member::version` is `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// The version the pool ran when the upgrade started.
+    pub from: String,
+    /// The target version.
+    pub to: String,
+    /// Workers upgraded at once (control planes: always one).
+    pub max_unavailable: u32,
+    pub started_at_unix_ms: u64,
+    /// Members in flight, by host id, with their step.
+    pub steps: BTreeMap<String, UpgradeStep>,
+}
+
+/// Where a member in flight is in its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeStep {
+    /// Chosen: its drain is issued.
+    Draining,
+    /// Drained: `kubeadm upgrade` and the kubelet restart are issued.
+    Drained,
+    /// Upgraded: its uncordon is issued.
+    Upgraded,
+}
+
+impl UpgradeStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeStep::Draining => "draining",
+            UpgradeStep::Drained => "upgrading",
+            UpgradeStep::Upgraded => "uncordoning",
+        }
+    }
 }
 
 /// A pool's autoscaling: the policy (`None`: off) and when the autoscaler
@@ -338,6 +390,34 @@ impl PoolRecord {
             .min_by_key(|m| m.order)
     }
 
+    /// The version member `m`'s kubelet runs.
+    pub fn member_version<'a>(&'a self, m: &'a Member) -> &'a str {
+        if m.version.is_empty() {
+            &self.spec.kubernetes_version
+        } else {
+            &m.version
+        }
+    }
+
+    /// The version a member joins at: during an upgrade, the target once
+    /// every control plane runs it (the previous version before), else the
+    /// pool's version.
+    pub fn join_version(&self) -> &str {
+        match &self.upgrade {
+            Some(r) => {
+                let cps_done = self
+                    .members
+                    .values()
+                    .filter(|m| {
+                        m.role == Role::ControlPlane && !matches!(m.state, MemberState::Replaced { .. })
+                    })
+                    .all(|m| self.member_version(m) == r.to);
+                if cps_done { &r.to } else { &r.from }
+            }
+            None => &self.spec.kubernetes_version,
+        }
+    }
+
     /// A joined control plane (lowest order) to run kubectl on.
     pub fn joined_control_plane(&self) -> Option<&Member> {
         self.members
@@ -355,13 +435,30 @@ pub enum TaskKind {
     InitControlPlane,
     JoinControlPlane,
     JoinWorker,
-    DrainNode { target_node: String },
-    DeleteNode { target_node: String },
-    RemoveEtcdMember { target_node: String },
+    DrainNode {
+        target_node: String,
+    },
+    DeleteNode {
+        target_node: String,
+    },
+    RemoveEtcdMember {
+        target_node: String,
+    },
     Reset,
     InstallAddons,
     RefreshJoinToken,
     FetchKubeconfig,
+    /// Upgrade: on the member itself, check kubeadm is `version`, run
+    /// `kubeadm upgrade plan` + `kubeadm upgrade apply` (`apply`: the
+    /// first control plane) or `kubeadm upgrade node`, restart the kubelet.
+    UpgradeNode {
+        version: String,
+        apply: bool,
+    },
+    /// Upgrade: `kubectl uncordon` of another node, from a control plane.
+    UncordonNode {
+        target_node: String,
+    },
 }
 
 impl TaskKind {
@@ -377,6 +474,8 @@ impl TaskKind {
             TaskKind::InstallAddons => "install_addons",
             TaskKind::RefreshJoinToken => "refresh_join_token",
             TaskKind::FetchKubeconfig => "fetch_kubeconfig",
+            TaskKind::UpgradeNode { .. } => "upgrade_node",
+            TaskKind::UncordonNode { .. } => "uncordon_node",
         }
     }
 
@@ -384,7 +483,10 @@ impl TaskKind {
     pub fn timeout_ms(&self) -> u64 {
         match self {
             TaskKind::DrainNode { .. } => (DRAIN_TIMEOUT_S + 60) * 1_000,
-            TaskKind::InitControlPlane | TaskKind::JoinControlPlane | TaskKind::JoinWorker => 600_000,
+            TaskKind::InitControlPlane
+            | TaskKind::JoinControlPlane
+            | TaskKind::JoinWorker
+            | TaskKind::UpgradeNode { .. } => 600_000,
             _ => 120_000,
         }
     }

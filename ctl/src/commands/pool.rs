@@ -8,7 +8,10 @@ use std::time::Duration;
 use clap::Subcommand;
 use rpool_proto::units::{format_size, parse_size};
 
-use super::{pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show};
+use super::{
+    pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show,
+    pool_upgrade,
+};
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;
 use crate::view::MemberView;
@@ -29,6 +32,8 @@ pub enum PoolCommand {
     Kubeconfig(pool_kubeconfig::KubeconfigArgs),
     /// Add and remove workers with load, within min/max cores (or --off)
     Autoscale(pool_autoscale::AutoscaleArgs),
+    /// Upgrade a pool's Kubernetes one minor at a time, node by node (shows the plan, then asks)
+    Upgrade(pool_upgrade::UpgradeArgs),
 }
 
 pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -40,6 +45,7 @@ pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
         PoolCommand::Destroy(args) => pool_destroy::exec(args, settings).await,
         PoolCommand::Kubeconfig(args) => pool_kubeconfig::exec(args, settings).await,
         PoolCommand::Autoscale(args) => pool_autoscale::exec(args, settings).await,
+        PoolCommand::Upgrade(args) => pool_upgrade::exec(args, settings).await,
     }
 }
 
@@ -348,6 +354,8 @@ mod tests {
             memory_bytes: gib << 30,
             last_error: String::new(),
             liveness: String::new(),
+            kubernetes_version: String::new(),
+            upgrade_step: String::new(),
         };
         assert_eq!(
             hosts_table(&[

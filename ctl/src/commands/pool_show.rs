@@ -212,6 +212,15 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
     if !p.lb_range.is_empty() {
         pairs.push(("Load balancers", format!("{} (MetalLB)", p.lb_range)));
     }
+    if let Some(u) = &p.upgrade {
+        pairs.push((
+            "Upgrade",
+            format!(
+                "{} -> {}: {}/{} members done (workers {} at a time)",
+                u.from, u.to, u.members_done, u.members_total, u.max_unavailable
+            ),
+        ));
+    }
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -231,6 +240,7 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             "ZONE",
             "CORES",
             "MEMORY",
+            "VERSION",
             "LAST ERROR",
         ]);
         for m in &p.members {
@@ -248,6 +258,11 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
                 m.zone.clone(),
                 m.cores.to_string(),
                 format_size(m.memory_bytes),
+                match (m.kubernetes_version.as_str(), m.upgrade_step.as_str()) {
+                    ("", _) => "-".to_string(),
+                    (v, "") => v.to_string(),
+                    (v, step) => format!("{v} ({step})"),
+                },
                 m.last_error.clone(),
             ]);
         }
@@ -341,10 +356,10 @@ mod tests {
              Capacity:        32 cores / 128GiB for a request of 30 cores / 120GiB (over by 2 cores, 8GiB)\n\
              Created:         2023-11-14T22:13:20Z (5m10s ago)\n\
              Members:\n\
-             \x20 ROLE           HOSTNAME  ID        LIVENESS  STATE    NODE         ZONE  CORES  MEMORY  LAST ERROR\n\
-             \x20 control-plane  sim-a-1   id-sim-a  -         joined   web-sim-a-1  a     16     64GiB\n\
-             \x20 worker         sim-a-2   id-sim-a  -         joined   web-sim-a-2  a     16     64GiB\n\
-             \x20 worker         sim-a-3   id-sim-a  -         joining  web-sim-a-3  a     16     64GiB   bad token\n\
+             \x20 ROLE           HOSTNAME  ID        LIVENESS  STATE    NODE         ZONE  CORES  MEMORY  VERSION  LAST ERROR\n\
+             \x20 control-plane  sim-a-1   id-sim-a  -         joined   web-sim-a-1  a     16     64GiB   -\n\
+             \x20 worker         sim-a-2   id-sim-a  -         joined   web-sim-a-2  a     16     64GiB   -\n\
+             \x20 worker         sim-a-3   id-sim-a  -         joining  web-sim-a-3  a     16     64GiB   -        bad token\n\
              Recent events:\n\
              \x20 TIME                  KIND       MESSAGE\n\
              \x20 2023-11-14T22:13:21Z  task_done  join_worker on sim-a-3 failed\n"
@@ -481,7 +496,8 @@ mod tests {
             "members": [{
                 "host_id": "id-sim-a-1", "hostname": "sim-a-1", "zone": "a",
                 "role": "control-plane", "node_name": "web-sim-a-1", "state": "joined",
-                "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": "", "liveness": ""
+                "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": "", "liveness": "",
+                "kubernetes_version": "", "upgrade_step": ""
             }],
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",

@@ -55,6 +55,10 @@ pub struct Wait {
 pub fn progress_text(pool: &PoolView, until: Until) -> String {
     let c = pool.counts();
     let members = match until {
+        Until::Ready if pool.upgrade.is_some() => {
+            let u = pool.upgrade.as_ref().expect("checked");
+            format!("{}/{} members at {}", u.members_done, u.members_total, u.to)
+        }
         Until::Gone => format!("{} left", plural(c.staying + c.leaving, "member", "members")),
         Until::Ready if c.leaving > 0 => {
             format!("{}/{} members joined, {} leaving", c.joined, c.staying, c.leaving)
@@ -200,6 +204,7 @@ pub(crate) mod tests {
             cores: 16,
             memory_bytes: 64 << 30,
             last_error: String::new(),
+            ..Default::default()
         }
     }
 

@@ -150,6 +150,7 @@ struct AgentFile<'a> {
 struct KubeSection {
     kubeadm_path: String,
     kubectl_path: String,
+    systemctl_path: String,
     host_root: String,
 }
 
@@ -178,6 +179,7 @@ pub fn agent_toml(
         kube: KubeSection {
             kubeadm_path: kube_bin.join("kubeadm").to_string_lossy().into_owned(),
             kubectl_path: kube_bin.join("kubectl").to_string_lossy().into_owned(),
+            systemctl_path: kube_bin.join("systemctl").to_string_lossy().into_owned(),
             host_root: node_root.to_string_lossy().into_owned(),
         },
         simulate: SimulateSection {

@@ -18,11 +18,11 @@ const CERT_KEY_TTL: u64 = 2 * 3600;
 const STACK_HINT: &str = "To see the stack trace of this error execute with --v=5 or higher";
 
 /// kubeadm's error shape: the message, then the stack-trace hint.
-fn fail(msg: impl AsRef<str>) -> Fail {
+pub(crate) fn fail(msg: impl AsRef<str>) -> Fail {
     Fail::new(format!("{}\n{STACK_HINT}", msg.as_ref()))
 }
 
-fn phase_fail(phase: &str, msg: impl AsRef<str>) -> Fail {
+pub(crate) fn phase_fail(phase: &str, msg: impl AsRef<str>) -> Fail {
     fail(format!("error execution phase {phase}: {}", msg.as_ref()))
 }
 
@@ -34,7 +34,7 @@ fn specs(extra: &[Spec]) -> Vec<Spec> {
     s
 }
 
-fn parse(argv: &[String], extra: &[Spec]) -> Res<Parsed> {
+pub(crate) fn parse(argv: &[String], extra: &[Spec]) -> Res<Parsed> {
     flags::parse(argv, &specs(extra)).map_err(fail)
 }
 
@@ -75,6 +75,7 @@ pub fn run(argv: &[String]) -> Res {
         "reset" => reset(&rest),
         "token" => token(&rest),
         "version" => version(&rest),
+        "upgrade" => crate::upgrade::kubeadm_upgrade(&rest),
         other => Err(fail(format!("unknown command \"{other}\" for \"kubeadm\""))),
     }
 }
@@ -90,17 +91,22 @@ Available Commands (kubesim subset):
   join        Run this on any machine you wish to join an existing cluster
   reset       Performs a best effort revert of changes made to this host by 'kubeadm init' or 'kubeadm join'
   token       Manage bootstrap tokens
+  upgrade     Upgrade your cluster smoothly to a newer version with this command
   version     Print the version of kubeadm";
 
 fn version(argv: &[String]) -> Res {
     let p = parse(argv, &[val_s("output", 'o')])?;
+    // The host's installed kubeadm (see `state::installed_version`).
+    let root = std::env::var_os("KUBESIM_NODE_ROOT").map(std::path::PathBuf::from);
+    let v = state::installed_version(root.as_deref());
+    let minor = parse_version(&v).map_or(32, |(_, m, _)| m);
     match p.get("output") {
-        Some("short") => println!("{VERSION}"),
+        Some("short") => println!("{v}"),
         Some("json") => println!(
-            "{{\n  \"clientVersion\": {{\n    \"major\": \"1\",\n    \"minor\": \"32\",\n    \"gitVersion\": \"{VERSION}\",\n    \"platform\": \"linux/amd64\"\n  }}\n}}"
+            "{{\n  \"clientVersion\": {{\n    \"major\": \"1\",\n    \"minor\": \"{minor}\",\n    \"gitVersion\": \"{v}\",\n    \"platform\": \"linux/amd64\"\n  }}\n}}"
         ),
         Some("") | None => println!(
-            "kubeadm version: &version.Info{{Major:\"1\", Minor:\"32\", GitVersion:\"{VERSION}\", GitTreeState:\"clean\", Compiler:\"gc\", Platform:\"linux/amd64\"}}"
+            "kubeadm version: &version.Info{{Major:\"1\", Minor:\"{minor}\", GitVersion:\"{v}\", GitTreeState:\"clean\", Compiler:\"gc\", Platform:\"linux/amd64\"}}"
         ),
         Some(o) => return Err(fail(format!("invalid output format: {o}"))),
     }
@@ -473,6 +479,8 @@ fn init(argv: &[String]) -> Res {
             created: env.now,
             unschedulable: false,
             node_root: Some(root.display().to_string()),
+            kubelet_version: Some(state::installed_version(Some(&root))),
+            control_plane_version: Some(version.clone()),
         }],
         etcd_members: vec![member],
         applied: Vec::new(),
@@ -1164,6 +1172,27 @@ fn join(argv: &[String]) -> Res {
     println!(
         "[preflight] Reading configuration from the \"kubeadm-config\" ConfigMap in namespace \"kube-system\"...\n[preflight] Use 'kubeadm init phase upload-config --config your-config.yaml' to re-upload it."
     );
+    // KubeletVersion: the kubelet installed here must not be a newer minor
+    // than the control plane.
+    {
+        let kubelet = state::installed_version(Some(&root));
+        if let (Some((_, km, _)), Some((_, cm, _))) =
+            (parse_version(&kubelet), parse_version(&c.kubernetes_version))
+            && km > cm
+        {
+            preflight(
+                vec![(
+                    "KubeletVersion".into(),
+                    format!(
+                        "the kubelet version is higher than the control plane version. This is not a supported version skew and may lead to a malfunctional cluster. Kubelet version: \"{}\" Control plane version: \"{}\"",
+                        kubelet.trim_start_matches('v'),
+                        c.kubernetes_version.trim_start_matches('v')
+                    ),
+                )],
+                &ignore,
+            )?;
+        }
+    }
 
     if cp {
         if !c.stable_endpoint {
@@ -1276,10 +1305,14 @@ fn join(argv: &[String]) -> Res {
     let role = if cp { Role::ControlPlane } else { Role::Worker };
     let c = &mut store.clusters[i];
     let root_s = root.display().to_string();
+    let installed = state::installed_version(Some(&root));
+    let cluster_version = c.kubernetes_version.clone();
     match c.node_mut(&name) {
         Some(n) => {
             // A node that was reset but not deleted re-registers.
             n.node_root = Some(root_s);
+            n.kubelet_version = Some(installed.clone());
+            n.control_plane_version = cp.then(|| cluster_version.clone());
             n.internal_ip = ip.clone();
             n.role = role.clone();
         }
@@ -1290,6 +1323,8 @@ fn join(argv: &[String]) -> Res {
             created: env.now,
             unschedulable: false,
             node_root: Some(root_s),
+            kubelet_version: Some(installed.clone()),
+            control_plane_version: cp.then(|| cluster_version.clone()),
         }),
     }
     if cp && !c.etcd_members.iter().any(|m| m.name == name) {

@@ -257,7 +257,7 @@ fn node_json(c: &Cluster, n: &Node, idx: usize, now: u64) -> Value {
                 "containerRuntimeVersion": "containerd://1.7.24",
                 "kernelVersion": "6.8.0-kubesim",
                 "kubeProxyVersion": c.kubernetes_version,
-                "kubeletVersion": c.kubernetes_version,
+                "kubeletVersion": c.kubelet_version(n),
                 "operatingSystem": "linux",
                 "osImage": "Ubuntu 24.04.1 LTS"
             }
@@ -807,7 +807,7 @@ fn get_nodes(c: &Cluster, env: &Env, p: &Parsed, names: &[String], output: &str)
                     status,
                     roles.into(),
                     state::human_duration(env.now.saturating_sub(n.created)),
-                    c.kubernetes_version.clone(),
+                    c.kubelet_version(n).to_string(),
                 ];
                 if wide {
                     r.extend([

@@ -114,8 +114,17 @@
 //! Nodes are NotReady until a pod network exists (any applied DaemonSet),
 //! as with a real kubeadm cluster before the CNI is installed.
 //!
-//! Helper: `kubesim install DIR` creates `DIR/kubeadm` and `DIR/kubectl`
-//! symlinks to this binary.
+//! Upgrades (see `upgrade.rs`): the kubeadm/kubelet "installed" on a host
+//! is `<node_root>/kubesim-version` (default: kubesim's own version);
+//! `kubeadm version` prints it; `kubeadm upgrade plan [V]`, `kubeadm upgrade
+//! apply V [-y|--yes]` and `kubeadm upgrade node` move the cluster's and
+//! the node's control-plane version with kubeadm's checks; `systemctl
+//! daemon-reload` / `systemctl restart kubelet` (argv[0] `systemctl`)
+//! makes the node's kubelet run the installed version, refused when that
+//! is a newer minor than the API server.
+//!
+//! Helper: `kubesim install DIR` creates `DIR/kubeadm`, `DIR/kubectl` and
+//! `DIR/systemctl` symlinks to this binary.
 
 mod flags;
 mod images;
@@ -124,6 +133,7 @@ mod kubeadm_config;
 mod kubectl;
 mod lb;
 mod state;
+mod upgrade;
 
 use std::path::Path;
 
@@ -154,6 +164,8 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
         kubeadm::run(args)
     } else if prog.starts_with("kubectl") {
         kubectl::run(args)
+    } else if prog.starts_with("systemctl") {
+        upgrade::systemctl(args)
     } else {
         match args.first().map(String::as_str) {
             Some("kubeadm") => kubeadm::run(&args[1..]),
@@ -178,7 +190,7 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
 fn install(dir: &str) -> state::Res {
     let me = std::env::current_exe().map_err(|e| state::Fail::new(format!("kubesim: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| state::Fail::new(format!("kubesim: {dir}: {e}")))?;
-    for name in ["kubeadm", "kubectl"] {
+    for name in ["kubeadm", "kubectl", "systemctl"] {
         let link = Path::new(dir).join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&me, &link)

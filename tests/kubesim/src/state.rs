@@ -151,6 +151,16 @@ pub struct Node {
     /// The host's node root; `None` once `kubeadm reset` ran there (the
     /// kubelet is gone, the Node object stays and turns NotReady).
     pub node_root: Option<String>,
+    /// The version its kubelet runs (`kubectl get nodes` VERSION): the
+    /// host's installed version when it joined or its kubelet last
+    /// restarted (`None` in older state files: the cluster's version).
+    #[serde(default)]
+    pub kubelet_version: Option<String>,
+    /// The version of its control-plane static pods (control planes; moved
+    /// by `kubeadm upgrade apply` / `upgrade node`; `None`: the cluster's
+    /// version at init or join).
+    #[serde(default)]
+    pub control_plane_version: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -214,7 +224,26 @@ pub struct Cluster {
     pub lb_ips: std::collections::BTreeMap<String, String>,
 }
 
+/// The kubeadm and kubelet packages "installed" on the host at `root`:
+/// `<root>/kubesim-version` (e.g. `v1.33.1`, written by tests and the
+/// sandbox to simulate `apt-get install kubeadm=... kubelet=...`), else
+/// kubesim's own version.
+pub fn installed_version(root: Option<&Path>) -> String {
+    root.and_then(|r| fs::read_to_string(r.join(VERSION_FILE)).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| crate::kubeadm::VERSION.to_string())
+}
+
+/// The file under a node root naming its installed version.
+pub const VERSION_FILE: &str = "kubesim-version";
+
 impl Cluster {
+    /// The version `n`'s kubelet runs.
+    pub fn kubelet_version<'a>(&'a self, n: &'a Node) -> &'a str {
+        n.kubelet_version.as_deref().unwrap_or(&self.kubernetes_version)
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

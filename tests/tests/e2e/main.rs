@@ -21,6 +21,7 @@ mod readme_tour;
 mod sandbox;
 mod secrets;
 mod tls;
+mod upgrade;
 mod validation;
 mod what_if;
 mod zones;

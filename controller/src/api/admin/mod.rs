@@ -33,6 +33,7 @@ mod backup;
 mod controllers;
 pub mod pools;
 pub mod tokens;
+pub mod upgrade;
 mod what_if;
 
 use std::sync::Arc;
@@ -323,6 +324,19 @@ impl AdminService for AdminSvc {
         let audit = audit::record(&request, "pool resize");
         Ok(Response::new(
             crate::api::admin::pools::resize(&self.shared, request.into_inner(), &audit).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn upgrade_pool(
+        &self,
+        request: Request<v1::UpgradePoolRequest>,
+    ) -> Result<Response<v1::UpgradePoolResponse>, Status> {
+        crate::api::admin::upgrade::check(request.get_ref())?;
+        forward_or_barrier!(self, request, upgrade_pool);
+        let audit = audit::record(&request, "pool upgrade");
+        Ok(Response::new(
+            crate::api::admin::upgrade::upgrade(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 

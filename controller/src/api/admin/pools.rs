@@ -28,7 +28,7 @@ const MEMORY_MAX: u64 = 64 << 50;
 /// Events shown with `GetPool`.
 const RECENT_EVENTS: usize = 20;
 
-fn range(field: &str, value: impl std::fmt::Display, accepted: &str) -> Invalid {
+pub(crate) fn range(field: &str, value: impl std::fmt::Display, accepted: &str) -> Invalid {
     Invalid::new(field, format!("{value} is out of range (accepted {accepted})"))
 }
 
@@ -296,6 +296,7 @@ fn host_as_member(host: &HostRecord, role: Role, state: &str) -> v1::PoolMember 
         cores: host.facts.inventory.logical_cores,
         memory_bytes: host.facts.inventory.memory_total_bytes,
         last_error: String::new(),
+        ..Default::default()
     }
 }
 
@@ -321,6 +322,7 @@ fn member_view(state: &State, m: &crate::state::pool::Member) -> v1::PoolMember 
             .map(|h| h.facts.inventory.memory_total_bytes)
             .unwrap_or_default(),
         last_error: m.last_error.clone(),
+        ..Default::default()
     }
 }
 
@@ -360,7 +362,7 @@ pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
     } else {
         Vec::new()
     };
-    v1::Pool {
+    let mut view = v1::Pool {
         spec: Some(pool.spec.to_proto()),
         phase: pool.phase.as_str().to_owned(),
         phase_reason: pool.phase_reason.clone(),
@@ -376,11 +378,14 @@ pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
             .map(|p| p.to_proto(pool.autoscale.last_scaled_at_unix_ms)),
         autoscale_status: None,
         zone_totals: zone_totals(&crate::policy::fleet::workers(state, pool)),
-    }
+        ..crate::api::admin::upgrade::pool_fields(pool)
+    };
+    crate::api::admin::upgrade::fill_versions(pool, &mut view);
+    view
 }
 
 /// A failed proposal of an admin pool call.
-fn refused(e: ProposeError) -> Status {
+pub(crate) fn refused(e: ProposeError) -> Status {
     propose_status(e, Refusal::Precondition)
 }
 
@@ -504,6 +509,7 @@ fn preview(sm: &State, spec: &PoolSpec, placement: &placement::Placement, endpoi
                 .map(candidate)
                 .collect::<Vec<_>>(),
         ),
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,7 @@ impl State {
             addons_installed: false,
             next_order: 0,
             autoscale: Default::default(),
+            upgrade: None,
         };
         let mut seen = std::collections::BTreeSet::new();
         let roles = control_planes

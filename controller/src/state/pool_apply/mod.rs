@@ -9,11 +9,13 @@
 //! - `lifecycle`: create, resize, destroy, phase, alerts.
 //! - `tasks`: tasks issued and finished, fenced hosts' resets.
 //! - `repair`: a dead member replaced, a control plane drained.
+//! - `upgrade`: a Kubernetes upgrade started or resumed, and its steps.
 
 mod lifecycle;
 pub mod network;
 mod repair;
 mod tasks;
+pub mod upgrade;
 
 use crate::state::command::{Command, HostRecord, HostState};
 use crate::state::pool::{Event, Member, MemberState, PoolPhase, PoolRecord, Role, Severity};
@@ -123,6 +125,7 @@ impl State {
                 state: MemberState::Joining,
                 order: pool.next_order,
                 last_error: String::new(),
+                version: pool.join_version().to_owned(),
             },
         );
         pool.next_order += 1;
@@ -234,6 +237,12 @@ impl State {
                 *degrade,
                 *at_unix_ms,
             ),
+            Command::UpgradePool {
+                pool,
+                version,
+                max_unavailable,
+                at_unix_ms,
+            } => self.upgrade_pool(index, pool, version, *max_unavailable, *at_unix_ms),
             _ => unreachable!("plan_pool is only called with pool commands"),
         }
     }

@@ -60,6 +60,11 @@ impl State {
                 ..task.clone()
             }),
         ));
+        if let Some(mut pool) = self.pools.get(&task.pool).cloned()
+            && self.rollout_on_issue(&mut pool, task)
+        {
+            b.more.pools.push((task.pool.clone(), Some(pool)));
+        }
         Ok(b.done(ApplyOutcome::Updated))
     }
 
@@ -143,6 +148,14 @@ impl State {
                     Some(what) => format!("{what} missing on {host} ({attempt} attempts): {error}"),
                     None => format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str()),
                 };
+                if let Some(rollout) = &pool.upgrade
+                    && super::upgrade::is_rollout_task(&pool, task)
+                {
+                    pool.phase_reason = format!(
+                        "upgrade to {} stopped: {}; fix it, then resume with `rpoolctl pool upgrade {} --resume`",
+                        rollout.to, pool.phase_reason, task.pool
+                    );
+                }
             }
             b.more
                 .tasks
@@ -255,9 +268,24 @@ impl State {
                 }
                 done = format!("pool {}: {host} reset and back in the fleet", task.pool);
             }
+            (TaskKind::UpgradeNode { version, apply }, _) => {
+                done = format!(
+                    "pool {}: {} {version} done on {host}",
+                    task.pool,
+                    if *apply {
+                        "kubeadm upgrade apply"
+                    } else {
+                        "kubeadm upgrade node"
+                    }
+                );
+            }
+            (TaskKind::UncordonNode { target_node }, _) => {
+                done = format!("pool {}: node {target_node} uncordoned (via {host})", task.pool);
+            }
             (_, None) => {}
         }
         b.event(&task.pool, &task.host_id, "task_done", done);
+        self.rollout_on_done(&mut pool, task, &mut b);
         self.fence_cleaned_members(&mut pool, task_id, at_unix_ms, &mut b);
         if pool.phase == PoolPhase::Deleting && pool.members.is_empty() {
             b.event(
