@@ -76,6 +76,7 @@ impl World {
                 service_cidr: "10.96.0.0/12".into(),
                 vip: self.vip.clone(),
                 lb_range: String::new(),
+                ..Default::default()
             },
             control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
             workers: workers.iter().map(|s| s.to_string()).collect(),

@@ -102,7 +102,7 @@ impl JoinSecrets {
 }
 
 /// The pool as requested.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolSpec {
     pub name: String,
     pub cores: u64,
@@ -119,6 +119,11 @@ pub struct PoolSpec {
     /// MetalLB's address range, `FIRST-LAST` or `ADDRESS/PREFIX` ("" = none).
     #[serde(default)]
     pub lb_range: String,
+    /// The pool's image repository ("" = the fleet's `[kube]
+    /// image_repository`; absent in records written before per-pool
+    /// repositories existed). Fixed at creation.
+    #[serde(default)]
+    pub image_repository: String,
 }
 
 impl PoolSpec {
@@ -133,6 +138,7 @@ impl PoolSpec {
             service_cidr: self.service_cidr.clone(),
             vip: self.vip.clone(),
             lb_range: self.lb_range.clone(),
+            image_repository: self.image_repository.clone(),
         }
     }
 }

@@ -6,8 +6,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use rpool_proto::v1::{CreatePoolRequest, Pool, PoolSpec};
 
 use super::pool::{
-    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_kubernetes_version, parse_lb_range,
-    parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
+    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_image_repository, parse_kubernetes_version,
+    parse_lb_range, parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
 };
 use super::pool_wait::{self, Until, Wait};
 use crate::client::{self, Controller};
@@ -34,6 +34,7 @@ Examples:
   rpoolctl pool create ci --cores 8 --memory 1.5TiB --control-planes 3 --kubernetes-version v1.32.0
   rpoolctl pool create ha --cores 16 --memory 64GiB --control-planes 3 --vip 192.0.2.10 --lb-range 192.0.2.200-192.0.2.220
   rpoolctl pool create web --cores 32 --memory 128GiB --dry-run -o json | jq '.members[].hostname'
+  rpoolctl pool create edge --cores 8 --memory 32GiB --image-repository mirror.example:5000/k8s
 
 Sizes: 64GiB, 512MiB, 1.5TiB (also 64Gi, 100GB); memory 1GiB..=64PiB.
 Names: 1..=40 characters [a-z0-9-], starting and ending with a letter or digit.")]
@@ -73,6 +74,13 @@ pub struct CreateArgs {
     /// ADDRESS/PREFIX [default: none]
     #[arg(long, value_name = "RANGE", value_parser = parse_lb_range)]
     pub lb_range: Option<String>,
+    /// Registry this pool's images come from, HOST[:PORT][/PATH] (kubeadm's
+    /// imageRepository, the images pulled before init and control-plane
+    /// joins, and the flannel, kube-vip and MetalLB images); set at creation,
+    /// `pool resize` does not change it [default: the controller's
+    /// [kube] image_repository, else the upstream registries]
+    #[arg(long, value_name = "REPO", value_parser = parse_image_repository)]
+    pub image_repository: Option<String>,
     /// Only show the hosts that would be chosen; change nothing
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
@@ -96,6 +104,7 @@ impl CreateArgs {
             service_cidr: self.service_cidr.clone().unwrap_or_default(),
             vip: self.vip.clone().unwrap_or_default(),
             lb_range: self.lb_range.clone().unwrap_or_default(),
+            image_repository: self.image_repository.clone().unwrap_or_default(),
         }
     }
 }
@@ -227,6 +236,9 @@ fn totals_block(view: &PoolView) -> String {
     if !view.lb_range.is_empty() {
         text.push_str(&format!("Load balancers: {} (MetalLB)\n", view.lb_range));
     }
+    if !view.image_repository.is_empty() {
+        text.push_str(&format!("Images: from {}\n", view.image_repository));
+    }
     text
 }
 
@@ -269,6 +281,8 @@ mod tests {
             "10.10.0.0/16",
             "--service-cidr",
             "10.20.0.0/16",
+            "--image-repository",
+            "mirror.example:5000/k8s",
             "--dry-run",
             "-o",
             "json",
@@ -288,6 +302,7 @@ mod tests {
                 service_cidr: "10.20.0.0/16".into(),
                 vip: String::new(),
                 lb_range: String::new(),
+                image_repository: "mirror.example:5000/k8s".into(),
             }
         );
         let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--wait"]).unwrap();

@@ -215,6 +215,7 @@ pub(crate) mod tests {
                 service_cidr: "10.96.0.0/12".into(),
                 vip: String::new(),
                 lb_range: String::new(),
+                ..Default::default()
             }),
             phase: phase.into(),
             phase_reason: String::new(),
