@@ -251,7 +251,7 @@ impl From<&Controller> for ControllerView {
 /// {"name": "web", "phase": "ready", "phase_reason": "all members joined",
 ///  "cores": 40, "memory_bytes": 171798691840, "control_planes": 1,
 ///  "kubernetes_version": "v1.32.0", "control_plane_endpoint": "sim-a-1:6443",
-///  "vip": "", "lb_range": "",
+///  "vip": "", "lb_range": "", "image_repository": "",
 ///  "worker_cores": 48, "worker_memory_bytes": 206158430208,
 ///  "created_at_unix_ms": 1700000000000,
 ///  "members": [{"host_id": "...", "hostname": "sim-a-1", "zone": "a",
@@ -273,7 +273,9 @@ impl From<&Controller> for ControllerView {
 /// `worker_cores`/`worker_memory_bytes` what the workers have. `phase` is
 /// one of provisioning, ready, resizing, healing, degraded, deleting.
 /// `vip` is the control-plane virtual IP and `lb_range` MetalLB's address
-/// range ("" when the pool has none).
+/// range ("" when the pool has none). `image_repository` is the registry
+/// the pool's images come from ("" = the controller's `[kube]
+/// image_repository`).
 /// `events` holds the recent events (oldest first) for `pool show`, and is
 /// empty in `pool list` and for a dry run. `created_at_unix_ms` is 0 for a
 /// dry run.
@@ -289,6 +291,7 @@ pub struct PoolView {
     pub control_plane_endpoint: String,
     pub vip: String,
     pub lb_range: String,
+    pub image_repository: String,
     pub worker_cores: u64,
     pub worker_memory_bytes: u64,
     pub created_at_unix_ms: u64,
@@ -551,6 +554,7 @@ impl From<&Pool> for PoolView {
             control_plane_endpoint: p.control_plane_endpoint.clone(),
             vip: spec.vip,
             lb_range: spec.lb_range,
+            image_repository: spec.image_repository,
             worker_cores: p.worker_cores,
             worker_memory_bytes: p.worker_memory_bytes,
             created_at_unix_ms: p.created_at_unix_ms,

@@ -117,18 +117,27 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
 }
 
 /// The addon images the host of `task_id` runs in its pool, through the
-/// fleet's image repository: flannel everywhere, kube-vip on the control
+/// pool's image repository (else the fleet's): flannel everywhere, kube-vip on the control
 /// planes of a pool with a VIP, MetalLB in a pool with an LB range.
 fn addon_images(shared: &Shared, task_id: &str) -> Vec<String> {
     use crate::kube::images::{FLANNEL, FLANNEL_CNI_PLUGIN, KUBE_VIP, METALLB_CONTROLLER, METALLB_SPEAKER};
-    let repo = shared.config.kube.image_repository.as_deref();
-    let (vip, lb) = shared.node.read(|sm| {
+    let (vip, lb, pool_repo) = shared.node.read(|sm| {
         sm.tasks()
             .get(task_id)
             .and_then(|t| sm.pools().get(&t.pool))
-            .map(|p| (!p.spec.vip.is_empty(), !p.spec.lb_range.is_empty()))
+            .map(|p| {
+                (
+                    !p.spec.vip.is_empty(),
+                    !p.spec.lb_range.is_empty(),
+                    p.spec.image_repository.clone(),
+                )
+            })
             .unwrap_or_default()
     });
+    let repo =
+        Some(pool_repo.as_str())
+            .filter(|r| !r.is_empty())
+            .or(shared.config.kube.image_repository.as_deref());
     let mut images = vec![FLANNEL, FLANNEL_CNI_PLUGIN];
     if vip {
         images.push(KUBE_VIP);

@@ -93,6 +93,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         vip,
         control_planes,
         lb_range,
+        pool_repo,
     ) = shared.node.read(|sm| {
         let pool = sm.pools().get(&task.pool)?;
         let control_plane = pool
@@ -126,13 +127,17 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
             pool.spec.vip.parse::<std::net::IpAddr>().ok(),
             control_planes,
             pool.spec.lb_range.clone(),
+            pool.spec.image_repository.clone(),
         ))
     })?;
     let control_planes: Vec<(&str, Option<std::net::IpAddr>)> =
         control_planes.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    // The fleet's image repository (air-gapped sites: a mirror), for
-    // kubeadm and every addon image rpool writes.
-    let repo = shared.config.kube.image_repository.as_deref();
+    // The pool's image repository, else the fleet's (air-gapped sites: a
+    // mirror), for kubeadm and every addon image rpool writes.
+    let repo =
+        Some(pool_repo.as_str())
+            .filter(|r| !r.is_empty())
+            .or(shared.config.kube.image_repository.as_deref());
     // The images step before init and control-plane joins (workers get
     // none: kubeadm join pulls nothing on a worker).
     let pull_images = || {

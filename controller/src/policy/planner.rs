@@ -490,7 +490,7 @@ mod tests {
                         service_cidr: "10.96.0.0/12".into(),
                         vip: String::new(),
                         lb_range: String::new(),
-                        zones: Default::default(),
+                        ..Default::default()
                     },
                     control_planes: vec!["h2".into()],
                     workers: vec!["w1".into()],

@@ -82,6 +82,7 @@ impl World {
                 vip: self.vip.clone(),
                 lb_range: String::new(),
                 zones: self.zones.clone(),
+                ..Default::default()
             },
             control_planes: control_planes.iter().map(|s| s.to_string()).collect(),
             workers: workers.iter().map(|s| s.to_string()).collect(),

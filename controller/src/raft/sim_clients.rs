@@ -30,7 +30,7 @@ impl Sim {
                         service_cidr: "10.96.0.0/12".to_owned(),
                         vip: String::new(),
                         lb_range: String::new(),
-                        zones: Default::default(),
+                        ..Default::default()
                     },
                     control_planes: vec![host_id.clone()],
                     workers: vec![worker],

@@ -102,7 +102,7 @@ impl JoinSecrets {
 }
 
 /// The pool as requested.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolSpec {
     pub name: String,
     pub cores: u64,
@@ -123,6 +123,11 @@ pub struct PoolSpec {
     /// before zone policies existed: spread over every zone).
     #[serde(default)]
     pub zones: ZonePolicy,
+    /// The pool's image repository ("" = the fleet's `[kube]
+    /// image_repository`; absent in records written before per-pool
+    /// repositories existed). Fixed at creation.
+    #[serde(default)]
+    pub image_repository: String,
 }
 
 /// How a pool's workers are placed over the fleet's zones.
@@ -178,6 +183,7 @@ impl PoolSpec {
             lb_range: self.lb_range.clone(),
             zone_policy: self.zones.mode.as_str().to_owned(),
             zones: self.zones.allowed.clone(),
+            image_repository: self.image_repository.clone(),
             ..Default::default()
         }
     }

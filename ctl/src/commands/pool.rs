@@ -135,6 +135,22 @@ pub fn parse_lb_range(text: &str) -> Result<String, String> {
         })
 }
 
+/// `--image-repository`: a registry reference as kubeadm's
+/// `imageRepository` takes it, lower case.
+pub fn parse_image_repository(text: &str) -> Result<String, String> {
+    if rpool_proto::kube::kubeadm_check::is_image_repository(text)
+        && !text.bytes().any(|b| b.is_ascii_uppercase())
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not an image repository (accepted HOST[:PORT][/PATH] in lower case, no scheme, \
+             no tag or digest, at most {} characters, e.g. mirror.example:5000/k8s)",
+            rpool_proto::kube::kubeadm_check::IMAGE_REPOSITORY_MAX_CHARS
+        ))
+    }
+}
+
 /// Per-request timeout: `--timeout` (default 10s); while waiting, where
 /// `--timeout` bounds the whole wait, each request gets at most 10s.
 pub fn request_timeout(settings: &Settings, waiting: bool) -> Duration {

@@ -6,8 +6,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use rpool_proto::v1::{CreatePoolRequest, Pool, PoolSpec};
 
 use super::pool::{
-    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_kubernetes_version, parse_lb_range,
-    parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
+    self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_image_repository, parse_kubernetes_version,
+    parse_lb_range, parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
 };
 use super::pool_wait::{self, Until, Wait};
 use super::pool_zones::{ZONE_POLICIES, parse_zone, policy_text, zone_block};
@@ -38,6 +38,7 @@ Examples:
   rpoolctl pool create ha --cores 16 --memory 64GiB --control-planes 3 --vip 192.0.2.10 --lb-range 192.0.2.200-192.0.2.220
   rpoolctl pool create web --cores 48 --memory 192GiB --zones a,b --zone-policy spread --dry-run
   rpoolctl pool create web --cores 32 --memory 128GiB --dry-run -o json | jq '.members[].hostname'
+  rpoolctl pool create edge --cores 8 --memory 32GiB --image-repository mirror.example:5000/k8s
 
 Sizes: 64GiB, 512MiB, 1.5TiB (also 64Gi, 100GB); memory 1GiB..=64PiB.
 Names: 1..=40 characters [a-z0-9-], starting and ending with a letter or digit.")]
@@ -84,6 +85,13 @@ pub struct CreateArgs {
     /// Zones the pool's hosts may come from, comma-separated [default: all]
     #[arg(long, value_name = "ZONE,..", value_delimiter = ',', value_parser = parse_zone)]
     pub zones: Vec<String>,
+    /// Registry this pool's images come from, HOST[:PORT][/PATH] (kubeadm's
+    /// imageRepository, the images pulled before init and control-plane
+    /// joins, and the flannel, kube-vip and MetalLB images); set at creation,
+    /// `pool resize` does not change it [default: the controller's
+    /// [kube] image_repository, else the upstream registries]
+    #[arg(long, value_name = "REPO", value_parser = parse_image_repository)]
+    pub image_repository: Option<String>,
     /// Only show the hosts that would be chosen; change nothing
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
@@ -109,6 +117,7 @@ impl CreateArgs {
             lb_range: self.lb_range.clone().unwrap_or_default(),
             zone_policy: self.zone_policy.clone(),
             zones: self.zones.clone(),
+            image_repository: self.image_repository.clone().unwrap_or_default(),
         }
     }
 }
@@ -247,6 +256,9 @@ fn totals_block(view: &PoolView) -> String {
     if !view.lb_range.is_empty() {
         text.push_str(&format!("Load balancers: {} (MetalLB)\n", view.lb_range));
     }
+    if !view.image_repository.is_empty() {
+        text.push_str(&format!("Images: from {}\n", view.image_repository));
+    }
     text
 }
 
@@ -289,6 +301,8 @@ mod tests {
             "10.10.0.0/16",
             "--service-cidr",
             "10.20.0.0/16",
+            "--image-repository",
+            "mirror.example:5000/k8s",
             "--dry-run",
             "-o",
             "json",
@@ -310,6 +324,7 @@ mod tests {
                 lb_range: String::new(),
                 zone_policy: "spread".into(),
                 zones: Vec::new(),
+                image_repository: "mirror.example:5000/k8s".into(),
             }
         );
         let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--wait"]).unwrap();

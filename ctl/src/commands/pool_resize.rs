@@ -24,7 +24,9 @@ use crate::view::{MemberView, PoolView, ResizeView};
 
 /// Change a pool's worker capacity. Growing places more workers; shrinking
 /// drains and releases workers, never below the new request. A flag left
-/// out keeps its current value.
+/// out keeps its current value. The pool's networks, VIP and image
+/// repository (`pool create --image-repository`) are fixed at creation;
+/// a resize never changes them.
 ///
 /// Shows the plan (worker totals before -> after, hosts added and released)
 /// and asks `Resize pool NAME? [y/N]` when stdin is a terminal; otherwise

@@ -221,6 +221,9 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             ),
         ));
     }
+    if !p.image_repository.is_empty() {
+        pairs.push(("Images", format!("from {}", p.image_repository)));
+    }
     if let Some(a) = &p.autoscale {
         pairs.push(("Autoscale", super::pool_autoscale::describe(a)));
         pairs.push(("Autoscaler", autoscaler_line(a, now_ms)));
@@ -490,6 +493,7 @@ mod tests {
             "control_plane_endpoint": "sim-a-1:6443",
             "vip": "",
             "lb_range": "",
+            "image_repository": "",
             "worker_cores": 32,
             "worker_memory_bytes": 137_438_953_472u64,
             "created_at_unix_ms": 1_700_000_000_000u64,
@@ -521,6 +525,7 @@ mod tests {
             "\"control_plane_endpoint\"",
             "\"vip\"",
             "\"lb_range\"",
+            "\"image_repository\"",
             "\"worker_cores\"",
             "\"worker_memory_bytes\"",
             "\"created_at_unix_ms\"",
@@ -537,6 +542,7 @@ mod tests {
         if let Some(spec) = p.spec.as_mut() {
             spec.vip = "198.51.100.1".into();
             spec.lb_range = "198.51.100.32/28".into();
+            spec.image_repository = "mirror.example:5000/k8s".into();
         }
         p.control_plane_endpoint = "198.51.100.1:6443".into();
         let view = PoolView::from(&p);
@@ -545,12 +551,14 @@ mod tests {
             (json["vip"].as_str(), json["lb_range"].as_str()),
             (Some("198.51.100.1"), Some("198.51.100.32/28"))
         );
+        assert_eq!(json["image_repository"], "mirror.example:5000/k8s");
         let text = render(&view, 1_700_000_100_000);
         assert!(
             text.contains("198.51.100.1 (kube-vip on the control planes)"),
             "{text}"
         );
         assert!(text.contains("198.51.100.32/28 (MetalLB)"), "{text}");
+        assert!(text.contains("from mirror.example:5000/k8s"), "{text}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::{CreatePoolRequest, Event, GetPoolRequest, ListEventsRequest, Pool, PoolSpec};
-use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, TEST_VIP_RANGE, eventually};
+use rpool_tests::{
+    Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, TEST_VIP_RANGE, ctl, eventually, json_of,
+};
 use tonic::transport::Channel;
 
 const GIB: u64 = 1 << 30;
@@ -18,6 +20,10 @@ const MIRROR: &str = "mirror.test:5000/k8s";
 /// What `kubeadm config images list --kubernetes-version v1.32.0
 /// --image-repository MIRROR` prints (CoreDNS sits flat under a mirror).
 fn kubeadm_images() -> Vec<String> {
+    kubeadm_images_in(MIRROR)
+}
+
+fn kubeadm_images_in(mirror: &str) -> Vec<String> {
     [
         "kube-apiserver:v1.32.0",
         "kube-controller-manager:v1.32.0",
@@ -28,7 +34,7 @@ fn kubeadm_images() -> Vec<String> {
         "etcd:3.5.16-0",
     ]
     .iter()
-    .map(|i| format!("{MIRROR}/{i}"))
+    .map(|i| format!("{mirror}/{i}"))
     .collect()
 }
 
@@ -229,5 +235,136 @@ async fn a_mirror_missing_an_image_fails_the_images_step_naming_host_and_image_t
             .any(|e| e.kind == "images_pulled" && e.message.contains(&worker.hostname)),
         "{all:?}"
     );
+    Ok(())
+}
+
+/// A pool created with `rpoolctl pool create --image-repository` takes its
+/// images from that repository, not the fleet's `[kube] image_repository`:
+/// the fleet's mirror holds nothing here, so any pull through it would fail.
+#[tokio::test]
+async fn a_pools_own_image_repository_overrides_the_fleets_for_kubeadm_the_images_step_and_addons()
+-> anyhow::Result<()> {
+    const POOL_MIRROR: &str = "pool-mirror.test:5000/edge/k8s";
+    let root = tempfile::tempdir()?;
+    let home = root.path().join("home");
+    let kube = format!("[kube]\nvip_range = \"{TEST_VIP_RANGE}\"\nimage_repository = \"{MIRROR}\"\n");
+    let cluster = Cluster::start(root.path(), 3, Liveness::FAST, &format!("{TEST_RAFT}{kube}")).await?;
+    let all = cluster.addr_list();
+    let agents = cluster
+        .start_agents(
+            root.path(),
+            vec![
+                Profile::new("cp-a", "a", 4, "8GiB"),
+                Profile::new("w-a1", "a", 8, "32GiB"),
+            ],
+        )
+        .await?;
+    let sim = Kubesim::new(root.path())?;
+    // Only the pool's mirror holds the images.
+    std::fs::write(
+        sim.state_dir.join("registry-contents"),
+        format!("{}\n", kubeadm_images_in(POOL_MIRROR).join("\n")),
+    )?;
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "--controller",
+            all.as_str(),
+            "pool",
+            "create",
+            "edge",
+            "--cores",
+            "8",
+            "--memory",
+            "32GiB",
+            "--kubernetes-version",
+            "v1.32.0",
+        ];
+        args.extend_from_slice(extra);
+        ctl(&home, &args)
+    };
+
+    // A bad repository is refused by the CLI (usage, exit 64), naming the form.
+    let bad = create(&["--image-repository", "https://pool-mirror.test/k8s"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--image-repository"), "{stderr}");
+    assert!(stderr.contains("HOST[:PORT][/PATH]"), "{stderr}");
+    // The dry run shows it, changing nothing.
+    let dry = json_of(&create(&[
+        "--image-repository",
+        POOL_MIRROR,
+        "--dry-run",
+        "-o",
+        "json",
+    ]))?;
+    assert_eq!(dry["image_repository"], POOL_MIRROR, "{dry}");
+    assert!(
+        pool(&cluster, "edge").await.is_none(),
+        "a dry run created nothing"
+    );
+    let created = json_of(&create(&["--image-repository", POOL_MIRROR, "-o", "json"]))?;
+    assert_eq!(created["image_repository"], POOL_MIRROR, "{created}");
+
+    eventually(Duration::from_secs(90), "pool edge ready", || async {
+        let p = pool(&cluster, "edge").await;
+        let seen = p.as_ref().map(|p| (p.phase.clone(), p.phase_reason.clone()));
+        (p.filter(|p| p.phase == "ready"), seen)
+    })
+    .await?;
+    let events = events(&cluster, "edge").await;
+    assert!(
+        !events.iter().any(|e| e.kind == "images_pull_failed"),
+        "{events:?}"
+    );
+    let pulled = events
+        .iter()
+        .find(|e| e.kind == "images_pulled")
+        .unwrap_or_else(|| panic!("an images_pulled event: {events:?}"));
+    for image in kubeadm_images_in(POOL_MIRROR) {
+        assert!(pulled.message.contains(&image), "{image} in {}", pulled.message);
+    }
+    // Addon images are named through the pool's repository, never the fleet's.
+    assert!(
+        pulled
+            .message
+            .contains(&format!("{POOL_MIRROR}/flannel-io/flannel:v0.26.7")),
+        "{}",
+        pulled.message
+    );
+    assert!(
+        !pulled.message.contains(&format!("{MIRROR}/")),
+        "{}",
+        pulled.message
+    );
+    // kubeadm's imageRepository was the pool's (kubesim records it), and the
+    // control plane's image store holds the pool mirror's images.
+    let cluster_json = std::fs::read_dir(sim.state_dir.join("clusters"))?
+        .next()
+        .expect("one cluster")?
+        .path()
+        .join("cluster.json");
+    let cluster_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cluster_json)?)?;
+    assert_eq!(cluster_json["image_repository"], POOL_MIRROR);
+    let cp = pool(&cluster, "edge")
+        .await
+        .expect("pool edge")
+        .members
+        .into_iter()
+        .find(|m| m.role == "control-plane")
+        .expect("a control plane")
+        .hostname;
+    let store = std::fs::read_to_string(node_root(&agents, &cp).join("var/lib/containerd/kubesim-images"))?;
+    assert!(store.contains(&format!("{POOL_MIRROR}/etcd:3.5.16-0")), "{store}");
+    assert!(!store.contains(&format!("{MIRROR}/")), "{store}");
+
+    // `pool show` has it, in JSON and in the table.
+    let shown = json_of(&ctl(
+        &home,
+        &["--controller", &all, "pool", "show", "edge", "-o", "json"],
+    ))?;
+    assert_eq!(shown["image_repository"], POOL_MIRROR, "{shown}");
+    let table = ctl(&home, &["--controller", &all, "pool", "show", "edge"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains(&format!("from {POOL_MIRROR}")), "{table}");
     Ok(())
 }

@@ -300,6 +300,7 @@ fn pool_spec_validation_holds_on_hostile_input() {
                 _ => g.string(),
             },
             zones: (0..g.rng.usize(..4)).map(|_| g.string()).collect(),
+            image_repository: if g.bool() { String::new() } else { g.string() },
             ..Default::default()
         };
         match pools::spec("spec", Some(&spec)) {
@@ -308,6 +309,13 @@ fn pool_spec_validation_holds_on_hostile_input() {
                 assert!((1..=1_000_000).contains(&s.cores));
                 assert!(((1u64 << 30)..=(64u64 << 50)).contains(&s.memory_bytes));
                 assert!([1, 3, 5].contains(&s.control_planes));
+                assert!(
+                    s.image_repository.is_empty()
+                        || (rpool_proto::kube::kubeadm_check::is_image_repository(&s.image_repository)
+                            && !s.image_repository.bytes().any(|b| b.is_ascii_uppercase())),
+                    "accepted image repository {:?}",
+                    s.image_repository
+                );
                 assert!(
                     s.kubernetes_version.len() <= 32,
                     "accepted version {:?}",

@@ -110,6 +110,8 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
     };
     cidr(&format!("{field}.pod_network_cidr"), pod)?;
     cidr(&format!("{field}.service_cidr"), service)?;
+    let image_repository = spec.image_repository.trim();
+    image_repository_check(&format!("{field}.image_repository"), image_repository)?;
     let checked = PoolSpec {
         name: spec.name.clone(),
         cores: spec.cores,
@@ -121,6 +123,7 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
         vip: spec.vip.trim().to_owned(),
         lb_range: spec.lb_range.trim().to_owned(),
         zones: zone_policy(field, spec)?,
+        image_repository: image_repository.to_owned(),
     };
     // The VIP and LB range parse and stay clear of the pool's own networks
     // (the rest of the fleet: [`create`], and again in apply).
@@ -225,6 +228,27 @@ pub fn zone_totals(workers: &[Candidate]) -> Vec<v1::ZoneTotal> {
             memory_bytes,
         })
         .collect()
+}
+
+/// A pool's image repository: "" (the fleet's) or a registry reference
+/// as kubeadm's `imageRepository` takes it, lower case.
+fn image_repository_check(field: &str, repo: &str) -> Result<(), Invalid> {
+    if repo.is_empty()
+        || (rpool_proto::kube::kubeadm_check::is_image_repository(repo)
+            && !repo.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        field,
+        format!(
+            "{} is not an image repository (accepted HOST[:PORT][/PATH] in lower case, no scheme, \
+             no tag or digest, at most {} characters, e.g. mirror.example:5000/k8s; \
+             empty = the controller's [kube] image_repository)",
+            crate::api::validate::show(repo),
+            rpool_proto::kube::kubeadm_check::IMAGE_REPOSITORY_MAX_CHARS
+        ),
+    ))
 }
 
 /// A [`crate::kube::KubeFieldError`] under `prefix`, named as the spec
@@ -447,6 +471,7 @@ pub(crate) async fn create(
             .arg("lb_range", &chosen.lb_range)
             .arg("zone_policy", chosen.zones.mode.as_str())
             .arg("zones", chosen.zones.allowed.join(","))
+            .arg("image_repository", &chosen.image_repository)
             .arg(
                 "hosts",
                 placement
@@ -895,6 +920,53 @@ mod tests {
         }
         let message = spec("s", Some(&with_version("1.32"))).unwrap_err().to_string();
         assert!(message.contains("is not a version"), "{message}");
+    }
+
+    #[test]
+    fn a_pools_image_repository_is_a_registry_reference_or_empty_and_a_bad_one_names_the_field() {
+        let with_repo = |repo: &str| {
+            let mut wire = with_version("");
+            wire.image_repository = repo.into();
+            spec("create_pool.spec", Some(&wire))
+        };
+        for (given, kept) in [
+            ("", ""),
+            ("mirror.example:5000/k8s", "mirror.example:5000/k8s"),
+            ("10.0.0.5:5000", "10.0.0.5:5000"),
+            (" registry.example/a/b-c ", "registry.example/a/b-c"),
+        ] {
+            assert_eq!(with_repo(given).unwrap().image_repository, kept, "{given:?}");
+        }
+        let long = format!("mirror.example/{}", "a".repeat(250));
+        for bad in [
+            "https://mirror.example/k8s",
+            "mirror.example/k8s:v1.32.0",
+            "mirror.example/k8s@sha256:0123",
+            "Mirror.Example/k8s",
+            "mirror.example/K8s",
+            "mirror.example/",
+            "mirror example",
+            long.as_str(),
+        ] {
+            let message = with_repo(bad).unwrap_err().to_string();
+            assert!(
+                message.starts_with("create_pool.spec.image_repository: "),
+                "{bad:?}: {message}"
+            );
+            assert!(
+                message.contains("accepted HOST[:PORT][/PATH] in lower case"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pool_recorded_before_image_repositories_replays_with_the_fleets() {
+        let old = r#"{"name":"web","cores":8,"memory_bytes":34359738368,"control_planes":1,
+            "kubernetes_version":"v1.32.0","pod_network_cidr":"10.244.0.0/16","service_cidr":"10.96.0.0/12"}"#;
+        let spec: PoolSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.image_repository, "");
+        assert_eq!(spec.to_proto().image_repository, "");
     }
 
     fn ha(vip: &str, lb_range: &str) -> PoolSpec {

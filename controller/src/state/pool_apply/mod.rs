@@ -298,7 +298,7 @@ mod tests {
                 service_cidr: "10.96.0.0/12".to_owned(),
                 vip: String::new(),
                 lb_range: String::new(),
-                zones: Default::default(),
+                ..Default::default()
             },
             control_planes: control_planes.iter().map(|h| (*h).to_owned()).collect(),
             workers: workers.iter().map(|h| (*h).to_owned()).collect(),
