@@ -261,11 +261,11 @@ impl From<&Controller> for ControllerView {
 ///  "attention": "members 1 down (sim-b-1); replacing: ...",  (only when some are not alive)
 ///  "events": [{"index": 42, "at_unix_ms": 1700000000000, "pool": "web",
 ///              "host_id": "", "kind": "pool_created", "message": "..."}],
-///  "zone_policy": "spread", "zones": [],
+///  "zone_policy": "any", "zones": [],
 ///  "zone_totals": [{"zone": "a", "workers": 1, "cores": 16, "memory_bytes": 68719476736}]}
 /// ```
 ///
-/// `zone_policy` is how workers are placed over zones (spread or pack),
+/// `zone_policy` is how workers are placed over zones (any, spread or pack),
 /// `zones` the zones the pool may use ([] = all), `zone_totals` the workers
 /// per zone (for a dry run: the workers it would take).
 ///
@@ -306,7 +306,7 @@ pub struct PoolView {
     /// in the JSON) when autoscaling is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<AutoscaleView>,
-    /// Zone policy of the workers ("spread" or "pack") and the allowed
+    /// Zone policy of the workers ("any", "spread" or "pack") and the allowed
     /// zones (empty = all).
     pub zone_policy: String,
     pub zones: Vec<String>,
@@ -565,7 +565,7 @@ impl From<&Pool> for PoolView {
             autoscale: p.autoscale.is_some().then(|| AutoscaleView::from(p)),
             attention: None,
             zone_policy: if spec.zone_policy.is_empty() {
-                "spread".to_owned()
+                "any".to_owned()
             } else {
                 spec.zone_policy.clone()
             },

@@ -505,7 +505,11 @@ fn pick_up(pool: &PoolFacts, policy: &AutoscalePolicy, dimension: ScaleFor) -> O
     // The zones are narrowed above; among them, one host (pack: a single
     // zone's least-overshoot cover of one unit).
     let one_zone = ZonePolicy {
-        mode: ZoneMode::Pack,
+        mode: if pool.zones.mode == ZoneMode::Any {
+            ZoneMode::Any
+        } else {
+            ZoneMode::Pack
+        },
         allowed: Vec::new(),
     };
     let chosen = placement::grow(&fits, &[], &want, &one_zone).ok()?;

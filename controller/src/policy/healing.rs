@@ -770,9 +770,7 @@ mod tests {
         w.now += 2_999;
         assert!(w.plan().is_empty(), "1 ms short of settle_ms: waits");
         w.now += 1;
-        // Spread (the default): zone b, which held no worker, gets a share
-        // of the replacement too.
-        assert_eq!(w.plan(), vec!["replace w1 by f1+f2"]);
+        assert_eq!(w.plan(), vec!["replace w1 by f1"]);
     }
 
     #[test]

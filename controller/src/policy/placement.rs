@@ -397,7 +397,10 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn spread() -> ZonePolicy {
-        ZonePolicy::default()
+        ZonePolicy {
+            mode: crate::state::pool::ZoneMode::Spread,
+            allowed: Vec::new(),
+        }
     }
 
     fn pack() -> ZonePolicy {

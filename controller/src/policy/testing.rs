@@ -25,7 +25,7 @@ pub struct World {
     /// The VIP [`World::create`] gives the pool ("" = none: the endpoint is
     /// the first control plane).
     pub vip: String,
-    /// The zone policy [`World::create`] gives the pool (default: spread).
+    /// The zone policy [`World::create`] gives the pool (default: any).
     pub zones: ZonePolicy,
 }
 

@@ -66,6 +66,9 @@ pub fn choose<'a>(
             free_hosts: free.len(),
         });
     }
+    if policy.mode == ZoneMode::Any {
+        return crate::policy::placement::cover(&free, need.0, need.1);
+    }
     let mut zones: BTreeMap<&str, Zone<'a>> = BTreeMap::new();
     for w in existing {
         let z = zones.entry(w.zone.as_str()).or_default();
@@ -76,6 +79,7 @@ pub fn choose<'a>(
         zones.entry(c.zone.as_str()).or_default().free.push(c);
     }
     match policy.mode {
+        ZoneMode::Any => unreachable!("answered above"),
         ZoneMode::Spread => spread(zones, (cores, memory_bytes)),
         ZoneMode::Pack => pack(zones, need),
     }
@@ -339,6 +343,7 @@ pub fn scale_up_hosts(fits: &[Candidate], workers: &[Candidate], policy: &ZonePo
             .sum()
     };
     let keep: Vec<&Candidate> = match policy.mode {
+        ZoneMode::Any => allowed,
         ZoneMode::Spread => {
             let poorest = allowed
                 .iter()
@@ -372,6 +377,7 @@ pub fn scale_down_zone(workers: &[Candidate], policy: &ZonePolicy) -> Option<Str
         *per.entry(w.zone.as_str()).or_default() += u64::from(w.cores);
     }
     let pick = match policy.mode {
+        ZoneMode::Any => None,
         ZoneMode::Spread => per.iter().max_by_key(|(z, c)| (**c, std::cmp::Reverse(**z))),
         ZoneMode::Pack => per.iter().min_by_key(|(z, c)| (**c, **z)),
     };
@@ -418,7 +424,10 @@ mod tests {
     }
 
     fn spread() -> ZonePolicy {
-        ZonePolicy::default()
+        ZonePolicy {
+            mode: ZoneMode::Spread,
+            allowed: Vec::new(),
+        }
     }
 
     fn pack() -> ZonePolicy {
@@ -606,6 +615,7 @@ mod tests {
             ("fa", "a", 8),
             ("fb", "b", 16),
         ]);
+        w.zones = spread();
         w.create(&["c1"], &["a1", "b1", "c2"], 24, GIB);
         w.settle();
         w.set("b1", HostState::Down);

@@ -78,9 +78,10 @@ pub struct CreateArgs {
     /// ADDRESS/PREFIX [default: none]
     #[arg(long, value_name = "RANGE", value_parser = parse_lb_range)]
     pub lb_range: Option<String>,
-    /// How workers are placed over zones: spread (balanced, so losing one
+    /// How workers are placed over zones: any (zones ignored: the
+    /// least-overshoot cover of the fleet), spread (balanced, so losing one
     /// zone loses about 1/zones of the capacity) or pack (fewest zones)
-    #[arg(long, value_name = "POLICY", default_value = "spread", value_parser = PossibleValuesParser::new(ZONE_POLICIES))]
+    #[arg(long, value_name = "POLICY", default_value = "any", value_parser = PossibleValuesParser::new(ZONE_POLICIES))]
     pub zone_policy: String,
     /// Zones the pool's hosts may come from, comma-separated [default: all]
     #[arg(long, value_name = "ZONE,..", value_delimiter = ',', value_parser = parse_zone)]
@@ -322,7 +323,7 @@ mod tests {
                 service_cidr: "10.20.0.0/16".into(),
                 vip: String::new(),
                 lb_range: String::new(),
-                zone_policy: "spread".into(),
+                zone_policy: "any".into(),
                 zones: Vec::new(),
                 image_repository: "mirror.example:5000/k8s".into(),
             }
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(a.spec().zone_policy, "pack");
         assert_eq!(a.spec().zones, vec!["a".to_string(), "rack-2".to_string()]);
         let a = parse(&["web", "--cores", "8", "--memory", "32GiB"]).unwrap();
-        assert_eq!(a.spec().zone_policy, "spread");
+        assert_eq!(a.spec().zone_policy, "any");
         assert!(a.spec().zones.is_empty());
         let err = parse(&["web", "--cores", "8", "--memory", "32GiB", "--zones", "a,b c"]).unwrap_err();
         assert!(err.to_string().contains("\"b c\" is not a zone name"), "{err}");
@@ -366,7 +367,7 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            err.to_string().contains("[possible values: spread, pack]"),
+            err.to_string().contains("[possible values: any, spread, pack]"),
             "{err}"
         );
     }
@@ -392,7 +393,7 @@ mod tests {
         let text = render_dry_run(&view);
         assert!(
             text.ends_with(
-                "Workers per zone (spread over a, c):\n  \
+                "Workers per zone (any of a, c):\n  \
                  ZONE  WORKERS  CORES  MEMORY\n  \
                  a     1        16     64GiB\n  \
                  c     1        32     128GiB\n"

@@ -507,7 +507,7 @@ mod tests {
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",
                 "kind": "task_done", "message": "pool web is ready", "severity": "info"
             }],
-            "zone_policy": "spread",
+            "zone_policy": "any",
             "zones": [],
             "zone_totals": []
         });

@@ -7,8 +7,8 @@ use super::pool::indent;
 use crate::table::Table;
 use crate::view::ZoneTotalView;
 
-/// `--zone-policy`: spread or pack.
-pub const ZONE_POLICIES: [&str; 2] = ["spread", "pack"];
+/// `--zone-policy`: any, spread or pack.
+pub const ZONE_POLICIES: [&str; 3] = ["any", "spread", "pack"];
 
 /// `--zones a,b`: zone names, 1..=63 of [A-Za-z0-9._-] each.
 pub fn parse_zone(s: &str) -> Result<String, String> {
@@ -49,7 +49,14 @@ pub fn zone_block(title: &str, totals: &[ZoneTotalView]) -> String {
 
 /// `spread`, `pack over a, b`.
 pub fn policy_text(policy: &str, zones: &[String]) -> String {
-    let policy = if policy.is_empty() { "spread" } else { policy };
+    let policy = if policy.is_empty() { "any" } else { policy };
+    if policy == "any" {
+        return if zones.is_empty() {
+            "any zone (zones ignored)".to_owned()
+        } else {
+            format!("any of {}", zones.join(", "))
+        };
+    }
     if zones.is_empty() {
         format!("{policy} (all zones)")
     } else {

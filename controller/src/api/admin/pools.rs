@@ -136,18 +136,20 @@ const ZONE_MAX_CHARS: usize = 63;
 /// Allowed zones a spec may list.
 const ZONES_MAX: usize = 64;
 
-/// The spec's zone policy: mode "spread" ("" = spread) or "pack", and the
+/// The spec's zone policy: mode "any" ("" = any: zones ignored), "spread"
+/// or "pack", and the
 /// allowed zones (trimmed, sorted, deduplicated). Whether the fleet has
 /// them is [`check_zones`]'s job (it needs the state).
 fn zone_policy(field: &str, spec: &v1::PoolSpec) -> Result<ZonePolicy, Invalid> {
     let mode = match spec.zone_policy.trim() {
-        "" | "spread" => ZoneMode::Spread,
+        "" | "any" => ZoneMode::Any,
+        "spread" => ZoneMode::Spread,
         "pack" => ZoneMode::Pack,
         other => {
             return Err(Invalid::new(
                 format!("{field}.zone_policy"),
                 format!(
-                    "{} is not a zone policy (accepted \"spread\" or \"pack\")",
+                    "{} is not a zone policy (accepted \"any\", \"spread\" or \"pack\")",
                     crate::api::validate::show(other)
                 ),
             ));
