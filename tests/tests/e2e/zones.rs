@@ -184,6 +184,8 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         "24",
         "--memory",
         "96GiB",
+        "--zone-policy",
+        "spread",
         "--dry-run",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -210,6 +212,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
                 cores: 24,
                 memory_bytes: 96 * GIB,
                 control_planes: 1,
+                zone_policy: "spread".into(),
                 ..PoolSpec::default()
             }),
             dry_run: false,
