@@ -54,9 +54,12 @@ pub fn binaries() -> &'static Path {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let status = Command::new(env!("CARGO"))
             .current_dir(workspace)
-            .args(["build", "--quiet", "--bins", "--profile", &profile])
-            .args(["-p", "rpool-controller", "-p", "rpool-agent"])
-            .args(["-p", "rpoolctl", "-p", "kubesim"])
+            // The same units `cargo nextest run --workspace` builds (the
+            // whole workspace, tests included, so dependencies' features
+            // unify the same way): a no-op after it, where a narrower
+            // `-p ... --bins` would rebuild the binaries with other
+            // features and make the next nextest build rebuild them back.
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests", "--profile", &profile])
             .arg("--target-dir")
             .arg(&target_dir)
             .status()

@@ -388,7 +388,7 @@ impl<O: Send + 'static> RaftService for RaftPeerService<O> {
             for bytes in batch.messages {
                 let message = Message::parse_from_bytes(&bytes)
                     .map_err(|e| Status::invalid_argument(format!("raft message does not decode: {e}")))?;
-                if message.from != batch.from {
+                if !sender_may_carry(&message, batch.from) {
                     return Err(Status::invalid_argument(format!(
                         "raft message from {} inside a batch from {}",
                         message.from, batch.from
@@ -401,5 +401,46 @@ impl<O: Send + 'static> RaftService for RaftPeerService<O> {
             }
         }
         Ok(Response::new(RaftAck {}))
+    }
+}
+
+/// Whether a raft message may travel in a batch from `sender`. A member
+/// speaks for itself only, except that raft-rs forwards proposals and
+/// read-index requests on behalf of another member, keeping the original
+/// requester in `from` (a follower that was leader a moment ago passes its
+/// pending ones on to the new leader, which answers the requester
+/// directly). The batch's sender is already authenticated as a member.
+fn sender_may_carry(message: &Message, sender: u64) -> bool {
+    message.from == sender
+        || (message.from != 0
+            && matches!(
+                message.get_msg_type(),
+                MessageType::MsgPropose | MessageType::MsgReadIndex
+            ))
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::*;
+
+    fn message(kind: MessageType, from: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        m.from = from;
+        m
+    }
+
+    #[test]
+    fn a_member_speaks_for_itself_and_forwards_only_requests() {
+        assert!(sender_may_carry(&message(MessageType::MsgAppend, 2), 2));
+        assert!(!sender_may_carry(&message(MessageType::MsgAppend, 3), 2));
+        assert!(!sender_may_carry(&message(MessageType::MsgRequestVote, 3), 2));
+        assert!(!sender_may_carry(
+            &message(MessageType::MsgHeartbeatResponse, 1),
+            2
+        ));
+        assert!(sender_may_carry(&message(MessageType::MsgReadIndex, 3), 2));
+        assert!(sender_may_carry(&message(MessageType::MsgPropose, 3), 2));
+        assert!(!sender_may_carry(&message(MessageType::MsgPropose, 0), 2));
     }
 }

@@ -24,4 +24,5 @@ mod tls;
 mod upgrade;
 mod validation;
 mod what_if;
+mod world;
 mod zones;
