@@ -77,7 +77,9 @@ if [ "${RPOOL_CI_TESTBED:-1}" = 1 ] && docker info >/dev/null 2>&1; then
     [ -z "${RPOOL_PREV_TARGET:-}" ] || prev_args+=(--keep-target "$RPOOL_PREV_TARGET")
     packaging/prev-image.sh "${prev_args[@]}"
     echo "--- fault suite on the testbed (tests/tests/faults; figures at the end)"
-    RPOOL_FAULTS=1 RPOOL_IMAGE=rpool:ci RPOOL_PREV_IMAGE=rpool:ci-prev RPOOL_FAULTS_TABLE="$out/faults.md" \
+    # RUST_LIB_BACKTRACE=0: a failed scenario ends with its cause chain,
+    # not a backtrace of the test thread that pushes it out of CI's tail.
+    RUST_LIB_BACKTRACE=0 RPOOL_FAULTS=1 RPOOL_IMAGE=rpool:ci RPOOL_PREV_IMAGE=rpool:ci-prev RPOOL_FAULTS_TABLE="$out/faults.md" \
       cargo nextest run --locked -p rpool-tests --test faults --no-capture
     cat "$out/faults.md"
   fi

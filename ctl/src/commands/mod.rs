@@ -32,6 +32,7 @@ pub mod sandbox;
 pub mod sandbox_controller;
 pub mod sandbox_down;
 pub mod sandbox_host;
+pub mod sandbox_kube;
 pub mod sandbox_load;
 pub mod sandbox_status;
 pub mod sandbox_up;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{sandbox_controller, sandbox_down, sandbox_host, sandbox_load, sandbox_status, sandbox_up};
+use super::{
+    sandbox_controller, sandbox_down, sandbox_host, sandbox_kube, sandbox_load, sandbox_status, sandbox_up,
+};
 use crate::sandbox::layout::{Layout, Record, controller_config, log_file, resolve_dir};
 use crate::sandbox::process::{AGENT_BIN, CONTROLLER_BIN, Proc};
 use crate::settings::{Env, Settings};
@@ -25,6 +27,8 @@ pub enum SandboxCommand {
     KillHost(sandbox_host::KillHostArgs),
     /// Bring a killed simulated host back: start its agent again
     ReviveHost(sandbox_host::ReviveHostArgs),
+    /// Install a Kubernetes version on sandbox hosts (as apt-get install kubeadm/kubelet would)
+    InstallKube(sandbox_kube::InstallKubeArgs),
 }
 
 /// `--dir`, shared by every sandbox verb.
@@ -59,6 +63,7 @@ pub async fn exec(cmd: SandboxCommand, settings: &Settings, env: &Env) -> anyhow
         SandboxCommand::Load(args) => sandbox_load::exec(args, env),
         SandboxCommand::KillHost(args) => sandbox_host::exec_kill_and_wait(args, settings, env).await,
         SandboxCommand::ReviveHost(args) => sandbox_host::exec_revive(args, env),
+        SandboxCommand::InstallKube(args) => sandbox_kube::exec(args, env),
     }
 }
 

@@ -105,7 +105,7 @@ pub fn exec(args: LoadArgs, env: &Env) -> anyhow::Result<()> {
 
 /// The directory of the sandbox agent `key` names: its hostname, agent
 /// name, host id or a unique host-id prefix of at least 4 characters.
-fn find_agent(record: &Record, key: &str) -> Result<PathBuf, Failure> {
+pub(crate) fn find_agent(record: &Record, key: &str) -> Result<PathBuf, Failure> {
     let mut matches = Vec::new();
     for agent in &record.agents {
         let hostname = hardware_value(&agent_hardware(&agent.dir), "hostname").unwrap_or_default();
@@ -132,7 +132,7 @@ fn find_agent(record: &Record, key: &str) -> Result<PathBuf, Failure> {
 }
 
 /// A top-level string value of a hardware file.
-fn hardware_value(path: &Path, key: &str) -> Option<String> {
+pub(crate) fn hardware_value(path: &Path, key: &str) -> Option<String> {
     let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
     table.get(key)?.as_str().map(str::to_string)
 }

@@ -126,6 +126,10 @@ async fn fault_suite_on_the_docker_testbed() -> Result<()> {
         tb.down();
     }
     eprintln!("faults: suite took {:.0?}", started.elapsed());
+    // The last lines CI shows: what failed, its whole cause chain.
+    if let Err(e) = &result {
+        eprintln!("faults: FAILED: {e:#}");
+    }
     result
 }
 
