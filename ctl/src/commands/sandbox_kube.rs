@@ -81,7 +81,9 @@ pub fn exec(args: InstallKubeArgs, env: &Env) -> anyhow::Result<()> {
         std::fs::create_dir_all(&root)
             .and_then(|()| std::fs::write(root.join(VERSION_FILE), format!("{}\n", args.kube_version)))
             .map_err(|e| Failure::new(exit::UNEXPECTED, format!("{}: {e}", root.display())))?;
-        names.push(hardware_value(&agent_hardware(dir), "hostname").unwrap_or_else(|| dir.display().to_string()));
+        names.push(
+            hardware_value(&agent_hardware(dir), "hostname").unwrap_or_else(|| dir.display().to_string()),
+        );
     }
     output::print(&format!(
         "kubeadm and kubelet {} installed on {} host(s): {} (kubelets run it once `pool upgrade` restarts them).\n",

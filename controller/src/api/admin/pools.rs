@@ -583,6 +583,19 @@ pub(crate) async fn resize(
             sm.check_pool_addresses(&changed, size)
                 .map_err(|e| Status::failed_precondition(field_error("resize_pool", e).to_string()))?;
         }
+        // Members drained and restarted one by one must not also be
+        // released or joined around: the rollout finishes (or is resumed)
+        // first. The autoscaler waits for the same reason.
+        if let Some(rollout) = &pool.upgrade
+            && (cores, memory) != (pool.spec.cores, pool.spec.memory_bytes)
+        {
+            return Err(Status::failed_precondition(format!(
+                "pool {} is being upgraded from {} to {}: resize it once the upgrade is done \
+                 (`rpoolctl pool show {}` shows its progress; a stopped one resumes with \
+                 `rpoolctl pool upgrade {} --resume`)",
+                request.name, rollout.from, rollout.to, request.name, request.name
+            )));
+        }
         let workers: Vec<Candidate> = pool
             .members
             .values()
