@@ -79,7 +79,10 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
     ])
     .await?;
 
-    // A pool of one 8-core worker (cp-a, the smallest, is its control plane).
+    // A pool of one 8-core worker (cp-a, the smallest, is its control
+    // plane). Zones ignored (`any`): spread, the zoned fleet's default,
+    // would start with a worker in each of a, b and c (24 cores), and the
+    // autoscaler's choice of zones is tested in policy::zones.
     world
         .admin()
         .await?
@@ -89,6 +92,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
                 cores: 8,
                 memory_bytes: 32 * GIB,
                 control_planes: 1,
+                zone_policy: "any".into(),
                 ..PoolSpec::default()
             }),
             dry_run: false,

@@ -40,12 +40,17 @@ impl World {
     }
 
     /// A one-control-plane pool of these worker cores and memory, ready.
+    /// Zones ignored (`any`, not the zoned fleet's default spread): the
+    /// tests name the workers the least-overshoot cover takes, and need a
+    /// lost worker to be replaced (spread takes a worker per zone here,
+    /// and losing one leaves the request covered: nothing to replace).
     async fn create_one_cp(&self, name: &str, cores: u64, memory_gib: u64) -> anyhow::Result<Pool> {
         self.create(PoolSpec {
             name: name.into(),
             cores,
             memory_bytes: memory_gib * GIB,
             control_planes: 1,
+            zone_policy: "any".into(),
             ..PoolSpec::default()
         })
         .await
