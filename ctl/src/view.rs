@@ -265,7 +265,8 @@ impl From<&Controller> for ControllerView {
 ///  "zone_totals": [{"zone": "a", "workers": 1, "cores": 16, "memory_bytes": 68719476736}]}
 /// ```
 ///
-/// `zone_policy` is how workers are placed over zones (any, spread or pack),
+/// `zone_policy` is how workers are placed over zones (any, spread or pack;
+/// chosen at creation, spread by default on a fleet of two or more zones),
 /// `zones` the zones the pool may use ([] = all), `zone_totals` the workers
 /// per zone (for a dry run: the workers it would take).
 ///

@@ -66,9 +66,18 @@ pub fn choose<'a>(
             free_hosts: free.len(),
         });
     }
-    if policy.mode == ZoneMode::Any {
-        return crate::policy::placement::cover(&free, need.0, need.1);
+    match policy.mode {
+        ZoneMode::Any => crate::policy::placement::cover(&free, need.0, need.1),
+        ZoneMode::Spread => spread(by_zone(existing, free), (cores, memory_bytes)),
+        ZoneMode::Pack => pack(by_zone(existing, free), need),
     }
+}
+
+/// Per zone: what `existing` workers already give it and its `free` hosts.
+fn by_zone<'a, 'e>(existing: &'e [Candidate], free: Vec<&'a Candidate>) -> BTreeMap<&'e str, Zone<'a>>
+where
+    'a: 'e,
+{
     let mut zones: BTreeMap<&str, Zone<'a>> = BTreeMap::new();
     for w in existing {
         let z = zones.entry(w.zone.as_str()).or_default();
@@ -78,11 +87,7 @@ pub fn choose<'a>(
     for c in free {
         zones.entry(c.zone.as_str()).or_default().free.push(c);
     }
-    match policy.mode {
-        ZoneMode::Any => unreachable!("answered above"),
-        ZoneMode::Spread => spread(zones, (cores, memory_bytes)),
-        ZoneMode::Pack => pack(zones, need),
-    }
+    zones
 }
 
 /// The lowest level L such that Σ max(0, L - base) ≥ `need`.

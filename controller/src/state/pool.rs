@@ -135,8 +135,10 @@ pub struct PoolSpec {
 #[serde(rename_all = "snake_case")]
 pub enum ZoneMode {
     /// Zones ignored: the least-overshoot cover of the whole fleet (what
-    /// every pool did before zone policies, and the default until the
-    /// tests that count hosts are re-baselined for spread).
+    /// every pool did before zone policies: records without a mode read as
+    /// any). A pool created without a policy gets spread when the hosts it
+    /// may take are in two or more zones, else any
+    /// (`api::admin::pools::default_zone_mode`), recorded here.
     #[default]
     Any,
     /// Balanced over the zones, so losing one zone loses about 1/zones of

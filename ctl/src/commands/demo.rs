@@ -316,11 +316,17 @@ impl Demo<'_> {
                 sizes.free_hosts
             ),
         );
+        // Zones ignored (`any`): the sizes above are for the least-overshoot
+        // cover, in which every worker is needed, so the heal step's dead
+        // worker is replaced and the autoscale step has room to grow. The
+        // sandbox's three zones would make the default spread: a worker per
+        // zone, more than the request, so losing one replaces nothing.
         let spec = PoolSpec {
             name: self.name.clone(),
             cores: sizes.cores,
             memory_bytes: sizes.memory_bytes,
             control_planes: 1,
+            zone_policy: "any".into(),
             ..PoolSpec::default()
         };
         let plan = PoolView::from(&pool_create::create(self.ctl, spec.clone(), true).await?);

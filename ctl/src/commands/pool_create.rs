@@ -21,8 +21,9 @@ use crate::view::PoolView;
 ///
 /// The controller places hosts (control planes spread over zones, workers
 /// covering the request with the least overshoot, balanced over the zones
-/// by default: --zone-policy pack keeps them in as few zones as possible,
-/// --zones limits the zones), reserves them, then
+/// by default when the free hosts are in two or more zones: --zone-policy
+/// pack keeps them in as few zones as possible, any ignores zones, --zones
+/// limits the zones), reserves them, then
 /// builds the cluster in the background: `kubeadm init` on the first control
 /// plane, joins, addons. `--dry-run` shows the hosts it would choose and
 /// changes nothing. `--wait` shows progress on stderr until the pool is
@@ -80,9 +81,11 @@ pub struct CreateArgs {
     pub lb_range: Option<String>,
     /// How workers are placed over zones: any (zones ignored: the
     /// least-overshoot cover of the fleet), spread (balanced, so losing one
-    /// zone loses about 1/zones of the capacity) or pack (fewest zones)
-    #[arg(long, value_name = "POLICY", default_value = "any", value_parser = PossibleValuesParser::new(ZONE_POLICIES))]
-    pub zone_policy: String,
+    /// zone loses about 1/zones of the capacity) or pack (fewest zones);
+    /// fixed at creation [default: spread when the free hosts the pool may
+    /// take are in two or more zones, else any]
+    #[arg(long, value_name = "POLICY", value_parser = PossibleValuesParser::new(ZONE_POLICIES))]
+    pub zone_policy: Option<String>,
     /// Zones the pool's hosts may come from, comma-separated [default: all]
     #[arg(long, value_name = "ZONE,..", value_delimiter = ',', value_parser = parse_zone)]
     pub zones: Vec<String>,
@@ -116,7 +119,7 @@ impl CreateArgs {
             service_cidr: self.service_cidr.clone().unwrap_or_default(),
             vip: self.vip.clone().unwrap_or_default(),
             lb_range: self.lb_range.clone().unwrap_or_default(),
-            zone_policy: self.zone_policy.clone(),
+            zone_policy: self.zone_policy.clone().unwrap_or_default(),
             zones: self.zones.clone(),
             image_repository: self.image_repository.clone().unwrap_or_default(),
         }
@@ -130,7 +133,7 @@ pub async fn exec(args: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
     if args.dry_run {
         return match args.output.output {
             Format::Json => output::print_json(&view),
-            Format::Table => output::print(&render_dry_run(&view)),
+            Format::Table => output::print(&render_dry_run(&view, args.zone_policy.is_none())),
         };
     }
     if !args.wait {
@@ -171,9 +174,25 @@ pub async fn create(ctl: &Controller, spec: PoolSpec, dry_run: bool) -> anyhow::
         .with_context(|| format!("{what} {name}: the controller answered without a pool"))
 }
 
-/// The dry-run answer: the hosts that would be chosen and the totals.
-pub fn render_dry_run(view: &PoolView) -> String {
-    render_plan(view, "Dry run: nothing was changed. Pool")
+/// The dry-run answer: the hosts that would be chosen and the totals, and
+/// which zone policy the controller chose when `zone_default` (none given).
+pub fn render_dry_run(view: &PoolView, zone_default: bool) -> String {
+    let mut text = render_plan(view, "Dry run: nothing was changed. Pool");
+    if zone_default {
+        text.push_str(&default_policy_note(&view.zone_policy));
+    }
+    text
+}
+
+/// Why a pool created without `--zone-policy` gets the one it gets.
+fn default_policy_note(policy: &str) -> String {
+    if policy == "spread" {
+        "Zone policy: spread, the default: the free hosts it may take are in 2 or more zones \
+         (--zone-policy any ignores zones).\n"
+            .to_owned()
+    } else {
+        format!("Zone policy: {policy}, the default: the free hosts it may take are in fewer than 2 zones.\n")
+    }
 }
 
 /// The hosts a pool would be built on and the totals, after `lead` (e.g.
@@ -323,7 +342,7 @@ mod tests {
                 service_cidr: "10.20.0.0/16".into(),
                 vip: String::new(),
                 lb_range: String::new(),
-                zone_policy: "any".into(),
+                zone_policy: String::new(),
                 zones: Vec::new(),
                 image_repository: "mirror.example:5000/k8s".into(),
             }
@@ -350,7 +369,10 @@ mod tests {
         .unwrap();
         assert_eq!(a.spec().zone_policy, "pack");
         assert_eq!(a.spec().zones, vec!["a".to_string(), "rack-2".to_string()]);
+        // None given: "" asks for the controller's default.
         let a = parse(&["web", "--cores", "8", "--memory", "32GiB"]).unwrap();
+        assert_eq!(a.spec().zone_policy, "");
+        let a = parse(&["web", "--cores", "8", "--memory", "32GiB", "--zone-policy", "any"]).unwrap();
         assert_eq!(a.spec().zone_policy, "any");
         assert!(a.spec().zones.is_empty());
         let err = parse(&["web", "--cores", "8", "--memory", "32GiB", "--zones", "a,b c"]).unwrap_err();
@@ -390,7 +412,7 @@ mod tests {
             },
         ];
         view.zones = vec!["a".into(), "c".into()];
-        let text = render_dry_run(&view);
+        let text = render_dry_run(&view, false);
         assert!(
             text.ends_with(
                 "Workers per zone (any of a, c):\n  \
@@ -400,6 +422,25 @@ mod tests {
             ),
             "{text}"
         );
+        // No --zone-policy: the dry run says which one the controller chose.
+        view.zones = Vec::new();
+        view.zone_policy = "spread".into();
+        let text = render_dry_run(&view, true);
+        assert!(
+            text.ends_with(
+                "Workers per zone (spread (all zones)):\n  \
+                 ZONE  WORKERS  CORES  MEMORY\n  \
+                 a     1        16     64GiB\n  \
+                 c     1        32     128GiB\n\
+                 Zone policy: spread, the default: the free hosts it may take are in 2 or more zones \
+                 (--zone-policy any ignores zones).\n"
+            ),
+            "{text}"
+        );
+        view.zone_policy = "any".into();
+        assert!(render_dry_run(&view, true).ends_with(
+            "Zone policy: any, the default: the free hosts it may take are in fewer than 2 zones.\n"
+        ));
     }
 
     #[test]
@@ -461,7 +502,7 @@ mod tests {
     #[test]
     fn a_dry_run_shows_the_hosts_and_totals_against_the_request_and_says_nothing_changed() {
         assert_eq!(
-            render_dry_run(&placed()),
+            render_dry_run(&placed(), false),
             "Dry run: nothing was changed. Pool web would be built on 3 hosts:\n\
              ROLE           HOSTNAME  ZONE  CORES  MEMORY\n\
              control-plane  sim-a-1   a     16     64GiB\n\

@@ -4,46 +4,18 @@
 //! counting pending pods with kubectl. The policy is set with rpoolctl.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
-use rpool_proto::v1::{CreatePoolRequest, GetPoolRequest, ListEventsRequest, Pool, PoolSpec};
-use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, ctl, eventually};
-use tonic::transport::Channel;
+use rpool_proto::v1::{CreatePoolRequest, ListEventsRequest, Pool, PoolSpec};
+use rpool_tests::{Profile, ctl, eventually};
+
+use crate::world::World;
 
 const GIB: u64 = 1 << 30;
 /// Bound on each autoscaling step (window + cooldown + join or drain).
 const STEP: Duration = Duration::from_secs(60);
 
-struct World {
-    root: tempfile::TempDir,
-    cluster: Cluster,
-    agents: Vec<Agent>,
-    kubesim: Kubesim,
-}
-
 impl World {
-    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
-        let leader = self.cluster.leader().await?;
-        self.cluster
-            .controllers
-            .iter()
-            .find(|c| c.id == leader)
-            .unwrap()
-            .admin()
-            .await
-    }
-
-    async fn pool(&self) -> Option<Pool> {
-        let mut admin = self.admin().await.ok()?;
-        admin
-            .get_pool(GetPoolRequest { name: "web".into() })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
     /// Sets every worker-profile host's simulated CPU (the control plane
     /// keeps its own).
     fn set_cpu(&mut self, percent: f64) -> anyhow::Result<()> {
@@ -52,15 +24,6 @@ impl World {
             agent.write_hardware()?;
         }
         Ok(())
-    }
-
-    fn node_root(&self, hostname: &str) -> PathBuf {
-        self.agents
-            .iter()
-            .find(|a| a.profile.hostname == hostname)
-            .expect("agent")
-            .dir
-            .join("node")
     }
 
     async fn autoscale_events(&self) -> anyhow::Result<Vec<String>> {
@@ -107,25 +70,19 @@ fn explanation(pool: &Pool) -> String {
 #[tokio::test]
 async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_grows_for_pending_pods()
 -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
-    let fleet = vec![
+    let mut world = World::start(vec![
         Profile::new("cp-a", "a", 4, "8GiB"),
         Profile::new("w-a1", "a", 8, "32GiB"),
         Profile::new("w-b1", "b", 8, "32GiB"),
         Profile::new("w-c1", "c", 8, "32GiB"),
         Profile::new("w-c2", "c", 8, "32GiB"),
-    ];
-    let agents = cluster.start_agents(root.path(), fleet).await?;
-    let kubesim = Kubesim::new(root.path())?;
-    let mut world = World {
-        root,
-        cluster,
-        agents,
-        kubesim,
-    };
+    ])
+    .await?;
 
-    // A pool of one 8-core worker (cp-a, the smallest, is its control plane).
+    // A pool of one 8-core worker (cp-a, the smallest, is its control
+    // plane). Zones ignored (`any`): spread, the zoned fleet's default,
+    // would start with a worker in each of a, b and c (24 cores), and the
+    // autoscaler's choice of zones is tested in policy::zones.
     world
         .admin()
         .await?
@@ -135,13 +92,14 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
                 cores: 8,
                 memory_bytes: 32 * GIB,
                 control_planes: 1,
+                zone_policy: "any".into(),
                 ..PoolSpec::default()
             }),
             dry_run: false,
         })
         .await?;
     eventually(STEP, "pool web ready", || async {
-        let pool = world.pool().await;
+        let pool = world.pool("web").await;
         let seen = pool.as_ref().map(|p| p.phase.clone());
         (pool.filter(settled), seen)
     })
@@ -202,7 +160,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
 
     // Idle at 10% CPU: the down-window passes, but the pool is at min.
     eventually(STEP, "holding at min-cores", || async {
-        let pool = world.pool().await;
+        let pool = world.pool("web").await;
         let why = pool.as_ref().map(explanation);
         (
             why.clone()
@@ -225,7 +183,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
     let grown = eventually(STEP * 2, "grown to max-cores 24 and holding there", || {
         let (world, most) = (&world, &most);
         async move {
-            let pool = world.pool().await;
+            let pool = world.pool("web").await;
             if let Some(p) = &pool {
                 most.set(most.get().max(workers(p).0));
             }
@@ -276,7 +234,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
     let shrunk = eventually(STEP * 2, "shrunk to min-cores 8", || {
         let (world, fewest) = (&world, &fewest);
         async move {
-            let pool = world.pool().await;
+            let pool = world.pool("web").await;
             if let Some(p) = &pool {
                 fewest.set(fewest.get().min(workers(p).0));
             }
@@ -317,7 +275,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
     // with kubectl and the pool grows by one host.
     set_pending_pods(&world, 3)?;
     let grown = eventually(STEP, "grown for pending pods", || async {
-        let pool = world.pool().await;
+        let pool = world.pool("web").await;
         let seen = pool.as_ref().map(|p| (workers(p), explanation(p)));
         (pool.filter(|p| workers(p).0 == 2), seen)
     })
@@ -345,7 +303,7 @@ async fn a_pool_grows_with_load_up_to_max_shrinks_after_the_window_to_min_and_gr
         &["--controller", &addrs, "pool", "autoscale", "web", "--off"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pool = world.pool().await.expect("pool");
+    let pool = world.pool("web").await.expect("pool");
     assert!(pool.autoscale.is_none() && pool.autoscale_status.is_none());
     Ok(())
 }

@@ -78,7 +78,9 @@ async fn a_trio_whose_data_dirs_are_all_lost_is_rebuilt_from_a_snapshot() -> any
         )
         .await?;
 
-    // A pool, an admin label, a token.
+    // A pool, an admin label, a token. Zones ignored (`any`): one worker,
+    // so a host is left outside the pool for the label (spread, the zoned
+    // fleet's default, would take w-b1 and w-c1).
     let created = ctl(
         &home,
         &[
@@ -91,6 +93,8 @@ async fn a_trio_whose_data_dirs_are_all_lost_is_rebuilt_from_a_snapshot() -> any
             "8",
             "--memory",
             "16GiB",
+            "--zone-policy",
+            "any",
             "--wait",
             "--timeout",
             "60s",

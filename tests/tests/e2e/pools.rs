@@ -5,85 +5,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
 use rpool_proto::v1::{
     CreatePoolRequest, DestroyPoolRequest, GetPoolRequest, Pool, PoolSpec, ResizePoolRequest,
 };
-use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, eventually};
-use tonic::transport::Channel;
+use rpool_tests::{Kubesim, Profile, eventually};
+
+use crate::world::World;
 
 const GIB: u64 = 1 << 30;
 
-struct World {
-    _root: tempfile::TempDir,
-    cluster: Cluster,
-    agents: Vec<Agent>,
-    kubesim: Kubesim,
-}
-
 impl World {
-    /// A trio and `profiles` hosts, all ready.
-    async fn start(profiles: Vec<Profile>) -> anyhow::Result<World> {
-        let root = tempfile::tempdir()?;
-        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
-        let agents = cluster.start_agents(root.path(), profiles).await?;
-        let kubesim = Kubesim::new(root.path())?;
-        Ok(World {
-            _root: root,
-            cluster,
-            agents,
-            kubesim,
-        })
-    }
-
-    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
-        let leader = self.cluster.leader().await?;
-        self.cluster
-            .controllers
-            .iter()
-            .find(|c| c.id == leader)
-            .unwrap()
-            .admin()
-            .await
-    }
-
-    fn agent(&self, hostname: &str) -> &Agent {
-        self.agents
-            .iter()
-            .find(|a| a.profile.hostname == hostname)
-            .expect("agent")
-    }
-
-    /// The pool once `done` holds for it (bounded), or the last view.
-    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
-        eventually(Duration::from_secs(60), what, || async {
-            let pool = match self.admin().await {
-                Ok(mut admin) => admin
-                    .get_pool(GetPoolRequest {
-                        name: name.to_string(),
-                    })
-                    .await
-                    .map(|r| r.into_inner())
-                    .ok(),
-                Err(_) => None,
-            };
-            let seen = pool.as_ref().map(|p| (p.phase.clone(), p.phase_reason.clone()));
-            (pool.filter(|p| done(p)), seen)
-        })
-        .await
-    }
-
-    /// Node names and roles kubesim holds for the pool, asked through its
-    /// first control plane.
-    fn kubesim_nodes(&self, pool: &Pool) -> anyhow::Result<Vec<(String, String)>> {
-        let cp = pool
-            .members
-            .iter()
-            .find(|m| m.role == "control-plane")
-            .expect("a control plane");
-        self.kubesim.nodes(&self.agent(&cp.hostname).dir.join("node"))
-    }
-
     /// Waits until kubesim reports every node of the pool Ready: the CNI
     /// manifest the controller applied passed kubesim's CNI check (its
     /// NotReady message says what is missing otherwise).
@@ -93,7 +24,7 @@ impl World {
             .iter()
             .find(|m| m.role == "control-plane")
             .expect("a control plane");
-        let root = self.agent(&cp.hostname).dir.join("node");
+        let root = self.node_root(&cp.hostname);
         eventually(Duration::from_secs(30), "every node Ready", || async {
             let out = self.kubesim.kubectl(&root, &["get", "nodes", "-o", "json"]);
             let conditions: Vec<(String, String)> = rpool_tests::json_of(&out)
@@ -268,7 +199,7 @@ async fn a_pool_is_created_resized_and_destroyed_and_kubesim_agrees_at_each_step
         "released nodes are gone from the cluster"
     );
     for released in &shrunk.releasing {
-        let node_root = world.agent(&released.hostname).dir.join("node");
+        let node_root = world.node_root(&released.hostname);
         assert!(
             !node_root.join("etc/kubernetes/kubelet.conf").exists(),
             "{} was not reset",
@@ -481,7 +412,7 @@ async fn a_drain_blocked_by_a_disruption_budget_names_the_pod_in_the_pool_events
         .unwrap()
         .clone();
     // On the worker: the only replica of an app whose budget keeps one.
-    let cp_root = world.agent(&cp.hostname).dir.join("node");
+    let cp_root = world.node_root(&cp.hostname);
     world.kubesim.apply(
         &cp_root,
         &[
@@ -674,7 +605,7 @@ async fn load_balancer_services_get_addresses_from_the_pools_lb_range_and_follow
         .find(|m| m.role == "control-plane")
         .unwrap()
         .clone();
-    let root = world.agent(&cp.hostname).dir.join("node");
+    let root = world.node_root(&cp.hostname);
     // What `kubectl get svc -o json` says each service's address is.
     let addresses = || -> anyhow::Result<Vec<(String, Option<String>)>> {
         let out = world.kubesim.kubectl(&root, &["get", "svc", "-o", "json"]);

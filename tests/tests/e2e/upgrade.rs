@@ -3,50 +3,24 @@
 //! kill in the middle, a refused skip of a minor, a host whose kubeadm is
 //! not the target stopping the upgrade (pool degraded), and a resume.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
-use rpool_proto::v1::{CreatePoolRequest, Event, GetPoolRequest, ListEventsRequest, Pool, PoolSpec};
-use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, eventually};
-use tonic::transport::Channel;
+use rpool_proto::v1::{CreatePoolRequest, Pool, PoolSpec};
+use rpool_tests::{Profile, eventually};
+
+use crate::world::World;
 
 const GIB: u64 = 1 << 30;
-
-struct World {
-    root: tempfile::TempDir,
-    cluster: Cluster,
-    agents: Vec<Agent>,
-    kubesim: Kubesim,
-}
 
 impl World {
     /// The trio and these hosts, each with the kubeadm/kubelet of
     /// `installed` "installed".
-    async fn start(profiles: Vec<Profile>, installed: &str) -> anyhow::Result<World> {
-        let root = tempfile::tempdir()?;
-        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
-        let agents = cluster.start_agents(root.path(), profiles).await?;
-        let kubesim = Kubesim::new(root.path())?;
-        let world = World {
-            root,
-            cluster,
-            agents,
-            kubesim,
-        };
+    async fn start_installed(profiles: Vec<Profile>, installed: &str) -> anyhow::Result<World> {
+        let world = World::start(profiles).await?;
         for a in &world.agents {
             world.install(&a.profile.hostname, installed)?;
         }
         Ok(world)
-    }
-
-    fn node_root(&self, hostname: &str) -> PathBuf {
-        self.agents
-            .iter()
-            .find(|a| a.profile.hostname == hostname)
-            .expect("agent")
-            .dir
-            .join("node")
     }
 
     /// What `apt-get install kubeadm=V kubelet=V` does to a real host.
@@ -57,27 +31,14 @@ impl World {
         Ok(())
     }
 
-    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
-        let leader = self.cluster.leader().await?;
-        self.cluster
-            .controllers
-            .iter()
-            .find(|c| c.id == leader)
-            .expect("leader is one of ours")
-            .admin()
-            .await
-    }
-
-    async fn pool(&self, name: &str) -> Option<Pool> {
-        let mut admin = self.admin().await.ok()?;
-        admin
-            .get_pool(GetPoolRequest { name: name.into() })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
-    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
+    /// The pool once `done` holds for it (90 s: a whole upgrade), showing
+    /// each member's version and upgrade step meanwhile.
+    async fn wait_upgrade(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&Pool) -> bool,
+    ) -> anyhow::Result<Pool> {
         eventually(Duration::from_secs(90), what, || async {
             let pool = self.pool(name).await;
             let seen = pool.as_ref().map(|p| {
@@ -100,7 +61,7 @@ impl World {
         .await
     }
 
-    async fn create(
+    async fn create_at_version(
         &self,
         name: &str,
         cores: u64,
@@ -122,42 +83,11 @@ impl World {
                 dry_run: false,
             })
             .await?;
-        self.wait_pool(name, "pool ready", |p| p.phase == "ready").await
+        self.wait_upgrade(name, "pool ready", |p| p.phase == "ready")
+            .await
     }
 
-    async fn events(&self) -> Vec<Event> {
-        match self.admin().await {
-            Ok(mut admin) => admin
-                .list_events(ListEventsRequest {
-                    pool: String::new(),
-                    after_index: 0,
-                    limit: 1000,
-                    kind: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().events)
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    async fn wait_event(&self, kind: &str, about: &str) -> anyhow::Result<Event> {
-        eventually(
-            Duration::from_secs(60),
-            &format!("a {kind} event about {about}"),
-            || async {
-                let events = self.events().await;
-                let found = events
-                    .iter()
-                    .find(|e| e.kind == kind && e.message.contains(about))
-                    .cloned();
-                let last: Vec<String> = events.iter().rev().take(8).map(|e| e.message.clone()).collect();
-                (found, last)
-            },
-        )
-        .await
-    }
-
+    /// `rpoolctl --controller ALL ARGS`.
     fn ctl(&self, args: &[&str]) -> std::process::Output {
         let list = self.cluster.addr_list();
         let mut all = vec!["--controller", list.as_str()];
@@ -203,7 +133,7 @@ fn text(out: &std::process::Output) -> String {
 #[tokio::test]
 async fn a_three_control_plane_pool_upgrades_one_minor_node_by_node_through_a_leader_kill()
 -> anyhow::Result<()> {
-    let mut world = World::start(
+    let mut world = World::start_installed(
         vec![
             Profile::new("cp-a", "a", 4, "8GiB"),
             Profile::new("cp-b", "b", 4, "8GiB"),
@@ -214,7 +144,7 @@ async fn a_three_control_plane_pool_upgrades_one_minor_node_by_node_through_a_le
         "v1.32.4",
     )
     .await?;
-    let pool = world.create("web", 16, 64, 3, "v1.32.0").await?;
+    let pool = world.create_at_version("web", 16, 64, 3, "v1.32.0").await?;
     assert_eq!(pool.members.len(), 5, "{pool:?}");
     assert!(
         pool.members.iter().all(|m| m.kubernetes_version == "v1.32.0"),
@@ -272,7 +202,7 @@ async fn a_three_control_plane_pool_upgrades_one_minor_node_by_node_through_a_le
     world.cluster.get(leader).kill();
 
     let done = world
-        .wait_pool("web", "every member on v1.33.1 and the pool ready", |p| {
+        .wait_upgrade("web", "every member on v1.33.1 and the pool ready", |p| {
             p.phase == "ready" && p.upgrade.is_none()
         })
         .await?;
@@ -321,7 +251,7 @@ async fn a_three_control_plane_pool_upgrades_one_minor_node_by_node_through_a_le
 #[tokio::test]
 async fn a_skip_is_refused_and_a_host_without_the_new_kubeadm_degrades_the_pool_until_resumed()
 -> anyhow::Result<()> {
-    let world = World::start(
+    let world = World::start_installed(
         vec![
             Profile::new("cp-a", "a", 4, "8GiB"),
             Profile::new("w-a1", "a", 8, "32GiB"),
@@ -330,7 +260,7 @@ async fn a_skip_is_refused_and_a_host_without_the_new_kubeadm_degrades_the_pool_
         "v1.31.2",
     )
     .await?;
-    world.create("db", 16, 64, 1, "v1.31.2").await?;
+    world.create_at_version("db", 16, 64, 1, "v1.31.2").await?;
 
     // A skip of a minor: refused, with the next allowed version; nothing changes.
     let out = world.ctl(&["pool", "upgrade", "db", "--version", "v1.33.0", "--yes"]);
@@ -361,7 +291,7 @@ async fn a_skip_is_refused_and_a_host_without_the_new_kubeadm_degrades_the_pool_
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let stopped = world
-        .wait_pool("db", "the upgrade stopped on w-b1, the pool degraded", |p| {
+        .wait_upgrade("db", "the upgrade stopped on w-b1, the pool degraded", |p| {
             p.phase == "degraded"
         })
         .await?;

@@ -8,49 +8,17 @@
 
 use std::time::Duration;
 
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
-use rpool_proto::v1::{
-    CreatePoolRequest, Event, GetPoolRequest, HostState, ListEventsRequest, Pool, PoolSpec,
-};
-use rpool_tests::{Agent, Cluster, Liveness, Profile, TEST_RAFT, by_hostname, ctl, eventually, json_of};
+use rpool_proto::v1::{HostState, Pool, PoolSpec};
+use rpool_tests::{Liveness, Profile, by_hostname, ctl, eventually, json_of};
 use serde_json::Value;
-use tonic::transport::Channel;
+
+use crate::world::World;
 
 const GIB: u64 = 1 << 30;
 /// `[healing] settle_ms` the controllers run with (the default).
 const SETTLE_MS: u64 = 3_000;
 
-struct World {
-    _root: tempfile::TempDir,
-    home: tempfile::TempDir,
-    cluster: Cluster,
-    agents: Vec<Agent>,
-}
-
 impl World {
-    async fn start(profiles: Vec<Profile>) -> anyhow::Result<World> {
-        let root = tempfile::tempdir()?;
-        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
-        let agents = cluster.start_agents(root.path(), profiles).await?;
-        Ok(World {
-            _root: root,
-            home: tempfile::tempdir()?,
-            cluster,
-            agents,
-        })
-    }
-
-    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
-        let leader = self.cluster.leader().await?;
-        self.cluster
-            .controllers
-            .iter()
-            .find(|c| c.id == leader)
-            .expect("leader is one of ours")
-            .admin()
-            .await
-    }
-
     /// A follower's address: what-if is forwarded to the leader.
     async fn follower(&self) -> anyhow::Result<String> {
         let leader = self.cluster.leader().await?;
@@ -64,97 +32,27 @@ impl World {
     }
 
     /// `rpoolctl --controller FOLLOWER ARGS`.
-    async fn ctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    async fn follower_ctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let follower = self.follower().await?;
         let mut all = vec!["--controller", follower.as_str()];
         all.extend_from_slice(args);
-        Ok(ctl(self.home.path(), &all))
+        Ok(ctl(&self.root.path().join("home"), &all))
     }
 
-    /// What `rpoolctl sandbox kill-host` does: the agent dies, kubesim
-    /// marks its node dead.
-    fn kill_host(&mut self, hostname: &str) -> anyhow::Result<()> {
-        let agent = self
-            .agents
-            .iter_mut()
-            .find(|a| a.profile.hostname == hostname)
-            .expect("agent");
-        std::fs::write(agent.dir.join("node").join("kubesim-down"), b"")?;
-        agent.kill();
-        Ok(())
-    }
-
-    async fn pool(&self, name: &str) -> Option<Pool> {
-        let mut admin = self.admin().await.ok()?;
-        admin
-            .get_pool(GetPoolRequest { name: name.into() })
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
-    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
-        eventually(Duration::from_secs(60), what, || async {
-            let pool = self.pool(name).await;
-            let seen = pool.as_ref().map(|p| {
-                (
-                    p.phase.clone(),
-                    p.members
-                        .iter()
-                        .map(|m| format!("{}:{}:{}", m.hostname, m.role, m.state))
-                        .collect::<Vec<_>>(),
-                )
-            });
-            (pool.filter(|p| done(p)), seen)
+    /// A one-control-plane pool of these worker cores and memory, ready.
+    /// Zones ignored (`any`, not the zoned fleet's default spread): the
+    /// tests name the workers the least-overshoot cover takes, and need a
+    /// lost worker to be replaced (spread takes a worker per zone here,
+    /// and losing one leaves the request covered: nothing to replace).
+    async fn create_one_cp(&self, name: &str, cores: u64, memory_gib: u64) -> anyhow::Result<Pool> {
+        self.create(PoolSpec {
+            name: name.into(),
+            cores,
+            memory_bytes: memory_gib * GIB,
+            control_planes: 1,
+            zone_policy: "any".into(),
+            ..PoolSpec::default()
         })
-        .await
-    }
-
-    async fn create(&self, name: &str, cores: u64, memory_gib: u64) -> anyhow::Result<Pool> {
-        self.admin()
-            .await?
-            .create_pool(CreatePoolRequest {
-                spec: Some(PoolSpec {
-                    name: name.into(),
-                    cores,
-                    memory_bytes: memory_gib * GIB,
-                    control_planes: 1,
-                    ..PoolSpec::default()
-                }),
-                dry_run: false,
-            })
-            .await?;
-        self.wait_pool(name, "pool ready", |p| p.phase == "ready").await
-    }
-
-    async fn events(&self) -> Vec<Event> {
-        match self.admin().await {
-            Ok(mut admin) => admin
-                .list_events(ListEventsRequest {
-                    limit: 1000,
-                    ..ListEventsRequest::default()
-                })
-                .await
-                .map(|r| r.into_inner().events)
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    async fn wait_event(&self, kind: &str, about: &str) -> anyhow::Result<Event> {
-        eventually(
-            Duration::from_secs(60),
-            &format!("a {kind} event about {about}"),
-            || async {
-                let events = self.events().await;
-                let found = events
-                    .iter()
-                    .find(|e| e.kind == kind && e.message.contains(about))
-                    .cloned();
-                let recent: Vec<String> = events.iter().rev().take(8).map(|e| e.message.clone()).collect();
-                (found, recent)
-            },
-        )
         .await
     }
 
@@ -209,7 +107,7 @@ async fn what_if_a_worker_goes_down_names_the_replacement_healing_then_chooses()
         Profile::new("s-d1", "d", 4, "16GiB"),
     ])
     .await?;
-    let pool = world.create("web", 16, 64).await?;
+    let pool = world.create_one_cp("web", 16, 64).await?;
     let dead = pool
         .members
         .iter()
@@ -221,7 +119,7 @@ async fn what_if_a_worker_goes_down_names_the_replacement_healing_then_chooses()
     // The question, by hostname, through a follower.
     let answer = json_of(
         &world
-            .ctl(&["what-if", "host-down", &dead.hostname, "-o", "json"])
+            .follower_ctl(&["what-if", "host-down", &dead.hostname, "-o", "json"])
             .await?,
     )?;
     eprintln!("{answer:#}");
@@ -262,7 +160,9 @@ async fn what_if_a_worker_goes_down_names_the_replacement_healing_then_chooses()
     );
 
     // The table says the same for humans.
-    let table = world.ctl(&["what-if", "host-down", &dead.host_id[..8]]).await?;
+    let table = world
+        .follower_ctl(&["what-if", "host-down", &dead.host_id[..8]])
+        .await?;
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.status.success(),
@@ -284,7 +184,7 @@ async fn what_if_a_worker_goes_down_names_the_replacement_healing_then_chooses()
     let leader = world.cluster.leader().await?;
     let group = json_of(
         &world
-            .ctl(&["what-if", "controller-down", &leader.to_string(), "-o", "json"])
+            .follower_ctl(&["what-if", "controller-down", &leader.to_string(), "-o", "json"])
             .await?,
     )?;
     assert_eq!(group["controllers"]["keeps_quorum"], true, "{group}");
@@ -292,42 +192,42 @@ async fn what_if_a_worker_goes_down_names_the_replacement_healing_then_chooses()
     assert_eq!(group["pools"], Value::Array(vec![]));
     let two = json_of(
         &world
-            .ctl(&["what-if", "controller-down", "1", "2", "-o", "json"])
+            .follower_ctl(&["what-if", "controller-down", "1", "2", "-o", "json"])
             .await?,
     )?;
     assert_eq!(two["controllers"]["keeps_quorum"], false, "{two}");
     assert_eq!(two["controllers"]["reachable_after"], 1, "{two}");
 
     // Bad questions: not found (exit 3) naming the field, or usage (64).
-    let out = world.ctl(&["what-if", "host-down", "ffff0000"]).await?;
+    let out = world.follower_ctl(&["what-if", "host-down", "ffff0000"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), Some(3), "{err}");
     assert!(
         err.contains("what_if.host_ids[0]: no host with id ffff0000"),
         "{err}"
     );
-    let out = world.ctl(&["what-if", "zone-down", "nowhere"]).await?;
+    let out = world.follower_ctl(&["what-if", "zone-down", "nowhere"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), Some(3), "{err}");
     assert!(
         err.contains("what_if.zone: no host in zone \"nowhere\" (zones with hosts: a, b, c, d)"),
         "{err}"
     );
-    let out = world.ctl(&["what-if", "controller-down", "9"]).await?;
+    let out = world.follower_ctl(&["what-if", "controller-down", "9"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), Some(3), "{err}");
     assert!(
         err.contains("what_if.controller_ids[0]: controller 9 is not a voting member (voters: 1, 2, 3)"),
         "{err}"
     );
-    let out = world.ctl(&["what-if", "zone-down", "Zone_B"]).await?;
+    let out = world.follower_ctl(&["what-if", "zone-down", "Zone_B"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code(&out), Some(65), "{err}");
     assert!(
         err.contains("what_if.zone: \"Zone_B\" is not a DNS label"),
         "{err}"
     );
-    let out = world.ctl(&["what-if", "controller-down", "0"]).await?;
+    let out = world.follower_ctl(&["what-if", "controller-down", "0"]).await?;
     assert_eq!(code(&out), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Asking changed nothing.
@@ -393,14 +293,18 @@ async fn what_if_a_zone_goes_down_predicts_the_storm_guard_holding_its_workers_b
         Profile::new("s-c2", "c", 4, "8GiB"),
     ])
     .await?;
-    let pool = world.create("web", 16, 64).await?;
+    let pool = world.create_one_cp("web", 16, 64).await?;
     assert_eq!(
         workers(&pool),
         vec!["w-b1".to_owned(), "w-b2".to_owned()],
         "only zone b's hosts cover 64 GiB"
     );
 
-    let answer = json_of(&world.ctl(&["what-if", "zone-down", "b", "-o", "json"]).await?)?;
+    let answer = json_of(
+        &world
+            .follower_ctl(&["what-if", "zone-down", "b", "-o", "json"])
+            .await?,
+    )?;
     eprintln!("{answer:#}");
     assert_eq!(hostnames_of(&answer["hosts_down"]), vec!["w-b1", "w-b2"]);
     let storm = answer["storm"].as_str().expect("a storm").to_owned();
@@ -431,7 +335,7 @@ async fn what_if_a_zone_goes_down_predicts_the_storm_guard_holding_its_workers_b
     assert_eq!(affected["below_request"], true);
     assert_eq!(affected["worker_cores_left"], 0);
     assert_eq!(affected["below_request_after"], true, "nothing replaced");
-    let table = world.ctl(&["what-if", "zone-down", "b"]).await?;
+    let table = world.follower_ctl(&["what-if", "zone-down", "b"]).await?;
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains(&format!("Held back by the storm guard:\n  {storm}\n  not replaced: w-b1 (web, worker), w-b2 (web, worker)\n")),

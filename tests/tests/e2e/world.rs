@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 pub(crate) type SimCluster = (BTreeMap<String, Option<String>>, Vec<String>);
 
 pub(crate) struct World {
-    pub(crate) _root: tempfile::TempDir,
+    pub(crate) root: tempfile::TempDir,
     pub(crate) cluster: Cluster,
     pub(crate) agents: Vec<Agent>,
     pub(crate) kubesim: Kubesim,
@@ -30,7 +30,7 @@ impl World {
         let agents = cluster.start_agents(root.path(), profiles).await?;
         let kubesim = Kubesim::new(root.path())?;
         Ok(World {
-            _root: root,
+            root,
             cluster,
             agents,
             kubesim,
@@ -93,7 +93,19 @@ impl World {
         what: &str,
         done: impl Fn(&Pool) -> bool,
     ) -> anyhow::Result<Pool> {
-        eventually(Duration::from_secs(60), what, || async {
+        self.wait_pool_within(name, what, Duration::from_secs(60), done)
+            .await
+    }
+
+    /// The pool once `done` holds for it, waiting at most `within`.
+    pub(crate) async fn wait_pool_within(
+        &self,
+        name: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&Pool) -> bool,
+    ) -> anyhow::Result<Pool> {
+        eventually(within, what, || async {
             let pool = self.pool(name).await;
             let seen = pool.as_ref().map(|p| {
                 (

@@ -8,74 +8,22 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rpool_proto::v1::admin_service_client::AdminServiceClient;
-use rpool_proto::v1::{CreatePoolRequest, GetPoolRequest, ListPoolsRequest, Pool, PoolSpec};
-use rpool_tests::{Agent, Cluster, Kubesim, Liveness, Profile, TEST_RAFT, ctl, eventually};
-use tonic::transport::Channel;
+use rpool_proto::v1::{CreatePoolRequest, ListPoolsRequest, Pool, PoolSpec};
+use rpool_tests::{Profile, ctl};
+
+use crate::world::World;
 
 const GIB: u64 = 1 << 30;
 
-struct World {
-    root: tempfile::TempDir,
-    cluster: Cluster,
-    agents: Vec<Agent>,
-    kubesim: Kubesim,
-}
-
 impl World {
-    async fn start(profiles: Vec<Profile>) -> anyhow::Result<World> {
-        let root = tempfile::tempdir()?;
-        let cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
-        let agents = cluster.start_agents(root.path(), profiles).await?;
-        let kubesim = Kubesim::new(root.path())?;
-        Ok(World {
-            root,
-            cluster,
-            agents,
-            kubesim,
-        })
-    }
-
-    async fn admin(&self) -> anyhow::Result<AdminServiceClient<Channel>> {
-        let leader = self.cluster.leader().await?;
-        self.cluster
-            .controllers
-            .iter()
-            .find(|c| c.id == leader)
-            .expect("leader is one of ours")
-            .admin()
+    /// The pool once `done` holds for it (90 s: joins on a loaded machine).
+    async fn wait_zoned(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
+        self.wait_pool_within(name, what, Duration::from_secs(90), done)
             .await
     }
 
-    fn node_root(&self, hostname: &str) -> std::path::PathBuf {
-        self.agents
-            .iter()
-            .find(|a| a.profile.hostname == hostname)
-            .expect("agent")
-            .dir
-            .join("node")
-    }
-
-    async fn wait_pool(&self, name: &str, what: &str, done: impl Fn(&Pool) -> bool) -> anyhow::Result<Pool> {
-        eventually(Duration::from_secs(90), what, || async {
-            let pool = match self.admin().await {
-                Ok(mut admin) => admin
-                    .get_pool(GetPoolRequest {
-                        name: name.to_string(),
-                    })
-                    .await
-                    .map(|r| r.into_inner())
-                    .ok(),
-                Err(_) => None,
-            };
-            let seen = pool.as_ref().map(|p| (p.phase.clone(), p.phase_reason.clone()));
-            (pool.filter(|p| done(p)), seen)
-        })
-        .await
-    }
-
     /// Node names kubesim holds for the pool, through `hostname`'s root.
-    fn kubesim_nodes(&self, hostname: &str) -> anyhow::Result<Vec<String>> {
+    fn kubesim_node_names(&self, hostname: &str) -> anyhow::Result<Vec<String>> {
         Ok(self
             .kubesim
             .nodes(&self.node_root(hostname))?
@@ -219,7 +167,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         })
         .await?;
     let pool = world
-        .wait_pool("web", "pool web ready", |p| p.phase == "ready")
+        .wait_zoned("web", "pool web ready", |p| p.phase == "ready")
         .await?;
     let even: BTreeMap<String, u64> = [("a", 8), ("b", 8), ("c", 8)]
         .into_iter()
@@ -235,7 +183,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         .expect("a control plane")
         .hostname
         .clone();
-    let mut nodes = world.kubesim_nodes(&cp)?;
+    let mut nodes = world.kubesim_node_names(&cp)?;
     nodes.sort();
     let mut expected: Vec<String> = pool.members.iter().map(|m| m.node_name.clone()).collect();
     expected.sort();
@@ -250,15 +198,9 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
         .find(|m| m.role == "worker" && m.zone == "b")
         .expect("a worker in b")
         .clone();
-    std::fs::write(world.node_root(&dead.hostname).join("kubesim-down"), b"")?;
-    world
-        .agents
-        .iter_mut()
-        .find(|a| a.profile.hostname == dead.hostname)
-        .expect("agent")
-        .kill();
+    world.kill_host(&dead.hostname)?;
     let healed = world
-        .wait_pool("web", "the dead zone-b worker replaced", |p| {
+        .wait_zoned("web", "the dead zone-b worker replaced", |p| {
             p.phase == "ready"
                 && !p.members.iter().any(|m| m.host_id == dead.host_id)
                 && p.members
@@ -299,7 +241,7 @@ async fn workers_spread_over_zones_are_replaced_in_their_zone_and_allowed_zones_
     assert_eq!(json["zone_policy"], "pack", "{json}");
     assert_eq!(json["zones"], serde_json::json!(["a", "c"]), "{json}");
     let batch = world
-        .wait_pool("batch", "pool batch ready", |p| p.phase == "ready")
+        .wait_zoned("batch", "pool batch ready", |p| p.phase == "ready")
         .await?;
     assert!(
         batch.members.iter().all(|m| m.zone == "a" || m.zone == "c"),

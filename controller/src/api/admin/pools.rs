@@ -136,10 +136,11 @@ const ZONE_MAX_CHARS: usize = 63;
 /// Allowed zones a spec may list.
 const ZONES_MAX: usize = 64;
 
-/// The spec's zone policy: mode "any" ("" = any: zones ignored), "spread"
-/// or "pack", and the
-/// allowed zones (trimmed, sorted, deduplicated). Whether the fleet has
-/// them is [`check_zones`]'s job (it needs the state).
+/// The spec's zone policy: mode "any" (zones ignored), "spread" or "pack"
+/// ("" is read as any here; [`create`] replaces it with
+/// [`default_zone_mode`] of the fleet), and the allowed zones (trimmed,
+/// sorted, deduplicated). Whether the fleet has them is [`check_zones`]'s
+/// job (it needs the state).
 fn zone_policy(field: &str, spec: &v1::PoolSpec) -> Result<ZonePolicy, Invalid> {
     let mode = match spec.zone_policy.trim() {
         "" | "any" => ZoneMode::Any,
@@ -184,6 +185,24 @@ fn zone_policy(field: &str, spec: &v1::PoolSpec) -> Result<ZonePolicy, Invalid> 
     allowed.sort();
     allowed.dedup();
     Ok(ZonePolicy { mode, allowed })
+}
+
+/// The zone mode of a pool created without one: spread when the hosts it
+/// may take (free, ready, in its allowed zones) report at least two
+/// distinct zones, else any (a host without a zone reports none). Decided
+/// once, at creation, and recorded in the spec: healing, resizes and the
+/// autoscaler keep it whatever the fleet becomes.
+pub fn default_zone_mode(sm: &State, policy: &ZonePolicy) -> ZoneMode {
+    let zones: std::collections::BTreeSet<String> = candidates(sm)
+        .into_iter()
+        .filter(|c| !c.zone.is_empty() && policy.allows(&c.zone))
+        .map(|c| c.zone)
+        .collect();
+    if zones.len() >= 2 {
+        ZoneMode::Spread
+    } else {
+        ZoneMode::Any
+    }
 }
 
 /// Every allowed zone of `policy` is a zone of a registered host: an
@@ -424,6 +443,12 @@ pub(crate) async fn create(
     audit: &AuditRecord,
 ) -> Result<v1::CreatePoolResponse, Status> {
     let spec = spec("create_pool.spec", request.spec.as_ref())?;
+    // No zone policy given: the fleet's default, decided on the state the
+    // placement below sees (see `default_zone_mode`).
+    let zone_default = request
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.zone_policy.trim().is_empty());
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -435,6 +460,10 @@ pub(crate) async fn create(
                 )));
             }
             check_zones(sm, &spec.zones, "create_pool.spec")?;
+            let mut spec = spec.clone();
+            if zone_default {
+                spec.zones.mode = default_zone_mode(sm, &spec.zones);
+            }
             let placement = placement::place(
                 &candidates(sm),
                 &Request {
@@ -1044,6 +1073,56 @@ mod tests {
             "{}",
             err.message()
         );
+    }
+
+    #[test]
+    fn without_a_zone_policy_a_pool_spreads_when_the_hosts_it_may_take_are_in_two_zones() {
+        let zoned = |hosts: &[(&str, &str)]| {
+            let mut sm = State::new();
+            for (id, zone) in hosts {
+                let mut facts = crate::state::command::tests::facts(id, 8);
+                facts.zone = (*zone).to_owned();
+                let register = Command::RegisterHost {
+                    host_id: (*id).to_owned(),
+                    agent_version: "0.1.0".to_owned(),
+                    facts,
+                    at_unix_ms: 1,
+                };
+                sm.apply(sm.applied_index() + 1, &register).unwrap();
+            }
+            sm
+        };
+        let every = ZonePolicy::default();
+        let only = |zones: &[&str]| ZonePolicy {
+            mode: ZoneMode::Any,
+            allowed: zones.iter().map(|z| (*z).to_owned()).collect(),
+        };
+        // One zone, or none: any.
+        assert_eq!(default_zone_mode(&zoned(&[]), &every), ZoneMode::Any);
+        assert_eq!(
+            default_zone_mode(&zoned(&[("h1", "a"), ("h2", "a")]), &every),
+            ZoneMode::Any
+        );
+        // Hosts without a zone report none.
+        assert_eq!(
+            default_zone_mode(&zoned(&[("h1", "a"), ("h2", "")]), &every),
+            ZoneMode::Any
+        );
+        // Two zones: spread, unless the allowed zones keep one.
+        let two = zoned(&[("h1", "a"), ("h2", "b"), ("h3", "")]);
+        assert_eq!(default_zone_mode(&two, &every), ZoneMode::Spread);
+        assert_eq!(default_zone_mode(&two, &only(&["a", "b"])), ZoneMode::Spread);
+        assert_eq!(default_zone_mode(&two, &only(&["a"])), ZoneMode::Any);
+        // Only hosts placement may take count: b's only host is down.
+        let mut down = two.clone();
+        let cmd = Command::SetHostState {
+            host_id: "h2".to_owned(),
+            state: HostState::Down,
+            reason: "no heartbeat for 5.0s".to_owned(),
+            at_unix_ms: 2,
+        };
+        down.apply(down.applied_index() + 1, &cmd).unwrap();
+        assert_eq!(default_zone_mode(&down, &every), ZoneMode::Any);
     }
 
     #[test]
