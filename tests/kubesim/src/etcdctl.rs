@@ -116,7 +116,7 @@ fn save(p: &flags::Parsed, file: &str) -> Res {
         ));
     }
     let root = env.root()?.to_path_buf();
-    let mut store = Store::open(&env)?;
+    let store = Store::open(&env)?;
     let local = state::read_local(&root).filter(|l| l.role == Role::ControlPlane);
     let refused = format!("transport: Error while dialing: dial tcp {host_port}: connect: connection refused");
     let Some(local) = local else {
