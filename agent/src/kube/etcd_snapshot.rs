@@ -128,7 +128,12 @@ impl Driver {
 
     /// Takes an etcd snapshot of `pool`'s cluster from this control plane
     /// (see the module docs). `now_unix_ms` names the file.
-    pub async fn etcd_snapshot(&self, host: &str, pool: &str, now_unix_ms: u64) -> Result<SnapshotFile, KubeError> {
+    pub async fn etcd_snapshot(
+        &self,
+        host: &str,
+        pool: &str,
+        now_unix_ms: u64,
+    ) -> Result<SnapshotFile, KubeError> {
         check_pool(pool)?;
         for file in [ETCD_CA, ETCD_CLIENT_CERT, ETCD_CLIENT_KEY] {
             if !self.host_path(Path::new(file)).is_file() {
@@ -175,10 +180,11 @@ impl Driver {
             .map(|s| (*s).to_owned())
             .collect();
         let status = self.run(&self.etcdctl, &status_args, self.timeout).await?;
-        let (revision, total_keys) = parse_snapshot_status(&status.stdout).ok_or_else(|| KubeError::Output {
-            cmd: format!("{} snapshot status {tmp_text} -w json", self.etcdctl.display()),
-            what: "no revision/totalKey in its JSON".to_owned(),
-        })?;
+        let (revision, total_keys) =
+            parse_snapshot_status(&status.stdout).ok_or_else(|| KubeError::Output {
+                cmd: format!("{} snapshot status {tmp_text} -w json", self.etcdctl.display()),
+                what: "no revision/totalKey in its JSON".to_owned(),
+            })?;
         let file = std::fs::File::open(tmp).map_err(io_err(tmp))?;
         file.sync_all().map_err(io_err(tmp))?;
         drop(file);
@@ -203,7 +209,9 @@ impl Driver {
         let p = Path::new(path);
         let inside = p.is_absolute()
             && p.starts_with(&self.snapshots_root)
-            && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            && !p
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
             && p.extension().is_some_and(|e| e == "db");
         if !inside {
             return Err(KubeError::Refused(format!(
@@ -275,7 +283,10 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         assert!(!d.delete_etcd_snapshot(f.to_str().unwrap()).unwrap());
         assert!(!f.exists());
-        assert!(d.delete_etcd_snapshot(f.to_str().unwrap()).unwrap(), "already gone");
+        assert!(
+            d.delete_etcd_snapshot(f.to_str().unwrap()).unwrap(),
+            "already gone"
+        );
         let outside = dir.path().join("agent.toml");
         std::fs::write(&outside, b"x").unwrap();
         for bad in [

@@ -269,10 +269,12 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         TaskKind::EtcdSnapshot { backup_id } => Kind::EtcdSnapshot(v1::EtcdSnapshot {
             backup_id: backup_id.clone(),
         }),
-        TaskKind::DeleteEtcdSnapshot { backup_id, path } => Kind::DeleteEtcdSnapshot(v1::DeleteEtcdSnapshot {
-            backup_id: backup_id.clone(),
-            path: path.clone(),
-        }),
+        TaskKind::DeleteEtcdSnapshot { backup_id, path } => {
+            Kind::DeleteEtcdSnapshot(v1::DeleteEtcdSnapshot {
+                backup_id: backup_id.clone(),
+                path: path.clone(),
+            })
+        }
     };
     Some(v1::Task {
         task_id: task.task_id.clone(),

@@ -70,13 +70,20 @@ pub fn plan(state: &State, pool: &PoolRecord, now: u64, runner: Option<&str>, ou
             .filter(|m| !matches!(m.state, MemberState::Replaced { .. }));
         let Some(member) = member else {
             gone.push(record.id.clone());
-            places.push(format!("{path} on {}", state.host(&record.host_id).map_or(record.host_id.as_str(), |h| h.facts.hostname.as_str())));
+            places.push(format!(
+                "{path} on {}",
+                state
+                    .host(&record.host_id)
+                    .map_or(record.host_id.as_str(), |h| h.facts.hostname.as_str())
+            ));
             continue;
         };
-        let ready = state.host(&record.host_id).is_some_and(|h| h.state == HostState::Ready);
-        let issued = state.tasks().values().any(|t| {
-            matches!(&t.kind, TaskKind::DeleteEtcdSnapshot { backup_id, .. } if *backup_id == record.id)
-        });
+        let ready = state
+            .host(&record.host_id)
+            .is_some_and(|h| h.state == HostState::Ready);
+        let issued = state.tasks().values().any(
+            |t| matches!(&t.kind, TaskKind::DeleteEtcdSnapshot { backup_id, .. } if *backup_id == record.id),
+        );
         if !ready || issued || now < record.retry_at_unix_ms {
             continue;
         }
@@ -129,8 +136,7 @@ mod tests {
     }
 
     fn snapshot_tasks(w: &World) -> Vec<(String, String)> {
-        w.sm
-            .tasks()
+        w.sm.tasks()
             .values()
             .filter_map(|t| match &t.kind {
                 TaskKind::EtcdSnapshot { backup_id } => Some((backup_id.clone(), t.task_id.clone())),
@@ -189,7 +195,9 @@ mod tests {
                 .filter(|c| matches!(c, Command::BackupPool { .. }))
                 .collect();
             assert_eq!(backups.len(), 1, "round {round}: {backups:?}");
-            assert!(matches!(&backups[0], Command::BackupPool { host_id, scheduled: true, .. } if host_id == "cp1"));
+            assert!(
+                matches!(&backups[0], Command::BackupPool { host_id, scheduled: true, .. } if host_id == "cp1")
+            );
             w.apply(backups[0].clone());
             // While it is being taken, no second one.
             w.now += 60_000;
@@ -271,8 +279,16 @@ mod tests {
         assert!(record.error.contains("context deadline exceeded"));
         assert_eq!(w.pool().phase, PoolPhase::Ready);
         assert!(snapshot_tasks(&w).is_empty(), "never retried");
-        let alert = w.sm.events().iter().find(|e| e.kind == "etcd_snapshot_failed").unwrap();
+        let alert =
+            w.sm.events()
+                .iter()
+                .find(|e| e.kind == "etcd_snapshot_failed")
+                .unwrap();
         assert_eq!(alert.severity, crate::state::pool::Severity::Alert);
-        assert!(plan(&w).iter().all(|c| !matches!(c, Command::BackupPool { .. } | Command::IssueTask { .. })));
+        assert!(
+            plan(&w)
+                .iter()
+                .all(|c| !matches!(c, Command::BackupPool { .. } | Command::IssueTask { .. }))
+        );
     }
 }

@@ -279,7 +279,6 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
     // 6b. A Kubernetes upgrade's next steps (see `policy::upgrade`).
     crate::policy::upgrade::plan(state, pool, &tasks, runner.as_deref(), &mut issue);
 
-
     // 7. Addons once everyone is in.
     let settled = pool.members.values().all(|m| m.state == MemberState::Joined);
     if settled

@@ -133,7 +133,10 @@ pub fn beyond_retention(records: &[BackupRecord], keep: u32) -> Vec<String> {
 
 /// Ids of `failed` records beyond the [`FAILED_KEPT`] newest.
 pub fn stale_failures(records: &[BackupRecord]) -> Vec<String> {
-    let mut failed: Vec<&BackupRecord> = records.iter().filter(|r| r.state == BackupState::Failed).collect();
+    let mut failed: Vec<&BackupRecord> = records
+        .iter()
+        .filter(|r| r.state == BackupState::Failed)
+        .collect();
     failed.sort_by_key(|r| (r.requested_at_unix_ms, id_number(&r.id)));
     let extra = failed.len().saturating_sub(FAILED_KEPT);
     failed[..extra].iter().map(|r| r.id.clone()).collect()
@@ -168,7 +171,9 @@ pub fn check_schedule(interval_ms: u64, keep: u32) -> Result<(), (&'static str, 
     if interval_ms != 0 && !(INTERVAL_MIN_MS..=INTERVAL_MAX_MS).contains(&interval_ms) {
         return Err((
             "backup_interval_ms",
-            format!("{interval_ms} is out of range (accepted 0 = no schedule, or {INTERVAL_MIN_MS}..={INTERVAL_MAX_MS}, i.e. 1s..=30d)"),
+            format!(
+                "{interval_ms} is out of range (accepted 0 = no schedule, or {INTERVAL_MIN_MS}..={INTERVAL_MAX_MS}, i.e. 1s..=30d)"
+            ),
         ));
     }
     if keep > KEEP_MAX {
@@ -259,7 +264,10 @@ mod tests {
         let (field, msg) = check_schedule(999, 1).unwrap_err();
         assert_eq!(field, "backup_interval_ms");
         assert!(msg.contains("1000..=2592000000"), "{msg}");
-        assert_eq!(check_schedule(INTERVAL_MAX_MS + 1, 1).unwrap_err().0, "backup_interval_ms");
+        assert_eq!(
+            check_schedule(INTERVAL_MAX_MS + 1, 1).unwrap_err().0,
+            "backup_interval_ms"
+        );
         let (field, msg) = check_schedule(60_000, 1_001).unwrap_err();
         assert_eq!(field, "backup_keep");
         assert!(msg.contains("1..=1000"), "{msg}");

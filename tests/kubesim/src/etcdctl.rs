@@ -94,31 +94,22 @@ fn save(p: &flags::Parsed, file: &str) -> Res {
     let mut tls = Vec::new();
     for name in ["cacert", "cert", "key"] {
         let Some(path) = p.get(name) else {
-            return Err(unreachable(
-                &env,
-                &host_port,
-                "error reading server preface: EOF",
-            ));
+            return Err(unreachable(&env, &host_port, "error reading server preface: EOF"));
         };
         let real = env.host_path(path);
         if !real.is_file() {
-            return Err(fail(format!(
-                "Error: open {path}: no such file or directory"
-            )));
+            return Err(fail(format!("Error: open {path}: no such file or directory")));
         }
         tls.push(real);
     }
     if !endpoint.starts_with("https://") {
-        return Err(unreachable(
-            &env,
-            &host_port,
-            "error reading server preface: EOF",
-        ));
+        return Err(unreachable(&env, &host_port, "error reading server preface: EOF"));
     }
     let root = env.root()?.to_path_buf();
     let store = Store::open(&env)?;
     let local = state::read_local(&root).filter(|l| l.role == Role::ControlPlane);
-    let refused = format!("transport: Error while dialing: dial tcp {host_port}: connect: connection refused");
+    let refused =
+        format!("transport: Error while dialing: dial tcp {host_port}: connect: connection refused");
     let Some(local) = local else {
         return Err(unreachable(&env, &host_port, &refused));
     };
@@ -135,7 +126,9 @@ fn save(p: &flags::Parsed, file: &str) -> Res {
         return Err(unreachable(
             &env,
             &host_port,
-            &format!("transport: Error while dialing: dial tcp {host_port}: connect: no route to host (kubesim: rpool snapshots this host's own member)"),
+            &format!(
+                "transport: Error while dialing: dial tcp {host_port}: connect: no route to host (kubesim: rpool snapshots this host's own member)"
+            ),
         ));
     }
     let member = c.etcd_members.iter().any(|m| m.name == node.name);
@@ -193,28 +186,37 @@ pub fn total_keys(c: &Cluster) -> u64 {
 
 /// FNV-1a, 32 bits (etcd reports a 32-bit hash of the database).
 pub fn hash32(bytes: &[u8]) -> u32 {
-    bytes
-        .iter()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// `snapshot status FILE -w FORMAT`.
 pub fn status(file: &Path, format: &str) -> Res<String> {
     let bytes = std::fs::read(file).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            fail(format!("Error: stat {}: no such file or directory", file.display()))
+            fail(format!(
+                "Error: stat {}: no such file or directory",
+                file.display()
+            ))
         } else {
             fail(format!("Error: {}: {e}", file.display()))
         }
     })?;
     let text = std::str::from_utf8(&bytes).map_err(|_| fail("Error: invalid database"))?;
-    let (magic, rest) = text.split_once('\n').ok_or_else(|| fail("Error: invalid database"))?;
+    let (magic, rest) = text
+        .split_once('\n')
+        .ok_or_else(|| fail("Error: invalid database"))?;
     if magic != MAGIC {
         return Err(fail("Error: invalid database"));
     }
     let v: Value = serde_json::from_str(rest.trim()).map_err(|_| fail("Error: invalid database"))?;
-    let revision = v["revision"].as_u64().ok_or_else(|| fail("Error: invalid database"))?;
-    let keys = v["total_keys"].as_u64().ok_or_else(|| fail("Error: invalid database"))?;
+    let revision = v["revision"]
+        .as_u64()
+        .ok_or_else(|| fail("Error: invalid database"))?;
+    let keys = v["total_keys"]
+        .as_u64()
+        .ok_or_else(|| fail("Error: invalid database"))?;
     let hash = hash32(&bytes);
     let size = bytes.len() as u64;
     Ok(match format {
@@ -272,7 +274,12 @@ mod tests {
         assert_eq!(v["totalSize"], body.len() as u64);
         assert_eq!(v["hash"], hash32(body.as_bytes()));
         assert!(status(&good, "simple").unwrap().contains(", 42, 70, "));
-        assert!(status(&good, "yaml").unwrap_err().msg.contains("unknown printer type"));
+        assert!(
+            status(&good, "yaml")
+                .unwrap_err()
+                .msg
+                .contains("unknown printer type")
+        );
         let bad = dir.path().join("b.db");
         std::fs::write(&bad, "not a snapshot\n{}").unwrap();
         assert_eq!(status(&bad, "json").unwrap_err().msg, "Error: invalid database");

@@ -66,7 +66,9 @@ pub(crate) async fn backup(
     let host_id = shared.node.read(|sm| {
         let pool = find_pool(sm, &name)?;
         if pool.phase == PoolPhase::Deleting {
-            return Err(Status::failed_precondition(format!("pool {name} is being destroyed")));
+            return Err(Status::failed_precondition(format!(
+                "pool {name} is being destroyed"
+            )));
         }
         if pool.join.is_none() {
             return Err(Status::failed_precondition(format!(
@@ -100,7 +102,10 @@ pub(crate) async fn backup(
         .ok_or_else(|| Status::unavailable(format!("etcd snapshot {id} of pool {name} was requested but is not visible yet; list it with `rpoolctl pool backups {name}`")))
 }
 
-pub(crate) fn list(shared: &Shared, request: &v1::ListPoolBackupsRequest) -> Result<v1::ListPoolBackupsResponse, Status> {
+pub(crate) fn list(
+    shared: &Shared,
+    request: &v1::ListPoolBackupsRequest,
+) -> Result<v1::ListPoolBackupsResponse, Status> {
     pool_name("list_pool_backups.name", &request.name)?;
     shared.node.read(|sm| {
         let pool = find_pool(sm, &request.name)?;

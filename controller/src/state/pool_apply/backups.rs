@@ -73,7 +73,12 @@ impl State {
                     "host {host_id} is not a joined control plane of pool {name}"
                 ))
             })?;
-        if let Some(busy) = pool.backups.records.iter().find(|r| r.state == BackupState::Taking) {
+        if let Some(busy) = pool
+            .backups
+            .records
+            .iter()
+            .find(|r| r.state == BackupState::Taking)
+        {
             return Err(refused(format!(
                 "an etcd snapshot of pool {name} is being taken ({} on {}); wait for it (rpoolctl pool backups {name})",
                 busy.id, busy.node_name
@@ -85,7 +90,9 @@ impl State {
         } else {
             BackupKind::Manual
         };
-        let task_kind = TaskKind::EtcdSnapshot { backup_id: id.clone() };
+        let task_kind = TaskKind::EtcdSnapshot {
+            backup_id: id.clone(),
+        };
         let task = TaskRecord {
             task_id: format!("{name}.snap.{index}"),
             host_id: host_id.to_owned(),
@@ -270,7 +277,8 @@ impl State {
         at_unix_ms: u64,
     ) -> Result<Change, ApplyError> {
         let mut pool = self.pool_for_change(name)?;
-        check_schedule(interval_ms, keep).map_err(|(field, message)| refused(format!("{field}: {message}")))?;
+        check_schedule(interval_ms, keep)
+            .map_err(|(field, message)| refused(format!("{field}: {message}")))?;
         if pool.spec.backup_interval_ms == interval_ms && pool.spec.backup_keep == keep {
             return Ok(Change::unchanged(index));
         }
@@ -330,7 +338,10 @@ impl State {
             name,
             "",
             "etcd_snapshot_forgotten",
-            format!("pool {name}: etcd snapshot record(s) {} dropped: {reason}", ids.join(", ")),
+            format!(
+                "pool {name}: etcd snapshot record(s) {} dropped: {reason}",
+                ids.join(", ")
+            ),
         );
         b.more.pools.push((name.to_owned(), Some(pool)));
         Ok(b.done(ApplyOutcome::Updated))
@@ -344,7 +355,12 @@ fn apply_retention(pool: &mut PoolRecord) {
         return;
     }
     let expired = beyond_retention(&pool.backups.records, effective_keep(pool.spec.backup_keep));
-    for record in pool.backups.records.iter_mut().filter(|r| expired.contains(&r.id)) {
+    for record in pool
+        .backups
+        .records
+        .iter_mut()
+        .filter(|r| expired.contains(&r.id))
+    {
         record.state = BackupState::Deleting;
     }
 }
