@@ -14,7 +14,8 @@
 //!
 //! `TMP` is `.POOL-STAMP.db.part` in `{state_dir}/etcd-snapshots/POOL/`
 //! (mode 0700); the finished file is fsynced, renamed to `POOL-STAMP.db`
-//! (`STAMP` = UTC `YYYYMMDDTHHMMSSZ`), and the directory fsynced, so a
+//! (`STAMP` = UTC `YYYYMMDDTHHMMSSZ`, `-2`, `-3`... appended when that
+//! name is taken), and the directory fsynced, so a
 //! snapshot is either whole under its final name or not there. Its SHA-256
 //! is computed from the file as it lies on disk.
 
@@ -151,7 +152,15 @@ impl Driver {
                 .create(&dir)
                 .map_err(io_err(&dir))?;
         }
-        let name = snapshot_file_name(pool, now_unix_ms);
+        // Two snapshots in the same second (a manual one right after a
+        // scheduled one) get `-2`, `-3`, ... rather than replace a file.
+        let base = snapshot_file_name(pool, now_unix_ms);
+        let mut name = base.clone();
+        let mut n = 1;
+        while dir.join(&name).exists() {
+            n += 1;
+            name = format!("{}-{n}.db", base.trim_end_matches(".db"));
+        }
         let final_path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.part"));
         let _ = std::fs::remove_file(&tmp);
