@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `TMP` is `.POOL-STAMP.db.part` in `{state_dir}/etcd-snapshots/POOL/`
-//! (mode 0700); the finished file is fsynced, renamed to `POOL-STAMP.db`
+//! (mode 0700); the finished file (mode 0600: it holds every Secret of the
+//! cluster) is fsynced, renamed to `POOL-STAMP.db`
 //! (`STAMP` = UTC `YYYYMMDDTHHMMSSZ`, `-2`, `-3`... appended when that
 //! name is taken), and the directory fsynced, so a
 //! snapshot is either whole under its final name or not there. Its SHA-256
@@ -194,6 +195,12 @@ impl Driver {
                 cmd: format!("{} snapshot status {tmp_text} -w json", self.etcdctl.display()),
                 what: "no revision/totalKey in its JSON".to_owned(),
             })?;
+        // It holds every Secret of the cluster: owner only (etcdctl makes
+        // it 0600 too; the directory is 0700).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600)).map_err(io_err(tmp))?;
+        }
         let file = std::fs::File::open(tmp).map_err(io_err(tmp))?;
         file.sync_all().map_err(io_err(tmp))?;
         drop(file);

@@ -153,6 +153,12 @@ fn save(p: &flags::Parsed, file: &str) -> Res {
         part.display()
     );
     state::write_atomic(&part, body.as_bytes())?;
+    {
+        // etcdctl creates the file with fileutil.PrivateFileMode.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(format!("Error: {}: {e}", part.display())))?;
+    }
     std::fs::rename(&part, &target).map_err(|e| fail(format!("Error: rename {}: {e}", target.display())))?;
     println!(
         "{{\"level\":\"info\",\"ts\":\"{ts}\",\"caller\":\"snapshot/v3_snapshot.go:88\",\"msg\":\"fetched snapshot\",\"endpoint\":\"{endpoint}\",\"size\":\"{} B\"}}",

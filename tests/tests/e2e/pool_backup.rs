@@ -134,6 +134,11 @@ async fn a_manual_backup_lands_on_the_control_plane_with_its_checksum_and_fails_
     assert!(name.starts_with("bk-2") && name.ends_with("Z.db"), "{name}");
     assert_eq!(sha256_of(&path)?, b.sha256);
     assert_eq!(std::fs::metadata(&path)?.len(), b.size_bytes);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "a snapshot holds the cluster's Secrets");
+    }
     assert!(stdout.contains(&b.path) && stdout.contains(&b.sha256), "{stdout}");
     assert!(b.revision > 0 && b.total_keys > 0, "{b:?}");
     // It holds the cluster (kubesim's snapshot is its state): both nodes.
