@@ -208,7 +208,7 @@ async fn a_manual_backup_lands_on_the_control_plane_with_its_checksum_and_fails_
     );
     assert_eq!(
         world.snapshot_files("bk-cp", "bk"),
-        [path.clone()],
+        std::slice::from_ref(&path),
         "no partial file left"
     );
     let pool = world.pool("bk").await.expect("pool");
