@@ -201,6 +201,9 @@ pub struct KubeConfig {
     pub cri_socket: Option<String>,
     /// `systemctl`: an upgrade restarts the kubelet with it.
     pub systemctl_path: PathBuf,
+    /// `etcdctl` (v3.5 or newer), for a pool's etcd snapshots on a control
+    /// plane (Debian: package `etcd-client`).
+    pub etcdctl_path: PathBuf,
 }
 
 impl Default for KubeConfig {
@@ -214,6 +217,7 @@ impl Default for KubeConfig {
             host_root: PathBuf::new(),
             cri_socket: None,
             systemctl_path: PathBuf::from("/usr/bin/systemctl"),
+            etcdctl_path: PathBuf::from("/usr/bin/etcdctl"),
         }
     }
 }
@@ -419,6 +423,7 @@ impl Config {
             ("kube.kubeadm_path", &self.kube.kubeadm_path),
             ("kube.kubectl_path", &self.kube.kubectl_path),
             ("kube.systemctl_path", &self.kube.systemctl_path),
+            ("kube.etcdctl_path", &self.kube.etcdctl_path),
             ("kube.kubelet_path", &self.kube.kubelet_path),
             ("kube.admin_kubeconfig", &self.kube.admin_kubeconfig),
         ] {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rpool_proto::clock::unix_ms_now;
 use rpool_proto::v1::task::Kind;
-use rpool_proto::v1::{ImagesResult, JoinSecrets, PullImages, Task, TaskResult};
+use rpool_proto::v1::{EtcdSnapshotResult, ImagesResult, JoinSecrets, PullImages, Task, TaskResult};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -60,6 +60,8 @@ pub struct Outcome {
     pub already_done: bool,
     /// How the images step ended, when it ran.
     pub images: Option<ImagesResult>,
+    /// etcd_snapshot: the file written.
+    pub etcd_snapshot: Option<EtcdSnapshotResult>,
 }
 
 impl Outcome {
@@ -128,6 +130,8 @@ fn kind_name(kind: &Option<Kind>) -> &'static str {
         Some(Kind::FetchKubeconfig(_)) => "fetch_kubeconfig",
         Some(Kind::UpgradeNode(_)) => "upgrade_node",
         Some(Kind::UncordonNode(_)) => "uncordon_node",
+        Some(Kind::EtcdSnapshot(_)) => "etcd_snapshot",
+        Some(Kind::DeleteEtcdSnapshot(_)) => "delete_etcd_snapshot",
     }
 }
 
@@ -260,6 +264,27 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 .map(|()| false),
         ),
         Some(Kind::UncordonNode(u)) => done(driver.uncordon(&u.target_node).await),
+        Some(Kind::EtcdSnapshot(_)) => {
+            match driver
+                .etcd_snapshot(&task.node_name, &task.pool, unix_ms_now())
+                .await
+            {
+                Ok(file) => Outcome {
+                    ok: true,
+                    etcd_snapshot: Some(EtcdSnapshotResult {
+                        path: file.path.display().to_string(),
+                        size_bytes: file.size_bytes,
+                        sha256: file.sha256,
+                        revision: file.revision,
+                        total_keys: file.total_keys,
+                        taken_at_unix_ms: file.taken_at_unix_ms,
+                    }),
+                    ..Outcome::default()
+                },
+                Err(e) => Outcome::failed(e.to_string()),
+            }
+        }
+        Some(Kind::DeleteEtcdSnapshot(d)) => done(driver.delete_etcd_snapshot(&d.path)),
         Some(Kind::InstallAddons(a)) => {
             for m in &a.manifests {
                 if let Err(e) = driver.apply(&m.name, &m.content).await {
@@ -334,6 +359,19 @@ struct Stored {
     /// The images step (absent in results stored by older agents).
     #[serde(default)]
     images: Option<StoredImages>,
+    /// etcd_snapshot's file (absent in results stored by older agents).
+    #[serde(default)]
+    etcd_snapshot: Option<StoredSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    path: String,
+    size_bytes: u64,
+    sha256: String,
+    revision: u64,
+    total_keys: u64,
+    taken_at_unix_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,6 +413,14 @@ impl Stored {
                 ok: i.ok,
                 pulled: i.pulled.clone(),
                 failed_image: i.failed_image.clone(),
+            }),
+            etcd_snapshot: self.etcd_snapshot.as_ref().map(|f| EtcdSnapshotResult {
+                path: f.path.clone(),
+                size_bytes: f.size_bytes,
+                sha256: f.sha256.clone(),
+                revision: f.revision,
+                total_keys: f.total_keys,
+                taken_at_unix_ms: f.taken_at_unix_ms,
             }),
         }
     }
@@ -700,6 +746,14 @@ async fn run_one(runner: &Runner, task: Task) -> Stored {
             pulled: i.pulled,
             failed_image: i.failed_image,
         }),
+        etcd_snapshot: outcome.etcd_snapshot.map(|f| StoredSnapshot {
+            path: f.path,
+            size_bytes: f.size_bytes,
+            sha256: f.sha256,
+            revision: f.revision,
+            total_keys: f.total_keys,
+            taken_at_unix_ms: f.taken_at_unix_ms,
+        }),
     }
 }
 
@@ -858,6 +912,7 @@ mod tests {
                 join: None,
                 kubeconfig: String::new(),
                 images: None,
+                etcd_snapshot: None,
             };
             store.save(&s).unwrap();
             std::thread::sleep(Duration::from_millis(5));

@@ -377,4 +377,22 @@ impl AdminService for Fake {
     ) -> Result<Response<rpool_proto::v1::UpgradePoolResponse>, Status> {
         Err(Status::unimplemented("upgrades are tested end to end"))
     }
+    async fn backup_pool(
+        &self,
+        _: Request<rpool_proto::v1::BackupPoolRequest>,
+    ) -> Result<Response<rpool_proto::v1::PoolBackup>, Status> {
+        Err(Status::unimplemented("pool backups are tested end to end"))
+    }
+    async fn list_pool_backups(
+        &self,
+        _: Request<rpool_proto::v1::ListPoolBackupsRequest>,
+    ) -> Result<Response<rpool_proto::v1::ListPoolBackupsResponse>, Status> {
+        Err(Status::unimplemented("pool backups are tested end to end"))
+    }
+    async fn set_pool_backup(
+        &self,
+        _: Request<rpool_proto::v1::SetPoolBackupRequest>,
+    ) -> Result<Response<rpool_proto::v1::Pool>, Status> {
+        Err(Status::unimplemented("pool backups are tested end to end"))
+    }
 }

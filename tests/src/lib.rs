@@ -713,7 +713,7 @@ impl Kubesim {
         let bin_dir = root.join("kubesim").join("bin");
         std::fs::create_dir_all(&state_dir)?;
         std::fs::create_dir_all(&bin_dir)?;
-        for tool in ["kubeadm", "kubectl", "systemctl"] {
+        for tool in ["kubeadm", "kubectl", "systemctl", "etcdctl"] {
             let link = bin_dir.join(tool);
             if !link.exists() {
                 std::os::unix::fs::symlink(bin("kubesim"), &link)?;
@@ -831,10 +831,11 @@ impl Agent {
             // kubesim (the agent's children) takes the node root from its
             // environment; the agent's driver from `[kube] host_root`.
             kube = format!(
-                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\nsystemctl_path = \"{}\"\ncommand_timeout_s = 60\nhost_root = \"{}\"\n",
+                "\n[kube]\nkubeadm_path = \"{}\"\nkubectl_path = \"{}\"\nsystemctl_path = \"{}\"\netcdctl_path = \"{}\"\ncommand_timeout_s = 60\nhost_root = \"{}\"\n",
                 sim.bin_dir.join("kubeadm").display(),
                 sim.bin_dir.join("kubectl").display(),
                 sim.bin_dir.join("systemctl").display(),
+                sim.bin_dir.join("etcdctl").display(),
                 node_root.display()
             );
             env = vec![

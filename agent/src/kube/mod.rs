@@ -19,6 +19,8 @@
 //! | [`Driver::admin_kubeconfig`] | reads A |
 //! | [`Driver::upgrade_node`] | `kubeadm version -o short` (must print the target), then `kubeadm upgrade plan V` and `kubeadm upgrade apply V --yes` (the first control plane) or `kubeadm upgrade node`, then `systemctl daemon-reload` and `systemctl restart kubelet` |
 //! | [`Driver::uncordon`] | `kubectl --kubeconfig A uncordon N` |
+//! | [`Driver::etcd_snapshot`] | `etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=…/healthcheck-client.crt --key=…/healthcheck-client.key snapshot save TMP`, then `etcdctl snapshot status TMP -w json`; fsync, rename into `{state_dir}/etcd-snapshots/POOL/POOL-STAMP.db`, SHA-256 (see `etcd_snapshot`) |
+//! | [`Driver::delete_etcd_snapshot`] | removes a snapshot file under `{state_dir}/etcd-snapshots` (retention) |
 //! | [`Driver::pending_pods`] | `kubectl --kubeconfig A get pods -A --field-selector=status.phase=Pending -o json` (counts pods whose `PodScheduled` condition is `False`/`Unschedulable`) |
 //!
 //! `A` is `kube.admin_kubeconfig` (default `/etc/kubernetes/admin.conf`).
@@ -78,6 +80,7 @@
 //!   `redact`: secrets out of logs and errors.
 
 mod checks;
+mod etcd_snapshot;
 mod images;
 mod init;
 mod join;
@@ -101,6 +104,7 @@ use std::time::Duration;
 use crate::config::KubeConfig;
 
 pub use checks::{is_ca_hash, is_hex64, is_token};
+pub use etcd_snapshot::{SnapshotFile, file_sha256, parse_snapshot_status, snapshot_file_name};
 pub use images::{ImagePull, PullFailure, failed_image, parse_pulled};
 pub use parse::{
     InitSecrets, JoinCommand, count_unschedulable, kubeconfig_server, parse_init_output, parse_join_commands,
@@ -271,6 +275,10 @@ pub struct Driver {
     kubectl: PathBuf,
     /// `systemctl`, for the kubelet restart of an upgrade.
     systemctl: PathBuf,
+    /// `etcdctl`, for etcd snapshots.
+    etcdctl: PathBuf,
+    /// `{state_dir}/etcd-snapshots`: where snapshots are kept.
+    snapshots_root: PathBuf,
     admin_kubeconfig: PathBuf,
     timeout: Duration,
     /// Added to (or replacing in) the agent's environment for every child.
@@ -283,12 +291,19 @@ pub struct Driver {
 
 impl Driver {
     /// A driver with the `[kube]` settings; manifests are staged in
-    /// `scratch_dir` (created on demand, mode 0700).
+    /// `scratch_dir` (`{state_dir}/tmp`, created on demand, mode 0700);
+    /// etcd snapshots go to its sibling `{state_dir}/etcd-snapshots`.
     pub fn new(config: &KubeConfig, scratch_dir: PathBuf) -> Driver {
+        let snapshots_root = scratch_dir
+            .parent()
+            .map(|state| state.join("etcd-snapshots"))
+            .unwrap_or_else(|| scratch_dir.join("etcd-snapshots"));
         Driver {
             kubeadm: config.kubeadm_path.clone(),
             kubectl: config.kubectl_path.clone(),
             systemctl: config.systemctl_path.clone(),
+            etcdctl: config.etcdctl_path.clone(),
+            snapshots_root,
             admin_kubeconfig: config.admin_kubeconfig.clone(),
             timeout: Duration::from_secs(config.command_timeout_s),
             env: Vec::new(),

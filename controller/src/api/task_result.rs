@@ -100,6 +100,28 @@ pub(crate) async fn on_result(shared: &Shared, host_id: &str, result: TaskResult
         failed_image: i.failed_image,
         addon_images: addon_images(shared, &result.task_id),
     });
+    if result.ok
+        && let Some(file) = &result.etcd_snapshot
+    {
+        check_snapshot(file)?;
+        let command = Command::EtcdSnapshotTaken {
+            task_id: result.task_id,
+            attempt: result.attempt,
+            snapshot: crate::state::backups::SnapshotTaken {
+                path: file.path.clone(),
+                size_bytes: file.size_bytes,
+                sha256: file.sha256.clone(),
+                revision: file.revision,
+                total_keys: file.total_keys,
+                taken_at_unix_ms: file.taken_at_unix_ms,
+            },
+            at_unix_ms: unix_ms_now(),
+        };
+        return match shared.node.propose(command).await {
+            Ok(_) | Err(ProposeError::Rejected(_)) => Ok(()),
+            Err(e) => Err(propose_status(e, Refusal::Race)),
+        };
+    }
     let command = Command::FinishTask {
         task_id: result.task_id,
         attempt: result.attempt,
@@ -146,4 +168,32 @@ fn addon_images(shared: &Shared, task_id: &str) -> Vec<String> {
         images.extend([METALLB_CONTROLLER, METALLB_SPEAKER]);
     }
     images.iter().map(|i| i.reference(repo)).collect()
+}
+
+/// Longest snapshot path accepted from an agent.
+const SNAPSHOT_PATH_MAX_CHARS: usize = 4_096;
+
+/// An `etcd_snapshot` result: an absolute path of bounded length and a
+/// SHA-256 of 64 lowercase hex digits.
+fn check_snapshot(file: &rpool_proto::v1::EtcdSnapshotResult) -> Result<(), Status> {
+    if !file.path.starts_with('/') || file.path.chars().count() > SNAPSHOT_PATH_MAX_CHARS {
+        return Err(Invalid::new(
+            "task_result.etcd_snapshot.path",
+            format!("must be an absolute path of at most {SNAPSHOT_PATH_MAX_CHARS} characters"),
+        )
+        .into());
+    }
+    let hex = file.sha256.len() == 64
+        && file
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return Err(Invalid::new(
+            "task_result.etcd_snapshot.sha256",
+            "must be 64 lowercase hex digits",
+        )
+        .into());
+    }
+    Ok(())
 }

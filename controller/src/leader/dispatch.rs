@@ -266,6 +266,15 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         TaskKind::UncordonNode { target_node } => Kind::UncordonNode(v1::UncordonNode {
             target_node: target_node.clone(),
         }),
+        TaskKind::EtcdSnapshot { backup_id } => Kind::EtcdSnapshot(v1::EtcdSnapshot {
+            backup_id: backup_id.clone(),
+        }),
+        TaskKind::DeleteEtcdSnapshot { backup_id, path } => {
+            Kind::DeleteEtcdSnapshot(v1::DeleteEtcdSnapshot {
+                backup_id: backup_id.clone(),
+                path: path.clone(),
+            })
+        }
     };
     Some(v1::Task {
         task_id: task.task_id.clone(),

@@ -10,6 +10,7 @@
 //!   fences and expiries.
 //! - [`zones`]: zone policies of workers (spread, pack, allowed zones).
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
+//! - [`backups`]: scheduled etcd snapshots of pools and their retention.
 //! - [`what_if`]: the planner run on a copy of the state with hosts assumed
 //!   down (`rpoolctl what-if`).
 //!
@@ -17,6 +18,7 @@
 //! `tests::layers` in the crate root).
 
 pub mod autoscale;
+pub mod backups;
 pub mod fleet;
 pub mod healing;
 pub mod placement;

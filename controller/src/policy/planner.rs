@@ -16,6 +16,8 @@
 //! 6b. a Kubernetes upgrade in progress: its next steps
 //!    ([`crate::policy::upgrade`]);
 //! 7. everyone joined and no addons yet: `install_addons`;
+//! 7b. etcd backups: a scheduled snapshot when due, deletions beyond the
+//!    retention ([`crate::policy::backups`]);
 //! 8. nothing left to do (no upgrade in progress either): phase `ready`.
 //!
 //! Healing ([`crate::policy::healing`]) comes first in each pool: a down member is
@@ -286,6 +288,9 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
     {
         issue(runner, TaskKind::InstallAddons);
     }
+
+    // 7b. etcd backups: the schedule and retention (see `policy::backups`).
+    crate::policy::backups::plan(state, pool, now, runner.as_deref(), out);
 
     // 8. Ready. A degraded pool is ready again once what degraded it is
     //    gone (no task failed for good, no member down).

@@ -445,6 +445,38 @@ pub enum Command {
         max_unavailable: u32,
         at_unix_ms: u64,
     },
+    /// An etcd snapshot of `pool` on its joined control plane `host_id`
+    /// (an admin's, or the leader's schedule with `scheduled`): a backup
+    /// record `snap-INDEX` and its `etcd_snapshot` task (see
+    /// [`crate::state::backups`]). Refused while one is being taken.
+    BackupPool {
+        pool: String,
+        host_id: String,
+        scheduled: bool,
+        at_unix_ms: u64,
+    },
+    /// An `etcd_snapshot` task succeeded with this file.
+    EtcdSnapshotTaken {
+        task_id: String,
+        attempt: u32,
+        snapshot: crate::state::backups::SnapshotTaken,
+        at_unix_ms: u64,
+    },
+    /// Sets a pool's backup schedule (0 = none) and retention.
+    SetPoolBackup {
+        pool: String,
+        interval_ms: u64,
+        keep: u32,
+        at_unix_ms: u64,
+    },
+    /// The leader drops backup records it cannot act on any more (their
+    /// host left the pool, or their task was lost), saying why.
+    ForgetPoolBackups {
+        pool: String,
+        ids: Vec<String>,
+        reason: String,
+        at_unix_ms: u64,
+    },
 }
 
 impl Command {
@@ -474,7 +506,10 @@ impl Command {
             | Command::Alert { pool, .. }
             | Command::SetAutoscale { pool, .. }
             | Command::AutoscalePool { pool, .. }
-            | Command::UpgradePool { pool, .. } => pool,
+            | Command::UpgradePool { pool, .. }
+            | Command::BackupPool { pool, .. }
+            | Command::SetPoolBackup { pool, .. }
+            | Command::ForgetPoolBackups { pool, .. } => pool,
             Command::IssueTask { task } => &task.pool,
             Command::Audited { command, .. } => command.pool(),
             _ => "",
@@ -504,6 +539,10 @@ impl Command {
             Command::AutoscalePool { .. } => "autoscale_pool",
             Command::Audited { command, .. } => command.kind(),
             Command::UpgradePool { .. } => "upgrade_pool",
+            Command::BackupPool { .. } => "backup_pool",
+            Command::EtcdSnapshotTaken { .. } => "etcd_snapshot_taken",
+            Command::SetPoolBackup { .. } => "set_pool_backup",
+            Command::ForgetPoolBackups { .. } => "forget_pool_backups",
         }
     }
 }

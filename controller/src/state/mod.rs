@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod autoscale_apply;
+pub mod backups;
 pub mod command;
 pub mod pool;
 pub mod pool_apply;
@@ -320,6 +321,10 @@ impl State {
             command @ (Command::SetAutoscale { .. } | Command::AutoscalePool { .. }) => {
                 self.plan_autoscale(index, command)
             }
+            command @ (Command::BackupPool { .. }
+            | Command::EtcdSnapshotTaken { .. }
+            | Command::SetPoolBackup { .. }
+            | Command::ForgetPoolBackups { .. }) => self.plan_backup(index, command),
             Command::Audited { audit, command } => self.plan_audited(index, audit, command),
             Command::SetHostLabels { host_id, set, remove } => {
                 let existing = self

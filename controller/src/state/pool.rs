@@ -128,6 +128,14 @@ pub struct PoolSpec {
     /// repositories existed). Fixed at creation.
     #[serde(default)]
     pub image_repository: String,
+    /// Scheduled etcd snapshots: every this many ms (0 = none; absent in
+    /// records written before backups existed), and how many scheduled
+    /// ones are kept (0 = [`crate::state::backups::DEFAULT_KEEP`]). See
+    /// [`crate::state::backups`].
+    #[serde(default)]
+    pub backup_interval_ms: u64,
+    #[serde(default)]
+    pub backup_keep: u32,
 }
 
 /// How a pool's workers are placed over the fleet's zones.
@@ -191,6 +199,8 @@ impl PoolSpec {
             zone_policy: self.zones.mode.as_str().to_owned(),
             zones: self.zones.allowed.clone(),
             image_repository: self.image_repository.clone(),
+            backup_interval_ms: self.backup_interval_ms,
+            backup_keep: self.backup_keep,
             ..Default::default()
         }
     }
@@ -314,6 +324,11 @@ pub struct PoolRecord {
     /// [`crate::policy::upgrade`]).
     #[serde(default)]
     pub upgrade: Option<Rollout>,
+    /// etcd snapshots of the pool and the schedule's anchor (absent in
+    /// records written before backups existed; see
+    /// [`crate::state::backups`]).
+    #[serde(default)]
+    pub backups: crate::state::backups::PoolBackups,
 }
 
 /// A Kubernetes upgrade of a pool, replicated so a new leader carries on
@@ -472,6 +487,16 @@ pub enum TaskKind {
     UncordonNode {
         target_node: String,
     },
+    /// Backups: an etcd snapshot on this control plane, into its agent's
+    /// state dir (see [`crate::state::backups`]).
+    EtcdSnapshot {
+        backup_id: String,
+    },
+    /// Backups: removes a snapshot file this host holds (retention).
+    DeleteEtcdSnapshot {
+        backup_id: String,
+        path: String,
+    },
 }
 
 impl TaskKind {
@@ -489,6 +514,8 @@ impl TaskKind {
             TaskKind::FetchKubeconfig => "fetch_kubeconfig",
             TaskKind::UpgradeNode { .. } => "upgrade_node",
             TaskKind::UncordonNode { .. } => "uncordon_node",
+            TaskKind::EtcdSnapshot { .. } => "etcd_snapshot",
+            TaskKind::DeleteEtcdSnapshot { .. } => "delete_etcd_snapshot",
         }
     }
 
@@ -499,7 +526,8 @@ impl TaskKind {
             TaskKind::InitControlPlane
             | TaskKind::JoinControlPlane
             | TaskKind::JoinWorker
-            | TaskKind::UpgradeNode { .. } => 600_000,
+            | TaskKind::UpgradeNode { .. }
+            | TaskKind::EtcdSnapshot { .. } => 600_000,
             _ => 120_000,
         }
     }

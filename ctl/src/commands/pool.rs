@@ -9,8 +9,8 @@ use clap::Subcommand;
 use rpool_proto::units::{format_size, parse_size};
 
 use super::{
-    pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show,
-    pool_upgrade,
+    pool_autoscale, pool_backup, pool_backups, pool_create, pool_destroy, pool_kubeconfig, pool_list,
+    pool_resize, pool_set_backup, pool_show, pool_upgrade,
 };
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;
@@ -34,6 +34,12 @@ pub enum PoolCommand {
     Autoscale(pool_autoscale::AutoscaleArgs),
     /// Upgrade a pool's Kubernetes one minor at a time, node by node (shows the plan, then asks)
     Upgrade(pool_upgrade::UpgradeArgs),
+    /// Take an etcd snapshot of a pool now (kept on a control plane's agent)
+    Backup(pool_backup::BackupArgs),
+    /// List a pool's etcd snapshots and its backup schedule
+    Backups(pool_backups::BackupsArgs),
+    /// Set a pool's scheduled etcd snapshots and how many are kept (or --off)
+    SetBackup(pool_set_backup::SetBackupArgs),
 }
 
 pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -46,6 +52,9 @@ pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
         PoolCommand::Kubeconfig(args) => pool_kubeconfig::exec(args, settings).await,
         PoolCommand::Autoscale(args) => pool_autoscale::exec(args, settings).await,
         PoolCommand::Upgrade(args) => pool_upgrade::exec(args, settings).await,
+        PoolCommand::Backup(args) => pool_backup::exec(args, settings).await,
+        PoolCommand::Backups(args) => pool_backups::exec(args, settings).await,
+        PoolCommand::SetBackup(args) => pool_set_backup::exec(args, settings).await,
     }
 }
 

@@ -96,6 +96,13 @@ pub struct CreateArgs {
     /// [kube] image_repository, else the upstream registries]
     #[arg(long, value_name = "REPO", value_parser = parse_image_repository)]
     pub image_repository: Option<String>,
+    /// Take a scheduled etcd snapshot this often (1s..=30d, e.g. 6h; see `pool set-backup`) [default: none]
+    #[arg(long, value_name = "DURATION", value_parser = super::pool_set_backup::parse_every)]
+    pub backup_every: Option<std::time::Duration>,
+    /// Scheduled etcd snapshots kept (1..=1000) [default: 7]
+    #[arg(long, value_name = "N", requires = "backup_every",
+          value_parser = crate::cli::whole_number::<u32>(1, super::pool_set_backup::KEEP_MAX as u64))]
+    pub backup_keep: Option<u32>,
     /// Only show the hosts that would be chosen; change nothing
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
@@ -122,6 +129,10 @@ impl CreateArgs {
             zone_policy: self.zone_policy.clone().unwrap_or_default(),
             zones: self.zones.clone(),
             image_repository: self.image_repository.clone().unwrap_or_default(),
+            backup_interval_ms: self.backup_every.map_or(0, |d| d.as_millis() as u64),
+            backup_keep: self.backup_every.map_or(0, |_| {
+                self.backup_keep.unwrap_or(super::pool_set_backup::KEEP_DEFAULT)
+            }),
         }
     }
 }
@@ -345,8 +356,32 @@ mod tests {
                 zone_policy: String::new(),
                 zones: Vec::new(),
                 image_repository: "mirror.example:5000/k8s".into(),
+                ..Default::default()
             }
         );
+        let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--backup-every", "6h"]).unwrap();
+        assert_eq!(
+            (a.spec().backup_interval_ms, a.spec().backup_keep),
+            (6 * 3_600_000, 7)
+        );
+        let a = parse(&[
+            "web",
+            "--cores",
+            "1",
+            "--memory",
+            "512Gi",
+            "--backup-every",
+            "1d",
+            "--backup-keep",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.spec().backup_interval_ms, a.spec().backup_keep),
+            (86_400_000, 30)
+        );
+        assert!(parse(&["web", "--cores", "1", "--memory", "512Gi", "--backup-keep", "3"]).is_err());
+        assert!(parse(&["web", "--cores", "1", "--memory", "512Gi", "--backup-every", "0s"]).is_err());
         let a = parse(&["web", "--cores", "1", "--memory", "512Gi", "--wait"]).unwrap();
         assert_eq!(a.spec().control_planes, 1);
         assert_eq!(a.spec().kubernetes_version, "");

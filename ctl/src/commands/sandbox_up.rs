@@ -249,7 +249,7 @@ fn prepare(layout: &Layout, addresses: &[String], plans: &[AgentPlan], kubesim: 
     for dir in [layout.kubesim_state(), kube_bin.clone()] {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     }
-    for tool in ["kubeadm", "kubectl", "systemctl"] {
+    for tool in ["kubeadm", "kubectl", "systemctl", "etcdctl"] {
         let link = kube_bin.join(tool);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(kubesim, &link).map_err(|e| io(&link, e))?;
@@ -604,7 +604,7 @@ mod tests {
         )
         .unwrap();
         assert!(!stale.exists());
-        for tool in ["kubeadm", "kubectl", "systemctl"] {
+        for tool in ["kubeadm", "kubectl", "systemctl", "etcdctl"] {
             let link = layout.kubesim_bin().join(tool);
             assert_eq!(
                 std::fs::read_link(&link).unwrap(),

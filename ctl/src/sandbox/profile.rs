@@ -151,6 +151,7 @@ struct KubeSection {
     kubeadm_path: String,
     kubectl_path: String,
     systemctl_path: String,
+    etcdctl_path: String,
     host_root: String,
 }
 
@@ -180,6 +181,7 @@ pub fn agent_toml(
             kubeadm_path: kube_bin.join("kubeadm").to_string_lossy().into_owned(),
             kubectl_path: kube_bin.join("kubectl").to_string_lossy().into_owned(),
             systemctl_path: kube_bin.join("systemctl").to_string_lossy().into_owned(),
+            etcdctl_path: kube_bin.join("etcdctl").to_string_lossy().into_owned(),
             host_root: node_root.to_string_lossy().into_owned(),
         },
         simulate: SimulateSection {

@@ -465,6 +465,7 @@ fn init(argv: &[String]) -> Res {
         ca_cert_hash: format!("sha256:{}", state::hex(&state::random_bytes(32))),
         ca_pem,
         etcd_cluster_id: state::random_u64(),
+        etcd_revision: 1,
         created: env.now,
         tokens: vec![Token {
             token: token.clone(),

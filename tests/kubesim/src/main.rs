@@ -123,9 +123,18 @@
 //! makes the node's kubelet run the installed version, refused when that
 //! is a newer minor than the API server.
 //!
-//! Helper: `kubesim install DIR` creates `DIR/kubeadm`, `DIR/kubectl` and
-//! `DIR/systemctl` symlinks to this binary.
+//! etcdctl on a control plane's host (argv[0] `etcdctl`, see `etcdctl.rs`):
+//! `snapshot save FILE` with the local endpoint and the etcd client
+//! certificate flags (checked against the node root), failing like
+//! etcdctl when the local etcd member is down (host down, or its static
+//! pod manifest `etc/kubernetes/manifests/etcd.yaml` moved away); the file
+//! holds the cluster's state. `snapshot status FILE [-w json|table|simple]`
+//! reads a file back (hash, revision, totalKey, totalSize).
+//!
+//! Helper: `kubesim install DIR` creates `DIR/kubeadm`, `DIR/kubectl`,
+//! `DIR/systemctl` and `DIR/etcdctl` symlinks to this binary.
 
+mod etcdctl;
 mod flags;
 mod images;
 mod kubeadm;
@@ -166,10 +175,13 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
         kubectl::run(args)
     } else if prog.starts_with("systemctl") {
         upgrade::systemctl(args)
+    } else if prog.starts_with("etcdctl") {
+        etcdctl::run(args)
     } else {
         match args.first().map(String::as_str) {
             Some("kubeadm") => kubeadm::run(&args[1..]),
             Some("kubectl") => kubectl::run(&args[1..]),
+            Some("etcdctl") => etcdctl::run(&args[1..]),
             Some("install") if args.len() == 2 => install(&args[1]),
             _ => Err(state::Fail::new(
                 "usage: kubesim kubeadm ARGS... | kubesim kubectl ARGS... | kubesim install DIR\n(or call it through kubeadm/kubectl symlinks)",
@@ -190,7 +202,7 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
 fn install(dir: &str) -> state::Res {
     let me = std::env::current_exe().map_err(|e| state::Fail::new(format!("kubesim: {e}")))?;
     std::fs::create_dir_all(dir).map_err(|e| state::Fail::new(format!("kubesim: {dir}: {e}")))?;
-    for name in ["kubeadm", "kubectl", "systemctl"] {
+    for name in ["kubeadm", "kubectl", "systemctl", "etcdctl"] {
         let link = Path::new(dir).join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&me, &link)

@@ -197,6 +197,10 @@ pub struct Cluster {
     /// PEM of the simulated CA (base64 of it goes into kubeconfigs).
     pub ca_pem: String,
     pub etcd_cluster_id: u64,
+    /// etcd's revision: every write of the cluster's state moves it on
+    /// (see [`Store::save`]; `etcdctl snapshot status` reports it).
+    #[serde(default)]
+    pub etcd_revision: u64,
     pub created: u64,
     pub tokens: Vec<Token>,
     pub certificate_key: Option<CertKey>,
@@ -410,7 +414,14 @@ impl Store {
     pub fn save(&self, c: &Cluster) -> Res {
         let d = self.dir.join("clusters").join(&c.id);
         fs::create_dir_all(&d).map_err(|e| Fail::new(format!("kubesim: {e}")))?;
-        let text = serde_json::to_string_pretty(c).expect("cluster serializes");
+        // Every write is an etcd transaction: the revision moves on.
+        let previous = fs::read_to_string(d.join("cluster.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Cluster>(&t).ok())
+            .map_or(0, |old| old.etcd_revision);
+        let mut c = c.clone();
+        c.etcd_revision = c.etcd_revision.max(previous) + 1;
+        let text = serde_json::to_string_pretty(&c).expect("cluster serializes");
         write_atomic(&d.join("cluster.json"), text.as_bytes())
     }
 

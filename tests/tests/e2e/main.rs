@@ -15,6 +15,7 @@ mod images;
 mod liveness;
 mod monitoring;
 mod observability;
+mod pool_backup;
 mod pools;
 mod raft;
 mod readme_tour;

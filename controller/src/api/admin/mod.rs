@@ -13,6 +13,9 @@
 //! - `ListControllers`, `AddController`, `RemoveController`,
 //!   `TransferLeader`: Raft membership, one change at a time.
 //! - `SaveSnapshot`: a backup of the whole state (`backup.rs`), streamed.
+//! - `BackupPool`, `ListPoolBackups`, `SetPoolBackup`: etcd snapshots of
+//!   a pool's cluster, taken by its control plane's agent
+//!   (`pool_backups.rs`).
 //! - `WhatIf`: the planner run on a copy of the state with hosts assumed
 //!   down, and the group's quorum without some controllers (`what_if.rs`).
 //!
@@ -31,6 +34,7 @@ mod audit;
 pub mod autoscale;
 mod backup;
 mod controllers;
+pub mod pool_backups;
 pub mod pools;
 pub mod tokens;
 pub mod upgrade;
@@ -324,6 +328,45 @@ impl AdminService for AdminSvc {
         let audit = audit::record(&request, "pool resize");
         Ok(Response::new(
             crate::api::admin::pools::resize(&self.shared, request.into_inner(), &audit).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn backup_pool(
+        &self,
+        request: Request<v1::BackupPoolRequest>,
+    ) -> Result<Response<v1::PoolBackup>, Status> {
+        crate::api::admin::pools::pool_name("backup_pool.name", &request.get_ref().name)?;
+        forward_or_barrier!(self, request, backup_pool);
+        let audit = audit::record(&request, "pool backup");
+        Ok(Response::new(
+            crate::api::admin::pool_backups::backup(&self.shared, request.into_inner(), &audit).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn list_pool_backups(
+        &self,
+        request: Request<v1::ListPoolBackupsRequest>,
+    ) -> Result<Response<v1::ListPoolBackupsResponse>, Status> {
+        crate::api::admin::pools::pool_name("list_pool_backups.name", &request.get_ref().name)?;
+        forward_or_barrier!(self, request, list_pool_backups);
+        Ok(Response::new(crate::api::admin::pool_backups::list(
+            &self.shared,
+            request.get_ref(),
+        )?))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn set_pool_backup(
+        &self,
+        request: Request<v1::SetPoolBackupRequest>,
+    ) -> Result<Response<v1::Pool>, Status> {
+        crate::api::admin::pool_backups::check_set(request.get_ref())?;
+        forward_or_barrier!(self, request, set_pool_backup);
+        let audit = audit::record(&request, "pool set-backup");
+        Ok(Response::new(
+            crate::api::admin::pool_backups::set(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 

@@ -124,7 +124,11 @@ pub fn spec(field: &str, spec: Option<&v1::PoolSpec>) -> Result<PoolSpec, Invali
         lb_range: spec.lb_range.trim().to_owned(),
         zones: zone_policy(field, spec)?,
         image_repository: image_repository.to_owned(),
+        backup_interval_ms: spec.backup_interval_ms,
+        backup_keep: spec.backup_keep,
     };
+    crate::state::backups::check_schedule(spec.backup_interval_ms, spec.backup_keep)
+        .map_err(|(name, message)| Invalid::new(format!("{field}.{name}"), message))?;
     // The VIP and LB range parse and stay clear of the pool's own networks
     // (the rest of the fleet: [`create`], and again in apply).
     crate::state::pool_apply::network::spec_network(&checked, 1).map_err(|e| field_error(field, e))?;

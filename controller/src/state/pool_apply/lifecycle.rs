@@ -39,7 +39,10 @@ impl State {
             next_order: 0,
             autoscale: Default::default(),
             upgrade: None,
+            backups: Default::default(),
         };
+        crate::state::backups::check_schedule(spec.backup_interval_ms, spec.backup_keep)
+            .map_err(|(field, message)| refused(format!("{field}: {message}")))?;
         let mut seen = std::collections::BTreeSet::new();
         let roles = control_planes
             .iter()

@@ -10,7 +10,10 @@
 //! - `tasks`: tasks issued and finished, fenced hosts' resets.
 //! - `repair`: a dead member replaced, a control plane drained.
 //! - `upgrade`: a Kubernetes upgrade started or resumed, and its steps.
+//! - `backups`: etcd snapshots requested, taken, failed, deleted; the
+//!   backup schedule.
 
+mod backups;
 mod lifecycle;
 pub mod network;
 mod repair;

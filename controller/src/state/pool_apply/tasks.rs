@@ -100,6 +100,12 @@ impl State {
         let Some(mut pool) = self.pools.get(&task.pool).cloned() else {
             return Ok(unchanged);
         };
+        if matches!(
+            task.kind,
+            TaskKind::EtcdSnapshot { .. } | TaskKind::DeleteEtcdSnapshot { .. }
+        ) {
+            return Ok(self.finish_backup_task(index, task, pool, ok, error, at_unix_ms));
+        }
         let mut b = Builder {
             index,
             at_unix_ms,
@@ -282,6 +288,8 @@ impl State {
             (TaskKind::UncordonNode { target_node }, _) => {
                 done = format!("pool {}: node {target_node} uncordoned (via {host})", task.pool);
             }
+            // Handled before (see `backups`).
+            (TaskKind::EtcdSnapshot { .. } | TaskKind::DeleteEtcdSnapshot { .. }, _) => {}
             (_, None) => {}
         }
         b.event(&task.pool, &task.host_id, "task_done", done);
