@@ -16,13 +16,6 @@ use crate::world::World;
 const GIB: u64 = 1 << 30;
 
 impl World {
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        let list = self.cluster.addr_list();
-        let mut all = vec!["--controller", list.as_str()];
-        all.extend_from_slice(args);
-        rpool_tests::ctl(self._root.path(), &all)
-    }
-
     async fn backups(&self, pool: &str) -> anyhow::Result<ListPoolBackupsResponse> {
         Ok(self
             .admin()

@@ -87,14 +87,6 @@ impl World {
             .await
     }
 
-    /// `rpoolctl --controller ALL ARGS`.
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        let list = self.cluster.addr_list();
-        let mut all = vec!["--controller", list.as_str()];
-        all.extend_from_slice(args);
-        rpool_tests::ctl(self.root.path(), &all)
-    }
-
     /// `kubectl get nodes` from a control plane: name -> kubelet version.
     fn kubelet_versions(&self, cp_hostname: &str) -> anyhow::Result<Vec<(String, String)>> {
         let out = self

@@ -226,4 +226,12 @@ impl World {
             .expect("a joined control plane");
         self.kubesim.nodes(&self.node_root(&cp.hostname))
     }
+
+    /// `rpoolctl --controller ALL ARGS` (every controller of the trio).
+    pub(crate) fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let list = self.cluster.addr_list();
+        let mut all = vec!["--controller", list.as_str()];
+        all.extend_from_slice(args);
+        rpool_tests::ctl(self.root.path(), &all)
+    }
 }
