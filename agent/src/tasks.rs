@@ -128,6 +128,7 @@ fn kind_name(kind: &Option<Kind>) -> &'static str {
         Some(Kind::FetchKubeconfig(_)) => "fetch_kubeconfig",
         Some(Kind::UpgradeNode(_)) => "upgrade_node",
         Some(Kind::UncordonNode(_)) => "uncordon_node",
+        Some(Kind::RenewCerts(_)) => "renew_certs",
     }
 }
 
@@ -260,6 +261,12 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
                 .map(|()| false),
         ),
         Some(Kind::UncordonNode(u)) => done(driver.uncordon(&u.target_node).await),
+        Some(Kind::RenewCerts(_)) => done(
+            driver
+                .renew_certs(&task.node_name, driver.static_pod_restart_wait())
+                .await
+                .map(|()| false),
+        ),
         Some(Kind::InstallAddons(a)) => {
             for m in &a.manifests {
                 if let Err(e) = driver.apply(&m.name, &m.content).await {

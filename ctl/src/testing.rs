@@ -377,4 +377,11 @@ impl AdminService for Fake {
     ) -> Result<Response<rpool_proto::v1::UpgradePoolResponse>, Status> {
         Err(Status::unimplemented("upgrades are tested end to end"))
     }
+
+    async fn renew_certs(
+        &self,
+        _: Request<rpool_proto::v1::RenewCertsRequest>,
+    ) -> Result<Response<rpool_proto::v1::RenewCertsResponse>, Status> {
+        Err(Status::unimplemented("certificate renewals are tested end to end"))
+    }
 }

@@ -19,6 +19,8 @@
 //! | [`Driver::admin_kubeconfig`] | reads A |
 //! | [`Driver::upgrade_node`] | `kubeadm version -o short` (must print the target), then `kubeadm upgrade plan V` and `kubeadm upgrade apply V --yes` (the first control plane) or `kubeadm upgrade node`, then `systemctl daemon-reload` and `systemctl restart kubelet` |
 //! | [`Driver::uncordon`] | `kubectl --kubeconfig A uncordon N` |
+//! | [`Driver::cert_expiry`] | `kubeadm certs check-expiration -o json` |
+//! | [`Driver::renew_certs`] | `kubeadm certs renew all`, then the etcd, kube-apiserver, kube-controller-manager and kube-scheduler manifests moved out of `/etc/kubernetes/manifests` and back after `kube.static_pod_restart_wait_s`, then `kubectl --kubeconfig A get nodes N -o name` until the API server answers |
 //! | [`Driver::pending_pods`] | `kubectl --kubeconfig A get pods -A --field-selector=status.phase=Pending -o json` (counts pods whose `PodScheduled` condition is `False`/`Unschedulable`) |
 //!
 //! `A` is `kube.admin_kubeconfig` (default `/etc/kubernetes/admin.conf`).
@@ -77,6 +79,7 @@
 //! - `parse`: parsers of the tools' output; `checks`: value checks;
 //!   `redact`: secrets out of logs and errors.
 
+pub mod certs;
 mod checks;
 mod images;
 mod init;
@@ -279,6 +282,10 @@ pub struct Driver {
     scratch_dir: PathBuf,
     /// Where the host's filesystem is (`kube.host_root`); `None` for `/`.
     host_root: Option<PathBuf>,
+    /// `kube.static_pod_restart_wait_s`.
+    restart_wait: Duration,
+    /// Certificate renewals run (shared by clones; see `certs.rs`).
+    renewals: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -295,6 +302,8 @@ impl Driver {
             scratch_dir,
             host_root: Some(config.host_root.clone())
                 .filter(|root| !root.as_os_str().is_empty() && root != Path::new("/")),
+            restart_wait: Duration::from_secs(config.static_pod_restart_wait_s),
+            renewals: Default::default(),
         }
     }
 
@@ -359,6 +368,11 @@ impl Driver {
                 self.admin()
             ))),
         }
+    }
+
+    /// How long static-pod manifests stay out for a restart.
+    pub fn static_pod_restart_wait(&self) -> Duration {
+        self.restart_wait
     }
 
     /// Whether this host is a control plane: its admin kubeconfig exists.

@@ -266,6 +266,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
         TaskKind::UncordonNode { target_node } => Kind::UncordonNode(v1::UncordonNode {
             target_node: target_node.clone(),
         }),
+        TaskKind::RenewCerts => Kind::RenewCerts(v1::RenewCerts {}),
     };
     Some(v1::Task {
         task_id: task.task_id.clone(),
@@ -359,6 +360,7 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
             }
         }
         crate::leader::autoscaler::tick(&shared).await;
+        crate::leader::certs::tick(&shared).await;
         deliver(&shared);
     }
 }

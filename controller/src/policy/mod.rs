@@ -10,6 +10,8 @@
 //!   fences and expiries.
 //! - [`zones`]: zone policies of workers (spread, pack, allowed zones).
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
+//! - [`certs`]: certificate expiry reports and alerts, renewals one
+//!   control plane at a time.
 //! - [`what_if`]: the planner run on a copy of the state with hosts assumed
 //!   down (`rpoolctl what-if`).
 //!
@@ -17,6 +19,7 @@
 //! `tests::layers` in the crate root).
 
 pub mod autoscale;
+pub mod certs;
 pub mod fleet;
 pub mod healing;
 pub mod placement;

@@ -25,6 +25,7 @@ pub mod pool_kubeconfig;
 pub mod pool_list;
 pub mod pool_resize;
 pub mod pool_show;
+pub mod pool_renew_certs;
 pub mod pool_upgrade;
 pub mod pool_wait;
 pub mod pool_zones;

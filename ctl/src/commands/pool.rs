@@ -10,7 +10,7 @@ use rpool_proto::units::{format_size, parse_size};
 
 use super::{
     pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show,
-    pool_upgrade,
+    pool_renew_certs, pool_upgrade,
 };
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;
@@ -34,6 +34,8 @@ pub enum PoolCommand {
     Autoscale(pool_autoscale::AutoscaleArgs),
     /// Upgrade a pool's Kubernetes one minor at a time, node by node (shows the plan, then asks)
     Upgrade(pool_upgrade::UpgradeArgs),
+    /// Renew a pool's kubeadm certificates, one control plane at a time (shows the plan, then asks)
+    RenewCerts(pool_renew_certs::RenewCertsArgs),
 }
 
 pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -46,6 +48,7 @@ pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
         PoolCommand::Kubeconfig(args) => pool_kubeconfig::exec(args, settings).await,
         PoolCommand::Autoscale(args) => pool_autoscale::exec(args, settings).await,
         PoolCommand::Upgrade(args) => pool_upgrade::exec(args, settings).await,
+        PoolCommand::RenewCerts(args) => pool_renew_certs::exec(args, settings).await,
     }
 }
 
@@ -372,6 +375,7 @@ mod tests {
             liveness: String::new(),
             kubernetes_version: String::new(),
             upgrade_step: String::new(),
+            cert_expires_unix_ms: 0,
         };
         assert_eq!(
             hosts_table(&[

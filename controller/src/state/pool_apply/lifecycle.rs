@@ -39,6 +39,8 @@ impl State {
             next_order: 0,
             autoscale: Default::default(),
             upgrade: None,
+            cert_alerted_days: 0,
+            cert_renewal: None,
         };
         let mut seen = std::collections::BTreeSet::new();
         let roles = control_planes
