@@ -175,7 +175,10 @@ fn snapshot(shared: &Shared) -> Snapshot {
         let certs = sm
             .pools()
             .iter()
-            .filter_map(|(name, p)| p.nearest_cert().map(|(_, c)| (name.clone(), c.expires_unix_ms / 1000)))
+            .filter_map(|(name, p)| {
+                p.nearest_cert()
+                    .map(|(_, c)| (name.clone(), c.expires_unix_ms / 1000))
+            })
             .collect();
         (hosts, pools, sm.events().len() as u64, certs)
     });

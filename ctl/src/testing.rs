@@ -382,6 +382,8 @@ impl AdminService for Fake {
         &self,
         _: Request<rpool_proto::v1::RenewCertsRequest>,
     ) -> Result<Response<rpool_proto::v1::RenewCertsResponse>, Status> {
-        Err(Status::unimplemented("certificate renewals are tested end to end"))
+        Err(Status::unimplemented(
+            "certificate renewals are tested end to end",
+        ))
     }
 }

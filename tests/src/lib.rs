@@ -59,7 +59,15 @@ pub fn binaries() -> &'static Path {
             // unify the same way): a no-op after it, where a narrower
             // `-p ... --bins` would rebuild the binaries with other
             // features and make the next nextest build rebuild them back.
-            .args(["build", "--quiet", "--workspace", "--bins", "--tests", "--profile", &profile])
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bins",
+                "--tests",
+                "--profile",
+                &profile,
+            ])
             .arg("--target-dir")
             .arg(&target_dir)
             .status()

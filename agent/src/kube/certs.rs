@@ -27,7 +27,12 @@ use super::{Driver, KubeError};
 const MANIFESTS: &str = "/etc/kubernetes/manifests";
 const HOLDING: &str = "/etc/kubernetes/rpool-restart";
 /// The static pods whose certificates `renew all` replaces.
-const STATIC_PODS: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+const STATIC_PODS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 /// Most certificates reported (the proto's limit).
 const MAX_CERTS: usize = 64;
 
@@ -61,7 +66,10 @@ impl Driver {
         }
         // An interrupted earlier run: its manifests go back first.
         self.move_manifests(HOLDING, MANIFESTS)?;
-        let args: Vec<String> = ["certs", "renew", "all"].iter().map(|s| (*s).to_owned()).collect();
+        let args: Vec<String> = ["certs", "renew", "all"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         self.kubeadm(&args).await?;
         self.renewals.fetch_add(1, Ordering::Relaxed);
         let moved = self.move_manifests(MANIFESTS, HOLDING)?;
@@ -209,7 +217,10 @@ mod tests {
     fn rfc3339_dates() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2026-11-27T04:56:39Z"), Some(1_795_755_399));
-        assert_eq!(parse_rfc3339("2026-11-27T04:56:39.123+00:00"), Some(1_795_755_399));
+        assert_eq!(
+            parse_rfc3339("2026-11-27T04:56:39.123+00:00"),
+            Some(1_795_755_399)
+        );
         assert_eq!(parse_rfc3339("2026-13-27T04:56:39Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }

@@ -418,8 +418,7 @@ pub fn heartbeat(
         for (i, c) in report.certs.iter().enumerate() {
             let ok = !c.name.is_empty()
                 && c.name.len() <= 64
-                && c
-                    .name
+                && c.name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
             if !ok {

@@ -18,7 +18,9 @@ use rpool_proto::v1;
 
 use crate::state::State;
 use crate::state::command::{CertReportEntry, Command};
-use crate::state::pool::{MAX_TASK_ATTEMPTS, MemberState, PoolPhase, PoolRecord, Role, TaskKind, TaskRecord, TaskState};
+use crate::state::pool::{
+    MAX_TASK_ATTEMPTS, MemberState, PoolPhase, PoolRecord, Role, TaskKind, TaskRecord, TaskState,
+};
 use crate::state::pool_apply::certs::alert_due;
 
 /// The nearest certificate of one report.
@@ -78,9 +80,9 @@ pub fn plan(pool: &PoolRecord, tasks: &[&TaskRecord], issue: &mut dyn FnMut(&str
         return;
     }
     let renewing = tasks.iter().any(|t| t.kind == TaskKind::RenewCerts);
-    let stopped = tasks
-        .iter()
-        .any(|t| t.kind == TaskKind::RenewCerts && t.state == TaskState::Failed && t.attempt >= MAX_TASK_ATTEMPTS);
+    let stopped = tasks.iter().any(|t| {
+        t.kind == TaskKind::RenewCerts && t.state == TaskState::Failed && t.attempt >= MAX_TASK_ATTEMPTS
+    });
     let moving = pool.members.values().any(|m| m.state != MemberState::Joined);
     if renewing || stopped || moving {
         return;
@@ -166,14 +168,26 @@ mod tests {
         assert_eq!(tick(&mut w, &r, now), 1);
         let (host, nearest) = w.pool().nearest_cert().unwrap();
         assert_eq!((host, nearest.name.as_str()), ("h1", "apiserver"));
-        assert_eq!(tick(&mut w, &r, now + 1000), 0, "nothing changed: nothing proposed");
+        assert_eq!(
+            tick(&mut w, &r, now + 1000),
+            0,
+            "nothing changed: nothing proposed"
+        );
         assert!(alerts(&w).is_empty());
         // Time passes: 29 days left.
         let t30 = year - 29 * DAY;
         assert_eq!(tick(&mut w, &r, t30), 1);
         assert_eq!(alerts(&w).len(), 1);
-        assert!(alerts(&w)[0].contains("certificate apiserver on h1 expires"), "{:?}", alerts(&w));
-        assert!(alerts(&w)[0].contains("29 days left, under 30"), "{:?}", alerts(&w));
+        assert!(
+            alerts(&w)[0].contains("certificate apiserver on h1 expires"),
+            "{:?}",
+            alerts(&w)
+        );
+        assert!(
+            alerts(&w)[0].contains("29 days left, under 30"),
+            "{:?}",
+            alerts(&w)
+        );
         for later in [t30 + 1, t30 + DAY, t30 + 10 * DAY] {
             assert_eq!(tick(&mut w, &r, later), 0, "once per threshold");
         }
@@ -191,7 +205,12 @@ mod tests {
         assert_eq!(alerts(&w).len(), 2);
         assert!(alerts(&w)[1].contains("under 7"), "{:?}", alerts(&w));
         assert_eq!(tick(&mut w, &r, t7 + DAY), 0);
-        let alert = w.sm.events().iter().rev().find(|e| e.kind == "cert_expiry").unwrap();
+        let alert =
+            w.sm.events()
+                .iter()
+                .rev()
+                .find(|e| e.kind == "cert_expiry")
+                .unwrap();
         assert_eq!(alert.severity.as_str(), "alert");
         // Renewed on both: info events, thresholds reset, no alert.
         let renewed = report(&[("h1", t7 + 365 * DAY), ("h2", t7 + 365 * DAY)]);
@@ -209,9 +228,8 @@ mod tests {
             pool: POOL.into(),
             at_unix_ms: 5_000,
         });
-        let refused = w
-            .sm
-            .apply(
+        let refused =
+            w.sm.apply(
                 w.sm.applied_index() + 1,
                 &Command::UpgradePool {
                     pool: POOL.into(),
@@ -221,17 +239,19 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert!(refused.to_string().contains("is renewing its certificates"), "{refused}");
+        assert!(
+            refused.to_string().contains("is renewing its certificates"),
+            "{refused}"
+        );
         let mut order = Vec::new();
         for _ in 0..10 {
             w.plan();
-            let pending: Vec<String> = w
-                .sm
-                .tasks()
-                .values()
-                .filter(|t| t.state == TaskState::Pending)
-                .map(|t| format!("{}@{}", t.kind.as_str(), t.host_id))
-                .collect();
+            let pending: Vec<String> =
+                w.sm.tasks()
+                    .values()
+                    .filter(|t| t.state == TaskState::Pending)
+                    .map(|t| format!("{}@{}", t.kind.as_str(), t.host_id))
+                    .collect();
             if pending.is_empty() {
                 break;
             }

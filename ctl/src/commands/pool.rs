@@ -9,8 +9,8 @@ use clap::Subcommand;
 use rpool_proto::units::{format_size, parse_size};
 
 use super::{
-    pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_resize, pool_show,
-    pool_renew_certs, pool_upgrade,
+    pool_autoscale, pool_create, pool_destroy, pool_kubeconfig, pool_list, pool_renew_certs, pool_resize,
+    pool_show, pool_upgrade,
 };
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;

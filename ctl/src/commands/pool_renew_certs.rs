@@ -156,8 +156,14 @@ async fn wait(ctl: &Controller, name: &str, settings: &Settings) -> anyhow::Resu
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let p = crate::rpc!(ctl, get_pool, GetPoolRequest { name: name.to_owned() })
-            .with_context(|| format!("reading pool {name}"))?;
+        let p = crate::rpc!(
+            ctl,
+            get_pool,
+            GetPoolRequest {
+                name: name.to_owned()
+            }
+        )
+        .with_context(|| format!("reading pool {name}"))?;
         let renewal = p.certificates.as_ref().and_then(|c| c.renewal.as_ref());
         let line = match renewal {
             Some(r) => format!(

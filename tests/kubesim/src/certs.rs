@@ -149,10 +149,12 @@ fn open(root: &Path) -> Res<Pki> {
     })?;
     let knob = root.join(AGE_KNOB);
     if let Ok(text) = std::fs::read_to_string(&knob) {
-        let days: u64 = text
-            .trim()
-            .parse()
-            .map_err(|_| Fail::new(format!("kubesim: {}: not a number of days: {text:?}", knob.display())))?;
+        let days: u64 = text.trim().parse().map_err(|_| {
+            Fail::new(format!(
+                "kubesim: {}: not a number of days: {text:?}",
+                knob.display()
+            ))
+        })?;
         let shift = days * 86_400;
         for c in pki.certs.iter_mut().chain(pki.authorities.iter_mut()) {
             c.not_after = c.not_after.saturating_sub(shift);
@@ -269,7 +271,9 @@ pub fn kubeadm_certs(argv: &[String]) -> Res {
                     "[renew] Certificate {what} not found: open /etc/kubernetes/{what}: no such file or directory"
                 )));
             } else {
-                return Err(fail(format!("unknown command \"{what}\" for \"kubeadm certs renew\"")));
+                return Err(fail(format!(
+                    "unknown command \"{what}\" for \"kubeadm certs renew\""
+                )));
             };
             println!(
                 "[renew] Reading configuration from the cluster...\n[renew] FYI: You can look at this config file with 'kubectl -n kube-system get cm kubeadm-config -o yaml'\n"
@@ -444,7 +448,11 @@ mod tests {
         assert!(j["certificateAuthorities"][0].get("caName").is_none());
         let second = tempfile::tempdir().unwrap();
         create(second.path(), now, now + CA_TTL, false).unwrap();
-        assert_eq!(load(second.path()).unwrap().certs.len(), 10, "no super-admin.conf");
+        assert_eq!(
+            load(second.path()).unwrap().certs.len(),
+            10,
+            "no super-admin.conf"
+        );
     }
 
     #[test]
@@ -462,7 +470,10 @@ mod tests {
         let pki = open(root).unwrap();
         assert_eq!(pki.certs[1].not_after, now + LEAF_TTL - 340 * 86_400);
         assert!(!root.join(AGE_KNOB).exists());
-        assert_eq!(open(root).unwrap().certs[1].not_after, now + LEAF_TTL - 340 * 86_400);
+        assert_eq!(
+            open(root).unwrap().certs[1].not_after,
+            now + LEAF_TTL - 340 * 86_400
+        );
         assert_eq!(served(root), Some(now + LEAF_TTL - 340 * 86_400));
     }
 }

@@ -56,7 +56,11 @@ pub(crate) async fn renew(
             .members
             .values()
             .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
-            .filter(|m| pool.cert_renewal.as_ref().is_none_or(|r| !r.done.contains(&m.host_id)))
+            .filter(|m| {
+                pool.cert_renewal
+                    .as_ref()
+                    .is_none_or(|r| !r.done.contains(&m.host_id))
+            })
             .collect();
         cps.sort_by_key(|m| m.order);
         let hosts = cps

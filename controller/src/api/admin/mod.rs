@@ -30,11 +30,11 @@
 mod audit;
 pub mod autoscale;
 mod backup;
+pub mod certs;
 mod controllers;
 pub mod pools;
 pub mod tokens;
 pub mod upgrade;
-pub mod certs;
 mod what_if;
 
 use std::sync::Arc;

@@ -131,9 +131,7 @@ impl State {
                 );
             }
         }
-        let nearest = pool
-            .nearest_cert()
-            .map(|(h, c)| (h.to_owned(), c.clone()));
+        let nearest = pool.nearest_cert().map(|(h, c)| (h.to_owned(), c.clone()));
         let level = nearest
             .as_ref()
             .map_or(0, |(_, c)| alert_level(c.expires_unix_ms, at_unix_ms));
@@ -268,10 +266,7 @@ impl State {
             ),
         );
         if done >= total {
-            let started = pool
-                .cert_renewal
-                .take()
-                .map_or(0, |r| r.started_at_unix_ms);
+            let started = pool.cert_renewal.take().map_or(0, |r| r.started_at_unix_ms);
             b.event(
                 &name,
                 "",
