@@ -204,7 +204,7 @@ mod tests {
         let certs = parse_expiration(text).unwrap();
         assert_eq!(certs.len(), 2);
         assert_eq!(certs[0].name, "admin.conf");
-        assert_eq!(certs[0].expires_unix_ms, 1_828_135_965_000);
+        assert_eq!(certs[0].expires_unix_ms, 1_828_134_765_000);
         assert!(!certs[0].authority && certs[1].authority);
         assert!(parse_expiration("{\"kind\": \"Pod\"}").is_err());
         assert!(
