@@ -5,8 +5,8 @@
 //! [`Driver::cert_expiry`] (`kubeadm certs check-expiration -o json`) when
 //! it just became one (init/join), after a renewal, and every
 //! `kube.cert_check_interval_s`; a failed read is tried again at the next
-//! poll. The latest report is published on a watch channel; the session
-//! sends it in a heartbeat when it changed (and in its first).
+//! poll. Each read is published on a watch channel; the session sends it
+//! in the next heartbeat (and in its first), so once per read.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,13 +59,13 @@ pub async fn run(
                 last_read = Some(Instant::now());
                 seen_renewals = renewals;
                 debug!(certs = certs.len(), "read certificate expiry");
-                let changed = tx.borrow().as_ref().is_none_or(|r| r.certs != certs);
-                if changed {
-                    tx.send_replace(Some(CertReport {
-                        certs,
-                        checked_at_unix_ms: unix_ms_now(),
-                    }));
-                }
+                // Every read is published (its time differs), so the session
+                // sends one per interval: a new leader, which starts with no
+                // observations, hears it within an interval.
+                tx.send_replace(Some(CertReport {
+                    certs,
+                    checked_at_unix_ms: unix_ms_now(),
+                }));
             }
             Err(e) => {
                 if !failing {
