@@ -531,7 +531,7 @@ mod tests {
                 "host_id": "id-sim-a-1", "hostname": "sim-a-1", "zone": "a",
                 "role": "control-plane", "node_name": "web-sim-a-1", "state": "joined",
                 "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": "", "liveness": "",
-                "kubernetes_version": "", "upgrade_step": ""
+                "kubernetes_version": "", "upgrade_step": "", "cert_expires_unix_ms": 0
             }],
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",
