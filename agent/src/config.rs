@@ -21,6 +21,10 @@ pub const MAX_LABELS: usize = 64;
 pub const INITIAL_BACKOFF_MS_RANGE: (u64, u64) = (10, 60_000);
 /// Upper bound of `reconnect.max_backoff_ms`.
 pub const MAX_BACKOFF_MS_LIMIT: u64 = 300_000;
+/// Accepted range of `kube.cert_check_interval_s` (default 3600).
+pub const CERT_CHECK_INTERVAL_S_RANGE: (u64, u64) = (1, 86_400);
+/// Accepted range of `kube.static_pod_restart_wait_s` (default 20).
+pub const STATIC_POD_RESTART_WAIT_S_RANGE: (u64, u64) = (1, 600);
 /// Accepted range of `kube.command_timeout_s`.
 pub const COMMAND_TIMEOUT_S_RANGE: (u64, u64) = (10, 86_400);
 
@@ -204,6 +208,14 @@ pub struct KubeConfig {
     /// `etcdctl` (v3.5 or newer), for a pool's etcd snapshots on a control
     /// plane (Debian: package `etcd-client`).
     pub etcdctl_path: PathBuf,
+    /// How often a control plane reads its certificates' expiry
+    /// (`kubeadm certs check-expiration`); also read when the host
+    /// becomes a control plane and after a renewal.
+    pub cert_check_interval_s: u64,
+    /// After `kubeadm certs renew all`, how long the static-pod manifests
+    /// stay out of `/etc/kubernetes/manifests` so the kubelet stops the
+    /// pods (its fileCheckFrequency is 20 s).
+    pub static_pod_restart_wait_s: u64,
 }
 
 impl Default for KubeConfig {
@@ -218,6 +230,8 @@ impl Default for KubeConfig {
             cri_socket: None,
             systemctl_path: PathBuf::from("/usr/bin/systemctl"),
             etcdctl_path: PathBuf::from("/usr/bin/etcdctl"),
+            cert_check_interval_s: 3_600,
+            static_pod_restart_wait_s: 20,
         }
     }
 }
@@ -452,6 +466,22 @@ impl Config {
                 self.kube.command_timeout_s,
                 &format!("{lo}..={hi}"),
             ));
+        }
+        for (field, value, (lo, hi)) in [
+            (
+                "kube.cert_check_interval_s",
+                self.kube.cert_check_interval_s,
+                CERT_CHECK_INTERVAL_S_RANGE,
+            ),
+            (
+                "kube.static_pod_restart_wait_s",
+                self.kube.static_pod_restart_wait_s,
+                STATIC_POD_RESTART_WAIT_S_RANGE,
+            ),
+        ] {
+            if !(lo..=hi).contains(&value) {
+                return Err(FieldError::out_of_range(field, value, &format!("{lo}..={hi}")));
+            }
         }
         let r = &self.reconnect;
         let (lo, hi) = INITIAL_BACKOFF_MS_RANGE;
@@ -779,6 +809,23 @@ command_timeout_s = 600
         )
         .unwrap();
         assert_eq!(config.kube.host_root, PathBuf::from("/sb/node"));
+    }
+
+    #[test]
+    fn cert_check_interval_and_restart_wait_are_in_range() {
+        for (bad_interval, bad_wait) in [(0, 20), (86_401, 20), (3600, 0), (3600, 601)] {
+            let mut config = valid();
+            config.kube.cert_check_interval_s = bad_interval;
+            config.kube.static_pod_restart_wait_s = bad_wait;
+            let err = field_error(&config);
+            if bad_wait == 20 {
+                assert_eq!(err.field, "kube.cert_check_interval_s");
+                assert!(err.problem.contains("accepted 1..=86400"), "{}", err.problem);
+            } else {
+                assert_eq!(err.field, "kube.static_pod_restart_wait_s");
+                assert!(err.problem.contains("accepted 1..=600"), "{}", err.problem);
+            }
+        }
     }
 
     #[test]

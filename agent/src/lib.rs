@@ -47,6 +47,7 @@
 
 pub mod address;
 pub mod backoff;
+pub mod certs;
 pub mod config;
 pub mod connector;
 pub mod cri;
@@ -102,7 +103,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let (pending_tx, pending_rx) = tokio::sync::watch::channel(None);
     reporter.set_pending_pods(pending_rx);
-    tokio::spawn(pending::run(driver, pending_tx, stop_rx.clone()));
+    tokio::spawn(pending::run(driver.clone(), pending_tx, stop_rx.clone()));
+    let (certs_tx, certs_rx) = tokio::sync::watch::channel(None);
+    reporter.set_certs(certs_rx);
+    tokio::spawn(certs::run(
+        driver,
+        std::time::Duration::from_secs(config.kube.cert_check_interval_s),
+        certs_tx,
+        stop_rx.clone(),
+    ));
     let sessions = session::run_sessions(&config, &host_id, &mut reporter, &executor, stop_rx);
     tokio::pin!(sessions);
     let shutdown = shutdown;

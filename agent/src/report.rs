@@ -40,6 +40,8 @@ pub struct Report {
     /// Unschedulable pods of this control plane's cluster (see
     /// [`crate::pending`]); `None` on other hosts.
     pub pending_pods: Option<u32>,
+    /// This control plane's certificate expiry (see [`crate::certs`]).
+    pub certs: Option<rpool_proto::v1::CertReport>,
 }
 
 struct Slow {
@@ -77,6 +79,8 @@ pub struct Reporter {
     slow: Slow,
     /// Latest pending-pods count, when a counter runs.
     pending: Option<tokio::sync::watch::Receiver<Option<u32>>>,
+    /// Latest certificate expiry, when a checker runs.
+    certs: Option<tokio::sync::watch::Receiver<Option<rpool_proto::v1::CertReport>>>,
     /// `advertise_address` from agent.toml.
     advertise: Option<std::net::IpAddr>,
     /// The local address of the current connection to a controller.
@@ -106,6 +110,7 @@ impl Reporter {
             health: HealthChecker::new(&config.state_dir, &config.health, &config.kube),
             slow,
             pending: None,
+            certs: None,
             advertise: config
                 .advertise_address
                 .as_deref()
@@ -120,6 +125,12 @@ impl Reporter {
     /// [`crate::pending::run`]).
     pub fn set_pending_pods(&mut self, rx: tokio::sync::watch::Receiver<Option<u32>>) {
         self.pending = Some(rx);
+    }
+
+    /// Reports the certificate expiry published on `rx` (see
+    /// [`crate::certs::run`]).
+    pub fn set_certs(&mut self, rx: tokio::sync::watch::Receiver<Option<rpool_proto::v1::CertReport>>) {
+        self.certs = Some(rx);
     }
 
     /// The local address of the connection to the controllers, from which
@@ -217,6 +228,7 @@ impl Reporter {
             health,
             sent_at_unix_ms,
             pending_pods: self.pending.as_ref().and_then(|rx| *rx.borrow()),
+            certs: self.certs.as_ref().and_then(|rx| rx.borrow().clone()),
         }
     }
 }

@@ -471,6 +471,7 @@ async fn session(
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let first = reporter.sample();
     let mut sent_facts = first.facts.clone();
+    let mut sent_certs = first.certs.clone();
     let mut seq = 1u64;
     let hello = Hello {
         host_id: host_id.to_owned(),
@@ -483,6 +484,7 @@ async fn session(
             health: first.health,
             facts: None,
             pending_pods: first.pending_pods,
+            certs: first.certs.clone(),
         }),
     };
     tx.try_send(AgentMessage {
@@ -576,6 +578,7 @@ async fn session(
                 let report = reporter.sample();
                 let changed = facts_changed(&sent_facts, &report.facts);
                 let facts = changed.then(|| report.facts.clone());
+                let certs = report.certs.clone().filter(|c| sent_certs.as_ref() != Some(c));
                 let beat = AgentMessage {
                     msg: Some(AgentMsg::Heartbeat(Heartbeat {
                         seq,
@@ -584,6 +587,7 @@ async fn session(
                         health: report.health,
                         facts,
                         pending_pods: report.pending_pods,
+                        certs: certs.clone(),
                     })),
                 };
                 match tx.try_send(beat) {
@@ -592,6 +596,9 @@ async fn session(
                         debug!(seq, with_facts = changed, "heartbeat sent");
                         if changed {
                             sent_facts = report.facts;
+                        }
+                        if certs.is_some() {
+                            sent_certs = certs;
                         }
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {

@@ -132,6 +132,7 @@ fn kind_name(kind: &Option<Kind>) -> &'static str {
         Some(Kind::UncordonNode(_)) => "uncordon_node",
         Some(Kind::EtcdSnapshot(_)) => "etcd_snapshot",
         Some(Kind::DeleteEtcdSnapshot(_)) => "delete_etcd_snapshot",
+        Some(Kind::RenewCerts(_)) => "renew_certs",
     }
 }
 
@@ -285,6 +286,12 @@ pub async fn execute(driver: &Driver, task: Task) -> Outcome {
             }
         }
         Some(Kind::DeleteEtcdSnapshot(d)) => done(driver.delete_etcd_snapshot(&d.path)),
+        Some(Kind::RenewCerts(_)) => done(
+            driver
+                .renew_certs(&task.node_name, driver.static_pod_restart_wait())
+                .await
+                .map(|()| false),
+        ),
         Some(Kind::InstallAddons(a)) => {
             for m in &a.manifests {
                 if let Err(e) = driver.apply(&m.name, &m.content).await {

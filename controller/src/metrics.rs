@@ -152,11 +152,14 @@ pub struct Snapshot {
     /// `(cert, Unix seconds)` when this controller's certificate and the
     /// CA's expire.
     pub cert_expiry: Vec<(&'static str, u64)>,
+    /// `(pool, Unix seconds)`: when the first of each pool's control-plane
+    /// certificates expires (pools whose control planes reported).
+    pub pool_cert_expiry: Vec<(String, u64)>,
 }
 
 fn snapshot(shared: &Shared) -> Snapshot {
     let status = shared.node.status();
-    let (hosts_by_state, pools_by_phase, events_retained) = shared.node.read(|sm| {
+    let (hosts_by_state, pools_by_phase, events_retained, pool_cert_expiry) = shared.node.read(|sm| {
         let hosts = sm
             .count_by_state()
             .into_iter()
@@ -169,7 +172,15 @@ fn snapshot(shared: &Shared) -> Snapshot {
                 (phase.as_str(), n)
             })
             .collect();
-        (hosts, pools, sm.events().len() as u64)
+        let certs = sm
+            .pools()
+            .iter()
+            .filter_map(|(name, p)| {
+                p.nearest_cert()
+                    .map(|(_, c)| (name.clone(), c.expires_unix_ms / 1000))
+            })
+            .collect();
+        (hosts, pools, sm.events().len() as u64, certs)
     });
     let agents_connected = shared
         .liveness
@@ -195,6 +206,7 @@ fn snapshot(shared: &Shared) -> Snapshot {
                 Some((name, at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs()))
             })
             .collect(),
+        pool_cert_expiry,
     }
 }
 
@@ -304,6 +316,17 @@ pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
         "cert",
         &snap.cert_expiry,
     );
+    let pools: Vec<(&str, u64)> = snap
+        .pool_cert_expiry
+        .iter()
+        .map(|(p, t)| (p.as_str(), *t))
+        .collect();
+    e.gauge_by(
+        "rpool_pool_cert_expiry_timestamp_seconds",
+        "When the first of a pool's control-plane certificates (kubeadm's) expires, Unix seconds.",
+        "pool",
+        &pools,
+    );
     e.process();
     e.finish()
 }
@@ -376,6 +399,7 @@ mod tests {
             authz_denied: Some(4),
             enroll_denied: 3,
             cert_expiry: vec![("controller", 1_900_000_000), ("ca", 2_000_000_000)],
+            pool_cert_expiry: vec![("web".into(), 1_850_000_000)],
         };
         let text = encode(&snap, &m);
         for line in [
@@ -396,6 +420,7 @@ mod tests {
             "rpool_enroll_denied_total 3",
             "rpool_cert_expiry_timestamp_seconds{cert=\"controller\"} 1900000000",
             "rpool_cert_expiry_timestamp_seconds{cert=\"ca\"} 2000000000",
+            "rpool_pool_cert_expiry_timestamp_seconds{pool=\"web\"} 1850000000",
             "# TYPE rpool_heartbeat_processing_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");

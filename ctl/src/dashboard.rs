@@ -410,6 +410,7 @@ mod tests {
             liveness: String::new(),
             kubernetes_version: String::new(),
             upgrade_step: String::new(),
+            cert_expires_unix_ms: 0,
         };
         pool.members.push(member.clone());
         member.host_id = "1".into();

@@ -395,4 +395,13 @@ impl AdminService for Fake {
     ) -> Result<Response<rpool_proto::v1::Pool>, Status> {
         Err(Status::unimplemented("pool backups are tested end to end"))
     }
+
+    async fn renew_certs(
+        &self,
+        _: Request<rpool_proto::v1::RenewCertsRequest>,
+    ) -> Result<Response<rpool_proto::v1::RenewCertsResponse>, Status> {
+        Err(Status::unimplemented(
+            "certificate renewals are tested end to end",
+        ))
+    }
 }

@@ -320,6 +320,33 @@ pub struct PoolView {
     /// The Kubernetes upgrade in progress (absent: none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeView>,
+    /// The control planes' certificate that expires first, and a renewal
+    /// in progress (absent: no control plane reported yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertsView>,
+}
+
+/// A pool's certificates in `-o json`:
+/// `{"name": "apiserver", "host_id": "...", "hostname": "cp1",
+///   "expires_unix_ms": ..., "days_left": 364, "alerted_days": 0,
+///   "renewal": null}` (`renewal`: `{"control_planes_done": 1,
+///   "control_planes_total": 3, "started_at_unix_ms": ...}` while renewing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertsView {
+    pub name: String,
+    pub host_id: String,
+    pub hostname: String,
+    pub expires_unix_ms: u64,
+    pub days_left: i64,
+    pub alerted_days: u32,
+    pub renewal: Option<CertRenewalView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertRenewalView {
+    pub control_planes_done: u32,
+    pub control_planes_total: u32,
+    pub started_at_unix_ms: u64,
 }
 
 /// A pool's autoscaling in `-o json`:
@@ -427,6 +454,9 @@ pub struct MemberView {
     /// During an upgrade: "draining", "upgrading", "uncordoning" ("" when
     /// not in flight).
     pub upgrade_step: String,
+    /// Control planes: when the first of its certificates expires (Unix
+    /// ms; 0 when not reported or a worker).
+    pub cert_expires_unix_ms: u64,
 }
 
 /// A pool's upgrade in progress in `-o json`:
@@ -512,6 +542,7 @@ impl From<&PoolMember> for MemberView {
             liveness: String::new(),
             kubernetes_version: m.kubernetes_version.clone(),
             upgrade_step: m.upgrade_step.clone(),
+            cert_expires_unix_ms: m.nearest_cert.as_ref().map_or(0, |c| c.expires_unix_ms),
         }
     }
 }
@@ -572,6 +603,19 @@ impl From<&Pool> for PoolView {
             },
             zones: spec.zones.clone(),
             zone_totals: p.zone_totals.iter().map(ZoneTotalView::from).collect(),
+            certificates: p.certificates.as_ref().map(|c| CertsView {
+                name: c.name.clone(),
+                host_id: c.host_id.clone(),
+                hostname: c.hostname.clone(),
+                expires_unix_ms: c.expires_unix_ms,
+                days_left: c.days_left,
+                alerted_days: c.alerted_days,
+                renewal: c.renewal.as_ref().map(|r| CertRenewalView {
+                    control_planes_done: r.control_planes_done,
+                    control_planes_total: r.control_planes_total,
+                    started_at_unix_ms: r.started_at_unix_ms,
+                }),
+            }),
             upgrade: p.upgrade.as_ref().map(|u| UpgradeView {
                 from: u.from_version.clone(),
                 to: u.to_version.clone(),

@@ -21,6 +21,8 @@
 //! | [`Driver::uncordon`] | `kubectl --kubeconfig A uncordon N` |
 //! | [`Driver::etcd_snapshot`] | `etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=…/healthcheck-client.crt --key=…/healthcheck-client.key snapshot save TMP`, then `etcdctl snapshot status TMP -w json`; fsync, rename into `{state_dir}/etcd-snapshots/POOL/POOL-STAMP.db`, SHA-256 (see `etcd_snapshot`) |
 //! | [`Driver::delete_etcd_snapshot`] | removes a snapshot file under `{state_dir}/etcd-snapshots` (retention) |
+//! | [`Driver::cert_expiry`] | `kubeadm certs check-expiration -o json` |
+//! | [`Driver::renew_certs`] | `kubeadm certs renew all`, then the etcd, kube-apiserver, kube-controller-manager and kube-scheduler manifests moved out of `/etc/kubernetes/manifests` and back after `kube.static_pod_restart_wait_s`, then `kubectl --kubeconfig A get nodes N -o name` until the API server answers |
 //! | [`Driver::pending_pods`] | `kubectl --kubeconfig A get pods -A --field-selector=status.phase=Pending -o json` (counts pods whose `PodScheduled` condition is `False`/`Unschedulable`) |
 //!
 //! `A` is `kube.admin_kubeconfig` (default `/etc/kubernetes/admin.conf`).
@@ -79,6 +81,7 @@
 //! - `parse`: parsers of the tools' output; `checks`: value checks;
 //!   `redact`: secrets out of logs and errors.
 
+pub mod certs;
 mod checks;
 mod etcd_snapshot;
 mod images;
@@ -287,6 +290,10 @@ pub struct Driver {
     scratch_dir: PathBuf,
     /// Where the host's filesystem is (`kube.host_root`); `None` for `/`.
     host_root: Option<PathBuf>,
+    /// `kube.static_pod_restart_wait_s`.
+    restart_wait: Duration,
+    /// Certificate renewals run (shared by clones; see `certs.rs`).
+    renewals: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -310,6 +317,8 @@ impl Driver {
             scratch_dir,
             host_root: Some(config.host_root.clone())
                 .filter(|root| !root.as_os_str().is_empty() && root != Path::new("/")),
+            restart_wait: Duration::from_secs(config.static_pod_restart_wait_s),
+            renewals: Default::default(),
         }
     }
 
@@ -374,6 +383,11 @@ impl Driver {
                 self.admin()
             ))),
         }
+    }
+
+    /// How long static-pod manifests stay out for a restart.
+    pub fn static_pod_restart_wait(&self) -> Duration {
+        self.restart_wait
     }
 
     /// Whether this host is a control plane: its admin kubeconfig exists.

@@ -408,8 +408,38 @@ pub fn heartbeat(
             format!("0..={PENDING_PODS_MAX}"),
         ));
     }
+    if let Some(report) = &hb.certs {
+        if report.certs.len() > CERTS_MAX {
+            return Err(Invalid::new(
+                format!("{path}.certs.certs"),
+                format!("{} entries (accepted at most {CERTS_MAX})", report.certs.len()),
+            ));
+        }
+        for (i, c) in report.certs.iter().enumerate() {
+            let ok = !c.name.is_empty()
+                && c.name.len() <= 64
+                && c.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+            if !ok {
+                return Err(Invalid::new(
+                    format!("{path}.certs.certs[{i}].name"),
+                    format!("{:?} is not 1..=64 characters [a-z0-9.-]", c.name),
+                ));
+            }
+            if c.expires_unix_ms == 0 {
+                return Err(Invalid::new(
+                    format!("{path}.certs.certs[{i}].expires_unix_ms"),
+                    "missing (accepted a Unix time in ms, > 0)",
+                ));
+            }
+        }
+    }
     Ok(())
 }
+
+/// Most certificates a heartbeat may report.
+pub const CERTS_MAX: usize = 64;
 
 /// Most pending pods a heartbeat may report.
 pub const PENDING_PODS_MAX: u32 = 1_000_000;
@@ -674,6 +704,7 @@ pub(crate) mod tests {
             }],
             facts: None,
             pending_pods: None,
+            certs: None,
         }
     }
 

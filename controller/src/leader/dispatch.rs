@@ -275,6 +275,7 @@ fn to_wire(shared: &Shared, task: &TaskRecord, unrenderable: &std::cell::Cell<bo
                 path: path.clone(),
             })
         }
+        TaskKind::RenewCerts => Kind::RenewCerts(v1::RenewCerts {}),
     };
     Some(v1::Task {
         task_id: task.task_id.clone(),
@@ -368,6 +369,7 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
             }
         }
         crate::leader::autoscaler::tick(&shared).await;
+        crate::leader::certs::tick(&shared).await;
         deliver(&shared);
     }
 }

@@ -62,6 +62,9 @@ pub struct Observation {
     /// Pods pending in the host's cluster, from the last heartbeat (only
     /// control-plane agents report it).
     pub pending_pods: Option<u32>,
+    /// The last certificate report (control planes send one when it
+    /// changes; kept until the next).
+    pub certs: Option<v1::CertReport>,
 }
 
 /// A state change the liveness rules call for.
@@ -167,6 +170,9 @@ impl Liveness {
         }
         obs.health = heartbeat.health.clone();
         obs.pending_pods = heartbeat.pending_pods;
+        if heartbeat.certs.is_some() {
+            obs.certs = heartbeat.certs.clone();
+        }
         obs.clock_skew_ms = skew_ms(heartbeat.sent_at_unix_ms, now_unix_ms);
     }
 
@@ -269,6 +275,7 @@ impl Liveness {
                 clock_skew_ms: 0,
                 session: None,
                 pending_pods: None,
+                certs: None,
             })
     }
 }
@@ -610,6 +617,7 @@ mod tests {
             }],
             facts: None,
             pending_pods: Some(4),
+            certs: None,
         };
         live.record_heartbeat("h1", 3, &hb, t0 + ms(5), 1_000_000);
         assert_eq!(live.observation("h1").unwrap().pending_pods, Some(4));

@@ -6,12 +6,15 @@
 //!   delivery to agent sessions, task results in.
 //! - [`autoscaler`]: utilization windows and autoscale decisions each
 //!   planner tick.
+//! - [`certs`]: control planes' certificate expiry compared with the
+//!   pools each planner tick; changes and due alerts proposed.
 //! - [`webhook`]: new events POSTed to the configured URL.
 //!
 //! The loops take decisions from [`crate::policy`] and change state only by
 //! proposing commands through [`crate::replica`].
 
 pub mod autoscaler;
+pub mod certs;
 pub mod dispatch;
 pub mod liveness;
 pub mod webhook;

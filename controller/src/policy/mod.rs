@@ -11,6 +11,8 @@
 //! - [`zones`]: zone policies of workers (spread, pack, allowed zones).
 //! - [`autoscale`]: autoscaling judgements from utilization windows.
 //! - [`backups`]: scheduled etcd snapshots of pools and their retention.
+//! - [`certs`]: certificate expiry reports and alerts, renewals one
+//!   control plane at a time.
 //! - [`what_if`]: the planner run on a copy of the state with hosts assumed
 //!   down (`rpoolctl what-if`).
 //!
@@ -19,6 +21,7 @@
 
 pub mod autoscale;
 pub mod backups;
+pub mod certs;
 pub mod fleet;
 pub mod healing;
 pub mod placement;

@@ -15,6 +15,8 @@
 //!    control plane), then `reset` on the member;
 //! 6b. a Kubernetes upgrade in progress: its next steps
 //!    ([`crate::policy::upgrade`]);
+//! 6c. a certificate renewal in progress: the next control plane
+//!    ([`crate::policy::certs`]);
 //! 7. everyone joined and no addons yet: `install_addons`;
 //! 7b. etcd backups: a scheduled snapshot when due, deletions beyond the
 //!    retention ([`crate::policy::backups`]);
@@ -278,6 +280,8 @@ fn plan_pool(state: &State, pool: &PoolRecord, now: u64, heal: Option<u64>, out:
 
     // 6b. A Kubernetes upgrade's next steps (see `policy::upgrade`).
     crate::policy::upgrade::plan(state, pool, &tasks, runner.as_deref(), &mut issue);
+    // 6c. A certificate renewal's next control plane (see `policy::certs`).
+    crate::policy::certs::plan(pool, &tasks, &mut issue);
 
     // 7. Addons once everyone is in.
     let settled = pool.members.values().all(|m| m.state == MemberState::Joined);

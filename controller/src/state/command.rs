@@ -477,6 +477,30 @@ pub enum Command {
         reason: String,
         at_unix_ms: u64,
     },
+    /// The leader saw control planes' certificate expiry change (each
+    /// report: the member's nearest certificate), or the pool's nearest
+    /// expiry cross 30 or 7 days: members updated, an alert event raised
+    /// once per threshold, an info event when a member's certificates
+    /// were renewed (see [`crate::state::pool_apply::certs`]). A repeat
+    /// changes nothing.
+    ReportCerts {
+        pool: String,
+        reports: Vec<CertReportEntry>,
+        at_unix_ms: u64,
+    },
+    /// An admin renews a pool's certificates (`kubeadm certs renew all` and
+    /// a static-pod restart on each control plane, one at a time; see
+    /// [`crate::policy::certs`]); again while a renewal is stopped by a
+    /// failure: resumes it. Refused during an upgrade.
+    RenewCerts { pool: String, at_unix_ms: u64 },
+}
+
+/// One control plane's nearest certificate, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertReportEntry {
+    pub host_id: String,
+    pub name: String,
+    pub expires_unix_ms: u64,
 }
 
 impl Command {
@@ -510,6 +534,7 @@ impl Command {
             | Command::BackupPool { pool, .. }
             | Command::SetPoolBackup { pool, .. }
             | Command::ForgetPoolBackups { pool, .. } => pool,
+            Command::ReportCerts { pool, .. } | Command::RenewCerts { pool, .. } => pool,
             Command::IssueTask { task } => &task.pool,
             Command::Audited { command, .. } => command.pool(),
             _ => "",
@@ -543,6 +568,8 @@ impl Command {
             Command::EtcdSnapshotTaken { .. } => "etcd_snapshot_taken",
             Command::SetPoolBackup { .. } => "set_pool_backup",
             Command::ForgetPoolBackups { .. } => "forget_pool_backups",
+            Command::ReportCerts { .. } => "report_certs",
+            Command::RenewCerts { .. } => "renew_certs",
         }
     }
 }

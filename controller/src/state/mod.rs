@@ -314,7 +314,9 @@ impl State {
             | Command::ReplaceMember { .. }
             | Command::DrainControlPlane { .. }
             | Command::Alert { .. }
-            | Command::UpgradePool { .. }) => self.plan_pool(index, command),
+            | Command::UpgradePool { .. }
+            | Command::ReportCerts { .. }
+            | Command::RenewCerts { .. }) => self.plan_pool(index, command),
             command @ (Command::CreateToken { .. }
             | Command::UseToken { .. }
             | Command::RevokeToken { .. }) => self.plan_token(index, command),

@@ -272,6 +272,26 @@ pub struct Member {
     /// existed: the pool's `spec.kubernetes_version`).
     #[serde(default)]
     pub version: String,
+    /// Control planes: the certificate that expires first, as the agent
+    /// last reported it (`None`: not reported, or a worker).
+    #[serde(default)]
+    pub certs: Option<MemberCerts>,
+}
+
+/// A control plane's certificate that expires first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberCerts {
+    /// kubeadm's name, e.g. "apiserver".
+    pub name: String,
+    pub expires_unix_ms: u64,
+}
+
+/// `rpoolctl pool renew-certs` in progress: the control planes done so
+/// far (one at a time, in join order; see [`crate::policy::certs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRenewal {
+    pub started_at_unix_ms: u64,
+    pub done: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -329,6 +349,14 @@ pub struct PoolRecord {
     /// [`crate::state::backups`]).
     #[serde(default)]
     pub backups: crate::state::backups::PoolBackups,
+    /// The most severe certificate-expiry alert raised for the pool's
+    /// nearest expiry: 30, 7, or 0 (none; back to 0 once it is more than
+    /// 30 days away again). Replicated, so an alert is raised once.
+    #[serde(default)]
+    pub cert_alerted_days: u32,
+    /// A certificate renewal in progress.
+    #[serde(default)]
+    pub cert_renewal: Option<CertRenewal>,
 }
 
 /// A Kubernetes upgrade of a pool, replicated so a new leader carries on
@@ -446,6 +474,15 @@ impl PoolRecord {
         }
     }
 
+    /// The control plane whose certificate expires first: (host id, it).
+    pub fn nearest_cert(&self) -> Option<(&str, &MemberCerts)> {
+        self.members
+            .values()
+            .filter(|m| m.role == Role::ControlPlane && m.state == MemberState::Joined)
+            .filter_map(|m| m.certs.as_ref().map(|c| (m.host_id.as_str(), c)))
+            .min_by_key(|(_, c)| c.expires_unix_ms)
+    }
+
     /// A joined control plane (lowest order) to run kubectl on.
     pub fn joined_control_plane(&self) -> Option<&Member> {
         self.members
@@ -497,6 +534,9 @@ pub enum TaskKind {
         backup_id: String,
         path: String,
     },
+    /// `kubeadm certs renew all` and the static pods restarted, on a
+    /// control plane itself.
+    RenewCerts,
 }
 
 impl TaskKind {
@@ -516,6 +556,7 @@ impl TaskKind {
             TaskKind::UncordonNode { .. } => "uncordon_node",
             TaskKind::EtcdSnapshot { .. } => "etcd_snapshot",
             TaskKind::DeleteEtcdSnapshot { .. } => "delete_etcd_snapshot",
+            TaskKind::RenewCerts => "renew_certs",
         }
     }
 
@@ -528,6 +569,7 @@ impl TaskKind {
             | TaskKind::JoinWorker
             | TaskKind::UpgradeNode { .. }
             | TaskKind::EtcdSnapshot { .. } => 600_000,
+            TaskKind::RenewCerts => 600_000,
             _ => 120_000,
         }
     }

@@ -25,6 +25,7 @@ pub mod pool_create;
 pub mod pool_destroy;
 pub mod pool_kubeconfig;
 pub mod pool_list;
+pub mod pool_renew_certs;
 pub mod pool_resize;
 pub mod pool_set_backup;
 pub mod pool_show;

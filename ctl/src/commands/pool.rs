@@ -10,7 +10,7 @@ use rpool_proto::units::{format_size, parse_size};
 
 use super::{
     pool_autoscale, pool_backup, pool_backups, pool_create, pool_destroy, pool_kubeconfig, pool_list,
-    pool_resize, pool_set_backup, pool_show, pool_upgrade,
+    pool_renew_certs, pool_resize, pool_set_backup, pool_show, pool_upgrade,
 };
 use crate::settings::{DEFAULT_TIMEOUT, Settings};
 use crate::table::Table;
@@ -40,6 +40,8 @@ pub enum PoolCommand {
     Backups(pool_backups::BackupsArgs),
     /// Set a pool's scheduled etcd snapshots and how many are kept (or --off)
     SetBackup(pool_set_backup::SetBackupArgs),
+    /// Renew a pool's kubeadm certificates, one control plane at a time (shows the plan, then asks)
+    RenewCerts(pool_renew_certs::RenewCertsArgs),
 }
 
 pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ pub async fn exec(cmd: PoolCommand, settings: &Settings) -> anyhow::Result<()> {
         PoolCommand::Backup(args) => pool_backup::exec(args, settings).await,
         PoolCommand::Backups(args) => pool_backups::exec(args, settings).await,
         PoolCommand::SetBackup(args) => pool_set_backup::exec(args, settings).await,
+        PoolCommand::RenewCerts(args) => pool_renew_certs::exec(args, settings).await,
     }
 }
 
@@ -381,6 +384,7 @@ mod tests {
             liveness: String::new(),
             kubernetes_version: String::new(),
             upgrade_step: String::new(),
+            cert_expires_unix_ms: 0,
         };
         assert_eq!(
             hosts_table(&[

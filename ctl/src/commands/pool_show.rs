@@ -221,6 +221,9 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
             ),
         ));
     }
+    if let Some(c) = &p.certificates {
+        pairs.push(("Certificates", certificates_line(c)));
+    }
     if !p.image_repository.is_empty() {
         pairs.push(("Images", format!("from {}", p.image_repository)));
     }
@@ -290,6 +293,33 @@ pub fn render(p: &PoolView, now_ms: u64) -> String {
 /// Why the autoscaler did or did not scale, with the signals it saw:
 /// `holding: cpu 55% within target 70%, ... (cpu 55%, memory 40%, 0 pods
 /// pending; 1.2s ago)`.
+/// "apiserver on cp1 expires 2027-12-06 23:12 UTC (364 days left)", with
+/// the alert raised and a renewal in progress.
+fn certificates_line(c: &crate::view::CertsView) -> String {
+    let mut line = if c.name.is_empty() {
+        "not reported yet".to_owned()
+    } else {
+        format!(
+            "{} on {} expires {} ({} days left{})",
+            c.name,
+            c.hostname,
+            rpool_proto::clock::format_utc(c.expires_unix_ms),
+            c.days_left,
+            match c.alerted_days {
+                0 => String::new(),
+                d => format!("; under {d} days: renew with `rpoolctl pool renew-certs`"),
+            }
+        )
+    };
+    if let Some(r) = &c.renewal {
+        line.push_str(&format!(
+            "; renewing: {}/{} control planes done",
+            r.control_planes_done, r.control_planes_total
+        ));
+    }
+    line
+}
+
 fn autoscaler_line(a: &AutoscaleView, now_ms: u64) -> String {
     match &a.status {
         None => "not judged yet (the leader judges every pool each 200ms)".to_string(),
@@ -501,7 +531,7 @@ mod tests {
                 "host_id": "id-sim-a-1", "hostname": "sim-a-1", "zone": "a",
                 "role": "control-plane", "node_name": "web-sim-a-1", "state": "joined",
                 "cores": 16, "memory_bytes": 68_719_476_736u64, "last_error": "", "liveness": "",
-                "kubernetes_version": "", "upgrade_step": ""
+                "kubernetes_version": "", "upgrade_step": "", "cert_expires_unix_ms": 0
             }],
             "events": [{
                 "index": 7, "at_unix_ms": 1_700_000_001_000u64, "pool": "web", "host_id": "",

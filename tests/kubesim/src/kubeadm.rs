@@ -76,6 +76,7 @@ pub fn run(argv: &[String]) -> Res {
         "token" => token(&rest),
         "version" => version(&rest),
         "upgrade" => crate::upgrade::kubeadm_upgrade(&rest),
+        "certs" => crate::certs::kubeadm_certs(&rest),
         other => Err(fail(format!("unknown command \"{other}\" for \"kubeadm\""))),
     }
 }
@@ -91,6 +92,7 @@ Available Commands (kubesim subset):
   join        Run this on any machine you wish to join an existing cluster
   reset       Performs a best effort revert of changes made to this host by 'kubeadm init' or 'kubeadm join'
   token       Manage bootstrap tokens
+  certs       Commands related to handling kubernetes certificates
   upgrade     Upgrade your cluster smoothly to a newer version with this command
   version     Print the version of kubeadm";
 
@@ -490,6 +492,7 @@ fn init(argv: &[String]) -> Res {
         image_repository,
         lb_ips: Default::default(),
     };
+    crate::certs::create(&root, env.now, cluster.created + crate::certs::CA_TTL, true)?;
     write_node_files(&root, &cluster, &name, Role::ControlPlane, true)?;
     store.save(&cluster)?;
     drop(store);
@@ -1336,6 +1339,9 @@ fn join(argv: &[String]) -> Res {
         });
     }
     let c = c.clone();
+    if cp {
+        crate::certs::create(&root, env.now, c.created + crate::certs::CA_TTL, false)?;
+    }
     write_node_files(&root, &c, &name, role, false)?;
     store.save(&c)?;
     drop(store);

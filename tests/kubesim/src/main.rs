@@ -131,9 +131,18 @@
 //! holds the cluster's state. `snapshot status FILE [-w json|table|simple]`
 //! reads a file back (hash, revision, totalKey, totalSize).
 //!
+//! Certificates (see `certs.rs`): `kubeadm certs check-expiration [-o
+//! json]` and `kubeadm certs renew all|NAME`; a control plane's
+//! certificates live in `etc/kubernetes/pki/kubesim-certs.json`; the file
+//! `<node_root>/kubesim-cert-age-days` (N) ages them by N days;
+//! `kubesim served-cert ROOT` prints the certificate the node's
+//! kube-apiserver serves (new only after its static pod was restarted by
+//! moving its manifest out and back).
+//!
 //! Helper: `kubesim install DIR` creates `DIR/kubeadm`, `DIR/kubectl`,
 //! `DIR/systemctl` and `DIR/etcdctl` symlinks to this binary.
 
+mod certs;
 mod etcdctl;
 mod flags;
 mod images;
@@ -183,6 +192,7 @@ fn dispatch(prog: &str, args: &[String]) -> i32 {
             Some("kubectl") => kubectl::run(&args[1..]),
             Some("etcdctl") => etcdctl::run(&args[1..]),
             Some("install") if args.len() == 2 => install(&args[1]),
+            Some("served-cert") if args.len() == 2 => certs::served_cmd(&args[1]),
             _ => Err(state::Fail::new(
                 "usage: kubesim kubeadm ARGS... | kubesim kubectl ARGS... | kubesim install DIR\n(or call it through kubeadm/kubectl symlinks)",
             )),

@@ -4,6 +4,7 @@
 mod audit;
 mod autoscale;
 mod backup;
+mod certs;
 mod config;
 mod ctl;
 mod damage;

@@ -207,11 +207,14 @@ async fn the_alert_rules_and_dashboard_use_only_metrics_the_binaries_export() ->
         .map(|p| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(p)))
         .collect::<Result<Vec<_>, _>>()?
         .concat();
+    // Likewise gauges with a label per pool: no pool, no series.
     let registered = |name: &str| {
-        ["_bucket", "_count", "_sum"].iter().any(|suffix| {
-            name.strip_suffix(suffix)
-                .is_some_and(|family| sources.contains(&format!("e.histogram_vec(\n        \"{family}\"")))
-        })
+        sources.contains(&format!("e.gauge_by(\n        \"{name}\""))
+            || ["_bucket", "_count", "_sum"].iter().any(|suffix| {
+                name.strip_suffix(suffix).is_some_and(|family| {
+                    sources.contains(&format!("e.histogram_vec(\n        \"{family}\""))
+                })
+            })
     };
     for (what, expr) in queries {
         let names = metric_names(&expr);

@@ -58,6 +58,7 @@ fn heartbeat(seq: u64, cpu_percent: f64) -> Heartbeat {
         }],
         facts: None,
         pending_pods: None,
+        ..Default::default()
     }
 }
 

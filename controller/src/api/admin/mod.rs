@@ -33,6 +33,7 @@
 mod audit;
 pub mod autoscale;
 mod backup;
+pub mod certs;
 mod controllers;
 pub mod pool_backups;
 pub mod pools;
@@ -380,6 +381,19 @@ impl AdminService for AdminSvc {
         let audit = audit::record(&request, "pool upgrade");
         Ok(Response::new(
             crate::api::admin::upgrade::upgrade(&self.shared, request.into_inner(), &audit).await?,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pool = %request.get_ref().name))]
+    async fn renew_certs(
+        &self,
+        request: Request<v1::RenewCertsRequest>,
+    ) -> Result<Response<v1::RenewCertsResponse>, Status> {
+        crate::api::admin::certs::check(request.get_ref())?;
+        forward_or_barrier!(self, request, renew_certs);
+        let audit = audit::record(&request, "pool renew-certs");
+        Ok(Response::new(
+            crate::api::admin::certs::renew(&self.shared, request.into_inner(), &audit).await?,
         ))
     }
 

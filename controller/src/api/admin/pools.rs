@@ -430,6 +430,7 @@ pub fn pool_view(state: &State, pool: &PoolRecord, events: bool) -> v1::Pool {
         ..crate::api::admin::upgrade::pool_fields(pool)
     };
     crate::api::admin::upgrade::fill_versions(pool, &mut view);
+    crate::api::admin::certs::fill(state, pool, &mut view, rpool_proto::clock::unix_ms_now());
     view
 }
 

@@ -70,6 +70,11 @@ fn target(pool: &PoolRecord, request: &v1::UpgradePoolRequest) -> Result<(String
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     versions::check_upgrade(from, to)
         .map_err(|e| Status::failed_precondition(format!("pool {name}: upgrade_pool.version: {e}")))?;
+    if pool.cert_renewal.is_some() {
+        return Err(Status::failed_precondition(format!(
+            "pool {name} is renewing its certificates; upgrade it once the renewal is done (rpoolctl pool show {name})"
+        )));
+    }
     if pool.phase != PoolPhase::Ready {
         return Err(Status::failed_precondition(format!(
             "pool {name} is {} ({}); an upgrade starts only from ready",

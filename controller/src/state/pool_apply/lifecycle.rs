@@ -40,6 +40,8 @@ impl State {
             autoscale: Default::default(),
             upgrade: None,
             backups: Default::default(),
+            cert_alerted_days: 0,
+            cert_renewal: None,
         };
         crate::state::backups::check_schedule(spec.backup_interval_ms, spec.backup_keep)
             .map_err(|(field, message)| refused(format!("{field}: {message}")))?;

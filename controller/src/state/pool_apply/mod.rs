@@ -12,8 +12,10 @@
 //! - `upgrade`: a Kubernetes upgrade started or resumed, and its steps.
 //! - `backups`: etcd snapshots requested, taken, failed, deleted; the
 //!   backup schedule.
+//! - `certs`: certificate expiry reported, its alerts, and renewals.
 
 mod backups;
+pub mod certs;
 mod lifecycle;
 pub mod network;
 mod repair;
@@ -129,6 +131,7 @@ impl State {
                 order: pool.next_order,
                 last_error: String::new(),
                 version: pool.join_version().to_owned(),
+                certs: None,
             },
         );
         pool.next_order += 1;
@@ -246,6 +249,12 @@ impl State {
                 max_unavailable,
                 at_unix_ms,
             } => self.upgrade_pool(index, pool, version, *max_unavailable, *at_unix_ms),
+            Command::ReportCerts {
+                pool,
+                reports,
+                at_unix_ms,
+            } => self.report_certs(index, pool, reports, *at_unix_ms),
+            Command::RenewCerts { pool, at_unix_ms } => self.renew_certs(index, pool, *at_unix_ms),
             _ => unreachable!("plan_pool is only called with pool commands"),
         }
     }

@@ -154,6 +154,12 @@ impl State {
                     Some(what) => format!("{what} missing on {host} ({attempt} attempts): {error}"),
                     None => format!("{} on {host} failed {attempt} times: {error}", task.kind.as_str()),
                 };
+                if super::certs::is_renewal_task(&pool, task) {
+                    pool.phase_reason = format!(
+                        "certificate renewal stopped: {}; fix it, then resume with `rpoolctl pool renew-certs {}`",
+                        pool.phase_reason, task.pool
+                    );
+                }
                 if let Some(rollout) = &pool.upgrade
                     && super::upgrade::is_rollout_task(&pool, task)
                 {
@@ -290,10 +296,17 @@ impl State {
             }
             // Handled before (see `backups`).
             (TaskKind::EtcdSnapshot { .. } | TaskKind::DeleteEtcdSnapshot { .. }, _) => {}
+            (TaskKind::RenewCerts, _) => {
+                done = format!(
+                    "pool {}: kubeadm certs renew all done on {host}, static pods restarted",
+                    task.pool
+                );
+            }
             (_, None) => {}
         }
         b.event(&task.pool, &task.host_id, "task_done", done);
         self.rollout_on_done(&mut pool, task, &mut b);
+        self.renewal_on_done(&mut pool, task, &mut b);
         self.fence_cleaned_members(&mut pool, task_id, at_unix_ms, &mut b);
         if pool.phase == PoolPhase::Deleting && pool.members.is_empty() {
             b.event(

@@ -64,6 +64,11 @@ impl State {
         if let Some(rollout) = pool.upgrade.clone() {
             return self.resume_upgrade(pool, rollout, version, max_unavailable, b);
         }
+        if pool.cert_renewal.is_some() {
+            return Err(refused(format!(
+                "pool {name} is renewing its certificates; upgrade it once the renewal is done (rpoolctl pool show {name})"
+            )));
+        }
         if pool.phase != PoolPhase::Ready {
             return Err(refused(format!(
                 "pool {name} is {} ({}); an upgrade starts only from ready",
