@@ -153,6 +153,10 @@ struct KubeSection {
     systemctl_path: String,
     etcdctl_path: String,
     host_root: String,
+    /// kubesim has no kubelet polling its manifest directory: the
+    /// static-pod restart after a certificate renewal needs no 20 s wait
+    /// (real hosts keep the agent's default).
+    static_pod_restart_wait_s: u64,
 }
 
 #[derive(Serialize)]
@@ -183,6 +187,7 @@ pub fn agent_toml(
             systemctl_path: kube_bin.join("systemctl").to_string_lossy().into_owned(),
             etcdctl_path: kube_bin.join("etcdctl").to_string_lossy().into_owned(),
             host_root: node_root.to_string_lossy().into_owned(),
+            static_pod_restart_wait_s: 1,
         },
         simulate: SimulateSection {
             file: &hardware_file.to_string_lossy(),
