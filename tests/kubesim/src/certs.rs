@@ -403,8 +403,10 @@ pub fn json(pki: &Pki, now: u64) -> String {
         let mut v = serde_json::json!({
             "name": c.name,
             "expirationDate": state::rfc3339(c.not_after),
-            "residualTime": (c.not_after.saturating_sub(now) as i64) * 1_000_000_000,
+            // kubeadm's ResidualTimeSeconds: whole seconds.
+            "residualTime": c.not_after.saturating_sub(now) as i64,
             "externallyManaged": false,
+            "missing": false,
         });
         if !c.ca.is_empty() {
             v["caName"] = serde_json::Value::String(c.ca.clone());
@@ -443,8 +445,9 @@ mod tests {
         assert_eq!(j["certificates"][1]["caName"], "ca");
         assert_eq!(
             j["certificates"][1]["residualTime"].as_i64().unwrap(),
-            LEAF_TTL as i64 * 1_000_000_000
+            LEAF_TTL as i64
         );
+        assert_eq!(j["certificates"][1]["missing"], false);
         assert!(j["certificateAuthorities"][0].get("caName").is_none());
         let second = tempfile::tempdir().unwrap();
         create(second.path(), now, now + CA_TTL, false).unwrap();
