@@ -310,6 +310,19 @@ async fn a_skip_is_refused_and_a_host_without_the_new_kubeadm_degrades_the_pool_
         "{show_text}"
     );
 
+    // No resize in the middle of a rollout (the members are being drained
+    // and restarted one by one): refused, nothing changes.
+    let out = world.ctl(&["pool", "resize", "db", "--cores", "8", "--yes"]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("db is being upgraded from v1.31.2 to v1.32.4"),
+        "{}",
+        text(&out)
+    );
+    let still = world.pool("db").await.expect("pool");
+    assert_eq!(still.spec.as_ref().unwrap().cores, 16);
+    assert_eq!(still.members.len(), stopped.members.len());
+
     // Fixed; resumed; waited for.
     world.install("w-b1", "v1.32.4")?;
     let out = world.ctl(&["pool", "upgrade", "db", "--resume", "--yes", "--wait"]);
