@@ -44,6 +44,23 @@ impl DirArgs {
         Ok(Layout::new(resolve_dir(self.dir.as_deref(), env)?))
     }
 
+    /// The sandbox's layout and record; NOT_FOUND naming the directory
+    /// (and how to start one) when there is no sandbox there.
+    pub fn load(&self, env: &Env) -> anyhow::Result<(Layout, Record)> {
+        let layout = self.layout(env)?;
+        let record = Record::load(&layout.record())?.ok_or_else(|| {
+            crate::exit::Failure::new(
+                crate::exit::NOT_FOUND,
+                format!(
+                    "no sandbox in {}; start one with `rpoolctl sandbox up{}`",
+                    layout.dir.display(),
+                    self.hint(&layout)
+                ),
+            )
+        })?;
+        Ok((layout, record))
+    }
+
     /// ` --dir DIR` when the user gave one, for hints.
     pub fn hint(&self, layout: &Layout) -> String {
         if self.dir.is_some() {

@@ -33,17 +33,7 @@ pub struct StartControllerArgs {
 }
 
 pub fn exec_start_controller(args: StartControllerArgs, env: &Env) -> anyhow::Result<()> {
-    let layout = args.dir.layout(env)?;
-    let mut record = Record::load(&layout.record())?.ok_or_else(|| {
-        Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "no sandbox in {}; start one with `rpoolctl sandbox up{}`",
-                layout.dir.display(),
-                args.dir.hint(&layout)
-            ),
-        )
-    })?;
+    let (layout, mut record) = args.dir.load(env)?;
     let index = find(&record, args.id)?;
     let member = record.controllers[index].clone();
     let config = layout::controller_config(&member.dir);

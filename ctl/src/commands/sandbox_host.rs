@@ -17,7 +17,7 @@ use super::sandbox::DirArgs;
 use crate::client;
 use crate::exit::{self, Failure};
 use crate::output;
-use crate::sandbox::layout::{self, AgentRecord, Layout, Record};
+use crate::sandbox::layout::{self, AgentRecord, Record};
 use crate::sandbox::process::{self, AGENT_BIN, Proc};
 use crate::sandbox::profile;
 use crate::settings::{Env, Settings};
@@ -170,27 +170,12 @@ pub fn find<'a>(hosts: &'a [Host], wanted: &str) -> Result<&'a Host, Failure> {
     }
 }
 
-fn load(dir: &DirArgs, env: &Env) -> anyhow::Result<(Layout, Record)> {
-    let layout = dir.layout(env)?;
-    let record = Record::load(&layout.record())?.ok_or_else(|| {
-        Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "no sandbox in {}; start one with `rpoolctl sandbox up{}`",
-                layout.dir.display(),
-                dir.hint(&layout)
-            ),
-        )
-    })?;
-    Ok((layout, record))
-}
-
 /// `kill-host`, and with `--wait` the controllers' verdict and the heal.
 pub async fn exec_kill_and_wait(args: KillHostArgs, settings: &Settings, env: &Env) -> anyhow::Result<()> {
     if !args.wait {
         return exec_kill(args, env);
     }
-    let (_layout, record) = load(&args.dir, env)?;
+    let (_layout, record) = args.dir.load(env)?;
     let host = find(&hosts(&record), &args.host)?.clone();
     let budget = super::pool::wait_budget(settings);
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
@@ -273,7 +258,7 @@ fn seconds_since(start: Instant) -> String {
 }
 
 pub fn exec_kill(args: KillHostArgs, env: &Env) -> anyhow::Result<()> {
-    let (_layout, record) = load(&args.dir, env)?;
+    let (_layout, record) = args.dir.load(env)?;
     let all = hosts(&record);
     let host = find(&all, &args.host)?;
     let marker = host.node_root().join(DOWN_MARKER);
@@ -309,7 +294,7 @@ fn seconds(ms: u32) -> String {
 }
 
 pub fn exec_revive(args: ReviveHostArgs, env: &Env) -> anyhow::Result<()> {
-    let (layout, mut record) = load(&args.dir, env)?;
+    let (layout, mut record) = args.dir.load(env)?;
     let all = hosts(&record);
     let host = find(&all, &args.host)?.clone();
     if host.proc().is_alive() {

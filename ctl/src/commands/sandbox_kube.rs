@@ -11,7 +11,7 @@ use super::sandbox::DirArgs;
 use super::sandbox_load::{find_agent, hardware_value};
 use crate::exit::{self, Failure};
 use crate::output;
-use crate::sandbox::layout::{Record, agent_hardware, agent_node_root};
+use crate::sandbox::layout::{agent_hardware, agent_node_root};
 use crate::settings::Env;
 
 /// The file kubesim reads a node's installed Kubernetes version from.
@@ -55,17 +55,7 @@ pub fn parse_version(text: &str) -> Result<String, String> {
 }
 
 pub fn exec(args: InstallKubeArgs, env: &Env) -> anyhow::Result<()> {
-    let layout = args.dir.layout(env)?;
-    let record = Record::load(&layout.record())?.ok_or_else(|| {
-        Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "no sandbox in {} (start one with `rpoolctl sandbox up{}`)",
-                layout.dir.display(),
-                args.dir.hint(&layout)
-            ),
-        )
-    })?;
+    let (_layout, record) = args.dir.load(env)?;
     // Every name resolves before anything is written.
     let dirs = if args.hosts.is_empty() {
         record.agents.iter().map(|a| a.dir.clone()).collect()

@@ -63,17 +63,7 @@ pub fn exec(args: LoadArgs, env: &Env) -> anyhow::Result<()> {
             Failure::usage("say what to set: PERCENT (cpu), --memory PERCENT or --pending-pods N").into(),
         );
     }
-    let layout = args.dir.layout(env)?;
-    let record = Record::load(&layout.record())?.ok_or_else(|| {
-        Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "no sandbox in {} (start one with `rpoolctl sandbox up{}`)",
-                layout.dir.display(),
-                args.dir.hint(&layout)
-            ),
-        )
-    })?;
+    let (layout, record) = args.dir.load(env)?;
     let agent_dir = find_agent(&record, &args.host)?;
     let hardware_path = agent_hardware(&agent_dir);
     let hostname = hardware_value(&hardware_path, "hostname").unwrap_or_else(|| args.host.clone());
