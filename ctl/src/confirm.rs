@@ -61,6 +61,18 @@ fn ask_line(question: &str, input: &mut impl BufRead, prompt: &mut impl Write) -
     Ok(line.trim().to_string())
 }
 
+/// Asks `question` on the terminal (stdin, prompt on stderr); a "no" is
+/// the [`declined`] failure saying `not_done` ("pool web was not resized").
+pub fn ask_or_decline(question: &str, not_done: &str) -> anyhow::Result<()> {
+    let yes = ask_yes_no(question, &mut std::io::stdin().lock(), &mut std::io::stderr())
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?;
+    if yes {
+        Ok(())
+    } else {
+        Err(declined(not_done).into())
+    }
+}
+
 /// The failure for a "no" answer (exit 1): `aborted; {what}`.
 pub fn declined(what: &str) -> Failure {
     Failure::new(exit::UNEXPECTED, format!("aborted; {what}"))

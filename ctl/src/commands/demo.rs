@@ -105,11 +105,7 @@ pub async fn exec(args: DemoArgs, settings: &Settings, env: &Env) -> anyhow::Res
             sizes.describe(),
             ctl.address()
         );
-        let yes = confirm::ask_yes_no(&question, &mut std::io::stdin().lock(), &mut std::io::stderr())
-            .context("reading the answer")?;
-        if !yes {
-            return Err(confirm::declined("the fleet was not changed").into());
-        }
+        confirm::ask_or_decline(&question, "the fleet was not changed")?;
     }
     demo.run(sizes).await
 }

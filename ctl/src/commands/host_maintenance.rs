@@ -143,14 +143,10 @@ pub async fn drain(mut args: DrainArgs, settings: &Settings) -> anyhow::Result<(
         &format!("drain host {name}"),
     )? == Confirmation::Ask
     {
-        let yes = confirm::ask_yes_no(
+        confirm::ask_or_decline(
             &format!("Drain host {name}? [y/N]"),
-            &mut std::io::stdin().lock(),
-            &mut std::io::stderr(),
+            &format!("host {name} was not drained"),
         )?;
-        if !yes {
-            return Err(confirm::declined(&format!("host {name} was not drained")).into());
-        }
     }
     let done = crate::rpc!(
         ctl,

@@ -119,15 +119,10 @@ pub async fn exec(args: RenewCertsArgs, settings: &Settings) -> anyhow::Result<(
     }
     if confirmation == Confirmation::Ask {
         let question = format!("Renew the certificates of pool {}? [y/N]", args.name);
-        let yes = confirm::ask_yes_no(&question, &mut std::io::stdin().lock(), &mut std::io::stderr())
-            .context("reading the answer")?;
-        if !yes {
-            return Err(confirm::declined(&format!(
-                "the certificates of pool {} were not renewed",
-                args.name
-            ))
-            .into());
-        }
+        confirm::ask_or_decline(
+            &question,
+            &format!("the certificates of pool {} were not renewed", args.name),
+        )?;
     }
     let done = renew(&ctl, request(false)).await?;
     say(&format!(

@@ -115,11 +115,7 @@ pub async fn exec(args: ResizeArgs, settings: &Settings) -> anyhow::Result<()> {
     say(&render_plan(&plan, &args))?;
     if confirmation == Confirmation::Ask {
         let question = format!("Resize pool {}? [y/N]", args.name);
-        let yes = confirm::ask_yes_no(&question, &mut std::io::stdin().lock(), &mut std::io::stderr())
-            .context("reading the answer")?;
-        if !yes {
-            return Err(confirm::declined(&format!("pool {} was not resized", args.name)).into());
-        }
+        confirm::ask_or_decline(&question, &format!("pool {} was not resized", args.name))?;
     }
     let done = resize(&ctl, args.request(false)?).await?;
     say(&render_started(&done, &args.name))?;

@@ -175,11 +175,7 @@ pub async fn exec(args: UpgradeArgs, settings: &Settings) -> anyhow::Result<()> 
     }
     if confirmation == Confirmation::Ask {
         let question = format!("Upgrade pool {} to {target}? [y/N]", args.name);
-        let yes = confirm::ask_yes_no(&question, &mut std::io::stdin().lock(), &mut std::io::stderr())
-            .context("reading the answer")?;
-        if !yes {
-            return Err(confirm::declined(&format!("pool {} was not upgraded", args.name)).into());
-        }
+        confirm::ask_or_decline(&question, &format!("pool {} was not upgraded", args.name))?;
     }
     let done = upgrade(&ctl, args.request(false)).await?;
     say(&format!(

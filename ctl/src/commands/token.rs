@@ -279,18 +279,13 @@ async fn revoke(args: RevokeArgs, settings: &Settings) -> anyhow::Result<()> {
         &format!("revoke token {}", args.id),
     )?;
     if confirmation == Confirmation::Ask {
-        let yes = confirm::ask_yes_no(
+        confirm::ask_or_decline(
             &format!(
                 "Revoke token {}? Agents will no longer enroll with it. [y/N]",
                 args.id
             ),
-            &mut std::io::stdin().lock(),
-            &mut std::io::stderr(),
-        )
-        .context("reading the answer")?;
-        if !yes {
-            return Err(confirm::declined(&format!("token {} was not revoked", args.id)).into());
-        }
+            &format!("token {} was not revoked", args.id),
+        )?;
     }
     let ctl = client::connect(&settings.controllers, settings.timeout()).await?;
     let id = args.id.clone();
