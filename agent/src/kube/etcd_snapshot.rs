@@ -49,29 +49,8 @@ pub struct SnapshotFile {
 
 /// `POOL-YYYYMMDDTHHMMSSZ.db` for `unix_ms` (UTC).
 pub fn snapshot_file_name(pool: &str, unix_ms: u64) -> String {
-    let secs = unix_ms / 1_000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{pool}-{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z.db",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let (y, m, d, hh, mm, ss) = rpool_proto::clock::utc_parts(unix_ms / 1_000);
+    format!("{pool}-{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z.db")
 }
 
 /// SHA-256 (lowercase hex) and length of the file at `path`.
