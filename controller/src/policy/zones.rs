@@ -612,32 +612,25 @@ mod tests {
     fn a_dead_worker_is_replaced_in_its_own_zone_under_spread() {
         // b1 dies; a's free 8-core host would cover exactly, but zone b
         // would then hold nothing: spread takes b's 16-core host.
-        let mut w = World::new(&[
-            ("c1", "a", 4),
-            ("a1", "a", 8),
-            ("b1", "b", 8),
-            ("c2", "c", 8),
-            ("fa", "a", 8),
-            ("fb", "b", 16),
-        ]);
-        w.zones = spread();
-        w.create(&["c1"], &["a1", "b1", "c2"], 24, GIB);
-        w.settle();
-        w.set("b1", HostState::Down);
+        let b1_dead_under = |zones| {
+            let mut w = World::new(&[
+                ("c1", "a", 4),
+                ("a1", "a", 8),
+                ("b1", "b", 8),
+                ("c2", "c", 8),
+                ("fa", "a", 8),
+                ("fb", "b", 16),
+            ]);
+            w.zones = zones;
+            w.create(&["c1"], &["a1", "b1", "c2"], 24, GIB);
+            w.settle();
+            w.set("b1", HostState::Down);
+            w
+        };
+        let mut w = b1_dead_under(spread());
         assert_eq!(w.plan(), vec!["replace b1 by fb"]);
         // The same world packed takes the exact cover.
-        let mut w = World::new(&[
-            ("c1", "a", 4),
-            ("a1", "a", 8),
-            ("b1", "b", 8),
-            ("c2", "c", 8),
-            ("fa", "a", 8),
-            ("fb", "b", 16),
-        ]);
-        w.zones = pack();
-        w.create(&["c1"], &["a1", "b1", "c2"], 24, GIB);
-        w.settle();
-        w.set("b1", HostState::Down);
+        let mut w = b1_dead_under(pack());
         assert_eq!(w.plan(), vec!["replace b1 by fa"]);
         w.settle();
         let joined: Vec<&str> = w
