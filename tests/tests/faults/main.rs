@@ -335,6 +335,33 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
 /// mixed trio after each of the first two. Then the six agents, one at a
 /// time. Nothing may be replaced, fenced or reset, and the pool keeps its
 /// members. The note gives each step's times (to rejoin, to the first
+/// None of `events` is of the `kinds` (no member replaced, fenced or reset
+/// during `during`), and pool "faults" has the members it had before.
+async fn nothing_replaced(
+    tb: &Testbed,
+    events: &[Event],
+    kinds: &[&str],
+    during: &str,
+    pool_before: &Pool,
+) -> Result<()> {
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|e| kinds.contains(&e.kind.as_str()))
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "nothing replaced, fenced or reset in {during}: {bad:?}"
+    );
+    let pool_after = tb.pool("faults").await?;
+    ensure!(
+        members(&pool_after) == members(pool_before),
+        "pool members changed: {:?} -> {:?}",
+        members(pool_before),
+        members(&pool_after)
+    );
+    Ok(())
+}
+
 /// acknowledged write invoked after the step began).
 async fn rolling_upgrade(
     tb: &Testbed,
@@ -467,21 +494,14 @@ async fn rolling_upgrade(
         ensure!(version == new, "controller {n} runs {version} after the upgrade");
     }
     let events = tb.events_after(events_before).await?;
-    let bad: Vec<&Event> = events
-        .iter()
-        .filter(|e| ["host_replacing", "host_fenced", "host_unfenced", "storm"].contains(&e.kind.as_str()))
-        .collect();
-    ensure!(
-        bad.is_empty(),
-        "nothing replaced, fenced or reset in an upgrade: {bad:?}"
-    );
-    let pool_after = tb.pool("faults").await?;
-    ensure!(
-        members(&pool_after) == members(pool_before),
-        "pool members changed: {:?} -> {:?}",
-        members(pool_before),
-        members(&pool_after)
-    );
+    nothing_replaced(
+        tb,
+        &events,
+        &["host_replacing", "host_fenced", "host_unfenced", "storm"],
+        "an upgrade",
+        pool_before,
+    )
+    .await?;
     *note = format!(
         "{old} -> {new}; {}; 6 agents one at a time, each ready again within {:.1} s; 0 replaced",
         steps.join("; "),
@@ -578,21 +598,14 @@ async fn zone_cutoff(
     let events = tb.events_after(events_before).await?;
     let storms: Vec<&Event> = events.iter().filter(|e| e.kind == "storm").collect();
     ensure!(storms.len() == 1, "one storm alert, got {storms:?}");
-    let bad: Vec<&Event> = events
-        .iter()
-        .filter(|e| ["host_replacing", "host_fenced", "host_unfenced"].contains(&e.kind.as_str()))
-        .collect();
-    ensure!(
-        bad.is_empty(),
-        "nothing replaced, fenced or reset in a storm: {bad:?}"
-    );
-    let pool_after = tb.pool("faults").await?;
-    ensure!(
-        members(&pool_after) == members(pool_before),
-        "pool members changed: {:?} -> {:?}",
-        members(pool_before),
-        members(&pool_after)
-    );
+    nothing_replaced(
+        tb,
+        &events,
+        &["host_replacing", "host_fenced", "host_unfenced"],
+        "a storm",
+        pool_before,
+    )
+    .await?;
     *note = format!(
         "both down after {:.1}s; 1 storm alert; 0 replaced",
         down_at.as_secs_f64()
