@@ -7,8 +7,7 @@ use clap::Args;
 use rpool_proto::units::format_size;
 use rpool_proto::v1::{DrainHostRequest, HostRequest};
 
-use super::pool;
-use super::pool_wait::{self, Until, Wait};
+use super::pool_wait::{self, Until};
 use crate::client;
 use crate::confirm::{self, Confirmation};
 use crate::output::{self, Format, OutputArgs};
@@ -158,14 +157,7 @@ pub async fn drain(mut args: DrainArgs, settings: &Settings) -> anyhow::Result<(
     )
     .with_context(|| format!("draining host {}", args.id))?;
     if args.wait && !done.pool.is_empty() {
-        let bounds = Wait {
-            budget: pool::wait_budget(settings),
-            poll: pool_wait::POLL,
-        };
-        pool_wait::wait(&ctl, &done.pool, Until::Ready, bounds, &mut |line| {
-            eprintln!("{line}")
-        })
-        .await?;
+        pool_wait::wait_on_stderr(&ctl, &done.pool, Until::Ready, settings).await?;
     }
     let view = done.host.as_ref().map(HostView::from);
     match args.output.output {

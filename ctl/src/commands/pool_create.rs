@@ -9,7 +9,7 @@ use super::pool::{
     self, CORES_MAX, capacity, hosts_table, parse_cidr, parse_image_repository, parse_kubernetes_version,
     parse_lb_range, parse_memory, parse_pool_name, parse_vip, plural, totals_against_request,
 };
-use super::pool_wait::{self, Until, Wait};
+use super::pool_wait::{self, Until};
 use super::pool_zones::{ZONE_POLICIES, parse_zone, policy_text, zone_block};
 use crate::client::{self, Controller};
 use crate::output::{self, Format, OutputArgs};
@@ -156,15 +156,9 @@ pub async fn exec(args: CreateArgs, settings: &Settings) -> anyhow::Result<()> {
     if args.output.output == Format::Table {
         output::print(&render_created(&view))?;
     }
-    let bounds = Wait {
-        budget: pool::wait_budget(settings),
-        poll: pool_wait::POLL,
-    };
-    let ready = pool_wait::wait(&ctl, &args.name, Until::Ready, bounds, &mut |line| {
-        eprintln!("{line}")
-    })
-    .await?
-    .context("the pool is ready but was not returned")?;
+    let ready = pool_wait::wait_on_stderr(&ctl, &args.name, Until::Ready, settings)
+        .await?
+        .context("the pool is ready but was not returned")?;
     match args.output.output {
         Format::Json => output::print_json(&ready),
         Format::Table => output::print(&render_ready(&ready)),

@@ -8,7 +8,7 @@ use rpool_proto::v1::{DestroyPoolRequest, Pool};
 
 use super::pool::{self, parse_pool_name, plural};
 use super::pool_show;
-use super::pool_wait::{self, Until, Wait};
+use super::pool_wait::{self, Until};
 use crate::client::{self, Controller};
 use crate::confirm::{self, Confirmation};
 use crate::output;
@@ -67,14 +67,7 @@ pub async fn exec(args: DestroyArgs, settings: &Settings) -> anyhow::Result<()> 
     let pool = PoolView::from(&destroy(&ctl, &args.name).await?);
     output::print(&render_started(&pool))?;
     if args.wait {
-        let bounds = Wait {
-            budget: pool::wait_budget(settings),
-            poll: pool_wait::POLL,
-        };
-        pool_wait::wait(&ctl, &args.name, Until::Gone, bounds, &mut |line| {
-            eprintln!("{line}")
-        })
-        .await?;
+        pool_wait::wait_on_stderr(&ctl, &args.name, Until::Gone, settings).await?;
         output::print(&format!(
             "Pool {} is gone; its {} back in the fleet.\n",
             args.name,

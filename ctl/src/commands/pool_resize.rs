@@ -13,7 +13,7 @@ use rpool_proto::units::format_size;
 use rpool_proto::v1::{ResizePoolRequest, ResizePoolResponse};
 
 use super::pool::{self, CORES_MAX, capacity, indent, parse_lb_range, parse_memory, parse_pool_name, plural};
-use super::pool_wait::{self, Until, Wait};
+use super::pool_wait::{self, Until};
 use crate::client::{self, Controller};
 use crate::confirm::{self, Confirmation};
 use crate::exit::Failure;
@@ -121,14 +121,7 @@ pub async fn exec(args: ResizeArgs, settings: &Settings) -> anyhow::Result<()> {
     say(&render_started(&done, &args.name))?;
     let mut view = ResizeView::from(&done);
     if args.wait {
-        let bounds = Wait {
-            budget: pool::wait_budget(settings),
-            poll: pool_wait::POLL,
-        };
-        let ready = pool_wait::wait(&ctl, &args.name, Until::Ready, bounds, &mut |line| {
-            eprintln!("{line}")
-        })
-        .await?;
+        let ready = pool_wait::wait_on_stderr(&ctl, &args.name, Until::Ready, settings).await?;
         if let Some(ready) = &ready {
             say(&format!(
                 "Pool {} is ready: workers {}.\n",

@@ -14,7 +14,7 @@ use clap::Args;
 use rpool_proto::v1::{UpgradePoolRequest, UpgradePoolResponse};
 
 use super::pool::{self, parse_pool_name};
-use super::pool_wait::{self, Until, Wait};
+use super::pool_wait::{self, Until};
 use crate::client::{self, Controller};
 use crate::confirm::{self, Confirmation};
 use crate::exit::Failure;
@@ -187,14 +187,7 @@ pub async fn exec(args: UpgradeArgs, settings: &Settings) -> anyhow::Result<()> 
     ))?;
     let mut view = UpgradeView::from(&done);
     if args.wait {
-        let bounds = Wait {
-            budget: pool::wait_budget(settings),
-            poll: pool_wait::POLL,
-        };
-        let ready = pool_wait::wait(&ctl, &args.name, Until::Ready, bounds, &mut |line| {
-            eprintln!("{line}")
-        })
-        .await?;
+        let ready = pool_wait::wait_on_stderr(&ctl, &args.name, Until::Ready, settings).await?;
         if let Some(ready) = &ready {
             say(&format!(
                 "Pool {} is ready on Kubernetes {}.\n",

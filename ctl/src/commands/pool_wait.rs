@@ -81,6 +81,21 @@ pub fn progress_line(elapsed: Duration, text: &str) -> String {
     )
 }
 
+/// [`wait`] within the `--timeout` budget of `settings`, progress lines on
+/// stderr (stdout keeps only the command's output): what `--wait` does.
+pub async fn wait_on_stderr(
+    ctl: &Controller,
+    name: &str,
+    until: Until,
+    settings: &crate::settings::Settings,
+) -> anyhow::Result<Option<PoolView>> {
+    let bounds = Wait {
+        budget: super::pool::wait_budget(settings),
+        poll: POLL,
+    };
+    wait(ctl, name, until, bounds, &mut |line| eprintln!("{line}")).await
+}
+
 /// Polls pool `name` until `until`, calling `progress` with a line each
 /// time the progress text changes (and when polls fail). Returns the pool
 /// once ready, or `None` once gone.
