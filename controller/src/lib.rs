@@ -276,6 +276,7 @@ pub async fn run(
         let report = raft_handle.clone();
         transport.on_event(move |event| match event {
             raft::transport::PeerEvent::Unreachable(peer) => report.report_unreachable(peer),
+            raft::transport::PeerEvent::Lost(peer) => report.report_lost(peer),
             raft::transport::PeerEvent::SnapshotSent(peer, ok) => report.report_snapshot(peer, ok),
             raft::transport::PeerEvent::Refused(refusal) => report.report_refused(refusal),
         });

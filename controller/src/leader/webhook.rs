@@ -355,9 +355,14 @@ async fn tail(shared: Arc<Shared>, queue: Shared2, enabled: bool) {
             _ = crate::stopped(&mut stop) => { queue.1.notify_one(); return }
         }
         let leader = shared.node.is_leader();
-        let (new, newest_index) = shared
-            .node
-            .read(|sm| select_new(sm.events(), seen, Severity::Info));
+        // Only the events after `seen` (the window is ordered by index):
+        // walking all of it every tick held the state lock long enough to
+        // show in a profile of committed writes.
+        let (new, newest_index) = shared.node.read(|sm| {
+            let events = sm.events();
+            let start = events.partition_point(|e| e.index <= seen);
+            select_new(events.range(start..), seen, Severity::Info)
+        });
         metrics.events.inc_by(new.len() as u64);
         if leader && !was_leader {
             // Start from the newest event: history is not re-sent.

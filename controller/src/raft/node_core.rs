@@ -41,6 +41,11 @@ struct PendingRead {
 /// Ticks an unanswered read index request waits before it is issued again.
 const READ_RETRY_TICKS: u32 = 4;
 
+/// Ticks between the campaigns of the survivors of a leader whose
+/// connection broke (by rank; see `Core::leader_lost`): more than a
+/// pre-vote round with its log syncs.
+const LOST_LEADER_STAGGER_TICKS: usize = 2;
+
 /// The replica's state and every step of its loop, synchronous: the
 /// `RawNode`, the log, the state machine and the callers waiting for an
 /// answer. Time comes in as an argument and durability as a log sync the owner
@@ -275,6 +280,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             }
             Input::Refused(refusal) => self.stop_lost(incarnation::refused_detail(&refusal)),
             Input::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Input::Lost(peer) => self.leader_lost(peer),
             Input::SnapshotSent(peer, delivered) => {
                 let status = if delivered {
                     SnapshotStatus::Finish
@@ -283,6 +289,56 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                 };
                 self.raw.report_snapshot(peer, status);
             }
+        }
+    }
+
+    /// The connection to `peer` broke: its process died (kill -9, a crash,
+    /// a restart) or the link did. A follower whose leader that was gives
+    /// up the leader's lease at once, so it grants the pre-vote of the first
+    /// survivor that asks, and the survivors campaign by rank instead of
+    /// all waiting out a randomized election timeout: the lowest id at
+    /// once, the next [`LOST_LEADER_STAGGER_TICKS`] ticks later, and so on
+    /// (two campaigning together would split the vote). Nothing here
+    /// bypasses Raft's checks: a leader that is in fact alive renews its
+    /// followers' lease with its next heartbeat, and they ignore a
+    /// pre-vote in the meantime (check_quorum), so a broken link costs at
+    /// most a pre-vote round that fails. A hung leader (SIGSTOP, a host
+    /// that lost power) breaks no connection: the election timeout
+    /// remains the rule for those.
+    fn leader_lost(&mut self, peer: u64) {
+        let raft = &mut self.raw.raft;
+        if raft.state != StateRole::Follower || raft.leader_id != peer {
+            return;
+        }
+        let mut survivors: Vec<u64> = raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|&id| id != peer)
+            .collect();
+        survivors.sort_unstable();
+        let Some(rank) = survivors.iter().position(|&id| id == self.config.id) else {
+            return; // A learner does not campaign.
+        };
+        let lease = raft.election_timeout();
+        let wait = LOST_LEADER_STAGGER_TICKS * rank;
+        // Out of the lease (`election_elapsed >= election_timeout`), and
+        // `wait` ticks before its own timeout fires (sooner when that was
+        // drawn short).
+        raft.election_elapsed = raft
+            .election_elapsed
+            .max(lease)
+            .max(raft.randomized_election_timeout().saturating_sub(wait));
+        tracing::info!(
+            controller = self.config.id,
+            leader = peer,
+            rank,
+            "lost the connection to the leader; campaigning by rank"
+        );
+        if rank == 0 {
+            let _ = self.raw.campaign();
         }
     }
 

@@ -87,6 +87,8 @@ pub(super) enum Input<O> {
     /// peer knew under this id (module `incarnation`). The node stops.
     Refused(Refusal),
     Unreachable(u64),
+    /// The connection to this peer broke (see [`RaftHandle::report_lost`]).
+    Lost(u64),
     SnapshotSent(u64, bool),
 }
 
@@ -168,6 +170,13 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// streaming appends into the void.
     pub fn report_unreachable(&self, peer: u64) {
         let _ = self.inputs.try_send(Input::Unreachable(peer));
+    }
+
+    /// Tells the replica that its connection to `peer` broke: a follower
+    /// whose leader that was stops waiting out the election timeout (see
+    /// `Core::leader_lost`).
+    pub fn report_lost(&self, peer: u64) {
+        let _ = self.inputs.try_send(Input::Lost(peer));
     }
 
     /// Tells raft-rs whether a snapshot reached a peer's stream, so the

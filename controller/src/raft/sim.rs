@@ -235,6 +235,11 @@ enum Event {
         node: u64,
         peer: u64,
     },
+    /// The transport tells `node` that its connection to `peer` broke.
+    Lost {
+        node: u64,
+        peer: u64,
+    },
     /// The transport tells `node` whether its snapshot reached `peer`.
     SnapshotReport {
         node: u64,
@@ -820,6 +825,7 @@ impl Sim {
                 self.input(node, Input::Refused(refusal))
             }
             Event::Unreachable { node, peer } => self.input(node, Input::Unreachable(peer)),
+            Event::Lost { node, peer } => self.input(node, Input::Lost(peer)),
             Event::SnapshotReport {
                 node,
                 peer,
@@ -894,6 +900,29 @@ impl Sim {
                 self.isolated = Some(id);
                 self.summary.partitions += 1;
                 self.note(format!("controller {id} isolated"));
+                // Streams across the cut break when their keep-alive runs
+                // out (or survive a short cut): while the leader may be
+                // alive on the other side, or after the cut healed.
+                for other in (1..=NODES).filter(|&o| o != id) {
+                    if self.rng.bool() {
+                        let after = self.rng.u64(20..=80) * TICK_MS;
+                        self.schedule(
+                            after,
+                            Event::Lost {
+                                node: other,
+                                peer: id,
+                            },
+                        );
+                        let after = self.rng.u64(20..=80) * TICK_MS;
+                        self.schedule(
+                            after,
+                            Event::Lost {
+                                node: id,
+                                peer: other,
+                            },
+                        );
+                    }
+                }
                 let after = self.rng.u64(10..=120) * TICK_MS;
                 self.schedule(after, Event::Heal);
                 Ok(())

@@ -17,6 +17,18 @@ impl Sim {
         node.outbox.0.lock().unwrap().clear();
         self.summary.crashes += 1;
         self.note(format!("controller {id} crashed"));
+        // A dead process's connections close at once: its peers' streams
+        // to it end within a moment.
+        for other in (1..=NODES).filter(|&o| o != id) {
+            let after = self.rng.u64(0..=30);
+            self.schedule(
+                after,
+                Event::Lost {
+                    node: other,
+                    peer: id,
+                },
+            );
+        }
         if let Some((segment, synced, len)) = unsynced {
             self.lose_unsynced_log(id, &segment, synced, len);
         }

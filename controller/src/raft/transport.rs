@@ -61,6 +61,9 @@ pub enum PeerEvent {
     Refused(Refusal),
     /// Messages to it could not be delivered.
     Unreachable(u64),
+    /// The stream to it ended or could not be opened: its process may be
+    /// gone (a killed process's sockets close at once).
+    Lost(u64),
     /// A snapshot was handed to its stream (`true`) or could not be (`false`).
     SnapshotSent(u64, bool),
 }
@@ -228,6 +231,7 @@ async fn run_peer(
                     }
                 }
                 report(PeerEvent::Unreachable(to));
+                report(PeerEvent::Lost(to));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
@@ -298,6 +302,7 @@ async fn run_peer(
         }
         tracing::debug!(peer = to, %address, ?outcome, "raft stream closed; reconnecting");
         report(PeerEvent::Unreachable(to));
+        report(PeerEvent::Lost(to));
     }
 }
 

@@ -241,18 +241,13 @@ impl Store {
         Ok(())
     }
 
-    /// Adds to `batch` the removal of stored events older than
-    /// `first_kept` (the state machine keeps the newest
-    /// [`MAX_EVENTS`](crate::state::pool::MAX_EVENTS)). Usually finds one or none.
-    pub fn prune_events_into(&self, batch: &mut sled::Batch, first_kept: u64) -> Result<(), StoreError> {
-        for key in self
-            .db
-            .range(EVENT_PREFIX.as_bytes().to_vec()..event_key(first_kept))
-            .keys()
-        {
-            batch.remove(key?);
+    /// Adds to `batch` the removal of the stored events at `indexes` (the
+    /// state machine keeps the newest
+    /// [`MAX_EVENTS`](crate::state::pool::MAX_EVENTS); usually one goes).
+    pub fn remove_events_into(batch: &mut sled::Batch, indexes: impl IntoIterator<Item = u64>) {
+        for index in indexes {
+            batch.remove(event_key(index));
         }
-        Ok(())
     }
 
     /// Adds to `batch` that entries up to `index` are applied (an entry
