@@ -3,6 +3,7 @@
 //! - [`v1`]: messages and gRPC services generated from `rpool/v1/*.proto`
 //!   (`AgentService`: one bidirectional stream per agent; `AdminService`: what
 //!   `rpoolctl` calls). The `.proto` files document every field and unit.
+//!   Their codec is [`codec::SmallBufferCodec`] (1 KiB stream buffers).
 //! - [`config`]: what every binary's config shares: [`config::FieldError`]
 //!   (the field and what is accepted), the `[metrics]` section, `[tls]` paths.
 //! - [`backup`]: the backup file (`rpoolctl snapshot save`): header,
@@ -26,6 +27,7 @@
 
 pub mod backup;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod kube;
 pub mod logging;

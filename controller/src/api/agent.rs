@@ -231,9 +231,29 @@ pub(crate) fn heartbeat_commands(
 
 /// Proposes what `compute` asks for on the current state. If another writer
 /// got in between (a rejection), recomputes once from the fresh state.
+///
+/// Nearly every heartbeat asks for nothing: that case awaits nothing, and
+/// the proposing part is boxed, so a session's task (10,000 per leader)
+/// does not carry the proposal's state while it idles.
 async fn reconcile(shared: &Shared, compute: impl Fn(&State) -> Vec<Command>) -> Result<(), Status> {
+    let commands = shared.node.read(&compute);
+    if commands.is_empty() {
+        return Ok(());
+    }
+    Box::pin(propose_reconciled(shared, compute, commands)).await
+}
+
+async fn propose_reconciled(
+    shared: &Shared,
+    compute: impl Fn(&State) -> Vec<Command>,
+    first: Vec<Command>,
+) -> Result<(), Status> {
+    let mut first = Some(first);
     for attempt in 0..2 {
-        let commands = shared.node.read(&compute);
+        let commands = match first.take() {
+            Some(commands) => commands,
+            None => shared.node.read(&compute),
+        };
         let mut raced = false;
         for command in commands {
             match shared.node.propose(command).await {
@@ -422,6 +442,62 @@ async fn session_body(
     claimed: &mut Option<String>,
     setup: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<End, Status> {
+    // The set-up's state (the Hello, its facts, proposals) lives on the
+    // heap while it runs and is gone before the heartbeat loop: the task
+    // of an idle session is only as large as the loop's state.
+    let started = Box::pin(session_setup(
+        shared,
+        sessions,
+        session,
+        cert_host,
+        &mut inbound,
+        tx,
+        claimed,
+        setup,
+    ))
+    .await?;
+    let Started {
+        host_id,
+        mut replaced,
+        mut leading,
+    } = match started {
+        Ok(started) => started,
+        Err(end) => return Ok(end),
+    };
+    heartbeat_loop(
+        shared,
+        session,
+        &host_id,
+        inbound,
+        tx,
+        &mut replaced,
+        &mut leading,
+    )
+    .await
+}
+
+/// A session past its Welcome.
+struct Started {
+    host_id: String,
+    /// Fires when a newer session claims the host.
+    replaced: oneshot::Receiver<()>,
+    /// Whether this controller leads.
+    leading: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Steps 1 to 4 of the protocol: Hello, claim, reconcile, Welcome. `Err`
+/// inside `Ok`: the session ended (redirected, closed) without a status.
+#[allow(clippy::too_many_arguments)]
+async fn session_setup(
+    shared: &Shared,
+    sessions: &Sessions,
+    session: u64,
+    cert_host: &str,
+    inbound: &mut Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Outbound>,
+    claimed: &mut Option<String>,
+    setup: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Result<Started, End>, Status> {
     let mut shutdown = shared.shutdown.clone();
 
     // 1. Hello, first and bounded in time.
@@ -436,8 +512,8 @@ async fn session_body(
                 HELLO_TIMEOUT.as_secs()
             )));
         }
-        Ok(Err(status)) => return inbound_error(status),
-        Ok(Ok(None)) => return Ok(End::ClosedByAgent),
+        Ok(Err(status)) => return inbound_error(status).map(Err),
+        Ok(Ok(None)) => return Ok(Err(End::ClosedByAgent)),
         Ok(Ok(Some(AgentMessage {
             msg: Some(Msg::Hello(h)),
         }))) => h,
@@ -465,13 +541,13 @@ async fn session_body(
     tracing::Span::current().record("host_id", host_id.as_str());
 
     // Only the leader keeps sessions (it owns liveness): send the agent there.
-    let mut leading = sessions.leading(shared);
+    let leading = sessions.leading(shared);
     if !shared.node.is_leader() {
-        return redirect(shared, tx).await;
+        return redirect(shared, tx).await.map(Err);
     }
 
     // 2. Claim the host; 3. record liveness and reconcile.
-    let mut replaced = sessions.claim(&host_id, session);
+    let replaced = sessions.claim(&host_id, session);
     *claimed = Some(host_id.clone());
     {
         let mut live = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
@@ -499,7 +575,7 @@ async fn session_body(
         })),
     };
     if tx.send(Box::new(Ok(welcome))).await.is_err() {
-        return Ok(End::AgentGone);
+        return Ok(Err(End::AgentGone));
     }
     // Set up: the next agent may come in.
     drop(setup);
@@ -511,16 +587,33 @@ async fn session_body(
         agent_version = hello.agent_version.as_str(),
         "agent session started"
     );
+    Ok(Ok(Started {
+        host_id,
+        replaced,
+        leading,
+    }))
+}
 
-    // 5. Heartbeats.
+/// Step 5 of the protocol: heartbeats (and task results) until the session
+/// ends. What it holds across its wait is all an idle session costs.
+async fn heartbeat_loop(
+    shared: &Shared,
+    session: u64,
+    host_id: &str,
+    mut inbound: Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Outbound>,
+    replaced: &mut oneshot::Receiver<()>,
+    leading: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<End, Status> {
+    let mut shutdown = shared.shutdown.clone();
     let mut last_seq = 0u64;
     loop {
         let message = tokio::select! {
             biased;
-            _ = &mut replaced => return Err(Status::aborted("replaced by a newer session")),
+            _ = &mut *replaced => return Err(Status::aborted("replaced by a newer session")),
             _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
             _ = tx.closed() => return Ok(End::AgentGone),
-            _ = no_longer_leading(&mut leading) => return redirect(shared, tx).await,
+            _ = no_longer_leading(leading) => return Box::pin(redirect(shared, tx)).await,
             m = inbound.message() => m,
         };
         let message = match message {
@@ -531,7 +624,7 @@ async fn session_body(
         let hb = match message.msg {
             Some(Msg::Heartbeat(hb)) => hb,
             Some(Msg::TaskResult(result)) => {
-                crate::api::task_result::on_result(shared, &host_id, result).await?;
+                Box::pin(crate::api::task_result::on_result(shared, host_id, result)).await?;
                 continue;
             }
             Some(Msg::Hello(_)) => {
@@ -549,19 +642,19 @@ async fn session_body(
         crate::metrics::record_heartbeat_lag(hb.sent_at_unix_ms, unix_ms_now());
         let stored_memory = shared
             .node
-            .read(|sm| sm.host(&host_id).map(|r| r.facts.inventory.memory_total_bytes));
+            .read(|sm| sm.host(host_id).map(|r| r.facts.inventory.memory_total_bytes));
         validate::heartbeat("heartbeat", &hb, Some(last_seq), stored_memory)?;
         last_seq = hb.seq;
         shared
             .liveness
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_heartbeat(&host_id, session, &hb, Instant::now(), unix_ms_now());
+            .record_heartbeat(host_id, session, &hb, Instant::now(), unix_ms_now());
         debug!(seq = hb.seq, "heartbeat");
         let new_facts = hb.facts.as_ref().map(HostFacts::from);
         let now_ms = unix_ms_now();
         reconcile(shared, |sm| {
-            heartbeat_commands(sm.host(&host_id), &host_id, new_facts.as_ref(), now_ms)
+            heartbeat_commands(sm.host(host_id), host_id, new_facts.as_ref(), now_ms)
         })
         .await?;
         crate::metrics::ack_heartbeat(tx, hb.seq, arrived);
