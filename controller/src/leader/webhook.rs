@@ -358,20 +358,28 @@ async fn tail(shared: Arc<Shared>, queue: Shared2, enabled: bool) {
         // Only the events after `seen` (the window is ordered by index):
         // walking all of it every tick held the state lock long enough to
         // show in a profile of committed writes.
-        let (new, newest_index) = shared.node.read(|sm| {
+        // Copies are made only for a webhook that sends them.
+        let sends = leader && was_leader && enabled;
+        let (new, count, newest_index) = shared.node.read(|sm| {
             let events = sm.events();
             let start = events.partition_point(|e| e.index <= seen);
-            select_new(events.range(start..), seen, Severity::Info)
+            let newest = events.back().map_or(seen, |e| e.index.max(seen));
+            let new = if sends {
+                select_new(events.range(start..), seen, min).0
+            } else {
+                Vec::new()
+            };
+            (new, events.len() - start, newest)
         });
-        metrics.events.inc_by(new.len() as u64);
+        metrics.events.inc_by(count as u64);
         if leader && !was_leader {
             // Start from the newest event: history is not re-sent.
             debug!(
                 from_index = newest_index,
                 "leading: webhook starts after the newest event"
             );
-        } else if leader && enabled {
-            let (mut wanted, _) = select_new(&new, seen, min);
+        } else if sends {
+            let mut wanted = new;
             wanted.retain(|e| passes_audit_switch(e, shared.config.webhook.audit));
             let mut q = queue.0.lock().unwrap_or_else(|e| e.into_inner());
             for event in wanted {
