@@ -13,11 +13,14 @@
 //! down) are left alone. A host known from the store but not heard from since
 //! this controller started is measured from the controller's start, so a
 //! restart gives every host a full grace period instead of marking live hosts
-//! down. A new leader adds, for hosts it has not heard from yet, the time its
-//! fleet needs to reconnect ([`ATTACH_RATE_PER_S`]): after a failover every
-//! agent reconnects at once and admission control
-//! ([`crate::api::agent::MAX_SETUPS`]) queues them, so a host still waiting
-//! its turn is not silent.
+//! down. A new leader adds the time its fleet needs to reconnect
+//! ([`ATTACH_RATE_PER_S`]): after a failover every agent reconnects at once
+//! and admission control ([`crate::api::agent::MAX_SETUPS`]) queues them, so
+//! a host still waiting its turn is not silent, and the handshakes load the
+//! leader enough to delay the heartbeats of the agents already back. No
+//! host's silence counts before that window ends (as Nomad's
+//! `failover_heartbeat_ttl`); a host that dies inside it is found that much
+//! later.
 //!
 //! [`run_ticker`] evaluates it every [`TICK`] and proposes the transitions
 //! one by one.
@@ -244,15 +247,20 @@ impl Liveness {
         if !matches!(record.state, HostState::Ready | HostState::Suspect) {
             return None;
         }
-        let (last, grace) = match self.hosts.get(host_id) {
-            Some(o) => (o.last_heartbeat, Duration::ZERO),
-            // Not heard from since this controller started leading.
-            None => (self.started, self.attach_grace),
-        };
+        // Not heard from since this controller started leading: silent
+        // since then.
+        let last = self.hosts.get(host_id).map_or(self.started, |o| o.last_heartbeat);
         let silent = now.saturating_duration_since(last);
-        let to = if silent > self.config.down_after() + grace {
+        // Nobody's silence counts before the fleet had time to reconnect,
+        // whether its agent is back yet or not: a leader admitting thousands
+        // of agents also delays the heartbeats of those already back (a
+        // kill -9 of the leader at 10,000 agents: heartbeats up to 9.6 s
+        // late, 454 hosts falsely suspect or down when only hosts not yet
+        // back had the time).
+        let counted = now.saturating_duration_since(last.max(self.started + self.attach_grace));
+        let to = if counted > self.config.down_after() {
             HostState::Down
-        } else if silent > self.config.suspect_after() + grace && record.state == HostState::Ready {
+        } else if counted > self.config.suspect_after() && record.state == HostState::Ready {
             HostState::Suspect
         } else {
             return None;
@@ -527,17 +535,37 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_gives_hosts_it_has_not_heard_the_time_the_fleet_needs_to_reconnect() {
+    fn a_new_leader_counts_no_silence_before_the_fleet_had_time_to_reconnect() {
         let t0 = Instant::now();
         let sm = machine(&[("a", HostState::Ready), ("b", HostState::Ready)]);
         let mut live = liveness(t0);
         // A fleet of 10,000: 20 s more at 500 agents/s.
         live.new_term(t0, 10_000);
         live.connect("a", 1, t0 + ms(1_000));
-        // `a` was heard and then fell silent: the usual thresholds.
-        let got = live.transitions(&sm, t0 + ms(4_100));
+        // `a` was heard and then fell silent inside the window: a leader
+        // busy with the reconnecting fleet may be why; nothing yet.
+        assert!(live.transitions(&sm, t0 + ms(4_100)).is_empty());
+        assert!(live.transitions(&sm, t0 + ms(22_999)).is_empty());
+        // After the window, the usual thresholds, counted from its end.
+        let got = live.transitions(&sm, t0 + ms(23_001));
         let got: Vec<(&str, HostState)> = got.iter().map(|t| (t.host_id.as_str(), t.to)).collect();
-        assert_eq!(got, [("a", HostState::Suspect)]);
+        assert_eq!(got, [("a", HostState::Suspect), ("b", HostState::Suspect)]);
+        // A host heard after the window is judged from its own heartbeat.
+        live.connect("a", 1, t0 + ms(24_000));
+        let a: Vec<HostState> = live
+            .transitions(&sm, t0 + ms(26_999))
+            .into_iter()
+            .filter(|t| t.host_id == "a")
+            .map(|t| t.to)
+            .collect();
+        assert!(a.is_empty(), "a was heard 3 s ago at most: {a:?}");
+        let a: Vec<HostState> = live
+            .transitions(&sm, t0 + ms(27_001))
+            .into_iter()
+            .filter(|t| t.host_id == "a")
+            .map(|t| t.to)
+            .collect();
+        assert_eq!(a, [HostState::Suspect]);
         // `b` still waits its turn to reconnect: nothing until 3 s + 20 s.
         assert!(
             live.transitions(&sm, t0 + ms(22_999))
