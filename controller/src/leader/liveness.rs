@@ -49,6 +49,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// down: 10,000 hosts 20 s, 10 hosts 20 ms.
 pub const ATTACH_RATE_PER_S: u64 = 500;
 
+/// The reconnect window of a new leader also lasts while agents keep
+/// coming back: until no new session came for this long (a loaded machine
+/// admits fewer than [`ATTACH_RATE_PER_S`]; agents retry after a hint of up
+/// to 2 s)...
+pub const ATTACH_QUIET: Duration = Duration::from_secs(3);
+/// ...but never longer than this many times the rate-based window.
+pub const ATTACH_WINDOW_CAP: u32 = 3;
+
 /// What this controller last observed from one host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -104,6 +112,8 @@ pub struct Liveness {
     /// Extra silence allowed to hosts not heard from since `started`
     /// ([`ATTACH_RATE_PER_S`]).
     attach_grace: Duration,
+    /// The last session admitted inside the reconnect window.
+    last_attach: Option<Instant>,
     config: LivenessConfig,
     hosts: HashMap<String, Observation>,
     /// The applied index of the state at the last full scan of
@@ -119,6 +129,7 @@ impl Liveness {
         Liveness {
             started,
             attach_grace: Duration::ZERO,
+            last_attach: None,
             config,
             hosts: HashMap::new(),
             all_observed_at: std::cell::Cell::new(None),
@@ -143,6 +154,7 @@ impl Liveness {
     pub fn new_term(&mut self, now: Instant, hosts: usize) {
         self.started = now;
         self.attach_grace = Duration::from_millis(hosts as u64 * 1_000 / ATTACH_RATE_PER_S);
+        self.last_attach = None;
         self.hosts.clear();
         self.all_observed_at.set(None);
     }
@@ -150,6 +162,9 @@ impl Liveness {
     /// A session for `host_id` was accepted (its Hello counts as a
     /// heartbeat). Replaces any previous session's claim.
     pub fn connect(&mut self, host_id: &str, session: u64, now: Instant) {
+        if now < self.started + self.attach_grace * ATTACH_WINDOW_CAP {
+            self.last_attach = Some(now);
+        }
         let obs = self.entry(host_id, now);
         obs.last_heartbeat = now;
         obs.session = Some(session);
@@ -237,6 +252,17 @@ impl Liveness {
         out
     }
 
+    /// When the reconnect window of this term ends: `hosts /
+    /// ATTACH_RATE_PER_S` after it started, later while agents keep coming
+    /// back ([`ATTACH_QUIET`]), at most [`ATTACH_WINDOW_CAP`] times that.
+    fn window_end(&self) -> Instant {
+        let by_rate = self.started + self.attach_grace;
+        let by_arrivals = self.last_attach.map_or(by_rate, |t| t + ATTACH_QUIET);
+        by_rate
+            .max(by_arrivals)
+            .min(self.started + self.attach_grace * ATTACH_WINDOW_CAP)
+    }
+
     /// The transition due for one host at `now`, if any.
     fn judge(
         &self,
@@ -257,7 +283,7 @@ impl Liveness {
         // kill -9 of the leader at 10,000 agents: heartbeats up to 9.6 s
         // late, 454 hosts falsely suspect or down when only hosts not yet
         // back had the time).
-        let counted = now.saturating_duration_since(last.max(self.started + self.attach_grace));
+        let counted = now.saturating_duration_since(last.max(self.window_end()));
         let to = if counted > self.config.down_after() {
             HostState::Down
         } else if counted > self.config.suspect_after() && record.state == HostState::Ready {
@@ -538,54 +564,63 @@ mod tests {
     fn a_new_leader_counts_no_silence_before_the_fleet_had_time_to_reconnect() {
         let t0 = Instant::now();
         let sm = machine(&[("a", HostState::Ready), ("b", HostState::Ready)]);
+        let states = |live: &Liveness, at: u64| -> Vec<(String, HostState)> {
+            live.transitions(&sm, t0 + ms(at))
+                .into_iter()
+                .map(|t| (t.host_id, t.to))
+                .collect()
+        };
         let mut live = liveness(t0);
         // A fleet of 10,000: 20 s more at 500 agents/s.
         live.new_term(t0, 10_000);
         live.connect("a", 1, t0 + ms(1_000));
-        // `a` was heard and then fell silent inside the window: a leader
-        // busy with the reconnecting fleet may be why; nothing yet.
-        assert!(live.transitions(&sm, t0 + ms(4_100)).is_empty());
-        assert!(live.transitions(&sm, t0 + ms(22_999)).is_empty());
+        // `a` was heard and then fell silent inside the window (a leader
+        // busy with the reconnecting fleet may be why); `b` still waits its
+        // turn to reconnect: nothing for either until 20 s + 3 s.
+        assert!(states(&live, 4_100).is_empty());
+        assert!(states(&live, 22_999).is_empty());
         // After the window, the usual thresholds, counted from its end.
-        let got = live.transitions(&sm, t0 + ms(23_001));
-        let got: Vec<(&str, HostState)> = got.iter().map(|t| (t.host_id.as_str(), t.to)).collect();
-        assert_eq!(got, [("a", HostState::Suspect), ("b", HostState::Suspect)]);
-        // A host heard after the window is judged from its own heartbeat.
-        live.connect("a", 1, t0 + ms(24_000));
-        let a: Vec<HostState> = live
-            .transitions(&sm, t0 + ms(26_999))
+        let suspect = [
+            ("a".to_owned(), HostState::Suspect),
+            ("b".to_owned(), HostState::Suspect),
+        ];
+        assert_eq!(states(&live, 23_001), suspect);
+        let down = [
+            ("a".to_owned(), HostState::Down),
+            ("b".to_owned(), HostState::Down),
+        ];
+        assert_eq!(states(&live, 25_001), down);
+
+        // A host back after the window (and its cap, 60 s) is judged from
+        // its own heartbeat.
+        let mut live = liveness(t0);
+        live.new_term(t0, 10_000);
+        live.connect("a", 1, t0 + ms(61_000));
+        assert!(states(&live, 63_999).iter().all(|(id, _)| id != "a"));
+        assert!(states(&live, 64_001).contains(&("a".to_owned(), HostState::Suspect)));
+
+        // Agents still coming back keep the window open (a slow machine
+        // admits fewer than 500 a second), up to three times its length.
+        let mut live = liveness(t0);
+        live.new_term(t0, 10_000);
+        live.connect("a", 1, t0 + ms(1_000));
+        live.connect("c", 2, t0 + ms(30_000));
+        // b not back, a silent since 1 s: the window now ends at 33 s.
+        assert!(live.transitions(&sm, t0 + ms(35_999)).is_empty());
+        let due: Vec<String> = live
+            .transitions(&sm, t0 + ms(36_001))
             .into_iter()
-            .filter(|t| t.host_id == "a")
-            .map(|t| t.to)
+            .map(|t| t.host_id)
             .collect();
-        assert!(a.is_empty(), "a was heard 3 s ago at most: {a:?}");
-        let a: Vec<HostState> = live
-            .transitions(&sm, t0 + ms(27_001))
+        assert_eq!(due, ["a", "b"]);
+        live.connect("c", 3, t0 + ms(59_000));
+        live.connect("c", 4, t0 + ms(61_000)); // past the cap: does not extend
+        let due: Vec<String> = live
+            .transitions(&sm, t0 + ms(63_001))
             .into_iter()
-            .filter(|t| t.host_id == "a")
-            .map(|t| t.to)
+            .map(|t| t.host_id)
             .collect();
-        assert_eq!(a, [HostState::Suspect]);
-        // `b` still waits its turn to reconnect: nothing until 3 s + 20 s.
-        assert!(
-            live.transitions(&sm, t0 + ms(22_999))
-                .iter()
-                .all(|t| t.host_id != "b")
-        );
-        let b: Vec<HostState> = live
-            .transitions(&sm, t0 + ms(23_001))
-            .into_iter()
-            .filter(|t| t.host_id == "b")
-            .map(|t| t.to)
-            .collect();
-        assert_eq!(b, [HostState::Suspect]);
-        let b: Vec<HostState> = live
-            .transitions(&sm, t0 + ms(25_001))
-            .into_iter()
-            .filter(|t| t.host_id == "b")
-            .map(|t| t.to)
-            .collect();
-        assert_eq!(b, [HostState::Down]);
+        assert_eq!(due, ["a", "b"]);
         // A small fleet barely waits longer: 10 hosts, 20 ms.
         live.new_term(t0, 10);
         assert_eq!(live.attach_grace, ms(20));
