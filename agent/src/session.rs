@@ -12,10 +12,12 @@
 //!   [`MAX_REDIRECTS`] consecutive redirects without a Welcome (leadership
 //!   moving during an election), or when the follower knows no leader, the
 //!   agent backs off and rotates.
-//! - A welcomed session that breaks is retried once on the same controller
-//!   after a random delay up to the initial backoff (full jitter: when a
-//!   leader dies, its whole fleet loses its sessions in the same instant),
-//!   then the agent rotates.
+//! - A welcomed session that breaks is retried after a random delay up to
+//!   the initial backoff (full jitter: when a leader dies, its whole fleet
+//!   loses its sessions in the same instant) on the first other controller
+//!   of the group by id (`Welcome.members`: the survivors of a dead leader
+//!   campaign lowest id first, so it most likely leads already), or on the
+//!   same controller when no member list came; a failure there rotates.
 //! - A leader busy admitting other sessions answers `UNAVAILABLE` with a
 //!   retry hint ([`rpool_proto::RETRY_AFTER_MS`]): the same controller is
 //!   retried after a random delay up to the hint (capped at the maximum
@@ -208,6 +210,10 @@ pub struct Targets {
     current: String,
     /// Consecutive redirects followed without a Welcome.
     redirects: u32,
+    /// The group's controllers (id, address), lowest id first, and the id
+    /// of the controller that sent them: from the last Welcome.
+    members: Vec<(u64, String)>,
+    welcomed_by: u64,
 }
 
 impl Targets {
@@ -221,6 +227,24 @@ impl Targets {
             index: 0,
             current,
             redirects: 0,
+            members: Vec::new(),
+            welcomed_by: 0,
+        }
+    }
+
+    /// Records a Welcome: who sent it (`controller_id`) and the group's
+    /// controllers (lowest id first; addresses that are not `host:port`
+    /// are left out, an empty list keeps the last one).
+    pub fn welcomed(&mut self, welcome: &Welcome) {
+        self.welcomed_by = welcome.controller_id.parse().unwrap_or(0);
+        let usable: Vec<(u64, String)> = welcome
+            .members
+            .iter()
+            .filter(|m| crate::config::check_host_port(&m.address).is_ok())
+            .map(|m| (m.id, m.address.clone()))
+            .collect();
+        if !usable.is_empty() {
+            self.members = usable;
         }
     }
 
@@ -234,9 +258,19 @@ impl Targets {
     pub fn after(&mut self, outcome: &Outcome) -> Wait {
         match outcome {
             Outcome::LostAfterWelcome => {
-                // Same controller once more (it may only have blipped); a
-                // failure there rotates.
+                // The first other member of the group: when a leader dies,
+                // its survivors campaign lowest id first, so that one most
+                // likely leads by now (if the old leader only blipped, it
+                // redirects back). Without a member list, the same
+                // controller once more. A failure there rotates.
                 self.redirects = 0;
+                let welcomed_by = self.welcomed_by;
+                if let Some((_, next)) = self.members.iter().find(|(id, _)| *id != welcomed_by).cloned() {
+                    if let Some(i) = self.controllers.iter().position(|c| *c == next) {
+                        self.index = i;
+                    }
+                    self.current = next;
+                }
                 Wait::Spread
             }
             Outcome::Busy { retry_after } => {
@@ -304,7 +338,18 @@ pub async fn run_sessions(
             },
         };
         let ended = match enrolled {
-            Ok(_) => session(&addr, host_id, &tls, reporter, executor, &mut shutdown).await,
+            Ok(_) => {
+                session(
+                    &addr,
+                    host_id,
+                    &tls,
+                    reporter,
+                    executor,
+                    &mut shutdown,
+                    &mut targets,
+                )
+                .await
+            }
             Err(e) => Ended::Lost {
                 welcomed: false,
                 reason: Reason::Enroll(e),
@@ -437,6 +482,7 @@ fn endpoint(tls: &TlsMaterial, addr: &str) -> Result<Endpoint, String> {
 }
 
 /// One connection and stream, from connect to loss or shutdown.
+/// One session on `addr`; the Welcome's member list lands in `targets`.
 async fn session(
     addr: &str,
     host_id: &str,
@@ -444,6 +490,7 @@ async fn session(
     reporter: &mut Reporter,
     executor: &Executor,
     shutdown: &mut watch::Receiver<bool>,
+    targets: &mut Targets,
 ) -> Ended {
     let lost = |reason| Ended::Lost {
         welcomed: false,
@@ -537,6 +584,7 @@ async fn session(
         heartbeat_interval_ms = interval_ms,
         "welcomed"
     );
+    targets.welcomed(&welcome);
     let period = Duration::from_millis(interval_ms as u64);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -733,6 +781,7 @@ mod tests {
                         heartbeat_interval_ms: INTERVAL_MS,
                         suspect_after_ms: 3000,
                         down_after_ms: 5000,
+                        members: vec![],
                     })),
                 }))
                 .await
@@ -1179,6 +1228,44 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_welcomed_session_goes_to_the_first_other_member_by_id() {
+        let welcome = |by: &str, members: &[(u64, &str)]| Welcome {
+            controller_id: by.to_owned(),
+            members: members
+                .iter()
+                .map(|(id, address)| rpool_proto::v1::WelcomeMember {
+                    id: *id,
+                    address: address.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let group = [(1, "a:1"), (2, "b:1"), (3, "c:1")];
+        let mut t = targets(&["c:1", "b:1", "a:1"]);
+        // Welcomed by 3 (the configured first); the group, lowest id first.
+        t.welcomed(&welcome("3", &group));
+        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Spread);
+        assert_eq!(t.current(), "a:1");
+        // Welcomed by 1, lost again: the first other by id is 2.
+        t.welcomed(&welcome("1", &[]));
+        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Spread);
+        assert_eq!(t.current(), "b:1");
+        // A failure there rotates on from b's place in the configured list.
+        assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
+        assert_eq!(t.current(), "a:1");
+        // Unusable addresses are left out: no list, the same controller.
+        let mut t = targets(&["a:1", "b:1"]);
+        t.welcomed(&welcome("1", &[(2, "not an address"), (3, "")]));
+        t.after(&Outcome::LostAfterWelcome);
+        assert_eq!(t.current(), "a:1");
+        // A group of one: the same controller.
+        let mut t = targets(&["a:1"]);
+        t.welcomed(&welcome("1", &[(1, "a:1")]));
+        t.after(&Outcome::LostAfterWelcome);
+        assert_eq!(t.current(), "a:1");
+    }
+
+    #[test]
     fn a_redirect_goes_to_the_leader_at_once_even_if_unconfigured() {
         let mut t = targets(&["a:1", "b:1", "c:1"]);
         assert_eq!(t.after(&redirect("10.9.9.9:7440")), Wait::None);
@@ -1343,6 +1430,7 @@ mod tests {
                     heartbeat_interval_ms: INTERVAL_MS,
                     suspect_after_ms: 3000,
                     down_after_ms: 5000,
+                    members: vec![],
                 })),
             };
             let task = ControllerMessage {

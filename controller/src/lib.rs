@@ -119,7 +119,7 @@ impl Shared {
 
 /// Every member's address: the initial group overlaid with replicated
 /// membership changes, restricted to the current voters and learners.
-fn member_addresses(config: &Config, node: &replica::NodeHandle) -> BTreeMap<u64, String> {
+pub(crate) fn member_addresses(config: &Config, node: &replica::NodeHandle) -> BTreeMap<u64, String> {
     let status = node.status();
     let mut known = config.initial_members();
     node.read(|sm| known.extend(sm.members().iter().map(|(id, a)| (*id, a.clone()))));

@@ -572,6 +572,11 @@ async fn session_setup(
             heartbeat_interval_ms,
             suspect_after_ms,
             down_after_ms,
+            // Lowest id first (a BTreeMap): see `agent.proto`.
+            members: crate::member_addresses(&shared.config, &shared.node)
+                .into_iter()
+                .map(|(id, address)| v1::WelcomeMember { id, address })
+                .collect(),
         })),
     };
     if tx.send(Box::new(Ok(welcome))).await.is_err() {

@@ -292,6 +292,8 @@ enum Opened {
             mpsc::Sender<AgentMessage>,
             tonic::Streaming<v1::ControllerMessage>,
             usize,
+            // The Welcome (the agent's next target if this breaks).
+            v1::Welcome,
         )>,
     ),
     Redirect(String),
@@ -320,7 +322,7 @@ async fn open(material: Option<&TlsMaterial>, addr: &str, hello: v1::Hello) -> O
                 Some(m) => match m.msg {
                     Some(ControllerMsg::Welcome(w)) => {
                         let id = w.controller_id.parse().unwrap_or(0);
-                        return Ok(Opened::Welcomed(Box::new((tx, inbound, id))));
+                        return Ok(Opened::Welcomed(Box::new((tx, inbound, id, w))));
                     }
                     Some(ControllerMsg::Redirect(r)) => return Ok(Opened::Redirect(r.leader_address)),
                     _ => continue,
@@ -405,7 +407,10 @@ async fn agent(
             }
         };
         let (tx, mut inbound, by) = match outcome {
-            Ok(halves) => halves,
+            Ok((tx, inbound, by, welcome)) => {
+                targets.welcomed(&welcome);
+                (tx, inbound, by)
+            }
             Err(outcome) => {
                 let wait = targets.after(&outcome);
                 tokio::time::sleep(session::delay(wait, &mut backoff)).await;
