@@ -244,14 +244,17 @@ impl Decision {
                 why,
             ),
             Decision::ScaleDown { host, why } => {
+                // The request follows what is left, and only down: a pool
+                // above its request (a replacement larger than the host it
+                // replaced) keeps its request when the surplus goes.
+                // Subtracting the host from the request instead turned a
+                // 48-core request into 1 core when a 64-core worker of a
+                // 112-core pool went for max-cores 96.
                 let left_cores = pool.worker_cores().saturating_sub(host.cores);
                 let left_memory = pool.worker_memory().saturating_sub(host.memory_bytes);
                 (
-                    pool.cores.saturating_sub(host.cores).min(left_cores).max(1),
-                    pool.memory_bytes
-                        .saturating_sub(host.memory_bytes)
-                        .min(left_memory)
-                        .max(MEMORY_REQUEST_MIN),
+                    pool.cores.min(left_cores).max(1),
+                    pool.memory_bytes.min(left_memory).max(MEMORY_REQUEST_MIN),
                     Vec::new(),
                     vec![host.host_id.clone()],
                     why,
@@ -869,6 +872,45 @@ mod tests {
             d.why(),
             "pool web: worker cores 24 > max-cores 16: -1 host h2 (16c/64GiB)"
         );
+    }
+
+    /// A pool above its request (a replacement bigger than the host it
+    /// replaced) that goes back under max-cores keeps its request; a pool
+    /// at its request shrinks it by what went.
+    #[test]
+    fn scaling_down_never_takes_the_request_below_what_is_left() {
+        // Request 48 cores; workers 16 + 32 + 64 = 112 after a drain;
+        // max-cores 96: the 64-core worker goes, 48 are left.
+        let mut over = pool();
+        over.cores = 48;
+        over.memory_bytes = 192 << 30;
+        over.workers = vec![host("h1", 16), host("h2", 32), host("h3", 64)];
+        let mut p = policy();
+        p.max_cores = 96;
+        let d = run(&p, &over, signals(50.0, 50.0, 0), T0);
+        let Some(Command::AutoscalePool {
+            cores,
+            memory_bytes,
+            release,
+            ..
+        }) = d.command(&over, T0)
+        else {
+            panic!("expected a scale-down, got {d:?}");
+        };
+        assert_eq!(release, ["id-h3"]);
+        assert_eq!((cores, memory_bytes), (48, 192 << 30), "the request stays");
+        // At its request (24 = 8 + 16), releasing 16 takes it to 8.
+        let mut p = policy();
+        p.min_cores = 8;
+        p.max_cores = 16;
+        let d = run(&p, &pool(), signals(50.0, 50.0, 0), T0);
+        let Some(Command::AutoscalePool {
+            cores, memory_bytes, ..
+        }) = d.command(&pool(), T0)
+        else {
+            panic!("expected a scale-down, got {d:?}");
+        };
+        assert_eq!((cores, memory_bytes), (8, 32 << 30));
     }
 
     #[test]

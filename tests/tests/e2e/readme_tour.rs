@@ -313,8 +313,18 @@ async fn the_readme_tour_runs_as_written() -> anyhow::Result<()> {
         let status = status?;
         eprintln!("    exit {status} in {:.1?}", started.elapsed());
         if !status.success() {
+            // What the sandbox's pools were doing, to tell a broken command
+            // from a tour that did not wait for something.
+            let pools = shell(
+                home.path(),
+                work.path(),
+                "rpoolctl pool show web; rpoolctl events --limit 15",
+            )
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
             anyhow::bail!(
-                "README.md line {}: `{command}` no longer works: {status}\nstdout:\n{out}\nstderr:\n{err}",
+                "README.md line {}: `{command}` no longer works: {status}\nstdout:\n{out}\nstderr:\n{err}\npool web and the last events:\n{pools}",
                 step.line
             );
         }
