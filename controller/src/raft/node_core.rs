@@ -323,6 +323,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             return; // A learner does not campaign.
         };
         let lease = raft.election_timeout();
+        if raft.election_elapsed >= lease {
+            // Already out of the lease: this loss was handled (the peer
+            // task reports a broken stream, then each failed reconnect).
+            return;
+        }
         let wait = LOST_LEADER_STAGGER_TICKS * rank;
         // Out of the lease (`election_elapsed >= election_timeout`), and
         // `wait` ticks before its own timeout fires (sooner when that was
