@@ -12,12 +12,25 @@
 //!   [`MAX_REDIRECTS`] consecutive redirects without a Welcome (leadership
 //!   moving during an election), or when the follower knows no leader, the
 //!   agent backs off and rotates.
+//! - A leader hands the session to a follower that relays it
+//!   (`Redirect { relay: true }`): followed like any redirect. If that
+//!   follower cannot be reached, the agent goes back to the leader and asks
+//!   to be served there (`Hello.serve_here`): a follower the agent cannot
+//!   reach never keeps it from the leader it can.
 //! - A welcomed session that breaks is retried after a random delay up to
 //!   the initial backoff (full jitter: when a leader dies, its whole fleet
 //!   loses its sessions in the same instant) on the first other controller
 //!   of the group by id (`Welcome.members`: the survivors of a dead leader
-//!   campaign lowest id first, so it most likely leads already), or on the
-//!   same controller when no member list came; a failure there rotates.
+//!   campaign lowest id first, so it most likely leads already) that is
+//!   neither the welcoming leader nor the controller the session ran
+//!   through, or on the same controller when no member list came; a
+//!   failure there rotates.
+//! - A relaying follower whose leader went away ends the session with
+//!   `UNAVAILABLE` and a retry hint: the agent comes back to it (as to a
+//!   busy controller, below), to be relayed to the new leader.
+//! - After such a hint (the controller answered: its connection is sound)
+//!   the next attempt opens its stream on the same connection, without a
+//!   new TLS handshake; after anything else it connects afresh.
 //! - A leader busy admitting other sessions answers `UNAVAILABLE` with a
 //!   retry hint ([`rpool_proto::RETRY_AFTER_MS`]): the same controller is
 //!   retried after a random delay up to the hint (capped at the maximum
@@ -153,8 +166,9 @@ pub enum Outcome {
     /// The controller rejected what this agent sends (INVALID_ARGUMENT).
     Rejected,
     /// A follower redirected the agent; `leader_address` is "" when it knows
-    /// no leader.
-    Redirected { leader_address: String },
+    /// no leader. `relay`: a leader handed the session to the follower at
+    /// `leader_address`.
+    Redirected { leader_address: String, relay: bool },
     /// The controller admits no more sessions for now: retry it after a
     /// random delay up to `retry_after`.
     Busy { retry_after: Duration },
@@ -214,6 +228,12 @@ pub struct Targets {
     /// of the controller that sent them: from the last Welcome.
     members: Vec<(u64, String)>,
     welcomed_by: u64,
+    /// The leader that handed this agent to the follower at `current`
+    /// (`Redirect.relay`), until a Welcome.
+    handed_by: Option<String>,
+    /// The next Hello asks the leader to serve it itself: the follower it
+    /// handed the agent to could not be reached.
+    serve_here: bool,
 }
 
 impl Targets {
@@ -229,6 +249,8 @@ impl Targets {
             redirects: 0,
             members: Vec::new(),
             welcomed_by: 0,
+            handed_by: None,
+            serve_here: false,
         }
     }
 
@@ -237,6 +259,8 @@ impl Targets {
     /// are left out, an empty list keeps the last one).
     pub fn welcomed(&mut self, welcome: &Welcome) {
         self.welcomed_by = welcome.controller_id.parse().unwrap_or(0);
+        self.handed_by = None;
+        self.serve_here = false;
         let usable: Vec<(u64, String)> = welcome
             .members
             .iter()
@@ -253,6 +277,12 @@ impl Targets {
         &self.current
     }
 
+    /// Whether the next Hello asks to be served by the controller it goes
+    /// to (`Hello.serve_here`).
+    pub fn serve_here(&self) -> bool {
+        self.serve_here
+    }
+
     /// Records how the attempt on [`Self::current`] ended and picks the next
     /// target; returns whether to back off before it.
     pub fn after(&mut self, outcome: &Outcome) -> Wait {
@@ -265,7 +295,13 @@ impl Targets {
                 // controller once more. A failure there rotates.
                 self.redirects = 0;
                 let welcomed_by = self.welcomed_by;
-                if let Some((_, next)) = self.members.iter().find(|(id, _)| *id != welcomed_by).cloned() {
+                let through = self.current.clone();
+                if let Some((_, next)) = self
+                    .members
+                    .iter()
+                    .find(|(id, address)| *id != welcomed_by && *address != through)
+                    .cloned()
+                {
                     if let Some(i) = self.controllers.iter().position(|c| *c == next) {
                         self.index = i;
                     }
@@ -278,10 +314,20 @@ impl Targets {
                 self.redirects = 0;
                 Wait::Hint(*retry_after)
             }
-            Outcome::Redirected { leader_address }
-                if !leader_address.is_empty() && self.redirects + 1 < MAX_REDIRECTS =>
-            {
+            Outcome::Failed if self.handed_by.is_some() => {
+                // The follower a leader handed us to is out of reach: back
+                // to that leader, asking it to serve the session itself.
+                self.redirects = 0;
+                self.current = self.handed_by.take().unwrap_or_default();
+                self.serve_here = true;
+                Wait::Spread
+            }
+            Outcome::Redirected {
+                leader_address,
+                relay,
+            } if !leader_address.is_empty() && self.redirects + 1 < MAX_REDIRECTS => {
                 self.redirects += 1;
+                self.handed_by = relay.then(|| self.current.clone());
                 if let Some(i) = self.controllers.iter().position(|c| c == leader_address) {
                     self.index = i;
                 }
@@ -290,6 +336,8 @@ impl Targets {
             }
             Outcome::Redirected { .. } | Outcome::Failed | Outcome::Rejected => {
                 self.redirects = 0;
+                self.handed_by = None;
+                self.serve_here = false;
                 self.rotate();
                 Wait::Backoff
             }
@@ -316,6 +364,9 @@ pub async fn run_sessions(
         fastrand::Rng::new(),
     );
     let mut targets = Targets::new(config.controllers.clone());
+    // The last connection, reused by the next attempt on the same address
+    // after a retry hint (see the module docs).
+    let mut kept: Option<(String, Channel)> = None;
     // Renews the certificate at two thirds of its life; a renewal ends the
     // current session so the next one uses it.
     tokio::spawn(crate::enroll::run_renewer(
@@ -337,10 +388,13 @@ pub async fn run_sessions(
                 r = crate::enroll::ensure_certificate(&tls_dir, Some(enroll), host_id, &addr) => r,
             },
         };
+        let serve_here = targets.serve_here();
         let ended = match enrolled {
             Ok(_) => {
                 session(
                     &addr,
+                    &mut kept,
+                    serve_here,
                     host_id,
                     &tls,
                     reporter,
@@ -362,6 +416,10 @@ pub async fn run_sessions(
         crate::metrics::global().connected(false);
         crate::metrics::global().reconnects.inc();
         let outcome = match &reason {
+            // A relay whose leader went away: back to the same follower.
+            Reason::Status(s) if welcomed && busy_hint(s).is_some() => Outcome::Busy {
+                retry_after: busy_hint(s).unwrap_or_default(),
+            },
             _ if welcomed => Outcome::LostAfterWelcome,
             // A bad token or pin does not get better by retrying at once.
             Reason::Enroll(e) if e.is_refusal() => Outcome::Rejected,
@@ -379,12 +437,20 @@ pub async fn run_sessions(
                 retry_after: busy_hint(s).unwrap_or_default(),
             },
             Reason::Redirected(r) => {
-                info!(
-                    controller = %addr,
-                    leader_id = r.leader_id,
-                    leader = %r.leader_address,
-                    "redirected to leader"
-                );
+                if r.relay {
+                    info!(
+                        controller = %addr,
+                        follower = %r.leader_address,
+                        "the leader hands this session to a follower that relays it"
+                    );
+                } else {
+                    info!(
+                        controller = %addr,
+                        leader_id = r.leader_id,
+                        leader = %r.leader_address,
+                        "redirected to leader"
+                    );
+                }
                 let usable = r.leader_address.is_empty()
                     || match crate::config::check_host_port(&r.leader_address) {
                         Ok(()) => true,
@@ -403,10 +469,14 @@ pub async fn run_sessions(
                     } else {
                         String::new()
                     },
+                    relay: r.relay,
                 }
             }
             _ => Outcome::Failed,
         };
+        if !matches!(outcome, Outcome::Busy { .. }) {
+            kept = None;
+        }
         if welcomed {
             backoff.reset();
         }
@@ -481,10 +551,13 @@ fn endpoint(tls: &TlsMaterial, addr: &str) -> Result<Endpoint, String> {
         .tcp_nodelay(true))
 }
 
-/// One connection and stream, from connect to loss or shutdown.
-/// One session on `addr`; the Welcome's member list lands in `targets`.
+/// One session on `addr`, from connect (or the kept connection) to loss or
+/// shutdown; the Welcome's member list lands in `targets`.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     addr: &str,
+    kept: &mut Option<(String, Channel)>,
+    serve_here: bool,
     host_id: &str,
     tls: &TlsFiles,
     reporter: &mut Reporter,
@@ -498,21 +571,31 @@ async fn session(
     };
     // Renewals from now on end this session (the files are read just below).
     let mut renewed = crate::enroll::renewals();
-    let endpoint = match load_tls(tls, host_id).and_then(|tls| endpoint(&tls, addr)) {
-        Ok(e) => e,
-        Err(e) => return lost(Reason::Tls(e)),
+    let channel: Channel = match kept.as_ref() {
+        Some((to, channel)) if to == addr => {
+            debug!(controller = %addr, "opening the session on the kept connection");
+            channel.clone()
+        }
+        _ => {
+            let endpoint = match load_tls(tls, host_id).and_then(|tls| endpoint(&tls, addr)) {
+                Ok(e) => e,
+                Err(e) => return lost(Reason::Tls(e)),
+            };
+            let connector = crate::connector::RecordingConnector::default();
+            let channel: Channel = tokio::select! {
+                biased;
+                _ = stopped(shutdown) => return Ended::Shutdown,
+                r = endpoint.connect_with_connector(connector.clone()) => match r {
+                    Ok(c) => c,
+                    Err(e) => return lost(Reason::Connect(e)),
+                },
+            };
+            info!(controller = %addr, local = ?connector.local_address(), "connected");
+            reporter.set_connection_address(connector.local_address());
+            *kept = Some((addr.to_owned(), channel.clone()));
+            channel
+        }
     };
-    let connector = crate::connector::RecordingConnector::default();
-    let channel: Channel = tokio::select! {
-        biased;
-        _ = stopped(shutdown) => return Ended::Shutdown,
-        r = endpoint.connect_with_connector(connector.clone()) => match r {
-            Ok(c) => c,
-            Err(e) => return lost(Reason::Connect(e)),
-        },
-    };
-    info!(controller = %addr, local = ?connector.local_address(), "connected");
-    reporter.set_connection_address(connector.local_address());
     let mut client = AgentServiceClient::new(channel).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
 
     let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
@@ -533,6 +616,7 @@ async fn session(
             pending_pods: first.pending_pods,
             certs: first.certs.clone(),
         }),
+        serve_here,
     };
     tx.try_send(AgentMessage {
         msg: Some(AgentMsg::Hello(hello)),
@@ -1099,6 +1183,7 @@ mod tests {
                 msg: Some(ControllerMsg::Redirect(Redirect {
                     leader_id: self.leader_id,
                     leader_address: self.leader_address.clone(),
+                    relay: false,
                 })),
             };
             Ok(tonic::Response::new(
@@ -1203,7 +1288,47 @@ mod tests {
     fn redirect(to: &str) -> Outcome {
         Outcome::Redirected {
             leader_address: to.to_owned(),
+            relay: false,
         }
+    }
+
+    #[test]
+    fn a_handed_session_goes_to_the_follower_and_back_to_the_leader_if_it_is_out_of_reach() {
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        let handed = Outcome::Redirected {
+            leader_address: "c:1".to_owned(),
+            relay: true,
+        };
+        assert_eq!(t.after(&handed), Wait::None);
+        assert_eq!(t.current(), "c:1");
+        assert!(!t.serve_here());
+        // The follower cannot be reached: back to the leader, served there.
+        assert_eq!(t.after(&Outcome::Failed), Wait::Spread);
+        assert_eq!(t.current(), "a:1");
+        assert!(t.serve_here());
+        // Welcomed: the next session asks nothing special.
+        t.welcomed(&Welcome::default());
+        assert!(!t.serve_here());
+        // Handed, welcomed through the follower (the Welcome names the
+        // leader, 1), then lost: the next is a member that is neither.
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        t.after(&handed);
+        t.welcomed(&Welcome {
+            controller_id: "1".into(),
+            members: [(1, "a:1"), (2, "b:1"), (3, "c:1")]
+                .iter()
+                .map(|(id, address)| rpool_proto::v1::WelcomeMember {
+                    id: *id,
+                    address: address.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        assert_eq!(t.after(&Outcome::LostAfterWelcome), Wait::Spread);
+        assert_eq!(t.current(), "b:1");
+        // A failure after that rotates, as for any failure.
+        assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
+        assert!(!t.serve_here());
     }
 
     #[test]

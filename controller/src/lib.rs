@@ -6,7 +6,7 @@
 //! committed by a quorum (durable in each replica's write-ahead log) and
 //! applied by every replica to the same deterministic state machine,
 //! persisted in sled. Only the leader keeps agent sessions and
-//! judges liveness; followers redirect agents and forward admin requests.
+//! judges liveness; followers relay agent sessions to it (`api::relay`) and forward admin requests.
 //!
 //! # Modules
 //!
@@ -330,6 +330,10 @@ pub async fn run(
     let server = Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        // Followers relay thousands of agent sessions over one connection
+        // each (api::relay).
+        .max_concurrent_streams(Some(api::relay::MAX_RELAYED_STREAMS))
+        .initial_connection_window_size(Some(api::relay::RELAY_CONNECTION_WINDOW))
         // Mutual TLS only; client certificates optional at the handshake
         // (enrollment), required per service by the authorization layer.
         .tls_config(tls.server_tls())

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub heartbeat_acks_dropped: Counter,
     /// Agent sessions refused with a retry hint: too many being set up.
     pub sessions_refused_busy: Counter,
+    /// Direct agent sessions this leader handed to a follower to relay.
+    pub sessions_handed: Counter,
+    /// Agent sessions this follower relays to the leader now.
+    pub sessions_relayed: std::sync::atomic::AtomicI64,
     /// Task durations from issue to result, by `kind` and `outcome`.
     pub task_duration: HistogramVec,
     /// Events this controller saw committed since it started.
@@ -64,6 +68,8 @@ impl Metrics {
             heartbeat_lag: histogram(LATENCY_BUCKETS_S),
             heartbeat_acks_dropped: Counter::default(),
             sessions_refused_busy: Counter::default(),
+            sessions_handed: Counter::default(),
+            sessions_relayed: std::sync::atomic::AtomicI64::new(0),
             task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
             events: Counter::default(),
             webhook_deliveries: Counter::default(),
@@ -267,6 +273,16 @@ pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
         "rpool_agent_sessions_refused_busy_total",
         "Agent sessions refused with a retry hint because too many were being set up at once.",
         m.sessions_refused_busy.get(),
+    );
+    e.counter(
+        "rpool_agent_sessions_handed_total",
+        "Direct agent sessions this leader handed to a follower to relay.",
+        m.sessions_handed.get(),
+    );
+    e.gauge(
+        "rpool_agent_sessions_relayed",
+        "Agent sessions this controller relays to the leader (it holds their connections).",
+        m.sessions_relayed.load(std::sync::atomic::Ordering::Relaxed),
     );
     e.histogram_vec(
         "rpool_task_duration_seconds",

@@ -326,6 +326,8 @@ P = c.get("leader_processing") or {}
 G = c.get("leader_lag") or {}
 LG = c.get("loadgen", {}).get("steady") or {}
 r = lg["rtt_ms"]; d = lg["detection_ms"]
+F = "; ".join(f"{n}: {(v.get('steady') or {}).get('rss_peak_mib')} MiB / {(v.get('steady') or {}).get('cpu_percent_of_one_core')} %"
+              for n, v in sorted(c.items()) if n.startswith("controller-") and n != sys.argv[4] and isinstance(v, dict))
 print(f"""
 | what | measured | target |
 |---|---|---|
@@ -336,6 +338,7 @@ print(f"""
 | arrival lag (leader clock − sent_at) p50 / p90 / p99 | ≤ {G.get('p50_le_ms')} / ≤ {G.get('p90_le_ms')} / ≤ {G.get('p99_le_ms')} ms | |
 | leader CPU (steady) | {L.get('cpu_percent_of_one_core')} % of one core | < 100 % |
 | leader RSS (peak sample / VmHWM) | {L.get('rss_peak_mib')} / {c['leader_vmhwm_mib']} MiB | |
+| followers (relaying the sessions): RSS peak / CPU, steady | {F} | |
 | loadgen CPU (steady, nice {os.environ.get('LOADGEN_NICE', '10')}) | {LG.get('cpu_percent_of_one_core')} % of one core | |
 | errors / reconnects / redirects | {lg['errors']} / {lg['reconnects']} / {lg['redirects']} | |
 | killed agents detected down (min / median / max) | {d['detected']}/{lg['killed']}: {d['min']} / {d['median']} / {d['max']} ms | ≤ down_after (5,000 ms) |

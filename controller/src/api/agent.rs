@@ -29,6 +29,11 @@
 //! ([`rpool_proto::RETRY_AFTER_MS`], [`ADMISSION_RETRY_HINT`]) that the agent
 //! spreads its retry over, instead of all of them queueing for the CPU.
 //!
+//! Relays ([`crate::api::relay`]): a follower relays the session to the
+//! leader instead of redirecting the agent, and a leader with reachable
+//! followers hands direct sessions to them (`Redirect { relay: true }`)
+//! unless it is busy admitting sessions or the Hello asks to be served here.
+//!
 //! Any invalid message ends the stream with `INVALID_ARGUMENT` naming the
 //! field; nothing from that message is applied. When the stream ends the
 //! host is marked disconnected; its liveness clock keeps running.
@@ -80,6 +85,8 @@ pub struct AgentSvc {
     /// Sessions being set up ([`MAX_SETUPS`]).
     setups: Arc<Semaphore>,
     per_identity: crate::api::authz::SessionLimiter,
+    /// This controller's connection to the leader for relayed sessions.
+    relay: Arc<crate::api::relay::RelayLink>,
 }
 
 impl AgentSvc {
@@ -90,6 +97,7 @@ impl AgentSvc {
             permits: Arc::new(Semaphore::new(MAX_SESSIONS)),
             setups: Arc::new(Semaphore::new(MAX_SETUPS)),
             per_identity: crate::api::authz::SessionLimiter::default(),
+            relay: Arc::default(),
         }
     }
 }
@@ -99,9 +107,27 @@ impl AgentSvc {
 struct Sessions {
     next_id: AtomicU64,
     live: Mutex<HashMap<String, Slot>>,
-    /// Whether this controller leads, changing only when that does (see
-    /// [`Sessions::leading`]).
-    leading: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>>,
+    /// Who leads, changing only when that does (see [`Sessions::leading`]).
+    leading: std::sync::OnceLock<tokio::sync::watch::Receiver<Leadership>>,
+}
+
+/// Who leads, as far as sessions care: whether this controller does, and
+/// the leader and term it knows of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Leadership {
+    pub leading: bool,
+    pub leader_id: u64,
+    pub term: u64,
+}
+
+impl Leadership {
+    fn of(status: &crate::raft::node::RaftStatus) -> Leadership {
+        Leadership {
+            leading: status.role == RaftRole::Leader,
+            leader_id: status.leader_id,
+            term: status.term,
+        }
+    }
 }
 
 struct Slot {
@@ -132,21 +158,21 @@ impl Sessions {
         rx
     }
 
-    /// Leadership as a watch that changes only when this controller starts
-    /// or stops leading. Sessions wait on it rather than on the Raft status,
-    /// which changes with every commit: with 10,000 sessions each change
-    /// would wake all of them (measured: 3-4 % of the leader's CPU).
-    fn leading(&self, shared: &Shared) -> tokio::sync::watch::Receiver<bool> {
+    /// [`Leadership`] as a watch that changes only when the leader, the
+    /// term or this controller's role does. Sessions wait on it rather than
+    /// on the Raft status, which changes with every commit: with 10,000
+    /// sessions each change would wake all of them (measured: 3-4 % of the
+    /// leader's CPU).
+    fn leading(&self, shared: &Shared) -> tokio::sync::watch::Receiver<Leadership> {
         self.leading
             .get_or_init(|| {
                 let mut status = shared.node.raft().watch_status();
-                let (tx, rx) =
-                    tokio::sync::watch::channel(status.borrow_and_update().role == RaftRole::Leader);
+                let (tx, rx) = tokio::sync::watch::channel(Leadership::of(&status.borrow_and_update()));
                 // Ends when the replica stops (its status sender is dropped).
                 tokio::spawn(async move {
                     while status.changed().await.is_ok() {
-                        let leader = status.borrow_and_update().role == RaftRole::Leader;
-                        tx.send_if_modified(|l| std::mem::replace(l, leader) != leader);
+                        let now = Leadership::of(&status.borrow_and_update());
+                        tx.send_if_modified(|l| std::mem::replace(l, now) != now);
                     }
                 });
                 rx
@@ -275,9 +301,13 @@ async fn propose_reconciled(
 
 /// How a session ended without a status of our own to report.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The agent closed its side of the stream.
     ClosedByAgent,
+    /// The leader ended a session this follower relayed, without a status.
+    ClosedByLeader,
+    /// This leader handed the session to the follower with this id.
+    Handed(u64),
     /// The agent stopped reading (its receiver is gone).
     AgentGone,
     /// The transport failed.
@@ -290,7 +320,7 @@ enum End {
 /// not decode as an `AgentMessage`, or a message over the size limit, are
 /// the agent's fault: the stream ends with INVALID_ARGUMENT saying so (as
 /// `agent.proto` promises); anything else is the transport failing.
-fn inbound_error(status: Status) -> Result<End, Status> {
+pub(crate) fn inbound_error(status: Status) -> Result<End, Status> {
     let undecodable = status.code() == tonic::Code::Internal
         && status.message().contains("failed to decode Protobuf message");
     if undecodable || status.code() == tonic::Code::OutOfRange {
@@ -315,6 +345,7 @@ impl AgentService for AgentSvc {
     ) -> Result<Response<Self::SessionStream>, Status> {
         const METHOD: &str = "/rpool.v1.AgentService/Session";
         // The authorization layer admitted only agent certificates.
+        let relayed = crate::api::authz::relayed_by(&request);
         let cert_host = match crate::api::authz::caller(&request) {
             Some(rpool_proto::pki::Identity::Agent(host)) => host.clone(),
             _ => {
@@ -333,17 +364,32 @@ impl AgentService for AgentSvc {
                 "this controller already serves {MAX_SESSIONS} agent sessions"
             ))
         })?;
+        // Whether this controller is busy admitting sessions (a failover):
+        // then a leader keeps direct sessions instead of handing them on.
+        let calm = self.setups.available_permits() >= MAX_SETUPS / 2;
         let setup = self.setups.clone().try_acquire_owned().map_err(|_| busy())?;
         let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let session = self.sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let span = info_span!("session", session, peer = ?peer, host_id = tracing::field::Empty);
-        let shared = self.shared.clone();
-        let sessions = self.sessions.clone();
+        let span = info_span!(
+            "session",
+            session,
+            peer = ?peer,
+            relayed_by = relayed.map(|r| r.via),
+            host_id = tracing::field::Empty
+        );
+        let opening = Opening {
+            shared: self.shared.clone(),
+            sessions: self.sessions.clone(),
+            relay: self.relay.clone(),
+            session,
+            relayed,
+            calm,
+        };
         tokio::spawn(
             async move {
-                run_session(shared, sessions, session, peer, &cert_host, inbound, tx, setup).await;
+                run_session(opening, peer, &cert_host, inbound, tx, setup).await;
                 drop(permit);
                 drop(slot);
             }
@@ -370,11 +416,20 @@ fn busy() -> Status {
     status
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_session(
+/// What a new session knows before its Hello.
+struct Opening {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
+    relay: Arc<crate::api::relay::RelayLink>,
     session: u64,
+    /// The follower relaying it, if one does.
+    relayed: Option<crate::api::authz::Relayed>,
+    /// This controller is not busy admitting sessions.
+    calm: bool,
+}
+
+async fn run_session(
+    opening: Opening,
     peer: Option<SocketAddr>,
     cert_host: &str,
     inbound: Streaming<AgentMessage>,
@@ -382,19 +437,17 @@ async fn run_session(
     setup: tokio::sync::OwnedSemaphorePermit,
 ) {
     let mut claimed: Option<String> = None;
-    let result = session_body(
-        &shared,
-        &sessions,
+    let result = session_body(&opening, cert_host, inbound, &tx, &mut claimed, setup).await;
+    let Opening {
+        shared,
+        sessions,
         session,
-        cert_host,
-        inbound,
-        &tx,
-        &mut claimed,
-        setup,
-    )
-    .await;
+        ..
+    } = opening;
     match result {
         Ok(End::ClosedByAgent) => info!("agent session ended: closed by the agent"),
+        Ok(End::ClosedByLeader) => info!("relayed agent session ended: closed by the leader"),
+        Ok(End::Handed(follower)) => debug!(follower, "agent session handed to a follower"),
         Ok(End::AgentGone) => info!("agent session ended: the agent stopped reading"),
         Ok(End::Redirected(leader)) => debug!(leader, "agent redirected to the leader"),
         Ok(End::Transport(status)) => info!(
@@ -431,24 +484,21 @@ async fn run_session(
     debug!(?peer, "session task finished");
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn session_body(
-    shared: &Shared,
-    sessions: &Sessions,
-    session: u64,
+    opening: &Opening,
     cert_host: &str,
     mut inbound: Streaming<AgentMessage>,
     tx: &mpsc::Sender<Outbound>,
     claimed: &mut Option<String>,
     setup: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<End, Status> {
+    let shared = &*opening.shared;
+    let session = opening.session;
     // The set-up's state (the Hello, its facts, proposals) lives on the
     // heap while it runs and is gone before the heartbeat loop: the task
     // of an idle session is only as large as the loop's state.
     let started = Box::pin(session_setup(
-        shared,
-        sessions,
-        session,
+        opening,
         cert_host,
         &mut inbound,
         tx,
@@ -481,23 +531,23 @@ struct Started {
     host_id: String,
     /// Fires when a newer session claims the host.
     replaced: oneshot::Receiver<()>,
-    /// Whether this controller leads.
-    leading: tokio::sync::watch::Receiver<bool>,
+    /// Who leads.
+    leading: tokio::sync::watch::Receiver<Leadership>,
 }
 
 /// Steps 1 to 4 of the protocol: Hello, claim, reconcile, Welcome. `Err`
 /// inside `Ok`: the session ended (redirected, closed) without a status.
-#[allow(clippy::too_many_arguments)]
 async fn session_setup(
-    shared: &Shared,
-    sessions: &Sessions,
-    session: u64,
+    opening: &Opening,
     cert_host: &str,
     inbound: &mut Streaming<AgentMessage>,
     tx: &mpsc::Sender<Outbound>,
     claimed: &mut Option<String>,
     setup: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<Result<Started, End>, Status> {
+    let shared = &*opening.shared;
+    let sessions = &*opening.sessions;
+    let session = opening.session;
     let mut shutdown = shared.shutdown.clone();
 
     // 1. Hello, first and bounded in time.
@@ -540,10 +590,53 @@ async fn session_setup(
     let host_id = hello.host_id.clone();
     tracing::Span::current().record("host_id", host_id.as_str());
 
-    // Only the leader keeps sessions (it owns liveness): send the agent there.
-    let leading = sessions.leading(shared);
+    // Only the leader keeps sessions (it owns liveness). A follower relays
+    // the agent's session there; a session relayed to a controller that no
+    // longer leads goes back to its relay as a redirect.
+    let mut leading = sessions.leading(shared);
     if !shared.node.is_leader() {
-        return redirect(shared, tx).await.map(Err);
+        if opening.relayed.is_some() {
+            return redirect(shared, tx).await.map(Err);
+        }
+        match crate::api::relay::route(&mut leading).await {
+            crate::api::relay::Route::Serve => {}
+            crate::api::relay::Route::NoLeader => return redirect(shared, tx).await.map(Err),
+            crate::api::relay::Route::Relay { leader_id, term } => {
+                let agent_uri = rpool_proto::pki::Identity::Agent(cert_host.to_owned()).uri();
+                return Box::pin(crate::api::relay::run(
+                    shared,
+                    &opening.relay,
+                    leader_id,
+                    term,
+                    &agent_uri,
+                    hello,
+                    inbound,
+                    tx,
+                    setup,
+                    leading,
+                ))
+                .await
+                .map(Err);
+            }
+        }
+    }
+    // A leader hands a direct session to a follower, which relays it: the
+    // leader then holds a stream per agent, not a connection.
+    if opening.relayed.is_none()
+        && opening.calm
+        && !hello.serve_here
+        && let Some((follower, address)) = crate::api::relay::follower_for(shared, &host_id)
+    {
+        let message = ControllerMessage {
+            msg: Some(v1::controller_message::Msg::Redirect(v1::Redirect {
+                leader_id: shared.config.id,
+                leader_address: address,
+                relay: true,
+            })),
+        };
+        crate::metrics::global().sessions_handed.inc();
+        let _ = tx.send(Box::new(Ok(message))).await;
+        return Ok(Err(End::Handed(follower)));
     }
 
     // 2. Claim the host; 3. record liveness and reconcile.
@@ -608,7 +701,7 @@ async fn heartbeat_loop(
     mut inbound: Streaming<AgentMessage>,
     tx: &mpsc::Sender<Outbound>,
     replaced: &mut oneshot::Receiver<()>,
-    leading: &mut tokio::sync::watch::Receiver<bool>,
+    leading: &mut tokio::sync::watch::Receiver<Leadership>,
 ) -> Result<End, Status> {
     let mut shutdown = shared.shutdown.clone();
     let mut last_seq = 0u64;
@@ -668,8 +761,8 @@ async fn heartbeat_loop(
 
 /// Resolves once `leading` turns false (or the replica stops). Holds no
 /// watch guard across an await.
-async fn no_longer_leading(leading: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = leading.wait_for(|l| !*l).await;
+async fn no_longer_leading(leading: &mut tokio::sync::watch::Receiver<Leadership>) {
+    let _ = leading.wait_for(|l| !l.leading).await;
 }
 
 /// Tells the agent where the leader is and ends the session.
@@ -680,6 +773,7 @@ async fn redirect(shared: &Shared, tx: &mpsc::Sender<Outbound>) -> Result<End, S
         msg: Some(v1::controller_message::Msg::Redirect(v1::Redirect {
             leader_id,
             leader_address,
+            relay: false,
         })),
     };
     let _ = tx.send(Box::new(Ok(message))).await;

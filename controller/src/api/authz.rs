@@ -8,7 +8,7 @@
 //! | service | allowed |
 //! |---|---|
 //! | `AdminService` | `Identity::Admin`; `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` (a follower forwarding, or a leader asking a peer's status) |
-//! | `AgentService` | `Identity::Agent` (the Hello's host id is checked in the session against the certificate) |
+//! | `AgentService` | `Identity::Agent` (the Hello's host id is checked in the session against the certificate); `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` and `x-rpool-forwarded-for` naming an agent (a follower relaying that agent's session, see [`relayed_agent`]) |
 //! | `RaftService` | `Identity::Controller` (the batch's `from` is checked against it before a raft message is decoded) |
 //! | `EnrollService` | anyone (it authenticates by bootstrap token or certificate itself) |
 //! | anything else | any rpool identity |
@@ -286,12 +286,56 @@ pub fn decide(
         },
         (ServiceKind::Admin, _) => return Err(wrong_role("admin API")),
         (ServiceKind::Agent, Identity::Agent(_)) => {}
+        (ServiceKind::Agent, Identity::Controller(id)) => match forwarded_by {
+            Some(by) if by == id.to_string() => {}
+            _ => {
+                return Err(Denial::new(
+                    Reason::ForwardMismatch,
+                    Status::permission_denied(format!(
+                        "controller {id} may open agent sessions only to relay one ({FORWARDED}: {id} missing)"
+                    )),
+                ));
+            }
+        },
         (ServiceKind::Agent, _) => return Err(wrong_role("agent API")),
         (ServiceKind::Raft, Identity::Controller(_)) => {}
         (ServiceKind::Raft, _) => return Err(wrong_role("raft peer API")),
         (ServiceKind::Enroll | ServiceKind::Other, _) => {}
     }
     Ok(Some(identity.clone()))
+}
+
+/// Marks an agent session a follower relays (in the request's extensions,
+/// next to the agent's [`Identity`]): the controller that relays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    pub via: u64,
+}
+
+/// The pure decision on a relayed agent session: a controller certificate
+/// (already checked by [`decide`]) speaks for the agent that
+/// `x-rpool-forwarded-for` names, which must be an agent identity; the
+/// session then holds to that agent's rules (its Hello must be for that
+/// host, its per-identity session limit). Anything else is refused.
+pub fn relayed_agent(
+    identity: &Identity,
+    forwarded_for: Option<&str>,
+) -> Result<(Identity, Relayed), Denial> {
+    let refuse = |what: String| Denial::new(Reason::ForwardMismatch, Status::permission_denied(what));
+    match (identity, forwarded_for) {
+        (Identity::Controller(id), Some(uri)) => match Identity::from_uri(uri) {
+            Some(Ok(agent @ Identity::Agent(_))) => Ok((agent, Relayed { via: *id })),
+            _ => Err(refuse(format!(
+                "controller {id} relayed an agent session for {uri:?}, which is not an agent identity"
+            ))),
+        },
+        (Identity::Controller(id), None) => Err(refuse(format!(
+            "controller {id} relayed an agent session without {FORWARDED_FOR} naming the agent"
+        ))),
+        (other, _) => Err(refuse(format!(
+            "{other} may not relay an agent session (only a peer controller does)"
+        ))),
+    }
 }
 
 /// The session's Hello must be for the host the certificate was issued to.
@@ -343,6 +387,17 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
     let service = service_of(&path);
     match decide(service, &peer, forwarded_by) {
         Ok(Some(identity)) => {
+            if service == ServiceKind::Agent && matches!(identity, Identity::Controller(_)) {
+                let forwarded_for = request
+                    .headers()
+                    .get(FORWARDED_FOR)
+                    .map(|v| v.to_str().unwrap_or("(not text)"));
+                let (agent, relayed) =
+                    relayed_agent(&identity, forwarded_for).map_err(|d| d.record(&peer.describe(), &path))?;
+                request.extensions_mut().insert(relayed);
+                request.extensions_mut().insert(agent);
+                return Ok(());
+            }
             if service == ServiceKind::Admin {
                 let forwarded_for = match request.headers().get(FORWARDED_FOR) {
                     None => None,
@@ -363,6 +418,11 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
 /// The identity [`AuthzLayer`] put into a request, if any.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Identity> {
     request.extensions().get::<Identity>()
+}
+
+/// The relaying controller of an agent session, if a follower relays it.
+pub fn relayed_by<T>(request: &tonic::Request<T>) -> Option<Relayed> {
+    request.extensions().get::<Relayed>().copied()
 }
 
 /// The [`Principal`] of an admin call (inserted by [`AuthzLayer`]).
@@ -511,11 +571,20 @@ mod tests {
             ),
             (Agent, &agent, None, None),
             (Agent, &admin, None, Some((PermissionDenied, Reason::WrongRole))),
+            // A controller relays agent sessions (the agent it speaks for
+            // is checked by `relayed_agent`), marked with its own id only.
+            (Agent, &ctl, Some("2"), None),
             (
                 Agent,
                 &ctl,
-                Some("2"),
-                Some((PermissionDenied, Reason::WrongRole)),
+                None,
+                Some((PermissionDenied, Reason::ForwardMismatch)),
+            ),
+            (
+                Agent,
+                &ctl,
+                Some("3"),
+                Some((PermissionDenied, Reason::ForwardMismatch)),
             ),
             (
                 Agent,
@@ -613,6 +682,38 @@ mod tests {
         }
         let d = decide(service_of(path), &Peer::NoCertificate, None).unwrap_err();
         assert_eq!(d.status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_controller_opens_agent_sessions_only_to_relay_one_for_an_agent() {
+        let path = "/rpool.v1.AgentService/Session";
+        let ctl = known(Identity::Controller(2));
+        assert!(decide(service_of(path), &ctl, Some("2")).is_ok());
+        for by in [None, Some("3")] {
+            let d = decide(service_of(path), &ctl, by).unwrap_err();
+            assert_eq!(d.status.code(), tonic::Code::PermissionDenied);
+        }
+        let agent = Identity::Agent("h1".into());
+        let (as_agent, relayed) = relayed_agent(&Identity::Controller(2), Some(&agent.uri())).unwrap();
+        assert_eq!(as_agent, agent);
+        assert_eq!(relayed, Relayed { via: 2 });
+        // Only an agent may be relayed, only by a controller, and only named.
+        let admin = Identity::Admin("alice".into());
+        let c3 = Identity::Controller(3);
+        for (who, for_whom) in [
+            (Identity::Controller(2), Some(admin.uri())),
+            (Identity::Controller(2), Some(c3.uri())),
+            (Identity::Controller(2), Some("urn:rpool:nonsense".to_owned())),
+            (Identity::Controller(2), None),
+            (agent.clone(), Some(Identity::Agent("h2".into()).uri())),
+        ] {
+            let d = relayed_agent(&who, for_whom.as_deref()).unwrap_err();
+            assert_eq!(
+                d.status.code(),
+                tonic::Code::PermissionDenied,
+                "{who} for {for_whom:?}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod authz;
 pub mod enroll;
 pub mod forward;
+pub mod relay;
 pub mod status;
 pub mod task_result;
 pub mod validate;

@@ -714,6 +714,7 @@ pub(crate) mod tests {
             agent_version: "0.1.0".to_owned(),
             facts: Some(good_facts()),
             first_heartbeat: Some(good_heartbeat(0)),
+            serve_here: false,
         }
     }
 

@@ -296,14 +296,30 @@ enum Opened {
             v1::Welcome,
         )>,
     ),
-    Redirect(String),
+    /// A redirect: the address, and whether a leader handed the session to
+    /// a relaying follower.
+    Redirect(String, bool),
     Busy(Duration),
     Failed,
 }
 
-async fn open(material: Option<&TlsMaterial>, addr: &str, hello: v1::Hello) -> Opened {
+/// Opens a session on `addr`: on `kept`'s connection if it goes there (the
+/// agent's rule after a retry hint), else on a new one, kept in `kept`.
+async fn open(
+    material: Option<&TlsMaterial>,
+    addr: &str,
+    kept: &mut Option<(String, Channel)>,
+    hello: v1::Hello,
+) -> Opened {
     let attempt = async {
-        let channel: Channel = endpoint(material, addr)?.connect().await?;
+        let channel: Channel = match kept.as_ref() {
+            Some((to, channel)) if to == addr => channel.clone(),
+            _ => {
+                let channel = endpoint(material, addr)?.connect().await?;
+                *kept = Some((addr.to_owned(), channel.clone()));
+                channel
+            }
+        };
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(OUTBOUND);
         tx.try_send(AgentMessage {
@@ -324,7 +340,9 @@ async fn open(material: Option<&TlsMaterial>, addr: &str, hello: v1::Hello) -> O
                         let id = w.controller_id.parse().unwrap_or(0);
                         return Ok(Opened::Welcomed(Box::new((tx, inbound, id, w))));
                     }
-                    Some(ControllerMsg::Redirect(r)) => return Ok(Opened::Redirect(r.leader_address)),
+                    Some(ControllerMsg::Redirect(r)) => {
+                        return Ok(Opened::Redirect(r.leader_address, r.relay));
+                    }
                     _ => continue,
                 },
                 None => bail!("stream closed before the welcome"),
@@ -371,6 +389,8 @@ async fn agent(
     );
     let mut first = true;
     let mut welcomed = false;
+    // The connection the next attempt reuses (after a retry hint only).
+    let mut kept: Option<(String, Channel)> = None;
     'sessions: while Instant::now() < ctx.end {
         if kill_at.is_some_and(|k| Instant::now() >= k) {
             // Killed while reconnecting: it stays silent from now on.
@@ -387,14 +407,16 @@ async fn agent(
             agent_version: rpool_proto::VERSION.to_owned(),
             facts: Some(f.clone()),
             first_heartbeat: Some(heartbeat(1, memory_total, rng)),
+            serve_here: targets.serve_here(),
         };
-        let outcome = match open(material.as_ref(), targets.current(), hello).await {
+        let outcome = match open(material.as_ref(), targets.current(), &mut kept, hello).await {
             Opened::Welcomed(halves) => Ok(*halves),
-            Opened::Redirect(leader) => {
+            Opened::Redirect(leader, relay) => {
                 ctx.totals.redirects.fetch_add(1, Ordering::Relaxed);
                 first = true;
                 Err(Outcome::Redirected {
                     leader_address: leader,
+                    relay,
                 })
             }
             Opened::Busy(retry_after) => {
@@ -412,6 +434,9 @@ async fn agent(
                 (tx, inbound, by)
             }
             Err(outcome) => {
+                if !matches!(outcome, Outcome::Busy { .. }) {
+                    kept = None;
+                }
                 let wait = targets.after(&outcome);
                 tokio::time::sleep(session::delay(wait, &mut backoff)).await;
                 continue;
@@ -436,13 +461,14 @@ async fn agent(
         let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
         let end = tokio::time::Instant::from(ctx.end);
         let kill = kill_at.map(tokio::time::Instant::from);
+        // `Some(outcome)`: the session was lost, and how.
         let lost = loop {
             tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(end) => break false,
+                _ = tokio::time::sleep_until(end) => break None,
                 _ = async { match kill { Some(k) => tokio::time::sleep_until(k).await, None => std::future::pending().await } } => {
                     out.killed_at_unix_ms = Some(unix_ms());
-                    break false;
+                    break None;
                 }
                 m = inbound.message() => match m {
                     Ok(Some(v1::ControllerMessage { msg: Some(ControllerMsg::HeartbeatAck(ack)) })) => {
@@ -458,7 +484,11 @@ async fn agent(
                         }
                     }
                     Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break true,
+                    // A relay whose leader went away: back to it (the agent's rule).
+                    Err(status) if session::busy_hint(&status).is_some() => {
+                        break Some(Outcome::Busy { retry_after: session::busy_hint(&status).unwrap_or_default() });
+                    }
+                    Ok(None) | Err(_) => break Some(Outcome::LostAfterWelcome),
                 },
                 _ = ticker.tick() => {
                     seq += 1;
@@ -475,7 +505,7 @@ async fn agent(
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             ctx.totals.queue_full.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break Some(Outcome::LostAfterWelcome),
                     }
                 }
             }
@@ -485,11 +515,14 @@ async fn agent(
             ctx.totals.in_session_by[b].fetch_sub(1, Ordering::Relaxed);
         }
         drop(tx);
-        if !lost {
+        let Some(lost) = lost else {
             break 'sessions;
-        }
+        };
         ctx.totals.errors.fetch_add(1, Ordering::Relaxed);
-        let wait = targets.after(&Outcome::LostAfterWelcome);
+        if !matches!(lost, Outcome::Busy { .. }) {
+            kept = None;
+        }
+        let wait = targets.after(&lost);
         tokio::time::sleep(session::delay(wait, &mut backoff)).await;
     }
     out

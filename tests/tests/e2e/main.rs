@@ -20,6 +20,7 @@ mod pool_backup;
 mod pools;
 mod raft;
 mod readme_tour;
+mod relay;
 mod sandbox;
 mod secrets;
 mod tls;

@@ -69,6 +69,7 @@ fn hello(host_id: &str) -> v1::Hello {
             }),
             ..Default::default()
         }),
+        serve_here: false,
     }
 }
 

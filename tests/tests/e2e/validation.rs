@@ -69,6 +69,7 @@ fn hello(facts: HostFacts) -> AgentMessage {
             agent_version: "0.1.0".into(),
             facts: Some(facts),
             first_heartbeat: Some(heartbeat(1, 5.0)),
+            serve_here: false,
         })),
     }
 }

@@ -130,6 +130,7 @@ fn hello(g: &mut Gen) -> v1::Hello {
         agent_version: if g.bool() { "0.1.0".into() } else { g.string() },
         facts: (g.rng.u8(..8) != 0).then(|| facts(g)),
         first_heartbeat: g.bool().then(|| heartbeat(g)),
+        serve_here: g.bool(),
     }
 }
 
@@ -242,6 +243,7 @@ fn agent_stream_decoding_survives_garbage() {
                 ..Default::default()
             }),
             first_heartbeat: None,
+            serve_here: false,
         })),
     }
     .encode_to_vec();
