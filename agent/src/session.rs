@@ -1215,6 +1215,103 @@ mod tests {
         rx
     }
 
+    /// A relaying follower whose leader goes away once: its first session
+    /// is welcomed, then ended with UNAVAILABLE and a retry hint after the
+    /// first heartbeat; the next is welcomed and kept. Reports each Hello
+    /// with the connection (client address) it came on.
+    struct Relay {
+        hellos: mpsc::UnboundedSender<(Instant, Option<SocketAddr>)>,
+        sessions: std::sync::atomic::AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl AgentService for Relay {
+        type SessionStream = Out;
+        async fn session(
+            &self,
+            request: tonic::Request<tonic::Streaming<AgentMessage>>,
+        ) -> Result<tonic::Response<Out>, tonic::Status> {
+            let peer = request.remote_addr();
+            let mut inbound = request.into_inner();
+            read_hello(&mut inbound).await?;
+            let _ = self.hellos.send((Instant::now(), peer));
+            let first = self.sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let (out_tx, out_rx) = mpsc::channel(4);
+            let welcome = Welcome {
+                controller_id: "1".into(),
+                heartbeat_interval_ms: INTERVAL_MS,
+                suspect_after_ms: 3000,
+                down_after_ms: 5000,
+                members: vec![],
+            };
+            out_tx
+                .send(Ok(ControllerMessage {
+                    msg: Some(ControllerMsg::Welcome(welcome)),
+                }))
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                while let Ok(Some(_)) = inbound.message().await {
+                    if first {
+                        let mut status = tonic::Status::unavailable("the session's leader went away");
+                        status
+                            .metadata_mut()
+                            .insert(rpool_proto::RETRY_AFTER_MS, 50u64.into());
+                        let _ = out_tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx)) as Out,
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_lost_its_leader_gets_the_agent_back_on_the_same_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hellos, mut hello_rx) = mpsc::unbounded_channel();
+        let svc = AgentServiceServer::new(Relay {
+            hellos,
+            sessions: Default::default(),
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(server_tls())
+                .unwrap()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        // A second configured controller that does not answer: the agent
+        // must not rotate to it, and a long backoff shows in the timing.
+        let mut config = config(dir.path(), addr);
+        config.controllers.push("127.0.0.1:9".to_owned());
+        config.reconnect = ReconnectConfig {
+            initial_backoff_ms: 5_000,
+            max_backoff_ms: 10_000,
+        };
+        let agent = RunningAgent::start(config);
+        let (first_at, first_peer) = timeout(WAIT, hello_rx.recv()).await.unwrap().unwrap();
+        let (second_at, second_peer) = timeout(WAIT, hello_rx.recv()).await.unwrap().unwrap();
+        assert!(first_peer.is_some());
+        assert_eq!(
+            first_peer, second_peer,
+            "the second session came on the same connection (no new handshake)"
+        );
+        // One heartbeat interval, then the hint: not the 5 s backoff.
+        let back_after = second_at - first_at;
+        assert!(
+            back_after < Duration::from_secs(3),
+            "back within the hint, not after the backoff: {back_after:?}"
+        );
+        agent.stop().await;
+    }
+
     #[tokio::test]
     async fn a_follower_redirect_leads_to_the_leader_even_when_it_is_not_configured() {
         let dir = tempfile::tempdir().unwrap();
