@@ -14,9 +14,10 @@
 //!   agent backs off and rotates.
 //! - A leader hands the session to a follower that relays it
 //!   (`Redirect { relay: true }`): followed like any redirect. If that
-//!   follower cannot be reached, the agent goes back to the leader and asks
-//!   to be served there (`Hello.serve_here`): a follower the agent cannot
-//!   reach never keeps it from the leader it can.
+//!   follower cannot be reached (or redirects the agent instead of
+//!   relaying), the agent goes back to the leader and asks to be served
+//!   there (`Hello.serve_here`): a follower never keeps an agent from the
+//!   leader it can reach.
 //! - A welcomed session that breaks is retried after a random delay up to
 //!   the initial backoff (full jitter: when a leader dies, its whole fleet
 //!   loses its sessions in the same instant) on the first other controller
@@ -327,6 +328,9 @@ impl Targets {
                 relay,
             } if !leader_address.is_empty() && self.redirects + 1 < MAX_REDIRECTS => {
                 self.redirects += 1;
+                // Handed to a follower that does not relay (it sends us
+                // back): the leader is to serve us itself.
+                self.serve_here = !relay && self.handed_by.is_some();
                 self.handed_by = relay.then(|| self.current.clone());
                 if let Some(i) = self.controllers.iter().position(|c| c == leader_address) {
                     self.index = i;
@@ -1426,6 +1430,13 @@ mod tests {
         // A failure after that rotates, as for any failure.
         assert_eq!(t.after(&Outcome::Failed), Wait::Backoff);
         assert!(!t.serve_here());
+        // A follower that redirects back instead of relaying: the leader
+        // serves the next session.
+        let mut t = targets(&["a:1", "b:1", "c:1"]);
+        t.after(&handed);
+        assert_eq!(t.after(&redirect("a:1")), Wait::None);
+        assert_eq!(t.current(), "a:1");
+        assert!(t.serve_here());
     }
 
     #[test]

@@ -303,6 +303,12 @@ pub struct LivenessConfig {
     /// Silence after which a ready or suspect host becomes down,
     /// `suspect_after_ms+1..=3600000` ms.
     pub down_after_ms: u64,
+    /// Followers keep the agents' connections and relay their sessions to
+    /// the leader, and the leader hands direct sessions to them
+    /// ([`crate::api::relay`]); off: followers redirect agents to the
+    /// leader, which holds every connection. Set it the same on every
+    /// controller of a group.
+    pub relay_sessions: bool,
 }
 
 impl Default for Config {
@@ -330,6 +336,7 @@ impl Default for LivenessConfig {
             heartbeat_interval_ms: 1_000,
             suspect_after_ms: 3_000,
             down_after_ms: 5_000,
+            relay_sessions: false,
         }
     }
 }

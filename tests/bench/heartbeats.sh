@@ -13,6 +13,8 @@
 #   SKIP_AGENT=1 ...    # skip the real-agent measurement
 #   AGENT_SECONDS=60    # how long the real agent is measured
 #   KEEP=1 ...          # keep the work dir (logs, samples) afterwards
+#   RELAY=1 ...         # [liveness] relay_sessions = true: followers hold the
+#                       # agents' connections and relay their sessions
 #   BIN=/other/target/release ...
 #
 # Measured: heartbeat RTT (send → HeartbeatAck) p50/p90/p99/max, acks/s,
@@ -136,6 +138,7 @@ for i in 1 2 3; do
     printf '\n[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\nca_key = "%s"\n' \
       "$WORK/pki/ca.crt" "$WORK/pki/controller-$i.crt" "$WORK/pki/controller-$i.key" "$WORK/pki/ca.key"
     printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "${P[$((i+2))]}"
+    [ "${RELAY:-0}" = 1 ] && printf '\n[liveness]\nrelay_sessions = true\n'
     for j in 1 2 3; do
       printf '\n[[peers]]\nid = %s\naddress = "127.0.0.1:%s"\n' "$j" "${P[$((j-1))]}"
     done

@@ -29,10 +29,11 @@
 //! ([`rpool_proto::RETRY_AFTER_MS`], [`ADMISSION_RETRY_HINT`]) that the agent
 //! spreads its retry over, instead of all of them queueing for the CPU.
 //!
-//! Relays ([`crate::api::relay`]): a follower relays the session to the
-//! leader instead of redirecting the agent, and a leader with reachable
-//! followers hands direct sessions to them (`Redirect { relay: true }`)
-//! unless it is busy admitting sessions or the Hello asks to be served here.
+//! Relays ([`crate::api::relay`], with `[liveness] relay_sessions`): a
+//! follower relays the session to the leader instead of redirecting the
+//! agent, and a leader with reachable followers hands direct sessions to
+//! them (`Redirect { relay: true }`) unless it is busy admitting sessions
+//! or the Hello asks to be served here.
 //!
 //! Any invalid message ends the stream with `INVALID_ARGUMENT` naming the
 //! field; nothing from that message is applied. When the stream ends the
@@ -594,8 +595,9 @@ async fn session_setup(
     // the agent's session there; a session relayed to a controller that no
     // longer leads goes back to its relay as a redirect.
     let mut leading = sessions.leading(shared);
+    let relaying = shared.config.liveness.relay_sessions;
     if !shared.node.is_leader() {
-        if opening.relayed.is_some() {
+        if opening.relayed.is_some() || !relaying {
             return redirect(shared, tx).await.map(Err);
         }
         match crate::api::relay::route(&mut leading).await {
@@ -622,7 +624,8 @@ async fn session_setup(
     }
     // A leader hands a direct session to a follower, which relays it: the
     // leader then holds a stream per agent, not a connection.
-    if opening.relayed.is_none()
+    if relaying
+        && opening.relayed.is_none()
         && opening.calm
         && !hello.serve_here
         && let Some((follower, address)) = crate::api::relay::follower_for(shared, &host_id)

@@ -126,7 +126,9 @@ fn welcome_id(message: Option<ControllerMsg>) -> u64 {
 async fn followers_relay_agent_sessions_to_the_leader_and_bring_them_back_after_its_death()
 -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut cluster = Cluster::start(root.path(), 3, Liveness::FAST, TEST_RAFT).await?;
+    // Keys before TEST_RAFT's table land in [liveness].
+    let extra = format!("relay_sessions = true\n{TEST_RAFT}");
+    let mut cluster = Cluster::start(root.path(), 3, Liveness::FAST, &extra).await?;
     let leader = cluster.leader().await?;
     let leader_addr = cluster.get(leader).addr();
     let host = "7e1a0c2b-5d4e-4f3a-8b2c-1d0e9f8a7b6c";
