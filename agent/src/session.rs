@@ -912,15 +912,7 @@ mod tests {
                 events,
                 kill: kill_rx,
             });
-            let handle = tokio::spawn(async move {
-                tonic::transport::Server::builder()
-                    .tls_config(server_tls())
-                    .unwrap()
-                    .add_service(svc)
-                    .serve_with_incoming(TcpListenerStream::new(listener))
-                    .await
-                    .unwrap();
-            });
+            let handle = serve(listener, svc);
             Server { handle, kill }
         }
 
@@ -960,6 +952,22 @@ mod tests {
     }
 
     /// TLS for a fake controller on 127.0.0.1.
+    /// Serves `svc` on `listener` over TLS ([`server_tls`]) until dropped.
+    fn serve<S: AgentService>(
+        listener: TcpListener,
+        svc: AgentServiceServer<S>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(server_tls())
+                .unwrap()
+                .add_service(svc)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        })
+    }
+
     fn server_tls() -> tonic::transport::ServerTlsConfig {
         let ca = test_ca();
         let issued = ca
@@ -1207,15 +1215,7 @@ mod tests {
             leader_address,
             hellos,
         });
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .tls_config(server_tls())
-                .unwrap()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
+        serve(listener, svc);
         rx
     }
 
@@ -1282,15 +1282,7 @@ mod tests {
             hellos,
             sessions: Default::default(),
         });
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .tls_config(server_tls())
-                .unwrap()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
+        serve(listener, svc);
         // A second configured controller that does not answer: the agent
         // must not rotate to it, and a long backoff shows in the timing.
         let mut config = config(dir.path(), addr);
@@ -1616,15 +1608,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, mut attempts) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .tls_config(server_tls())
-                .unwrap()
-                .add_service(AgentServiceServer::new(Rejecting(tx)))
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
+        serve(listener, AgentServiceServer::new(Rejecting(tx)));
         let mut config = config(dir.path(), addr);
         config.reconnect = ReconnectConfig {
             initial_backoff_ms: 10,
@@ -1712,15 +1696,7 @@ mod tests {
             results: results_tx,
             sessions: Default::default(),
         });
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .tls_config(server_tls())
-                .unwrap()
-                .add_service(svc)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
+        serve(listener, svc);
         let config = config(dir.path(), addr);
         let agent = RunningAgent::start(config);
         // fetch_kubeconfig on a host that is no control plane: a failure,
