@@ -345,7 +345,8 @@ impl AgentService for AgentSvc {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         const METHOD: &str = "/rpool.v1.AgentService/Session";
-        // The authorization layer admitted only agent certificates.
+        // The authorization layer admitted only agent certificates, or a
+        // controller relaying for the agent it names (as that agent).
         let relayed = crate::api::authz::relayed_by(&request);
         let cert_host = match crate::api::authz::caller(&request) {
             Some(rpool_proto::pki::Identity::Agent(host)) => host.clone(),
