@@ -175,6 +175,15 @@ pub enum Outcome {
     Busy { retry_after: Duration },
 }
 
+impl Outcome {
+    /// Whether the next attempt may open its stream on this attempt's
+    /// connection: only after a retry hint (the controller answered, so
+    /// the connection is sound); anything else connects afresh.
+    pub fn keeps_connection(&self) -> bool {
+        matches!(self, Outcome::Busy { .. })
+    }
+}
+
 /// How long the next attempt waits (see [`delay`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -233,7 +242,7 @@ pub struct Targets {
     /// (`Redirect.relay`), until a Welcome.
     handed_by: Option<String>,
     /// The next Hello asks the leader to serve it itself: the follower it
-    /// handed the agent to could not be reached.
+    /// handed the agent to could not be reached, or sent it back.
     serve_here: bool,
 }
 
@@ -478,7 +487,7 @@ pub async fn run_sessions(
             }
             _ => Outcome::Failed,
         };
-        if !matches!(outcome, Outcome::Busy { .. }) {
+        if !outcome.keeps_connection() {
             kept = None;
         }
         if welcomed {

@@ -434,7 +434,7 @@ async fn agent(
                 (tx, inbound, by)
             }
             Err(outcome) => {
-                if !matches!(outcome, Outcome::Busy { .. }) {
+                if !outcome.keeps_connection() {
                     kept = None;
                 }
                 let wait = targets.after(&outcome);
@@ -519,7 +519,7 @@ async fn agent(
             break 'sessions;
         };
         ctx.totals.errors.fetch_add(1, Ordering::Relaxed);
-        if !matches!(lost, Outcome::Busy { .. }) {
+        if !lost.keeps_connection() {
             kept = None;
         }
         let wait = targets.after(&lost);
