@@ -262,7 +262,9 @@ pub async fn run(
     raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;
     raft_config.election_tick = config.raft.election_ticks as usize;
     raft_config.snapshot_every = config.raft.snapshot_every;
-    let machine = replica::apply::Replicated::new(store.clone(), state.clone());
+    let machine =
+        replica::apply::Replicated::with_writer(store.clone(), state.clone(), format!("state-{}", config.id))
+            .context("starting the state store's writer thread")?;
     let (raft_handle, mut node_task) = raft::node::start(
         raft_config,
         store.db().clone(),

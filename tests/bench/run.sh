@@ -7,7 +7,8 @@
 #   KEEP=1 tests/bench/run.sh     # keep the work dir (logs, data) afterwards
 #   SKIP_BUILD=1 ...              # use the release binaries already built
 #   RPOOL_RAFT='election_ticks = 6' ...   # extra keys for controller.toml [raft]
-#   SYSTEMS=rpool ...             # only one system (etcd, rpool; default both)
+#   SYSTEMS=rpool ...             # only these systems (etcd, etcd-tls, rpool;
+#                                 # default all three)
 #   PERF=1 ...                    # also count CPU time, context switches and
 #                                 # sync syscalls of the three members per bench
 #   BIN=/other/target/release ... # binaries to benchmark (default target/release)
@@ -28,7 +29,7 @@ CONC=${CONC:-128}
 CHANNELS=${CHANNELS:-4}
 TRIALS=${TRIALS:-10}
 ETCD=${ETCD:-/usr/bin/etcd}
-SYSTEMS=${SYSTEMS:-etcd rpool}
+SYSTEMS=${SYSTEMS:-etcd etcd-tls rpool}
 RPOOL_RAFT=${RPOOL_RAFT:-}
 WORK=$(mktemp -d /tmp/rpool-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -150,38 +151,61 @@ run_bench sled-flush sled-flush --dir "$WORK/flush" --n 1000
 rm -rf "$WORK/flush"
 
 # --- 2. etcd ------------------------------------------------------------------
-read -r -a P <<<"$(free_ports 6)"
-CLUSTER="m1=http://127.0.0.1:${P[3]},m2=http://127.0.0.1:${P[4]},m3=http://127.0.0.1:${P[5]}"
-ETCD_EPS=""
-for i in 1 2 3; do
-  c=${P[$((i-1))]}; p=${P[$((i+2))]}
-  cat >"$WORK/etcd-$i.start.sh" <<SH
-# Starts etcd member m$i in the background and records its pid.
+# run_etcd etcd|etcd-tls: three fresh members, the etcd benches, stop.
+# etcd-tls is mutual TLS on clients and peers, as kubeadm runs etcd
+# (certificates from `rpool-bench tls-setup`, the client uses admin.crt).
+run_etcd() {
+  local variant=$1 scheme=http tls_flags="" client_tls=() i c p
+  local dir=$WORK/$variant
+  mkdir -p "$dir"
+  read -r -a P <<<"$(free_ports 6)"
+  if [ "$variant" = etcd-tls ]; then
+    scheme=https
+    "$BENCH" tls-setup --dir "$dir/pki" \
+      --peers "1=127.0.0.1:${P[0]},2=127.0.0.1:${P[1]},3=127.0.0.1:${P[2]}" >/dev/null
+    client_tls=(--tls-dir "$dir/pki")
+  fi
+  local cluster="m1=$scheme://127.0.0.1:${P[3]},m2=$scheme://127.0.0.1:${P[4]},m3=$scheme://127.0.0.1:${P[5]}"
+  ETCD_EPS=""
+  for i in 1 2 3; do
+    c=${P[$((i-1))]}; p=${P[$((i+2))]}
+    if [ "$variant" = etcd-tls ]; then
+      tls_flags="--cert-file $dir/pki/controller-$i.crt --key-file $dir/pki/controller-$i.key \\
+  --trusted-ca-file $dir/pki/ca.crt --client-cert-auth \\
+  --peer-cert-file $dir/pki/controller-$i.crt --peer-key-file $dir/pki/controller-$i.key \\
+  --peer-trusted-ca-file $dir/pki/ca.crt --peer-client-cert-auth"
+    fi
+    cat >"$WORK/$variant-$i.start.sh" <<SH
+# Starts $variant member m$i in the background and records its pid.
 cd "$WORK"
-nohup "$ETCD" --name m$i --data-dir "$WORK/etcd-$i" \\
-  --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c \\
-  --listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p \\
-  --initial-cluster $CLUSTER --initial-cluster-state new --initial-cluster-token rpool-bench \\
+nohup "$ETCD" --name m$i --data-dir "$dir/data-$i" \\
+  --listen-client-urls $scheme://127.0.0.1:$c --advertise-client-urls $scheme://127.0.0.1:$c \\
+  --listen-peer-urls $scheme://127.0.0.1:$p --initial-advertise-peer-urls $scheme://127.0.0.1:$p \\
+  --initial-cluster $cluster --initial-cluster-state new --initial-cluster-token rpool-bench \\
+  $tls_flags \\
   --logger zap --log-level warn \\
-  >>"$WORK/etcd-$i.log" 2>&1 </dev/null &
-echo \$! >"$WORK/etcd-$i.pid"
+  >>"$dir/log-$i" 2>&1 </dev/null &
+echo \$! >"$WORK/$variant-$i.pid"
 SH
-  ETCD_EPS+="${ETCD_EPS:+,}127.0.0.1:$c"
+    ETCD_EPS+="${ETCD_EPS:+,}127.0.0.1:$c"
+  done
+  log "$variant member 1 command: $(sed -n '/nohup/,/warn/p' "$WORK/$variant-1.start.sh" | tr -d '\\\n' | tr -s ' ')"
+  for i in 1 2 3; do bash "$WORK/$variant-$i.start.sh"; done
+  retry 100 "$BENCH" "${client_tls[@]}" etcd-seq --endpoints "$ETCD_EPS" --n 1 --warmup 0
+  PERF_GLOB="$variant-*.pid"
+  run_bench "$variant-seq" "${client_tls[@]}" etcd-seq --endpoints "$ETCD_EPS" --n "$N_SEQ"
+  run_bench "$variant-conc" "${client_tls[@]}" etcd-conc --endpoints "$ETCD_EPS" --n "$N_CONC" \
+    --concurrency "$CONC" --channels "$CHANNELS"
+  PERF_GLOB=""
+  run_bench "$variant-failover" "${client_tls[@]}" etcd-failover --endpoints "$ETCD_EPS" --trials "$TRIALS" \
+    --pidfiles "$WORK/$variant-1.pid,$WORK/$variant-2.pid,$WORK/$variant-3.pid" \
+    --start-scripts "$WORK/$variant-1.start.sh,$WORK/$variant-2.start.sh,$WORK/$variant-3.start.sh"
+  log "stopping $variant"
+  stop_pids "$variant-*.pid"
+}
+for variant in etcd etcd-tls; do
+  if [[ " $SYSTEMS " == *" $variant "* ]]; then run_etcd "$variant"; fi
 done
-log "etcd member 1 command: $(sed -n '/nohup/,/warn/p' "$WORK/etcd-1.start.sh" | tr -d '\\\n' | tr -s ' ')"
-if [[ " $SYSTEMS " == *" etcd "* ]]; then
-for i in 1 2 3; do bash "$WORK/etcd-$i.start.sh"; done
-retry 100 "$BENCH" etcd-seq --endpoints "$ETCD_EPS" --n 1 --warmup 0
-PERF_GLOB='etcd-*.pid'
-run_bench etcd-seq etcd-seq --endpoints "$ETCD_EPS" --n "$N_SEQ"
-run_bench etcd-conc etcd-conc --endpoints "$ETCD_EPS" --n "$N_CONC" --concurrency "$CONC" --channels "$CHANNELS"
-PERF_GLOB=""
-run_bench etcd-failover etcd-failover --endpoints "$ETCD_EPS" --trials "$TRIALS" \
-  --pidfiles "$WORK/etcd-1.pid,$WORK/etcd-2.pid,$WORK/etcd-3.pid" \
-  --start-scripts "$WORK/etcd-1.start.sh,$WORK/etcd-2.start.sh,$WORK/etcd-3.start.sh"
-log "stopping etcd"
-stop_pids 'etcd-*.pid'
-fi
 
 # --- 3. rpool trio + one simulated agent -------------------------------------
 if [[ " $SYSTEMS " == *" rpool "* ]]; then
@@ -269,7 +293,7 @@ for line in open(sys.argv[1]):
     if "bench" in j:
         r[(j.get("system", ""), j["bench"])] = j
     if "perf" in j:
-        s, b = j["perf"].split("-", 1)
+        s, b = j["perf"].rsplit("-", 1)
         perf[(s, b)] = j
 def w(s, b):
     j = r.get((s, b))
@@ -279,17 +303,17 @@ def f(s):
     j = r.get((s, "failover"))
     if not j: return "n/a"
     return f'median {j["median_ms"]/1000:.2f} s, worst {j["worst_ms"]/1000:.2f} s ({j["trials"]} trials)'
-conc = r.get(("etcd", "conc")) or r.get(("rpool", "conc")) or {}
+conc = r.get(("etcd", "conc")) or r.get(("etcd-tls", "conc")) or r.get(("rpool", "conc")) or {}
 print()
-def ratio(b):
-    e, p = r.get(("etcd", b)), r.get(("rpool", b))
+def ratio(e, b):
+    e, p = r.get((e, b)), r.get(("rpool", b))
     if not e or not p: return "n/a"
     return f'{p["writes_per_s"] / e["writes_per_s"]:.2f}×'
-print("| what | etcd 3.4 (this run) | rpool (this run) | rpool ÷ etcd | target |")
-print("|---|---|---|---|---|")
-print(f'| sequential committed writes/s, 3 nodes | {w("etcd","seq")} | {w("rpool","seq")} | {ratio("seq")} | ≥ 1.2× etcd |')
-print(f'| concurrent committed writes/s, 3 nodes ({conc.get("concurrency","?")} in flight, {conc.get("channels","?")} conns) | {w("etcd","conc")} | {w("rpool","conc")} | {ratio("conc")} | ≥ 1.5× etcd |')
-print(f'| leader kill -9 → next committed write | {f("etcd")} | {f("rpool")} | | median ≤ 0.5 s, worst ≤ 1.0 s |')
+print("| what | etcd 3.4, plaintext (this run) | etcd 3.4, mutual TLS (this run) | rpool, mutual TLS (this run) | rpool ÷ etcd plaintext | rpool ÷ etcd TLS | target |")
+print("|---|---|---|---|---|---|---|")
+print(f'| sequential committed writes/s, 3 nodes | {w("etcd","seq")} | {w("etcd-tls","seq")} | {w("rpool","seq")} | {ratio("etcd","seq")} | {ratio("etcd-tls","seq")} | ≥ 1.2× etcd |')
+print(f'| concurrent committed writes/s, 3 nodes ({conc.get("concurrency","?")} in flight, {conc.get("channels","?")} conns) | {w("etcd","conc")} | {w("etcd-tls","conc")} | {w("rpool","conc")} | {ratio("etcd","conc")} | {ratio("etcd-tls","conc")} | ≥ 1.5× etcd |')
+print(f'| leader kill -9 → next committed write | {f("etcd")} | {f("etcd-tls")} | {f("rpool")} | | | median ≤ 0.5 s, worst ≤ 1.0 s |')
 s = r.get(("", "sled-flush"))
 if s:
     print()

@@ -78,6 +78,13 @@ pub trait StateMachine: Send + 'static {
     fn end_batch(&mut self) -> Result<(), MachineError> {
         Ok(())
     }
+    /// Waits until everything applied so far is written to the machine's
+    /// store (not necessarily synced): a machine that writes on another
+    /// thread waits for it. Called before the store is synced
+    /// (compaction, snapshot install, stop).
+    fn settle(&mut self) -> Result<(), MachineError> {
+        Ok(())
+    }
     /// Records a membership change applied at `index` (persisting, like
     /// `apply`, the index with it). `change.context` holds the address of an
     /// added controller.

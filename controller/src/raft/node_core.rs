@@ -184,8 +184,13 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         Ok(self.log.sync()?)
     }
 
-    /// Makes the applied state durable (sled flush + fdatasync).
-    pub(super) fn sync_state(&self) -> Result<(), NodeError> {
+    /// Makes the applied state durable: the machine's writes settled, then
+    /// sled flush + fdatasync.
+    pub(super) fn sync_state(&mut self) -> Result<(), NodeError> {
+        let index = self.machine.applied_index();
+        self.machine
+            .settle()
+            .map_err(|reason| NodeError::Apply { index, reason })?;
         Ok(sync_state(&self.db, &self.config.state_dir)?)
     }
 

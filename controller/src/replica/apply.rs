@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use crate::replica::store::Store;
+use crate::replica::writer::{Ops, Writer};
 use crate::state::command::{Command, HostRecord};
 use crate::state::pool::MAX_EVENTS;
 use crate::state::{ApplyError, ApplyOutcome, State};
@@ -109,16 +110,19 @@ impl SnapshotData {
 
 /// The state machine with its store, shared with readers through `state`.
 ///
-/// The writes of the entries applied in one `Ready` are gathered in one sled
+/// The writes of the entries applied in one `Ready` are gathered in one
 /// batch, written by `end_batch` (one write per Ready instead of one per
-/// entry). Entries are durable in the Raft log before they are applied, so
-/// answering a proposal before its state batch is written loses nothing: a
-/// crash replays it from the log.
+/// entry): by the caller's thread ([`Replicated::new`], the simulator's
+/// choice: deterministic) or queued to a writer thread
+/// ([`Replicated::with_writer`], the controller's: module
+/// [`crate::replica::writer`]). Entries are durable in the Raft log before
+/// they are applied, so answering a proposal before its state batch is
+/// written loses nothing: a crash replays it from the log.
 pub struct Replicated {
     store: Store,
     state: Arc<RwLock<State>>,
-    pending: sled::Batch,
-    pending_writes: usize,
+    pending: Ops,
+    writer: Option<Writer>,
 }
 
 impl Replicated {
@@ -126,19 +130,34 @@ impl Replicated {
         Replicated {
             store,
             state,
-            pending: sled::Batch::default(),
-            pending_writes: 0,
+            pending: Ops::default(),
+            writer: None,
         }
     }
 
-    /// Writes what the entries applied since the last call changed.
+    /// Like [`Replicated::new`], with the store's batches written by a
+    /// thread of their own (named `name`).
+    pub fn with_writer(
+        store: Store,
+        state: Arc<RwLock<State>>,
+        name: String,
+    ) -> std::io::Result<Replicated> {
+        let writer = Writer::start(store.db().clone(), name)?;
+        Ok(Replicated {
+            writer: Some(writer),
+            ..Replicated::new(store, state)
+        })
+    }
+
+    /// Writes (or queues) what the entries applied since the last call
+    /// changed.
     fn write_pending(&mut self) -> Result<(), MachineError> {
-        if self.pending_writes == 0 {
-            return Ok(());
+        let ops = std::mem::take(&mut self.pending);
+        match &self.writer {
+            Some(writer) => writer.write(ops).map_err(MachineError::from),
+            None if ops.is_empty() => Ok(()),
+            None => self.store.db().apply_batch(ops.into_batch()).map_err(MachineError::from),
         }
-        let batch = std::mem::take(&mut self.pending);
-        self.pending_writes = 0;
-        self.store.db().apply_batch(batch).map_err(MachineError::from)
     }
 
     /// Events past the kept window go from disk as they go from memory.
@@ -203,7 +222,6 @@ impl crate::raft::node::StateMachine for Replicated {
         self.store
             .write_into(&mut self.pending, &change)
             .map_err(MachineError::from)?;
-        self.pending_writes += 1;
         self.prune_events(&change)?;
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
@@ -212,13 +230,20 @@ impl crate::raft::node::StateMachine for Replicated {
 
     fn skip(&mut self, index: u64) -> Result<(), MachineError> {
         Store::write_applied_into(&mut self.pending, index);
-        self.pending_writes += 1;
         self.write().skip(index);
         Ok(())
     }
 
     fn end_batch(&mut self) -> Result<(), MachineError> {
         self.write_pending()
+    }
+
+    fn settle(&mut self) -> Result<(), MachineError> {
+        self.write_pending()?;
+        match &self.writer {
+            Some(writer) => writer.settle().map_err(MachineError::from),
+            None => Ok(()),
+        }
     }
 
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
@@ -242,7 +267,6 @@ impl crate::raft::node::StateMachine for Replicated {
             self.write().commit(recorded);
         }
         Store::write_member_into(&mut self.pending, index, change.node_id, address.as_deref());
-        self.pending_writes += 1;
         self.write().set_member(index, change.node_id, address);
         Ok(())
     }
@@ -263,7 +287,7 @@ impl crate::raft::node::StateMachine for Replicated {
         }
         let restored = data.into_state();
         // Older applied entries first, then the snapshot replaces them all.
-        self.write_pending()?;
+        self.settle()?;
         self.store.replace_all(&restored).map_err(MachineError::from)?;
         info!(
             index,

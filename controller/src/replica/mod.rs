@@ -13,6 +13,7 @@ pub mod apply;
 pub mod disk;
 pub mod restore;
 pub mod store;
+pub mod writer;
 
 use std::sync::{Arc, RwLock};
 

@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::replica::writer::Ops;
 use crate::state::command::HostRecord;
 use crate::state::{Change, State};
 
@@ -198,15 +199,15 @@ impl Store {
     /// Writes `change` (its records and its index) in one atomic batch,
     /// without waiting for the disk (see the module doc).
     pub fn write(&self, change: &Change) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        self.write_into(&mut batch, change)?;
-        self.db.apply_batch(batch)?;
+        let mut ops = Ops::default();
+        self.write_into(&mut ops, change)?;
+        self.db.apply_batch(ops.into_batch())?;
         Ok(())
     }
 
     /// Adds what `change` writes to `batch`: its host records, pools,
     /// tasks and events, and the applied index.
-    pub fn write_into(&self, batch: &mut sled::Batch, change: &Change) -> Result<(), StoreError> {
+    pub fn write_into(&self, batch: &mut Ops, change: &Change) -> Result<(), StoreError> {
         for record in change.record.iter().chain(&change.more.hosts) {
             batch.insert(
                 format!("{HOST_PREFIX}{}", record.host_id).as_bytes(),
@@ -244,7 +245,7 @@ impl Store {
     /// Adds to `batch` the removal of the stored events at `indexes` (the
     /// state machine keeps the newest
     /// [`MAX_EVENTS`](crate::state::pool::MAX_EVENTS); usually one goes).
-    pub fn remove_events_into(batch: &mut sled::Batch, indexes: impl IntoIterator<Item = u64>) {
+    pub fn remove_events_into(batch: &mut Ops, indexes: impl IntoIterator<Item = u64>) {
         for index in indexes {
             batch.remove(event_key(index));
         }
@@ -252,12 +253,12 @@ impl Store {
 
     /// Adds to `batch` that entries up to `index` are applied (an entry
     /// that changed nothing).
-    pub fn write_applied_into(batch: &mut sled::Batch, index: u64) {
+    pub fn write_applied_into(batch: &mut Ops, index: u64) {
         batch.insert(APPLIED_INDEX_KEY, &index.to_be_bytes());
     }
 
     /// Adds to `batch` a membership change at `index` (None removes `id`).
-    pub fn write_member_into(batch: &mut sled::Batch, index: u64, id: u64, address: Option<&str>) {
+    pub fn write_member_into(batch: &mut Ops, index: u64, id: u64, address: Option<&str>) {
         let key = format!("{MEMBER_PREFIX}{id}");
         match address {
             Some(address) => batch.insert(key.as_bytes(), address.as_bytes()),

@@ -19,7 +19,9 @@
 //! rpool is mutual TLS only: the rpool subcommands need `--tls-dir DIR`
 //! holding `ca.crt`, `admin.crt` and `admin.key`, which `tls-setup` writes
 //! (with every controller's certificate and a pre-made agent identity).
-//! etcd runs plaintext, as Debian's package does by default.
+//! etcd runs plaintext, as Debian's package does by default, or with
+//! mutual TLS on clients and peers (as kubeadm runs it) when the etcd
+//! subcommands get `--tls-dir` too (`tests/bench/run.sh`, system `etcd-tls`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,8 +42,9 @@ mod etcd {
 #[derive(Parser)]
 #[command(about = "Committed-write benchmarks: rpool controller trio vs etcd")]
 struct Cli {
-    /// Directory with ca.crt, admin.crt, admin.key for the rpool
-    /// subcommands (rpool serves only mutual TLS); see `tls-setup`.
+    /// Directory with ca.crt, admin.crt, admin.key: required by the rpool
+    /// subcommands (rpool serves only mutual TLS), optional for etcd's
+    /// (mutual TLS instead of plaintext); see `tls-setup`.
     #[arg(long, global = true, value_name = "DIR", env = "RPOOL_BENCH_TLS_DIR")]
     tls_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -88,7 +91,7 @@ enum Cmd {
     },
 }
 
-/// The admin TLS material of the rpool subcommands (set from --tls-dir).
+/// The admin TLS material (set from --tls-dir).
 static TLS: std::sync::OnceLock<rpool_proto::tls::TlsMaterial> = std::sync::OnceLock::new();
 
 fn tls_setup(
@@ -229,7 +232,17 @@ impl Client {
     }
 }
 
-/// rpool: mutual TLS with the --tls-dir admin certificate; etcd: plaintext.
+/// How the results name a system: `etcd-tls` is etcd with mutual TLS.
+fn system_name(system: System) -> &'static str {
+    match (system, TLS.get().is_some()) {
+        (System::Rpool, _) => "rpool",
+        (System::Etcd, false) => "etcd",
+        (System::Etcd, true) => "etcd-tls",
+    }
+}
+
+/// Mutual TLS with the --tls-dir admin certificate when given (always for
+/// rpool), plaintext otherwise.
 fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint> {
     let endpoint = match TLS.get() {
         Some(tls) => tls.endpoint(addr)?,
@@ -417,7 +430,7 @@ async fn load(system: System, name: &str, args: Load, concurrency: usize) -> Res
     latencies.sort_by(f64::total_cmp);
     let ok = latencies.len() as f64;
     Ok(json!({
-        "system": if system == System::Rpool { "rpool" } else { "etcd" },
+        "system": system_name(system),
         "bench": name,
         "writes": args.n,
         "acknowledged": latencies.len(),
@@ -575,7 +588,7 @@ async fn failover(system: System, args: Failover) -> Result<serde_json::Value> {
         (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
     };
     Ok(json!({
-        "system": if system == System::Rpool { "rpool" } else { "etcd" },
+        "system": system_name(system),
         "bench": "failover",
         "trials": trials.len(),
         "retry_ms": args.retry_ms,
@@ -639,11 +652,13 @@ async fn main() -> Result<()> {
         cli.command,
         Cmd::RpoolSeq(_) | Cmd::RpoolConc(_) | Cmd::RpoolFailover(_) | Cmd::RpoolRead(_)
     );
-    if rpool {
-        let dir = cli
-            .tls_dir
-            .as_deref()
-            .context("--tls-dir is required: rpool serves only mutual TLS (see tls-setup)")?;
+    // rpool serves only mutual TLS; etcd is benchmarked plaintext (its
+    // default) or, with --tls-dir, with mutual TLS as kubeadm runs it.
+    if rpool && cli.tls_dir.is_none() {
+        bail!("--tls-dir is required: rpool serves only mutual TLS (see tls-setup)");
+    }
+    let client = !matches!(cli.command, Cmd::SledFlush { .. } | Cmd::TlsSetup { .. });
+    if let Some(dir) = cli.tls_dir.as_deref().filter(|_| client) {
         let material = rpool_proto::tls::TlsFiles::in_dir(dir, "admin").load()?;
         let _ = TLS.set(material);
     }
