@@ -7,11 +7,6 @@
 //! or with `--restore`, a damaged backup file,
 //! 75 the data dir's disk is full (a restart waits for free space).
 
-/// mimalloc instead of glibc's malloc: allocation was ~13 % of the worker
-/// threads' CPU under 128 writes in flight (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
