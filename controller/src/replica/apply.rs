@@ -137,11 +137,7 @@ impl Replicated {
 
     /// Like [`Replicated::new`], with the store's batches written by a
     /// thread of their own (named `name`).
-    pub fn with_writer(
-        store: Store,
-        state: Arc<RwLock<State>>,
-        name: String,
-    ) -> std::io::Result<Replicated> {
+    pub fn with_writer(store: Store, state: Arc<RwLock<State>>, name: String) -> std::io::Result<Replicated> {
         let writer = Writer::start(store.db().clone(), name)?;
         Ok(Replicated {
             writer: Some(writer),
@@ -156,7 +152,11 @@ impl Replicated {
         match &self.writer {
             Some(writer) => writer.write(ops).map_err(MachineError::from),
             None if ops.is_empty() => Ok(()),
-            None => self.store.db().apply_batch(ops.into_batch()).map_err(MachineError::from),
+            None => self
+                .store
+                .db()
+                .apply_batch(ops.into_batch())
+                .map_err(MachineError::from),
         }
     }
 

@@ -284,9 +284,8 @@ mod tests {
         writer.write(ops(&[("a", Some("1"))])).unwrap();
         writer.settle().unwrap();
         // What the thread records when sled refuses a batch (a full disk).
-        *writer.failed.lock().unwrap() = Some(sled::Error::Io(std::io::Error::from_raw_os_error(
-            libc::ENOSPC,
-        )));
+        *writer.failed.lock().unwrap() =
+            Some(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
         let err = writer.write(ops(&[("b", Some("2"))])).unwrap_err();
         assert!(crate::replica::disk::is_disk_full(&err), "{err}");
         assert!(crate::replica::disk::is_disk_full(&writer.settle().unwrap_err()));
