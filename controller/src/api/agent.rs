@@ -649,6 +649,14 @@ async fn session_setup(
     {
         let mut live = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        // The first session of a term resets the table for the term, so
+        // the ticker's reset (when it notices the leadership) cannot come
+        // after this session and forget it.
+        let term = shared.node.status().term;
+        if live.term() != term {
+            let hosts = shared.node.read(|sm| sm.hosts().len());
+            live.new_term(now, hosts, term);
+        }
         live.connect(&host_id, session, now);
         if let Some(hb) = &hello.first_heartbeat {
             live.record_heartbeat(&host_id, session, hb, now, unix_ms_now());

@@ -121,6 +121,8 @@ pub struct Liveness {
     /// observed here; while the state stays at that index only observed
     /// hosts can fall due (observations are only added, until `new_term`).
     all_observed_at: std::cell::Cell<Option<u64>>,
+    /// The Raft term of the last [`Liveness::new_term`] (0 before any).
+    term: u64,
 }
 
 impl Liveness {
@@ -133,6 +135,7 @@ impl Liveness {
             config,
             hosts: HashMap::new(),
             all_observed_at: std::cell::Cell::new(None),
+            term: 0,
         }
     }
 
@@ -146,17 +149,33 @@ impl Liveness {
         self.started
     }
 
-    /// This controller just became leader of a fleet of `hosts`: forget
-    /// what an earlier term observed and give every host a full grace
-    /// period from `now`, plus the time the fleet needs to reconnect
-    /// ([`ATTACH_RATE_PER_S`]), so a failover never marks live hosts down
-    /// while their agents move over.
-    pub fn new_term(&mut self, now: Instant, hosts: usize) {
+    /// This controller just became leader of a fleet of `hosts` in Raft
+    /// term `term`: forget what an earlier term observed and give every
+    /// host a full grace period from `now`, plus the time the fleet needs
+    /// to reconnect ([`ATTACH_RATE_PER_S`]), so a failover never marks live
+    /// hosts down while their agents move over.
+    ///
+    /// Once per term: the first session admitted in a term and the ticker
+    /// that notices the leadership both call it, and the later call must
+    /// not forget the sessions admitted since (a host then showed
+    /// `connected: false` until its next heartbeat). Returns whether the
+    /// table was reset.
+    pub fn new_term(&mut self, now: Instant, hosts: usize, term: u64) -> bool {
+        if term != 0 && term == self.term {
+            return false;
+        }
+        self.term = term;
         self.started = now;
         self.attach_grace = Duration::from_millis(hosts as u64 * 1_000 / ATTACH_RATE_PER_S);
         self.last_attach = None;
         self.hosts.clear();
         self.all_observed_at.set(None);
+        true
+    }
+
+    /// The Raft term of the last reset ([`Liveness::new_term`]).
+    pub fn term(&self) -> u64 {
+        self.term
     }
 
     /// A session for `host_id` was accepted (its Hello counts as a
@@ -340,10 +359,12 @@ pub async fn run_ticker(node: NodeHandle, liveness: Arc<Mutex<Liveness>>, mut st
         let leader = node.is_leader();
         if leader && !was_leader {
             let hosts = node.read(|sm| sm.hosts().len());
+            let term = node.status().term;
             let mut live = liveness.lock().unwrap_or_else(|e| e.into_inner());
-            live.new_term(Instant::now(), hosts);
+            // A session admitted since the election may have reset it first.
+            live.new_term(Instant::now(), hosts, term);
             info!(
-                term = node.status().term,
+                term,
                 hosts,
                 down_after_ms = live.config().down_after_ms,
                 attach_grace_ms = live.attach_grace.as_millis() as u64,
@@ -556,7 +577,7 @@ mod tests {
                 .iter()
                 .all(|t| t.host_id != "h3")
         );
-        live.new_term(t0 + ms(6_000), 3);
+        live.new_term(t0 + ms(6_000), 3, 2);
         assert_eq!(live.all_observed_at.get(), None);
     }
 
@@ -572,7 +593,7 @@ mod tests {
         };
         let mut live = liveness(t0);
         // A fleet of 10,000: 20 s more at 500 agents/s.
-        live.new_term(t0, 10_000);
+        live.new_term(t0, 10_000, 2);
         live.connect("a", 1, t0 + ms(1_000));
         // `a` was heard and then fell silent inside the window (a leader
         // busy with the reconnecting fleet may be why); `b` still waits its
@@ -594,7 +615,7 @@ mod tests {
         // A host back after the window (and its cap, 60 s) is judged from
         // its own heartbeat.
         let mut live = liveness(t0);
-        live.new_term(t0, 10_000);
+        live.new_term(t0, 10_000, 2);
         live.connect("a", 1, t0 + ms(61_000));
         assert!(states(&live, 63_999).iter().all(|(id, _)| id != "a"));
         assert!(states(&live, 64_001).contains(&("a".to_owned(), HostState::Suspect)));
@@ -602,7 +623,7 @@ mod tests {
         // Agents still coming back keep the window open (a slow machine
         // admits fewer than 500 a second), up to three times its length.
         let mut live = liveness(t0);
-        live.new_term(t0, 10_000);
+        live.new_term(t0, 10_000, 2);
         live.connect("a", 1, t0 + ms(1_000));
         live.connect("c", 2, t0 + ms(30_000));
         // b not back, a silent since 1 s: the window now ends at 33 s.
@@ -622,7 +643,7 @@ mod tests {
             .collect();
         assert_eq!(due, ["a", "b"]);
         // A small fleet barely waits longer: 10 hosts, 20 ms.
-        live.new_term(t0, 10);
+        live.new_term(t0, 10, 3);
         assert_eq!(live.attach_grace, ms(20));
     }
 
@@ -637,6 +658,26 @@ mod tests {
         let after = live.transitions(&sm, t0 + ms(5_001));
         assert_eq!(after.len(), 2);
         assert!(after.iter().all(|t| t.to == HostState::Down));
+    }
+
+    #[test]
+    fn a_term_resets_the_table_once_and_keeps_the_sessions_admitted_in_it() {
+        let t0 = Instant::now();
+        let mut live = liveness(t0);
+        live.connect("old", 1, t0);
+        // The first session of term 5 resets the table before it connects...
+        assert!(live.new_term(t0 + ms(100), 2, 5));
+        live.connect("h1", 2, t0 + ms(110));
+        // ...and the ticker noticing the leadership later forgets nothing.
+        assert!(!live.new_term(t0 + ms(400), 2, 5));
+        assert_eq!(live.term(), 5);
+        assert_eq!(live.connected_count(), 1);
+        assert_eq!(live.observation("h1").unwrap().session, Some(2));
+        assert!(live.observation("old").is_none());
+        assert_eq!(live.started(), t0 + ms(100));
+        // A later term resets again.
+        assert!(live.new_term(t0 + ms(900), 2, 6));
+        assert_eq!(live.connected_count(), 0);
     }
 
     #[test]
