@@ -236,7 +236,9 @@ for l in open(leaders):
     f = l.split()
     if int(f[0]) < kill_ms: continue
     for i, v in enumerate(f[1:], start=1):
-        if i == old or v in ("-", "0"): continue
+        # The dead leader's own column, and survivors still naming it in
+        # the first samples after the kill: not an election.
+        if i == old or v in ("-", "0") or int(v) == old: continue
         if not seen or seen[-1] != int(v): seen.append(int(v))
 print(json.dumps({
     "killed_leader": old, "new_leader": new,
