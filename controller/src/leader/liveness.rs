@@ -271,6 +271,15 @@ impl Liveness {
         out
     }
 
+    /// Whether this table has judged every host for a full `down_after`:
+    /// before that (a controller just started, or a new term), a host the
+    /// replicated state still calls ready may have been silent for seconds,
+    /// so the state's picture of who is silent (the storm check) is not
+    /// complete and nothing is replaced on it.
+    pub fn judging(&self, now: Instant) -> bool {
+        now > self.window_end() + self.config.down_after()
+    }
+
     /// When the reconnect window of this term ends: `hosts /
     /// ATTACH_RATE_PER_S` after it started, later while agents keep coming
     /// back ([`ATTACH_QUIET`]), at most [`ATTACH_WINDOW_CAP`] times that.
@@ -678,6 +687,21 @@ mod tests {
         // A later term resets again.
         assert!(live.new_term(t0 + ms(900), 2, 6));
         assert_eq!(live.connected_count(), 0);
+    }
+
+    #[test]
+    fn a_new_term_judges_nobody_fully_before_a_down_after_past_its_window() {
+        let t0 = Instant::now();
+        let mut live = liveness(t0);
+        // 5 s down_after, a fleet of 10,000: a 20 s reconnect window.
+        live.new_term(t0, 10_000, 4);
+        assert!(!live.judging(t0 + ms(20_000)));
+        assert!(!live.judging(t0 + ms(24_999)));
+        assert!(live.judging(t0 + ms(25_001)));
+        // A small fleet: the window is a few ms.
+        live.new_term(t0 + ms(30_000), 6, 5);
+        assert!(!live.judging(t0 + ms(34_000)));
+        assert!(live.judging(t0 + ms(35_100)));
     }
 
     #[test]
