@@ -30,7 +30,7 @@
 //! replays the rest.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -87,8 +87,9 @@ enum Job {
     Settle(SyncSender<()>),
 }
 
-/// The first write that failed; nothing after it is applied.
-type Failed = Arc<Mutex<Option<sled::Error>>>;
+/// The first write that failed; nothing after it is applied. Read without a
+/// lock: the Raft thread's `write` never waits on the thread's disk writes.
+type Failed = Arc<OnceLock<sled::Error>>;
 
 /// A thread that applies [`Ops`] to a sled database in order.
 pub struct Writer {
@@ -135,7 +136,7 @@ impl Writer {
     }
 
     fn check(&self) -> Result<(), sled::Error> {
-        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+        match self.failed.get() {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
@@ -164,47 +165,20 @@ fn gone() -> sled::Error {
 }
 
 fn run(db: &sled::Db, jobs: &Receiver<Job>, failed: &Failed) {
-    // Waits for a first write, gathers what follows for up to
-    // WRITE_DELAY (or until a Settle, or MAX_MERGED writes), applies it all
-    // as one batch, answers the Settle.
     while let Ok(job) = jobs.recv() {
-        let mut settled = None;
-        let mut closed = false;
-        let mut batch = sled::Batch::default();
-        match job {
-            Job::Settle(done) => settled = Some(done),
+        let (settled, closed) = match job {
+            Job::Settle(done) => (Some(done), false),
             Job::Write(ops) => {
-                ops.append_to(&mut batch);
-                let deadline = Instant::now() + WRITE_DELAY;
-                let mut merged = 1;
-                while merged < MAX_MERGED {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match jobs.recv_timeout(wait) {
-                        Ok(Job::Write(more)) => {
-                            more.append_to(&mut batch);
-                            merged += 1;
-                        }
-                        // Answered after these writes, before later ones.
-                        Ok(Job::Settle(done)) => {
-                            settled = Some(done);
-                            break;
-                        }
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            closed = true;
-                            break;
-                        }
-                    }
-                }
-                let mut first = failed.lock().unwrap_or_else(|e| e.into_inner());
-                if first.is_none()
+                let (batch, settled, closed) = gather(ops, jobs);
+                if failed.get().is_none()
                     && let Err(e) = db.apply_batch(batch)
                 {
                     tracing::error!(error = %e, "writing the state store failed; the replica stops");
-                    *first = Some(e);
+                    let _ = failed.set(e);
                 }
+                (settled, closed)
             }
-        }
+        };
         if let Some(done) = settled {
             let _ = done.send(());
         }
@@ -212,6 +186,23 @@ fn run(db: &sled::Db, jobs: &Receiver<Job>, failed: &Failed) {
             return;
         }
     }
+}
+
+/// `first` and the writes that follow it within [`WRITE_DELAY`] (at most
+/// [`MAX_MERGED`]) as one batch, up to a Settle (answered after these
+/// writes, before later ones) or the queue's end (`true`).
+fn gather(first: Ops, jobs: &Receiver<Job>) -> (sled::Batch, Option<SyncSender<()>>, bool) {
+    let mut batch = first.into_batch();
+    let deadline = Instant::now() + WRITE_DELAY;
+    for _ in 1..MAX_MERGED {
+        match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Job::Write(more)) => more.append_to(&mut batch),
+            Ok(Job::Settle(done)) => return (batch, Some(done), false),
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => return (batch, None, true),
+        }
+    }
+    (batch, None, false)
 }
 
 #[cfg(test)]
@@ -227,6 +218,11 @@ mod tests {
             }
         }
         ops
+    }
+
+    /// What sled returns when the disk is full.
+    fn full() -> sled::Error {
+        sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC))
     }
 
     fn get(db: &sled::Db, key: &str) -> Option<String> {
@@ -284,8 +280,7 @@ mod tests {
         writer.write(ops(&[("a", Some("1"))])).unwrap();
         writer.settle().unwrap();
         // What the thread records when sled refuses a batch (a full disk).
-        *writer.failed.lock().unwrap() =
-            Some(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        writer.failed.set(full()).unwrap();
         let err = writer.write(ops(&[("b", Some("2"))])).unwrap_err();
         assert!(crate::replica::disk::is_disk_full(&err), "{err}");
         assert!(crate::replica::disk::is_disk_full(&writer.settle().unwrap_err()));
@@ -298,7 +293,7 @@ mod tests {
         // a Settle is still answered.
         let (jobs, rx) = sync_channel(8);
         let failed = Failed::default();
-        *failed.lock().unwrap() = Some(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)));
+        failed.set(full()).unwrap();
         jobs.send(Job::Write(ops(&[("c", Some("3"))]))).unwrap();
         let (done, wait) = sync_channel(1);
         jobs.send(Job::Settle(done)).unwrap();
