@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use rpool_proto::pki::{self, Identity};
+use rustls::pki_types::CertificateDer;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::warn;
@@ -369,12 +370,70 @@ fn peer_of<B>(request: &http::Request<B>) -> Peer {
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(|info| info.peer_certs());
-    match certs.as_deref().and_then(|c| c.first()) {
+    match certs {
+        None => Peer::NoCertificate,
+        Some(certs) => PEERS.peer_of(certs),
+    }
+}
+
+/// The peer a certificate chain names (its first certificate's identity).
+fn read_peer(certs: &[CertificateDer<'static>]) -> Peer {
+    match certs.first() {
         None => Peer::NoCertificate,
         Some(cert) => match pki::identity_of_der(cert.as_ref()) {
             Ok(id) => Peer::Known(id),
             Err(_) => Peer::Unrecognized,
         },
+    }
+}
+
+/// Connections' peers most recently read ([`PeerCache`]).
+const PEER_CACHE_LEN: usize = 1024;
+
+static PEERS: PeerCache = PeerCache {
+    by_chain: Mutex::new(None),
+};
+
+/// The peer of each recent connection, so that its certificate is parsed
+/// once per connection instead of once per request.
+///
+/// tonic gives every request of a connection the same
+/// `Arc<Vec<CertificateDer>>`; parsing the certificate on every request
+/// was 3 % of the controllers' CPU under concurrent admin writes
+/// (BENCHMARKS.md). Entries are keyed by the Arc's address and hold a clone
+/// of the Arc: while an entry exists, no other chain can be allocated at
+/// that address, so a hit is always the same connection's chain. Bounded:
+/// cleared when [`PEER_CACHE_LEN`] connections were seen (a reconnect
+/// storm of agents only costs one parse each, as before).
+struct PeerCache {
+    #[allow(clippy::type_complexity)]
+    by_chain: Mutex<Option<HashMap<usize, (Arc<Vec<CertificateDer<'static>>>, Peer)>>>,
+}
+
+impl PeerCache {
+    fn peer_of(&self, certs: Arc<Vec<CertificateDer<'static>>>) -> Peer {
+        let key = Arc::as_ptr(&certs) as usize;
+        {
+            let cache = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, peer)) = cache.as_ref().and_then(|c| c.get(&key)) {
+                return peer.clone();
+            }
+        }
+        // Parsed outside the lock.
+        let peer = read_peer(&certs);
+        let mut cache = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if cache.len() >= PEER_CACHE_LEN {
+            cache.clear();
+        }
+        cache.insert(key, (certs, peer.clone()));
+        peer
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let cache = self.by_chain.lock().unwrap_or_else(|e| e.into_inner());
+        cache.as_ref().map_or(0, HashMap::len)
     }
 }
 
@@ -519,6 +578,41 @@ impl Drop for SessionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connections_certificate_is_read_once_and_never_taken_for_another() {
+        let ca = pki::Ca::generate("test CA").unwrap();
+        let chain = |identity: &Identity| {
+            let issued = ca
+                .issue(identity, &[], std::time::Duration::from_secs(3600))
+                .unwrap();
+            let der = pki::certs_from_pem(&issued.cert_pem).unwrap().remove(0);
+            Arc::new(vec![CertificateDer::from(der)])
+        };
+        let cache = PeerCache {
+            by_chain: Mutex::new(None),
+        };
+        let admin = Identity::admin("alice").unwrap();
+        let agent = Identity::agent("host-1").unwrap();
+        let a = chain(&admin);
+        assert_eq!(cache.peer_of(a.clone()), Peer::Known(admin.clone()));
+        assert_eq!(cache.peer_of(a.clone()), Peer::Known(admin.clone()));
+        assert_eq!(cache.len(), 1, "the same connection's chain is read once");
+        // Another connection, even with an equal chain, is its own entry.
+        let b = chain(&agent);
+        assert_eq!(cache.peer_of(b), Peer::Known(agent));
+        let garbage = Arc::new(vec![CertificateDer::from(vec![0x30, 0x03, 0x01, 0x02, 0x03])]);
+        assert_eq!(cache.peer_of(garbage.clone()), Peer::Unrecognized);
+        assert_eq!(cache.peer_of(garbage), Peer::Unrecognized);
+        assert_eq!(cache.peer_of(Arc::new(Vec::new())), Peer::NoCertificate);
+        assert_eq!(cache.len(), 4);
+        // Bounded: full, it starts over, and answers stay right.
+        for _ in 0..PEER_CACHE_LEN {
+            cache.peer_of(Arc::new(Vec::new()));
+        }
+        assert!(cache.len() <= PEER_CACHE_LEN);
+        assert_eq!(cache.peer_of(a), Peer::Known(admin));
+    }
 
     fn known(id: Identity) -> Peer {
         Peer::Known(id)

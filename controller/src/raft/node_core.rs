@@ -134,6 +134,12 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
+            // A new commit index reaches the followers with the next append
+            // or heartbeat, not in an empty append of its own: that append
+            // and its answer were half the messages of every write
+            // (BENCHMARKS.md). Followers' reads go through ReadIndex,
+            // whose heartbeat round carries the commit index anyway.
+            skip_bcast_commit: true,
             ..Default::default()
         };
         tune(&mut raft_config);

@@ -174,7 +174,7 @@ mod tests {
     use super::*;
 
     fn backup_file(dir: &Path, state: &crate::state::State, term: u64) -> PathBuf {
-        let payload = SnapshotData::of(state).encode();
+        let payload = SnapshotData::encode_state(state);
         let header = Header {
             format_version: backup::FORMAT_VERSION,
             cluster_id: None,

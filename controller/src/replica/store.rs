@@ -112,7 +112,15 @@ impl Store {
         let path = data_dir.join("state");
         let started = std::time::Instant::now();
         loop {
-            match sled::Config::new().path(&path).open() {
+            // No timed flushes: everything sled holds is also in the Raft
+            // log until sled is synced, before every compaction
+            // (`raft::durable::sync_state`); sled's flusher thread only
+            // spent CPU. HighThroughput: fewer segment rewrites.
+            let config = sled::Config::new()
+                .path(&path)
+                .flush_every_ms(None)
+                .mode(sled::Mode::HighThroughput);
+            match config.open() {
                 Ok(db) => return Ok(Store { db, path }),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>

@@ -31,7 +31,7 @@ pub(crate) fn save(shared: &Shared, caller: &str) -> SnapshotStream {
     let status = shared.node.status();
     let (applied_index, payload) = shared
         .node
-        .read(|sm| (sm.applied_index(), SnapshotData::of(sm).encode()));
+        .read(|sm| (sm.applied_index(), SnapshotData::encode_state(sm)));
     let header = SnapshotHeader {
         format_version: rpool_proto::backup::FORMAT_VERSION,
         applied_index,
