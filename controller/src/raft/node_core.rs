@@ -81,10 +81,6 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
     lost: Option<NodeError>,
     /// This log's incarnation and the peers' (module `incarnation`).
     incarnations: Arc<Incarnations>,
-    /// Set when a membership change was applied or a snapshot installed:
-    /// the next status is announced even if the voters look the same (an
-    /// address may have changed).
-    membership_changed: std::cell::Cell<bool>,
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
@@ -173,7 +169,6 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             snapshot_now: false,
             lost: None,
             incarnations,
-            membership_changed: std::cell::Cell::new(false),
         };
         core.publish_status();
         Ok(core)
@@ -514,7 +509,6 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         self.sync_state()?;
         self.log.apply_snapshot(snapshot)?;
         self.applied_since_snapshot = 0;
-        self.membership_changed.set(true);
         // Our proposals at or below the snapshot may or may not be in it:
         // their entries will never be applied here one by one, so they can
         // be neither answered nor called dropped. They time out (outcome
@@ -571,7 +565,6 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                         .apply_conf_change(entry.index, &change)
                         .map_err(failed)?;
                     // Whoever hears the answer must see the new membership.
-                    self.membership_changed.set(true);
                     self.publish_status();
                     self.snapshot_now = true;
                     if let Some(pending) = id.and_then(|id| self.conf_changes.remove(&id)) {
@@ -669,23 +662,13 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             progress,
             recent_active,
         };
-        // Every field is updated in place (`status()` readers see the
-        // indexes of the last Ready), but watchers are woken only when
-        // leadership or membership changed: the indexes change with every
-        // commit, and each change woke the long-lived watchers (agent
-        // sessions' leadership, the peer list, forwarded calls) on the main
-        // runtime, from this thread, several times per write. Waiters on an
-        // index use `until`, which also looks again every `UNTIL_POLL`.
-        let membership_changed = self.membership_changed.replace(false);
         self.status.send_if_modified(|old| {
-            let announce = membership_changed
-                || old.leader_id != status.leader_id
-                || old.role != status.role
-                || old.term != status.term
-                || old.voters != status.voters
-                || old.learners != status.learners;
-            *old = status;
-            announce
+            if *old != status {
+                *old = status;
+                true
+            } else {
+                false
+            }
         });
     }
 }

@@ -198,23 +198,8 @@ impl<O: Send + 'static> RaftHandle<O> {
     }
 }
 
-/// How often [`until`] looks at the status again without a notification.
-const UNTIL_POLL: Duration = Duration::from_millis(20);
-
 /// Resolves once `status` satisfies `condition` (or the replica is gone).
 /// Holds no lock across an await.
-///
-/// The status channel announces only changes of leadership and
-/// membership (`Core::publish_status`): a condition on the indexes or the
-/// progress is looked at again every [`UNTIL_POLL`] as well.
-pub async fn until(status: &mut watch::Receiver<RaftStatus>, mut condition: impl FnMut(&RaftStatus) -> bool) {
-    loop {
-        if condition(&status.borrow_and_update()) {
-            return;
-        }
-        tokio::select! {
-            changed = status.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(UNTIL_POLL) => {}
-        }
-    }
+pub async fn until(status: &mut watch::Receiver<RaftStatus>, condition: impl FnMut(&RaftStatus) -> bool) {
+    let _ = status.wait_for(condition).await;
 }
