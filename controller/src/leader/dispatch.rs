@@ -355,9 +355,6 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
         if shared.node.read_barrier().await.is_err() {
             continue;
         }
-        let mut commands = shared
-            .node
-            .read(|sm| crate::policy::planner::plan_with(sm, unix_ms_now(), &shared.config.healing));
         // A leader that has not yet judged every host for a full down_after
         // (just started, or a new term) does not know who else is silent:
         // a host the old leader marked down is not replaced on that
@@ -367,9 +364,9 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
             let live = shared.liveness.lock().unwrap_or_else(|e| e.into_inner());
             live.judging(std::time::Instant::now())
         };
-        if !judging {
-            commands.retain(|c| !matches!(c, crate::state::command::Command::ReplaceMember { .. }));
-        }
+        let commands = shared.node.read(|sm| {
+            crate::policy::planner::plan_replacing(sm, unix_ms_now(), &shared.config.healing, judging)
+        });
         for command in commands {
             match shared.node.propose(command).await {
                 Ok(_) => {}

@@ -774,6 +774,25 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_not_yet_judging_holds_replacements_back_and_plans_the_rest() {
+        let mut w = zoned_world();
+        w.set("w1", HostState::Down);
+        w.now += 3_000;
+        let held = crate::policy::planner::plan_replacing(&w.sm, w.now, &w.config, false);
+        assert!(
+            !held.iter().any(|c| matches!(c, Command::ReplaceMember { .. })),
+            "{held:?}"
+        );
+        // The rest of the pool is planned as without healing (no storm here).
+        let unhealed = HealingConfig {
+            enabled: false,
+            ..w.config
+        };
+        assert_eq!(held, crate::policy::planner::plan_with(&w.sm, w.now, &unhealed));
+        assert_eq!(w.plan(), vec!["replace w1 by f1"], "judging again: replaced");
+    }
+
+    #[test]
     fn hosts_cut_off_together_but_silent_a_heartbeat_apart_are_one_storm() {
         // Zone a (w1, f1) is cut off at once; f1 had just sent a heartbeat,
         // so w1 turns down while f1 is still ready. Without the wait w1

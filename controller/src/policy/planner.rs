@@ -57,6 +57,19 @@ pub fn plan(state: &State, now_unix_ms: u64) -> Vec<Command> {
 /// Commands that move every pool a step toward its spec, healing as
 /// `healing` says.
 pub fn plan_with(state: &State, now_unix_ms: u64, healing: &HealingConfig) -> Vec<Command> {
+    plan_replacing(state, now_unix_ms, healing, true)
+}
+
+/// [`plan_with`], holding every replacement back unless `replacing`: a
+/// leader that has not yet judged every host for a full `down_after` does
+/// not know who else is silent (`Liveness::judging`). The rest of each
+/// pool is planned as if no member were down.
+pub fn plan_replacing(
+    state: &State,
+    now_unix_ms: u64,
+    healing: &HealingConfig,
+    replacing: bool,
+) -> Vec<Command> {
     let mut out = Vec::new();
     let storm = if healing.enabled {
         healing::storm(state, healing, now_unix_ms)
@@ -66,7 +79,7 @@ pub fn plan_with(state: &State, now_unix_ms: u64, healing: &HealingConfig) -> Ve
     if healing.enabled {
         healing::plan_storm_edges(state, storm.as_deref(), now_unix_ms, &mut out);
     }
-    let heal = (healing.enabled && storm.is_none()).then_some(healing.settle_ms);
+    let heal = (healing.enabled && replacing && storm.is_none()).then_some(healing.settle_ms);
     for pool in state.pools().values() {
         plan_pool(state, pool, now_unix_ms, heal, &mut out);
     }

@@ -16,8 +16,9 @@
 //! The Raft log lives in `{data_dir}/raft` ([`crate::raft::wal`]).
 //!
 //! Every applied entry writes its changed record *and* the applied index in
-//! one [`sled::Batch`] (atomic; the controller's writer thread merges the
-//! batches of 100 ms, in order, into one: [`crate::replica::writer`]).
+//! one [`sled::Batch`] (atomic; the controller merges the batches of
+//! 100 ms, in order, into one for its writer thread:
+//! [`crate::replica::writer`]).
 //! sled is synced (flush + fdatasync of its
 //! files, [`crate::raft::durable`]) before compaction drops log entries and
 //! after a snapshot restore; after a crash the store holds a prefix of the
