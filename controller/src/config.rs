@@ -36,7 +36,8 @@ pub struct Config {
     /// reach this one; defaults to `listen` (which must then not be a
     /// wildcard address when there are peers).
     pub advertise: Option<String>,
-    /// Directory for persistent state; sled lives in `{data_dir}/state`.
+    /// Directory for persistent state: the Raft log (entries and the
+    /// snapshot file the applied state is rebuilt from) in `{data_dir}/raft`.
     pub data_dir: PathBuf,
     /// The initial controller group, this controller included. Empty: a
     /// group of one. A controller whose `id` is not listed starts as a new

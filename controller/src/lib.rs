@@ -140,8 +140,6 @@ pub fn is_damaged_data(error: &anyhow::Error) -> bool {
     use raft::node::NodeError;
     error.chain().any(|e| {
         matches!(e.downcast_ref::<LogError>(), Some(LogError::Damaged { .. }))
-            || e.downcast_ref::<replica::store::StoreError>()
-                .is_some_and(replica::store::StoreError::is_damage)
             || matches!(
                 e.downcast_ref::<replica::restore::RestoreError>(),
                 Some(replica::restore::RestoreError::Interrupted(_))
@@ -178,8 +176,8 @@ pub async fn run(
     let metrics_listener = metrics::bind(&config).await?;
     let webhook_client = leader::webhook::prepare(&config.webhook)?;
 
-    // 0. A disk that filled up: write nothing until there is room again,
-    // then drop what a cut-short write left (see `replica::disk`).
+    // 0. A disk that filled up: write nothing until there is room again
+    // (see `replica::disk`).
     tokio::pin!(shutdown);
     let mut waiting_since: Option<Instant> = None;
     loop {
@@ -206,47 +204,13 @@ pub async fn run(
             () = tokio::time::sleep(replica::disk::SPACE_POLL) => {}
         }
     }
-    for file in replica::disk::remove_unfinished_snapshots(&config.data_dir)
-        .with_context(|| format!("cleaning up {}", config.data_dir.join("state").display()))?
-    {
-        warn!(file = %file.display(), "removed a state snapshot a full disk cut short");
-    }
-
-    // 1. Store, state and log (not over a restore that was cut short).
+    // 1. Not over a restore that was cut short.
     replica::restore::check_not_interrupted(&config.data_dir)?;
-    let data_dir = config.data_dir.clone();
-    let (store, state) = tokio::task::spawn_blocking(move || {
-        let store = replica::store::Store::open(&data_dir)?;
-        let state = store.load()?;
-        Ok::<_, replica::store::StoreError>((store, state))
-    })
-    .await
-    .context("opening the state store")?
-    .map_err(|e| {
-        let damaged = e.is_damage();
-        let error = anyhow::Error::new(e);
-        if damaged {
-            error.context(format!(
-                "damaged state store in {}. {}",
-                config.data_dir.join("state").display(),
-                raft::log_store::REMEDY
-            ))
-        } else {
-            error
-        }
-    })?;
-    info!(
-        id = config.id,
-        data_dir = %store.path().display(),
-        applied_index = state.applied_index(),
-        hosts = state.hosts().len(),
-        "state loaded"
-    );
 
     // 2. Raft replica, transport, membership sync, liveness ticker.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (node_stop_tx, node_stop_rx) = watch::channel(false);
-    let state = Arc::new(RwLock::new(state));
+    let state = Arc::new(RwLock::new(crate::state::State::new()));
     let members = config.initial_members();
     let transport = raft::transport::GrpcTransport::new(config.id, &members, tls.clone());
     let mut raft_config = raft::node::RaftConfig::new(
@@ -262,18 +226,26 @@ pub async fn run(
     raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;
     raft_config.election_tick = config.raft.election_ticks as usize;
     raft_config.snapshot_every = config.raft.snapshot_every;
-    let machine =
-        replica::apply::Replicated::with_writer(store.clone(), state.clone(), format!("state-{}", config.id))
-            .context("starting the state store's writer thread")?;
+    // The log rebuilds the state (snapshot file, then the committed
+    // entries after it) before the replica starts.
     let (raft_handle, mut node_task) = raft::node::start(
         raft_config,
-        store.db().clone(),
-        machine,
+        replica::apply::Replicated::new(state.clone()),
         transport.clone(),
         raft::logger(config.id),
         node_stop_rx,
     )
     .context("starting the raft replica")?;
+    {
+        let state = state.read().unwrap_or_else(|e| e.into_inner());
+        info!(
+            id = config.id,
+            data_dir = %config.data_dir.display(),
+            applied_index = state.applied_index(),
+            hosts = state.hosts().len(),
+            "state loaded"
+        );
+    }
     {
         let report = raft_handle.clone();
         transport.on_event(move |event| match event {
@@ -457,12 +429,6 @@ mod tests {
         assert!(!is_damaged_data(&anyhow::Error::new(NodeError::Log(
             LogError::Missing(4)
         ))));
-        assert!(is_damaged_data(&anyhow::Error::new(
-            crate::replica::store::StoreError::Corrupt {
-                key: "meta/applied_index".into(),
-                problem: "not 8 bytes".into()
-            }
-        )));
         assert!(is_damaged_data(
             &anyhow::Error::new(crate::replica::restore::RestoreError::Interrupted("/d".into()))
                 .context("starting")

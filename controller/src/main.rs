@@ -56,7 +56,7 @@ struct Cli {
     /// Address to listen on (overrides `listen`), e.g. 127.0.0.1:7443.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Data directory (overrides `data_dir`); sled lives in DIR/state.
+    /// Data directory (overrides `data_dir`); the Raft log lives in DIR/raft.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Controller id, 1..=2^63 (overrides `id`).
@@ -123,8 +123,8 @@ fn main() -> ExitCode {
 /// glibc malloc arenas the controller may use. glibc's default is 8 per
 /// core: a thread that allocates while another holds its arena gets a new
 /// one, and memory freed stays in the arena it came from. With thousands of
-/// agent sessions moved between the tokio workers, the Raft thread and
-/// sled's threads, memory freed in one arena is not reused by another.
+/// agent sessions moved between the tokio workers and the Raft thread,
+/// memory freed in one arena is not reused by another.
 /// Two arenas cost little contention on a controller.
 const MALLOC_ARENAS: libc::c_int = 2;
 

@@ -16,6 +16,8 @@
 #   RELAY=1 ...         # [liveness] relay_sessions = true: followers hold the
 #                       # agents' connections and relay their sessions
 #   BIN=/other/target/release ...
+#   HEAPTRACK=1 ...     # attach heaptrack to the leader (profile kept in the
+#                       # work dir; use with KEEP=1 and fewer AGENTS)
 #
 # Measured: heartbeat RTT (send → HeartbeatAck) p50/p90/p99/max, acks/s,
 # errors, reconnects, detection time of killed agents (controller's
@@ -161,6 +163,12 @@ done
 LEADER_METRICS="127.0.0.1:${P[$((LEADER+2))]}"
 LEADER_PID=$(cat "$WORK/controller-$LEADER.pid")
 log "leader: controller $LEADER (pid $LEADER_PID)"
+
+if [ "${HEAPTRACK:-0}" = 1 ] && command -v heaptrack >/dev/null; then
+  # Allocation profile of the leader for the whole run (attached; slows it).
+  heaptrack -p "$LEADER_PID" -o "$WORK/leader.heaptrack" >"$WORK/heaptrack.log" 2>&1 &
+  sleep 3
+fi
 
 # --- 3. load -------------------------------------------------------------------
 RUN_S=$(secs "$DURATION")

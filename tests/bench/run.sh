@@ -147,7 +147,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 log "machine: $(nproc) cores, $(free -h | awk '/Mem:/{print $2}') RAM, kernel $(uname -r), work dir $WORK on $(df -T "$WORK" | awk 'NR==2{print $1" "$2}')"
-run_bench sled-flush sled-flush --dir "$WORK/flush" --n 1000
+run_bench disk-sync disk-sync --dir "$WORK/flush" --n 1000
 rm -rf "$WORK/flush"
 
 # --- 2. etcd ------------------------------------------------------------------
@@ -314,11 +314,10 @@ print("|---|---|---|---|---|---|---|")
 print(f'| sequential committed writes/s, 3 nodes | {w("etcd","seq")} | {w("etcd-tls","seq")} | {w("rpool","seq")} | {ratio("etcd","seq")} | {ratio("etcd-tls","seq")} | ≥ 1.2× etcd |')
 print(f'| concurrent committed writes/s, 3 nodes ({conc.get("concurrency","?")} in flight, {conc.get("channels","?")} conns) | {w("etcd","conc")} | {w("etcd-tls","conc")} | {w("rpool","conc")} | {ratio("etcd","conc")} | {ratio("etcd-tls","conc")} | ≥ 1.5× etcd |')
 print(f'| leader kill -9 → next committed write | {f("etcd")} | {f("etcd-tls")} | {f("rpool")} | | | median ≤ 0.5 s, worst ≤ 1.0 s |')
-s = r.get(("", "sled-flush"))
+s = r.get(("", "disk-sync"))
 if s:
     print()
-    print(f'sled insert+flush p50 {s["sled_insert_flush_ms"]["p50"]} ms (p99 {s["sled_insert_flush_ms"]["p99"]}), '
-          f'idle flush p50 {s["sled_idle_flush_ms"]["p50"]} ms, file write+fdatasync p50 {s["file_write_fdatasync_ms"]["p50"]} ms')
+    print(f'the disk: file write+fdatasync p50 {s["file_write_fdatasync_ms"]["p50"]} ms (p99 {s["file_write_fdatasync_ms"]["p99"]})')
 if perf:
     print()
     print("| per write (per read for rpool read), 3 members together, incl. 200 warm-up | CPU ms | context switches | sync_file_range | fdatasync | fsync |")

@@ -173,7 +173,7 @@ impl LogStore {
     /// (a torn last write is cut off), the owner in `MEMBER`, the snapshot
     /// file against the log, the hard state's commit against the last
     /// entry. A directory without `MEMBER` is initialised empty only if
-    /// `may_init` (the caller knows the replica never had data);
+    /// `may_init` (nothing else in the data dir says the replica had data);
     /// otherwise the log was lost and opening fails.
     pub fn open(dir: &Path, id: u64, may_init: bool) -> Result<LogStore, LogError> {
         let damaged = |path: PathBuf, detail: String| LogError::Damaged { path, detail };
@@ -194,8 +194,8 @@ impl LogStore {
                 if !may_init {
                     return Err(damaged(
                         dir.to_owned(),
-                        "the raft log is missing (no MEMBER file) while the state store holds \
-                         applied entries: the log was wiped or lost"
+                        "the raft log is missing (no MEMBER file) while the data dir holds an \
+                         earlier rpool's applied state (state/): the log was wiped or lost"
                             .into(),
                     ));
                 }
@@ -391,6 +391,30 @@ impl LogStore {
             return Ok(());
         }
         inner.write_records(records)
+    }
+
+    /// Records a commit index raft-rs reported outside a hard state (a
+    /// light ready), to be written with the next batch, checkpoint or
+    /// [`LogStore::close`]; not durable by itself, like every commit index.
+    pub fn note_commit(&self, commit: u64) {
+        let mut inner = self.write();
+        if commit > inner.state.hard_state.commit {
+            inner.state.hard_state.commit = commit;
+            inner.commit_unwritten = true;
+        }
+    }
+
+    /// Writes a commit index kept in memory (see [`LogStore::persist_ready`])
+    /// and makes everything durable: at a clean stop, so that the next
+    /// start applies every entry this replica knew committed before it
+    /// answers anyone.
+    pub fn close(&self) -> Result<(), LogError> {
+        let mut inner = self.write();
+        if inner.commit_unwritten {
+            let hard_state = inner.state.hard_state.clone();
+            inner.write_records(vec![Record::HardState(hard_state)])?;
+        }
+        inner.wal.sync()
     }
 
     /// Makes everything written so far durable (fdatasync), replacing the

@@ -7,19 +7,17 @@
 //! - [`incarnation`]: each log's random incarnation, sent with every
 //!   batch, and the one seen for each peer: a member that lost its data and
 //!   came back under its old id is refused and stops.
-//! - [`durable`]: making sled's applied state durable (flush + fdatasync of
-//!   its files) before the log it would replay is dropped.
 //! - [`node`]: one replica: the `RawNode` owned by a single task, its
 //!   `Ready` loop (flush before anything is acknowledged or sent as
 //!   persisted), proposals, ReadIndex reads, membership changes, log
-//!   compaction.
+//!   compaction; on open, the state machine rebuilt from the snapshot file
+//!   and the committed entries after it (the log is the only store).
 //! - [`transport`]: peer messages over gRPC (`RaftService.Send`), bounded
 //!   per-peer queues that never block the leader.
 //!
 //! raft-rs logs through `slog`; [`logger`] bridges those records into
 //! `tracing` (target `raft`).
 
-pub mod durable;
 pub mod incarnation;
 pub mod log_store;
 pub mod node;

@@ -25,9 +25,11 @@
 //! drives the same `Core` with a virtual clock and a crash model that
 //! loses whatever was not synced.
 //!
-//! Checks on open ([`Core::open`]): the log's own ([`LogStore::open`](super::log_store::LogStore::open)),
-//! then the applied index of the state store against the log (at least the
-//! snapshot index, at most the last entry). While running, a heartbeat
+//! On open ([`Core::open`]): the log's own checks
+//! ([`LogStore::open`](super::log_store::LogStore::open)), then the state
+//! machine is rebuilt from the log alone: the snapshot file restored, the
+//! committed entries after it applied (at most `snapshot_every`; the log is
+//! the only store of the applied state). While running, a heartbeat
 //! from a leader that counts on entries this replica no longer holds (its
 //! data was lost or wiped) stops the node, and marks the log damaged so
 //! that it refuses every later start, instead of raft-rs' panic.
@@ -65,29 +67,17 @@ const MAX_INPUTS_PER_READY: usize = 4096;
 pub trait StateMachine: Send + 'static {
     /// What applying a command returns to the proposer.
     type Output: Send + 'static;
-    /// Index of the last applied entry (persisted with the state).
+    /// Index of the last applied entry.
     fn applied_index(&self) -> u64;
-    /// Applies a committed command at `index`, persisting the change and the
-    /// index together (no sync needed: the entry is durable in the log).
-    /// An error means the state could not be persisted: the node stops.
+    /// Applies a committed command at `index`. The machine need not persist
+    /// anything: the entry is durable in the log, and the log (snapshot
+    /// file, then the entries after it) rebuilds the machine on open. An
+    /// error stops the node.
     fn apply(&mut self, index: u64, data: &[u8]) -> Result<Self::Output, MachineError>;
     /// Records that `index` carried no command (a new leader's empty entry).
     fn skip(&mut self, index: u64) -> Result<(), MachineError>;
-    /// Called after each run of applied entries (one per Ready half): a
-    /// machine that gathers its writes writes them now.
-    fn end_batch(&mut self) -> Result<(), MachineError> {
-        Ok(())
-    }
-    /// Waits until everything applied so far is written to the machine's
-    /// store (not necessarily synced): a machine that writes on another
-    /// thread waits for it. Called before the store is synced
-    /// (compaction, snapshot install, stop).
-    fn settle(&mut self) -> Result<(), MachineError> {
-        Ok(())
-    }
-    /// Records a membership change applied at `index` (persisting, like
-    /// `apply`, the index with it). `change.context` holds the address of an
-    /// added controller.
+    /// Records a membership change applied at `index`. `change.context`
+    /// holds the address of an added controller.
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError>;
     /// The whole state as of `applied_index`, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
@@ -121,8 +111,9 @@ pub struct RaftConfig {
     pub propose_timeout: Duration,
     /// The Raft log ([`LogStore`](super::log_store::LogStore)): `{data_dir}/raft`.
     pub log_dir: PathBuf,
-    /// The sled directory of the applied state, synced before the log that
-    /// would replay it is dropped: `{data_dir}/state`.
+    /// Where an earlier rpool kept its applied state (sled):
+    /// `{data_dir}/state`. No longer written or read; a log missing beside
+    /// a non-empty one is data loss (`Core::open`).
     pub state_dir: PathBuf,
 }
 
@@ -152,10 +143,10 @@ struct Node<S: StateMachine, T: Transport> {
 /// The replica task, as `start` returns it.
 pub type NodeTask = tokio::task::JoinHandle<Result<(), NodeError>>;
 
-/// Opens the log in `db` (tree `raft`) and starts the replica task.
+/// Opens the log, rebuilds `machine` from it (snapshot file, then the
+/// committed entries after it) and starts the replica task.
 pub fn start<S: StateMachine, T: Transport>(
     config: RaftConfig,
-    db: sled::Db,
     machine: S,
     transport: Arc<T>,
     logger: slog::Logger,
@@ -166,16 +157,9 @@ pub fn start<S: StateMachine, T: Transport>(
         ..Default::default()
     });
     let first_id = first_proposal_id();
-    let core = Core::open(
-        config,
-        db,
-        machine,
-        transport,
-        &logger,
-        status_tx,
-        first_id,
-        |_| {},
-    )?;
+    let core = Core::open(config, machine, transport, &logger, status_tx, first_id, |_| {})?;
+    let mut core = core;
+    core.campaign_if_alone()?;
     let incarnations = core.incarnations().clone();
     let (input_tx, input_rx) = mpsc::channel(16_384);
     let mut node = Node {
@@ -208,6 +192,27 @@ pub fn start<S: StateMachine, T: Transport>(
     Ok((RaftHandle::new(input_tx, status_rx, incarnations), task))
 }
 
+/// Rebuilds `machine` from the log of a *stopped* replica (its snapshot
+/// file and the committed entries after it), as a start would, without
+/// starting anything: for offline inspection of a data dir. Refuses a dir
+/// without a log instead of creating one.
+pub fn load<S: StateMachine>(config: RaftConfig, machine: S) -> Result<S, NodeError> {
+    struct Silent;
+    impl Transport for Silent {
+        fn send(&self, _: Vec<Message>) {}
+    }
+    if !config.log_dir.join(super::wal::MEMBER_FILE).exists() {
+        return Err(NodeError::Mismatch(format!(
+            "{} holds no raft log",
+            config.log_dir.display()
+        )));
+    }
+    let (status, _) = watch::channel(RaftStatus::default());
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let core = Core::open(config, machine, Arc::new(Silent), &logger, status, 0, |_| {})?;
+    Ok(core.into_machine())
+}
+
 /// First proposal (and read) id of this run of the replica.
 ///
 /// An entry carries its proposer's id in its context, and every replica
@@ -235,8 +240,7 @@ impl<S: StateMachine, T: Transport> Node<S, T> {
         loop {
             tokio::select! {
                 _ = crate::stopped(&mut stop) => {
-                    self.core.sync_log()?;
-                    self.core.sync_state()?;
+                    self.core.close_log()?;
                     return Ok(());
                 }
                 _ = ticker.tick() => self.core.tick(Instant::now()),

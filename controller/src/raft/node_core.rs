@@ -16,7 +16,6 @@ use raft::prelude::{
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use tokio::sync::watch;
 
-use super::durable::sync_state;
 use super::incarnation::{self, Incarnations};
 use super::log_store::{LogError, LogStore};
 use super::node::{RaftConfig, StateMachine, Transport};
@@ -59,7 +58,6 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
     pub(super) config: RaftConfig,
     raw: RawNode<LogStore>,
     log: LogStore,
-    db: sled::Db,
     machine: S,
     transport: Arc<T>,
     status: watch::Sender<RaftStatus>,
@@ -84,33 +82,32 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
 }
 
 impl<S: StateMachine, T: Transport> Core<S, T> {
-    /// Opens and checks the log in `config.log_dir` against the state in
-    /// `db` (see the module header), bootstrapping it when empty, and builds
-    /// the `RawNode`. `tune` may adjust raft-rs' configuration
-    /// before it is validated (the simulator pins the election timeout);
-    /// proposal and read ids start at `first_id`.
+    /// Opens and checks the log in `config.log_dir` (bootstrapping it when
+    /// empty), rebuilds `machine` from it — the snapshot file restored, then
+    /// every entry the log knows committed applied — and builds the
+    /// `RawNode`. `machine` must be empty. `tune` may adjust raft-rs'
+    /// configuration before it is validated (the simulator pins the
+    /// election timeout); proposal and read ids start at `first_id`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn open(
         config: RaftConfig,
-        db: sled::Db,
-        machine: S,
+        mut machine: S,
         transport: Arc<T>,
         logger: &slog::Logger,
         status: watch::Sender<RaftStatus>,
         first_id: u64,
         tune: impl FnOnce(&mut raft::Config),
     ) -> Result<Core<S, T>, NodeError> {
-        if db.tree_names().iter().any(|name| &name[..] == b"raft") && !db.open_tree("raft")?.is_empty() {
-            return Err(NodeError::Mismatch(format!(
-                "{} holds a raft log in the format of an earlier rpool (sled tree `raft`)",
-                config.state_dir.display()
-            )));
+        // An earlier rpool kept the applied state in sled under `state/`:
+        // such a dir without a log lost its log, which must not start over.
+        let earlier_state = non_empty_dir(&config.state_dir);
+        let log = LogStore::open(&config.log_dir, config.id, !earlier_state)?;
+        if earlier_state {
+            tracing::info!(
+                dir = %config.state_dir.display(),
+                "an earlier rpool's state store is no longer read (the raft log rebuilds the state); it can be removed"
+            );
         }
-        let applied = machine.applied_index();
-        // A log may be created only for a state store that never applied
-        // anything: otherwise the log was lost.
-        let log = LogStore::open(&config.log_dir, config.id, applied == 0)?;
-        check_applied(&config, &log, applied)?;
         let incarnations = Arc::new(Incarnations::open(&config.log_dir, config.id)?);
         transport.set_incarnations(incarnations.clone());
         if log.is_empty() && !config.bootstrap_voters.is_empty() {
@@ -118,11 +115,28 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             conf_state.voters = config.bootstrap_voters.clone();
             log.set_conf_state(&conf_state)?;
         }
-        // The commit index is persisted lazily (see `finish_ready`): after a
-        // crash it may trail what the state machine applied, which raft-rs
-        // refuses. Everything applied was committed, so raise it.
-        if machine.applied_index() > log.hard_state().commit {
-            log.set_commit(machine.applied_index())?;
+        // The state as of the snapshot; the entries after it are applied
+        // below, by the same code that applies them while running.
+        let snapshot_index = log.snapshot_index();
+        if snapshot_index > 0 {
+            let snapshot = log.stored_snapshot()?.ok_or_else(|| LogError::Damaged {
+                path: super::snapshot_file::path(&config.log_dir),
+                detail: format!(
+                    "the log starts after a snapshot at {snapshot_index} but there is no snapshot file"
+                ),
+            })?;
+            machine
+                .restore(snapshot_index, &snapshot.data)
+                .map_err(|reason| LogError::Damaged {
+                    path: super::snapshot_file::path(&config.log_dir),
+                    detail: format!("the snapshot at {snapshot_index} does not restore ({reason})"),
+                })?;
+        }
+        // Everything in a snapshot was committed (a compaction's checkpoint
+        // records the commit index with it; this only guards raft-rs, which
+        // refuses an applied index past the commit).
+        if snapshot_index > log.hard_state().commit {
+            log.set_commit(snapshot_index)?;
         }
         let mut raft_config = raft::Config {
             id: config.id,
@@ -144,19 +158,13 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         };
         tune(&mut raft_config);
         raft_config.validate()?;
-        let mut raw = RawNode::new(&raft_config, log.clone(), logger)?;
-        // A group of one needs no election timeout to find out it leads.
-        if raw.raft.prs().conf().voters().ids().len() == 1
-            && raw.raft.prs().conf().voters().contains(config.id)
-        {
-            raw.campaign()?;
-        }
-        let core = Core {
-            applied_since_snapshot: machine.applied_index().saturating_sub(log.snapshot_index()),
+        let raw = RawNode::new(&raft_config, log.clone(), logger)?;
+        let replay_to = log.hard_state().commit;
+        let mut core = Core {
+            applied_since_snapshot: 0,
             config,
             raw,
             log,
-            db,
             machine,
             transport,
             status,
@@ -170,8 +178,32 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             lost: None,
             incarnations,
         };
+        // Every entry known committed, applied before anyone is answered;
+        // raft-rs hands them over as committed entries (all of them are in
+        // the log, so the first Ready normally holds them all).
+        while core.machine.applied_index() < replay_to && core.raw.has_ready() {
+            core.on_ready_blocking()?;
+        }
         core.publish_status();
         Ok(core)
+    }
+
+    /// A group of one needs no election timeout to find out it leads: its
+    /// only voter campaigns at once (called by the task after `open`).
+    pub(super) fn campaign_if_alone(&mut self) -> Result<(), NodeError> {
+        let voters = self.raw.raft.prs().conf().voters();
+        if voters.ids().len() == 1 && voters.contains(self.config.id) {
+            self.raw.campaign()?;
+            // Leading before the task answers anyone (status published).
+            self.on_ready_blocking()?;
+        }
+        Ok(())
+    }
+
+    /// The state machine, once the core is no longer needed (an offline
+    /// read of a stopped replica's data: [`super::node::load`]).
+    pub(super) fn into_machine(self) -> S {
+        self.machine
     }
 
     /// This log's incarnation and the peers': incoming batches are admitted
@@ -185,19 +217,15 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         &self.raw
     }
 
+    /// A clean stop: the log durable, the commit index with it (the next
+    /// start applies everything committed before it answers).
+    pub(super) fn close_log(&mut self) -> Result<(), NodeError> {
+        Ok(self.log.close()?)
+    }
+
     /// Makes the log durable: between the two halves of a `Ready` cycle.
     pub(super) fn sync_log(&mut self) -> Result<(), NodeError> {
         Ok(self.log.sync()?)
-    }
-
-    /// Makes the applied state durable: the machine's writes settled, then
-    /// sled flush + fdatasync.
-    pub(super) fn sync_state(&mut self) -> Result<(), NodeError> {
-        let index = self.machine.applied_index();
-        self.machine
-            .settle()
-            .map_err(|reason| NodeError::Apply { index, reason })?;
-        Ok(sync_state(&self.db, &self.config.state_dir)?)
     }
 
     #[cfg(test)]
@@ -465,17 +493,20 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     /// [`Core::begin_ready`] is durable: send `persisted_messages`,
     /// `advance`, record the new commit index, send and apply what `advance`
     /// returned, `advance_apply`, answer reads. The owner then compacts if
-    /// [`Core::compaction_due`] (which syncs the state store) and publishes the
+    /// [`Core::compaction_due`] and publishes the
     /// status.
     pub(super) fn finish_ready(&mut self, mut ready: raft::Ready) -> Result<(), NodeError> {
         if !ready.persisted_messages().is_empty() {
             self.transport.send(ready.take_persisted_messages());
         }
-        // A commit index learnt here is not written on its own: the next
-        // Ready's hard state carries it, and `Core::open` raises a stored
-        // commit that is behind the applied index (everything applied was
-        // committed), so nothing waits on it.
+        // A commit index learnt here (a group of one commits as its own
+        // entries persist) is not written on its own: the log keeps it in
+        // memory and writes it with its next batch, checkpoint or clean
+        // stop. raft-rs reports it here only, not in a later hard state.
         let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.note_commit(commit);
+        }
         if !light.messages().is_empty() {
             self.transport.send(light.take_messages());
         }
@@ -505,8 +536,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         self.machine
             .restore(index, &snapshot.data)
             .map_err(|reason| NodeError::Restore { index, reason })?;
-        // Durable before the log forgets what the state replaced.
-        self.sync_state()?;
+        // The snapshot file is the state from now on (written and synced
+        // before the log records it).
         self.log.apply_snapshot(snapshot)?;
         self.applied_since_snapshot = 0;
         // Our proposals at or below the snapshot may or may not be in it:
@@ -520,7 +551,6 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), NodeError> {
-        let mut last = 0;
         for entry in entries {
             let id = (entry.context.len() == 8)
                 .then(|| u64::from_be_bytes(entry.context[..8].try_into().unwrap()));
@@ -577,11 +607,8 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                 }
             }
             self.applied_since_snapshot += 1;
-            last = entry.index;
         }
-        self.machine
-            .end_batch()
-            .map_err(|reason| NodeError::Apply { index: last, reason })
+        Ok(())
     }
 
     fn answer_reads(&mut self) {
@@ -601,12 +628,10 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         self.applied_since_snapshot >= self.config.snapshot_every || self.snapshot_now
     }
 
-    /// Compacts the log into a snapshot of the state machine. The state
-    /// batch of every applied entry must be on disk before the log that
-    /// could replay it is dropped: the state store is synced first.
+    /// Compacts the log into a snapshot of the state machine: the snapshot
+    /// file (synced) replaces the entries up to the applied index.
     pub(super) fn compact(&mut self) -> Result<(), NodeError> {
         self.snapshot_now = false;
-        self.sync_state()?;
         let applied = self.machine.applied_index();
         self.log.compact(applied, self.machine.snapshot())?;
         self.applied_since_snapshot = 0;
@@ -673,29 +698,9 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
     }
 }
 
-/// The state store's applied index must lie within what the log can
-/// account for: not below its snapshot (the entries between were dropped,
-/// so the state would silently stay older) and not past its last entry
-/// (the log lost entries the state applied).
-fn check_applied(config: &RaftConfig, log: &LogStore, applied: u64) -> Result<(), NodeError> {
-    let (snapshot, last) = (log.snapshot_index(), log.last_index_now());
-    if applied < snapshot {
-        return Err(NodeError::Mismatch(format!(
-            "the state store {} has applied up to entry {applied}, older than the snapshot at {snapshot} \
-             in {}: the state store lost data",
-            config.state_dir.display(),
-            config.log_dir.display()
-        )));
-    }
-    if applied > last {
-        return Err(NodeError::Mismatch(format!(
-            "the state store {} has applied entry {applied}, but the log in {} ends at {last}: \
-             the log lost entries",
-            config.state_dir.display(),
-            config.log_dir.display()
-        )));
-    }
-    Ok(())
+/// True when `dir` exists and holds anything.
+fn non_empty_dir(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 /// A conf change adding `id` as a voter; `context` carries its address.

@@ -13,9 +13,8 @@ pub enum NodeError {
     Log(#[from] LogError),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
-    #[error("state store: {0}")]
-    Flush(#[from] sled::Error),
-    /// The state store and the log disagree: one of them lost data.
+    /// The data dir contradicts itself (e.g. an earlier rpool's applied
+    /// state without the log that goes with it): data was lost.
     #[error("damaged data: {0}. {REMEDY}", REMEDY = super::log_store::REMEDY)]
     Mismatch(String),
     #[error("restoring a snapshot at index {index}: {reason}")]

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use super::*;
 
-/// Applied payloads in order; persists nothing but the index.
+/// Applied payloads in order, in memory (rebuilt from the log on start).
 struct ListMachine {
     applied: u64,
     items: Vec<Vec<u8>>,
@@ -109,8 +109,8 @@ async fn leader_within(net: &Net, ask: u64, not: u64, limit: Duration) -> u64 {
     panic!("controller {ask} knows no leader other than {not} within {limit:?}");
 }
 
-/// Starts replica `id` of a trio on `dir` (sled in `dir/state`, the log in
-/// `dir/raft`) and puts its handle on the network.
+/// Starts replica `id` of a trio on `dir` (the log in `dir/raft`) and puts
+/// its handle on the network.
 fn boot(id: u64, dir: &Path, net: &Arc<Net>, stop: watch::Receiver<bool>) -> Result<NodeTask, NodeError> {
     boot_with(id, dir, net, stop, false)
 }
@@ -135,8 +135,6 @@ fn boot_tuned(
     incarnations: bool,
     tune: impl FnOnce(&mut RaftConfig),
 ) -> Result<NodeTask, NodeError> {
-    // The store's open waits out sled's lock of an earlier run.
-    let db = crate::replica::store::Store::open(dir).unwrap().db().clone();
     let machine = ListMachine {
         applied: 0,
         items: vec![],
@@ -151,7 +149,7 @@ fn boot_tuned(
         incarnations,
         own: std::sync::OnceLock::new(),
     };
-    let (handle, task) = start(config, db, machine, Arc::new(link), logger, stop)?;
+    let (handle, task) = start(config, machine, Arc::new(link), logger, stop)?;
     net.0.lock().unwrap().insert(id, handle);
     Ok(task)
 }
@@ -281,9 +279,7 @@ async fn a_replica_restarted_on_a_wiped_data_dir_stops_and_then_refuses_to_start
     net.0.lock().unwrap().remove(&follower);
     tasks.remove(&follower).unwrap().await.unwrap().unwrap();
     let dir = dirs[follower as usize - 1].path();
-    for sub in ["state", "raft"] {
-        std::fs::remove_dir_all(dir.join(sub)).unwrap();
-    }
+    std::fs::remove_dir_all(dir.join("raft")).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
     let task = boot(follower, dir, &net, stop_rx.clone()).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(10), task)
@@ -345,9 +341,7 @@ async fn a_leader_wiped_after_a_new_election_is_refused_by_its_peers_and_stops()
 
     // Wipe the old leader's data dir and start it under its old id.
     let dir = dirs[leader as usize - 1].path();
-    for sub in ["state", "raft"] {
-        std::fs::remove_dir_all(dir.join(sub)).unwrap();
-    }
+    std::fs::remove_dir_all(dir.join("raft")).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
     let task = boot_with(leader, dir, &net, stop_rx.clone(), true).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(10), task)
@@ -373,4 +367,100 @@ async fn a_leader_wiped_after_a_new_election_is_refused_by_its_peers_and_stops()
         let read = handle(id).read_barrier().await.unwrap();
         assert!(read >= index, "controller {id} read at {read}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_rebuilds_its_state_from_the_snapshot_file_and_the_entries_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut config = RaftConfig::new(1, vec![1], dir.path());
+        config.snapshot_every = 50;
+        config
+    };
+    let empty = || ListMachine {
+        applied: 0,
+        items: vec![],
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let link = || Link {
+        net: Arc::new(Net::default()),
+        id: 1,
+        incarnations: false,
+        own: std::sync::OnceLock::new(),
+    };
+    let written: Vec<Vec<u8>> = (0..120).map(|i| format!("v{i}").into_bytes()).collect();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (handle, task) = start(config(), empty(), Arc::new(link()), logger.clone(), stop_rx).unwrap();
+    let mut last = 0;
+    for data in &written {
+        last = handle.propose(data.clone()).await.unwrap();
+    }
+    stop_tx.send_replace(true);
+    task.await.unwrap().unwrap();
+    let log = crate::raft::log_store::LogStore::open(&dir.path().join("raft"), 1, false).unwrap();
+    let snapshot = log.snapshot_index();
+    assert!(
+        snapshot > 0 && snapshot < last,
+        "a snapshot with entries after it: {snapshot} of {last}"
+    );
+    drop(log);
+
+    // Rebuilt offline from the log alone: the snapshot, then the rest.
+    let loaded = load(config(), empty()).unwrap();
+    assert_eq!(loaded.items, written);
+    assert_eq!(loaded.applied, last);
+
+    // And by a start: the same state before anything new is applied.
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let (handle, _task) = start(config(), empty(), Arc::new(link()), logger, stop_rx).unwrap();
+    assert!(handle.status().applied_index >= last);
+    let next = handle.propose(b"after".to_vec()).await.unwrap();
+    assert!(next > last);
+}
+
+#[test]
+fn a_data_dir_with_an_earlier_state_store_and_no_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/db"), b"sled").unwrap();
+    let machine = ListMachine {
+        applied: 0,
+        items: vec![],
+    };
+    let (status, _) = watch::channel(RaftStatus::default());
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let link = Link {
+        net: Arc::new(Net::default()),
+        id: 1,
+        incarnations: false,
+        own: std::sync::OnceLock::new(),
+    };
+    let err = Core::open(
+        RaftConfig::new(1, vec![1, 2, 3], dir.path()),
+        machine,
+        Arc::new(link),
+        &logger,
+        status,
+        1,
+        |_| {},
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(err.contains("earlier rpool"), "{err}");
+    assert!(
+        !dir.path().join("raft/MEMBER").exists(),
+        "no log is created over it"
+    );
+    assert!(
+        load(
+            RaftConfig::new(1, vec![], dir.path()),
+            ListMachine {
+                applied: 0,
+                items: vec![]
+            }
+        )
+        .is_err(),
+        "an offline load creates no log either"
+    );
 }

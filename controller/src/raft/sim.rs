@@ -7,10 +7,10 @@
 //! [`super::node`] — the same synchronous core the tokio task drives — with
 //! the production state machine on the production storage:
 //!
-//! - **real**: raft-rs' `RawNode`, [`super::log_store::LogStore`], the
-//!   [`Replicated`] state machine over a real [`Store`] (one temp dir per
-//!   controller: sled in `state/`, the write-ahead log in `raft/`, as in
-//!   `crate::run`), JSON-encoded [`Command`]s (`RegisterHost`,
+//! - **real**: raft-rs' `RawNode`, [`super::log_store::LogStore`] (one
+//!   temp dir per controller: the write-ahead log and snapshot file in
+//!   `raft/`, as in `crate::run`), the [`Replicated`] state machine rebuilt
+//!   from it by [`Core::open`] at every (re)start, JSON-encoded [`Command`]s (`RegisterHost`,
 //!   `SetHostState`, `SetHostLabels`, `CreatePool`, `DestroyPool`) proposed exactly as
 //!   `NodeHandle::propose` does (the same `Input::Propose` path, replies on
 //!   the same oneshot channels, ReadIndex reads like `read_barrier`);
@@ -32,9 +32,8 @@
 //! incarnation of a controller gets a one-value range
 //! (`min_election_tick = e`, `max_election_tick = e + 1`, `e` drawn from the
 //! seed). raft-rs' maps hash with fxhash and the core's maps are ordered, so
-//! iteration orders are fixed. No tokio runtime, no threads in the loop
-//! (sled runs its own background flusher, which never changes what is read
-//! back). `same_seed_same_run` checks that a seed replays identically.
+//! iteration orders are fixed. No tokio runtime, no threads in the loop.
+//! `same_seed_same_run` checks that a seed replays identically.
 //!
 //! # Faults (all from the seed)
 //!
@@ -46,20 +45,16 @@
 //! (after a complete `Ready` cycle) or in the middle of one, after
 //! [`Core::begin_ready`] and either after or before the log's sync (so
 //! persisted messages are never sent, `advance` is never called and what it
-//! would have committed is never applied). The core and every sled handle
-//! are dropped and the same directory is reopened, through a storage fault
-//! model:
-//!
-//! - the log: of the bytes written after its last fdatasync, the crash
-//!   keeps all, none, or a prefix whose last 1–64 bytes are garbage (a torn
-//!   write); synced bytes are never touched;
-//! - the state store (sled): half of the crashes roll it back to a copy
-//!   taken when it was last synced (compaction, snapshot install), or to
-//!   nothing before the first; its applied entries are replayed from the log.
+//! would have committed is never applied). The core is dropped and the
+//! same directory is reopened, through a storage fault model: of the bytes
+//! the log wrote after its last fdatasync, the crash keeps all, none, or a
+//! prefix whose last 1–64 bytes are garbage (a torn write); synced bytes
+//! are never touched. The applied state is memory only: it is lost with
+//! every crash and rebuilt from the log.
 //!
 //! So a crash exercises the restart — the log's torn-tail recovery and
-//! self-checks, state and applied index reloaded, the log replayed after
-//! it, callers lost, a fresh election timeout.
+//! self-checks, the state rebuilt from the snapshot file and the committed
+//! entries after it, callers lost, a fresh election timeout.
 //! A message dropped for a partition or a down peer is reported to its
 //! sender as unreachable; a snapshot message reports its delivery or loss,
 //! as the gRPC transport does.
@@ -127,7 +122,6 @@ use super::log_store::{LogError, LogStore};
 use super::node::StateMachine as _;
 use super::node::{Core, Input, NodeError, RaftConfig, RaftStatus, SubmitError, Transport};
 use crate::replica::apply::{Applied, Replicated};
-use crate::replica::store::Store;
 use crate::state::State;
 use crate::state::command::tests::facts;
 use crate::state::command::{Command, HostState};
@@ -183,9 +177,6 @@ struct SimNode {
     incarnation: u64,
     /// Highest index of this node's log already checked as committed.
     checked: u64,
-    /// Snapshot index of the log when the state store was last synced
-    /// (then copied to `state.synced`, what a crash rolls sled back to).
-    synced_snapshot: u64,
     /// Bumped by a wipe: which life of its data the controller runs on
     /// (ground truth, for the wipe invariant).
     data_life: u64,
@@ -286,8 +277,6 @@ struct Summary {
     mid_ready_crashes: u64,
     /// Unsynced log bytes lost or torn by crashes.
     lost_log_bytes: u64,
-    /// Crashes that rolled sled back to its last sync.
-    state_rollbacks: u64,
     /// Data dirs wiped (then restarted under the old id).
     wipes: u64,
     /// Of which the controller led when it was wiped.
@@ -369,7 +358,6 @@ impl Sim {
                 outbox: Arc::new(Outbox::default()),
                 incarnation: 0,
                 checked: 0,
-                synced_snapshot: 0,
                 data_life: 0,
                 retired: false,
             })
@@ -467,29 +455,11 @@ impl Sim {
     fn boot(&mut self, id: u64) -> Result<(), String> {
         let dir = self.node(id).dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let store = Store::open(&dir).map_err(|e| format!("controller {id}: opening the store: {e}"))?;
-        let loaded = store
-            .load()
-            .map_err(|e| format!("controller {id}: loading the state: {e}"))?;
-        match self.states.get(&loaded.applied_index()) {
-            Some(expected) if *expected == loaded => {}
-            Some(expected) => {
-                return Err(format!(
-                    "controller {id} restarted at applied index {} with a state that differs from the one \
-                     applied there: {loaded:?} vs {expected:?}",
-                    loaded.applied_index()
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "controller {id} restarted at applied index {}, which no replica ever applied",
-                    loaded.applied_index()
-                ));
-            }
-        }
-        let state = Arc::new(RwLock::new(loaded));
+        // Empty: `Core::open` rebuilds it from the log, through `Observed`,
+        // so every restored and replayed state is checked like any other.
+        let state = Arc::new(RwLock::new(State::new()));
         let machine = Observed {
-            inner: Replicated::new(store.clone(), state.clone()),
+            inner: Replicated::new(state.clone()),
             state,
             node: id,
             seen: self.seen.clone(),
@@ -505,7 +475,6 @@ impl Sim {
         let first_id = self.rng.u64(..);
         let core = Core::open(
             config,
-            store.db().clone(),
             machine,
             outbox,
             &self.logger,
@@ -566,7 +535,6 @@ impl Sim {
         if let Err(e) = core.on_ready_blocking() {
             return self.stopped(id, e);
         }
-        self.note_state_sync(id);
         self.ship(id);
         self.observe(id)?;
         self.poll_calls()
@@ -598,8 +566,6 @@ impl Sim {
                 .map_err(|e| format!("controller {id}: sync: {e}"))?;
         }
         drop(ready);
-        // A snapshot installed by `begin_ready` synced the state store.
-        self.note_state_sync(id);
         // What `begin_ready` handed the transport may have left.
         self.ship(id);
         self.observe(id)?;
@@ -632,21 +598,10 @@ impl Sim {
         node.outbox.0.lock().unwrap().clear();
         // It marked its log: a restart must refuse at once.
         let dir = self.node(id).dir.clone();
-        match Store::open(&dir) {
-            Ok(store) => {
-                if LogStore::open(
-                    &dir.join("raft"),
-                    id,
-                    store.load().map_or(0, |s| s.applied_index()) == 0,
-                )
-                .is_ok()
-                {
-                    return Err(format!(
-                        "controller {id} stopped as wiped but its log still opens"
-                    ));
-                }
-            }
-            Err(e) => return Err(format!("controller {id}: reopening its store: {e}")),
+        if LogStore::open(&dir.join("raft"), id, true).is_ok() {
+            return Err(format!(
+                "controller {id} stopped as wiped but its log still opens"
+            ));
         }
         self.poll_calls()
     }

@@ -56,10 +56,6 @@ impl crate::raft::node::StateMachine for Observed {
         Ok(())
     }
 
-    fn end_batch(&mut self) -> Result<(), MachineError> {
-        self.inner.end_batch()
-    }
-
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
         self.inner.apply_conf_change(index, change)?;
         let bytes = change.write_to_bytes().map_err(|e| e.to_string())?;

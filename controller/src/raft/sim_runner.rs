@@ -141,7 +141,6 @@ fn simulation_holds_invariants_over_many_seeds() {
                 total.crashes += summary.crashes;
                 total.mid_ready_crashes += summary.mid_ready_crashes;
                 total.lost_log_bytes += summary.lost_log_bytes;
-                total.state_rollbacks += summary.state_rollbacks;
                 total.wipes += summary.wipes;
                 total.leader_wipes += summary.leader_wipes;
                 total.refused += summary.refused;
@@ -155,7 +154,7 @@ fn simulation_holds_invariants_over_many_seeds() {
     }
     eprintln!(
         "simulation: {} seeds in {:.1?}: {} events, {} writes acknowledged, {} dropped, {} unknown, {} reads, \
-         {} crashes ({} mid-Ready, {} unsynced log bytes lost or torn, {} sled rollbacks), {} partitions, \
+         {} crashes ({} mid-Ready, {} unsynced log bytes lost or torn), {} partitions, \
          {} snapshots sent, {} data dirs wiped ({} of a leader), {} batches refused for a wrong incarnation",
         seeds.len(),
         started.elapsed(),
@@ -167,7 +166,6 @@ fn simulation_holds_invariants_over_many_seeds() {
         total.crashes,
         total.mid_ready_crashes,
         total.lost_log_bytes,
-        total.state_rollbacks,
         total.partitions,
         total.snapshots,
         total.wipes,

@@ -1,5 +1,5 @@
-//! The simulator's storage fault model: what a crash keeps of the log
-//! and of the state store.
+//! The simulator's storage fault model: what a crash keeps of the log (the
+//! only store; the state machine is rebuilt from it on restart).
 
 #![allow(clippy::field_reassign_with_default)]
 
@@ -9,8 +9,6 @@ impl Sim {
     pub(super) fn crash(&mut self, id: u64) {
         let node = self.node_mut(id);
         let unsynced = node.core.as_ref().map(|c| c.log().unsynced());
-        // Every sled handle lives in the core: dropping it releases the
-        // directory (sled flushes on drop).
         node.core = None;
         node._status = None;
         node.incarnation += 1;
@@ -32,7 +30,6 @@ impl Sim {
         if let Some((segment, synced, len)) = unsynced {
             self.lose_unsynced_log(id, &segment, synced, len);
         }
-        self.lose_unsynced_state(id);
     }
 
     /// The storage fault model for the log: of the bytes written after the
@@ -63,52 +60,4 @@ impl Sim {
             "controller {id}: the crash kept {kept} of {unsynced} unsynced log bytes, {torn} of them torn"
         ));
     }
-
-    /// The storage fault model for the state store: half of the crashes
-    /// lose everything sled wrote since the state was last synced (the
-    /// copy taken then, or nothing before the first sync).
-    pub(super) fn lose_unsynced_state(&mut self, id: u64) {
-        if !self.rng.bool() {
-            return;
-        }
-        let dir = self.node(id).dir.clone();
-        let (state, synced) = (dir.join("state"), dir.join("state.synced"));
-        let _ = std::fs::remove_dir_all(&state);
-        if synced.exists() {
-            copy_dir(&synced, &state).expect("restoring the synced state copy");
-        }
-        self.summary.state_rollbacks += 1;
-        self.note(format!("controller {id}: the crash lost sled's unsynced writes"));
-    }
-
-    /// After a `Ready` cycle: if the log was compacted or a snapshot
-    /// installed, the state store was just synced: copy it.
-    pub(super) fn note_state_sync(&mut self, id: u64) {
-        let Some(core) = self.node(id).core.as_ref() else {
-            return;
-        };
-        let index = core.log().snapshot_index();
-        if index == self.node(id).synced_snapshot {
-            return;
-        }
-        let dir = self.node(id).dir.clone();
-        let copy = dir.join("state.synced");
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(&dir.join("state"), &copy).expect("copying the synced state");
-        self.node_mut(id).synced_snapshot = index;
-    }
-}
-
-pub(super) fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for item in std::fs::read_dir(from)? {
-        let item = item?;
-        let target = to.join(item.file_name());
-        if item.file_type()?.is_dir() {
-            copy_dir(&item.path(), &target)?;
-        } else {
-            std::fs::copy(item.path(), target)?;
-        }
-    }
-    Ok(())
 }

@@ -1,11 +1,12 @@
 //! The controller's state machine as Raft drives it: committed entries in,
-//! durable host records out.
+//! the applied state out.
 //!
 //! [`Replicated`] implements [`crate::raft::node::StateMachine`]. For each
 //! committed entry it decodes the [`Command`] (JSON), plans it against the
-//! current state, writes the change and the applied index in one sled batch
-//! and makes it visible to readers. A command that every replica rejects
-//! (unknown host, ...) still advances the applied index: it is in every log.
+//! current state and makes the change visible to readers; the Raft log
+//! (entries and snapshot file) is what makes it durable. A command that
+//! every replica rejects (unknown host, ...) still advances the applied
+//! index: it is in every log.
 //! Snapshots are the whole state as JSON ([`SnapshotData`]).
 
 use std::collections::BTreeMap;
@@ -17,10 +18,7 @@ use crate::raft::node::MachineError;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
-use crate::replica::store::Store;
-use crate::replica::writer::{Ops, Writer};
 use crate::state::command::{Command, HostRecord};
-use crate::state::pool::MAX_EVENTS;
 use crate::state::{ApplyError, ApplyOutcome, State};
 
 /// What a membership change carries in its `ConfChange.context`: the new
@@ -138,81 +136,19 @@ impl SnapshotData {
     }
 }
 
-/// The state machine with its store, shared with readers through `state`.
+/// The state machine, shared with readers through `state`.
 ///
-/// The writes of the entries applied in one `Ready` are gathered in one
-/// batch, written by `end_batch` (one write per Ready instead of one per
-/// entry): by the caller's thread ([`Replicated::new`], the simulator's
-/// choice: deterministic) or queued to a writer thread
-/// ([`Replicated::with_writer`], the controller's: module
-/// [`crate::replica::writer`]). Entries are durable in the Raft log before
-/// they are applied, so answering a proposal before its state batch is
-/// written loses nothing: a crash replays it from the log.
+/// It holds the applied state in memory only: what makes it durable is the
+/// Raft log, whose snapshot file (written at every compaction) and entries
+/// after it rebuild it on start ([`crate::raft::node`], `Core::open`).
+/// Applying an entry is decode, plan, commit: no store write per entry.
 pub struct Replicated {
-    store: Store,
     state: Arc<RwLock<State>>,
-    pending: Ops,
-    writer: Option<Writer>,
 }
 
 impl Replicated {
-    pub fn new(store: Store, state: Arc<RwLock<State>>) -> Replicated {
-        Replicated {
-            store,
-            state,
-            pending: Ops::default(),
-            writer: None,
-        }
-    }
-
-    /// Like [`Replicated::new`], with the store's batches written by a
-    /// thread of their own (named `name`).
-    pub fn with_writer(store: Store, state: Arc<RwLock<State>>, name: String) -> std::io::Result<Replicated> {
-        let writer = Writer::start(store.db().clone(), name)?;
-        Ok(Replicated {
-            writer: Some(writer),
-            ..Replicated::new(store, state)
-        })
-    }
-
-    /// Writes (or queues) what the entries applied since the last call
-    /// changed.
-    fn write_pending(&mut self) -> Result<(), MachineError> {
-        let ops = std::mem::take(&mut self.pending);
-        match &mut self.writer {
-            Some(writer) => writer.write(ops).map_err(MachineError::from),
-            None if ops.is_empty() => Ok(()),
-            None => self
-                .store
-                .db()
-                .apply_batch(ops.into_batch())
-                .map_err(MachineError::from),
-        }
-    }
-
-    /// Events past the kept window go from disk as they go from memory.
-    /// The keys to remove are read off the in-memory window (which holds
-    /// exactly the stored events), not found by scanning the store: within
-    /// one batch the store does not yet see the removals of the entries
-    /// before, and a scan found them again and again (quadratic in the
-    /// batch; 9 % of a replica's CPU at 128 writes in flight).
-    fn prune_events(&mut self, change: &crate::state::Change) -> Result<(), MachineError> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let total = state.events().len() + change.more.events.len();
-        if total <= MAX_EVENTS {
-            return Ok(());
-        }
-        let first_kept = {
-            let mut all = state.events().iter().chain(&change.more.events);
-            all.nth(total - MAX_EVENTS).map_or(0, |e| e.index)
-        };
-        let dropped = state
-            .events()
-            .iter()
-            .map(|e| e.index)
-            .take_while(|&index| index < first_kept);
-        Store::remove_events_into(&mut self.pending, dropped);
-        Ok(())
+    pub fn new(state: Arc<RwLock<State>>) -> Replicated {
+        Replicated { state }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -249,31 +185,14 @@ impl crate::raft::node::StateMachine for Replicated {
                 return Ok((index, Err(e)));
             }
         };
-        self.store
-            .write_into(&mut self.pending, &change)
-            .map_err(MachineError::from)?;
-        self.prune_events(&change)?;
         let outcome = self.write().commit(change);
         log_outcome(index, &command, &outcome);
         Ok((index, Ok(outcome)))
     }
 
     fn skip(&mut self, index: u64) -> Result<(), MachineError> {
-        Store::write_applied_into(&mut self.pending, index);
         self.write().skip(index);
         Ok(())
-    }
-
-    fn end_batch(&mut self) -> Result<(), MachineError> {
-        self.write_pending()
-    }
-
-    fn settle(&mut self) -> Result<(), MachineError> {
-        self.write_pending()?;
-        match &mut self.writer {
-            Some(writer) => writer.settle().map_err(MachineError::from),
-            None => Ok(()),
-        }
     }
 
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError> {
@@ -283,20 +202,15 @@ impl crate::raft::node::StateMachine for Replicated {
             ConfChangeType::RemoveNode => None,
         };
         info!(index, controller = change.node_id, address = ?address, "controller membership changed");
-        // The admin call's audit record lands in the same entry and batch.
+        // The admin call's audit record lands with the change.
         if let Some(mut audit) = context.audit
             && self.read().applied_index() + 1 == index
         {
             audit.outcome = "applied".to_owned();
             let mut recorded = crate::state::Change::unchanged(index);
             recorded.more.events.push(audit.event(index, "", ""));
-            self.store
-                .write_into(&mut self.pending, &recorded)
-                .map_err(MachineError::from)?;
-            self.prune_events(&recorded)?;
             self.write().commit(recorded);
         }
-        Store::write_member_into(&mut self.pending, index, change.node_id, address.as_deref());
         self.write().set_member(index, change.node_id, address);
         Ok(())
     }
@@ -316,10 +230,7 @@ impl crate::raft::node::StateMachine for Replicated {
             .into());
         }
         let restored = data.into_state();
-        // Older applied entries first, then the snapshot replaces them all.
-        self.settle()?;
-        self.store.replace_all(&restored).map_err(MachineError::from)?;
-        info!(
+        debug!(
             index,
             hosts = restored.hosts().len(),
             "state restored from a snapshot"
@@ -421,105 +332,42 @@ mod tests {
     }
 
     #[test]
-    fn every_applied_record_survives_a_reopen_and_a_snapshot_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let expected = {
-            let store = Store::open(dir.path()).unwrap();
-            let state = Arc::new(RwLock::new(store.load().unwrap()));
-            let mut machine = Replicated::new(store.clone(), state.clone());
-            for (i, command) in commands().iter().enumerate() {
-                let (_, outcome) = machine
-                    .apply(i as u64 + 1, &serde_json::to_vec(command).unwrap())
-                    .unwrap();
-                outcome.unwrap();
-            }
-            machine.end_batch().unwrap();
-            store.db().flush().unwrap();
-            let snapshot = machine.snapshot();
-            let expected = state.read().unwrap().clone();
-            assert_eq!(
-                snapshot,
-                SnapshotData::of(&expected).encode(),
-                "the borrowed view encodes exactly what the owned form does"
-            );
-            assert!(
-                !expected.pools().is_empty()
-                    && !expected.tasks().is_empty()
-                    && !expected.events().is_empty()
-                    && !expected.tokens().is_empty()
-            );
-            // A snapshot restores the same state.
-            let other = tempfile::tempdir().unwrap();
-            let other_store = Store::open(other.path()).unwrap();
-            let restored = Arc::new(RwLock::new(State::new()));
-            let mut follower = Replicated::new(other_store.clone(), restored.clone());
-            follower.restore(expected.applied_index(), &snapshot).unwrap();
-            assert_eq!(*restored.read().unwrap(), expected);
-            assert_eq!(
-                other_store.load().unwrap(),
-                expected,
-                "a restored snapshot is on disk too"
-            );
-            expected
-        };
-        // Everything applied is on disk: hosts (with their pool), pools, tasks, events.
-        let reopened = Store::open(dir.path()).unwrap().load().unwrap();
-        assert_eq!(reopened, expected);
-        assert_eq!(reopened.host("h2").unwrap().pool.as_deref(), Some("web"));
-    }
-
-    /// Past [`MAX_EVENTS`] the oldest events leave the disk as they leave
-    /// memory, whether the entries come one per batch or many in one.
-    #[test]
-    fn the_stored_event_window_follows_the_memory_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let state = Arc::new(RwLock::new(store.load().unwrap()));
-        let mut machine = Replicated::new(store.clone(), state.clone());
-        let register = Command::RegisterHost {
-            host_id: "h1".into(),
-            agent_version: "0.1.0".into(),
-            facts: facts("h1", 8),
-            at_unix_ms: 1,
-        };
-        machine
-            .apply(1, &serde_json::to_vec(&register).unwrap())
-            .unwrap()
-            .1
-            .unwrap();
-        let labelled = |i: u64| Command::Audited {
-            audit: crate::state::audit::AuditRecord {
-                actor: "urn:rpool:admin:test".into(),
-                via: None,
-                operation: "host label".into(),
-                args: [("n".to_owned(), i.to_string())].into(),
-                outcome: String::new(),
-                at_unix_ms: i,
-            },
-            command: Box::new(Command::SetHostLabels {
-                host_id: "h1".into(),
-                set: [("n".to_owned(), i.to_string())].into(),
-                remove: vec![],
-            }),
-        };
-        let last = MAX_EVENTS as u64 + 250;
-        for index in 2..=last {
-            machine
-                .apply(index, &serde_json::to_vec(&labelled(index)).unwrap())
-                .unwrap()
-                .1
+    fn every_applied_record_survives_a_snapshot_round_trip() {
+        let state = Arc::new(RwLock::new(State::new()));
+        let mut machine = Replicated::new(state.clone());
+        for (i, command) in commands().iter().enumerate() {
+            let (_, outcome) = machine
+                .apply(i as u64 + 1, &serde_json::to_vec(command).unwrap())
                 .unwrap();
-            // Small batches first, then one batch of a few hundred entries.
-            if index < MAX_EVENTS as u64 + 50 && index % 7 == 0 {
-                machine.end_batch().unwrap();
-            }
+            outcome.unwrap();
         }
-        machine.end_batch().unwrap();
-        let memory = state.read().unwrap().clone();
-        assert_eq!(memory.events().len(), MAX_EVENTS);
-        assert_eq!(memory.events().back().unwrap().index, last);
-        let reopened = store.load().unwrap();
-        let indexes = |s: &State| s.events().iter().map(|e| e.index).collect::<Vec<_>>();
-        assert_eq!(indexes(&reopened), indexes(&memory));
+        let snapshot = machine.snapshot();
+        let expected = state.read().unwrap().clone();
+        assert_eq!(
+            snapshot,
+            SnapshotData::of(&expected).encode(),
+            "the borrowed view encodes exactly what the owned form does"
+        );
+        assert!(
+            !expected.pools().is_empty()
+                && !expected.tasks().is_empty()
+                && !expected.events().is_empty()
+                && !expected.tokens().is_empty()
+        );
+        assert_eq!(expected.host("h2").unwrap().pool.as_deref(), Some("web"));
+        // A snapshot restores the same state, replacing what was there.
+        let restored = Arc::new(RwLock::new(State::new()));
+        let mut follower = Replicated::new(restored.clone());
+        let (_, outcome) = follower
+            .apply(1, &serde_json::to_vec(&commands()[0]).unwrap())
+            .unwrap();
+        outcome.unwrap();
+        follower.restore(expected.applied_index(), &snapshot).unwrap();
+        assert_eq!(*restored.read().unwrap(), expected);
+        // A snapshot whose data disagrees with its index is refused.
+        let err = follower
+            .restore(expected.applied_index() + 1, &snapshot)
+            .unwrap_err();
+        assert!(err.to_string().contains("metadata says"), "{err}");
     }
 }

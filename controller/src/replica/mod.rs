@@ -12,8 +12,6 @@
 pub mod apply;
 pub mod disk;
 pub mod restore;
-pub mod store;
-pub mod writer;
 
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +19,16 @@ use crate::raft::node::{self as raft_node, RaftHandle, RaftRole, RaftStatus};
 use crate::replica::apply::Applied;
 use crate::state::command::Command;
 use crate::state::{ApplyError, ApplyOutcome, State};
+
+/// The applied state in the data dir of the *stopped* controller `id`,
+/// rebuilt from its Raft log as a start would (see [`raft_node::load`]).
+pub fn load_stopped(data_dir: &std::path::Path, id: u64) -> Result<State, raft_node::NodeError> {
+    let state = Arc::new(RwLock::new(State::new()));
+    let config = raft_node::RaftConfig::new(id, Vec::new(), data_dir);
+    raft_node::load(config, apply::Replicated::new(state.clone()))?;
+    let loaded = state.read().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(loaded)
+}
 
 /// Why a proposal was not applied.
 #[derive(Debug, thiserror::Error)]

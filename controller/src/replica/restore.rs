@@ -2,8 +2,9 @@
 //! (`rpoolctl snapshot save`), after every data dir of the group is lost.
 //!
 //! The backup is checked whole first (checksums, [`rpool_proto::backup`]);
-//! then, in an empty data dir only, the state store gets the backup's state
-//! and is synced, and the Raft log starts right after it: a snapshot at the
+//! then, in an empty data dir only, the Raft log is created holding the
+//! backup's state as its snapshot (the log is the only store: the state is
+//! rebuilt from it on start): a snapshot at the
 //! backup's applied index and term whose voters are this config's
 //! `[[peers]]` (the controller itself for a group of one), with the state's
 //! controller addresses replaced by the configured ones. Each member of the
@@ -24,11 +25,9 @@ use std::path::{Path, PathBuf};
 use raft::prelude::{ConfState, Snapshot, SnapshotMetadata};
 use rpool_proto::backup::{self, BackupError, Counts, Header};
 
-use crate::raft::durable::sync_state;
 use crate::raft::log_store::{LogError, LogStore};
 use crate::raft::wal;
 use crate::replica::apply::SnapshotData;
-use crate::replica::store::Store;
 
 /// Present in a data dir while a restore fills it.
 pub const RESTORING_FILE: &str = "RESTORING";
@@ -121,7 +120,6 @@ pub fn restore(
     // The restored group is the configured one, at the configured addresses.
     data.members = members.clone();
     let encoded = data.encode();
-    let state = data.into_state();
     let voters: Vec<u64> = members.keys().copied().collect();
     let write_error = |source: Box<dyn std::error::Error + Send + Sync>| RestoreError::Write {
         dir: data_dir.to_owned(),
@@ -139,12 +137,6 @@ pub fn restore(
         header.applied_index
     );
     wal::write_atomic(data_dir, RESTORING_FILE, marker.as_bytes()).map_err(log_error)?;
-
-    // The state first, durably: the log that follows says it is applied.
-    let store = Store::open(data_dir).map_err(|e| write_error(Box::new(e)))?;
-    store.replace_all(&state).map_err(|e| write_error(Box::new(e)))?;
-    sync_state(store.db(), store.path()).map_err(log_error)?;
-    drop(store);
 
     let log = LogStore::open(&data_dir.join("raft"), id, true).map_err(log_error)?;
     let mut conf_state = ConfState::default();
@@ -223,7 +215,11 @@ mod tests {
         assert!(!data_dir.join(RESTORING_FILE).exists());
         check_not_interrupted(&data_dir).unwrap();
 
-        let loaded = Store::open(&data_dir).unwrap().load().unwrap();
+        let log = LogStore::open(&data_dir.join("raft"), 1, false).unwrap();
+        let snapshot = log.stored_snapshot().unwrap().expect("a snapshot file");
+        let loaded = serde_json::from_slice::<SnapshotData>(&snapshot.data)
+            .unwrap()
+            .into_state();
         assert_eq!(loaded.applied_index(), 3);
         assert_eq!(loaded.hosts().len(), 2);
         assert_eq!(
@@ -231,7 +227,6 @@ mod tests {
             &members,
             "the configured group replaces the recorded one"
         );
-        let log = LogStore::open(&data_dir.join("raft"), 1, false).unwrap();
         assert_eq!((log.snapshot_index(), log.last_index_now()), (3, 3));
         assert_eq!((log.hard_state().commit, log.hard_state().term), (3, 4));
         assert_eq!(log.conf_state().voters, vec![1, 2]);
@@ -248,7 +243,7 @@ mod tests {
         let members: BTreeMap<u64, String> = [(1, "a:1".to_owned())].into();
 
         let used = dir.path().join("used");
-        std::fs::create_dir_all(used.join("state")).unwrap();
+        std::fs::create_dir_all(used.join("raft")).unwrap();
         let err = restore(&used, 1, &members, &file).unwrap_err();
         assert!(matches!(err, RestoreError::NotEmpty(_)), "{err}");
         assert!(err.to_string().contains(&used.display().to_string()), "{err}");

@@ -68,9 +68,9 @@ enum Cmd {
     EtcdConc(Load),
     /// etcd leader kill -9 → next acknowledged Put.
     EtcdFailover(Failover),
-    /// Latency of sled insert(256 B) + flush_async in DIR (the fsync a
-    /// Raft Ready pays), and the same with a bare file write + fdatasync.
-    SledFlush {
+    /// Latency of a bare 256 B file append + fdatasync in DIR: the disk's
+    /// own floor under a Raft log sync.
+    DiskSync {
         #[arg(long)]
         dir: std::path::PathBuf,
         #[arg(long, default_value_t = 1000)]
@@ -600,26 +600,8 @@ async fn failover(system: System, args: Failover) -> Result<serde_json::Value> {
     }))
 }
 
-async fn sled_flush(dir: std::path::PathBuf, n: u64) -> Result<serde_json::Value> {
+fn disk_sync(dir: std::path::PathBuf, n: u64) -> Result<serde_json::Value> {
     std::fs::create_dir_all(&dir)?;
-    let db = sled::Config::new().path(dir.join("sled")).open()?;
-    let tree = db.open_tree("raft")?;
-    let mut flush = Vec::new();
-    for i in 0..n {
-        tree.insert(i.to_be_bytes(), value(256, i).into_bytes())?;
-        let t = Instant::now();
-        db.flush_async().await?;
-        flush.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    // A flush with nothing dirty.
-    let mut idle = Vec::new();
-    for _ in 0..n.min(200) {
-        let t = Instant::now();
-        db.flush_async().await?;
-        idle.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    drop(tree);
-    drop(db);
     // Raw: append 256 B to a file + fdatasync.
     use std::io::Write as _;
     let mut file = std::fs::OpenOptions::new()
@@ -633,14 +615,10 @@ async fn sled_flush(dir: std::path::PathBuf, n: u64) -> Result<serde_json::Value
         file.sync_data()?;
         raw.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    for v in [&mut flush, &mut idle, &mut raw] {
-        v.sort_by(f64::total_cmp);
-    }
+    raw.sort_by(f64::total_cmp);
     let summary = |v: &[f64]| json!({"mean": round3(v.iter().sum::<f64>() / v.len() as f64), "p50": round3(percentile(v, 50.0)), "p99": round3(percentile(v, 99.0))});
     Ok(json!({
-        "bench": "sled-flush", "n": n,
-        "sled_insert_flush_ms": summary(&flush),
-        "sled_idle_flush_ms": summary(&idle),
+        "bench": "disk-sync", "n": n,
         "file_write_fdatasync_ms": summary(&raw),
     }))
 }
@@ -657,7 +635,7 @@ async fn main() -> Result<()> {
     if rpool && cli.tls_dir.is_none() {
         bail!("--tls-dir is required: rpool serves only mutual TLS (see tls-setup)");
     }
-    let client = !matches!(cli.command, Cmd::SledFlush { .. } | Cmd::TlsSetup { .. });
+    let client = !matches!(cli.command, Cmd::DiskSync { .. } | Cmd::TlsSetup { .. });
     if let Some(dir) = cli.tls_dir.as_deref().filter(|_| client) {
         let material = rpool_proto::tls::TlsFiles::in_dir(dir, "admin").load()?;
         let _ = TLS.set(material);
@@ -676,7 +654,7 @@ async fn main() -> Result<()> {
             load(System::Etcd, "conc", a, c).await?
         }
         Cmd::EtcdFailover(a) => failover(System::Etcd, a).await?,
-        Cmd::SledFlush { dir, n } => sled_flush(dir, n).await?,
+        Cmd::DiskSync { dir, n } => disk_sync(dir, n)?,
         Cmd::TlsSetup {
             dir,
             peers,

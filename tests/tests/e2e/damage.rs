@@ -1,9 +1,9 @@
 //! Damaged or lost controller data, through the real binary: a truncated
-//! log, overwritten bytes in the log and in the state store, a data dir
-//! wiped while its peers still know the member. Each start either refuses
-//! with exit 65 and one message naming the file (or dir) and the remedy,
-//! or (sled recovering a prefix the log replays) serves every acknowledged
-//! write; never a panic, never older state.
+//! log, overwritten bytes in the log and in the snapshot file the state is
+//! rebuilt from, an earlier rpool's state store whose log is gone, a data
+//! dir wiped while its peers still know the member. Each start refuses
+//! with exit 65 and one message naming the file (or dir) and the remedy;
+//! never a panic, never older state.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +16,12 @@ const REMEDY: &str = "rpoolctl controller add";
 
 /// A trio that acknowledged `n` token creations; returns their ids.
 async fn trio_with_writes(root: &Path, n: usize) -> anyhow::Result<(Cluster, Vec<String>)> {
-    let cluster = Cluster::start(root, 3, Liveness::FAST, TEST_RAFT).await?;
+    trio_with_writes_raft(root, n, TEST_RAFT).await
+}
+
+/// [`trio_with_writes`] with `raft` as the controllers' `[raft]` section.
+async fn trio_with_writes_raft(root: &Path, n: usize, raft: &str) -> anyhow::Result<(Cluster, Vec<String>)> {
+    let cluster = Cluster::start(root, 3, Liveness::FAST, raft).await?;
     let leader = cluster.leader().await?;
     let mut admin = cluster.controllers[leader as usize - 1].admin().await?;
     let mut ids = Vec::new();
@@ -142,55 +147,48 @@ async fn overwritten_bytes_in_the_log_are_refused_with_65_naming_the_segment() -
 }
 
 #[tokio::test]
-async fn overwritten_bytes_in_the_state_store_are_refused_or_replayed_never_older_state() -> anyhow::Result<()>
-{
+async fn overwritten_bytes_in_the_snapshot_file_are_refused_with_65_naming_it() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let (mut cluster, ids) = trio_with_writes(root.path(), 20).await?;
+    // Compaction every 100 entries: 120 writes leave a snapshot file.
+    let raft = format!("{TEST_RAFT}snapshot_every = 100\n");
+    let (mut cluster, _) = trio_with_writes_raft(root.path(), 120, &raft).await?;
     let c = cluster.get(3);
     c.stop()?;
-    let db = c.dir.join("data/state/db");
-    let mut bytes = std::fs::read(&db)?;
+    let snapshot = c.dir.join("data/raft/snapshot");
+    let mut bytes = std::fs::read(&snapshot)?;
     let at = bytes.len() / 2;
     let end = (at + 64).min(bytes.len());
     bytes[at..end].fill(0x5A);
-    std::fs::write(&db, bytes)?;
-    c.spawn()?;
-    match c.exited_within(Duration::from_secs(5)).await? {
-        Some(status) => {
-            let log = c.log();
-            assert_eq!(status.code(), Some(65), "{log}");
-            assert!(
-                log.contains(&c.dir.join("data/state").display().to_string()),
-                "{log}"
-            );
-            assert!(log.contains(REMEDY), "{log}");
-        }
-        None => {
-            // sled recovered a prefix; the log replays the rest: every
-            // acknowledged token is there, read from controller 3 itself
-            // once it has applied what the leader committed.
-            let c = cluster.get(3);
-            c.wait_answering().await?;
-            let tokens = rpool_tests::eventually(
-                Duration::from_secs(15),
-                "controller 3 serves every token",
-                || async {
-                    let listed = match c.admin().await {
-                        Ok(mut admin) => admin
-                            .list_tokens(ListTokensRequest {})
-                            .await
-                            .map(|r| r.into_inner().tokens)
-                            .unwrap_or_default(),
-                        Err(_) => Vec::new(),
-                    };
-                    let all = ids.iter().all(|id| listed.iter().any(|t| &t.id == id));
-                    (all.then_some(listed.len()), listed.len())
-                },
-            )
-            .await?;
-            assert!(tokens >= ids.len());
-        }
-    }
+    std::fs::write(&snapshot, bytes)?;
+    refuses(
+        &mut cluster,
+        3,
+        &snapshot.display().to_string(),
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_earlier_state_store_whose_log_is_gone_is_refused_with_65() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (mut cluster, _) = trio_with_writes(root.path(), 5).await?;
+    let c = cluster.get(3);
+    c.stop()?;
+    // What an earlier rpool left: its applied state under state/ (sled),
+    // and here no log beside it.
+    let data = c.dir.join("data");
+    std::fs::remove_dir_all(data.join("raft"))?;
+    std::fs::create_dir_all(data.join("state"))?;
+    std::fs::write(data.join("state/db"), b"sled")?;
+    refuses(
+        &mut cluster,
+        3,
+        &data.join("raft").display().to_string(),
+        Duration::from_secs(20),
+    )
+    .await?;
     Ok(())
 }
 

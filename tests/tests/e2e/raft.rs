@@ -1,6 +1,6 @@
 //! The controller trio: elections, failover, durability of acknowledged
 //! writes, snapshots, isolation, membership. Real processes, real sockets,
-//! real sled directories.
+//! real data dirs (the Raft log the state is rebuilt from).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -116,9 +116,8 @@ fn remove_controller(
 
 /// Admin labels of `host_id` as stored in a stopped controller's data dir.
 fn stored_labels(controller: &Controller, host_id: &str) -> (u64, BTreeMap<String, String>) {
-    let store =
-        rpool_controller::replica::store::Store::open(&controller.dir.join("data")).expect("open store");
-    let state = store.load().expect("load store");
+    let state = rpool_controller::replica::load_stopped(&controller.dir.join("data"), controller.id)
+        .expect("the stopped controller's log rebuilds its state");
     let labels = state
         .host(host_id)
         .map(|h| h.admin_labels.clone())
