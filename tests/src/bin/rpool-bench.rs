@@ -370,7 +370,7 @@ async fn load(system: System, name: &str, args: Load, concurrency: usize) -> Res
             .with_context(|| format!("connecting to {addr}"))?;
         clients.push(Client::new(system, channel, &args.host_id));
     }
-    // Warm-up (connections, allocator, sled caches); errors here are fatal.
+    // Warm-up (connections, allocator, caches); errors here are fatal.
     {
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = tokio::task::JoinSet::new();

@@ -426,7 +426,8 @@ async fn rolling_upgrade(
         );
         tb.settled().await?;
         let rejoin = started.elapsed();
-        // It read the old release's data dir (sled state and Raft log):
+        // It read the old release's data dir (its Raft log, which rebuilds
+        // the state; the old sled state is no longer read):
         // the state it loaded from disk before talking to anyone.
         let logs = tb.logs(&name)?;
         let (applied, hosts) = state_loaded(&logs)
