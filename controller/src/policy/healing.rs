@@ -17,7 +17,9 @@
 //!    one member per round whose host is `down` (never `suspect`) and has
 //!    been for `settle_ms`: hosts cut off together go silent a heartbeat
 //!    or two apart, and the wait lets the later ones turn suspect and
-//!    count toward the storm check first:
+//!    count toward the storm check first. A host down through a storm
+//!    waits `settle_ms` from the storm's end: hosts come back apart too,
+//!    and the first one back ends the storm:
 //!    - worker: fleet hosts chosen like a grow, so the workers left cover
 //!      the request again (none when they still do); they join first, then
 //!      a healthy control plane deletes the dead node;
@@ -51,7 +53,7 @@ use crate::state::State;
 use crate::state::command::{Command, HostRecord, HostState};
 use crate::state::pool::{
     MAX_TASK_ATTEMPTS, Member, MemberState, PoolPhase, PoolRecord, Role, STORM, STORM_OVER, Severity,
-    TaskKind, TaskRecord, TaskState, storm_raised,
+    TaskKind, TaskRecord, TaskState, last_edge, storm_raised,
 };
 
 /// Fewest silent hosts that make a storm: one host failing never does.
@@ -171,11 +173,27 @@ pub fn member_down(state: &State, member: &Member) -> bool {
 
 /// True once `host_id` has been down for `settle_ms`: hosts cut off
 /// together went silent a heartbeat or two apart, and by then the later
-/// ones are suspect too and count toward a storm.
+/// ones are suspect too and count toward a storm. A host down through a
+/// storm counts from the storm's end ([`storm_ended`]): when a zone's
+/// network returns, its hosts are heard from again a heartbeat or more
+/// apart too, and the first one back ends the storm while the others are
+/// still down.
 fn settled(state: &State, host_id: &str, now: u64, settle_ms: u64) -> bool {
+    let since = storm_ended(state, now);
     state
         .host(host_id)
-        .is_some_and(|h| now.saturating_sub(h.state_since_unix_ms) >= settle_ms)
+        .is_some_and(|h| now.saturating_sub(h.state_since_unix_ms.max(since)) >= settle_ms)
+}
+
+/// When the latest storm ended (its `storm_over`): `now` while its
+/// `storm` alert is still the latest edge (the storm may be ending in this
+/// very round), 0 when none is on record.
+fn storm_ended(state: &State, now: u64) -> u64 {
+    match last_edge(state) {
+        Some(edge) if edge.kind == STORM => now,
+        Some(edge) => edge.at_unix_ms,
+        None => 0,
+    }
 }
 
 /// "h12 (zone b, 16c/64GiB)".
@@ -815,6 +833,46 @@ mod tests {
         assert_eq!(w.plan(), vec!["alert storm_over"]);
         assert!(w.plan().is_empty());
         assert_eq!(w.members(), ["c1", "w1", "w2"]);
+    }
+
+    #[test]
+    fn hosts_back_from_a_storm_a_heartbeat_apart_are_not_replaced() {
+        // Zone a (w1, f1) comes back, f1 first: the storm is over while
+        // w1, down for long, has not been heard from yet. It is not
+        // replaced in the settle_ms after the storm's end...
+        let mut w = zoned_world();
+        w.set("w1", HostState::Down);
+        w.set("f1", HostState::Down);
+        assert_eq!(w.plan(), vec!["alert storm"]);
+        w.now += 10_000;
+        assert!(w.plan().is_empty(), "nothing replaced in the storm");
+        w.set("f1", HostState::Ready);
+        assert_eq!(
+            w.plan(),
+            vec!["alert storm_over"],
+            "not replaced as the storm ends"
+        );
+        w.now += 2_999;
+        assert!(
+            w.plan().is_empty(),
+            "1 ms short of settle_ms after the storm: waits"
+        );
+        w.set("w1", HostState::Ready);
+        w.now += 10_000;
+        assert!(w.plan().is_empty());
+        assert_eq!(w.members(), ["c1", "w1", "w2"]);
+        // ...and replaced once it has been, if it stays down.
+        let mut w = zoned_world();
+        w.set("w1", HostState::Down);
+        w.set("f1", HostState::Down);
+        assert_eq!(w.plan(), vec!["alert storm"]);
+        w.now += 10_000;
+        w.set("f1", HostState::Ready);
+        assert_eq!(w.plan(), vec!["alert storm_over"]);
+        w.now += 2_999;
+        assert!(w.plan().is_empty());
+        w.now += 1;
+        assert_eq!(w.plan(), vec!["replace w1 by f1"]);
     }
 
     #[test]
