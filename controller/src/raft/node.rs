@@ -157,8 +157,7 @@ pub fn start<S: StateMachine, T: Transport>(
         ..Default::default()
     });
     let first_id = first_proposal_id();
-    let core = Core::open(config, machine, transport, &logger, status_tx, first_id, |_| {})?;
-    let mut core = core;
+    let mut core = Core::open(config, machine, transport, &logger, status_tx, first_id, |_| {})?;
     core.campaign_if_alone()?;
     let incarnations = core.incarnations().clone();
     let (input_tx, input_rx) = mpsc::channel(16_384);
