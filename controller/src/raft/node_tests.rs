@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use super::*;
 
 /// Applied payloads in order, in memory (rebuilt from the log on start).
+#[derive(Default)]
 struct ListMachine {
     applied: u64,
     items: Vec<Vec<u8>>,
@@ -88,6 +89,16 @@ impl Transport for Link {
     }
 }
 
+/// A link to a network of its own (a group of one, or nothing to reach).
+fn lone_link(id: u64) -> Link {
+    Link {
+        net: Arc::new(Net::default()),
+        id,
+        incarnations: false,
+        own: std::sync::OnceLock::new(),
+    }
+}
+
 async fn leader_of(net: &Net, ask: u64, not: u64) -> u64 {
     leader_within(net, ask, not, Duration::from_secs(5)).await
 }
@@ -135,10 +146,7 @@ fn boot_tuned(
     incarnations: bool,
     tune: impl FnOnce(&mut RaftConfig),
 ) -> Result<NodeTask, NodeError> {
-    let machine = ListMachine {
-        applied: 0,
-        items: vec![],
-    };
+    let machine = ListMachine::default();
     let mut config = RaftConfig::new(id, vec![1, 2, 3], dir);
     config.snapshot_every = 50;
     tune(&mut config);
@@ -377,20 +385,17 @@ async fn a_restarted_replica_rebuilds_its_state_from_the_snapshot_file_and_the_e
         config.snapshot_every = 50;
         config
     };
-    let empty = || ListMachine {
-        applied: 0,
-        items: vec![],
-    };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let link = || Link {
-        net: Arc::new(Net::default()),
-        id: 1,
-        incarnations: false,
-        own: std::sync::OnceLock::new(),
-    };
     let written: Vec<Vec<u8>> = (0..120).map(|i| format!("v{i}").into_bytes()).collect();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (handle, task) = start(config(), empty(), Arc::new(link()), logger.clone(), stop_rx).unwrap();
+    let (handle, task) = start(
+        config(),
+        ListMachine::default(),
+        Arc::new(lone_link(1)),
+        logger.clone(),
+        stop_rx,
+    )
+    .unwrap();
     let mut last = 0;
     for data in &written {
         last = handle.propose(data.clone()).await.unwrap();
@@ -406,13 +411,20 @@ async fn a_restarted_replica_rebuilds_its_state_from_the_snapshot_file_and_the_e
     drop(log);
 
     // Rebuilt offline from the log alone: the snapshot, then the rest.
-    let loaded = load(config(), empty()).unwrap();
+    let loaded = load(config(), ListMachine::default()).unwrap();
     assert_eq!(loaded.items, written);
     assert_eq!(loaded.applied, last);
 
     // And by a start: the same state before anything new is applied.
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (handle, _task) = start(config(), empty(), Arc::new(link()), logger, stop_rx).unwrap();
+    let (handle, _task) = start(
+        config(),
+        ListMachine::default(),
+        Arc::new(lone_link(1)),
+        logger,
+        stop_rx,
+    )
+    .unwrap();
     assert!(handle.status().applied_index >= last);
     let next = handle.propose(b"after".to_vec()).await.unwrap();
     assert!(next > last);
@@ -423,22 +435,13 @@ fn a_data_dir_with_an_earlier_state_store_and_no_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
     std::fs::write(dir.path().join("state/db"), b"sled").unwrap();
-    let machine = ListMachine {
-        applied: 0,
-        items: vec![],
-    };
+    let machine = ListMachine::default();
     let (status, _) = watch::channel(RaftStatus::default());
     let logger = slog::Logger::root(slog::Discard, slog::o!());
-    let link = Link {
-        net: Arc::new(Net::default()),
-        id: 1,
-        incarnations: false,
-        own: std::sync::OnceLock::new(),
-    };
     let err = Core::open(
         RaftConfig::new(1, vec![1, 2, 3], dir.path()),
         machine,
-        Arc::new(link),
+        Arc::new(lone_link(1)),
         &logger,
         status,
         1,
@@ -453,14 +456,7 @@ fn a_data_dir_with_an_earlier_state_store_and_no_log_is_refused() {
         "no log is created over it"
     );
     assert!(
-        load(
-            RaftConfig::new(1, vec![], dir.path()),
-            ListMachine {
-                applied: 0,
-                items: vec![]
-            }
-        )
-        .is_err(),
+        load(RaftConfig::new(1, vec![], dir.path()), ListMachine::default()).is_err(),
         "an offline load creates no log either"
     );
 }

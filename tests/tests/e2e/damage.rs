@@ -70,6 +70,17 @@ fn newest_segment(data: &Path) -> PathBuf {
     segments.pop().expect("a log segment")
 }
 
+/// Overwrites `len` bytes of `path` from `at` (a fraction of its length)
+/// with `byte`.
+fn overwrite(path: &Path, at: f64, len: usize, byte: u8) -> anyhow::Result<()> {
+    let mut bytes = std::fs::read(path)?;
+    let start = (bytes.len() as f64 * at) as usize;
+    let end = (start + len).min(bytes.len());
+    bytes[start..end].fill(byte);
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
 /// Starts controller `id` and expects it to stop by itself with exit 65 and
 /// a log naming `names` and the remedy.
 async fn refuses(cluster: &mut Cluster, id: u64, names: &str, within: Duration) -> anyhow::Result<String> {
@@ -132,10 +143,7 @@ async fn overwritten_bytes_in_the_log_are_refused_with_65_naming_the_segment() -
     let c = cluster.get(3);
     c.stop()?;
     let segment = newest_segment(&c.dir.join("data"));
-    let mut bytes = std::fs::read(&segment)?;
-    let at = bytes.len() / 3;
-    bytes[at..at + 16].fill(0xAB);
-    std::fs::write(&segment, bytes)?;
+    overwrite(&segment, 1.0 / 3.0, 16, 0xAB)?;
     refuses(
         &mut cluster,
         3,
@@ -154,12 +162,8 @@ async fn overwritten_bytes_in_the_snapshot_file_are_refused_with_65_naming_it() 
     let (mut cluster, _) = trio_with_writes_raft(root.path(), 120, &raft).await?;
     let c = cluster.get(3);
     c.stop()?;
-    let snapshot = c.dir.join("data/raft/snapshot");
-    let mut bytes = std::fs::read(&snapshot)?;
-    let at = bytes.len() / 2;
-    let end = (at + 64).min(bytes.len());
-    bytes[at..end].fill(0x5A);
-    std::fs::write(&snapshot, bytes)?;
+    let snapshot = rpool_controller::raft::snapshot_file::path(&c.dir.join("data/raft"));
+    overwrite(&snapshot, 0.5, 64, 0x5A)?;
     refuses(
         &mut cluster,
         3,
