@@ -87,6 +87,35 @@ fn shipped_example_configs_are_valid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The controller runs on jemalloc with the options baked into it
+/// (`controller/src/main.rs`): jemalloc reports them at exit when asked
+/// through its environment variable, and warns on stderr about any it does
+/// not understand.
+#[test]
+fn the_controller_runs_on_jemalloc_with_its_options_understood() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let controller = shipped_controller_config_with_pki(tls_dir.path());
+    let out = Command::new(bin("rpool-controller"))
+        .args(["--check-config", "--config", controller.to_str().unwrap()])
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!all.contains("<jemalloc>"), "jemalloc refused an option:\n{all}");
+    for option in [
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(
+            all.contains(option),
+            "jemalloc's statistics lack {option:?}:\n{all}"
+        );
+    }
+}
+
 #[test]
 fn controller_with_an_out_of_range_setting_exits_64_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
