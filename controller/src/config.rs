@@ -305,10 +305,10 @@ pub struct LivenessConfig {
     /// `suspect_after_ms+1..=3600000` ms.
     pub down_after_ms: u64,
     /// Followers keep the agents' connections and relay their sessions to
-    /// the leader, and the leader hands direct sessions to them
-    /// ([`crate::api::relay`]); off: followers redirect agents to the
-    /// leader, which holds every connection. Set it the same on every
-    /// controller of a group.
+    /// the leader over one `RelayService.Sessions` stream each, and the
+    /// leader hands direct sessions to them ([`crate::api::relay`]); off:
+    /// followers redirect agents to the leader, which holds every
+    /// connection. Set it the same on every controller of a group.
     pub relay_sessions: bool,
 }
 

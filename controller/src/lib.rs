@@ -286,8 +286,14 @@ pub async fn run(
     let planner = tokio::spawn(leader::dispatch::run(shared.clone()));
     let metrics_server = metrics::start(metrics_listener, shared.clone());
     let webhook = leader::webhook::start(webhook_client, shared.clone());
-    let agent = AgentServiceServer::new(api::agent::AgentSvc::new(shared.clone()))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
+    let agents = api::agent::AgentSvc::new(shared.clone());
+    let relay = rpool_proto::v1::relay_service_server::RelayServiceServer::new(api::relay::RelaySvc::new(
+        agents.clone(),
+        stop_rx.clone(),
+    ))
+    .max_decoding_message_size(api::relay::MAX_RELAY_MESSAGE_BYTES)
+    .max_encoding_message_size(api::relay::MAX_RELAY_MESSAGE_BYTES);
+    let agent = AgentServiceServer::new(agents).max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES);
     let enroll = rpool_proto::v1::enroll_service_server::EnrollServiceServer::new(
         api::enroll::EnrollSvc::new(shared.clone()),
     )
@@ -317,6 +323,7 @@ pub async fn run(
         .add_service(admin)
         .add_service(enroll)
         .add_service(peers)
+        .add_service(relay)
         .serve_with_incoming_shutdown(incoming, async move { stopped(&mut server_stop).await });
     tokio::pin!(server);
 

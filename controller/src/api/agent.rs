@@ -78,7 +78,8 @@ pub const MAX_SETUPS: usize = 128;
 /// random delay up to it.
 pub const ADMISSION_RETRY_HINT: Duration = Duration::from_millis(2_000);
 
-/// The service. Cheap to share; holds the session table.
+/// The service. Cheap to share (a clone shares the session table).
+#[derive(Clone)]
 pub struct AgentSvc {
     shared: Arc<Shared>,
     sessions: Arc<Sessions>,
@@ -344,7 +345,6 @@ impl AgentService for AgentSvc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        const METHOD: &str = "/rpool.v1.AgentService/Session";
         // The authorization layer admitted only agent certificates, or a
         // controller relaying for the agent it names (as that agent).
         let relayed = crate::api::authz::relayed_by(&request);
@@ -356,6 +356,45 @@ impl AgentService for AgentSvc {
                 ));
             }
         };
+        let peer = request.remote_addr();
+        let rx = self.start(cert_host, relayed, peer, Inbound::Direct(request.into_inner()))?;
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            |m| *m,
+        ))))
+    }
+}
+
+/// Where a session's messages come from: the agent's own stream, or a
+/// follower's relay stream ([`crate::api::relay`]), which feeds them in
+/// order through a queue.
+pub(crate) enum Inbound {
+    Direct(Streaming<AgentMessage>),
+    Relayed(mpsc::Receiver<Box<AgentMessage>>),
+}
+
+impl Inbound {
+    /// The next message; `Ok(None)` once the agent's side ended.
+    pub(crate) async fn message(&mut self) -> Result<Option<AgentMessage>, Status> {
+        match self {
+            Inbound::Direct(stream) => stream.message().await,
+            Inbound::Relayed(queue) => Ok(queue.recv().await.map(|m| *m)),
+        }
+    }
+}
+
+impl AgentSvc {
+    /// Admits a session for `cert_host` (the agent's certificate, or the
+    /// agent a follower vouches for in `relayed`) and starts its task;
+    /// returns what the session sends the agent, or the refusal.
+    pub(crate) fn start(
+        &self,
+        cert_host: String,
+        relayed: Option<crate::api::authz::Relayed>,
+        peer: Option<SocketAddr>,
+        inbound: Inbound,
+    ) -> Result<mpsc::Receiver<Outbound>, Status> {
+        const METHOD: &str = "/rpool.v1.AgentService/Session";
         let identity = rpool_proto::pki::Identity::Agent(cert_host.clone());
         let slot = self
             .per_identity
@@ -370,8 +409,6 @@ impl AgentService for AgentSvc {
         // then a leader keeps direct sessions instead of handing them on.
         let calm = self.setups.available_permits() >= MAX_SETUPS / 2;
         let setup = self.setups.clone().try_acquire_owned().map_err(|_| busy())?;
-        let peer = request.remote_addr();
-        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let session = self.sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let span = info_span!(
@@ -397,10 +434,7 @@ impl AgentService for AgentSvc {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(rx),
-            |m| *m,
-        ))))
+        Ok(rx)
     }
 }
 
@@ -434,7 +468,7 @@ async fn run_session(
     opening: Opening,
     peer: Option<SocketAddr>,
     cert_host: &str,
-    inbound: Streaming<AgentMessage>,
+    inbound: Inbound,
     tx: mpsc::Sender<Outbound>,
     setup: tokio::sync::OwnedSemaphorePermit,
 ) {
@@ -489,7 +523,7 @@ async fn run_session(
 async fn session_body(
     opening: &Opening,
     cert_host: &str,
-    mut inbound: Streaming<AgentMessage>,
+    mut inbound: Inbound,
     tx: &mpsc::Sender<Outbound>,
     claimed: &mut Option<String>,
     setup: tokio::sync::OwnedSemaphorePermit,
@@ -542,7 +576,7 @@ struct Started {
 async fn session_setup(
     opening: &Opening,
     cert_host: &str,
-    inbound: &mut Streaming<AgentMessage>,
+    inbound: &mut Inbound,
     tx: &mpsc::Sender<Outbound>,
     claimed: &mut Option<String>,
     setup: tokio::sync::OwnedSemaphorePermit,
@@ -609,8 +643,11 @@ async fn session_setup(
                 return Box::pin(crate::api::relay::run(
                     shared,
                     &opening.relay,
-                    leader_id,
-                    term,
+                    crate::api::relay::Upstream {
+                        leader_id,
+                        term,
+                        key: session,
+                    },
                     &agent_uri,
                     hello,
                     inbound,
@@ -710,7 +747,7 @@ async fn heartbeat_loop(
     shared: &Shared,
     session: u64,
     host_id: &str,
-    mut inbound: Streaming<AgentMessage>,
+    mut inbound: Inbound,
     tx: &mpsc::Sender<Outbound>,
     replaced: &mut oneshot::Receiver<()>,
     leading: &mut tokio::sync::watch::Receiver<Leadership>,

@@ -10,6 +10,7 @@
 //! | `AdminService` | `Identity::Admin`; `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` (a follower forwarding, or a leader asking a peer's status) |
 //! | `AgentService` | `Identity::Agent` (the Hello's host id is checked in the session against the certificate); `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` and `x-rpool-forwarded-for` naming an agent (a follower relaying that agent's session, see [`relayed_agent`]) |
 //! | `RaftService` | `Identity::Controller` (the batch's `from` is checked against it before a raft message is decoded) |
+//! | `RelayService` | `Identity::Controller` (a follower's relay stream; each session on it names its agent, checked by [`relayed_agent`], and its Hello is checked against that agent) |
 //! | `EnrollService` | anyone (it authenticates by bootstrap token or certificate itself) |
 //! | anything else | any rpool identity |
 //!
@@ -208,6 +209,7 @@ pub enum ServiceKind {
     Admin,
     Agent,
     Raft,
+    Relay,
     Enroll,
     Other,
 }
@@ -219,6 +221,7 @@ pub fn service_of(path: &str) -> ServiceKind {
         "rpool.v1.AdminService" => ServiceKind::Admin,
         "rpool.v1.AgentService" => ServiceKind::Agent,
         "rpool.v1.RaftService" => ServiceKind::Raft,
+        "rpool.v1.RelayService" => ServiceKind::Relay,
         "rpool.v1.EnrollService" => ServiceKind::Enroll,
         _ => ServiceKind::Other,
     }
@@ -301,6 +304,8 @@ pub fn decide(
         (ServiceKind::Agent, _) => return Err(wrong_role("agent API")),
         (ServiceKind::Raft, Identity::Controller(_)) => {}
         (ServiceKind::Raft, _) => return Err(wrong_role("raft peer API")),
+        (ServiceKind::Relay, Identity::Controller(_)) => {}
+        (ServiceKind::Relay, _) => return Err(wrong_role("relay API")),
         (ServiceKind::Enroll | ServiceKind::Other, _) => {}
     }
     Ok(Some(identity.clone()))
@@ -529,7 +534,7 @@ where
 }
 
 /// Bounds concurrent sessions per identity ([`MAX_SESSIONS_PER_IDENTITY`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SessionLimiter {
     open: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -773,6 +778,20 @@ mod tests {
         ] {
             let d = decide(service_of(path), &denied, None).unwrap_err();
             assert_eq!(d.status.code(), tonic::Code::PermissionDenied);
+        }
+        let d = decide(service_of(path), &Peer::NoCertificate, None).unwrap_err();
+        assert_eq!(d.status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn only_controllers_open_relay_streams() {
+        let path = "/rpool.v1.RelayService/Sessions";
+        assert_eq!(service_of(path), ServiceKind::Relay);
+        let id = decide(service_of(path), &known(Identity::Controller(2)), None).unwrap();
+        assert_eq!(id, Some(Identity::Controller(2)));
+        for who in [Identity::Agent("h1".into()), Identity::Admin("alice".into())] {
+            let d = decide(service_of(path), &known(who.clone()), Some("2")).unwrap_err();
+            assert_eq!(d.status.code(), tonic::Code::PermissionDenied, "{who}");
         }
         let d = decide(service_of(path), &Peer::NoCertificate, None).unwrap_err();
         assert_eq!(d.status.code(), tonic::Code::Unauthenticated);

@@ -204,6 +204,22 @@ async fn followers_relay_agent_sessions_to_the_leader_and_bring_them_back_after_
     };
     assert_eq!(verdict.code(), tonic::Code::InvalidArgument, "{verdict:?}");
     assert!(verdict.message().contains("seq"), "{}", verdict.message());
+    // Both agents' sessions went over the follower's one relay stream.
+    let leader_log = cluster.get(leader).log();
+    let streams = leader_log
+        .lines()
+        .filter(|l| l.contains("relay stream from a follower opened"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        streams.len(),
+        1,
+        "one relay stream from follower {follower} for two agents: {streams:#?}"
+    );
+    assert!(
+        streams[0].contains(&format!("follower={follower}")),
+        "{}",
+        streams[0]
+    );
 
     // 4. An agent that could not reach the follower asks the leader to
     //    serve it: it does.
