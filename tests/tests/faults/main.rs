@@ -16,7 +16,9 @@
 //! default testbed), `RPOOL_IMAGE` (default: built here from the test
 //! profile's binaries), `RPOOL_FAULTS_TABLE` (a file to write the figures
 //! table to, Markdown), `RPOOL_FAULTS_ONLY` (comma-separated scenario
-//! names), `RPOOL_FAULTS_KEEP=1` (leave the testbed up).
+//! names), `RPOOL_FAULTS_KEEP=1` (leave the testbed up),
+//! `RPOOL_FAULTS_CONTROLLER_TOML` (settings appended to every controller's
+//! config, e.g. `[liveness]` with `relay_sessions = true`).
 //!
 //! During every scenario a writer sets one host label (a register: one
 //! key per scenario, unique values) through the controllers in turn and
@@ -118,7 +120,13 @@ async fn fault_suite_on_the_docker_testbed() -> Result<()> {
     }
     let start_image = prev_image.as_deref().filter(|_| wants_upgrade);
     let started = Instant::now();
-    let tb = Testbed::up(CONTROLLER_TOML, start_image)?;
+    // RPOOL_FAULTS_CONTROLLER_TOML: more controller settings for a run of
+    // the suite (e.g. "[liveness]\nrelay_sessions = true").
+    let extra = std::env::var("RPOOL_FAULTS_CONTROLLER_TOML").unwrap_or_default();
+    if !extra.is_empty() {
+        eprintln!("faults: controller settings added: {extra:?}");
+    }
+    let tb = Testbed::up(&format!("{CONTROLLER_TOML}{extra}\n"), start_image)?;
     let result = run_all(&tb, only.as_ref(), &skip).await;
     if std::env::var("RPOOL_FAULTS_KEEP").as_deref() == Ok("1") {
         eprintln!("faults: testbed {} kept (RPOOL_FAULTS_KEEP=1)", tb.name);
