@@ -345,9 +345,8 @@ impl AgentService for AgentSvc {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        // The authorization layer admitted only agent certificates, or a
-        // controller relaying for the agent it names (as that agent).
-        let relayed = crate::api::authz::relayed_by(&request);
+        // The authorization layer admitted only agent certificates (relayed
+        // sessions arrive through `RelayService`, api::relay).
         let cert_host = match crate::api::authz::caller(&request) {
             Some(rpool_proto::pki::Identity::Agent(host)) => host.clone(),
             _ => {
@@ -357,7 +356,7 @@ impl AgentService for AgentSvc {
             }
         };
         let peer = request.remote_addr();
-        let rx = self.start(cert_host, relayed, peer, Inbound::Direct(request.into_inner()))?;
+        let rx = self.start(cert_host, None, peer, Inbound::Direct(request.into_inner()))?;
         Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(rx),
             |m| *m,

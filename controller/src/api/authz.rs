@@ -8,7 +8,7 @@
 //! | service | allowed |
 //! |---|---|
 //! | `AdminService` | `Identity::Admin`; `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` (a follower forwarding, or a leader asking a peer's status) |
-//! | `AgentService` | `Identity::Agent` (the Hello's host id is checked in the session against the certificate); `Identity::Controller(id)` only with `x-rpool-forwarded-by: id` and `x-rpool-forwarded-for` naming an agent (a follower relaying that agent's session, see [`relayed_agent`]) |
+//! | `AgentService` | `Identity::Agent` (the Hello's host id is checked in the session against the certificate) |
 //! | `RaftService` | `Identity::Controller` (the batch's `from` is checked against it before a raft message is decoded) |
 //! | `RelayService` | `Identity::Controller` (a follower's relay stream; each session on it names its agent, checked by [`relayed_agent`], and its Hello is checked against that agent) |
 //! | `EnrollService` | anyone (it authenticates by bootstrap token or certificate itself) |
@@ -290,17 +290,6 @@ pub fn decide(
         },
         (ServiceKind::Admin, _) => return Err(wrong_role("admin API")),
         (ServiceKind::Agent, Identity::Agent(_)) => {}
-        (ServiceKind::Agent, Identity::Controller(id)) => match forwarded_by {
-            Some(by) if by == id.to_string() => {}
-            _ => {
-                return Err(Denial::new(
-                    Reason::ForwardMismatch,
-                    Status::permission_denied(format!(
-                        "controller {id} may open agent sessions only to relay one ({FORWARDED}: {id} missing)"
-                    )),
-                ));
-            }
-        },
         (ServiceKind::Agent, _) => return Err(wrong_role("agent API")),
         (ServiceKind::Raft, Identity::Controller(_)) => {}
         (ServiceKind::Raft, _) => return Err(wrong_role("raft peer API")),
@@ -319,10 +308,11 @@ pub struct Relayed {
 }
 
 /// The pure decision on a relayed agent session: a controller certificate
-/// (already checked by [`decide`]) speaks for the agent that
-/// `x-rpool-forwarded-for` names, which must be an agent identity; the
-/// session then holds to that agent's rules (its Hello must be for that
-/// host, its per-identity session limit). Anything else is refused.
+/// (already checked by [`decide`]) speaks for the agent that the relay
+/// stream's `open` names (`forwarded_for`), which must be an agent
+/// identity; the session then holds to that agent's rules (its Hello must
+/// be for that host, its per-identity session limit). Anything else is
+/// refused.
 pub fn relayed_agent(
     identity: &Identity,
     forwarded_for: Option<&str>,
@@ -336,7 +326,7 @@ pub fn relayed_agent(
             ))),
         },
         (Identity::Controller(id), None) => Err(refuse(format!(
-            "controller {id} relayed an agent session without {FORWARDED_FOR} naming the agent"
+            "controller {id} relayed an agent session without naming the agent"
         ))),
         (other, _) => Err(refuse(format!(
             "{other} may not relay an agent session (only a peer controller does)"
@@ -451,17 +441,6 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
     let service = service_of(&path);
     match decide(service, &peer, forwarded_by) {
         Ok(Some(identity)) => {
-            if service == ServiceKind::Agent && matches!(identity, Identity::Controller(_)) {
-                let forwarded_for = request
-                    .headers()
-                    .get(FORWARDED_FOR)
-                    .map(|v| v.to_str().unwrap_or("(not text)"));
-                let (agent, relayed) =
-                    relayed_agent(&identity, forwarded_for).map_err(|d| d.record(&peer.describe(), &path))?;
-                request.extensions_mut().insert(relayed);
-                request.extensions_mut().insert(agent);
-                return Ok(());
-            }
             if service == ServiceKind::Admin {
                 let forwarded_for = match request.headers().get(FORWARDED_FOR) {
                     None => None,
@@ -482,11 +461,6 @@ fn authorize<B>(request: &mut http::Request<B>) -> Result<(), Status> {
 /// The identity [`AuthzLayer`] put into a request, if any.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<&Identity> {
     request.extensions().get::<Identity>()
-}
-
-/// The relaying controller of an agent session, if a follower relays it.
-pub fn relayed_by<T>(request: &tonic::Request<T>) -> Option<Relayed> {
-    request.extensions().get::<Relayed>().copied()
 }
 
 /// The [`Principal`] of an admin call (inserted by [`AuthzLayer`]).
@@ -670,21 +644,18 @@ mod tests {
             ),
             (Agent, &agent, None, None),
             (Agent, &admin, None, Some((PermissionDenied, Reason::WrongRole))),
-            // A controller relays agent sessions (the agent it speaks for
-            // is checked by `relayed_agent`), marked with its own id only.
-            (Agent, &ctl, Some("2"), None),
+            // A controller relays agent sessions on RelayService, never
+            // as an AgentService caller, marked or not.
             (
                 Agent,
                 &ctl,
-                None,
-                Some((PermissionDenied, Reason::ForwardMismatch)),
+                Some("2"),
+                Some((PermissionDenied, Reason::WrongRole)),
             ),
-            (
-                Agent,
-                &ctl,
-                Some("3"),
-                Some((PermissionDenied, Reason::ForwardMismatch)),
-            ),
+            (Agent, &ctl, None, Some((PermissionDenied, Reason::WrongRole))),
+            (Relay, &ctl, None, None),
+            (Relay, &agent, None, Some((PermissionDenied, Reason::WrongRole))),
+            (Relay, &admin, None, Some((PermissionDenied, Reason::WrongRole))),
             (
                 Agent,
                 &Peer::NoCertificate,
@@ -798,11 +769,11 @@ mod tests {
     }
 
     #[test]
-    fn a_controller_opens_agent_sessions_only_to_relay_one_for_an_agent() {
+    fn a_controller_relays_agent_sessions_only_for_an_agent_and_never_opens_one() {
+        // Relayed sessions travel on RelayService; AgentService is agents'.
         let path = "/rpool.v1.AgentService/Session";
         let ctl = known(Identity::Controller(2));
-        assert!(decide(service_of(path), &ctl, Some("2")).is_ok());
-        for by in [None, Some("3")] {
+        for by in [None, Some("2"), Some("3")] {
             let d = decide(service_of(path), &ctl, by).unwrap_err();
             assert_eq!(d.status.code(), tonic::Code::PermissionDenied);
         }

@@ -34,8 +34,7 @@
 //!   the session (invalid message, permission, replaced by a newer one) is
 //!   passed on unchanged.
 //! - A leader that does not serve `RelayService` (0.1.0, during a rolling
-//!   upgrade) gets the follower's agents by `Redirect`; a 0.1.0 follower's
-//!   relay, one `AgentService.Session` stream per agent, is still served.
+//!   upgrade) gets the follower's agents by `Redirect`.
 //! - A follower that knows no leader within [`LEADER_WAIT`] answers with a
 //!   `Redirect` naming none (the agent backs off and tries another
 //!   controller), as before relays existed.
@@ -82,9 +81,8 @@ pub const MAX_RELAY_MESSAGE_BYTES: usize = MAX_BATCH_BYTES + 2 * crate::MAX_DECO
 /// queue is full is ended (its agent reconnects): one slow session never
 /// holds up the others on the stream.
 const SESSION_CAPACITY: usize = 32;
-/// Streams one relay connection may carry. A relay needs one; the leader's
-/// listener admits this many on any connection (0.1.0 followers relayed
-/// each session as a stream of its own).
+/// Streams the listener admits on one connection (a follower's relay
+/// needs one; the bound predates the multiplexed relay).
 pub const MAX_RELAYED_STREAMS: u32 = super::agent::MAX_SESSIONS as u32 + 1_024;
 /// HTTP/2 connection window of the relay connection (both ends): every
 /// relayed session shares it.
