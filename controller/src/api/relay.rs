@@ -72,6 +72,8 @@ const UP_CAPACITY: usize = 16_384;
 const DOWN_CAPACITY: usize = 16_384;
 /// Entries in one batch, either way.
 const MAX_BATCH: usize = 1_024;
+/// Batches between two sweeps of the leader's queues of ended sessions.
+const PRUNE_EVERY: u64 = 256;
 /// Bytes after which a batch is sent: one more entry (at most one agent
 /// message's limit) still fits in [`MAX_RELAY_MESSAGE_BYTES`].
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -627,7 +629,14 @@ async fn serve_stream(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions: HashMap<u64, mpsc::Sender<Box<AgentMessage>>> = HashMap::new();
+    let mut batches = 0u64;
     loop {
+        // The follower sends no `end` for a session the leader ended
+        // first: such queues are dropped here now and then.
+        batches += 1;
+        if batches % PRUNE_EVERY == 0 {
+            sessions.retain(|_, queue| !queue.is_closed());
+        }
         let batch = tokio::select! {
             b = up.message() => b,
             _ = crate::stopped(&mut shutdown) => break,
@@ -649,15 +658,20 @@ async fn serve_stream(
                     }
                 }
                 Some(relay_up_entry::What::Message(message)) => {
-                    let full = sessions
-                        .get(&key)
-                        .is_some_and(|q| q.try_send(Box::new(message)).is_err());
-                    if full {
-                        warn!(
-                            follower = via,
-                            key, "a relayed session's queue is full; ending it"
-                        );
-                        sessions.remove(&key);
+                    let sent = sessions.get(&key).map(|q| q.try_send(Box::new(message)));
+                    match sent {
+                        None | Some(Ok(())) => {}
+                        Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                            warn!(
+                                follower = via,
+                                key, "a relayed session's queue is full; ending it"
+                            );
+                            sessions.remove(&key);
+                        }
+                        // The session already ended (the leader's `close` is on its way).
+                        Some(Err(mpsc::error::TrySendError::Closed(_))) => {
+                            sessions.remove(&key);
+                        }
                     }
                 }
                 Some(relay_up_entry::What::End(_)) => {
