@@ -58,7 +58,6 @@ use tracing::{debug, info, warn};
 
 use super::agent::{AgentSvc, End, Inbound, Leadership, inbound_error};
 use crate::Shared;
-use crate::api::forward::FORWARDED;
 use crate::leader::dispatch::Outbound;
 
 /// How long a follower waits for a leader to be known before it sends the
@@ -223,13 +222,7 @@ impl RelayLink {
         if let Some(old) = cached.replace(stream.clone()) {
             old.stop.notify_one();
         }
-        tokio::spawn(drive(
-            stream.clone(),
-            channel,
-            up_rx,
-            shared.config.id,
-            shared.shutdown.clone(),
-        ));
+        tokio::spawn(drive(stream.clone(), channel, up_rx, shared.shutdown.clone()));
         info!(
             leader_id = to.leader_id,
             term = to.term,
@@ -245,13 +238,11 @@ async fn drive(
     stream: Arc<Stream>,
     channel: tonic::transport::Channel,
     up_rx: mpsc::Receiver<Box<RelayUpEntry>>,
-    id: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (batches, batches_rx) = mpsc::channel(4);
     let batcher = tokio::spawn(batch(up_rx, batches, |entries| RelayUp { entries }));
-    let mut request = Request::new(ReceiverStream::new(batches_rx));
-    request.metadata_mut().insert(FORWARDED, id.into());
+    let request = Request::new(ReceiverStream::new(batches_rx));
     let mut client = RelayServiceClient::new(channel)
         .max_decoding_message_size(MAX_RELAY_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RELAY_MESSAGE_BYTES);
