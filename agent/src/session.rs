@@ -5,6 +5,10 @@
 //!
 //! Which controller the next attempt goes to, and whether it waits first, is
 //! decided by [`Targets`]:
+//! - The first attempt goes to the configured controller the host id
+//!   hashes to ([`Targets::for_host`]): a fleet spreads over the group
+//!   from the start, and most of it lands on followers, which relay it
+//!   without a second handshake.
 //! - A follower answers the Hello with a `Redirect` naming the leader: the
 //!   next attempt goes to that address after a short random pause (at most
 //!   [`REDIRECT_SPREAD`]: a fleet redirected at once does not arrive at
@@ -28,7 +32,10 @@
 //!   failure there rotates.
 //! - A relaying follower whose leader went away ends the session with
 //!   `UNAVAILABLE` and a retry hint: the agent comes back to it (as to a
-//!   busy controller, below), to be relayed to the new leader.
+//!   busy controller, below), to be relayed to the new leader. One cut off
+//!   from the group ends it without a hint: the session broke, and the
+//!   agent goes to the member that is neither that follower nor the
+//!   welcoming leader (above).
 //! - After such a hint (the controller answered: its connection is sound)
 //!   the next attempt opens its stream on the same connection, without a
 //!   new TLS handshake; after anything else it connects afresh.
@@ -250,11 +257,26 @@ impl Targets {
     /// Starts at the first configured controller. `controllers` must not be
     /// empty (config validation guarantees it).
     pub fn new(controllers: Vec<String>) -> Self {
+        Self::starting_at(controllers, 0)
+    }
+
+    /// Starts at the configured controller `host_id` hashes to
+    /// ([`rpool_proto::spread`]): a fleet spreads over the controllers
+    /// from its first connection, so two in three agents of a trio land on
+    /// a follower, which relays them at once, instead of all of them
+    /// landing on the first controller and most being handed on (a second
+    /// TLS handshake each).
+    pub fn for_host(controllers: Vec<String>, host_id: &str) -> Self {
+        let first = rpool_proto::spread(host_id, controllers.len().max(1));
+        Self::starting_at(controllers, first)
+    }
+
+    fn starting_at(controllers: Vec<String>, index: usize) -> Self {
         assert!(!controllers.is_empty(), "at least one controller is configured");
-        let current = controllers[0].clone();
+        let current = controllers[index].clone();
         Targets {
             controllers,
-            index: 0,
+            index,
             current,
             redirects: 0,
             members: Vec::new(),
@@ -376,7 +398,7 @@ pub async fn run_sessions(
         Duration::from_millis(config.reconnect.max_backoff_ms),
         fastrand::Rng::new(),
     );
-    let mut targets = Targets::new(config.controllers.clone());
+    let mut targets = Targets::for_host(config.controllers.clone(), host_id);
     // The last connection, reused by the next attempt on the same address
     // after a retry hint (see the module docs).
     let mut kept: Option<(String, Channel)> = None;
@@ -1450,6 +1472,30 @@ mod tests {
         assert_eq!(t.current(), "c:1");
         t.after(&Outcome::Failed);
         assert_eq!(t.current(), "a:1");
+    }
+
+    #[test]
+    fn a_fleet_starts_spread_over_the_controllers_and_each_host_always_at_the_same_one() {
+        let list: Vec<String> = ["a:1", "b:1", "c:1"].iter().map(|s| s.to_string()).collect();
+        let mut counts = std::collections::BTreeMap::new();
+        for i in 0..3_000 {
+            let host = format!("00000000-0000-4000-8000-{i:012x}");
+            let first = Targets::for_host(list.clone(), &host).current().to_owned();
+            assert_eq!(Targets::for_host(list.clone(), &host).current(), first);
+            *counts.entry(first).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        assert!(counts.values().all(|c| (800..=1_200).contains(c)), "{counts:?}");
+        // Rotation goes on from the first one, through every controller.
+        let mut t = Targets::for_host(list.clone(), "h1");
+        let mut seen = vec![t.current().to_owned()];
+        for _ in 0..2 {
+            t.after(&Outcome::Failed);
+            seen.push(t.current().to_owned());
+        }
+        seen.sort();
+        assert_eq!(seen, list);
+        assert_eq!(Targets::for_host(vec!["only:1".into()], "h1").current(), "only:1");
     }
 
     #[test]

@@ -308,7 +308,8 @@ pub struct LivenessConfig {
     /// the leader over one `RelayService.Sessions` stream each, and the
     /// leader hands direct sessions to them ([`crate::api::relay`]); off:
     /// followers redirect agents to the leader, which holds every
-    /// connection. Set it the same on every controller of a group.
+    /// connection. On by default. Set it the same on every controller of a
+    /// group.
     pub relay_sessions: bool,
 }
 
@@ -337,7 +338,7 @@ impl Default for LivenessConfig {
             heartbeat_interval_ms: 1_000,
             suspect_after_ms: 3_000,
             down_after_ms: 5_000,
-            relay_sessions: false,
+            relay_sessions: true,
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub sessions_handed: Counter,
     /// Agent sessions this follower relays to the leader now.
     pub sessions_relayed: std::sync::atomic::AtomicI64,
+    /// Relayed agent sessions this follower ended because it knew no
+    /// leader for a whole grace period (cut off from the group).
+    pub relays_cut_off: Counter,
     /// Task durations from issue to result, by `kind` and `outcome`.
     pub task_duration: HistogramVec,
     /// Events this controller saw committed since it started.
@@ -70,6 +73,7 @@ impl Metrics {
             sessions_refused_busy: Counter::default(),
             sessions_handed: Counter::default(),
             sessions_relayed: std::sync::atomic::AtomicI64::new(0),
+            relays_cut_off: Counter::default(),
             task_duration: HistogramVec::new(TASK_BUCKETS_S, &["kind", "outcome"]),
             events: Counter::default(),
             webhook_deliveries: Counter::default(),
@@ -283,6 +287,11 @@ pub fn encode(snap: &Snapshot, m: &Metrics) -> String {
         "rpool_agent_sessions_relayed",
         "Agent sessions this controller relays to the leader (it holds their connections).",
         m.sessions_relayed.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    e.counter(
+        "rpool_agent_sessions_cut_off_total",
+        "Relayed agent sessions this follower ended because it knew no leader (cut off from the group): their agents went to another controller.",
+        m.relays_cut_off.get(),
     );
     e.histogram_vec(
         "rpool_task_duration_seconds",

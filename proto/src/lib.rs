@@ -52,3 +52,43 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `UNAVAILABLE` answer to `AgentService.Session` when it admits no more
 /// new sessions for now (see `agent.proto`).
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// Which of `n` places `key` goes to: FNV-1a of the key modulo `n`, stable
+/// across processes, builds and releases (the standard library's hash is
+/// seeded per process), and even over a fleet of host ids. An agent picks
+/// its first controller with it and a leader the follower that relays a
+/// host's session, so a host keeps going to the same place. `n` must not
+/// be 0.
+pub fn spread(key: &str, n: usize) -> usize {
+    (fnv1a(key.as_bytes()) % n as u64) as usize
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_fnv1a_and_even_over_a_fleet_of_host_ids() {
+        // The published FNV-1a 64 test vectors: the same on every build.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+        for n in [1usize, 2, 3, 5] {
+            let mut counts = vec![0usize; n];
+            for i in 0..10_000 {
+                counts[spread(&format!("00000000-0000-4000-8000-{i:012x}"), n)] += 1;
+            }
+            let even = 10_000 / n;
+            assert!(
+                counts.iter().all(|c| c.abs_diff(even) <= even / 15),
+                "{n} places: {counts:?}"
+            );
+        }
+    }
+}

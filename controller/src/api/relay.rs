@@ -33,6 +33,12 @@
 //!   leader (or served, if that follower now leads). A leader's verdict on
 //!   the session (invalid message, permission, replaced by a newer one) is
 //!   passed on unchanged.
+//! - A relaying follower that knows no leader for a whole election timeout
+//!   (it is cut off from the group: after a leader's death an election
+//!   ends well within it) ends its agents' streams with `UNAVAILABLE` and
+//!   no hint: each agent goes to another controller, one that can reach
+//!   the leader. The leader would otherwise hear nothing from them and
+//!   take them for down.
 //! - A leader that does not serve `RelayService` (0.1.0, during a rolling
 //!   upgrade) gets the follower's agents by `Redirect`.
 //! - A follower that knows no leader within [`LEADER_WAIT`] answers with a
@@ -460,8 +466,7 @@ pub(crate) async fn run(
     if stream.up.send(open).await.is_err() {
         return Err(relay_retry(&format!("the stream to leader {leader_id} closed")));
     }
-    let moved =
-        |l: &Leadership| l.leading || l.term != term || (l.leader_id != 0 && l.leader_id != leader_id);
+    let grace = lost_leader_grace(shared);
 
     // The leader's first answer: a Welcome (passed on), or a refusal.
     let first = tokio::select! {
@@ -469,7 +474,10 @@ pub(crate) async fn run(
             Ok(first) => first,
             Err(_) => return Err(relay_retry(&format!("leader {leader_id} did not answer the hello"))),
         },
-        _ = moved_on(&mut leadership, moved) => return Err(relay_retry("the leadership moved while the session opened")),
+        u = upheaval(&mut leadership, leader_id, term, grace) => return Err(match u {
+            Upheaval::Moved => relay_retry("the leadership moved while the session opened"),
+            Upheaval::Lost => cut_off(leader_id, grace),
+        }),
     };
     match first.map(|d| *d) {
         Some(Down::Message(ControllerMessage {
@@ -508,7 +516,10 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
-            _ = moved_on(&mut leadership, moved) => return Err(relay_retry("the leadership moved")),
+            u = upheaval(&mut leadership, leader_id, term, grace) => return Err(match u {
+                Upheaval::Moved => relay_retry("the leadership moved"),
+                Upheaval::Lost => cut_off(leader_id, grace),
+            }),
             _ = tx.closed() => return Ok(End::AgentGone),
             d = down.recv() => match d.map(|d| *d) {
                 Some(Down::Message(message)) => {
@@ -558,10 +569,72 @@ async fn stream_closed(shared: &Shared, stream: &Stream, tx: &mpsc::Sender<Outbo
     Ok(End::Redirected(leader_id))
 }
 
-/// Resolves once `moved` holds for the leadership (or the replica stops).
-/// Holds no watch guard across an await.
-async fn moved_on(leadership: &mut watch::Receiver<Leadership>, moved: impl Fn(&Leadership) -> bool) {
-    let _ = leadership.wait_for(moved).await;
+/// What became of the leadership a relayed session counts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upheaval {
+    /// Another leader or term, this controller leads, or the replica
+    /// stopped: the agent comes back here (retry hint).
+    Moved,
+    /// No leader known for a whole grace period: this controller is cut
+    /// off from the group (a leader's death is followed by an election
+    /// well within it). The agent goes to another controller.
+    Lost,
+}
+
+/// Resolves once the leadership the session relays to (`leader_id` in
+/// `term`) has moved, or has been unknown for `grace`.
+async fn upheaval(
+    leadership: &mut watch::Receiver<Leadership>,
+    leader_id: u64,
+    term: u64,
+    grace: Duration,
+) -> Upheaval {
+    let moved =
+        |l: &Leadership| l.leading || l.term != term || (l.leader_id != 0 && l.leader_id != leader_id);
+    loop {
+        let now = *leadership.borrow_and_update();
+        if moved(&now) {
+            return Upheaval::Moved;
+        }
+        if now.leader_id == 0 {
+            // No watch guard is held across an await.
+            let back = tokio::time::timeout(grace, async {
+                leadership
+                    .wait_for(|l| l.leader_id != 0 || moved(l))
+                    .await
+                    .is_ok()
+            })
+            .await;
+            match back {
+                Err(_) => return Upheaval::Lost,
+                Ok(false) => return Upheaval::Moved,
+                Ok(true) => continue,
+            }
+        }
+        if leadership.changed().await.is_err() {
+            return Upheaval::Moved;
+        }
+    }
+}
+
+/// How long a relaying follower that knows no leader waits for one before
+/// it sends its agents elsewhere: the longest election timeout (a member
+/// campaigns after `election_ticks..2*election_ticks` ticks without a
+/// leader, and one round of votes takes milliseconds), 0.8 s by default.
+fn lost_leader_grace(shared: &Shared) -> Duration {
+    let raft = &shared.config.raft;
+    Duration::from_millis(2 * raft.election_ticks * raft.tick_ms)
+}
+
+/// The agent's session ends: this controller lost the leader. Without a
+/// retry hint the agent goes to another controller of the group, which
+/// can reach the leader.
+fn cut_off(leader_id: u64, grace: Duration) -> Status {
+    crate::metrics::global().relays_cut_off.inc();
+    Status::unavailable(format!(
+        "this controller has known no leader for {} ms (leader {leader_id} is out of its reach); connect to another controller",
+        grace.as_millis()
+    ))
 }
 
 /// `RelayService`, the leader's end of the followers' relay streams.
@@ -771,15 +844,8 @@ pub(crate) fn follower_for(shared: &Shared, host_id: &str) -> Option<(u64, Strin
     if candidates.is_empty() {
         return None;
     }
-    let pick = candidates[(fnv1a(host_id.as_bytes()) % candidates.len() as u64) as usize];
+    let pick = candidates[rpool_proto::spread(host_id, candidates.len())];
     shared.address_of(pick).map(|address| (pick, address))
-}
-
-/// FNV-1a: a stable hash (the standard library's is seeded per process).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
@@ -857,15 +923,79 @@ mod tests {
         assert_eq!(keys, want, "entries out of order");
     }
 
-    #[test]
-    fn host_ids_spread_evenly_and_stably_over_followers() {
-        let mut counts = [0usize; 2];
-        for i in 0..10_000 {
-            let id = format!("00000000-0000-4000-8000-{i:012x}");
-            counts[(fnv1a(id.as_bytes()) % 2) as usize] += 1;
+    fn leadership(leading: bool, leader_id: u64, term: u64) -> Leadership {
+        Leadership {
+            leading,
+            leader_id,
+            term,
         }
-        assert!(counts.iter().all(|c| (4_700..=5_300).contains(c)), "{counts:?}");
-        assert_eq!(fnv1a(b"h1"), fnv1a(b"h1"));
+    }
+
+    /// Runs [`upheaval`] for a session relayed to leader 2 in term 5 while
+    /// `steps` are sent; its answer and how long after the last step.
+    async fn upheaval_after(steps: &[Leadership], grace: Duration) -> (Upheaval, Duration) {
+        let (tx, mut rx) = watch::channel(leadership(false, 2, 5));
+        let watching = tokio::spawn(async move { upheaval(&mut rx, 2, 5, grace).await });
+        for step in steps {
+            tx.send(*step).unwrap();
+            tokio::task::yield_now().await;
+        }
+        let sent = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), watching)
+            .await
+            .expect("upheaval answers within 10 s")
+            .unwrap();
+        (answer, sent.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_relay_lets_its_sessions_go_when_the_leadership_moves_or_stays_unknown_past_the_grace() {
+        let grace = Duration::from_millis(300);
+        // An election ends (the pre-vote that forgot the leader, then a
+        // new term): back to this relay.
+        let (u, _) = upheaval_after(&[leadership(false, 0, 5), leadership(false, 3, 6)], grace).await;
+        assert_eq!(u, Upheaval::Moved);
+        // This controller won it.
+        let (u, _) = upheaval_after(&[leadership(false, 0, 5), leadership(true, 1, 6)], grace).await;
+        assert_eq!(u, Upheaval::Moved);
+        // A blip (the same leader heard again) ends nothing; the move after
+        // it does.
+        let (u, _) = upheaval_after(
+            &[
+                leadership(false, 0, 5),
+                leadership(false, 2, 5),
+                leadership(false, 2, 7),
+            ],
+            grace,
+        )
+        .await;
+        assert_eq!(u, Upheaval::Moved);
+        // No leader for a whole grace period: cut off.
+        let (u, after) = upheaval_after(&[leadership(false, 0, 5)], grace).await;
+        assert_eq!(u, Upheaval::Lost);
+        assert!(after >= grace - Duration::from_millis(20), "lost after {after:?}");
+        // A blip, then the leader gone for good: the grace counts from the
+        // second loss.
+        let (u, after) = upheaval_after(
+            &[
+                leadership(false, 0, 5),
+                leadership(false, 2, 5),
+                leadership(false, 0, 5),
+            ],
+            grace,
+        )
+        .await;
+        assert_eq!(u, Upheaval::Lost);
+        assert!(after >= grace - Duration::from_millis(20), "lost after {after:?}");
+        // The agent is told to go elsewhere: no retry hint.
+        let status = cut_off(2, grace);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.metadata().get(rpool_proto::RETRY_AFTER_MS).is_none());
+        assert!(
+            status.message().contains("connect to another controller"),
+            "{}",
+            status.message()
+        );
     }
 
     #[test]

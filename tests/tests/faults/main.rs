@@ -53,6 +53,22 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 const DOWN_AFTER: Duration = Duration::from_secs(5);
 /// Extra controller TOML: zone a (2 of 6 hosts) silent is a storm.
 const CONTROLLER_TOML: &str = "[healing]\nstorm_fleet_share = 0.3\nstorm_pool_share = 0.5\n";
+/// Scenarios whose faults touch only the controllers: every agent can
+/// still reach at least two of them, so no host may leave `ready` (the
+/// agents of a controller that is cut off, paused or killed must get to
+/// another in time; by default the followers relay the agents' sessions,
+/// so this is also the relay's partition test).
+const CONTROLLER_ONLY: &[&str] = &[
+    "leader-isolated",
+    "minority-partition",
+    "asymmetric-leader",
+    "pause-leader",
+    "kill9-leader",
+    "rolling-restart",
+];
+/// What a relaying follower logs when it lets an agent's session go
+/// because it knows no leader (`api/relay.rs`, `cut_off`).
+const CUT_OFF_LOG: &str = "has known no leader for";
 /// Every scenario, in the order they run. rolling-upgrade goes first: the
 /// testbed starts on the previous release for it.
 const SCENARIOS: &[&str] = &[
@@ -200,6 +216,7 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
     tb.wait_all_hosts_ready(Duration::from_secs(90)).await?;
     let events_before = tb.last_event_index().await?;
     let pool_before = tb.pool("faults").await?;
+    let wall_before = rpool_proto::clock::unix_ms_now();
     let clients = Clients::start(tb, register_host, &format!("faults.rpool/{name}"))?;
     // Clients in steady state before the fault: the writer has had a
     // write acknowledged (figures compare to it).
@@ -225,6 +242,11 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         "minority-partition" => {
             let leader = tb.leader().await?;
             let follower = tb.others(leader)[0];
+            // The agents it relays must go to the other two in time (no
+            // host leaves ready: checked below for every controller-only
+            // fault). How many it let go is in the note.
+            let cut_off = |logs: String| logs.matches(CUT_OFF_LOG).count();
+            let before = cut_off(tb.logs(&tb.ctl_name(follower))?);
             for o in tb.others(follower) {
                 tb.cut(&tb.ctl_name(follower), &tb.ctl_ip(o))?;
             }
@@ -232,6 +254,11 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             tokio::time::sleep(HOLD).await;
             let at = clients.now();
             tb.heal_all()?;
+            let after = cut_off(tb.logs(&tb.ctl_name(follower))?);
+            note = format!(
+                "controller {follower} cut off: {} relayed agent sessions sent elsewhere",
+                after - before
+            );
             at
         }
         "asymmetric-leader" => {
@@ -325,6 +352,9 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
     let history = clients.stop().await;
     let hosts_ready = tb.wait_all_hosts_ready(Duration::from_secs(90)).await?;
     let since_heal = Duration::from_nanos(clients_elapsed(&history).saturating_sub(heal_at));
+    if CONTROLLER_ONLY.contains(&name) {
+        hosts_stayed_ready(tb, wall_before).await?;
+    }
     let mut figures = Figures::of(name, &history, fault_at, heal_at, recovered);
     figures.hosts_ready_s = (since_heal + hosts_ready).as_secs_f64();
     figures.note = note;
@@ -332,6 +362,48 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
         .map_err(|e| anyhow::anyhow!("{name}: history of {} calls: {e}", history.len()))?;
     tb.assert_no_host_in_two_pools().await?;
     Ok(figures)
+}
+
+/// No host changed state since `wall_before` (Unix ms, the controllers'
+/// clock is this machine's): a host that went suspect or down and came
+/// back carries the time it came back. On failure the controllers' "host
+/// state changed" log lines say what happened.
+async fn hosts_stayed_ready(tb: &Testbed, wall_before: u64) -> Result<()> {
+    let moved: Vec<String> = tb
+        .hosts()
+        .await?
+        .iter()
+        .filter(|h| h.state_since_unix_ms >= wall_before)
+        .map(|h| {
+            let name = h
+                .facts
+                .as_ref()
+                .map_or(h.host_id.as_str(), |f| f.hostname.as_str());
+            format!(
+                "{name} ({:?} since {}: {})",
+                h.state(),
+                h.state_since_unix_ms,
+                h.state_reason
+            )
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let mut changes = Vec::new();
+    for n in 1..=3 {
+        for line in tb.logs(&tb.ctl_name(n))?.lines() {
+            if line.contains("host state changed") {
+                changes.push(format!("ctl-{n}: {line}"));
+            }
+        }
+    }
+    let recent = changes.len().saturating_sub(12);
+    bail!(
+        "hosts left ready during a controller-only fault (since {wall_before}): {}; the controllers logged:\n{}",
+        moved.join(", "),
+        changes[recent..].join("\n")
+    )
 }
 
 /// The testbed runs the previous release (controllers and agents). Each
