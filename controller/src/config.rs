@@ -278,6 +278,11 @@ pub struct RaftSettings {
     /// Applied entries between log compactions (snapshots),
     /// `100..=10000000`.
     pub snapshot_every: u64,
+    /// MiB the live Raft log segment is preallocated by at a time,
+    /// `0..=1024` (0: none). A sync of a write inside the file's size
+    /// skips the filesystem's journal; the space is taken ahead, so a
+    /// full disk stops the replica up to this much later.
+    pub preallocate_mib: u64,
 }
 
 impl Default for RaftSettings {
@@ -287,6 +292,7 @@ impl Default for RaftSettings {
             heartbeat_ticks: 2,
             election_ticks: 8,
             snapshot_every: 10_000,
+            preallocate_mib: 16,
         }
     }
 }
@@ -511,6 +517,13 @@ impl Config {
                 "raft.snapshot_every",
                 r.snapshot_every,
                 "100..=10000000",
+            ));
+        }
+        if r.preallocate_mib > 1_024 {
+            return Err(FieldError::out_of_range(
+                "raft.preallocate_mib",
+                r.preallocate_mib,
+                "0..=1024",
             ));
         }
         let l = &self.liveness;
@@ -744,6 +757,7 @@ mod tests {
                 "raft.election_ticks",
             ),
             ("[raft]\nsnapshot_every = 10\n", "raft.snapshot_every"),
+            ("[raft]\npreallocate_mib = 2048\n", "raft.preallocate_mib"),
         ];
         for (extra, field) in cases {
             let text = format!("{base}{extra}");

@@ -226,6 +226,7 @@ pub async fn run(
     raft_config.heartbeat_tick = config.raft.heartbeat_ticks as usize;
     raft_config.election_tick = config.raft.election_ticks as usize;
     raft_config.snapshot_every = config.raft.snapshot_every;
+    raft_config.preallocate_bytes = config.raft.preallocate_mib << 20;
     // The log rebuilds the state (snapshot file, then the committed
     // entries after it) before the replica starts.
     let (raft_handle, mut node_task) = raft::node::start(

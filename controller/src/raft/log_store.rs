@@ -485,6 +485,12 @@ impl LogStore {
         wal::write_atomic(&self.dir, wal::DAMAGED_FILE, detail.as_bytes())
     }
 
+    /// Bytes the live log segment is extended by at a time (`[raft]
+    /// preallocate_mib`; 0: none).
+    pub fn set_preallocation(&self, bytes: u64) {
+        self.write().wal.set_preallocation(bytes);
+    }
+
     /// The live segment, its durable length and its length (simulator).
     #[cfg(test)]
     pub fn unsynced(&self) -> (PathBuf, u64, u64) {

@@ -177,18 +177,19 @@ fn a_snapshot_file_written_before_a_crash_is_completed_on_open() {
 fn a_torn_last_write_is_cut_off_and_the_synced_prefix_kept() {
     let dir = tempfile::tempdir().unwrap();
     let synced_len;
+    let full;
     {
         let store = open(dir.path());
         store.append(&[entry(1, 1), entry(2, 1)]).unwrap();
         store.set_hard_state(&hard_state(1, 1, 2)).unwrap();
         store.sync().unwrap();
-        synced_len = std::fs::metadata(segment_of(dir.path())).unwrap().len();
+        synced_len = store.unsynced().1;
         store
             .persist_ready(&[entry(3, 1)], Some(&hard_state(1, 1, 3)))
             .unwrap();
+        full = store.unsynced().2;
     }
     let path = segment_of(dir.path());
-    let full = std::fs::metadata(&path).unwrap().len();
     // Half of the last batch reached the disk.
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(synced_len + (full - synced_len) / 2).unwrap();
@@ -196,11 +197,7 @@ fn a_torn_last_write_is_cut_off_and_the_synced_prefix_kept() {
     let store = open(dir.path());
     assert_eq!(indexes(&store), (1, 2));
     assert_eq!(store.hard_state().commit, 2);
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().len(),
-        synced_len,
-        "cut to the valid prefix"
-    );
+    assert_eq!(store.unsynced().2, synced_len, "cut to the valid prefix");
     // And it takes writes again after the cut.
     store.append(&[entry(3, 2)]).unwrap();
     store.sync().unwrap();
@@ -211,16 +208,18 @@ fn a_torn_last_write_is_cut_off_and_the_synced_prefix_kept() {
 #[test]
 fn an_overwritten_byte_inside_the_log_is_damage_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
+    let written;
     {
         let store = open(dir.path());
         for i in 1..=20 {
             store.append(&[entry(i, 1)]).unwrap();
         }
         store.sync().unwrap();
+        written = store.unsynced().2;
     }
     let path = segment_of(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
+    let middle = written as usize / 2;
     bytes[middle] ^= 0x5a;
     std::fs::write(&path, &bytes).unwrap();
     let err = LogStore::open(&dir.path().join("raft"), 1, true).err().unwrap();
@@ -240,7 +239,7 @@ fn a_truncated_log_behind_its_commit_index_is_damage() {
             store.append(&[entry(i, 1)]).unwrap();
             if i == 5 {
                 store.sync().unwrap();
-                cut_at = std::fs::metadata(segment_of(dir.path())).unwrap().len();
+                cut_at = store.unsynced().1;
             }
         }
         store.set_hard_state(&hard_state(1, 1, 10)).unwrap();
@@ -414,4 +413,94 @@ fn a_commit_kept_in_memory_is_lost_on_a_crash_but_never_ahead_of_the_log() {
     let hs = store.initial_state().unwrap().hard_state;
     assert_eq!((hs.term, hs.vote, hs.commit), (1, 1, 0));
     assert_eq!(indexes(&store), (1, 2));
+}
+
+#[test]
+fn the_live_segment_is_preallocated_and_its_zeros_are_not_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let written;
+    {
+        let store = open(dir.path());
+        for i in 1..=5 {
+            store.append(&[entry(i, 1)]).unwrap();
+        }
+        store.set_hard_state(&hard_state(1, 1, 5)).unwrap();
+        store.sync().unwrap();
+        written = store.unsynced().2;
+    }
+    let path = segment_of(dir.path());
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(
+        size,
+        wal::PREALLOCATE_BYTES,
+        "one chunk, {written} bytes of it written"
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes[written as usize..].iter().all(|b| *b == 0));
+    // Reopened: nothing cut, every entry there, the next write in place.
+    let store = open(dir.path());
+    assert_eq!(indexes(&store), (1, 5));
+    assert_eq!(store.unsynced().2, written);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    store.append(&[entry(6, 1)]).unwrap();
+    store.sync().unwrap();
+    let after = store.unsynced().2;
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "written inside the chunk"
+    );
+    // A torn write inside the preallocated zeros (half a batch, then
+    // zeros): cut, and the chunk preallocated again.
+    let torn = wal::encode_batch(&[Record::Entry(entry(7, 1))]);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &torn[..torn.len() / 2], after).unwrap();
+    drop(file);
+    let store = open(dir.path());
+    assert_eq!(indexes(&store), (1, 6));
+    assert_eq!(store.unsynced().2, after, "cut to the valid prefix");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        after,
+        "the torn bytes are gone"
+    );
+    store.append(&[entry(7, 1)]).unwrap();
+    store.sync().unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        size,
+        "preallocated again"
+    );
+    // Past the chunk, the file grows by another.
+    let big = vec![b'x'; wal::PREALLOCATE_BYTES as usize / 4];
+    for i in 8..=12 {
+        let mut e = entry(i, 1);
+        e.data = big.clone().into();
+        store.append(&[e]).unwrap();
+    }
+    store.sync().unwrap();
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        2 * wal::PREALLOCATE_BYTES
+    );
+    let store = open(dir.path());
+    assert_eq!(indexes(&store), (1, 12));
+    // Preallocation off: a write past the file's end extends it by itself.
+    store.set_preallocation(0);
+    let written = store.unsynced().2;
+    let room = 2 * wal::PREALLOCATE_BYTES - written;
+    let mut e = entry(13, 1);
+    e.data = vec![b'y'; room as usize + 100].into();
+    store.append(&[e]).unwrap();
+    store.sync().unwrap();
+    let end = store.unsynced().2;
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        end,
+        "no chunk past the end"
+    );
+    assert_eq!(indexes(&open(dir.path())), (1, 13));
 }

@@ -107,6 +107,8 @@ pub struct RaftConfig {
     pub election_tick: usize,
     /// Compact the log into a snapshot after this many applied entries.
     pub snapshot_every: u64,
+    /// Bytes the live log segment is preallocated by at a time (0: none).
+    pub preallocate_bytes: u64,
     /// A proposal not applied within this time fails (outcome unknown).
     pub propose_timeout: Duration,
     /// The Raft log ([`LogStore`](super::log_store::LogStore)): `{data_dir}/raft`.
@@ -129,6 +131,7 @@ impl RaftConfig {
             heartbeat_tick: 2,
             election_tick: 10,
             snapshot_every: 10_000,
+            preallocate_bytes: super::wal::PREALLOCATE_BYTES,
             propose_timeout: Duration::from_secs(5),
         }
     }

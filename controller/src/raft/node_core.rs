@@ -102,6 +102,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         // such a dir without a log lost its log, which must not start over.
         let earlier_state = non_empty_dir(&config.state_dir);
         let log = LogStore::open(&config.log_dir, config.id, !earlier_state)?;
+        log.set_preallocation(config.preallocate_bytes);
         if earlier_state {
             tracing::info!(
                 dir = %config.state_dir.display(),

@@ -49,10 +49,16 @@ impl Sim {
             }
         };
         let mut bytes = std::fs::read(segment).expect("reading the crashed segment");
+        let size = bytes.len();
         bytes.truncate((synced + kept) as usize);
         let end = bytes.len();
         for byte in &mut bytes[end - torn as usize..] {
             *byte = self.rng.u8(..);
+        }
+        // The preallocated zeros after it survive, or the file's size does
+        // not (a filesystem that lost the extension).
+        if self.rng.bool() {
+            bytes.resize(size, 0);
         }
         std::fs::write(segment, &bytes).expect("writing the crashed segment");
         self.summary.lost_log_bytes += unsynced - kept + torn;

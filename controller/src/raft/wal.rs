@@ -11,6 +11,14 @@
 //! - `DAMAGED`: written when the replica found it lost acknowledged data;
 //!   every later open refuses with its text.
 //!
+//! The live segment is preallocated ([`PREALLOCATE_BYTES`] at a time,
+//! `fallocate`) and written in place: an `fdatasync` after a write inside
+//! the file's size flushes the data alone, where one after an append also
+//! commits the new size through the filesystem's journal (on this
+//! machine's ext4: 0.12 ms against 0.17 ms per sync). So a segment ends in
+//! zeros: after the last batch, all zeros is the unwritten rest, not a
+//! torn write.
+//!
 //! Only the newest segment is live. A new segment ([`Wal::rotate`]) starts
 //! with a checkpoint batch (snapshot mark, every retained entry, conf state,
 //! hard state), written to `.tmp`, synced, renamed and the directory synced;
@@ -19,7 +27,8 @@
 //!
 //! Recovery on open: a batch that runs past the end of the file, or whose
 //! checksum fails with nothing valid after it, is a torn last write (never
-//! synced, so never acknowledged): the file is cut there. A failing batch
+//! synced, so never acknowledged): the file is cut there (and preallocated
+//! again). Zeros alone after the last batch are the preallocated rest. A failing batch
 //! followed by a valid one is damage: an error naming the file.
 
 // raft-rs messages are protobuf 2 structs, built field by field.
@@ -27,6 +36,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
@@ -38,6 +48,10 @@ use super::log_store::{LogError, LogState};
 pub const SEGMENT_MAGIC: &[u8; 8] = b"RPWAL001";
 /// A segment past this size is replaced by a checkpoint of the live log.
 pub const SEGMENT_MAX_BYTES: u64 = 64 << 20;
+/// The live segment is extended by this much at a time (see the module
+/// docs); unit tests and the simulator, which rewrite whole segments to
+/// model crashes, use small chunks (and so cross them often).
+pub const PREALLOCATE_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 16 << 20 };
 /// Batch header: length and checksum.
 const BATCH_HEADER: usize = 8;
 /// Largest batch accepted when reading (a length above it is garbage).
@@ -187,6 +201,8 @@ pub fn replay(path: &Path, data: &[u8], state: &mut LogState) -> Result<usize, L
                 pos += size;
             }
             Batch::Short => return Ok(pos),
+            // The preallocated rest of the segment.
+            Batch::Bad(_) if data[pos..].iter().all(|b| *b == 0) => return Ok(pos),
             Batch::Bad(why) => {
                 if valid_batch_after(&data[pos..]) {
                     return Err(damaged(format!(
@@ -259,10 +275,14 @@ pub struct Wal {
     seq: u64,
     path: PathBuf,
     file: File,
-    /// Bytes in the file.
+    /// Bytes of batches in the file (where the next one is written).
     len: u64,
     /// Bytes known to be on disk (fdatasync'ed).
     synced_len: u64,
+    /// The file's size: `len` and the preallocated zeros after it.
+    allocated: u64,
+    /// Bytes preallocated at a time; 0: none.
+    chunk: u64,
 }
 
 impl Wal {
@@ -281,10 +301,11 @@ impl Wal {
         let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
         let valid = replay(&path, &data, state)? as u64;
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        if valid < data.len() as u64 {
+        let mut allocated = data.len() as u64;
+        if data[valid as usize..].iter().any(|b| *b != 0) {
             tracing::warn!(
                 file = %path.display(),
                 cut_bytes = data.len() as u64 - valid,
@@ -292,6 +313,7 @@ impl Wal {
             );
             file.set_len(valid).map_err(|e| io(&path, e))?;
             file.sync_all().map_err(|e| io(&path, e))?;
+            allocated = valid;
         }
         for old in &seqs[..seqs.len() - 1] {
             let old_path = dir.join(segment_name(*old));
@@ -300,35 +322,86 @@ impl Wal {
         if seqs.len() > 1 {
             sync_dir(dir)?;
         }
-        Ok(Wal {
+        let wal = Wal {
             dir: dir.to_owned(),
             seq,
             path,
             file,
             len: valid,
             synced_len: valid,
-        })
+            allocated,
+            chunk: PREALLOCATE_BYTES,
+        };
+        Ok(wal)
     }
 
     /// Creates the first segment of a new log in `dir` from `state`.
     pub fn create(dir: &Path, state: &LogState) -> Result<Wal, LogError> {
         let (seq, path, file, len) = write_segment(dir, 1, state)?;
-        Ok(Wal {
+        let wal = Wal {
             dir: dir.to_owned(),
             seq,
             path,
             file,
             len,
             synced_len: len,
-        })
+            allocated: len,
+            chunk: PREALLOCATE_BYTES,
+        };
+        Ok(wal)
     }
 
     /// Appends one batch made by [`encode_batch`] (not yet durable: see
     /// [`Wal::sync`]).
     pub fn append(&mut self, batch: &[u8]) -> Result<(), LogError> {
-        self.file.write_all(batch).map_err(|e| io(&self.path, e))?;
-        self.len += batch.len() as u64;
+        let need = batch.len() as u64;
+        if self.len + need > self.allocated {
+            self.preallocate(need);
+        }
+        self.file
+            .write_all_at(batch, self.len)
+            .map_err(|e| io(&self.path, e))?;
+        self.len += need;
+        self.allocated = self.allocated.max(self.len);
         Ok(())
+    }
+
+    /// Sets how much the live segment is extended by at a time (0: not
+    /// preallocated; writes extend it), from the next extension on.
+    pub fn set_preallocation(&mut self, bytes: u64) {
+        self.chunk = bytes;
+    }
+
+    /// Extends the file to hold at least `need` more bytes after the last
+    /// batch, by whole chunks. Only a speed-up: where it fails (no room for
+    /// a whole chunk, a filesystem without `fallocate`) writes simply
+    /// extend the file, and a full disk is reported by the write itself.
+    fn preallocate(&mut self, need: u64) {
+        if self.chunk == 0 {
+            return;
+        }
+        let want = (self.len + need.max(1)).div_ceil(self.chunk) * self.chunk;
+        if want <= self.allocated {
+            return;
+        }
+        let Ok(offset) = i64::try_from(self.allocated) else {
+            return;
+        };
+        let Ok(extra) = i64::try_from(want - self.allocated) else {
+            return;
+        };
+        // SAFETY: fallocate on a descriptor this struct owns; no memory is
+        // passed.
+        let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&self.file), 0, offset, extra) };
+        if rc == 0 {
+            self.allocated = want;
+        } else {
+            tracing::debug!(
+                file = %self.path.display(),
+                error = %std::io::Error::last_os_error(),
+                "raft log: could not preallocate; appending"
+            );
+        }
     }
 
     /// Makes every appended batch durable (fdatasync).
@@ -356,6 +429,7 @@ impl Wal {
         self.file = file;
         self.len = len;
         self.synced_len = len;
+        self.allocated = len;
         std::fs::remove_file(&old).map_err(|e| io(&old, e))?;
         sync_dir(&self.dir)
     }
@@ -369,7 +443,7 @@ impl Wal {
 }
 
 /// Writes segment `seq` holding a checkpoint of `state`: `.tmp`, synced,
-/// renamed, directory synced. Returns it open for appending.
+/// renamed, directory synced. Returns it open for writing after its end.
 fn write_segment(dir: &Path, seq: u64, state: &LogState) -> Result<(u64, PathBuf, File, u64), LogError> {
     let mut bytes = SEGMENT_MAGIC.to_vec();
     bytes.extend_from_slice(&encode_batch(&state.checkpoint()));
@@ -377,7 +451,7 @@ fn write_segment(dir: &Path, seq: u64, state: &LogState) -> Result<(u64, PathBuf
     write_atomic(dir, &name, &bytes)?;
     let path = dir.join(name);
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(|e| io(&path, e))?;
     Ok((seq, path, file, bytes.len() as u64))

@@ -70,11 +70,17 @@ fn newest_segment(data: &Path) -> PathBuf {
     segments.pop().expect("a log segment")
 }
 
-/// Overwrites `len` bytes of `path` from `at` (a fraction of its length)
-/// with `byte`.
+/// How much of a file holds data: up to its last non-zero byte (a log
+/// segment is preallocated, so zeros follow its last batch).
+fn written_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+/// Overwrites `len` bytes of `path` from `at` (a fraction of its written
+/// length) with `byte`.
 fn overwrite(path: &Path, at: f64, len: usize, byte: u8) -> anyhow::Result<()> {
     let mut bytes = std::fs::read(path)?;
-    let start = (bytes.len() as f64 * at) as usize;
+    let start = (written_len(&bytes) as f64 * at) as usize;
     let end = (start + len).min(bytes.len());
     bytes[start..end].fill(byte);
     std::fs::write(path, bytes)?;
@@ -127,7 +133,7 @@ async fn a_truncated_log_is_refused_with_65_naming_the_data() -> anyhow::Result<
     c.stop()?;
     let data = c.dir.join("data");
     let segment = newest_segment(&data);
-    let len = std::fs::metadata(&segment)?.len();
+    let len = written_len(&std::fs::read(&segment)?) as u64;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)?

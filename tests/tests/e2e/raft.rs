@@ -577,7 +577,12 @@ async fn a_controller_whose_disk_fills_stops_then_waits_for_space_and_catches_up
     let Some(disk) = SmallDisk::mount(&root.path().join("controller-3").join("data"), 96) else {
         return Ok(());
     };
-    let (mut cluster, _agent, host_id) = trio_with_a_host(root.path(), TEST_RAFT).await?;
+    // No preallocated log: the default 16 MiB taken ahead would carry this
+    // test's few hundred writes past the full disk (with it, the replica
+    // stops the same way once the chunk is used up: the extension fails
+    // and the write itself meets ENOSPC).
+    let raft = format!("{TEST_RAFT}preallocate_mib = 0\n");
+    let (mut cluster, _agent, host_id) = trio_with_a_host(root.path(), &raft).await?;
     let filler = disk.fill();
 
     // Writes go on; controller 3 cannot persist them, stops with exit 75
