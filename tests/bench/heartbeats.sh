@@ -13,8 +13,12 @@
 #   SKIP_AGENT=1 ...    # skip the real-agent measurement
 #   AGENT_SECONDS=60    # how long the real agent is measured
 #   KEEP=1 ...          # keep the work dir (logs, samples) afterwards
-#   RELAY=1 ...         # [liveness] relay_sessions = true: followers hold the
-#                       # agents' connections and relay their sessions
+#   RELAY=0 ...         # [liveness] relay_sessions = false: every agent keeps
+#                       # its connection to the leader (default: the
+#                       # followers hold them and relay the sessions)
+#   FIRST=leader ...    # where each simulated agent connects first: agent
+#                       # (default: the controller its host id hashes to, as
+#                       # rpool-agent does), leader, round-robin
 #   BIN=/other/target/release ...
 #   HEAPTRACK=1 ...     # attach heaptrack to the leader (profile kept in the
 #                       # work dir; use with KEEP=1 and fewer AGENTS)
@@ -140,7 +144,7 @@ for i in 1 2 3; do
     printf '\n[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\nca_key = "%s"\n' \
       "$WORK/pki/ca.crt" "$WORK/pki/controller-$i.crt" "$WORK/pki/controller-$i.key" "$WORK/pki/ca.key"
     printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "${P[$((i+2))]}"
-    [ "${RELAY:-0}" = 1 ] && printf '\n[liveness]\nrelay_sessions = true\n'
+    [ "${RELAY:-1}" = 0 ] && printf '\n[liveness]\nrelay_sessions = false\n'
     for j in 1 2 3; do
       printf '\n[[peers]]\nid = %s\naddress = "127.0.0.1:%s"\n' "$j" "${P[$((j-1))]}"
     done
@@ -195,7 +199,7 @@ T0=$(date +%s.%N)
 # it stands for agents on other machines, so it must not starve the
 # controllers of the two cores they share with it here.
 nice -n "${LOADGEN_NICE:-10}" "$LOADGEN" run --controllers "$EPS" --agents "$AGENTS" --interval "$INTERVAL" \
-  --duration "$DURATION" --ramp "$RAMP" --kill "$KILL" \
+  --duration "$DURATION" --ramp "$RAMP" --kill "$KILL" --first "${FIRST:-agent}" \
   --ca-cert "$WORK/pki/ca.crt" --ca-key "$WORK/pki/ca.key" \
   --admin-cert "$WORK/pki/admin.crt" --admin-key "$WORK/pki/admin.key" \
   --json "$WORK/loadgen.json" --timeline "$WORK/timeline.txt" >/dev/null &

@@ -11,6 +11,10 @@
 #                                 # default all three)
 #   PERF=1 ...                    # also count CPU time, context switches and
 #                                 # sync syscalls of the three members per bench
+#   TRACE=1 ...                   # also record 1 s of the three members' I/O
+#                                 # syscalls (perf trace) during each sequential
+#                                 # bench: $WORK/trace-NAME.txt; summarised by
+#                                 # tests/bench/timeline.py (implies KEEP=1)
 #   BIN=/other/target/release ... # binaries to benchmark (default target/release)
 #
 # rpool runs with mutual TLS (as in production): `rpool-bench tls-setup`
@@ -64,7 +68,7 @@ stop_pids() {
 cleanup() {
   local rc=$?
   stop_pids '*.pid'
-  if [ "${KEEP:-0}" = 1 ] || [ $rc != 0 ]; then
+  if [ "${KEEP:-0}" = 1 ] || [ "${TRACE:-0}" = 1 ] || [ $rc != 0 ]; then
     log "work dir kept: $WORK"
   else
     rm -rf "$WORK"
@@ -113,7 +117,28 @@ run_bench() {
     echo $perf_pid >"$WORK/perf.pid"
     sleep 0.3
   fi
+  local trace_pid=""
+  if [ "${TRACE:-0}" = 1 ] && [ -n "$PERF_GLOB" ] && [[ $name == *-seq ]] && command -v perf >/dev/null; then
+    local pids
+    pids=$(cat $WORK/$PERF_GLOB | paste -sd,)
+    # Start 1 s in, trace 1 s: a steady stretch of one write at a time.
+    (sleep 1; exec timeout -s INT 1 perf trace -p "$pids" -o "$WORK/trace-$name.txt" \
+      -e read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg,pwrite64,fdatasync,fsync,futex,epoll_wait,epoll_pwait) &
+    trace_pid=$!
+  fi
   "$BENCH" "$@" 2> >(sed "s/^/  [$name] /" >&2) | tee -a "$RESULTS"
+  if [ -n "$trace_pid" ]; then
+    wait "$trace_pid" 2>/dev/null || true
+    # What the descriptors and threads were: the summary needs them.
+    local pid
+    for pid in $(cat $WORK/$PERF_GLOB); do
+      { echo "pid $pid tasks $(ls /proc/$pid/task | paste -sd,)"
+        for fd in /proc/$pid/fd/*; do echo "fd $pid ${fd##*/} $(readlink "$fd")"; done
+      } >>"$WORK/trace-$name.fds" 2>/dev/null || true
+    done
+    ss -tnpei >>"$WORK/trace-$name.fds" 2>/dev/null || true
+    log "$name: syscall trace in $WORK/trace-$name.txt (descriptors: trace-$name.fds)"
+  fi
   if [ -n "$perf_pid" ]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true

@@ -6,8 +6,9 @@
 //! 1. Raise `RLIMIT_NOFILE`; with `--ca-cert/--ca-key`, mint one agent
 //!    certificate per simulated host (identity `urn:rpool:agent:<host_id>`)
 //!    in-process, so every stream is mutual TLS like a real agent's.
-//! 2. Start the agents evenly over `--ramp`. Each connects to a controller
-//!    (round robin), sends a real Hello (facts, inventory, utilization,
+//! 2. Start the agents evenly over `--ramp`. Each connects first to the
+//!    controller its host id hashes to, as the real agent does (`--first`:
+//!    or the leader, or round robin), sends a real Hello (facts, inventory, utilization,
 //!    health), follows `Redirect`s to the leader, then heartbeats every
 //!    `--interval` with a random phase; the controller's `HeartbeatAck`
 //!    gives the round trip. Where to go next and how long to wait after a
@@ -119,10 +120,11 @@ struct RunArgs {
     /// Admin key (PEM).
     #[arg(long, requires = "admin_cert")]
     admin_key: Option<PathBuf>,
-    /// Connect agents round robin to every controller (each follows the
-    /// redirect) instead of to the leader found at start.
-    #[arg(long)]
-    spread: bool,
+    /// Where each agent connects first: `agent` (the controller its host
+    /// id hashes to, the real agent's rule), `leader` (the leader found at
+    /// start), `round-robin`. Redirects are followed either way.
+    #[arg(long, value_enum, default_value_t = First::Agent)]
+    first: First,
     /// Also write the JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -245,8 +247,17 @@ struct Totals {
     busy: AtomicU64,
 }
 
+/// Where a simulated agent connects first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum First {
+    Agent,
+    Leader,
+    RoundRobin,
+}
+
 struct Ctx {
     args_interval: Duration,
+    first: First,
     controllers: Vec<String>,
     /// Where every agent connects first (the leader found at start), if known.
     first_target: Option<String>,
@@ -381,7 +392,10 @@ async fn agent(
     if let Some(p) = leader_at {
         list.rotate_left(p);
     }
-    let mut targets = Targets::new(list);
+    let mut targets = match ctx.first {
+        First::Agent => Targets::for_host(ctx.controllers.clone(), &id),
+        First::Leader | First::RoundRobin => Targets::new(list),
+    };
     let mut backoff = Backoff::new(
         INITIAL_BACKOFF,
         MAX_BACKOFF,
@@ -759,10 +773,9 @@ async fn run(args: RunArgs) -> Result<()> {
             all
         }
     };
-    let first_target = if args.spread {
-        None
-    } else {
-        find_leader(&args.controllers, admin.as_ref()).await
+    let first_target = match args.first {
+        First::Leader => find_leader(&args.controllers, admin.as_ref()).await,
+        First::Agent | First::RoundRobin => None,
     };
     let start = Instant::now() + Duration::from_millis(200);
     let steady_from = start + args.ramp;
@@ -773,6 +786,7 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let ctx = Arc::new(Ctx {
         args_interval: args.interval,
+        first: args.first,
         controllers: args.controllers.clone(),
         seed: args.seed,
         tls: tls.is_some(),

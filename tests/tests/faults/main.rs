@@ -51,8 +51,11 @@ const HOLD: Duration = Duration::from_secs(8);
 const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// The testbed's liveness: `down_after_ms` in its controller config.
 const DOWN_AFTER: Duration = Duration::from_secs(5);
-/// Extra controller TOML: zone a (2 of 6 hosts) silent is a storm.
-const CONTROLLER_TOML: &str = "[healing]\nstorm_fleet_share = 0.3\nstorm_pool_share = 0.5\n";
+/// Extra controller TOML: zone a (2 of 6 hosts) silent is a storm; the
+/// metrics endpoint, where the suite reads how many agents each follower
+/// relays.
+const CONTROLLER_TOML: &str =
+    "[healing]\nstorm_fleet_share = 0.3\nstorm_pool_share = 0.5\n\n[metrics]\nlisten = \"0.0.0.0:9464\"\n";
 /// Scenarios whose faults touch only the controllers: every agent can
 /// still reach at least two of them, so no host may leave `ready` (the
 /// agents of a controller that is cut off, paused or killed must get to
@@ -240,11 +243,20 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             at
         }
         "minority-partition" => {
+            // The follower that relays the most agents is cut off from the
+            // other two: its agents must get to them in time (no host
+            // leaves ready: checked below for every controller-only fault).
             let leader = tb.leader().await?;
-            let follower = tb.others(leader)[0];
-            // The agents it relays must go to the other two in time (no
-            // host leaves ready: checked below for every controller-only
-            // fault). How many it let go is in the note.
+            let mut relaying = Vec::new();
+            for f in tb.others(leader) {
+                relaying.push((tb.metric(f, "rpool_agent_sessions_relayed")?, f));
+            }
+            relaying.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (relayed, follower) = relaying[relaying.len() - 1];
+            ensure!(
+                relayed >= 1.0,
+                "no follower relays an agent session (relaying is on by default): {relaying:?}"
+            );
             let cut_off = |logs: String| logs.matches(CUT_OFF_LOG).count();
             let before = cut_off(tb.logs(&tb.ctl_name(follower))?);
             for o in tb.others(follower) {
@@ -256,8 +268,12 @@ async fn scenario(tb: &Testbed, name: &str, register_host: &str) -> Result<Figur
             tb.heal_all()?;
             let after = cut_off(tb.logs(&tb.ctl_name(follower))?);
             note = format!(
-                "controller {follower} cut off: {} relayed agent sessions sent elsewhere",
+                "controller {follower} relayed {relayed} agent sessions and was cut off: {} sent elsewhere",
                 after - before
+            );
+            ensure!(
+                after > before,
+                "controller {follower} relayed {relayed} agent sessions, cut off it let none go"
             );
             at
         }

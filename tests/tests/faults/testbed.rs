@@ -163,6 +163,23 @@ impl Testbed {
         format!("{}-{hostname}", self.name)
     }
 
+    /// The value of an unlabelled metric of controller `n` (its `[metrics]`
+    /// endpoint on port 9464, plain HTTP/1.0).
+    pub fn metric(&self, n: u64, name: &str) -> Result<f64> {
+        use std::io::{Read as _, Write as _};
+        let address = format!("{}:9464", self.ctl_ip(n));
+        let timeout = Duration::from_secs(5);
+        let mut stream = std::net::TcpStream::connect_timeout(&address.parse()?, timeout)
+            .with_context(|| format!("metrics of controller {n} at {address}"))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("no {name} in the metrics of controller {n}"))
+    }
+
     pub fn ctl_ip(&self, n: u64) -> String {
         format!("{}.{}", self.subnet, 10 + n)
     }
