@@ -13,8 +13,9 @@
 #                                 # sync syscalls of the three members per bench
 #   TRACE=1 ...                   # also record 1 s of the three members' I/O
 #                                 # syscalls (perf trace) during each sequential
-#                                 # bench: $WORK/trace-NAME.txt; summarised by
-#                                 # tests/bench/timeline.py (implies KEEP=1)
+#                                 # bench: $WORK/trace-NAME.txt, with the
+#                                 # descriptors and sockets in trace-NAME.fds
+#                                 # (implies KEEP=1)
 #   BIN=/other/target/release ... # binaries to benchmark (default target/release)
 #
 # rpool runs with mutual TLS (as in production): `rpool-bench tls-setup`

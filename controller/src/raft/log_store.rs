@@ -155,6 +155,37 @@ struct Inner {
     commit_unwritten: bool,
 }
 
+/// A compaction in three steps, so that the slow one can run off the
+/// replica's thread: [`LogStore::plan_compaction`] (index, term and
+/// configuration, from the log), [`Compaction::write`] (the snapshot file,
+/// synced and renamed into place: anywhere, any time), then
+/// [`LogStore::finish_compaction`] (the log records it). A crash between
+/// the last two leaves a snapshot file ahead of the log's snapshot mark,
+/// which the next open takes as it is (the entries in between are simply
+/// applied again from the snapshot's index on).
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    dir: PathBuf,
+    pub index: u64,
+    pub term: u64,
+    conf_state: ConfState,
+}
+
+impl Compaction {
+    /// Writes the snapshot file holding `data`, the state machine as of
+    /// `self.index`.
+    pub fn write(&self, data: Vec<u8>) -> Result<(), LogError> {
+        let mut snapshot = Snapshot::default();
+        snapshot.data = data.into();
+        let mut meta = SnapshotMetadata::default();
+        meta.index = self.index;
+        meta.term = self.term;
+        meta.set_conf_state(self.conf_state.clone());
+        snapshot.set_metadata(meta);
+        snapshot_file::write(&self.dir, &snapshot)
+    }
+}
+
 /// raft-rs storage over the write-ahead log. Cheap to clone; every clone
 /// shares the same log.
 #[derive(Clone)]
@@ -454,24 +485,41 @@ impl LogStore {
     /// snapshot, and drops the log up to and including `index`. The caller
     /// makes the state machine durable first.
     pub fn compact(&self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
-        let (term, conf_state) = {
-            let inner = self.read();
-            if index <= inner.state.snapshot_index {
-                return Ok(());
-            }
-            let term = inner.state.term_of(index).ok_or(LogError::Missing(index))?;
-            (term, inner.state.conf_state.clone())
+        let Some(plan) = self.plan_compaction(index)? else {
+            return Ok(());
         };
-        let mut snapshot = Snapshot::default();
-        snapshot.data = data.into();
-        let mut meta = SnapshotMetadata::default();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(conf_state);
-        snapshot.set_metadata(meta);
-        snapshot_file::write(&self.dir, &snapshot)?;
+        plan.write(data)?;
+        self.finish_compaction(&plan)
+    }
+
+    /// The first step of a compaction at `index` (see [`Compaction`]);
+    /// `None` when the log's snapshot is already there or past it.
+    pub fn plan_compaction(&self, index: u64) -> Result<Option<Compaction>, LogError> {
+        let inner = self.read();
+        if index <= inner.state.snapshot_index {
+            return Ok(None);
+        }
+        let term = inner.state.term_of(index).ok_or(LogError::Missing(index))?;
+        Ok(Some(Compaction {
+            dir: self.dir.clone(),
+            index,
+            term,
+            conf_state: inner.state.conf_state.clone(),
+        }))
+    }
+
+    /// The last step of a compaction whose snapshot file is written: the
+    /// log records the snapshot and drops the entries it holds (a new
+    /// segment). Nothing to do when a newer snapshot got there first.
+    pub fn finish_compaction(&self, plan: &Compaction) -> Result<(), LogError> {
         let mut inner = self.write();
-        inner.write_records(vec![Record::Snapshot { index, term }])?;
+        if plan.index <= inner.state.snapshot_index {
+            return Ok(());
+        }
+        inner.write_records(vec![Record::Snapshot {
+            index: plan.index,
+            term: plan.term,
+        }])?;
         inner.rotate()
     }
 

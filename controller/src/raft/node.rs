@@ -81,6 +81,12 @@ pub trait StateMachine: Send + 'static {
     fn apply_conf_change(&mut self, index: u64, change: &ConfChange) -> Result<(), MachineError>;
     /// The whole state as of `applied_index`, for a snapshot.
     fn snapshot(&self) -> Vec<u8>;
+    /// The same, as a job another thread can run: a machine whose state is
+    /// large copies it here (fast) and encodes it in the job (slow).
+    fn snapshot_job(&self) -> Box<dyn FnOnce() -> Vec<u8> + Send + 'static> {
+        let data = self.snapshot();
+        Box::new(move || data)
+    }
     /// Replaces the whole state with a snapshot taken at `index`.
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError>;
 }
@@ -109,6 +115,10 @@ pub struct RaftConfig {
     pub snapshot_every: u64,
     /// Bytes the live log segment is preallocated by at a time (0: none).
     pub preallocate_bytes: u64,
+    /// Encode and write compaction snapshots on a thread of their own (the
+    /// simulator writes them inline, to stay deterministic, and records
+    /// them a cycle later, as a thread would).
+    pub background_compaction: bool,
     /// A proposal not applied within this time fails (outcome unknown).
     pub propose_timeout: Duration,
     /// The Raft log ([`LogStore`](super::log_store::LogStore)): `{data_dir}/raft`.
@@ -132,6 +142,7 @@ impl RaftConfig {
             election_tick: 10,
             snapshot_every: 10_000,
             preallocate_bytes: super::wal::PREALLOCATE_BYTES,
+            background_compaction: true,
             propose_timeout: Duration::from_secs(5),
         }
     }

@@ -17,7 +17,7 @@ use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
 use tokio::sync::watch;
 
 use super::incarnation::{self, Incarnations};
-use super::log_store::{LogError, LogStore};
+use super::log_store::{Compaction, LogError, LogStore};
 use super::node::{RaftConfig, StateMachine, Transport};
 use super::node_errors::NodeError;
 use super::node_handle::{Input, RaftStatus, Reply, SubmitError};
@@ -44,6 +44,23 @@ const READ_RETRY_TICKS: u32 = 4;
 /// connection broke (by rank; see `Core::leader_lost`): more than a
 /// pre-vote round with its log syncs.
 const LOST_LEADER_STAGGER_TICKS: usize = 2;
+
+/// A compaction whose snapshot file is being written ([`Core::compact`]).
+struct Compacting {
+    plan: Compaction,
+    started: Instant,
+    /// Time this thread spent copying the state.
+    copied: std::time::Duration,
+    work: CompactionWork,
+}
+
+/// Where a compaction's snapshot file is being written.
+enum CompactionWork {
+    /// On a thread of its own: its size in bytes, once written.
+    Thread(std::thread::JoinHandle<Result<usize, LogError>>),
+    /// Already written (by this thread), to be recorded by a later cycle.
+    Done(Result<usize, LogError>),
+}
 
 /// The replica's state and every step of its loop, synchronous: the
 /// `RawNode`, the log, the state machine and the callers waiting for an
@@ -74,6 +91,8 @@ pub(super) struct Core<S: StateMachine, T: Transport> {
     /// so the snapshot a new member receives names it in its ConfState
     /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
     snapshot_now: bool,
+    /// A compaction whose snapshot file is being written (at most one).
+    compacting: Option<Compacting>,
     /// Set when a peer showed that this replica lost acknowledged data:
     /// the next `Ready` cycle stops the node with it.
     lost: Option<NodeError>,
@@ -176,6 +195,7 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
             reads: BTreeMap::new(),
             reads_ready: VecDeque::new(),
             snapshot_now: false,
+            compacting: None,
             lost: None,
             incarnations,
         };
@@ -218,9 +238,11 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         &self.raw
     }
 
-    /// A clean stop: the log durable, the commit index with it (the next
-    /// start applies everything committed before it answers).
+    /// A clean stop: a compaction in flight finished, the log durable, the
+    /// commit index with it (the next start applies everything committed
+    /// before it answers).
     pub(super) fn close_log(&mut self) -> Result<(), NodeError> {
+        self.wait_compaction()?;
         Ok(self.log.close()?)
     }
 
@@ -518,21 +540,25 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
         Ok(())
     }
 
-    /// A whole `Ready` cycle: begin, sync the log, finish, compact if due.
+    /// A whole `Ready` cycle: begin, sync the log, finish; then finish a
+    /// compaction whose snapshot file is written, or start one if due.
     pub(super) fn on_ready_blocking(&mut self) -> Result<(), NodeError> {
-        let Some(ready) = self.begin_ready()? else {
-            return Ok(());
-        };
-        self.sync_log()?;
-        self.finish_ready(ready)?;
-        if self.compaction_due() {
+        let ready = self.begin_ready()?;
+        if let Some(ready) = ready {
+            self.sync_log()?;
+            self.finish_ready(ready)?;
+            self.publish_status();
+        }
+        self.poll_compaction()?;
+        if self.compacting.is_none() && self.compaction_due() {
             self.compact()?;
         }
-        self.publish_status();
         Ok(())
     }
 
     fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), NodeError> {
+        // One writer of the snapshot file at a time.
+        self.wait_compaction()?;
         let index = snapshot.get_metadata().index;
         self.machine
             .restore(index, &snapshot.data)
@@ -586,6 +612,10 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
                             index: entry.index,
                             reason: format!("bad conf change: {e}").into(),
                         })?;
+                    // A compaction in flight recorded the membership before
+                    // this change: it finishes first (an interrupted one is
+                    // completed on open with that membership).
+                    self.wait_compaction()?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.log.set_conf_state(&conf_state)?;
                     if change.get_change_type() == ConfChangeType::RemoveNode {
@@ -631,11 +661,98 @@ impl<S: StateMachine, T: Transport> Core<S, T> {
 
     /// Compacts the log into a snapshot of the state machine: the snapshot
     /// file (synced) replaces the entries up to the applied index.
+    ///
+    /// The state is copied here; encoding it and writing the file (tens of
+    /// milliseconds for a state of megabytes, during which this thread
+    /// would answer nobody) happen on a thread of their own
+    /// (`RaftConfig::background_compaction`), and a later cycle records
+    /// the snapshot in the log ([`Core::poll_compaction`]). A membership
+    /// change compacts at once, here (the snapshot a new member receives
+    /// must name it).
     pub(super) fn compact(&mut self) -> Result<(), NodeError> {
-        self.snapshot_now = false;
+        let now = std::mem::take(&mut self.snapshot_now);
         let applied = self.machine.applied_index();
-        self.log.compact(applied, self.machine.snapshot())?;
         self.applied_since_snapshot = 0;
+        let Some(plan) = self.log.plan_compaction(applied)? else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let job = self.machine.snapshot_job();
+        let copied = started.elapsed();
+        let work = if self.config.background_compaction && !now {
+            let writer = plan.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("raft-snap-{}", self.config.id))
+                .spawn(move || {
+                    let data = job();
+                    let bytes = data.len();
+                    writer.write(data).map(|()| bytes)
+                })
+                .map_err(|e| LogError::Io {
+                    path: self.log.dir().to_owned(),
+                    source: e,
+                })?;
+            CompactionWork::Thread(thread)
+        } else {
+            let data = job();
+            let bytes = data.len();
+            CompactionWork::Done(plan.write(data).map(|()| bytes))
+        };
+        self.compacting = Some(Compacting {
+            plan,
+            started,
+            copied,
+            work,
+        });
+        if now {
+            self.wait_compaction()?;
+        }
+        Ok(())
+    }
+
+    /// Records a compaction in the log once its snapshot file is written
+    /// (a thread's that has not finished is left running).
+    pub(super) fn poll_compaction(&mut self) -> Result<(), NodeError> {
+        match &self.compacting {
+            Some(Compacting {
+                work: CompactionWork::Thread(thread),
+                ..
+            }) if !thread.is_finished() => Ok(()),
+            Some(_) => self.wait_compaction(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the compaction in flight, if any, and records it.
+    fn wait_compaction(&mut self) -> Result<(), NodeError> {
+        let Some(Compacting {
+            plan,
+            started,
+            copied,
+            work,
+        }) = self.compacting.take()
+        else {
+            return Ok(());
+        };
+        let written = match work {
+            CompactionWork::Done(written) => written,
+            CompactionWork::Thread(thread) => thread.join().unwrap_or_else(|_| {
+                Err(LogError::Invalid(format!(
+                    "the thread writing the snapshot at {} panicked",
+                    plan.index
+                )))
+            }),
+        };
+        let bytes = written?;
+        self.log.finish_compaction(&plan)?;
+        tracing::info!(
+            controller = self.config.id,
+            index = plan.index,
+            bytes,
+            copy_ms = copied.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            "raft log compacted into a snapshot"
+        );
         Ok(())
     }
 

@@ -467,6 +467,9 @@ impl Sim {
         let mut config = RaftConfig::new(id, (1..=NODES).collect(), &dir);
         config.tick_ms = TICK_MS;
         config.snapshot_every = self.rng.u64(15..=60);
+        // Deterministic: the snapshot file is written inline and recorded
+        // one cycle later, so crashes and messages fall in between.
+        config.background_compaction = false;
         let election = config.election_tick + self.rng.usize(0..config.election_tick);
         let (status_tx, status_rx) = watch::channel(RaftStatus::default());
         let outbox = self.node(id).outbox.clone();

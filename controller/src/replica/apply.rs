@@ -219,6 +219,11 @@ impl crate::raft::node::StateMachine for Replicated {
         SnapshotData::encode_state(&self.read())
     }
 
+    fn snapshot_job(&self) -> Box<dyn FnOnce() -> Vec<u8> + Send + 'static> {
+        let state = self.read().clone();
+        Box::new(move || SnapshotData::encode_state(&state))
+    }
+
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), MachineError> {
         let data: SnapshotData =
             serde_json::from_slice(data).map_err(|e| format!("snapshot does not decode: {e}"))?;

@@ -279,6 +279,8 @@ struct TlsShared {
 struct AgentOut {
     /// Round trips in microseconds, measured after the ramp.
     rtt_us: Vec<u32>,
+    /// Which 10 s window of the steady state each of `rtt_us` was sent in.
+    rtt_window: Vec<u16>,
     /// Unix ms when it stopped, if it was killed.
     killed_at_unix_ms: Option<u64>,
 }
@@ -494,6 +496,7 @@ async fn agent(
                             if sent >= ctx.steady_from {
                                 ctx.totals.acks_steady.fetch_add(1, Ordering::Relaxed);
                                 out.rtt_us.push(now.duration_since(sent).as_micros().min(u32::MAX as u128) as u32);
+                                out.rtt_window.push((sent.duration_since(ctx.steady_from).as_secs() / 10).min(u16::MAX as u64) as u16);
                             }
                         }
                     }
@@ -875,9 +878,13 @@ async fn run(args: RunArgs) -> Result<()> {
         })
     });
     let mut rtt: Vec<u32> = Vec::new();
+    let mut by_window: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
     let mut killed_at: BTreeMap<String, u64> = BTreeMap::new();
     for (i, t) in tasks.into_iter().enumerate() {
         let out = t.await.unwrap_or_default();
+        for (us, window) in out.rtt_us.iter().zip(&out.rtt_window) {
+            by_window.entry(*window).or_default().push(*us);
+        }
         rtt.extend(out.rtt_us);
         if let Some(at) = out.killed_at_unix_ms {
             killed_at.insert(host_id(args.seed, i), at);
@@ -920,6 +927,14 @@ async fn run(args: RunArgs) -> Result<()> {
             "p90": percentile(&rtt, 90.0),
             "p99": percentile(&rtt, 99.0),
             "max": percentile(&rtt, 100.0),
+            // p99 of each 10 s of the steady state, in order.
+            "p99_by_10s": by_window
+                .values_mut()
+                .map(|w| {
+                    w.sort_unstable();
+                    percentile(w, 99.0)
+                })
+                .collect::<Vec<_>>(),
         },
         "errors": t.errors.load(Ordering::Relaxed),
         "reconnects": t.reconnects.load(Ordering::Relaxed),
