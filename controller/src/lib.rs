@@ -79,6 +79,8 @@ pub use config::Config;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// HTTP/2 keep-alive ping timeout.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP/2 streams the listener admits at once on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
 /// Largest agent or admin message accepted.
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 4 << 20;
 /// How long the server may take to close connections after shutdown.
@@ -311,9 +313,11 @@ pub async fn run(
     let server = Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        // Followers relay thousands of agent sessions over one connection
-        // each (api::relay).
-        .max_concurrent_streams(Some(api::relay::MAX_RELAYED_STREAMS))
+        // One connection carries one agent session, one Raft or relay
+        // stream, or a follower's forwarded admin calls (api::forward):
+        // a bound on a client that opens streams without end, far above
+        // what any of them needs.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .initial_connection_window_size(Some(api::relay::RELAY_CONNECTION_WINDOW))
         // Mutual TLS only; client certificates optional at the handshake
         // (enrollment), required per service by the authorization layer.

@@ -88,9 +88,6 @@ pub const MAX_RELAY_MESSAGE_BYTES: usize = MAX_BATCH_BYTES + 2 * crate::MAX_DECO
 /// queue is full is ended (its agent reconnects): one slow session never
 /// holds up the others on the stream.
 const SESSION_CAPACITY: usize = 32;
-/// Streams the listener admits on one connection (a follower's relay
-/// needs one; the bound predates the multiplexed relay).
-pub const MAX_RELAYED_STREAMS: u32 = super::agent::MAX_SESSIONS as u32 + 1_024;
 /// HTTP/2 connection window of the relay connection (both ends): every
 /// relayed session shares it.
 pub const RELAY_CONNECTION_WINDOW: u32 = 8 << 20;
