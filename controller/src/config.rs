@@ -280,7 +280,7 @@ pub struct RaftSettings {
     pub snapshot_every: u64,
     /// MiB the live Raft log segment is preallocated by at a time,
     /// `0..=1024` (0: none). A sync of a write inside the file's size
-    /// skips the filesystem's journal; the space is taken ahead, so a
+    /// writes no metadata (no new size); the space is taken ahead, so a
     /// full disk stops the replica up to this much later.
     pub preallocate_mib: u64,
 }
