@@ -30,6 +30,12 @@
 //!   neither the welcoming leader nor the controller the session ran
 //!   through, or on the same controller when no member list came; a
 //!   failure there rotates.
+//! - A welcomed session that hears nothing back (no acknowledgement) for
+//!   [`silence_limit`] (one heartbeat interval short of the Welcome's
+//!   `suspect_after`, at least two intervals) is dropped as broken: a
+//!   frozen or cut-off controller keeps its connection looking open, and
+//!   the new leader would take this host for suspect, then down, while it
+//!   waited. It goes on as any broken session (below).
 //! - A relaying follower whose leader went away ends the session with
 //!   `UNAVAILABLE` and a retry hint: the agent comes back to it (as to a
 //!   busy controller, below), to be relayed to the new leader. One cut off
@@ -123,6 +129,10 @@ enum Reason {
     ClosedByController,
     /// A follower named the leader (or said none is known) instead of a Welcome.
     Redirected(Redirect),
+    /// Nothing came back (no acknowledgement) for this long while
+    /// heartbeats went out: the controller is frozen or cut off behind a
+    /// connection that still looks open.
+    Silent(Duration),
 }
 
 impl std::fmt::Display for Reason {
@@ -155,6 +165,11 @@ impl std::fmt::Display for Reason {
             Reason::Redirected(r) => {
                 write!(f, "redirected to leader {} at {}", r.leader_id, r.leader_address)
             }
+            Reason::Silent(limit) => write!(
+                f,
+                "no answer from the controller for {} ms while heartbeating",
+                limit.as_millis()
+            ),
         }
     }
 }
@@ -705,6 +720,8 @@ async fn session(
     );
     targets.welcomed(&welcome);
     let period = Duration::from_millis(interval_ms as u64);
+    let silence = silence_limit(period, Duration::from_millis(welcome.suspect_after_ms as u64));
+    let mut heard = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -731,15 +748,23 @@ async fn session(
                 return Ended::Shutdown;
             }
             m = inbound.message() => match m {
-                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::Task(task)) })) => executor.submit(task),
+                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::Task(task)) })) => {
+                    heard = tokio::time::Instant::now();
+                    executor.submit(task)
+                }
                 Ok(Some(ControllerMessage { msg: Some(ControllerMsg::HeartbeatAck(ack)) })) => {
+                    heard = tokio::time::Instant::now();
                     crate::metrics::global().heartbeat_acked(ack.seq)
                 }
-                Ok(Some(m)) => debug!(?m, "ignoring an unexpected controller message"),
+                Ok(Some(m)) => {
+                    heard = tokio::time::Instant::now();
+                    debug!(?m, "ignoring an unexpected controller message")
+                }
                 Ok(None) => return lost(Reason::ClosedByController),
                 Err(status) => return lost(Reason::Status(status)),
             },
             Ok(()) = renewed.changed() => return lost(Reason::Renewed),
+            () = tokio::time::sleep_until(heard + silence) => return lost(Reason::Silent(silence)),
             _ = ticker.tick() => {
                 seq += 1;
                 let report = reporter.sample();
@@ -778,6 +803,15 @@ async fn session(
             }
         }
     }
+}
+
+/// How long a welcomed session may go without a word from the controller
+/// while it heartbeats: one heartbeat interval short of `suspect_after`
+/// (so the agent is on another controller before a new leader, which
+/// counts silence from its own start, takes it for suspect), and never
+/// under two intervals (an acknowledgement may be late under load).
+pub fn silence_limit(interval: Duration, suspect_after: Duration) -> Duration {
+    suspect_after.saturating_sub(interval).max(interval * 2)
 }
 
 /// The session's result forwarder; aborted when the session ends.
@@ -864,6 +898,9 @@ mod tests {
     struct FakeController {
         events: mpsc::UnboundedSender<Event>,
         kill: watch::Receiver<bool>,
+        /// Acknowledges every heartbeat, with this `suspect_after_ms` in
+        /// its Welcome; `None`: never acknowledges, Welcome says 3000.
+        acks: Option<u32>,
     }
 
     type Out = Pin<Box<dyn Stream<Item = Result<ControllerMessage, tonic::Status>> + Send>>;
@@ -898,13 +935,14 @@ mod tests {
                     msg: Some(ControllerMsg::Welcome(Welcome {
                         controller_id: "7".into(),
                         heartbeat_interval_ms: INTERVAL_MS,
-                        suspect_after_ms: 3000,
+                        suspect_after_ms: self.acks.unwrap_or(3000),
                         down_after_ms: 5000,
                         members: vec![],
                     })),
                 }))
                 .await
                 .unwrap();
+            let acks = self.acks.is_some();
             let events = self.events.clone();
             let mut kill = self.kill.clone();
             tokio::spawn(async move {
@@ -916,6 +954,10 @@ mod tests {
                         }
                         m = inbound.message() => match m {
                             Ok(Some(AgentMessage { msg: Some(AgentMsg::Heartbeat(hb)) })) => {
+                                if acks {
+                                    let ack = ControllerMsg::HeartbeatAck(rpool_proto::v1::HeartbeatAck { seq: hb.seq });
+                                    let _ = out_tx.send(Ok(ControllerMessage { msg: Some(ack) })).await;
+                                }
                                 let _ = events.send(Event::Heartbeat(hb, Instant::now()));
                             }
                             Ok(other) if other.is_some() => panic!("unexpected {other:?}"),
@@ -938,10 +980,21 @@ mod tests {
 
     impl Server {
         async fn start(listener: TcpListener, events: mpsc::UnboundedSender<Event>) -> Server {
+            Self::start_acking(listener, events, None).await
+        }
+
+        /// A controller that acknowledges heartbeats (`Some(suspect_after_ms)`)
+        /// or stays silent after its Welcome (`None`).
+        async fn start_acking(
+            listener: TcpListener,
+            events: mpsc::UnboundedSender<Event>,
+            acks: Option<u32>,
+        ) -> Server {
             let (kill, kill_rx) = watch::channel(false);
             let svc = AgentServiceServer::new(FakeController {
                 events,
                 kill: kill_rx,
+                acks,
             });
             let handle = serve(listener, svc);
             Server { handle, kill }
@@ -1082,6 +1135,70 @@ mod tests {
             simulate: Some(SimulateConfig { file: hw }),
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn the_silence_limit_is_an_interval_short_of_suspect_and_at_least_two_intervals() {
+        let s = Duration::from_secs;
+        assert_eq!(silence_limit(s(1), s(3)), s(2));
+        assert_eq!(silence_limit(s(1), s(10)), s(9));
+        assert_eq!(silence_limit(s(1), s(2)), s(2));
+        assert_eq!(
+            silence_limit(s(1), Duration::ZERO),
+            s(2),
+            "an old controller's Welcome without it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_stops_answering_is_left_before_it_could_be_taken_for_suspect() {
+        const SUSPECT_MS: u32 = 600;
+        let limit = silence_limit(
+            Duration::from_millis(INTERVAL_MS as u64),
+            Duration::from_millis(SUSPECT_MS as u64),
+        );
+        // A controller that acknowledges: the session stays, well past the
+        // limit.
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let server = Server::start_acking(listener, events_tx, Some(SUSPECT_MS)).await;
+        let agent = RunningAgent::start(config(dir.path(), addr));
+        next_hello(&mut events).await;
+        let until = Instant::now() + limit * 3;
+        while Instant::now() < until {
+            next_heartbeat(&mut events).await;
+        }
+        agent.stop().await;
+        server.handle.abort();
+
+        // One that goes silent after its Welcome: the agent drops the
+        // session after the limit and says Hello again.
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let server = Server::start_acking(listener, events_tx, None).await;
+        let mut config = config(dir.path(), addr);
+        config.reconnect.initial_backoff_ms = 10;
+        let agent = RunningAgent::start(config);
+        next_hello(&mut events).await;
+        let welcomed = Instant::now();
+        let again = loop {
+            match next(&mut events).await {
+                Event::Hello(_) => break Instant::now(),
+                Event::Heartbeat(..) | Event::Ended(_) => {}
+            }
+        };
+        let silent_limit = silence_limit(Duration::from_millis(INTERVAL_MS as u64), Duration::from_secs(3));
+        assert!(
+            again - welcomed >= silent_limit,
+            "left after {:?}, before the limit {silent_limit:?}",
+            again - welcomed
+        );
+        agent.stop().await;
+        server.handle.abort();
     }
 
     #[tokio::test]

@@ -33,9 +33,9 @@
 //!   leader (or served, if that follower now leads). A leader's verdict on
 //!   the session (invalid message, permission, replaced by a newer one) is
 //!   passed on unchanged.
-//! - A relaying follower that knows no leader for a whole election timeout
-//!   (it is cut off from the group: after a leader's death an election
-//!   ends well within it) ends its agents' streams with `UNAVAILABLE` and
+//! - A relaying follower that knows no leader for an election timeout
+//!   after its own ran out (it is cut off from the group: after a
+//!   leader's death an election ends well within it) ends its agents' streams with `UNAVAILABLE` and
 //!   no hint: each agent goes to another controller, one that can reach
 //!   the leader. The leader would otherwise hear nothing from them and
 //!   take them for down.
@@ -615,12 +615,16 @@ async fn upheaval(
 }
 
 /// How long a relaying follower that knows no leader waits for one before
-/// it sends its agents elsewhere: the longest election timeout (a member
-/// campaigns after `election_ticks..2*election_ticks` ticks without a
-/// leader, and one round of votes takes milliseconds), 0.8 s by default.
+/// it sends its agents elsewhere: the shortest election timeout, 0.4 s by
+/// default. A follower forgets the leader when its own election timeout
+/// runs out; if the leader died, that follower's pre-vote (or the other
+/// one's, already under way) elects a new leader within a round trip or
+/// two. Longer would eat into the budget of its agents, whose last
+/// heartbeat the leader heard up to one interval before the cut and which
+/// it takes for suspect 3 s after that.
 fn lost_leader_grace(shared: &Shared) -> Duration {
     let raft = &shared.config.raft;
-    Duration::from_millis(2 * raft.election_ticks * raft.tick_ms)
+    Duration::from_millis(raft.election_ticks * raft.tick_ms)
 }
 
 /// The agent's session ends: this controller lost the leader. Without a
