@@ -72,7 +72,7 @@ use rpool_proto::tls::{TlsFiles, TlsMaterial};
 use rpool_proto::v1::agent_message::Msg as AgentMsg;
 use rpool_proto::v1::agent_service_client::AgentServiceClient;
 use rpool_proto::v1::controller_message::Msg as ControllerMsg;
-use rpool_proto::v1::{AgentMessage, ControllerMessage, Heartbeat, Hello, Redirect, TaskResult, Welcome};
+use rpool_proto::v1::{AgentMessage, Heartbeat, Hello, Redirect, TaskResult, Welcome};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -748,17 +748,13 @@ async fn session(
                 return Ended::Shutdown;
             }
             m = inbound.message() => match m {
-                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::Task(task)) })) => {
-                    heard = tokio::time::Instant::now();
-                    executor.submit(task)
-                }
-                Ok(Some(ControllerMessage { msg: Some(ControllerMsg::HeartbeatAck(ack)) })) => {
-                    heard = tokio::time::Instant::now();
-                    crate::metrics::global().heartbeat_acked(ack.seq)
-                }
                 Ok(Some(m)) => {
                     heard = tokio::time::Instant::now();
-                    debug!(?m, "ignoring an unexpected controller message")
+                    match m.msg {
+                        Some(ControllerMsg::Task(task)) => executor.submit(task),
+                        Some(ControllerMsg::HeartbeatAck(ack)) => crate::metrics::global().heartbeat_acked(ack.seq),
+                        other => debug!(?other, "ignoring an unexpected controller message"),
+                    }
                 }
                 Ok(None) => return lost(Reason::ClosedByController),
                 Err(status) => return lost(Reason::Status(status)),
@@ -875,8 +871,8 @@ mod tests {
 
     use super::*;
     use crate::config::{ReconnectConfig, SimulateConfig};
-    use rpool_proto::v1::Heartbeat;
     use rpool_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+    use rpool_proto::v1::{ControllerMessage, Heartbeat};
     use std::net::SocketAddr;
     use std::pin::Pin;
     use tokio::net::TcpListener;

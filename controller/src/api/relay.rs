@@ -471,10 +471,7 @@ pub(crate) async fn run(
             Ok(first) => first,
             Err(_) => return Err(relay_retry(&format!("leader {leader_id} did not answer the hello"))),
         },
-        u = upheaval(&mut leadership, leader_id, term, grace) => return Err(match u {
-            Upheaval::Moved => relay_retry("the leadership moved while the session opened"),
-            Upheaval::Lost => cut_off(leader_id, grace),
-        }),
+        u = upheaval(&mut leadership, leader_id, term, grace) => return Err(u.status("the leadership moved while the session opened", leader_id, grace)),
     };
     match first.map(|d| *d) {
         Some(Down::Message(ControllerMessage {
@@ -513,10 +510,7 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = crate::stopped(&mut shutdown) => return Err(Status::unavailable("the controller is shutting down")),
-            u = upheaval(&mut leadership, leader_id, term, grace) => return Err(match u {
-                Upheaval::Moved => relay_retry("the leadership moved"),
-                Upheaval::Lost => cut_off(leader_id, grace),
-            }),
+            u = upheaval(&mut leadership, leader_id, term, grace) => return Err(u.status("the leadership moved", leader_id, grace)),
             _ = tx.closed() => return Ok(End::AgentGone),
             d = down.recv() => match d.map(|d| *d) {
                 Some(Down::Message(message)) => {
@@ -578,6 +572,17 @@ enum Upheaval {
     Lost,
 }
 
+impl Upheaval {
+    /// How the agent's stream ends: come back here (a retry hint saying
+    /// `moved`), or go to another controller ([`cut_off`]).
+    fn status(self, moved: &str, leader_id: u64, grace: Duration) -> Status {
+        match self {
+            Upheaval::Moved => relay_retry(moved),
+            Upheaval::Lost => cut_off(leader_id, grace),
+        }
+    }
+}
+
 /// Resolves once the leadership the session relays to (`leader_id` in
 /// `term`) has moved, or has been unknown for `grace`.
 async fn upheaval(
@@ -633,7 +638,7 @@ fn lost_leader_grace(shared: &Shared) -> Duration {
 fn cut_off(leader_id: u64, grace: Duration) -> Status {
     crate::metrics::global().relays_cut_off.inc();
     Status::unavailable(format!(
-        "this controller has known no leader for {} ms (leader {leader_id} is out of its reach); connect to another controller",
+        "this controller has known no leader for {} ms past its election timeout (leader {leader_id} is out of its reach); connect to another controller",
         grace.as_millis()
     ))
 }

@@ -482,8 +482,10 @@ impl LogStore {
     }
 
     /// Stores `data`, the state machine as of applied entry `index`, as the
-    /// snapshot, and drops the log up to and including `index`. The caller
-    /// makes the state machine durable first.
+    /// snapshot, and drops the log up to and including `index`: the three
+    /// steps of a [`Compaction`] at once (tests; the replica runs them
+    /// apart, `Core::compact`).
+    #[cfg(test)]
     pub fn compact(&self, index: u64, data: Vec<u8>) -> Result<(), LogError> {
         let Some(plan) = self.plan_compaction(index)? else {
             return Ok(());
